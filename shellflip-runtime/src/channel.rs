@@ -1,0 +1,304 @@
+//! The private channel between a generation and the one it spawns: a Unix
+//! stream socketpair whose child end is the only descriptor the new process
+//! inherits (its number is in [`ENV_HANDOVER_FD`]).
+//!
+//! ```text
+//! parent -> child   [u32 BE n][n bytes: MessagePack HandoverHeader]   (all fds attached, SCM_RIGHTS)
+//!                   [state_len bytes: the state envelope, if any]
+//! child -> parent   [u32 BE n][n bytes: MessagePack ChildMessage]     (Ready, or Failed with a reason)
+//! parent -> child   nothing more; the parent's exit closes the channel (EOF), which tells the
+//!                   child that it is now the only generation.
+//! ```
+
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::UnixStream;
+
+use crate::control::{ControlSocketFile, LastRestart};
+use crate::fd;
+
+/// The environment variable naming the channel descriptor of a new
+/// generation. Read and removed at start-up.
+pub(crate) const ENV_HANDOVER_FD: &str = "SHELLFLIP_HANDOVER_FD";
+const MAX_HEADER_BYTES: u32 = 1 << 20;
+const MAX_CHILD_MESSAGE_BYTES: u32 = 64 * 1024;
+
+/// What a service's lineage carries from generation to generation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Lineage {
+    /// When the first generation started (Unix time, ms).
+    pub started_at_unix_ms: u64,
+    /// Successful restarts so far.
+    pub restarts: u64,
+    /// Failed restarts so far.
+    pub failed_restarts: u64,
+    /// The last restart attempt.
+    pub last_restart: Option<LastRestart>,
+    /// The control socket file the first generation created (removed by
+    /// the generation that finally stops).
+    pub control_socket_file: Option<ControlSocketFile>,
+}
+
+/// The first message to a new generation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct HandoverHeader {
+    /// The new generation's number.
+    pub generation: u64,
+    /// Names of the attached descriptors, in order.
+    pub fd_names: Vec<String>,
+    /// Length of the state envelope that follows, if state is handed over.
+    pub state_len: Option<u64>,
+    /// Counters carried across generations.
+    pub lineage: Lineage,
+}
+
+/// A new generation's report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) enum ChildMessage {
+    /// Initialised and serving.
+    Ready,
+    /// Could not start; the reason is shown to whoever asked for the restart.
+    Failed {
+        /// The child's own explanation.
+        reason: String,
+    },
+}
+
+/// What a new generation received from its parent.
+#[derive(Debug)]
+pub(crate) struct Received {
+    pub header: HandoverHeader,
+    pub fds: Vec<(String, OwnedFd)>,
+    pub state: Option<Vec<u8>>,
+}
+
+fn frame(payload: &[u8]) -> io::Result<Vec<u8>> {
+    let len = u32::try_from(payload.len())
+        .map_err(|_| io::Error::other("channel message larger than 4 GiB"))?;
+    let mut out = Vec::with_capacity(4 + payload.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(payload);
+    Ok(out)
+}
+
+fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    rmp_serde::to_vec_named(value).map_err(|e| io::Error::other(e.to_string()))
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+/// Parent side: sends the header with the descriptors, then the state.
+pub(crate) async fn send_handover(
+    stream: &mut UnixStream,
+    header: &HandoverHeader,
+    fds: &[BorrowedFd<'_>],
+    state: Option<&[u8]>,
+) -> io::Result<()> {
+    let message = frame(&encode(header)?)?;
+    let sent = stream
+        .async_io(Interest::WRITABLE, || {
+            fd::send_with_fds(stream.as_fd(), &message, fds)
+        })
+        .await?;
+    stream.write_all(&message[sent..]).await?;
+    if let Some(state) = state {
+        stream.write_all(state).await?;
+    }
+    stream.flush().await
+}
+
+/// Parent side: waits for the child's report. `None`: the child closed the
+/// channel without reporting (it exited or crashed).
+pub(crate) async fn read_child_message(
+    stream: &mut UnixStream,
+) -> io::Result<Option<ChildMessage>> {
+    let mut len = [0u8; 4];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len);
+    if len > MAX_CHILD_MESSAGE_BYTES {
+        return Err(invalid(format!(
+            "the new generation sent a {len}-byte report, more than {MAX_CHILD_MESSAGE_BYTES}"
+        )));
+    }
+    let mut payload = vec![0u8; len as usize];
+    stream.read_exact(&mut payload).await?;
+    rmp_serde::from_slice(&payload)
+        .map(Some)
+        .map_err(|e| invalid(format!("unreadable report from the new generation: {e}")))
+}
+
+/// Child side: encodes a report.
+pub(crate) fn encode_child_message(message: &ChildMessage) -> io::Result<Vec<u8>> {
+    frame(&encode(message)?)
+}
+
+/// Child side: sends a report.
+#[cfg(test)]
+pub(crate) async fn send_child_message(
+    stream: &mut UnixStream,
+    message: &ChildMessage,
+) -> io::Result<()> {
+    stream.write_all(&encode_child_message(message)?).await?;
+    stream.flush().await
+}
+
+/// Child side: receives the handover, blocking (the caller sets a read
+/// timeout on `stream`).
+pub(crate) fn receive_handover(stream: &mut StdUnixStream) -> io::Result<Received> {
+    let mut len_bytes = [0u8; 4];
+    let mut filled = 0;
+    let mut fds = Vec::new();
+    while filled < len_bytes.len() {
+        let (n, mut got) = fd::recv_with_fds(stream.as_fd(), &mut len_bytes[filled..])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the previous generation closed the channel before handing over",
+            ));
+        }
+        fds.append(&mut got);
+        filled += n;
+    }
+    let len = u32::from_be_bytes(len_bytes);
+    if len > MAX_HEADER_BYTES {
+        return Err(invalid(format!(
+            "handover header of {len} bytes, more than {MAX_HEADER_BYTES}"
+        )));
+    }
+    let mut payload = vec![0u8; len as usize];
+    stream.read_exact(&mut payload)?;
+    let header: HandoverHeader = rmp_serde::from_slice(&payload)
+        .map_err(|e| invalid(format!("unreadable handover header: {e}")))?;
+    if header.fd_names.len() != fds.len() {
+        return Err(invalid(format!(
+            "the handover names {} descriptors but {} arrived",
+            header.fd_names.len(),
+            fds.len()
+        )));
+    }
+    let state = match header.state_len {
+        None => None,
+        Some(state_len) if state_len > crate::handover::MAX_STATE_BYTES => {
+            return Err(invalid(format!(
+                "handover state of {state_len} bytes, more than {}",
+                crate::handover::MAX_STATE_BYTES
+            )))
+        }
+        Some(state_len) => {
+            let mut state = Vec::new();
+            let read = stream.by_ref().take(state_len).read_to_end(&mut state)?;
+            if read as u64 != state_len {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("handover state truncated: {read} of {state_len} bytes arrived"),
+                ));
+            }
+            Some(state)
+        }
+    };
+    let fds = header.fd_names.iter().cloned().zip(fds).collect();
+    Ok(Received { header, fds, state })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(names: &[&str], state_len: Option<u64>) -> HandoverHeader {
+        HandoverHeader {
+            generation: 2,
+            fd_names: names.iter().map(|s| s.to_string()).collect(),
+            state_len,
+            lineage: Lineage::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn handover_round_trip_with_fds_and_state() {
+        let (parent, child) = StdUnixStream::pair().unwrap();
+        parent.set_nonblocking(true).unwrap();
+        let mut parent = UnixStream::from_std(parent).unwrap();
+        let (keep, passed) = StdUnixStream::pair().unwrap();
+        let state = vec![7u8; 300_000];
+        let h = header(&["echo"], Some(state.len() as u64));
+        let receiver = std::thread::spawn(move || {
+            let mut child = child;
+            receive_handover(&mut child).unwrap()
+        });
+        send_handover(&mut parent, &h, &[passed.as_fd()], Some(&state))
+            .await
+            .unwrap();
+        let received = receiver.join().unwrap();
+        assert_eq!(received.header, h);
+        assert_eq!(received.state.as_deref(), Some(&state[..]));
+        assert_eq!(received.fds.len(), 1);
+        assert_eq!(received.fds[0].0, "echo");
+        drop(keep);
+    }
+
+    #[tokio::test]
+    async fn child_messages_round_trip_and_eof_is_none() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut a, mut b) = (a, b);
+        send_child_message(
+            &mut a,
+            &ChildMessage::Failed {
+                reason: "boom".into(),
+            },
+        )
+        .await
+        .unwrap();
+        send_child_message(&mut a, &ChildMessage::Ready)
+            .await
+            .unwrap();
+        drop(a);
+        assert_eq!(
+            read_child_message(&mut b).await.unwrap(),
+            Some(ChildMessage::Failed {
+                reason: "boom".into()
+            })
+        );
+        assert_eq!(
+            read_child_message(&mut b).await.unwrap(),
+            Some(ChildMessage::Ready)
+        );
+        assert_eq!(read_child_message(&mut b).await.unwrap(), None);
+    }
+
+    #[test]
+    fn truncated_state_is_an_error() {
+        let (mut parent, mut child) = StdUnixStream::pair().unwrap();
+        let message = frame(&encode(&header(&[], Some(100))).unwrap()).unwrap();
+        std::io::Write::write_all(&mut parent, &message).unwrap();
+        std::io::Write::write_all(&mut parent, &[1, 2, 3]).unwrap();
+        drop(parent);
+        let err = receive_handover(&mut child).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn oversized_header_is_refused() {
+        let (mut parent, mut child) = StdUnixStream::pair().unwrap();
+        std::io::Write::write_all(&mut parent, &u32::MAX.to_be_bytes()).unwrap();
+        let err = receive_handover(&mut child).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn eof_before_handover_is_reported() {
+        let (parent, mut child) = StdUnixStream::pair().unwrap();
+        drop(parent);
+        let err = receive_handover(&mut child).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+}

@@ -1,0 +1,472 @@
+//! [`Context`]: what the service's `main` receives.
+
+use std::future::Future;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::task::TaskTracker;
+
+use crate::error::Error;
+use crate::handover::{encode_envelope, HandoverState};
+use crate::lifecycle::Service;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The state a service carries across restarts, shared between its tasks.
+///
+/// The runtime encodes the current value when a restart begins; changes made
+/// after that moment stay with the old generation.
+#[derive(Debug)]
+pub struct StateCell<S> {
+    inner: Arc<Mutex<S>>,
+}
+
+impl<S> Clone for StateCell<S> {
+    fn clone(&self) -> Self {
+        StateCell {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S> StateCell<S> {
+    fn new(value: S) -> Self {
+        StateCell {
+            inner: Arc::new(Mutex::new(value)),
+        }
+    }
+
+    /// Locks the state. Keep the guard for short, non-async sections.
+    pub fn lock(&self) -> MutexGuard<'_, S> {
+        lock(&self.inner)
+    }
+
+    /// Runs `f` with the state locked and returns its result.
+    pub fn update<R>(&self, f: impl FnOnce(&mut S) -> R) -> R {
+        f(&mut self.lock())
+    }
+
+    /// A copy of the current value.
+    pub fn get(&self) -> S
+    where
+        S: Clone,
+    {
+        self.lock().clone()
+    }
+}
+
+pub(crate) enum StateSlot<S> {
+    Empty,
+    Ready(StateCell<S>),
+}
+
+/// The handle a restartable service's `main` receives: listeners that survive
+/// restarts, the handed-over state, readiness, the shutdown signal and the
+/// tasks the drain waits for.
+///
+/// Cheap to clone; every clone refers to the same generation.
+pub struct Context<S: HandoverState = ()> {
+    service: Arc<Service>,
+    state: Arc<Mutex<StateSlot<S>>>,
+}
+
+impl<S: HandoverState> Clone for Context<S> {
+    fn clone(&self) -> Self {
+        Context {
+            service: Arc::clone(&self.service),
+            state: Arc::clone(&self.state),
+        }
+    }
+}
+
+impl<S: HandoverState> std::fmt::Debug for Context<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("generation", &self.service.generation)
+            .field("state_type", &S::TYPE_NAME)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: HandoverState> Context<S> {
+    pub(crate) fn new(service: Arc<Service>, handed_over: Option<S>) -> Self {
+        let context = Context {
+            service,
+            state: Arc::new(Mutex::new(StateSlot::Empty)),
+        };
+        if let Some(value) = handed_over {
+            context.install_state(value);
+        }
+        context
+    }
+
+    fn install_state(&self, value: S) -> StateCell<S> {
+        let cell = StateCell::new(value);
+        let for_encoder = cell.clone();
+        self.service.set_state_encoder(Box::new(move |fds| {
+            encode_envelope(&*for_encoder.lock(), fds)
+        }));
+        *lock(&self.state) = StateSlot::Ready(cell.clone());
+        cell
+    }
+
+    /// This process's generation: 1 for the first, one more at each restart.
+    pub fn generation(&self) -> u64 {
+        self.service.generation
+    }
+
+    /// True when this process was started by a restart (generation > 1).
+    pub fn is_restart(&self) -> bool {
+        self.service.generation > 1
+    }
+
+    /// True when the previous generation handed over a state value.
+    pub fn has_handed_over_state(&self) -> bool {
+        self.service.state_was_handed_over
+    }
+
+    /// The state carried across restarts: the value the previous generation
+    /// handed over, or `S::default()` in the first generation.
+    pub fn state(&self) -> StateCell<S>
+    where
+        S: Default,
+    {
+        self.state_or_else(S::default)
+    }
+
+    /// Like [`state`](Self::state), with `init` building the first
+    /// generation's value (for states holding listeners or other values
+    /// without a `Default`).
+    pub fn state_or_else(&self, init: impl FnOnce() -> S) -> StateCell<S> {
+        if let StateSlot::Ready(cell) = &*lock(&self.state) {
+            return cell.clone();
+        }
+        self.install_state(init())
+    }
+
+    /// A TCP listener named `name`: the very socket the previous generation
+    /// listened on, or a new one bound to `addr` in the first generation.
+    ///
+    /// If the inherited socket is bound to another address than `addr` now
+    /// asks for (the configuration changed), the new address is bound and the
+    /// old socket is closed once this generation is ready.
+    pub fn tcp_listener(
+        &self,
+        name: &str,
+        addr: impl ToSocketAddrs + std::fmt::Debug,
+    ) -> Result<tokio::net::TcpListener, Error> {
+        let wanted = resolve(name, addr)?;
+        let socket = self.inherit_or_bind(
+            name,
+            "a TCP listener",
+            Type::STREAM,
+            |socket| inet_matches(socket, &wanted),
+            || bind_inet(name, &wanted, Type::STREAM),
+        )?;
+        let listener = std::net::TcpListener::from(socket);
+        listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(listener))
+            .map_err(|e| Error::io(format!("listener `{name}`"), e))
+    }
+
+    /// A UDP socket named `name`, inherited or bound to `addr`.
+    pub fn udp_socket(
+        &self,
+        name: &str,
+        addr: impl ToSocketAddrs + std::fmt::Debug,
+    ) -> Result<tokio::net::UdpSocket, Error> {
+        let wanted = resolve(name, addr)?;
+        let socket = self.inherit_or_bind(
+            name,
+            "a UDP socket",
+            Type::DGRAM,
+            |socket| inet_matches(socket, &wanted),
+            || bind_inet(name, &wanted, Type::DGRAM),
+        )?;
+        let socket = std::net::UdpSocket::from(socket);
+        socket
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UdpSocket::from_std(socket))
+            .map_err(|e| Error::io(format!("UDP socket `{name}`"), e))
+    }
+
+    /// A Unix stream listener named `name`, inherited or bound at `path`.
+    ///
+    /// In the first generation a stale socket file at `path` (nobody
+    /// listening) is replaced; a live one is an error.
+    pub fn unix_listener(
+        &self,
+        name: &str,
+        path: impl AsRef<Path>,
+    ) -> Result<tokio::net::UnixListener, Error> {
+        let path = path.as_ref();
+        let socket = self.inherit_or_bind(
+            name,
+            "a Unix listener",
+            Type::STREAM,
+            |socket| {
+                socket
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(|p| p == path))
+                    .unwrap_or(false)
+            },
+            || bind_unix(name, path),
+        )?;
+        let listener = std::os::unix::net::UnixListener::from(OwnedFd::from(socket));
+        listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixListener::from_std(listener))
+            .map_err(|e| Error::io(format!("Unix listener `{name}`"), e))
+    }
+
+    /// Any other descriptor to keep across restarts, named `name`: the
+    /// inherited one, or the one `create` opens in the first generation.
+    pub fn fd(
+        &self,
+        name: &str,
+        create: impl FnOnce() -> std::io::Result<OwnedFd>,
+    ) -> Result<OwnedFd, Error> {
+        let mut registry = self.service.registry();
+        if registry.is_registered(name) {
+            return Err(Error::DuplicateName(name.to_owned()));
+        }
+        let fd = match registry.claim(name) {
+            Some(fd) => fd,
+            None => create().map_err(|source| Error::Fd {
+                name: name.to_owned(),
+                source,
+            })?,
+        };
+        registry.register(name, fd.as_fd())?;
+        Ok(fd)
+    }
+
+    fn inherit_or_bind(
+        &self,
+        name: &str,
+        expected: &'static str,
+        kind: Type,
+        matches: impl Fn(&Socket) -> bool,
+        bind: impl FnOnce() -> Result<Socket, Error>,
+    ) -> Result<Socket, Error> {
+        if name.starts_with("shellflip.") {
+            return Err(Error::Fd {
+                name: name.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "names starting with \"shellflip.\" are reserved",
+                ),
+            });
+        }
+        let mut registry = self.service.registry();
+        if registry.is_registered(name) {
+            return Err(Error::DuplicateName(name.to_owned()));
+        }
+        let socket = match registry.claim(name) {
+            Some(fd) => {
+                let socket = Socket::from(fd);
+                let found = describe(&socket);
+                let right_kind = socket.r#type().map(|t| t == kind).unwrap_or(false)
+                    && found_matches_kind(&socket, expected);
+                if !right_kind {
+                    return Err(Error::WrongKind {
+                        name: name.to_owned(),
+                        expected,
+                        found,
+                    });
+                }
+                if matches(&socket) {
+                    tracing::debug!(name, "adopted inherited socket");
+                    socket
+                } else {
+                    tracing::warn!(
+                        name,
+                        inherited = %found,
+                        "the inherited socket has another address than the one configured now; binding the new address"
+                    );
+                    drop(socket);
+                    bind()?
+                }
+            }
+            None => bind()?,
+        };
+        registry.register(name, socket.as_fd())?;
+        Ok(socket)
+    }
+
+    /// Marks this generation ready: a restart that started it succeeds, the
+    /// previous generation drains and exits, and this one starts answering
+    /// restart requests. Call it once the service accepts work.
+    pub fn ready(&self) -> Result<(), Error> {
+        self.service.mark_ready()
+    }
+
+    /// Resolves when this generation must stop accepting new work (its
+    /// successor is ready, or a stop was requested). Accept loops should
+    /// `select!` on it and return; in-flight work then has the drain timeout
+    /// to finish.
+    pub fn shutdown(&self) -> WaitForCancellationFutureOwned {
+        self.service.shutdown.clone().cancelled_owned()
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.service.shutdown.is_cancelled()
+    }
+
+    /// The token cancelled when shutdown begins (a child token: cancelling it
+    /// does not shut the service down).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.service.shutdown.child_token()
+    }
+
+    /// Spawns a task that the drain waits for (up to the drain timeout):
+    /// use it for each connection or request in flight.
+    pub fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.service.tracker.spawn(task)
+    }
+
+    /// The tracker of drained tasks, for frameworks that spawn on their own.
+    pub fn task_tracker(&self) -> TaskTracker {
+        self.service.tracker.clone()
+    }
+}
+
+fn resolve(
+    name: &str,
+    addr: impl ToSocketAddrs + std::fmt::Debug,
+) -> Result<Vec<SocketAddr>, Error> {
+    let addrs: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|source| Error::Address {
+            name: name.to_owned(),
+            address: format!("{addr:?}"),
+            source,
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(Error::Address {
+            name: name.to_owned(),
+            address: format!("{addr:?}"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "it resolved to no address",
+            ),
+        });
+    }
+    Ok(addrs)
+}
+
+fn found_matches_kind(socket: &Socket, expected: &str) -> bool {
+    let is_unix = socket
+        .local_addr()
+        .map(|a| a.domain() == Domain::UNIX)
+        .unwrap_or(false);
+    (expected == "a Unix listener") == is_unix
+}
+
+fn describe(socket: &Socket) -> String {
+    let kind = match socket.r#type() {
+        Ok(t) if t == Type::STREAM => "a stream socket",
+        Ok(t) if t == Type::DGRAM => "a datagram socket",
+        Ok(_) => "a socket of another type",
+        Err(_) => return "not a socket".to_owned(),
+    };
+    match socket.local_addr() {
+        Ok(addr) => match (addr.as_socket(), addr.as_pathname()) {
+            (Some(inet), _) => format!("{kind} on {inet}"),
+            (None, Some(path)) => format!("{kind} at {}", path.display()),
+            _ => format!("{kind} (unnamed)"),
+        },
+        Err(_) => kind.to_owned(),
+    }
+}
+
+fn inet_matches(socket: &Socket, wanted: &[SocketAddr]) -> bool {
+    let Some(local) = socket.local_addr().ok().and_then(|a| a.as_socket()) else {
+        return false;
+    };
+    wanted
+        .iter()
+        .any(|w| w.ip() == local.ip() && (w.port() == 0 || w.port() == local.port()))
+}
+
+fn bind_inet(name: &str, addrs: &[SocketAddr], kind: Type) -> Result<Socket, Error> {
+    let mut last_error = None;
+    for addr in addrs {
+        let attempt = (|| {
+            let socket = Socket::new(Domain::for_address(*addr), kind, None)?;
+            if kind == Type::STREAM {
+                socket.set_reuse_address(true)?;
+            }
+            socket.bind(&SockAddr::from(*addr))?;
+            if kind == Type::STREAM {
+                socket.listen(1024)?;
+            }
+            Ok::<_, std::io::Error>(socket)
+        })();
+        match attempt {
+            Ok(socket) => return Ok(socket),
+            Err(e) => last_error = Some((addr, e)),
+        }
+    }
+    let (addr, source) = match last_error {
+        Some((addr, e)) => (addr.to_string(), e),
+        None => (
+            "the given address".to_owned(),
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"),
+        ),
+    };
+    Err(Error::Bind {
+        name: name.to_owned(),
+        address: addr,
+        source,
+    })
+}
+
+fn bind_unix(name: &str, path: &Path) -> Result<Socket, Error> {
+    let err = |source: std::io::Error| Error::Bind {
+        name: name.to_owned(),
+        address: path.display().to_string(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way",
+            )));
+        }
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another process is listening there",
+                )))
+            }
+            Err(_) => {
+                tracing::info!(path = %path.display(), "removing stale socket file");
+                std::fs::remove_file(path).map_err(err)?;
+            }
+        }
+    }
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(err)?;
+    let addr = SockAddr::unix(path).map_err(err)?;
+    socket.bind(&addr).map_err(err)?;
+    socket.listen(1024).map_err(err)?;
+    Ok(socket)
+}

@@ -1,0 +1,180 @@
+//! The runtime's error types.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::ConfigError;
+use crate::handover::StateError;
+
+/// An error of the runtime, returned to the service or reported at start-up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A setting or `SHELLFLIP_*` variable is malformed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The Tokio runtime could not be built.
+    #[error("could not start the Tokio runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// A listener could not be bound.
+    #[error(
+        "could not bind the listener `{name}` to {address}: {source}; is another process using it?"
+    )]
+    Bind {
+        /// The listener's name.
+        name: String,
+        /// The address or path asked for.
+        address: String,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A listener's address could not be resolved.
+    #[error("the address {address} of the listener `{name}` is not usable: {source}; give an address like 127.0.0.1:7000 or [::1]:7000")]
+    Address {
+        /// The listener's name.
+        name: String,
+        /// The address as given.
+        address: String,
+        /// What resolving it said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An inherited descriptor with the asked name is not of the asked kind.
+    #[error("the inherited file descriptor `{name}` is {found}, not {expected}; two listeners of different kinds share a name")]
+    WrongKind {
+        /// The name.
+        name: String,
+        /// What the service asked for.
+        expected: &'static str,
+        /// What was inherited.
+        found: String,
+    },
+    /// The same name was asked for twice in one generation.
+    #[error("a file descriptor named `{0}` was already registered in this generation; give each listener its own name")]
+    DuplicateName(String),
+    /// A user-provided fd could not be created or registered.
+    #[error("file descriptor `{name}`: {source}")]
+    Fd {
+        /// The name.
+        name: String,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The control socket could not be set up.
+    #[error("control socket {}: {reason}", path.display())]
+    ControlSocket {
+        /// Its path.
+        path: PathBuf,
+        /// What went wrong and what to do.
+        reason: String,
+    },
+    /// The channel to the previous generation failed during start-up.
+    #[error("handover from the previous generation failed: {0}")]
+    Handover(String),
+    /// The handed-over state could not be used.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// `ready()` was called after the service started shutting down.
+    #[error("ready() was called after shutdown began; the generation is exiting")]
+    ShuttingDown,
+    /// Something else went wrong with a system call.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Why a restart did not happen or did not succeed. The old generation keeps
+/// serving in every case.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RestartError {
+    /// Another restart is running.
+    #[error("a restart is already in progress; wait for its outcome and try again")]
+    InProgress,
+    /// This generation is not ready yet, or its predecessor has not finished
+    /// draining.
+    #[error("this generation is not ready to restart yet: {0}")]
+    NotReady(String),
+    /// The service is stopping.
+    #[error("the service is shutting down; no restart")]
+    ShuttingDown,
+    /// The restart was abandoned because a stop was requested meanwhile.
+    #[error("the restart was aborted because the service is stopping; the new generation (pid {pid}) was killed")]
+    Aborted {
+        /// The new generation's pid.
+        pid: u32,
+    },
+    /// The state could not be encoded.
+    #[error("{0}")]
+    State(#[from] StateError),
+    /// The new generation could not be started.
+    #[error("could not start the new generation from {}: {source}", exe.display())]
+    Spawn {
+        /// The executable path.
+        exe: PathBuf,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Listeners or state could not be sent to the new generation.
+    #[error("could not hand over to the new generation (pid {pid}): {reason}")]
+    Handover {
+        /// The new generation's pid.
+        pid: u32,
+        /// What failed.
+        reason: String,
+    },
+    /// The new generation reported a failure.
+    #[error("the new generation (pid {pid}) failed to start: {reason}")]
+    ChildFailed {
+        /// The new generation's pid.
+        pid: u32,
+        /// Its own message.
+        reason: String,
+    },
+    /// The new generation exited before it was ready.
+    #[error("the new generation (pid {pid}) {status} before it was ready")]
+    ChildExited {
+        /// The new generation's pid.
+        pid: u32,
+        /// "exited with status 3" or "was killed by signal SIGSEGV".
+        status: String,
+    },
+    /// The new generation did not report ready in time.
+    #[error("the new generation (pid {pid}) was not ready within {}; it was killed", humantime::format_duration(*timeout))]
+    ReadyTimeout {
+        /// The new generation's pid.
+        pid: u32,
+        /// The ready timeout.
+        timeout: Duration,
+    },
+}
+
+impl RestartError {
+    /// A short machine-readable kind: `in_progress`, `not_ready`,
+    /// `shutting_down` or `failed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RestartError::InProgress => "in_progress",
+            RestartError::NotReady(_) => "not_ready",
+            RestartError::ShuttingDown | RestartError::Aborted { .. } => "shutting_down",
+            _ => "failed",
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! File-descriptor plumbing: passing descriptors over a Unix socket
+//! (SCM_RIGHTS), adopting the channel descriptor a parent left us, and
+//! letting exactly one descriptor survive `exec` in a spawned child.
+//!
+//! This is the only module of the runtime with `unsafe` code. Every block
+//! states why it is sound.
+//!
+//! Invariant kept here: the parent never clears `FD_CLOEXEC` on any of its
+//! descriptors (another thread may fork at any time); the one descriptor a
+//! child inherits is made inheritable in the child only, between `fork` and
+//! `exec`.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::sys::socket::{
+    recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage,
+};
+
+/// The most descriptors one `sendmsg` can carry on Linux (`SCM_MAX_FD`).
+pub(crate) const MAX_FDS_PER_MESSAGE: usize = 253;
+
+/// Sends `data` with `fds` attached as `SCM_RIGHTS`. Returns the number of
+/// bytes sent (the descriptors travel with the first byte). The caller keeps
+/// ownership of `fds`; the receiver gets its own duplicates.
+pub(crate) fn send_with_fds(
+    socket: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    if fds.len() > MAX_FDS_PER_MESSAGE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} file descriptors to hand over, more than the {MAX_FDS_PER_MESSAGE} one message can carry",
+                fds.len()
+            ),
+        ));
+    }
+    let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+    let iov = [IoSlice::new(data)];
+    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() {
+        &[]
+    } else {
+        &[ControlMessage::ScmRights(&raw)]
+    };
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Receives into `buf`, adopting any descriptors attached (close-on-exec is
+/// set on them atomically). Returns the byte count (0 at end of stream) and
+/// the descriptors.
+pub(crate) fn recv_with_fds(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrStorage>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg_space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(raw_fds) = cmsg {
+            for raw in raw_fds {
+                // SAFETY: the kernel just installed `raw` in our descriptor
+                // table for this SCM_RIGHTS message; nothing else in the
+                // process knows the number yet, so this OwnedFd is its only
+                // owner and will close it exactly once.
+                fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
+        }
+    }
+    let bytes = msg.bytes;
+    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Err(io::Error::other(
+            "file descriptors were lost in transit (control message truncated); is the process near its open-file limit?",
+        ));
+    }
+    Ok((bytes, fds))
+}
+
+/// Takes ownership of the descriptor number a parent generation left in the
+/// environment, after checking that it is open. Sets close-on-exec on it so
+/// that processes the service spawns do not inherit it.
+///
+/// Must be called at most once per number (the caller removes the variable
+/// from the environment after reading it).
+pub(crate) fn adopt_inherited(raw: RawFd) -> io::Result<OwnedFd> {
+    if raw < 3 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {raw} is a standard stream, not a handover channel"),
+        ));
+    }
+    // SAFETY: F_GETFD only reads the flags of `raw` and fails with EBADF if
+    // it is not open; the borrow does not outlive this statement.
+    fcntl(unsafe { BorrowedFd::borrow_raw(raw) }, FcntlArg::F_GETFD).map_err(io::Error::from)?;
+    // SAFETY: `raw` is open (checked above) and was left to this process by
+    // its parent for the sole purpose of being adopted here; the variable
+    // naming it is read once, so no other owner exists.
+    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+    fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(io::Error::from)?;
+    Ok(owned)
+}
+
+/// Arranges for `fd` to survive `exec` in the child spawned by `command`,
+/// and only there: close-on-exec is cleared after `fork`, in the child.
+pub(crate) fn inherit_in_child(command: &mut tokio::process::Command, fd: RawFd) {
+    let clear_cloexec = move || -> io::Result<()> {
+        // SAFETY: runs in the forked child, where `fd` is open (the parent
+        // keeps the OwnedFd alive until spawn returns). fcntl is
+        // async-signal-safe, allocates nothing and takes no lock.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::empty()))
+            .map(|_| ())
+            .map_err(io::Error::from)
+    };
+    // SAFETY: the closure only calls fcntl (async-signal-safe) on a
+    // descriptor number captured by value; it touches no memory shared with
+    // other threads of the parent and does not allocate.
+    unsafe {
+        command.pre_exec(clear_cloexec);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn fds_cross_a_socketpair() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut p1, p2) = UnixStream::pair().unwrap();
+        let sent = send_with_fds(a.as_fd(), b"hello", &[p2.as_fd()]).unwrap();
+        assert_eq!(sent, 5);
+        let mut buf = [0u8; 16];
+        let (n, fds) = recv_with_fds(b.as_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(fds.len(), 1);
+        let flags = fcntl(&fds[0], FcntlArg::F_GETFD).unwrap();
+        assert!(FdFlag::from_bits_truncate(flags).contains(FdFlag::FD_CLOEXEC));
+        let mut received = UnixStream::from(fds.into_iter().next().unwrap());
+        p1.write_all(b"x").unwrap();
+        let mut one = [0u8; 1];
+        received.read_exact(&mut one).unwrap();
+        assert_eq!(&one, b"x");
+    }
+
+    #[test]
+    fn too_many_fds_is_an_error() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let fds = vec![a.as_fd(); MAX_FDS_PER_MESSAGE + 1];
+        assert!(send_with_fds(a.as_fd(), b"x", &fds).is_err());
+    }
+
+    #[test]
+    fn adopting_a_closed_or_standard_fd_fails() {
+        assert!(adopt_inherited(1).is_err());
+        assert!(adopt_inherited(99_999).is_err());
+    }
+}

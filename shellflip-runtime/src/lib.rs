@@ -1,0 +1,65 @@
+//! The runtime of [shellflip](https://docs.rs/shellflip): zero-downtime
+//! restarts for Tokio services.
+//!
+//! A service hands its `main` to [`run`] together with a [`Config`]. The
+//! runtime builds the Tokio runtime, adopts the listeners and state handed
+//! over by the previous generation (if any), runs the service, and answers
+//! restart requests (the restart signal, the control socket) by spawning the
+//! next generation from the same executable path, handing it the very same
+//! listening sockets and the encoded state, waiting for it to be ready, and
+//! then draining and exiting — or, if the new generation fails, killing it
+//! and carrying on as if nothing happened.
+//!
+//! Most services use the `#[restartable]` attribute of the `shellflip` crate,
+//! which expands to a call of [`run`]; this crate is what it calls.
+//!
+//! ```no_run
+//! use shellflip_runtime::{run, Config, Context};
+//! use tokio::io::AsyncWriteExt;
+//!
+//! fn main() -> std::process::ExitCode {
+//!     let config = Config::default().control_socket("/tmp/hello.sock");
+//!     run(config, |ctx: Context| async move {
+//!         let listener = ctx.tcp_listener("hello", "127.0.0.1:7070")?;
+//!         ctx.ready()?;
+//!         loop {
+//!             tokio::select! {
+//!                 _ = ctx.shutdown() => break,
+//!                 accepted = listener.accept() => {
+//!                     let (mut stream, _) = accepted?;
+//!                     let generation = ctx.generation();
+//!                     ctx.spawn(async move {
+//!                         let line = format!("hello from generation {generation}\n");
+//!                         let _ = stream.write_all(line.as_bytes()).await;
+//!                     });
+//!                 }
+//!             }
+//!         }
+//!         Ok::<(), shellflip_runtime::Error>(())
+//!     })
+//! }
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+mod channel;
+mod child;
+pub mod config;
+mod context;
+pub mod control;
+mod error;
+mod fd;
+pub mod handover;
+mod lifecycle;
+mod parent;
+mod registry;
+mod shutdown;
+
+pub use config::{Config, ConfigError, RuntimeFlavor, StateMismatch};
+pub use context::{Context, StateCell};
+pub use error::{Error, RestartError};
+pub use handover::{HandoverFd, HandoverState, StateError, StateFds};
+pub use lifecycle::{run, MainResult};
+pub use nix::sys::signal::Signal;
+pub use tokio_util::sync::CancellationToken;
+pub use tokio_util::task::TaskTracker;

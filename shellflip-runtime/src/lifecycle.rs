@@ -1,0 +1,862 @@
+//! The lifecycle of one generation, top to bottom:
+//!
+//! 1. [`run`] adopts the channel from the previous generation (if any),
+//!    applies the `SHELLFLIP_*` overrides, receives the listeners and the
+//!    state, and builds the Tokio runtime.
+//! 2. The [`Supervisor`] task installs the signal handlers and owns the
+//!    control socket; the service's `main` runs beside it.
+//! 3. When `main` calls `ready()`, the supervisor tells the previous
+//!    generation (which then drains and exits), closes inherited descriptors
+//!    nobody claimed, and starts answering the control socket.
+//! 4. A restart request spawns the next generation (see `parent`); on its
+//!    READY this generation answers the initiator, stops accepting, cancels
+//!    the shutdown token and drains; on failure it reports the reason and
+//!    carries on.
+//! 5. A stop (SIGTERM, SIGINT, `stop` request, or `main` returning) drains
+//!    the same way and removes the control socket.
+
+use std::future::Future;
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixStream};
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::channel::{ChildMessage, Lineage, Received};
+use crate::child::{self, ParentLink};
+use crate::config::{Config, RuntimeFlavor, StateMismatch};
+use crate::context::Context;
+use crate::control::{
+    self, ControlCommand, ControlSocketFile, LastRestart, Request, Response, RestartSuccess, Status,
+};
+use crate::error::{Error, RestartError};
+use crate::handover::{decode_envelope, HandoverState, StateError, StateFds};
+use crate::parent::{self, Launch, NewGeneration, Plan};
+use crate::registry::{Registry, CONTROL_FD_NAME, STATE_FD_PREFIX};
+use crate::shutdown::{self, SignalRequest, Signals};
+
+/// What a service's `main` may return: `()` or `Result<(), E>` with a
+/// displayable error. An error makes the process exit with status 1 (and,
+/// in a new generation that was not ready yet, fails the restart with the
+/// error's message).
+pub trait MainResult {
+    /// `Err` with a message when the service failed.
+    fn into_main_result(self) -> Result<(), String>;
+}
+
+impl MainResult for () {
+    fn into_main_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: std::fmt::Display> MainResult for Result<(), E> {
+    fn into_main_result(self) -> Result<(), String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+type StateEncoder = Box<dyn Fn(&mut StateFds) -> Result<Vec<u8>, StateError> + Send + Sync>;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Why this generation is ending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// A successor is ready: drain and exit, keep the control socket file.
+    HandedOver,
+    /// Stopped: drain, exit, remove the control socket file.
+    Stopped,
+}
+
+/// When shutdown began, when the drain must end, and why.
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    began: Instant,
+    deadline: Instant,
+    ending: Ending,
+}
+
+/// What the generation's parts share: the fd registry, readiness, the
+/// shutdown token and the tracked tasks.
+pub(crate) struct Service {
+    pub(crate) generation: u64,
+    pub(crate) state_was_handed_over: bool,
+    registry: Mutex<Registry>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+    ready: watch::Sender<bool>,
+    state_encoder: Mutex<Option<StateEncoder>>,
+    /// Set when shutdown begins: when the drain must end.
+    drain_deadline: Mutex<Option<Drain>>,
+    /// Cancelled when the service's `main` has returned.
+    main_returned: CancellationToken,
+    main_outcome: Mutex<Option<Result<(), String>>>,
+}
+
+impl Service {
+    pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
+        lock(&self.registry)
+    }
+
+    pub(crate) fn set_state_encoder(&self, encoder: StateEncoder) {
+        *lock(&self.state_encoder) = Some(encoder);
+    }
+
+    pub(crate) fn mark_ready(&self) -> Result<(), Error> {
+        if self.shutdown.is_cancelled() && !*self.ready.borrow() {
+            return Err(Error::ShuttingDown);
+        }
+        self.ready.send_replace(true);
+        Ok(())
+    }
+
+    fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    fn encode_state(&self) -> Result<Option<(Vec<u8>, StateFds)>, StateError> {
+        let encoder = lock(&self.state_encoder);
+        match encoder.as_ref() {
+            None => Ok(None),
+            Some(encode) => {
+                let mut fds = StateFds::default();
+                let bytes = encode(&mut fds)?;
+                Ok(Some((bytes, fds)))
+            }
+        }
+    }
+}
+
+/// Runs a restartable service: the target of `#[restartable]`.
+///
+/// Builds the Tokio runtime described by `config` (after applying the
+/// `SHELLFLIP_*` environment overrides), hands the service's `main` a
+/// [`Context`] and runs it until the service stops or hands over to its
+/// successor. Returns the process's exit code.
+///
+/// In a new generation, a failure before `ready()` (a bad setting, state
+/// from an incompatible build, `main` returning an error or panicking) is
+/// reported to the previous generation, which keeps serving.
+pub fn run<S, F, Fut>(config: Config, main: F) -> ExitCode
+where
+    S: HandoverState,
+    F: FnOnce(Context<S>) -> Fut,
+    Fut: Future,
+    Fut::Output: MainResult,
+{
+    let mut channel = match child::take_channel() {
+        Ok(channel) => channel,
+        Err(e) => return fail_start(None, &e.to_string()),
+    };
+    let config = match config.apply_env() {
+        Ok(config) => config,
+        Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
+    };
+    let received = match channel.as_mut() {
+        None => None,
+        Some(stream) => match child::receive(stream, config.ready_timeout) {
+            Ok(received) => Some(received),
+            Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
+        },
+    };
+    let runtime = match build_runtime(&config) {
+        Ok(runtime) => runtime,
+        Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
+    };
+    let launch = Launch::resolve();
+    let code = runtime.block_on(serve::<S, F, Fut>(config, launch, channel, received, main));
+    runtime.shutdown_background();
+    code
+}
+
+fn fail_start(channel: Option<&mut StdUnixStream>, reason: &str) -> ExitCode {
+    if let Some(stream) = channel {
+        child::report_failure_blocking(stream, reason);
+    }
+    eprintln!("shellflip: {reason}");
+    tracing::error!(reason, "start-up failed");
+    ExitCode::FAILURE
+}
+
+fn build_runtime(config: &Config) -> Result<tokio::runtime::Runtime, Error> {
+    let mut builder = match config.flavor {
+        RuntimeFlavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+        RuntimeFlavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+    };
+    if let (RuntimeFlavor::MultiThread, Some(threads)) = (config.flavor, config.worker_threads) {
+        builder.worker_threads(threads);
+    }
+    builder.enable_all().build().map_err(Error::Runtime)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Everything after start-up, inside the runtime.
+async fn serve<S, F, Fut>(
+    config: Config,
+    launch: Launch,
+    mut channel: Option<StdUnixStream>,
+    received: Option<Received>,
+    main: F,
+) -> ExitCode
+where
+    S: HandoverState,
+    F: FnOnce(Context<S>) -> Fut,
+    Fut: Future,
+    Fut::Output: MainResult,
+{
+    let started = Instant::now();
+    let (generation, lineage, fds, state_bytes) = match received {
+        Some(r) => (r.header.generation, r.header.lineage, r.fds, r.state),
+        None => (
+            1,
+            Lineage {
+                started_at_unix_ms: unix_ms(),
+                ..Lineage::default()
+            },
+            Vec::new(),
+            None,
+        ),
+    };
+    let mut registry = Registry::new(fds);
+
+    // The handed-over state, decoded before the service's code runs.
+    let state_fds = StateFds::from_vec(registry.claim_prefixed(STATE_FD_PREFIX));
+    let state: Option<S> = match state_bytes {
+        None => None,
+        Some(bytes) => {
+            let mut state_fds = state_fds;
+            match decode_envelope::<S>(&bytes, &mut state_fds) {
+                Ok(state) => Some(state),
+                Err(e) if e.is_mismatch() && config.on_state_mismatch == StateMismatch::Fresh => {
+                    tracing::warn!(error = %e, "handed-over state is incompatible; starting with fresh state as configured");
+                    None
+                }
+                Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
+            }
+        }
+    };
+
+    // The control socket: inherited, or bound by the first generation.
+    let mut lineage = lineage;
+    let control = match config.control_socket.as_deref() {
+        None => None,
+        Some(path) => {
+            let bound = match (
+                registry.claim(CONTROL_FD_NAME),
+                lineage.control_socket_file.clone(),
+            ) {
+                (Some(fd), Some(file)) => Ok((StdUnixListener::from(fd), file)),
+                (Some(fd), None) => ControlSocketFile::identify(path)
+                    .map(|file| (StdUnixListener::from(fd), file))
+                    .map_err(|e| Error::io(format!("control socket {}", path.display()), e)),
+                (None, _) => control::bind_control_socket(path),
+            };
+            match bound {
+                Ok((listener, file)) => {
+                    if let Err(e) = registry.register(CONTROL_FD_NAME, listener.as_fd()) {
+                        return fail_start(channel.as_mut(), &e.to_string());
+                    }
+                    lineage.control_socket_file = Some(file.clone());
+                    Some((file, listener))
+                }
+                Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
+            }
+        }
+    };
+
+    let signals = match Signals::install(config.restart_signal) {
+        Ok(signals) => signals,
+        Err(e) => {
+            let e = Error::io("could not install signal handlers", e);
+            return fail_start(channel.as_mut(), &e.to_string());
+        }
+    };
+
+    let parent_gone = CancellationToken::new();
+    let parent = match channel {
+        None => {
+            parent_gone.cancel();
+            None
+        }
+        Some(stream) => match ParentLink::start(stream, parent_gone.clone()) {
+            Ok(link) => Some(link),
+            Err(e) => {
+                tracing::warn!(error = %e, "lost the channel to the previous generation");
+                parent_gone.cancel();
+                None
+            }
+        },
+    };
+
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let service = Arc::new(Service {
+        generation,
+        state_was_handed_over: state.is_some(),
+        registry: Mutex::new(registry),
+        shutdown: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        ready: ready_tx,
+        state_encoder: Mutex::new(None),
+        drain_deadline: Mutex::new(None),
+        main_returned: CancellationToken::new(),
+        main_outcome: Mutex::new(None),
+    });
+    let context = Context::<S>::new(Arc::clone(&service), state);
+
+    let (control_tx, control_rx) = mpsc::channel(64);
+    let (outcome_tx, outcome_rx) = mpsc::channel(1);
+    let control_connections = TaskTracker::new();
+    let supervisor = Supervisor {
+        service: Arc::clone(&service),
+        ready_timeout: config.ready_timeout,
+        drain_timeout: config.drain_timeout,
+        launch,
+        phase: Phase::Starting,
+        started,
+        lineage,
+        parent,
+        parent_gone,
+        control: control.map(|(file, listener)| ControlServer {
+            file,
+            listener: Some(listener),
+            stop_accepting: CancellationToken::new(),
+            task: None,
+        }),
+        control_tx,
+        control_rx,
+        control_connections: control_connections.clone(),
+        restart: None,
+        outcome_tx,
+        outcome_rx,
+        successor: None,
+        ready_rx,
+        signals,
+    };
+    let supervisor = tokio::spawn(supervisor.run());
+    tracing::info!(generation, pid = std::process::id(), "generation starting");
+
+    // The service's main, until it returns or shutdown begins.
+    let mut main_future = CatchUnwind(Box::pin(main(context)));
+    let finished_first = tokio::select! {
+        outcome = &mut main_future => Some(outcome),
+        _ = service.shutdown.cancelled() => None,
+    };
+    let main_outcome = match finished_first {
+        Some(outcome) => Some(outcome),
+        None => {
+            let deadline = drain_of(&service).deadline;
+            match tokio::time::timeout_at(deadline, &mut main_future).await {
+                Ok(outcome) => Some(outcome),
+                Err(_) => {
+                    tracing::warn!("main did not return within the drain timeout; exiting anyway");
+                    None
+                }
+            }
+        }
+    };
+    let main_outcome = main_outcome.map(|o| o.and_then(MainResult::into_main_result));
+    if let Some(Err(reason)) = &main_outcome {
+        tracing::error!(%reason, "the service's main failed");
+    }
+    *lock(&service.main_outcome) = main_outcome.clone();
+    service.main_returned.cancel();
+
+    // Drain: tracked tasks and control replies, until the deadline.
+    service.shutdown.cancelled().await;
+    let Drain {
+        began,
+        deadline,
+        ending,
+    } = drain_of(&service);
+    let report = shutdown::drain(&service.tracker, began, deadline).await;
+    control_connections.close();
+    let _ = tokio::time::timeout_at(deadline, control_connections.wait()).await;
+    if report.tasks_cut > 0 {
+        tracing::warn!(
+            tasks_cut = report.tasks_cut,
+            "drain timeout reached; in-flight tasks are cut"
+        );
+    }
+    tracing::info!(
+        generation,
+        ?ending,
+        drain_ms = report.duration.as_secs_f64() * 1000.0,
+        tasks_cut = report.tasks_cut,
+        "generation exiting"
+    );
+    let finished = match tokio::time::timeout(Duration::from_secs(1), supervisor).await {
+        Ok(Ok(finished)) => Some(finished),
+        _ => None,
+    };
+    if let (Ending::Stopped, Some(finished)) = (ending, &finished) {
+        if let Some(file) = &finished.control_file {
+            control::remove_control_socket(file);
+        }
+    }
+    match main_outcome {
+        Some(Err(_)) => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+fn drain_of(service: &Service) -> Drain {
+    lock(&service.drain_deadline).unwrap_or_else(|| {
+        let now = Instant::now();
+        Drain {
+            began: now,
+            deadline: now,
+            ending: Ending::Stopped,
+        }
+    })
+}
+
+/// Polls a future, turning a panic into an error message.
+struct CatchUnwind<F: Future>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic with a non-text payload".to_owned());
+                Poll::Ready(Err(format!("the service panicked: {message}")))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Starting,
+    Serving,
+    Restarting,
+    Draining,
+    Stopping,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Serving => "serving",
+            Phase::Restarting => "restarting",
+            Phase::Draining => "draining",
+            Phase::Stopping => "stopping",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Signal,
+    Control,
+}
+
+struct ControlServer {
+    file: ControlSocketFile,
+    listener: Option<StdUnixListener>,
+    stop_accepting: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+struct RunningRestart {
+    trigger: Trigger,
+    reply: Option<oneshot::Sender<Response>>,
+    started: Instant,
+    abort: CancellationToken,
+}
+
+struct Finished {
+    control_file: Option<ControlSocketFile>,
+    /// Kept until the process exits: its channel closing is what tells the
+    /// new generation that this one is gone.
+    _successor: Option<NewGeneration>,
+}
+
+/// The supervisor of one generation: one task that owns the phase and
+/// handles every event in order, so two restarts can never overlap.
+struct Supervisor {
+    service: Arc<Service>,
+    ready_timeout: Duration,
+    drain_timeout: Duration,
+    launch: Launch,
+    phase: Phase,
+    started: Instant,
+    lineage: Lineage,
+    parent: Option<ParentLink>,
+    parent_gone: CancellationToken,
+    control: Option<ControlServer>,
+    control_tx: mpsc::Sender<ControlCommand>,
+    control_rx: mpsc::Receiver<ControlCommand>,
+    control_connections: TaskTracker,
+    restart: Option<RunningRestart>,
+    outcome_tx: mpsc::Sender<Result<NewGeneration, RestartError>>,
+    outcome_rx: mpsc::Receiver<Result<NewGeneration, RestartError>>,
+    successor: Option<NewGeneration>,
+    ready_rx: watch::Receiver<bool>,
+    signals: Signals,
+}
+
+impl Supervisor {
+    async fn run(mut self) -> Finished {
+        let main_returned = self.service.main_returned.clone();
+        let mut main_seen = false;
+        let mut parent_seen = self.parent_gone.is_cancelled();
+        loop {
+            tokio::select! {
+                request = self.signals.next() => match request {
+                    SignalRequest::Restart => self.request_restart(Trigger::Signal, None),
+                    SignalRequest::Stop(signal) => {
+                        tracing::info!(signal = signal.as_str(), "stop requested by signal");
+                        self.begin_stop().await;
+                    }
+                },
+                Some(command) = self.control_rx.recv() => self.on_control(command).await,
+                Ok(()) = self.ready_rx.changed(), if self.phase == Phase::Starting => {
+                    if *self.ready_rx.borrow_and_update() {
+                        self.on_ready().await;
+                    }
+                }
+                Some(outcome) = self.outcome_rx.recv() => self.on_outcome(outcome).await,
+                _ = self.parent_gone.cancelled(), if !parent_seen => {
+                    parent_seen = true;
+                    self.on_parent_gone();
+                }
+                _ = main_returned.cancelled(), if !main_seen => {
+                    main_seen = true;
+                    self.on_main_returned().await;
+                    if self.restart.is_none() {
+                        break;
+                    }
+                }
+            }
+            if main_seen && self.restart.is_none() {
+                break;
+            }
+        }
+        Finished {
+            control_file: self.control.as_ref().map(|c| c.file.clone()),
+            _successor: self.successor.take(),
+        }
+    }
+
+    async fn on_control(&mut self, command: ControlCommand) {
+        match command.request {
+            Request::Restart => self.request_restart(Trigger::Control, Some(command.reply)),
+            Request::Status => {
+                let _ = command.reply.send(Response::Status(self.status()));
+            }
+            Request::Stop => {
+                let _ = command.reply.send(Response::Stopping {
+                    pid: std::process::id(),
+                });
+                tracing::info!("stop requested on the control socket");
+                self.begin_stop().await;
+            }
+        }
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            pid: std::process::id(),
+            generation: self.service.generation,
+            phase: self.phase.as_str().to_owned(),
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            restarts: self.lineage.restarts,
+            failed_restarts: self.lineage.failed_restarts,
+            last_restart: self.lineage.last_restart.clone(),
+        }
+    }
+
+    fn refuse(reply: Option<oneshot::Sender<Response>>, error: &RestartError) {
+        tracing::info!(reason = %error, "restart refused");
+        if let Some(reply) = reply {
+            let _ = reply.send(Response::RestartFailed {
+                kind: error.kind().to_owned(),
+                reason: error.to_string(),
+            });
+        }
+    }
+
+    fn request_restart(&mut self, trigger: Trigger, reply: Option<oneshot::Sender<Response>>) {
+        match self.phase {
+            Phase::Starting => Self::refuse(
+                reply,
+                &RestartError::NotReady("it has not reported ready yet".to_owned()),
+            ),
+            // Handed over and draining: the restart is not over until this
+            // generation has exited.
+            Phase::Restarting | Phase::Draining => Self::refuse(reply, &RestartError::InProgress),
+            Phase::Stopping => Self::refuse(reply, &RestartError::ShuttingDown),
+            Phase::Serving if !self.parent_gone.is_cancelled() => {
+                Self::refuse(reply, &RestartError::InProgress)
+            }
+            Phase::Serving => self.start_restart(trigger, reply),
+        }
+    }
+
+    fn on_parent_gone(&mut self) {
+        tracing::debug!("the previous generation is gone");
+        self.parent = None;
+    }
+
+    fn start_restart(&mut self, trigger: Trigger, reply: Option<oneshot::Sender<Response>>) {
+        let started = Instant::now();
+        let plan = match self.plan() {
+            Ok(plan) => plan,
+            Err(error) => {
+                self.record_failure(started, &error);
+                Self::refuse(reply, &error);
+                return;
+            }
+        };
+        tracing::info!(?trigger, generation = plan.generation, "restart started");
+        self.phase = Phase::Restarting;
+        let abort = CancellationToken::new();
+        self.restart = Some(RunningRestart {
+            trigger,
+            reply,
+            started,
+            abort: abort.clone(),
+        });
+        let launch = self.launch.clone();
+        let outcome_tx = self.outcome_tx.clone();
+        tokio::spawn(async move {
+            let outcome = parent::spawn_next(&launch, plan, abort).await;
+            let _ = outcome_tx.send(outcome).await;
+        });
+    }
+
+    fn plan(&self) -> Result<Plan, RestartError> {
+        let mut fds = self
+            .service
+            .registry()
+            .snapshot()
+            .map_err(|e| RestartError::Handover {
+                pid: 0,
+                reason: format!("could not duplicate the listeners: {e}"),
+            })?;
+        let state = match self.service.encode_state()? {
+            None => None,
+            Some((bytes, state_fds)) => {
+                fds.extend(
+                    state_fds
+                        .into_vec()
+                        .into_iter()
+                        .map(|(name, fd)| (format!("{STATE_FD_PREFIX}{name}"), fd)),
+                );
+                Some(bytes)
+            }
+        };
+        // The lineage as the new generation will see it if it becomes ready.
+        let mut lineage = self.lineage.clone();
+        lineage.restarts += 1;
+        lineage.last_restart = Some(LastRestart {
+            ok: true,
+            at_unix_ms: unix_ms(),
+            duration_ms: 0.0,
+            pid: None,
+            generation: Some(self.service.generation + 1),
+            error: None,
+        });
+        Ok(Plan {
+            generation: self.service.generation + 1,
+            fds,
+            state,
+            lineage,
+            ready_timeout: self.ready_timeout,
+        })
+    }
+
+    fn record_failure(&mut self, started: Instant, error: &RestartError) {
+        self.lineage.failed_restarts += 1;
+        self.lineage.last_restart = Some(LastRestart {
+            ok: false,
+            at_unix_ms: unix_ms(),
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            pid: None,
+            generation: None,
+            error: Some(error.to_string()),
+        });
+    }
+
+    async fn on_outcome(&mut self, outcome: Result<NewGeneration, RestartError>) {
+        let Some(restart) = self.restart.take() else {
+            return;
+        };
+        let elapsed = restart.started.elapsed();
+        match outcome {
+            Ok(next) => {
+                let duration_ms = elapsed.as_secs_f64() * 1000.0;
+                tracing::info!(
+                    trigger = ?restart.trigger,
+                    pid = next.pid,
+                    generation = next.generation,
+                    duration_ms,
+                    "restart succeeded; handing over"
+                );
+                self.phase = Phase::Draining;
+                self.stop_accepting_control().await;
+                if let Some(reply) = restart.reply {
+                    let _ = reply.send(Response::Restarted(RestartSuccess {
+                        pid: next.pid,
+                        generation: next.generation,
+                        duration_ms,
+                    }));
+                }
+                self.successor = Some(next);
+                self.begin_shutdown(Ending::HandedOver);
+            }
+            Err(error) => {
+                tracing::error!(trigger = ?restart.trigger, reason = %error, "restart failed; this generation keeps serving");
+                self.record_failure(restart.started, &error);
+                if self.phase == Phase::Restarting {
+                    self.phase = Phase::Serving;
+                }
+                if let Some(reply) = restart.reply {
+                    let _ = reply.send(Response::RestartFailed {
+                        kind: error.kind().to_owned(),
+                        reason: error.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn on_ready(&mut self) {
+        tracing::info!(
+            generation = self.service.generation,
+            pid = std::process::id(),
+            startup_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            "ready"
+        );
+        if let Some(parent) = self.parent.as_mut() {
+            if let Err(e) = parent.report(&ChildMessage::Ready).await {
+                tracing::warn!(error = %e, "could not tell the previous generation that this one is ready; it is probably gone");
+            }
+        }
+        if self.service.generation > 1 {
+            // The restart that started this generation succeeded.
+            if let Some(last) = self.lineage.last_restart.as_mut() {
+                last.pid = Some(std::process::id());
+                last.duration_ms = unix_ms().saturating_sub(last.at_unix_ms) as f64;
+            }
+        }
+        for name in self.service.registry().close_unclaimed() {
+            tracing::warn!(
+                name,
+                "an inherited descriptor was not claimed by this generation; closed it"
+            );
+        }
+        if self.phase == Phase::Starting {
+            self.phase = Phase::Serving;
+        }
+        self.start_accepting_control();
+    }
+
+    fn start_accepting_control(&mut self) {
+        let Some(control) = self.control.as_mut() else {
+            return;
+        };
+        let Some(listener) = control.listener.take() else {
+            return;
+        };
+        let listener = match listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixListener::from_std(listener))
+        {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, "could not serve the control socket");
+                return;
+            }
+        };
+        control.task = Some(tokio::spawn(control::serve(
+            listener,
+            self.control_tx.clone(),
+            control.stop_accepting.clone(),
+            self.control_connections.clone(),
+        )));
+    }
+
+    async fn stop_accepting_control(&mut self) {
+        if let Some(control) = self.control.as_mut() {
+            control.stop_accepting.cancel();
+            control.listener = None;
+            if let Some(task) = control.task.take() {
+                let _ = task.await;
+            }
+        }
+    }
+
+    async fn begin_stop(&mut self) {
+        match self.phase {
+            Phase::Draining | Phase::Stopping => return,
+            _ => {}
+        }
+        if let Some(restart) = &self.restart {
+            restart.abort.cancel();
+        }
+        self.phase = Phase::Stopping;
+        self.stop_accepting_control().await;
+        self.begin_shutdown(Ending::Stopped);
+    }
+
+    fn begin_shutdown(&mut self, ending: Ending) {
+        let began = Instant::now();
+        {
+            let mut slot = lock(&self.service.drain_deadline);
+            if slot.is_none() {
+                *slot = Some(Drain {
+                    began,
+                    deadline: began + self.drain_timeout,
+                    ending,
+                });
+            }
+        }
+        self.service.registry().close_all();
+        self.service.shutdown.cancel();
+    }
+
+    async fn on_main_returned(&mut self) {
+        let outcome = lock(&self.service.main_outcome).clone();
+        if !self.service.is_ready() {
+            if let Some(parent) = self.parent.as_mut() {
+                let reason = match outcome {
+                    Some(Err(reason)) => reason,
+                    _ => "main returned before calling ready()".to_owned(),
+                };
+                if let Err(e) = parent.report(&ChildMessage::Failed { reason }).await {
+                    tracing::debug!(error = %e, "could not report the failure to the previous generation");
+                }
+            }
+        }
+        self.begin_stop().await;
+    }
+}

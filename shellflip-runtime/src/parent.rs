@@ -1,0 +1,303 @@
+//! The parent side of a restart: spawn the next generation from the
+//! executable path, hand it the listeners and the state, and wait — bounded
+//! by the ready timeout — for its report, its exit, or an abort.
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::channel::{self, ChildMessage, HandoverHeader, Lineage, ENV_HANDOVER_FD};
+use crate::error::RestartError;
+use crate::fd;
+
+/// Variables of systemd socket activation; they describe this process's
+/// descriptors, so a new generation must not read them.
+pub(crate) const SOCKET_ACTIVATION_VARS: [&str; 3] = ["LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID"];
+
+/// How the next generation is started: the executable path resolved once at
+/// start-up, and this process's arguments.
+#[derive(Debug, Clone)]
+pub(crate) struct Launch {
+    pub exe: PathBuf,
+    pub arg0: OsString,
+    pub args: Vec<OsString>,
+}
+
+impl Launch {
+    /// Resolves the executable path from `argv[0]` (made absolute against
+    /// the start-up directory, or looked up in `PATH`), without resolving
+    /// symlinks — so a deploy that swaps a symlink or renames a new build
+    /// over the path starts the new build. Falls back to `/proc/self/exe`.
+    pub(crate) fn resolve() -> Self {
+        let mut argv = std::env::args_os();
+        let arg0 = argv.next().unwrap_or_default();
+        let args: Vec<OsString> = argv.collect();
+        let exe = resolve_exe(&arg0)
+            .or_else(|| std::env::current_exe().ok())
+            .unwrap_or_else(|| PathBuf::from(&arg0));
+        Launch { exe, arg0, args }
+    }
+}
+
+fn resolve_exe(arg0: &OsString) -> Option<PathBuf> {
+    let path = Path::new(arg0);
+    if arg0.is_empty() {
+        return None;
+    }
+    let candidate = if path.components().count() > 1 || path.is_absolute() {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir().ok()?.join(path)
+        }
+    } else {
+        let search = std::env::var_os("PATH")?;
+        std::env::split_paths(&search)
+            .map(|dir| dir.join(path))
+            .find(|p| p.is_file())?
+    };
+    candidate.is_file().then_some(candidate)
+}
+
+/// What a restart hands over.
+pub(crate) struct Plan {
+    pub generation: u64,
+    pub fds: Vec<(String, OwnedFd)>,
+    pub state: Option<Vec<u8>>,
+    pub lineage: Lineage,
+    pub ready_timeout: Duration,
+}
+
+/// A new generation that reported ready. Keep it until this process exits:
+/// dropping `channel` tells the new generation that this one is gone.
+#[derive(Debug)]
+pub(crate) struct NewGeneration {
+    pub pid: u32,
+    pub generation: u64,
+    /// Not waited for: the new generation outlives this process.
+    pub _child: Child,
+    pub _channel: UnixStream,
+}
+
+/// Spawns and supervises the next generation until it is ready or has
+/// failed; on failure it is killed if needed and always reaped.
+pub(crate) async fn spawn_next(
+    launch: &Launch,
+    plan: Plan,
+    abort: CancellationToken,
+) -> Result<NewGeneration, RestartError> {
+    let spawn_error = |source: std::io::Error| RestartError::Spawn {
+        exe: launch.exe.clone(),
+        source,
+    };
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| spawn_error(e.into()))?;
+
+    let mut command = Command::new(&launch.exe);
+    command
+        .arg0(&launch.arg0)
+        .args(&launch.args)
+        .env(ENV_HANDOVER_FD, theirs.as_raw_fd().to_string())
+        .kill_on_drop(false);
+    for var in SOCKET_ACTIVATION_VARS {
+        command.env_remove(var);
+    }
+    fd::inherit_in_child(&mut command, theirs.as_raw_fd());
+    let mut child = command.spawn().map_err(spawn_error)?;
+    drop(theirs);
+    let pid = child.id().unwrap_or(0);
+    tracing::debug!(pid, exe = %launch.exe.display(), "spawned the next generation");
+
+    let deadline = Instant::now() + plan.ready_timeout;
+    let ours = StdUnixStream::from(ours);
+    let mut stream = match ours
+        .set_nonblocking(true)
+        .and_then(|()| UnixStream::from_std(ours))
+    {
+        Ok(stream) => stream,
+        Err(e) => {
+            kill_and_reap(&mut child).await;
+            return Err(RestartError::Handover {
+                pid,
+                reason: e.to_string(),
+            });
+        }
+    };
+
+    let header = HandoverHeader {
+        generation: plan.generation,
+        fd_names: plan.fds.iter().map(|(name, _)| name.clone()).collect(),
+        state_len: plan.state.as_ref().map(|s| s.len() as u64),
+        lineage: plan.lineage,
+    };
+    let borrowed: Vec<BorrowedFd<'_>> = plan.fds.iter().map(|(_, fd)| fd.as_fd()).collect();
+
+    let decision = {
+        let handshake = async {
+            channel::send_handover(&mut stream, &header, &borrowed, plan.state.as_deref()).await?;
+            channel::read_child_message(&mut stream).await
+        };
+        tokio::pin!(handshake);
+        let first = tokio::select! {
+            report = &mut handshake => First::Report(report),
+            status = child.wait() => First::Exited(status),
+            _ = tokio::time::sleep_until(deadline) => First::Timeout,
+            _ = abort.cancelled() => First::Aborted,
+        };
+        match first {
+            First::Exited(status) => {
+                // A FAILED report may already sit in the socket buffer.
+                let late = tokio::time::timeout(Duration::from_millis(200), &mut handshake).await;
+                let status = describe_status(status);
+                match late {
+                    Ok(Ok(Some(ChildMessage::Failed { reason }))) => Decision::Failed(
+                        RestartError::ChildFailed { pid, reason },
+                    ),
+                    _ => Decision::Failed(RestartError::ChildExited { pid, status }),
+                }
+            }
+            First::Report(report) => match report {
+                Ok(Some(ChildMessage::Ready)) => Decision::Ready,
+                Ok(Some(ChildMessage::Failed { reason })) => {
+                    let _ = reap_within(&mut child, Duration::from_secs(5)).await;
+                    Decision::Failed(RestartError::ChildFailed { pid, reason })
+                }
+                Ok(None) => match reap_within(&mut child, Duration::from_secs(5)).await {
+                    Some(status) => Decision::Failed(RestartError::ChildExited { pid, status }),
+                    None => Decision::Failed(RestartError::Handover {
+                        pid,
+                        reason: "it closed the handover channel without a report and did not exit; it was killed".to_owned(),
+                    }),
+                },
+                Err(e) => match reap_within(&mut child, Duration::from_millis(500)).await {
+                    Some(status) => Decision::Failed(RestartError::ChildExited { pid, status }),
+                    None => Decision::Failed(RestartError::Handover {
+                        pid,
+                        reason: format!("{e}; it was killed"),
+                    }),
+                },
+            },
+            First::Timeout => {
+                kill_and_reap(&mut child).await;
+                Decision::Failed(RestartError::ReadyTimeout {
+                    pid,
+                    timeout: plan.ready_timeout,
+                })
+            }
+            First::Aborted => {
+                kill_and_reap(&mut child).await;
+                Decision::Failed(RestartError::Aborted { pid })
+            }
+        }
+    };
+    drop(borrowed);
+    match decision {
+        Decision::Ready => Ok(NewGeneration {
+            pid,
+            generation: plan.generation,
+            _child: child,
+            _channel: stream,
+        }),
+        Decision::Failed(error) => Err(error),
+    }
+}
+
+enum First {
+    Report(std::io::Result<Option<ChildMessage>>),
+    Exited(std::io::Result<ExitStatus>),
+    Timeout,
+    Aborted,
+}
+
+enum Decision {
+    Ready,
+    Failed(RestartError),
+}
+
+/// Waits up to `grace` for the child to exit, then kills it; always reaps.
+/// Returns how it ended if it exited by itself, `None` if it was killed.
+async fn reap_within(child: &mut Child, grace: Duration) -> Option<String> {
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => Some(describe_status(status)),
+        Err(_) => {
+            kill_and_reap(child).await;
+            None
+        }
+    }
+}
+
+async fn kill_and_reap(child: &mut Child) {
+    if let Err(e) = child.start_kill() {
+        tracing::debug!(error = %e, "kill of the new generation failed (already exited?)");
+    }
+    if let Err(e) = child.wait().await {
+        tracing::warn!(error = %e, "could not reap the new generation");
+    }
+}
+
+/// "exited with status 3", "was killed by signal SIGSEGV (core dumped)".
+pub(crate) fn describe_status(status: std::io::Result<ExitStatus>) -> String {
+    match status {
+        Err(e) => format!("ended in an unknown way ({e})"),
+        Ok(status) => {
+            if let Some(code) = status.code() {
+                format!("exited with status {code}")
+            } else if let Some(signal) = status.signal() {
+                let name = Signal::try_from(signal)
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_else(|_| format!("signal {signal}"));
+                let core = if status.core_dumped() {
+                    " (core dumped)"
+                } else {
+                    ""
+                };
+                format!("was killed by signal {name}{core}")
+            } else {
+                format!("ended with {status}")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_described() {
+        let exited = ExitStatus::from_raw(3 << 8);
+        assert_eq!(describe_status(Ok(exited)), "exited with status 3");
+        let killed = ExitStatus::from_raw(libc_sigkill());
+        assert_eq!(describe_status(Ok(killed)), "was killed by signal SIGKILL");
+    }
+
+    fn libc_sigkill() -> i32 {
+        Signal::SIGKILL as i32
+    }
+
+    #[test]
+    fn relative_arg0_is_made_absolute_without_resolving_symlinks() {
+        let resolved = resolve_exe(&OsString::from("/bin/sh"));
+        assert_eq!(resolved, Some(PathBuf::from("/bin/sh")));
+        assert_eq!(resolve_exe(&OsString::from("")), None);
+        assert_eq!(resolve_exe(&OsString::from("/no/such/binary")), None);
+        let found = resolve_exe(&OsString::from("sh"));
+        assert!(found.is_some_and(|p| p.is_absolute()));
+    }
+}

@@ -1,0 +1,132 @@
+//! The fd registry: the named descriptors a generation inherited and the
+//! ones it will hand to the next generation.
+//!
+//! Each listener the service asks for is first looked up among the inherited
+//! descriptors by name (and kind); only when none matches is a new socket
+//! bound. Either way the registry keeps its own duplicate of the descriptor
+//! so that it can be sent at the next restart, and closes all of them when
+//! this generation hands over or stops.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::error::Error;
+
+/// The name under which the control socket travels.
+pub(crate) const CONTROL_FD_NAME: &str = "shellflip.control";
+/// The prefix of descriptors that belong to the handover state.
+pub(crate) const STATE_FD_PREFIX: &str = "shellflip.state.";
+
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    /// Inherited and not claimed (yet).
+    inherited: Vec<(String, OwnedFd)>,
+    /// Claimed or created in this generation; sent at the next restart.
+    active: Vec<(String, OwnedFd)>,
+}
+
+impl Registry {
+    pub(crate) fn new(inherited: Vec<(String, OwnedFd)>) -> Self {
+        Registry {
+            inherited,
+            active: Vec::new(),
+        }
+    }
+
+    /// Takes the inherited descriptor named `name`, if any.
+    pub(crate) fn claim(&mut self, name: &str) -> Option<OwnedFd> {
+        let index = self.inherited.iter().position(|(n, _)| n == name)?;
+        Some(self.inherited.swap_remove(index).1)
+    }
+
+    /// Takes every inherited descriptor whose name starts with `prefix`,
+    /// with the prefix stripped.
+    pub(crate) fn claim_prefixed(&mut self, prefix: &str) -> Vec<(String, OwnedFd)> {
+        let (matching, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.inherited)
+            .into_iter()
+            .partition(|(n, _)| n.starts_with(prefix));
+        self.inherited = rest;
+        matching
+            .into_iter()
+            .map(|(n, fd)| (n[prefix.len()..].to_owned(), fd))
+            .collect()
+    }
+
+    /// Records a duplicate of `fd` to hand over under `name`.
+    pub(crate) fn register(&mut self, name: &str, fd: BorrowedFd<'_>) -> Result<(), Error> {
+        if self.active.iter().any(|(n, _)| n == name) {
+            return Err(Error::DuplicateName(name.to_owned()));
+        }
+        let owned = fd.try_clone_to_owned().map_err(|source| Error::Fd {
+            name: name.to_owned(),
+            source,
+        })?;
+        self.active.push((name.to_owned(), owned));
+        Ok(())
+    }
+
+    /// True when a descriptor named `name` is registered.
+    pub(crate) fn is_registered(&self, name: &str) -> bool {
+        self.active.iter().any(|(n, _)| n == name)
+    }
+
+    /// The descriptors to send at a restart, duplicated so that the restart
+    /// owns them independently of this registry.
+    pub(crate) fn snapshot(&self) -> std::io::Result<Vec<(String, OwnedFd)>> {
+        self.active
+            .iter()
+            .map(|(name, fd)| Ok((name.clone(), fd.as_fd().try_clone_to_owned()?)))
+            .collect()
+    }
+
+    /// Closes inherited descriptors nobody claimed; returns their names.
+    pub(crate) fn close_unclaimed(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.inherited)
+            .into_iter()
+            .map(|(name, _fd)| name)
+            .collect()
+    }
+
+    /// Closes everything this registry holds (after a handover or at stop).
+    pub(crate) fn close_all(&mut self) {
+        self.inherited.clear();
+        self.active.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    fn fd() -> OwnedFd {
+        OwnedFd::from(UnixStream::pair().unwrap().0)
+    }
+
+    #[test]
+    fn claim_register_and_snapshot() {
+        let mut r = Registry::new(vec![("a".into(), fd()), ("shellflip.state.x".into(), fd())]);
+        assert!(r.claim("missing").is_none());
+        let a = r.claim("a").unwrap();
+        assert!(r.claim("a").is_none());
+        r.register("a", a.as_fd()).unwrap();
+        assert!(matches!(
+            r.register("a", a.as_fd()),
+            Err(Error::DuplicateName(_))
+        ));
+        assert!(r.is_registered("a"));
+        let state = r.claim_prefixed(STATE_FD_PREFIX);
+        assert_eq!(state.len(), 1);
+        assert_eq!(state[0].0, "x");
+        let snap = r.snapshot().unwrap();
+        assert_eq!(snap.len(), 1);
+        assert!(r.close_unclaimed().is_empty());
+        r.close_all();
+        assert!(r.snapshot().unwrap().is_empty());
+    }
+
+    #[test]
+    fn unclaimed_are_reported() {
+        let mut r = Registry::new(vec![("old".into(), fd())]);
+        assert_eq!(r.close_unclaimed(), vec!["old".to_string()]);
+    }
+}
