@@ -1,0 +1,237 @@
+//! Error paths of the `shellflip` command-line tool: no service at the
+//! socket (exit 2), invalid arguments (exit 2), and a service that refuses
+//! or answers nonsense (exit 1). The success paths are exercised by the
+//! end-to-end tests against real services.
+
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::thread;
+use std::time::Duration;
+
+use shellflip::control::{
+    decode_request, read_frame_blocking, write_frame_blocking, Request, Response,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shellflip");
+
+fn shellflip(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("could not run the shellflip binary")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Serves one connection on `path`: reads one request, checks it is
+/// `expected`, and answers with `answer` (raw JSON payload).
+fn answer_once(path: &Path, expected: Request, answer: Vec<u8>) -> thread::JoinHandle<()> {
+    let listener = UnixListener::bind(path).unwrap();
+    thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let request = decode_request(&read_frame_blocking(&mut stream).unwrap()).unwrap();
+        assert_eq!(request, expected);
+        write_frame_blocking(&mut stream, &answer).unwrap();
+    })
+}
+
+fn json(response: &Response) -> Vec<u8> {
+    serde_json::to_vec(response).unwrap()
+}
+
+#[test]
+fn no_service_exits_2_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("nothing.sock");
+    let socket = socket.to_str().unwrap();
+    for (args, command) in [
+        (vec!["restart", socket], "restart"),
+        (vec!["restart", socket, "--timeout", "5s"], "restart"),
+        (vec!["status", socket], "status"),
+        (vec!["status", socket, "--json"], "status"),
+        (vec!["stop", socket], "stop"),
+    ] {
+        let output = shellflip(&args);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {message}");
+        assert!(
+            message.starts_with(&format!(
+                "{command} failed: no service is listening on {socket}"
+            )),
+            "{message}"
+        );
+        assert!(message.contains("is it running"), "{message}");
+        assert!(stdout(&output).is_empty());
+    }
+}
+
+#[test]
+fn stale_socket_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("stale.sock");
+    drop(UnixListener::bind(&socket).unwrap());
+    let output = shellflip(&["status", socket.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("connection refused"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let output = shellflip(&["--help"]);
+    assert!(output.status.success());
+    let text = stdout(&output);
+    for needle in ["restart", "status", "stop", "control socket", "Exit status"] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+
+    let output = shellflip(&["restart", "--help"]);
+    assert!(output.status.success());
+    let text = stdout(&output);
+    for needle in ["SOCKET", "--timeout", "ready timeout", "keeps serving"] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+
+    let output = shellflip(&["status", "--help"]);
+    assert!(stdout(&output).contains("--json"));
+    let output = shellflip(&["stop", "--help"]);
+    assert!(stdout(&output).contains("drain"));
+}
+
+#[test]
+fn bad_arguments_exit_2_with_usage() {
+    for (args, needle) in [
+        (&[][..], "Usage"),
+        (&["frobnicate"][..], "unrecognized subcommand"),
+        (&["restart"][..], "SOCKET"),
+        (
+            &["restart", "/x.sock", "--timeout", "banana"][..],
+            "expected a duration",
+        ),
+        (
+            &["restart", "/x.sock", "--timeout", "0"][..],
+            "greater than zero",
+        ),
+        (&["stop", "/x.sock", "--timeout"][..], "DURATION"),
+        (&["status", "/x.sock", "--bogus"][..], "--bogus"),
+        (&["status", "/a.sock", "/b.sock"][..], "unexpected argument"),
+    ] {
+        let output = shellflip(args);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {message}");
+        assert!(
+            message.contains(needle),
+            "{args:?}: {needle:?} missing from {message}"
+        );
+    }
+}
+
+#[test]
+fn restart_in_progress_exits_1_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("svc.sock");
+    let server = answer_once(
+        &socket,
+        Request::Restart,
+        json(&Response::RestartFailed {
+            kind: "in_progress".into(),
+            reason: "a restart is already in progress; wait for its outcome and try again".into(),
+        }),
+    );
+    let output = shellflip(&["restart", socket.to_str().unwrap()]);
+    server.join().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(message.starts_with("restart failed: "), "{message}");
+    assert!(message.contains("in progress"), "{message}");
+    assert!(stdout(&output).is_empty());
+}
+
+#[test]
+fn failed_restart_exits_1_naming_the_child_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("svc.sock");
+    let reason = "the new generation (pid 99) exited with status 3 before it was ready";
+    let server = answer_once(
+        &socket,
+        Request::Restart,
+        json(&Response::RestartFailed {
+            kind: "failed".into(),
+            reason: reason.into(),
+        }),
+    );
+    let output = shellflip(&["restart", socket.to_str().unwrap()]);
+    server.join().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output).trim_end(),
+        format!("restart failed: {reason}")
+    );
+}
+
+#[test]
+fn service_errors_and_nonsense_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let socket = dir.path().join("refusing.sock");
+    let server = answer_once(
+        &socket,
+        Request::Status,
+        json(&Response::error("permission denied: uid 0 only")),
+    );
+    let output = shellflip(&["status", socket.to_str().unwrap()]);
+    server.join().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("permission denied"),
+        "{}",
+        stderr(&output)
+    );
+
+    let socket = dir.path().join("nonsense.sock");
+    let server = answer_once(&socket, Request::Stop, b"{\"what\":1}".to_vec());
+    let output = shellflip(&["stop", socket.to_str().unwrap(), "--timeout", "10s"]);
+    server.join().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("not understood"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn restart_timeout_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("slow.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    // Accepts and reads the request, then never answers (until the client
+    // has gone: the read below sees its end-of-file).
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        read_frame_blocking(&mut stream).unwrap();
+        assert!(read_frame_blocking(&mut stream).is_err());
+    });
+    let output = shellflip(&["restart", socket.to_str().unwrap(), "--timeout", "200ms"]);
+    server.join().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(message.contains("timed out after 200ms"), "{message}");
+    assert!(message.contains("shellflip status"), "{message}");
+}
