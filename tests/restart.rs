@@ -1,0 +1,268 @@
+//! End-to-end restarts of the echo example: real processes, real sockets.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use common::*;
+use shellflip::control::{ControlClient, Request, Response};
+
+fn restarted(response: Response) -> (u32, u64) {
+    match response {
+        Response::Restarted(success) => (success.pid, success.generation),
+        other => panic!("expected a successful restart, got {other:?}"),
+    }
+}
+
+/// Ten restarts while 16 clients connect, exchange and close in a loop:
+/// nothing refused or cut, pid and generation change each time, the count
+/// carried in the state never goes back, every old generation exits.
+#[test]
+fn ten_restarts_under_load_lose_nothing() {
+    let mut echo = Echo::start(&[]);
+    let load = Load::start(echo.addr, 16, 100_000, Duration::from_secs(240));
+    wait_until("load on the first generation", EVENT_TIMEOUT, || {
+        load.count_from(echo.current.pid) >= 32
+    });
+    let mut old = echo.current;
+    for round in 1..=10 {
+        let served_before = load.max_served();
+        let (pid, generation) = restarted(ControlClient::restart(&echo.control).expect("restart"));
+        let ready = echo.next_ready();
+        assert_eq!((ready.pid, ready.generation), (pid, generation));
+        assert_ne!(pid, old.pid, "round {round}: same pid after restart");
+        assert_eq!(generation, old.generation + 1, "round {round}");
+        assert!(wait_exit(old.pid, EVENT_TIMEOUT), "round {round}: old generation {} did not exit", old.pid);
+        wait_until("clients served by the new generation", EVENT_TIMEOUT, || {
+            load.count_from(pid) >= 16
+        });
+        let first_new = load
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|g| g.pid == pid)
+            .map(|g| g.served)
+            .min()
+            .unwrap();
+        assert!(
+            first_new > served_before,
+            "round {round}: the new generation started counting at {first_new}, below {served_before} seen before the restart"
+        );
+        old = ready;
+    }
+    let report = load.stop();
+    assert!(
+        report.failures.is_empty(),
+        "{} failed exchanges of {}: {:?}\nstderr:\n{}",
+        report.failures.len(),
+        report.ok + report.failures.len() as u64,
+        &report.failures[..report.failures.len().min(10)],
+        echo.stderr()
+    );
+    assert!(report.ok > 160, "only {} exchanges", report.ok);
+    assert!(echo.wait_first_exit());
+}
+
+/// A broken build at the executable path: the restart fails with the real
+/// reason, and the old generation keeps serving; then a good build works.
+#[test]
+fn broken_builds_are_rolled_back_and_a_good_one_goes_through() {
+    let binary = example_binary("echo");
+    let echo = Echo::start(&[("SHELLFLIP_READY_TIMEOUT", "2s")]);
+    let original = echo.current;
+
+    echo.replace_with_script("#!/bin/sh\necho 'this build is broken' >&2\nexit 3\n");
+    let out = cli(&echo, "restart", &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("exited with status 3"), "stderr: {stderr}");
+    assert_eq!(echo.exchange().unwrap().pid, original.pid);
+
+    echo.replace_with_script("#!/bin/sh\nexec sleep 600\n");
+    let out = cli(&echo, "restart", &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("not ready within 2s"), "stderr: {stderr}");
+    assert!(stderr.contains("killed"), "stderr: {stderr}");
+    assert_eq!(echo.exchange().unwrap().pid, original.pid);
+
+    let status = ControlClient::status(&echo.control).unwrap();
+    assert_eq!(status.failed_restarts, 2);
+    assert_eq!(status.pid, original.pid);
+
+    let mut echo = echo;
+    echo.replace_with_binary(&binary);
+    let out = cli(&echo, "restart", &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "stdout: {stdout} stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let ready = echo.next_ready();
+    assert!(stdout.contains(&format!("pid={}", ready.pid)), "{stdout}");
+    assert!(stdout.contains("generation=2"), "{stdout}");
+    assert!(echo.wait_first_exit());
+    assert_eq!(echo.exchange().unwrap().pid, ready.pid);
+}
+
+/// A build that panics in its own initialisation reports the panic message.
+#[test]
+fn the_child_failure_message_reaches_the_initiator() {
+    let echo = Echo::start(&[("SHELLFLIP_READY_TIMEOUT", "20s")]);
+    // A new generation that cannot bind (its --listen is changed by the
+    // environment of the script) fails with its own message.
+    let exe = echo.exe.display().to_string();
+    let real = echo.dir.path().join("echo.real");
+    std::fs::copy(&echo.exe, &real).unwrap();
+    echo.replace_with_script(&format!(
+        "#!/bin/sh\nexec {} --listen 256.0.0.1:1 --control {}\n",
+        real.display(),
+        echo.control.display()
+    ));
+    let _ = exe;
+    let out = cli(&echo, "restart", &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("failed to start"), "stderr: {stderr}");
+    assert!(stderr.contains("256.0.0.1"), "stderr: {stderr}");
+    assert_eq!(echo.exchange().unwrap().pid, echo.current.pid);
+}
+
+/// 20 restart requests at once: exactly one restart, the others are told a
+/// restart is in progress.
+#[test]
+fn twenty_simultaneous_restarts_make_exactly_one() {
+    let mut echo = Echo::start(&[]);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(20));
+    let threads: Vec<_> = (0..20)
+        .map(|_| {
+            let control = echo.control.clone();
+            let barrier = std::sync::Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let mut client = ControlClient::connect(&control).unwrap();
+                // Proves the connection is accepted by the current generation.
+                let status = client.request(&Request::Status).unwrap();
+                assert!(matches!(status, Response::Status(_)), "{status:?}");
+                barrier.wait();
+                client.request(&Request::Restart).unwrap()
+            })
+        })
+        .collect();
+    let responses: Vec<Response> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let ok = responses
+        .iter()
+        .filter(|r| matches!(r, Response::Restarted(_)))
+        .count();
+    let in_progress = responses
+        .iter()
+        .filter(|r| matches!(r, Response::RestartFailed { kind, .. } if kind == "in_progress"))
+        .count();
+    assert_eq!(ok, 1, "{responses:?}");
+    assert_eq!(in_progress, 19, "{responses:?}");
+    let ready = echo.next_ready();
+    assert_eq!(ready.generation, 2);
+    assert!(echo.wait_first_exit());
+    // No second restart happened.
+    let status = ControlClient::status(&echo.control).unwrap();
+    assert_eq!(status.generation, 2);
+    assert_eq!(status.restarts, 1);
+}
+
+/// Garbage, oversized and truncated frames get errors; the service is fine.
+#[test]
+fn malformed_control_input_is_answered_not_fatal() {
+    let echo = Echo::start(&[]);
+    let read_response = |stream: &mut UnixStream| -> String {
+        let mut len = [0u8; 4];
+        stream.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        stream.read_exact(&mut body).unwrap();
+        String::from_utf8_lossy(&body).into_owned()
+    };
+    // Garbage JSON in a well-formed frame.
+    let mut s = UnixStream::connect(&echo.control).unwrap();
+    s.write_all(&5u32.to_be_bytes()).unwrap();
+    s.write_all(b"\x00\xffxx").unwrap();
+    s.write_all(b"}").unwrap();
+    let reply = read_response(&mut s);
+    assert!(reply.contains("error"), "{reply}");
+    // A frame announcing 4 GiB.
+    let mut s = UnixStream::connect(&echo.control).unwrap();
+    s.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    let reply = read_response(&mut s);
+    assert!(reply.contains("error"), "{reply}");
+    // An unknown operation.
+    let mut s = UnixStream::connect(&echo.control).unwrap();
+    let body = br#"{"op":"explode"}"#;
+    s.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let reply = read_response(&mut s);
+    assert!(reply.contains("error"), "{reply}");
+    // A truncated frame, then the client goes away.
+    let mut s = UnixStream::connect(&echo.control).unwrap();
+    s.write_all(&100u32.to_be_bytes()).unwrap();
+    s.write_all(b"{\"op\"").unwrap();
+    drop(s);
+    // Still serving, still answering.
+    let status = ControlClient::status(&echo.control).unwrap();
+    assert_eq!(status.pid, echo.current.pid);
+    assert_eq!(echo.exchange().unwrap().pid, echo.current.pid);
+}
+
+/// A graceful stop lets an open connection finish its exchange.
+#[test]
+fn graceful_stop_finishes_open_connections() {
+    use std::io::BufRead;
+    let mut echo = Echo::start(&[]);
+    let stream = std::net::TcpStream::connect(echo.addr).unwrap();
+    stream.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting).unwrap();
+    assert!(parse_greeting(&greeting).is_some(), "{greeting}");
+
+    let control = echo.control.clone();
+    let stopper = std::thread::spawn(move || {
+        std::process::Command::new(cli_binary())
+            .arg("stop")
+            .arg(&control)
+            .output()
+            .unwrap()
+    });
+    // The listener closes as soon as the stop begins.
+    let addr = echo.addr;
+    wait_until("the listener to close", EVENT_TIMEOUT, || {
+        std::net::TcpStream::connect(addr).is_err()
+    });
+    let mut writer = stream;
+    writer.write_all(b"still here\n").unwrap();
+    let mut echoed = String::new();
+    reader.read_line(&mut echoed).unwrap();
+    assert_eq!(echoed, "still here\n");
+    drop(writer);
+    drop(reader);
+    let out = stopper.join().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("pid={}", echo.current.pid)));
+    assert!(echo.wait_first_exit());
+    assert!(!echo.control.exists(), "the control socket file is removed at stop");
+}
+
+/// SIGUSR1 restarts too; status reports the new generation.
+#[test]
+fn restart_signal_restarts() {
+    let mut echo = Echo::start(&[]);
+    let old = echo.current;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old.pid as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    let ready = echo.next_ready();
+    assert_eq!(ready.generation, 2);
+    assert!(echo.wait_first_exit());
+    let out = cli(&echo, "status", &["--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["pid"], ready.pid);
+    assert_eq!(json["generation"], 2);
+}
