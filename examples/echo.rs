@@ -47,19 +47,23 @@ impl HandoverState for EchoState {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let config = Config::default().control_socket(&args.control);
+    let config = Config::default();
     shellflip::run(config, move |ctx: Context<EchoState>| async move {
         let listener = ctx.tcp_listener("echo", args.listen.as_str())?;
+        ctx.control_socket(&args.control)?;
         let state = ctx.state();
         ctx.ready()?;
         let addr = listener.local_addr()?;
-        println!("ready pid={} generation={} listen={addr}", std::process::id(), ctx.generation());
+        println!(
+            "ready pid={} generation={} listen={addr}",
+            std::process::id(),
+            ctx.generation()
+        );
         loop {
             tokio::select! {
                 _ = ctx.shutdown() => break,
@@ -76,7 +80,10 @@ fn main() -> ExitCode {
 
 async fn echo(stream: TcpStream, generation: u64, served: u64) -> std::io::Result<()> {
     let (reader, mut writer) = stream.into_split();
-    let greeting = format!("pid={} generation={generation} served={served}\n", std::process::id());
+    let greeting = format!(
+        "pid={} generation={generation} served={served}\n",
+        std::process::id()
+    );
     writer.write_all(greeting.as_bytes()).await?;
     let mut lines = BufReader::new(reader).lines();
     while let Some(line) = lines.next_line().await? {

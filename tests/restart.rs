@@ -34,10 +34,16 @@ fn ten_restarts_under_load_lose_nothing() {
         assert_eq!((ready.pid, ready.generation), (pid, generation));
         assert_ne!(pid, old.pid, "round {round}: same pid after restart");
         assert_eq!(generation, old.generation + 1, "round {round}");
-        assert!(wait_exit(old.pid, EVENT_TIMEOUT), "round {round}: old generation {} did not exit", old.pid);
-        wait_until("clients served by the new generation", EVENT_TIMEOUT, || {
-            load.count_from(pid) >= 16
-        });
+        assert!(
+            wait_exit(old.pid, EVENT_TIMEOUT),
+            "round {round}: old generation {} did not exit",
+            old.pid
+        );
+        wait_until(
+            "clients served by the new generation",
+            EVENT_TIMEOUT,
+            || load.count_from(pid) >= 16,
+        );
         let first_new = load
             .seen
             .lock()
@@ -97,7 +103,12 @@ fn broken_builds_are_rolled_back_and_a_good_one_goes_through() {
     echo.replace_with_binary(&binary);
     let out = cli(&echo, "restart", &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "stdout: {stdout} stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout} stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ready = echo.next_ready();
     assert!(stdout.contains(&format!("pid={}", ready.pid)), "{stdout}");
     assert!(stdout.contains("generation=2"), "{stdout}");
@@ -242,10 +253,17 @@ fn graceful_stop_finishes_open_connections() {
     drop(writer);
     drop(reader);
     let out = stopper.join().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("pid={}", echo.current.pid)));
     assert!(echo.wait_first_exit());
-    assert!(!echo.control.exists(), "the control socket file is removed at stop");
+    assert!(
+        !echo.control.exists(),
+        "the control socket file is removed at stop"
+    );
 }
 
 /// SIGUSR1 restarts too; status reports the new generation.

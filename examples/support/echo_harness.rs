@@ -83,6 +83,23 @@ pub fn wait_exit(pid: u32, timeout: Duration) -> bool {
     }
 }
 
+/// Spawns `cmd`, retrying while the kernel says the executable is busy: a
+/// freshly copied binary is briefly held open for writing by any process
+/// another thread forks meanwhile (ETXTBSY).
+pub fn spawn_retrying_busy(cmd: &mut Command) -> Child {
+    let mut attempts = 0;
+    loop {
+        match cmd.spawn() {
+            Ok(child) => return child,
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempts < 100 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("spawn {cmd:?}: {e}"),
+        }
+    }
+}
+
 /// True if `pid` is alive (not a zombie).
 pub fn is_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -133,7 +150,7 @@ impl Echo {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn echo");
+        let mut child = spawn_retrying_busy(&mut cmd);
         let stdout = child.stdout.take().expect("stdout");
         let stderr_pipe = child.stderr.take().expect("stderr");
         let (tx, ready_rx) = mpsc::channel();
@@ -160,9 +177,12 @@ impl Echo {
                 line.clear();
             }
         });
-        let first = ready_rx
-            .recv_timeout(EVENT_TIMEOUT)
-            .unwrap_or_else(|_| panic!("echo did not become ready; stderr:\n{}", stderr.lock().unwrap()));
+        let first = ready_rx.recv_timeout(EVENT_TIMEOUT).unwrap_or_else(|_| {
+            panic!(
+                "echo did not become ready; stderr:\n{}",
+                stderr.lock().unwrap()
+            )
+        });
         Echo {
             dir,
             exe,
@@ -178,12 +198,12 @@ impl Echo {
 
     /// Waits for the next generation's ready line.
     pub fn next_ready(&mut self) -> Ready {
-        let ready = self.ready_rx.recv_timeout(EVENT_TIMEOUT).unwrap_or_else(|_| {
-            panic!(
-                "no new generation became ready; stderr:\n{}",
-                self.stderr()
-            )
-        });
+        let ready = self
+            .ready_rx
+            .recv_timeout(EVENT_TIMEOUT)
+            .unwrap_or_else(|_| {
+                panic!("no new generation became ready; stderr:\n{}", self.stderr())
+            });
         self.current = ready;
         ready
     }
@@ -348,7 +368,12 @@ pub struct ClientReport {
 }
 
 impl Load {
-    pub fn start(addr: SocketAddr, clients: usize, max_per_client: u64, max_time: Duration) -> Load {
+    pub fn start(
+        addr: SocketAddr,
+        clients: usize,
+        max_per_client: u64,
+        max_time: Duration,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let threads = (0..clients)
@@ -367,24 +392,41 @@ impl Load {
                                 report.ok += 1;
                                 seen.lock().unwrap().push(greeting);
                             }
-                            Err(e) => report.failures.push(format!("client {i} exchange {n}: {e}")),
+                            Err(e) => report
+                                .failures
+                                .push(format!("client {i} exchange {n}: {e}")),
                         }
                     }
                     report
                 })
             })
             .collect();
-        Load { stop, threads, seen }
+        Load {
+            stop,
+            threads,
+            seen,
+        }
     }
 
     /// The largest `served` any client has seen so far.
     pub fn max_served(&self) -> u64 {
-        self.seen.lock().unwrap().iter().map(|g| g.served).max().unwrap_or(0)
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|g| g.served)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Greetings seen from `pid`.
     pub fn count_from(&self, pid: u32) -> usize {
-        self.seen.lock().unwrap().iter().filter(|g| g.pid == pid).count()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|g| g.pid == pid)
+            .count()
     }
 
     pub fn stop(self) -> ClientReport {
@@ -398,4 +440,3 @@ impl Load {
         total
     }
 }
-

@@ -303,6 +303,16 @@ impl<S: HandoverState> Context<S> {
         Ok(socket)
     }
 
+    /// Opens the control socket at `path` (restart, status and stop
+    /// requests; see the `shellflip` CLI), for services that choose the path
+    /// at run time, e.g. from their command line. Call it before
+    /// [`ready`](Self::ready). The first generation binds it (mode 0600);
+    /// later generations inherit the same socket. A path configured in the
+    /// [`Config`](crate::Config) or by `SHELLFLIP_CONTROL` takes precedence.
+    pub fn control_socket(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        self.service.open_control(path.as_ref())
+    }
+
     /// Marks this generation ready: a restart that started it succeeds, the
     /// previous generation drains and exits, and this one starts answering
     /// restart requests. Call it once the service accepts work.

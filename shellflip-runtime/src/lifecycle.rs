@@ -98,6 +98,10 @@ pub(crate) struct Service {
     pub(crate) tracker: TaskTracker,
     ready: watch::Sender<bool>,
     state_encoder: Mutex<Option<StateEncoder>>,
+    /// The control socket file as the previous generation recorded it.
+    inherited_control_file: Option<ControlSocketFile>,
+    /// The control socket, once opened, until the supervisor serves it.
+    control: Mutex<Option<OpenControl>>,
     /// Set when shutdown begins: when the drain must end.
     drain_deadline: Mutex<Option<Drain>>,
     /// Cancelled when the service's `main` has returned.
@@ -105,7 +109,67 @@ pub(crate) struct Service {
     main_outcome: Mutex<Option<Result<(), String>>>,
 }
 
+/// A control socket opened but not served yet.
+pub(crate) struct OpenControl {
+    path: std::path::PathBuf,
+    file: ControlSocketFile,
+    listener: StdUnixListener,
+}
+
+/// Adopts the inherited control socket or binds it at `path`, and registers
+/// it for the next generation.
+fn open_control_socket(
+    registry: &mut Registry,
+    inherited_file: Option<&ControlSocketFile>,
+    path: &std::path::Path,
+) -> Result<OpenControl, Error> {
+    let (listener, file) = match (registry.claim(CONTROL_FD_NAME), inherited_file) {
+        (Some(fd), Some(file)) => (StdUnixListener::from(fd), file.clone()),
+        (Some(fd), None) => {
+            let file = ControlSocketFile::identify(path)
+                .map_err(|e| Error::io(format!("control socket {}", path.display()), e))?;
+            (StdUnixListener::from(fd), file)
+        }
+        (None, _) => control::bind_control_socket(path)?,
+    };
+    registry.register(CONTROL_FD_NAME, listener.as_fd())?;
+    Ok(OpenControl {
+        path: path.to_path_buf(),
+        file,
+        listener,
+    })
+}
+
 impl Service {
+    /// Opens the control socket at `path` unless one is open already (the
+    /// attribute's or SHELLFLIP_CONTROL's path takes precedence).
+    pub(crate) fn open_control(&self, path: &std::path::Path) -> Result<(), Error> {
+        let mut control = lock(&self.control);
+        if let Some(open) = control.as_ref() {
+            if open.path != path {
+                tracing::info!(
+                    configured = %open.path.display(),
+                    asked = %path.display(),
+                    "a control socket is already configured; keeping it"
+                );
+            }
+            return Ok(());
+        }
+        if self.is_ready() {
+            return Err(Error::ControlSocket {
+                path: path.to_path_buf(),
+                reason: "open the control socket before calling ready()".to_owned(),
+            });
+        }
+        let opened = open_control_socket(
+            &mut self.registry(),
+            self.inherited_control_file.as_ref(),
+            path,
+        )?;
+        *control = Some(opened);
+        Ok(())
+    }
+
     pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
         lock(&self.registry)
     }
@@ -254,33 +318,17 @@ where
         }
     };
 
-    // The control socket: inherited, or bound by the first generation.
-    let mut lineage = lineage;
-    let control = match config.control_socket.as_deref() {
-        None => None,
-        Some(path) => {
-            let bound = match (
-                registry.claim(CONTROL_FD_NAME),
-                lineage.control_socket_file.clone(),
-            ) {
-                (Some(fd), Some(file)) => Ok((StdUnixListener::from(fd), file)),
-                (Some(fd), None) => ControlSocketFile::identify(path)
-                    .map(|file| (StdUnixListener::from(fd), file))
-                    .map_err(|e| Error::io(format!("control socket {}", path.display()), e)),
-                (None, _) => control::bind_control_socket(path),
-            };
-            match bound {
-                Ok((listener, file)) => {
-                    if let Err(e) = registry.register(CONTROL_FD_NAME, listener.as_fd()) {
-                        return fail_start(channel.as_mut(), &e.to_string());
-                    }
-                    lineage.control_socket_file = Some(file.clone());
-                    Some((file, listener))
-                }
-                Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
-            }
+    // The control socket, when configured (attribute or SHELLFLIP_CONTROL):
+    // inherited, or bound by the first generation. Otherwise the service may
+    // open it from its main with `Context::control_socket`.
+    let control_file = lineage.control_socket_file.clone();
+    let mut control = None;
+    if let Some(path) = config.control_socket.as_deref() {
+        match open_control_socket(&mut registry, control_file.as_ref(), path) {
+            Ok(opened) => control = Some(opened),
+            Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
         }
-    };
+    }
 
     let signals = match Signals::install(config.restart_signal) {
         Ok(signals) => signals,
@@ -315,6 +363,8 @@ where
         tracker: TaskTracker::new(),
         ready: ready_tx,
         state_encoder: Mutex::new(None),
+        inherited_control_file: control_file,
+        control: Mutex::new(control),
         drain_deadline: Mutex::new(None),
         main_returned: CancellationToken::new(),
         main_outcome: Mutex::new(None),
@@ -334,12 +384,7 @@ where
         lineage,
         parent,
         parent_gone,
-        control: control.map(|(file, listener)| ControlServer {
-            file,
-            listener: Some(listener),
-            stop_accepting: CancellationToken::new(),
-            task: None,
-        }),
+        control: None,
         control_tx,
         control_rx,
         control_connections: control_connections.clone(),
@@ -480,7 +525,6 @@ enum Trigger {
 
 struct ControlServer {
     file: ControlSocketFile,
-    listener: Option<StdUnixListener>,
     stop_accepting: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -781,12 +825,16 @@ impl Supervisor {
     }
 
     fn start_accepting_control(&mut self) {
-        let Some(control) = self.control.as_mut() else {
+        let Some(open) = lock(&self.service.control).take() else {
             return;
         };
-        let Some(listener) = control.listener.take() else {
-            return;
-        };
+        self.lineage.control_socket_file = Some(open.file.clone());
+        let control = self.control.insert(ControlServer {
+            file: open.file,
+            stop_accepting: CancellationToken::new(),
+            task: None,
+        });
+        let listener = open.listener;
         let listener = match listener
             .set_nonblocking(true)
             .and_then(|()| tokio::net::UnixListener::from_std(listener))
@@ -808,7 +856,6 @@ impl Supervisor {
     async fn stop_accepting_control(&mut self) {
         if let Some(control) = self.control.as_mut() {
             control.stop_accepting.cancel();
-            control.listener = None;
             if let Some(task) = control.task.take() {
                 let _ = task.await;
             }

@@ -119,7 +119,9 @@ pub(crate) async fn spawn_next(
         command.env_remove(var);
     }
     fd::inherit_in_child(&mut command, theirs.as_raw_fd());
-    let mut child = command.spawn().map_err(spawn_error)?;
+    let mut child = spawn_retrying_busy(&mut command)
+        .await
+        .map_err(spawn_error)?;
     drop(theirs);
     let pid = child.id().unwrap_or(0);
     tracing::debug!(pid, exe = %launch.exe.display(), "spawned the next generation");
@@ -215,6 +217,26 @@ pub(crate) async fn spawn_next(
             _channel: stream,
         }),
         Decision::Failed(error) => Err(error),
+    }
+}
+
+/// Spawns `command`, retrying for up to a second while the executable is
+/// busy (ETXTBSY): a deploy that has just written the new build may still
+/// hold it open for writing, or another process forked meanwhile may.
+async fn spawn_retrying_busy(command: &mut Command) -> std::io::Result<Child> {
+    let mut attempts = 0;
+    loop {
+        match command.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempts < 50 => {
+                attempts += 1;
+                tracing::debug!(
+                    attempts,
+                    "the executable is busy (being written?); retrying"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            result => return result,
+        }
     }
 }
 
