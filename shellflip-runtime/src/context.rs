@@ -145,10 +145,23 @@ impl<S: HandoverState> Context<S> {
     /// generation's value (for states holding listeners or other values
     /// without a `Default`).
     pub fn state_or_else(&self, init: impl FnOnce() -> S) -> StateCell<S> {
-        if let StateSlot::Ready(cell) = &*lock(&self.state) {
-            return cell.clone();
+        match self.try_state_or_else(|| Ok::<S, std::convert::Infallible>(init())) {
+            Ok(cell) => cell,
+            Err(never) => match never {},
         }
-        self.install_state(init())
+    }
+
+    /// Like [`state_or_else`](Self::state_or_else) with a fallible `init`
+    /// (opening the files or sockets a first generation puts in its state).
+    /// `init` runs only when no state was handed over.
+    pub fn try_state_or_else<E>(
+        &self,
+        init: impl FnOnce() -> Result<S, E>,
+    ) -> Result<StateCell<S>, E> {
+        if let StateSlot::Ready(cell) = &*lock(&self.state) {
+            return Ok(cell.clone());
+        }
+        Ok(self.install_state(init()?))
     }
 
     /// A TCP listener named `name`: the very socket the previous generation

@@ -90,6 +90,17 @@ pub enum Error {
     },
 }
 
+/// Lets a service's `main` that returns `shellflip::Error` use `?` on I/O
+/// results (an accept, a read).
+impl From<std::io::Error> for Error {
+    fn from(source: std::io::Error) -> Self {
+        Error::Io {
+            context: "I/O error in the service".to_owned(),
+            source,
+        }
+    }
+}
+
 impl Error {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {

@@ -62,6 +62,11 @@ pub const MAX_STATE_BYTES: u64 = 1 << 30;
 /// assert_eq!(back, Counters { served: 7 });
 /// # Ok::<(), StateError>(())
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be handed over to the next generation",
+    label = "`{Self}` does not implement `HandoverState`",
+    note = "add `#[derive(shellflip::HandoverState)]` to `{Self}` (or use `Context<()>` for a service without state)"
+)]
 pub trait HandoverState: Sized + Send + 'static {
     /// The type's name, shown in error messages.
     const TYPE_NAME: &'static str;
@@ -232,6 +237,10 @@ impl StateFds {
 
 /// A field type that is handed over as a file descriptor rather than
 /// serialized: sockets, listeners, files.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be handed over as a file descriptor",
+    note = "`#[handover(fd)]` works for sockets, listeners, files and `OwnedFd` (std and tokio), and `Arc`s of them"
+)]
 pub trait HandoverFd: Sized {
     /// The descriptor to hand over (it is duplicated; `self` keeps its own).
     fn handover_fd(&self) -> BorrowedFd<'_>;

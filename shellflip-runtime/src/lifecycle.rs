@@ -41,13 +41,19 @@ use crate::control::{
 use crate::error::{Error, RestartError};
 use crate::handover::{decode_envelope, HandoverState, StateError, StateFds};
 use crate::parent::{self, Launch, NewGeneration, Plan};
+use crate::pidfile::PidFile;
 use crate::registry::{Registry, CONTROL_FD_NAME, STATE_FD_PREFIX};
 use crate::shutdown::{self, SignalRequest, Signals};
+use crate::systemd::{self, Notification, Notifier};
 
 /// What a service's `main` may return: `()` or `Result<(), E>` with a
 /// displayable error. An error makes the process exit with status 1 (and,
 /// in a new generation that was not ready yet, fails the restart with the
 /// error's message).
+#[diagnostic::on_unimplemented(
+    message = "a restartable `main` must return `()` or `Result<(), E>` with `E: Display`, not `{Self}`",
+    label = "this return type is not supported"
+)]
 pub trait MainResult {
     /// `Err` with a message when the service failed.
     fn into_main_result(self) -> Result<(), String>;

@@ -1,0 +1,67 @@
+struct Registry<T: Clone, const N: usize>
+where
+    T: std::fmt::Debug,
+{
+    items: Vec<T>,
+    slots: [u8; N],
+    #[handover(skip)]
+    scratch: Option<T>,
+}
+const _: () = {
+    /// The data fields of `Registry`, borrowed for encoding.
+    #[derive(::shellflip::__private::serde::Serialize)]
+    #[serde(crate = "::shellflip::__private::serde", rename = "Registry")]
+    struct __ShellflipEncode<'a, T0, T1> {
+        items: &'a T0,
+        slots: &'a T1,
+    }
+    /// The data fields of `Registry`, decoded.
+    #[derive(::shellflip::__private::serde::Deserialize)]
+    #[serde(crate = "::shellflip::__private::serde", rename = "Registry")]
+    struct __ShellflipDecode<T0, T1> {
+        items: T0,
+        slots: T1,
+    }
+    #[automatically_derived]
+    impl<T: Clone, const N: usize> ::shellflip::HandoverState for Registry<T, N>
+    where
+        T: std::fmt::Debug,
+        Self: ::core::marker::Send + 'static,
+        Vec<
+            T,
+        >: ::shellflip::__private::serde::Serialize
+            + ::shellflip::__private::serde::de::DeserializeOwned,
+        [u8; N]: ::shellflip::__private::serde::Serialize
+            + ::shellflip::__private::serde::de::DeserializeOwned,
+        Option<T>: ::core::default::Default,
+    {
+        const TYPE_NAME: &'static str = "Registry";
+        const FINGERPRINT: u64 = 0x66961816d03fbddb;
+        fn encode_state(
+            &self,
+            _fds: &mut ::shellflip::StateFds,
+        ) -> ::core::result::Result<::std::vec::Vec<u8>, ::shellflip::StateError> {
+            ::shellflip::__private::handover::encode_data(
+                Self::TYPE_NAME,
+                &__ShellflipEncode {
+                    items: &self.items,
+                    slots: &self.slots,
+                },
+            )
+        }
+        fn decode_state(
+            payload: &[u8],
+            _fds: &mut ::shellflip::StateFds,
+        ) -> ::core::result::Result<Self, ::shellflip::StateError> {
+            let data: __ShellflipDecode<Vec<T>, [u8; N]> = ::shellflip::__private::handover::decode_data(
+                Self::TYPE_NAME,
+                payload,
+            )?;
+            ::core::result::Result::Ok(Self {
+                items: data.items,
+                slots: data.slots,
+                scratch: ::core::default::Default::default(),
+            })
+        }
+    }
+};

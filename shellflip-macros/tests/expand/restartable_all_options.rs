@@ -1,0 +1,12 @@
+// Every option of the attribute.
+#[restartable(
+    control = "/run/app.sock",
+    restart_signal = "USR2",
+    ready_timeout = "1m30s",
+    drain_timeout = "500ms",
+    pid_file = "/run/app.pid",
+    flavor = "multi_thread",
+    worker_threads = 4,
+    on_state_mismatch = "fresh",
+)]
+async fn main(_: shellflip::Context) {}

@@ -1,0 +1,12 @@
+pub fn main() -> ::std::process::ExitCode {
+    async fn main(_ctx: ::shellflip::Context<Counters>) -> std::io::Result<()> {
+        Ok(())
+    }
+    ::shellflip::run(
+        ::shellflip::Config::default()
+            .restart_signal(::shellflip::Signal::SIGHUP)
+            .ready_timeout(::std::time::Duration::from_micros(250))
+            .flavor(::shellflip::RuntimeFlavor::CurrentThread),
+        main,
+    )
+}

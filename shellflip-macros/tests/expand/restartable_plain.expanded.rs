@@ -1,0 +1,6 @@
+fn main() -> ::std::process::ExitCode {
+    async fn main() {
+        println!("serving");
+    }
+    ::shellflip::run(::shellflip::Config::default(), |_: ::shellflip::Context| main())
+}

@@ -1,0 +1,5 @@
+// The smallest service: no options, no state.
+#[restartable]
+async fn main() {
+    println!("serving");
+}

@@ -1,0 +1,7 @@
+#[derive(shellflip::HandoverState)]
+enum Mode {
+    Serving,
+    Draining,
+}
+
+fn main() {}

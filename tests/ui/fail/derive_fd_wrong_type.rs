@@ -1,0 +1,7 @@
+#[derive(shellflip::HandoverState)]
+struct State {
+    #[handover(fd)]
+    address: String,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[derive(shellflip::HandoverState)]
+struct State<'a> {
+    name: &'a str,
+}
+
+fn main() {}

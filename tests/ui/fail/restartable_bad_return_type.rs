@@ -1,0 +1,4 @@
+#[shellflip::restartable]
+async fn main() -> u8 {
+    0
+}

@@ -1,0 +1,2 @@
+#[shellflip::restartable]
+async fn main<S: shellflip::HandoverState>(ctx: shellflip::Context<S>) {}

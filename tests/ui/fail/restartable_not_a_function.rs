@@ -1,0 +1,4 @@
+#[shellflip::restartable]
+struct Service;
+
+fn main() {}

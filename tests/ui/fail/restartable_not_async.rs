@@ -1,0 +1,2 @@
+#[shellflip::restartable]
+fn main() {}

@@ -1,0 +1,4 @@
+#[shellflip::restartable]
+async fn serve() {}
+
+fn main() {}

@@ -1,0 +1,2 @@
+#[shellflip::restartable(control, ready_timeout("30s"))]
+async fn main() {}

@@ -1,0 +1,2 @@
+#[shellflip::restartable(restart_signal = "SIGTERM")]
+async fn main() {}

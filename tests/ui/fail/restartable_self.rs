@@ -1,0 +1,2 @@
+#[shellflip::restartable]
+async fn main(&self) {}

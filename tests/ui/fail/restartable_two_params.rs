@@ -1,0 +1,2 @@
+#[shellflip::restartable]
+async fn main(ctx: shellflip::Context, port: u16) {}

@@ -1,0 +1,2 @@
+#[shellflip::restartable(restart_signal = "SIGUSR3")]
+async fn main() {}

@@ -1,0 +1,2 @@
+#[shellflip::restartable]
+async unsafe extern "C" fn main() {}

@@ -1,0 +1,12 @@
+// Every option, in its usual spelling.
+#[shellflip::restartable(
+    control = "ui-pass-options.sock",
+    restart_signal = "SIGUSR2",
+    ready_timeout = "1m30s",
+    drain_timeout = "500ms",
+    pid_file = "ui-pass-options.pid",
+    flavor = "multi_thread",
+    worker_threads = 2,
+    on_state_mismatch = "fresh",
+)]
+async fn main() {}
