@@ -1,20 +1,11 @@
-//! A restartable echo service.
-//!
-//! ```text
-//! cargo run --example echo -- --listen 127.0.0.1:7000 --control /tmp/shellflip-echo.sock
-//! shellflip restart /tmp/shellflip-echo.sock
-//! ```
-//!
-//! Each connection gets `pid=<pid> generation=<g> served=<n>`, then its
-//! lines echoed back until EOF. `served` counts connections across
-//! generations: it lives in the handed-over state.
+//! A restartable echo service: `cargo run --example echo`, then
+//! `shellflip restart /tmp/shellflip-echo.sock`. Each connection gets
+//! `pid=<pid> generation=<g> served=<n>`, then its lines echoed until EOF;
+//! `served` counts connections across generations (it is handed over).
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Parser;
-use serde::{Deserialize, Serialize};
-use shellflip::handover::{decode_data, encode_data};
-use shellflip::{Config, Context, HandoverState, StateError, StateFds};
+use shellflip::{restartable, Context, HandoverState};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -28,67 +19,52 @@ struct Args {
     control: PathBuf,
 }
 
-#[derive(Default, Serialize, Deserialize)]
+/// Carried to the next generation.
+#[derive(HandoverState, Default)]
 struct EchoState {
     served: u64,
 }
 
-impl HandoverState for EchoState {
-    const TYPE_NAME: &'static str = "EchoState";
-    const FINGERPRINT: u64 = 1;
-    fn encode_state(&self, _fds: &mut StateFds) -> Result<Vec<u8>, StateError> {
-        encode_data(Self::TYPE_NAME, self)
-    }
-    fn decode_state(payload: &[u8], _fds: &mut StateFds) -> Result<Self, StateError> {
-        decode_data(Self::TYPE_NAME, payload)
-    }
-}
-
-fn main() -> ExitCode {
+#[restartable]
+async fn main(ctx: Context<EchoState>) -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
-    let config = Config::default();
-    shellflip::run(config, move |ctx: Context<EchoState>| async move {
-        let listener = ctx.tcp_listener("echo", args.listen.as_str())?;
-        ctx.control_socket(&args.control)?;
-        let state = ctx.state();
-        ctx.ready()?;
-        let addr = listener.local_addr()?;
-        println!(
-            "ready pid={} generation={} listen={addr}",
-            std::process::id(),
-            ctx.generation()
-        );
-        loop {
-            tokio::select! {
-                _ = ctx.shutdown() => break,
-                accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
-                    let served = state.update(|s| { s.served += 1; s.served });
-                    ctx.spawn(echo(stream, ctx.generation(), served));
-                }
-            }
-        }
-        Ok::<(), Box<dyn std::error::Error>>(())
-    })
+    let listener = ctx.tcp_listener("echo", args.listen.as_str())?;
+    ctx.control_socket(&args.control)?;
+    let state = ctx.state();
+    ctx.ready()?;
+    let (pid, generation) = (std::process::id(), ctx.generation());
+    println!(
+        "ready pid={pid} generation={generation} listen={}",
+        listener.local_addr()?
+    );
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = ctx.shutdown() => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => { tracing::warn!(%e, "accept failed"); continue; }
+            },
+        };
+        let served = state.update(|s| {
+            s.served += 1;
+            s.served
+        });
+        ctx.spawn(echo(
+            stream,
+            format!("pid={pid} generation={generation} served={served}\n"),
+        ));
+    }
 }
 
-async fn echo(stream: TcpStream, generation: u64, served: u64) -> std::io::Result<()> {
+async fn echo(stream: TcpStream, greeting: String) -> std::io::Result<()> {
     let (reader, mut writer) = stream.into_split();
-    let greeting = format!(
-        "pid={} generation={generation} served={served}\n",
-        std::process::id()
-    );
     writer.write_all(greeting.as_bytes()).await?;
     let mut lines = BufReader::new(reader).lines();
     while let Some(line) = lines.next_line().await? {
-        writer.write_all(line.as_bytes()).await?;
-        writer.write_all(b"\n").await?;
+        writer.write_all(format!("{line}\n").as_bytes()).await?;
     }
     Ok(())
 }

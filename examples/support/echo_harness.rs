@@ -135,14 +135,28 @@ impl Echo {
     }
 
     pub fn start_with_binary(binary: &Path, env: &[(&str, &str)]) -> Echo {
-        become_subreaper();
         let dir = tempfile::tempdir().expect("temp dir");
-        let exe = dir.path().join("echo");
-        std::fs::copy(binary, &exe).expect("copy the echo binary");
+        let control = dir.path().join("control.sock");
+        let mut args: Vec<std::ffi::OsString> = vec!["--listen".into(), "127.0.0.1:0".into()];
+        args.extend(["--control".into(), control.into_os_string()]);
+        Self::start_in(dir, binary, &args, env)
+    }
+
+    /// Starts a copy of `binary` placed in `dir` with `args`; the service
+    /// must use `dir/control.sock` as its control socket and print a
+    /// `ready pid=.. generation=..` line at each generation's readiness.
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        binary: &Path,
+        args: &[std::ffi::OsString],
+        env: &[(&str, &str)],
+    ) -> Echo {
+        become_subreaper();
+        let exe = dir.path().join(binary.file_name().expect("binary name"));
+        std::fs::copy(binary, &exe).expect("copy the service binary");
         let control = dir.path().join("control.sock");
         let mut cmd = Command::new(&exe);
-        cmd.args(["--listen", "127.0.0.1:0", "--control"])
-            .arg(&control)
+        cmd.args(args)
             .env("RUST_LOG", "shellflip_runtime=debug,info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -187,7 +201,9 @@ impl Echo {
             dir,
             exe,
             control,
-            addr: first.listen,
+            addr: first
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
             ready_rx,
             stderr,
             pids,
@@ -288,7 +304,10 @@ pub fn read_all(mut r: impl Read) -> String {
 pub struct Ready {
     pub pid: u32,
     pub generation: u64,
-    pub listen: SocketAddr,
+    /// `listen=` (TCP services).
+    pub listen: Option<SocketAddr>,
+    /// `udp=` (the Unix + UDP example).
+    pub udp: Option<SocketAddr>,
 }
 
 /// The greeting of one echo connection.
@@ -319,7 +338,8 @@ pub fn parse_ready(line: &str) -> Option<Ready> {
     Some(Ready {
         pid: field(line, "pid")?.parse().ok()?,
         generation: field(line, "generation")?.parse().ok()?,
-        listen: field(line, "listen")?.parse().ok()?,
+        listen: field(line, "listen").and_then(|v| v.parse().ok()),
+        udp: field(line, "udp").and_then(|v| v.parse().ok()),
     })
 }
 
@@ -414,6 +434,16 @@ impl Load {
             .lock()
             .unwrap()
             .iter()
+            .map(|g| g.served)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The largest `served` seen from `pid`.
+    pub fn max_served_by(&self, pid: u32) -> u64 {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter(|g| g.pid == pid)
             .map(|g| g.served)
             .max()
             .unwrap_or(0)

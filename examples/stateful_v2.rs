@@ -1,0 +1,43 @@
+//! The "next release" of `examples/stateful.rs` with an incompatible state
+//! change: `visits` became a `u32`. MessagePack would happily decode small
+//! numbers into it, which is exactly why the schema fingerprint exists: a
+//! generation of this build refuses the state of `stateful` ("the handover
+//! state is incompatible ... fingerprint ...") and the old generation keeps
+//! serving — unless the service runs with `on_state_mismatch = "fresh"`
+//! (or `SHELLFLIP_ON_STATE_MISMATCH=fresh`), in which case it starts anew.
+use shellflip::HandoverState;
+
+#[derive(HandoverState)]
+#[handover(version = 1)]
+struct State {
+    visits: u32,
+    names: Vec<String>,
+    #[handover(skip)]
+    seen: u64,
+    #[handover(fd)]
+    audit: std::fs::File,
+    #[handover(fd)]
+    beacon: std::net::UdpSocket,
+}
+
+impl State {
+    fn open(audit: &std::path::Path) -> std::io::Result<State> {
+        Ok(State {
+            visits: 0,
+            names: Vec::new(),
+            seen: 0,
+            audit: std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(audit)?,
+            beacon: std::net::UdpSocket::bind("127.0.0.1:0")?,
+        })
+    }
+
+    fn record_visit(&mut self) -> u64 {
+        self.visits += 1;
+        u64::from(self.visits)
+    }
+}
+
+include!("support/stateful_main.rs");

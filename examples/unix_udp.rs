@@ -1,0 +1,61 @@
+//! A Unix-socket listener and a UDP socket handed over together.
+//!
+//! ```text
+//! cargo run --example unix_udp -- --unix /tmp/shellflip-uu.sock --udp 127.0.0.1:7001 \
+//!     --control /tmp/shellflip-uu-control.sock
+//! ```
+//!
+//! On the Unix socket each connection gets `pid=<pid> generation=<g>` and is
+//! closed; each UDP datagram is answered with `pid=<pid> generation=<g> <datagram>`.
+//! Both sockets are the same kernel sockets in every generation: datagrams
+//! queued during a restart are answered by whichever generation reads them.
+use std::path::PathBuf;
+
+use clap::Parser;
+use shellflip::{restartable, Context};
+use tokio::io::AsyncWriteExt;
+
+#[derive(Parser)]
+struct Args {
+    /// Path of the Unix stream listener.
+    #[arg(long, default_value = "/tmp/shellflip-uu.sock")]
+    unix: PathBuf,
+    /// Address of the UDP socket.
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    udp: String,
+    /// Control socket path.
+    #[arg(long, default_value = "/tmp/shellflip-uu-control.sock")]
+    control: PathBuf,
+}
+
+#[restartable]
+async fn main(ctx: Context) -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let unix = ctx.unix_listener("unix", &args.unix)?;
+    let udp = ctx.udp_socket("udp", args.udp.as_str())?;
+    ctx.control_socket(&args.control)?;
+    ctx.ready()?;
+    let tag = format!("pid={} generation={}", std::process::id(), ctx.generation());
+    println!(
+        "ready {tag} udp={} unix={}",
+        udp.local_addr()?,
+        args.unix.display()
+    );
+    let mut datagram = vec![0u8; 64 * 1024];
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown() => return Ok(()),
+            accepted = unix.accept() => {
+                let (mut stream, _) = accepted?;
+                let line = format!("{tag}\n");
+                ctx.spawn(async move { stream.write_all(line.as_bytes()).await });
+            }
+            received = udp.recv_from(&mut datagram) => {
+                let (len, peer) = received?;
+                let mut answer = format!("{tag} ").into_bytes();
+                answer.extend_from_slice(&datagram[..len]);
+                udp.send_to(&answer, peer).await?;
+            }
+        }
+    }
+}
