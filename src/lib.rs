@@ -5,8 +5,123 @@
 //! is handed over, the new generation is supervised until it is ready, and
 //! the old one drains and exits — or, if the new one fails, keeps serving.
 //!
-//! See the README for a tour; the runtime API lives in
-//! [`shellflip_runtime`] and is re-exported here.
+//! ## Quick start
+//!
+//! ```toml
+//! [dependencies]
+//! shellflip = "0.1"
+//! tokio = { version = "1", features = ["net", "io-util", "macros"] }
+//! ```
+//!
+//! ```no_run
+//! use shellflip::{restartable, Context, HandoverState};
+//! use tokio::io::AsyncWriteExt;
+//!
+//! /// Kept across restarts.
+//! #[derive(HandoverState, Default)]
+//! struct State {
+//!     served: u64,
+//! }
+//!
+//! #[restartable(control = "/tmp/hello.sock", drain_timeout = "10s")]
+//! async fn main(ctx: Context<State>) -> Result<(), shellflip::Error> {
+//!     let listener = ctx.tcp_listener("hello", "127.0.0.1:7070")?;
+//!     let state = ctx.state();
+//!     ctx.ready()?;
+//!     loop {
+//!         let (mut stream, _) = tokio::select! {
+//!             _ = ctx.shutdown() => return Ok(()),
+//!             accepted = listener.accept() => accepted?,
+//!         };
+//!         let served = state.update(|s| { s.served += 1; s.served });
+//!         let generation = ctx.generation();
+//!         ctx.spawn(async move {
+//!             let line = format!("hello #{served} from generation {generation}\n");
+//!             let _ = stream.write_all(line.as_bytes()).await;
+//!         });
+//!     }
+//! }
+//! ```
+//!
+//! Run it, then `shellflip restart /tmp/hello.sock` (or `kill -USR1 <pid>`):
+//! the next generation starts from the same executable path, takes over the
+//! listener and `served`, and the old one exits once its connections are
+//! done. Build a new binary to that path first and the restart is an
+//! upgrade.
+//!
+//! ## `#[restartable(...)]` options
+//!
+//! All optional; every one can also be overridden when the service starts by
+//! the `SHELLFLIP_*` variable in the last column.
+//!
+//! | option | value | default | override |
+//! |---|---|---|---|
+//! | `control` | control socket path, `"/run/app.sock"` | none | `SHELLFLIP_CONTROL` |
+//! | `restart_signal` | `"SIGUSR1"`, `"SIGUSR2"`, `"SIGHUP"`, … | `"SIGUSR1"` | `SHELLFLIP_RESTART_SIGNAL` |
+//! | `ready_timeout` | duration, `"30s"`, `"500ms"`, `"1m30s"` | `"30s"` | `SHELLFLIP_READY_TIMEOUT` |
+//! | `drain_timeout` | duration | `"30s"` | `SHELLFLIP_DRAIN_TIMEOUT` |
+//! | `pid_file` | path | none | `SHELLFLIP_PID_FILE` |
+//! | `flavor` | `"multi_thread"` or `"current_thread"` | multi-thread | — |
+//! | `worker_threads` | integer ≥ 1 | one per core | `SHELLFLIP_WORKER_THREADS` |
+//! | `on_state_mismatch` | `"fail"` or `"fresh"` | `"fail"` | `SHELLFLIP_ON_STATE_MISMATCH` |
+//!
+//! A path chosen at run time (say from a `--control` flag) is opened from
+//! `main` with [`Context::control_socket`].
+//!
+//! ## `#[derive(HandoverState)]`
+//!
+//! | attribute | where | meaning |
+//! |---|---|---|
+//! | (none) | field | carried: serialized with MessagePack; the type needs `Serialize` + `DeserializeOwned` |
+//! | `#[handover(skip)]` | field | not carried; the new generation gets `Default::default()` |
+//! | `#[handover(fd)]` | field | handed over as an open descriptor, never serialized: std or tokio `TcpListener`, `UnixListener`, `UdpSocket`, `TcpStream`, `UnixStream`, `File`, `OwnedFd`, or an `Arc` of one |
+//! | `#[handover(version = N)]` | struct | part of the schema fingerprint: bump it when a field keeps its type but changes meaning |
+//!
+//! The fingerprint covers the version, the carried fields' names, roles and
+//! types *as written* (a type alias counts as its name). A new generation
+//! whose fingerprint differs from the one it receives fails its start-up
+//! with a message naming the type and both fingerprints, and the old
+//! generation keeps serving; with `on_state_mismatch = "fresh"` it starts
+//! with fresh state instead. Your own types nested in a carried field need
+//! serde's derives (add `serde` to your dependencies for that).
+//!
+//! ## What the macros write
+//!
+//! `#[restartable]` keeps your function as it is, nested in a plain `main`
+//! that builds the config and calls [`run`]:
+//!
+//! ```text
+//! fn main() -> ::std::process::ExitCode {
+//!     async fn main(ctx: Context<State>) -> Result<(), shellflip::Error> { /* your body */ }
+//!     ::shellflip::run(::shellflip::Config::default().control_socket("/tmp/hello.sock"), main)
+//! }
+//! ```
+//!
+//! `#[derive(HandoverState)]` writes an `impl HandoverState` with the
+//! fingerprint as a literal and `encode_state`/`decode_state` that put the
+//! fd fields into [`StateFds`] by name and the data fields through two small
+//! serde helper structs. To see exactly what was generated for your code,
+//! install `cargo-expand` and run `cargo expand --bin your-service` (or
+//! `cargo expand --example echo` in this repository); the expansions of
+//! representative inputs are also checked in under
+//! `shellflip-macros/tests/expand/`.
+//!
+//! ## Without the macros
+//!
+//! [`run`] takes a [`Config`] and any `FnOnce(Context<S>) -> impl Future`;
+//! the macros only write that call for you.
+//!
+//! ```no_run
+//! fn main() -> std::process::ExitCode {
+//!     let config = shellflip::Config::default().control_socket("/tmp/plain.sock");
+//!     shellflip::run(config, |ctx: shellflip::Context| async move {
+//!         let _listener = ctx.tcp_listener("plain", "127.0.0.1:7071")?;
+//!         ctx.ready()?;
+//!         ctx.shutdown().await;
+//!         Ok::<(), shellflip::Error>(())
+//!     })
+//! }
+//! ```
 
 pub use shellflip_runtime::*;
 
