@@ -301,3 +301,67 @@ fn restart_signal_restarts() {
     assert_eq!(json["pid"], ready.pid);
     assert_eq!(json["generation"], 2);
 }
+
+/// SHELLFLIP_RESTART_SIGNAL changes the restart signal at start-up.
+#[test]
+fn restart_signal_can_be_overridden_by_the_environment() {
+    let mut echo = Echo::start(&[("SHELLFLIP_RESTART_SIGNAL", "SIGUSR2")]);
+    let old = echo.current;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old.pid as i32),
+        nix::sys::signal::Signal::SIGUSR2,
+    )
+    .unwrap();
+    let ready = echo.next_ready();
+    assert_eq!(ready.generation, 2);
+    assert!(echo.wait_first_exit());
+}
+
+/// A malformed override stops the service at start-up with a message
+/// naming the variable.
+#[test]
+fn a_malformed_override_is_a_clear_start_up_error() {
+    let binary = example_binary("echo");
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(binary)
+        .args(["--listen", "127.0.0.1:0", "--control"])
+        .arg(dir.path().join("control.sock"))
+        .env("SHELLFLIP_DRAIN_TIMEOUT", "forever")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SHELLFLIP_DRAIN_TIMEOUT"), "{stderr}");
+    assert!(stderr.contains("\"forever\""), "{stderr}");
+}
+
+/// SIGTERM stops gracefully: the listener closes, an open connection
+/// finishes its exchange, the process exits 0 and removes its socket file.
+#[test]
+fn sigterm_drains_and_exits_cleanly() {
+    use std::io::BufRead;
+    let mut echo = Echo::start(&[]);
+    let stream = std::net::TcpStream::connect(echo.addr).unwrap();
+    stream.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(echo.current.pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let addr = echo.addr;
+    wait_until("the listener to close", EVENT_TIMEOUT, || {
+        std::net::TcpStream::connect(addr).is_err()
+    });
+    let mut writer = stream;
+    writer.write_all(b"last words\n").unwrap();
+    let mut echoed = String::new();
+    reader.read_line(&mut echoed).unwrap();
+    assert_eq!(echoed, "last words\n");
+    drop(writer);
+    drop(reader);
+    assert_eq!(echo.wait_first_exit_status(), Some(0));
+    assert!(!echo.control.exists());
+}

@@ -261,6 +261,23 @@ impl Echo {
         std::fs::rename(&tmp, &self.exe).unwrap();
     }
 
+    /// Waits for the first generation (a direct child) to exit; its exit
+    /// code (`None` if killed by a signal or not exited in time).
+    pub fn wait_first_exit_status(&mut self) -> Option<i32> {
+        let first = self.first.take()?;
+        let pid = Pid::from_raw(first.id() as i32);
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        loop {
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => return Some(code),
+                Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                _ => return None,
+            }
+        }
+    }
+
     /// Waits for the first generation (a direct child) to exit.
     pub fn wait_first_exit(&mut self) -> bool {
         let Some(first) = self.first.take() else {
