@@ -100,6 +100,28 @@ pub fn spawn_retrying_busy(cmd: &mut Command) -> Child {
     }
 }
 
+/// Zombie children of `pid` (children it has not reaped).
+pub fn zombies_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = stat.rsplit_once(')')?.1.to_owned();
+                    let mut fields = rest.split_whitespace();
+                    let state = fields.next()?.to_owned();
+                    let ppid: u32 = fields.next()?.parse().ok()?;
+                    Some(state == "Z" && ppid == pid)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 /// True if `pid` is alive (not a zombie).
 pub fn is_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -121,6 +143,7 @@ pub struct Echo {
     pub control: PathBuf,
     pub addr: SocketAddr,
     ready_rx: mpsc::Receiver<Ready>,
+    init_rx: mpsc::Receiver<u32>,
     pub stderr: Arc<Mutex<String>>,
     pids: Arc<Mutex<Vec<u32>>>,
     first: Option<Child>,
@@ -168,11 +191,15 @@ impl Echo {
         let stdout = child.stdout.take().expect("stdout");
         let stderr_pipe = child.stderr.take().expect("stderr");
         let (tx, ready_rx) = mpsc::channel();
+        let (init_tx, init_rx) = mpsc::channel();
         let pids = Arc::new(Mutex::new(vec![child.id()]));
         let pids_reader = Arc::clone(&pids);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                if let Some(pid) = line.strip_prefix("init pid=").and_then(|p| p.parse().ok()) {
+                    let _ = init_tx.send(pid);
+                }
                 if let Some(ready) = parse_ready(&line) {
                     pids_reader.lock().unwrap().push(ready.pid);
                     if tx.send(ready).is_err() {
@@ -205,6 +232,7 @@ impl Echo {
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
             ready_rx,
+            init_rx,
             stderr,
             pids,
             first: Some(child),
@@ -222,6 +250,21 @@ impl Echo {
             });
         self.current = ready;
         ready
+    }
+
+    /// Waits for an `init pid=<pid>` line (printed by services that
+    /// announce the start of their main, like the faulty example) from a
+    /// process other than `except`.
+    pub fn next_init(&self, except: u32) -> u32 {
+        loop {
+            let pid = self
+                .init_rx
+                .recv_timeout(EVENT_TIMEOUT)
+                .expect("an init line from a new generation");
+            if pid != except {
+                return pid;
+            }
+        }
     }
 
     pub fn stderr(&self) -> String {

@@ -1,0 +1,123 @@
+//! The echo service with faults to inject on purpose: the fixture of the
+//! fault-matrix tests (`tests/faults.rs`), and a way to see for yourself
+//! what a failed restart looks like.
+//!
+//! ```text
+//! cargo run --example faulty -- --listen 127.0.0.1:7003 --control /tmp/faulty.sock
+//! # deploy a "bad build": the same binary with a fault, then ask for a restart
+//! shellflip restart /tmp/faulty.sock    # -> exit 1 and the reason; the old generation serves on
+//! ```
+//!
+//! `--fault` applies to the generation started with it:
+//!
+//! | fault | what the generation does |
+//! |---|---|
+//! | `panic-init` | panics before it is ready |
+//! | `abort-init` | aborts (SIGABRT) before it is ready |
+//! | `exit-after-ready` | reports ready, then exits with status 7 at once |
+//! | `hang` | never becomes ready |
+//! | `slow-init=<ms>` | takes that long before it is ready (for killing its parent meanwhile) |
+//! | `garbage-state` | hands over a state payload that is not MessagePack |
+//! | `truncated-state` | hands over a state payload cut in the middle |
+//!
+//! It speaks the echo example's protocol. Each generation prints
+//! `init pid=<pid>` when its main starts and
+//! `ready pid=<pid> generation=<g> listen=<addr>` when it is ready.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use shellflip::handover::{decode_data, encode_data};
+use shellflip::{restartable, Context, HandoverState, StateError, StateFds};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "127.0.0.1:7003")]
+    listen: String,
+    #[arg(long, default_value = "/tmp/shellflip-faulty.sock")]
+    control: PathBuf,
+    #[arg(long)]
+    fault: Option<String>,
+}
+
+/// A state with a hand-written `HandoverState`, so that its encoding can be
+/// broken on purpose.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Served {
+    count: u64,
+    note: String,
+    #[serde(skip)]
+    break_encoding: Option<String>,
+}
+
+impl HandoverState for Served {
+    const TYPE_NAME: &'static str = "Served";
+    const FINGERPRINT: u64 = 0xfa17;
+
+    fn encode_state(&self, _fds: &mut StateFds) -> Result<Vec<u8>, StateError> {
+        let bytes = encode_data(Self::TYPE_NAME, self)?;
+        Ok(match self.break_encoding.as_deref() {
+            Some("garbage-state") => vec![0xc1; 64], // 0xc1 is never valid MessagePack
+            Some("truncated-state") => bytes[..bytes.len() / 2].to_vec(),
+            _ => bytes,
+        })
+    }
+
+    fn decode_state(payload: &[u8], _fds: &mut StateFds) -> Result<Self, StateError> {
+        decode_data(Self::TYPE_NAME, payload)
+    }
+}
+
+#[restartable(ready_timeout = "10s")]
+async fn main(ctx: Context<Served>) -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let fault = args.fault.unwrap_or_default();
+    println!("init pid={}", std::process::id());
+    let listener = ctx.tcp_listener("faulty", args.listen.as_str())?;
+    ctx.control_socket(&args.control)?;
+    let state = ctx.state();
+    state.update(|s| {
+        s.note = "a".repeat(100);
+        s.break_encoding = Some(fault.clone());
+    });
+    match fault.as_str() {
+        "panic-init" => panic!("injected panic during initialisation"),
+        "abort-init" => std::process::abort(),
+        "hang" => std::future::pending::<()>().await,
+        slow if slow.starts_with("slow-init=") => {
+            let ms: u64 = slow["slow-init=".len()..].parse()?;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        _ => {}
+    }
+    ctx.ready()?;
+    if fault == "exit-after-ready" {
+        std::process::exit(7);
+    }
+    let (pid, generation) = (std::process::id(), ctx.generation());
+    println!(
+        "ready pid={pid} generation={generation} listen={}",
+        listener.local_addr()?
+    );
+    loop {
+        let (mut stream, _) = tokio::select! {
+            _ = ctx.shutdown() => return Ok(()),
+            accepted = listener.accept() => accepted?,
+        };
+        let served = state.update(|s| {
+            s.count += 1;
+            s.count
+        });
+        ctx.spawn(async move {
+            let (reader, mut writer) = stream.split();
+            let line = format!("pid={pid} generation={generation} served={served}\n");
+            writer.write_all(line.as_bytes()).await?;
+            let mut lines = BufReader::new(reader).lines();
+            while let Some(line) = lines.next_line().await? {
+                writer.write_all(format!("{line}\n").as_bytes()).await?;
+            }
+            Ok::<(), std::io::Error>(())
+        });
+    }
+}
