@@ -41,6 +41,10 @@ pub(crate) struct Lineage {
     /// The control socket file the first generation created (removed by
     /// the generation that finally stops).
     pub control_socket_file: Option<ControlSocketFile>,
+    /// Names of the listeners systemd passed by socket activation (to the
+    /// first generation): adopted by name, whatever the configured address.
+    #[serde(default)]
+    pub systemd_sockets: Vec<String>,
 }
 
 /// The first message to a new generation.

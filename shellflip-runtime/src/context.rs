@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::error::Error;
 use crate::handover::{encode_envelope, HandoverState};
 use crate::lifecycle::Service;
+use crate::registry::RESERVED_PREFIX;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -170,6 +171,10 @@ impl<S: HandoverState> Context<S> {
     /// If the inherited socket is bound to another address than `addr` now
     /// asks for (the configuration changed), the new address is bound and the
     /// old socket is closed once this generation is ready.
+    ///
+    /// Under systemd socket activation, a socket passed with
+    /// `FileDescriptorName=` equal to `name` is adopted whatever its address:
+    /// the unit's `ListenStream=` wins over `addr`, and nothing is bound.
     pub fn tcp_listener(
         &self,
         name: &str,
@@ -271,7 +276,7 @@ impl<S: HandoverState> Context<S> {
         matches: impl Fn(&Socket) -> bool,
         bind: impl FnOnce() -> Result<Socket, Error>,
     ) -> Result<Socket, Error> {
-        if name.starts_with("shellflip.") {
+        if name.starts_with(RESERVED_PREFIX) {
             return Err(Error::Fd {
                 name: name.to_owned(),
                 source: std::io::Error::new(
@@ -284,6 +289,7 @@ impl<S: HandoverState> Context<S> {
         if registry.is_registered(name) {
             return Err(Error::DuplicateName(name.to_owned()));
         }
+        let from_systemd = registry.is_socket_activated(name);
         let socket = match registry.claim(name) {
             Some(fd) => {
                 let socket = Socket::from(fd);
@@ -299,6 +305,14 @@ impl<S: HandoverState> Context<S> {
                 }
                 if matches(&socket) {
                     tracing::debug!(name, "adopted inherited socket");
+                    socket
+                } else if from_systemd {
+                    // The unit's ListenStream= is the operator's truth.
+                    tracing::info!(
+                        name,
+                        socket = %found,
+                        "adopted the socket systemd passed under this name; its address comes from the socket unit, not from the address configured in the code"
+                    );
                     socket
                 } else {
                     tracing::warn!(

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::config::ConfigError;
 use crate::handover::StateError;
+use crate::systemd::SocketActivationError;
 
 /// An error of the runtime, returned to the service or reported at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +71,9 @@ pub enum Error {
         /// What went wrong and what to do.
         reason: String,
     },
+    /// The sockets systemd passed (socket activation) could not be adopted.
+    #[error(transparent)]
+    SocketActivation(#[from] SocketActivationError),
     /// The channel to the previous generation failed during start-up.
     #[error("handover from the previous generation failed: {0}")]
     Handover(String),

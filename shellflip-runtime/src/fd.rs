@@ -92,9 +92,11 @@ pub(crate) fn recv_with_fds(
     Ok((bytes, fds))
 }
 
-/// Takes ownership of the descriptor number a parent generation left in the
-/// environment, after checking that it is open. Sets close-on-exec on it so
-/// that processes the service spawns do not inherit it.
+/// Takes ownership of a descriptor number the environment names — the
+/// channel a parent generation left (`SHELLFLIP_HANDOVER_FD`), or a socket
+/// systemd passed (`LISTEN_FDS`, from fd 3 on) — after checking that it is
+/// open. Sets close-on-exec on it so that processes the service spawns do
+/// not inherit it.
 ///
 /// Must be called at most once per number (the caller removes the variable
 /// from the environment after reading it).
@@ -109,8 +111,10 @@ pub(crate) fn adopt_inherited(raw: RawFd) -> io::Result<OwnedFd> {
     // it is not open; the borrow does not outlive this statement.
     fcntl(unsafe { BorrowedFd::borrow_raw(raw) }, FcntlArg::F_GETFD).map_err(io::Error::from)?;
     // SAFETY: `raw` is open (checked above) and was left to this process by
-    // its parent for the sole purpose of being adopted here; the variable
-    // naming it is read once, so no other owner exists.
+    // its parent (the previous generation, or systemd after checking
+    // LISTEN_PID) for the sole purpose of being adopted here, before the
+    // runtime starts; the variable naming it is read once and removed, so no
+    // other owner exists.
     let owned = unsafe { OwnedFd::from_raw_fd(raw) };
     fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(io::Error::from)?;
     Ok(owned)

@@ -52,8 +52,10 @@ mod fd;
 pub mod handover;
 mod lifecycle;
 mod parent;
+mod pidfile;
 mod registry;
 mod shutdown;
+mod systemd;
 
 pub use config::{Config, ConfigError, RuntimeFlavor, StateMismatch};
 pub use context::{Context, StateCell};
@@ -61,5 +63,6 @@ pub use error::{Error, RestartError};
 pub use handover::{HandoverFd, HandoverState, StateError, StateFds};
 pub use lifecycle::{run, MainResult};
 pub use nix::sys::signal::Signal;
+pub use systemd::SocketActivationError;
 pub use tokio_util::sync::CancellationToken;
 pub use tokio_util::task::TaskTracker;

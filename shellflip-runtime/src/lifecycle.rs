@@ -1,22 +1,26 @@
 //! The lifecycle of one generation, top to bottom:
 //!
-//! 1. [`run`] adopts the channel from the previous generation (if any),
+//! 1. [`run`] adopts the channel from the previous generation (if any) or
+//!    the sockets systemd passed (socket activation, first generation only),
 //!    applies the `SHELLFLIP_*` overrides, receives the listeners and the
 //!    state, and builds the Tokio runtime.
 //! 2. The [`Supervisor`] task installs the signal handlers and owns the
 //!    control socket; the service's `main` runs beside it.
-//! 3. When `main` calls `ready()`, the supervisor tells the previous
-//!    generation (which then drains and exits), closes inherited descriptors
-//!    nobody claimed, and starts answering the control socket.
-//! 4. A restart request spawns the next generation (see `parent`); on its
-//!    READY this generation answers the initiator, stops accepting, cancels
-//!    the shutdown token and drains; on failure it reports the reason and
-//!    carries on.
-//! 5. A stop (SIGTERM, SIGINT, `stop` request, or `main` returning) drains
-//!    the same way and removes the control socket.
+//! 3. When `main` calls `ready()`, the supervisor writes the pid file, tells
+//!    the previous generation (which then drains and exits) — or, in the
+//!    first generation, systemd — closes inherited descriptors nobody
+//!    claimed, and starts answering the control socket.
+//! 4. A restart request tells systemd `RELOADING=1` and spawns the next
+//!    generation (see `parent`); on its READY this generation tells systemd
+//!    the new `MAINPID`, answers the initiator, stops accepting, cancels the
+//!    shutdown token and drains; on failure it rewrites the pid file, tells
+//!    systemd `READY=1` again, reports the reason and carries on.
+//! 5. A stop (SIGTERM, SIGINT, `stop` request, or `main` returning) tells
+//!    systemd `STOPPING=1`, drains the same way and removes the control
+//!    socket and the pid file.
 
 use std::future::Future;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixStream};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -230,6 +234,10 @@ where
         Ok(channel) => channel,
         Err(e) => return fail_start(None, &e.to_string()),
     };
+    let activated = match systemd::take_socket_activation(channel.is_none()) {
+        Ok(activated) => activated,
+        Err(e) => return fail_start(channel.as_mut(), &Error::from(e).to_string()),
+    };
     let config = match config.apply_env() {
         Ok(config) => config,
         Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
@@ -246,7 +254,13 @@ where
         Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
     };
     let launch = Launch::resolve();
-    let code = runtime.block_on(serve::<S, F, Fut>(config, launch, channel, received, main));
+    let start = Start {
+        launch,
+        channel,
+        received,
+        activated,
+    };
+    let code = runtime.block_on(serve::<S, F, Fut>(config, start, main));
     runtime.shutdown_background();
     code
 }
@@ -278,14 +292,19 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Everything after start-up, inside the runtime.
-async fn serve<S, F, Fut>(
-    config: Config,
+/// What start-up found before the runtime was built.
+struct Start {
     launch: Launch,
-    mut channel: Option<StdUnixStream>,
+    /// The channel to the previous generation (`None` in the first).
+    channel: Option<StdUnixStream>,
+    /// What the previous generation handed over.
     received: Option<Received>,
-    main: F,
-) -> ExitCode
+    /// The sockets systemd passed to the first generation, by name.
+    activated: Vec<(String, OwnedFd)>,
+}
+
+/// Everything after start-up, inside the runtime.
+async fn serve<S, F, Fut>(config: Config, start: Start, main: F) -> ExitCode
 where
     S: HandoverState,
     F: FnOnce(Context<S>) -> Fut,
@@ -293,19 +312,27 @@ where
     Fut::Output: MainResult,
 {
     let started = Instant::now();
+    let Start {
+        launch,
+        mut channel,
+        received,
+        activated,
+    } = start;
     let (generation, lineage, fds, state_bytes) = match received {
         Some(r) => (r.header.generation, r.header.lineage, r.fds, r.state),
         None => (
             1,
             Lineage {
                 started_at_unix_ms: unix_ms(),
+                systemd_sockets: activated.iter().map(|(name, _)| name.clone()).collect(),
                 ..Lineage::default()
             },
-            Vec::new(),
+            activated,
             None,
         ),
     };
     let mut registry = Registry::new(fds);
+    registry.mark_socket_activated(&lineage.systemd_sockets);
 
     // The handed-over state, decoded before the service's code runs.
     let state_fds = StateFds::from_vec(registry.claim_prefixed(STATE_FD_PREFIX));
@@ -380,8 +407,11 @@ where
     let (control_tx, control_rx) = mpsc::channel(64);
     let (outcome_tx, outcome_rx) = mpsc::channel(1);
     let control_connections = TaskTracker::new();
+    let pid_file = config.pid_file.as_ref().map(PidFile::new);
     let supervisor = Supervisor {
         service: Arc::clone(&service),
+        systemd: Notifier::from_env(),
+        pid_file: pid_file.clone(),
         ready_timeout: config.ready_timeout,
         drain_timeout: config.drain_timeout,
         launch,
@@ -460,6 +490,13 @@ where
     if let (Ending::Stopped, Some(finished)) = (ending, &finished) {
         if let Some(file) = &finished.control_file {
             control::remove_control_socket(file);
+        }
+    }
+    if let (Ending::Stopped, Some(pid_file)) = (ending, &pid_file) {
+        // Only if it still names this process: never another's pid file.
+        match pid_file.remove_if_names(std::process::id()) {
+            Ok(removed) => tracing::debug!(removed, path = %pid_file.path().display(), "pid file"),
+            Err(e) => tracing::warn!(error = %e, "could not remove the pid file"),
         }
     }
     match main_outcome {
@@ -553,6 +590,9 @@ struct Finished {
 /// handles every event in order, so two restarts can never overlap.
 struct Supervisor {
     service: Arc<Service>,
+    /// Notifications to systemd (nothing without `NOTIFY_SOCKET`).
+    systemd: Notifier,
+    pid_file: Option<PidFile>,
     ready_timeout: Duration,
     drain_timeout: Duration,
     launch: Launch,
@@ -655,20 +695,29 @@ impl Supervisor {
     }
 
     fn request_restart(&mut self, trigger: Trigger, reply: Option<oneshot::Sender<Response>>) {
-        match self.phase {
-            Phase::Starting => Self::refuse(
-                reply,
-                &RestartError::NotReady("it has not reported ready yet".to_owned()),
-            ),
+        let refusal = match self.phase {
+            Phase::Starting => RestartError::NotReady("it has not reported ready yet".to_owned()),
             // Handed over and draining: the restart is not over until this
             // generation has exited.
-            Phase::Restarting | Phase::Draining => Self::refuse(reply, &RestartError::InProgress),
-            Phase::Stopping => Self::refuse(reply, &RestartError::ShuttingDown),
-            Phase::Serving if !self.parent_gone.is_cancelled() => {
-                Self::refuse(reply, &RestartError::InProgress)
-            }
-            Phase::Serving => self.start_restart(trigger, reply),
+            Phase::Restarting | Phase::Draining => RestartError::InProgress,
+            Phase::Stopping => RestartError::ShuttingDown,
+            Phase::Serving if !self.parent_gone.is_cancelled() => RestartError::InProgress,
+            Phase::Serving => return self.start_restart(trigger, reply),
+        };
+        if trigger == Trigger::Signal && matches!(self.phase, Phase::Serving | Phase::Restarting) {
+            // Under Type=notify-reload, systemd sent this signal and waits
+            // for RELOADING=1 then READY=1: answer now rather than let the
+            // reload hang until TimeoutStartSec=.
+            let status = format!(
+                "serving: generation {}, pid {}; a restart was refused: {refusal}",
+                self.service.generation,
+                std::process::id()
+            );
+            self.systemd
+                .send(&Notification::reloading(systemd::monotonic_usec(), &status));
+            self.systemd.send(&Notification::ready(&status));
         }
+        Self::refuse(reply, &refusal);
     }
 
     fn on_parent_gone(&mut self) {
@@ -678,10 +727,18 @@ impl Supervisor {
 
     fn start_restart(&mut self, trigger: Trigger, reply: Option<oneshot::Sender<Response>>) {
         let started = Instant::now();
+        self.systemd.send(&Notification::reloading(
+            systemd::monotonic_usec(),
+            &format!(
+                "restarting: starting generation {}",
+                self.service.generation + 1
+            ),
+        ));
         let plan = match self.plan() {
             Ok(plan) => plan,
             Err(error) => {
                 self.record_failure(started, &error);
+                self.back_to_serving(&error);
                 Self::refuse(reply, &error);
                 return;
             }
@@ -704,14 +761,14 @@ impl Supervisor {
     }
 
     fn plan(&self) -> Result<Plan, RestartError> {
-        let mut fds = self
-            .service
-            .registry()
-            .snapshot()
-            .map_err(|e| RestartError::Handover {
-                pid: 0,
-                reason: format!("could not duplicate the listeners: {e}"),
-            })?;
+        let (fds, systemd_sockets) = {
+            let registry = self.service.registry();
+            (registry.snapshot(), registry.socket_activated_in_use())
+        };
+        let mut fds = fds.map_err(|e| RestartError::Handover {
+            pid: 0,
+            reason: format!("could not duplicate the listeners: {e}"),
+        })?;
         let state = match self.service.encode_state()? {
             None => None,
             Some((bytes, state_fds)) => {
@@ -726,6 +783,7 @@ impl Supervisor {
         };
         // The lineage as the new generation will see it if it becomes ready.
         let mut lineage = self.lineage.clone();
+        lineage.systemd_sockets = systemd_sockets;
         lineage.restarts += 1;
         lineage.last_restart = Some(LastRestart {
             ok: true,
@@ -764,13 +822,23 @@ impl Supervisor {
         match outcome {
             Ok(next) => {
                 let duration_ms = elapsed.as_secs_f64() * 1000.0;
+                let ms = |d: Duration| d.as_secs_f64() * 1000.0;
                 tracing::info!(
                     trigger = ?restart.trigger,
                     pid = next.pid,
                     generation = next.generation,
+                    spawn_ms = ms(next.timings.spawned),
+                    handover_ms = ms(next.timings.handover_sent),
+                    ready_ms = ms(next.timings.ready),
                     duration_ms,
                     "restart succeeded; handing over"
                 );
+                // Sent while this process is still the main one, before it
+                // exits: systemd follows the new generation from now on.
+                self.systemd.send(&Notification::handed_over(
+                    next.pid,
+                    &format!("serving: generation {}, pid {}", next.generation, next.pid),
+                ));
                 self.phase = Phase::Draining;
                 self.stop_accepting_control().await;
                 if let Some(reply) = restart.reply {
@@ -784,10 +852,21 @@ impl Supervisor {
                 self.begin_shutdown(Ending::HandedOver);
             }
             Err(error) => {
-                tracing::error!(trigger = ?restart.trigger, reason = %error, "restart failed; this generation keeps serving");
+                tracing::error!(
+                    trigger = ?restart.trigger,
+                    reason = %error,
+                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    "restart failed; this generation keeps serving"
+                );
                 self.record_failure(restart.started, &error);
                 if self.phase == Phase::Restarting {
                     self.phase = Phase::Serving;
+                    self.back_to_serving(&error);
+                } else {
+                    // Aborted by a stop: the killed successor may have
+                    // written the pid file; this generation removes it when
+                    // its drain ends.
+                    self.write_pid_file();
                 }
                 if let Some(reply) = restart.reply {
                     let _ = reply.send(Response::RestartFailed {
@@ -800,16 +879,33 @@ impl Supervisor {
     }
 
     async fn on_ready(&mut self) {
+        let pid = std::process::id();
+        let generation = self.service.generation;
         tracing::info!(
-            generation = self.service.generation,
-            pid = std::process::id(),
+            generation,
+            pid,
             startup_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             "ready"
         );
-        if let Some(parent) = self.parent.as_mut() {
-            if let Err(e) = parent.report(&ChildMessage::Ready).await {
-                tracing::warn!(error = %e, "could not tell the previous generation that this one is ready; it is probably gone");
-            }
+        // Before READY reaches the previous generation: whoever learns that
+        // the restart succeeded finds this pid in the file.
+        self.write_pid_file();
+        let told_parent = match self.parent.as_mut() {
+            None => false,
+            Some(parent) => match parent.report(&ChildMessage::Ready).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not tell the previous generation that this one is ready; it is probably gone");
+                    false
+                }
+            },
+        };
+        let status = format!("serving: generation {generation}, pid {pid}");
+        if generation == 1 {
+            self.systemd.send(&Notification::ready(&status));
+        } else if !told_parent {
+            // The previous generation would have sent MAINPID; it is gone.
+            self.systemd.send(&Notification::handed_over(pid, &status));
         }
         if self.service.generation > 1 {
             // The restart that started this generation succeeded.
@@ -877,8 +973,48 @@ impl Supervisor {
             restart.abort.cancel();
         }
         self.phase = Phase::Stopping;
+        // A new generation that never became ready is not the service in
+        // systemd's eyes: its end is the old generation's business.
+        let is_main = self.service.generation == 1 || self.service.is_ready();
+        if is_main {
+            self.systemd.send(&Notification::stopping(
+                systemd::drain_extension(self.drain_timeout),
+                &format!(
+                    "stopping: draining for up to {}",
+                    humantime::format_duration(self.drain_timeout)
+                ),
+            ));
+        }
         self.stop_accepting_control().await;
         self.begin_shutdown(Ending::Stopped);
+        if is_main && self.systemd.is_enabled() {
+            let deadline = drain_of(&self.service).deadline;
+            tokio::spawn(systemd::keep_extending_stop_timeout(
+                self.systemd.clone(),
+                deadline,
+            ));
+        }
+    }
+
+    /// After a failed restart: this generation serves again. The pid file
+    /// is rewritten (it names this process) and systemd hears `READY=1`.
+    fn back_to_serving(&self, error: &RestartError) {
+        self.write_pid_file();
+        self.systemd.send(&Notification::ready(&format!(
+            "serving: generation {}, pid {}; the last restart failed: {error}",
+            self.service.generation,
+            std::process::id()
+        )));
+    }
+
+    fn write_pid_file(&self) {
+        let Some(pid_file) = &self.pid_file else {
+            return;
+        };
+        match pid_file.write(std::process::id()) {
+            Ok(()) => tracing::debug!(path = %pid_file.path().display(), "pid file written"),
+            Err(e) => tracing::warn!(error = %e, "could not write the pid file"),
+        }
     }
 
     fn begin_shutdown(&mut self, ending: Ending) {
@@ -898,6 +1034,9 @@ impl Supervisor {
     }
 
     async fn on_main_returned(&mut self) {
+        if !matches!(self.phase, Phase::Draining | Phase::Stopping) {
+            tracing::info!("the service's main returned; stopping");
+        }
         let outcome = lock(&self.service.main_outcome).clone();
         if !self.service.is_ready() {
             if let Some(parent) = self.parent.as_mut() {

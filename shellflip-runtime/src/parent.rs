@@ -79,12 +79,24 @@ pub(crate) struct Plan {
     pub ready_timeout: Duration,
 }
 
+/// How long each phase of a successful restart took, from its start.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PhaseTimings {
+    /// Until the new process was spawned.
+    pub spawned: Duration,
+    /// Until the listeners and state were sent.
+    pub handover_sent: Duration,
+    /// Until it reported ready.
+    pub ready: Duration,
+}
+
 /// A new generation that reported ready. Keep it until this process exits:
 /// dropping `channel` tells the new generation that this one is gone.
 #[derive(Debug)]
 pub(crate) struct NewGeneration {
     pub pid: u32,
     pub generation: u64,
+    pub timings: PhaseTimings,
     /// Not waited for: the new generation outlives this process.
     pub _child: Child,
     pub _channel: UnixStream,
@@ -97,6 +109,7 @@ pub(crate) async fn spawn_next(
     plan: Plan,
     abort: CancellationToken,
 ) -> Result<NewGeneration, RestartError> {
+    let started = Instant::now();
     let spawn_error = |source: std::io::Error| RestartError::Spawn {
         exe: launch.exe.clone(),
         source,
@@ -124,7 +137,13 @@ pub(crate) async fn spawn_next(
         .map_err(spawn_error)?;
     drop(theirs);
     let pid = child.id().unwrap_or(0);
-    tracing::debug!(pid, exe = %launch.exe.display(), "spawned the next generation");
+    let spawned = started.elapsed();
+    tracing::debug!(
+        pid,
+        exe = %launch.exe.display(),
+        spawn_ms = spawned.as_secs_f64() * 1000.0,
+        "spawned the next generation"
+    );
 
     let deadline = Instant::now() + plan.ready_timeout;
     let ours = StdUnixStream::from(ours);
@@ -150,9 +169,19 @@ pub(crate) async fn spawn_next(
     };
     let borrowed: Vec<BorrowedFd<'_>> = plan.fds.iter().map(|(_, fd)| fd.as_fd()).collect();
 
+    let handover_sent = std::sync::OnceLock::new();
     let decision = {
         let handshake = async {
             channel::send_handover(&mut stream, &header, &borrowed, plan.state.as_deref()).await?;
+            let sent = started.elapsed();
+            let _ = handover_sent.set(sent);
+            tracing::debug!(
+                pid,
+                fds = borrowed.len(),
+                state_bytes = plan.state.as_ref().map_or(0, Vec::len),
+                handover_ms = sent.as_secs_f64() * 1000.0,
+                "handover sent; waiting for the new generation's report"
+            );
             channel::read_child_message(&mut stream).await
         };
         tokio::pin!(handshake);
@@ -210,13 +239,35 @@ pub(crate) async fn spawn_next(
     };
     drop(borrowed);
     match decision {
-        Decision::Ready => Ok(NewGeneration {
-            pid,
-            generation: plan.generation,
-            _child: child,
-            _channel: stream,
-        }),
-        Decision::Failed(error) => Err(error),
+        Decision::Ready => {
+            let timings = PhaseTimings {
+                spawned,
+                handover_sent: handover_sent.get().copied().unwrap_or_default(),
+                ready: started.elapsed(),
+            };
+            tracing::debug!(
+                pid,
+                ready_ms = timings.ready.as_secs_f64() * 1000.0,
+                "the new generation reported ready"
+            );
+            Ok(NewGeneration {
+                pid,
+                generation: plan.generation,
+                timings,
+                _child: child,
+                _channel: stream,
+            })
+        }
+        Decision::Failed(error) => {
+            tracing::debug!(
+                pid,
+                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                handover_sent = handover_sent.get().is_some(),
+                reason = %error,
+                "the new generation failed"
+            );
+            Err(error)
+        }
     }
 }
 

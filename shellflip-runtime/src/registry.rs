@@ -6,11 +6,19 @@
 //! bound. Either way the registry keeps its own duplicate of the descriptor
 //! so that it can be sent at the next restart, and closes all of them when
 //! this generation hands over or stops.
+//!
+//! Descriptors systemd passed by socket activation enter the registry as
+//! inherited ones under their `FileDescriptorName=`; the registry remembers
+//! which names came from systemd (across generations, via the lineage), so
+//! that for those the name alone decides: the unit's `ListenStream=` is the
+//! operator's truth, whatever address the code asks for.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::error::Error;
 
+/// Names starting with this are the runtime's own.
+pub(crate) const RESERVED_PREFIX: &str = "shellflip.";
 /// The name under which the control socket travels.
 pub(crate) const CONTROL_FD_NAME: &str = "shellflip.control";
 /// The prefix of descriptors that belong to the handover state.
@@ -22,6 +30,8 @@ pub(crate) struct Registry {
     inherited: Vec<(String, OwnedFd)>,
     /// Claimed or created in this generation; sent at the next restart.
     active: Vec<(String, OwnedFd)>,
+    /// Names whose inherited descriptor systemd passed (socket activation).
+    socket_activated: Vec<String>,
 }
 
 impl Registry {
@@ -29,7 +39,29 @@ impl Registry {
         Registry {
             inherited,
             active: Vec::new(),
+            socket_activated: Vec::new(),
         }
+    }
+
+    /// Records that the inherited descriptors named `names` come from
+    /// systemd socket activation (in this generation or an earlier one).
+    pub(crate) fn mark_socket_activated(&mut self, names: &[String]) {
+        self.socket_activated.extend(names.iter().cloned());
+    }
+
+    /// True when the inherited descriptor named `name` comes from systemd.
+    pub(crate) fn is_socket_activated(&self, name: &str) -> bool {
+        self.socket_activated.iter().any(|n| n == name)
+    }
+
+    /// The names of systemd's sockets this generation uses: what the next
+    /// generation must know about the descriptors it inherits.
+    pub(crate) fn socket_activated_in_use(&self) -> Vec<String> {
+        self.socket_activated
+            .iter()
+            .filter(|n| self.is_registered(n))
+            .cloned()
+            .collect()
     }
 
     /// Takes the inherited descriptor named `name`, if any.
@@ -80,10 +112,12 @@ impl Registry {
 
     /// Closes inherited descriptors nobody claimed; returns their names.
     pub(crate) fn close_unclaimed(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.inherited)
+        let closed: Vec<String> = std::mem::take(&mut self.inherited)
             .into_iter()
             .map(|(name, _fd)| name)
-            .collect()
+            .collect();
+        self.socket_activated.retain(|n| !closed.contains(n));
+        closed
     }
 
     /// Closes everything this registry holds (after a handover or at stop).
@@ -122,6 +156,18 @@ mod tests {
         assert!(r.close_unclaimed().is_empty());
         r.close_all();
         assert!(r.snapshot().unwrap().is_empty());
+    }
+
+    #[test]
+    fn socket_activated_names_follow_the_descriptors_in_use() {
+        let mut r = Registry::new(vec![("echo".into(), fd()), ("admin".into(), fd())]);
+        r.mark_socket_activated(&["echo".into(), "admin".into()]);
+        assert!(r.is_socket_activated("echo"));
+        let echo = r.claim("echo").unwrap();
+        r.register("echo", echo.as_fd()).unwrap();
+        assert_eq!(r.close_unclaimed(), vec!["admin".to_string()]);
+        assert!(!r.is_socket_activated("admin"));
+        assert_eq!(r.socket_activated_in_use(), vec!["echo".to_string()]);
     }
 
     #[test]

@@ -1,0 +1,542 @@
+//! systemd integration, end to end, without systemd: the test plays the
+//! service manager. It owns the `NOTIFY_SOCKET` datagram socket, passes
+//! sockets the way socket activation does (fd 3, `LISTEN_FDS`,
+//! `LISTEN_FDNAMES`, `LISTEN_PID`), and reads the pid file.
+//!
+//! Only the echo example's command-line contract is relied on:
+//! `--listen ADDR --control PATH`, a listener named `echo`, and a
+//! `ready pid=<pid> generation=<g> listen=<addr>` line on stdout at each
+//! generation's readiness.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{become_subreaper, example_binary, is_alive, wait_exit, wait_until, EVENT_TIMEOUT};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use shellflip::control::{ControlClient, Response};
+
+/// One `ready ...` line of the echo example.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReadyLine {
+    pid: u32,
+    generation: u64,
+    listen: SocketAddr,
+}
+
+fn parse_ready(line: &str) -> Option<ReadyLine> {
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    };
+    if !line.starts_with("ready ") {
+        return None;
+    }
+    Some(ReadyLine {
+        pid: field("pid")?.parse().ok()?,
+        generation: field("generation")?.parse().ok()?,
+        listen: field("listen")?.parse().ok()?,
+    })
+}
+
+/// The echo service started from a private copy of its binary in a temp
+/// dir, with all its generations (reaped here: this process is a child
+/// subreaper).
+struct Service {
+    dir: tempfile::TempDir,
+    exe: PathBuf,
+    control: PathBuf,
+    ready_rx: mpsc::Receiver<ReadyLine>,
+    stderr: Arc<Mutex<String>>,
+    pids: Arc<Mutex<Vec<u32>>>,
+}
+
+impl Service {
+    /// Starts the echo example; `prepare` adjusts the command (which runs
+    /// `echo --listen <listen> --control <dir>/control.sock`, or a wrapper
+    /// that execs it) before it is spawned.
+    fn start(listen: &str, prepare: impl FnOnce(&mut Command, &Path)) -> (Service, ReadyLine) {
+        become_subreaper();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let exe = dir.path().join("echo");
+        std::fs::copy(example_binary("echo"), &exe).expect("copy the echo binary");
+        let control = dir.path().join("control.sock");
+        let mut command = Command::new(&exe);
+        command
+            .args(["--listen", listen, "--control"])
+            .arg(&control)
+            .env("RUST_LOG", "shellflip_runtime=debug,info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        prepare(&mut command, &exe);
+        let mut child = spawn_retrying_busy(&mut command);
+        let pids = Arc::new(Mutex::new(vec![child.id()]));
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr_pipe = child.stderr.take().expect("stderr");
+        let (tx, ready_rx) = mpsc::channel();
+        let pids_reader = Arc::clone(&pids);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(ready) = parse_ready(&line) {
+                    pids_reader.lock().unwrap().push(ready.pid);
+                    if tx.send(ready).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr_writer = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stderr_pipe);
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                stderr_writer.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        // The child handle is not waited for here: wait_exit reaps by pid.
+        drop(child);
+        let mut service = Service {
+            dir,
+            exe,
+            control,
+            ready_rx,
+            stderr,
+            pids,
+        };
+        let first = service.next_ready();
+        (service, first)
+    }
+
+    fn next_ready(&mut self) -> ReadyLine {
+        self.ready_rx
+            .recv_timeout(EVENT_TIMEOUT)
+            .unwrap_or_else(|_| panic!("no generation became ready; stderr:\n{}", self.stderr()))
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// A successful restart through the control socket: (pid, generation).
+    fn restart_ok(&self) -> (u32, u64) {
+        match ControlClient::restart(&self.control).expect("restart request") {
+            Response::Restarted(success) => (success.pid, success.generation),
+            other => panic!(
+                "expected a successful restart, got {other:?}; stderr:\n{}",
+                self.stderr()
+            ),
+        }
+    }
+
+    /// A restart that must fail; returns the reason.
+    fn restart_failing(&self) -> String {
+        match ControlClient::restart(&self.control).expect("restart request") {
+            Response::RestartFailed { reason, .. } => reason,
+            other => panic!("expected a failed restart, got {other:?}"),
+        }
+    }
+
+    /// Puts a shell script at the executable path, as a (broken) deploy.
+    fn replace_with_script(&self, script: &str) {
+        let tmp = self.dir.path().join("echo.new");
+        std::fs::write(&tmp, script).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, &self.exe).unwrap();
+    }
+
+    /// Stops the service and waits until `pid` (the serving one) is reaped.
+    fn stop(&self, pid: u32) {
+        let stopped = ControlClient::stop_and_wait(&self.control, EVENT_TIMEOUT).expect("stop");
+        assert_eq!(stopped, pid);
+        assert!(wait_exit(pid, EVENT_TIMEOUT), "pid {pid} did not exit");
+    }
+}
+
+/// Spawns `command`, retrying while its executable is busy (ETXTBSY):
+/// another test thread may have forked while the copy was open for writing.
+fn spawn_retrying_busy(command: &mut Command) -> std::process::Child {
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    loop {
+        match command.spawn() {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result.expect("spawn echo"),
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        // Only the processes this test started, by pid.
+        let pids = self.pids.lock().map(|p| p.clone()).unwrap_or_default();
+        for pid in pids {
+            if is_alive(pid) {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+            wait_exit(pid, Duration::from_secs(5));
+        }
+    }
+}
+
+/// The test's side of `NOTIFY_SOCKET`.
+struct FakeSystemd {
+    socket: UnixDatagram,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+type Message = Vec<(String, String)>;
+
+impl FakeSystemd {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("notify.sock");
+        let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+        socket.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
+        FakeSystemd {
+            socket,
+            path,
+            _dir: dir,
+        }
+    }
+
+    /// The next datagram, as its `KEY=value` assignments in order.
+    fn next(&self) -> Message {
+        let mut buf = vec![0u8; 4096];
+        let n = self
+            .socket
+            .recv(&mut buf)
+            .expect("a notification within the timeout");
+        let text = String::from_utf8(buf[..n].to_vec()).expect("UTF-8 notification");
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (k, v) = l
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("not an assignment: {l:?}"));
+                (k.to_owned(), v.to_owned())
+            })
+            .collect()
+    }
+
+    /// Nothing more was sent.
+    fn assert_silent(&self) {
+        self.socket.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 4096];
+        match self.socket.recv(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok(n) => panic!(
+                "unexpected notification {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(e) => panic!("notify socket: {e}"),
+        }
+    }
+}
+
+fn keys(message: &Message) -> Vec<&str> {
+    message.iter().map(|(k, _)| k.as_str()).collect()
+}
+
+fn value<'a>(message: &'a Message, key: &str) -> &'a str {
+    message
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("{key} missing in {message:?}"))
+}
+
+/// A good restart, a failing one and a stop produce exactly: READY;
+/// RELOADING, MAINPID+READY; RELOADING, READY; STOPPING — with the new
+/// generation's pid as MAINPID.
+#[test]
+fn notify_sequence_across_good_and_failed_restarts_and_stop() {
+    let systemd = FakeSystemd::new();
+    let notify = systemd.path.clone();
+    let (mut service, first) = Service::start("127.0.0.1:0", |cmd, _| {
+        cmd.env("NOTIFY_SOCKET", &notify)
+            .env("SHELLFLIP_READY_TIMEOUT", "10s");
+    });
+
+    let ready = systemd.next();
+    assert_eq!(keys(&ready), ["READY", "STATUS"], "{ready:?}");
+    assert_eq!(value(&ready, "READY"), "1");
+    assert!(
+        value(&ready, "STATUS").contains(&format!("pid {}", first.pid)),
+        "{ready:?}"
+    );
+
+    // A good restart.
+    let before = Instant::now();
+    let (pid, generation) = service.restart_ok();
+    let second = service.next_ready();
+    assert_eq!((second.pid, second.generation), (pid, generation));
+    assert_eq!(generation, 2);
+    let reloading = systemd.next();
+    assert_eq!(
+        keys(&reloading),
+        ["RELOADING", "MONOTONIC_USEC", "STATUS"],
+        "{reloading:?}"
+    );
+    assert_eq!(value(&reloading, "RELOADING"), "1");
+    let first_reload_usec: u64 = value(&reloading, "MONOTONIC_USEC").parse().unwrap();
+    assert!(first_reload_usec > 0);
+    let handed_over = systemd.next();
+    assert_eq!(
+        keys(&handed_over),
+        ["MAINPID", "READY", "STATUS"],
+        "{handed_over:?}"
+    );
+    assert_eq!(value(&handed_over, "MAINPID"), pid.to_string());
+    assert_eq!(value(&handed_over, "READY"), "1");
+    assert!(
+        wait_exit(first.pid, EVENT_TIMEOUT),
+        "the first generation did not exit"
+    );
+
+    // A failing restart: the old generation says READY=1 again, no MAINPID.
+    service.replace_with_script("#!/bin/sh\necho 'this build is broken' >&2\nexit 3\n");
+    let reason = service.restart_failing();
+    assert!(reason.contains("exited with status 3"), "{reason}");
+    let elapsed = before.elapsed();
+    let reloading = systemd.next();
+    assert_eq!(
+        keys(&reloading),
+        ["RELOADING", "MONOTONIC_USEC", "STATUS"],
+        "{reloading:?}"
+    );
+    let second_reload_usec: u64 = value(&reloading, "MONOTONIC_USEC").parse().unwrap();
+    assert!(
+        second_reload_usec > first_reload_usec
+            && second_reload_usec - first_reload_usec <= elapsed.as_micros() as u64,
+        "MONOTONIC_USEC {first_reload_usec} then {second_reload_usec}, {elapsed:?} apart at most"
+    );
+    let back = systemd.next();
+    assert_eq!(keys(&back), ["READY", "STATUS"], "{back:?}");
+    assert!(
+        value(&back, "STATUS").contains("exited with status 3"),
+        "{back:?}"
+    );
+
+    // Stop.
+    service.stop(pid);
+    let stopping = systemd.next();
+    assert_eq!(
+        keys(&stopping),
+        ["STOPPING", "EXTEND_TIMEOUT_USEC", "STATUS"],
+        "{stopping:?}"
+    );
+    assert_eq!(value(&stopping, "STOPPING"), "1");
+    let extend: u64 = value(&stopping, "EXTEND_TIMEOUT_USEC").parse().unwrap();
+    assert!(extend >= 5_000_000, "{extend}");
+    systemd.assert_silent();
+}
+
+/// The TCP ports `pid` listens on (its fds matched against /proc/net/tcp*).
+fn listening_ports(pid: u32) -> BTreeSet<u16> {
+    let inodes: BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|target| {
+                    let target = target.to_string_lossy().into_owned();
+                    Some(
+                        target
+                            .strip_prefix("socket:[")?
+                            .strip_suffix(']')?
+                            .to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut ports = BTreeSet::new();
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address st ... inode
+            if fields.len() > 9 && fields[3] == "0A" && inodes.contains(fields[9]) {
+                if let Some((_, port)) = fields[1].rsplit_once(':') {
+                    ports.insert(u16::from_str_radix(port, 16).unwrap());
+                }
+            }
+        }
+    }
+    ports
+}
+
+/// Socket activation: the echo serves on the socket passed as fd 3 (named
+/// `echo`) although its `--listen` says otherwise, never binds its own,
+/// closes the passed socket nobody asked for, and keeps serving on the
+/// same socket across a restart.
+#[test]
+fn socket_activation_adopts_fd_3_by_name_and_hands_it_over() {
+    let passed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = passed.local_addr().unwrap();
+    let unclaimed = TcpListener::bind("127.0.0.1:0").unwrap();
+    // A port the echo is configured with but must not bind: held here, so
+    // binding it would fail the start-up.
+    let configured = TcpListener::bind("127.0.0.1:0").unwrap();
+    let configured_addr = configured.local_addr().unwrap().to_string();
+
+    // Duplicates whose numbers are not 3 or 4, so that dup2 onto 3 and 4
+    // cannot clobber them in the child.
+    let dup_away = |l: &TcpListener| {
+        let mut extra = Vec::new();
+        loop {
+            let d = l.try_clone().unwrap();
+            if d.as_raw_fd() > 4 {
+                return d;
+            }
+            extra.push(d);
+        }
+    };
+    let (fd_a, fd_b) = (dup_away(&passed), dup_away(&unclaimed));
+    let (raw_a, raw_b) = (fd_a.as_raw_fd(), fd_b.as_raw_fd());
+
+    let (mut service, first) = Service::start(&configured_addr, |cmd, exe| {
+        // LISTEN_PID must be the service's own pid, only known after fork:
+        // a shell sets it to its own pid, then execs the service.
+        let program = std::mem::replace(cmd, Command::new("/bin/sh"));
+        let mut wrapped = Command::new("/bin/sh");
+        wrapped
+            .arg("-c")
+            .arg(r#"LISTEN_PID=$$ exec "$0" "$@""#)
+            .arg(exe)
+            .args(program.get_args())
+            .env("LISTEN_FDS", "2")
+            .env("LISTEN_FDNAMES", "echo:extra")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, value) in program.get_envs() {
+            if let Some(value) = value {
+                wrapped.env(key, value);
+            }
+        }
+        // SAFETY: between fork and exec, only dup2 (async-signal-safe) on
+        // descriptors the parent keeps open until spawn returns; dup2
+        // clears close-on-exec on the new numbers 3 and 4.
+        unsafe {
+            wrapped.pre_exec(move || {
+                for (from, to) in [(raw_a, 3), (raw_b, 4)] {
+                    let new = nix::unistd::dup2_raw(BorrowedFd::borrow_raw(from), to)?;
+                    std::mem::forget(new);
+                }
+                Ok(())
+            });
+        }
+        *cmd = wrapped;
+    });
+    drop((fd_a, fd_b));
+
+    assert_eq!(
+        first.listen, addr,
+        "the echo does not serve on the passed socket"
+    );
+    assert_eq!(common::exchange(addr, "hello").unwrap().pid, first.pid);
+    wait_until(
+        "the unclaimed passed socket to be closed",
+        EVENT_TIMEOUT,
+        || listening_ports(first.pid) == BTreeSet::from([addr.port()]),
+    );
+    let stderr = service.stderr();
+    assert!(
+        stderr.contains("adopted the socket systemd passed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("extra"),
+        "no warning about the unclaimed socket:\n{stderr}"
+    );
+
+    // Across a restart: the same socket, a new pid, nothing bound anew.
+    let (pid, _) = service.restart_ok();
+    let second = service.next_ready();
+    assert_eq!(second.pid, pid);
+    assert_eq!(second.listen, addr);
+    assert!(
+        wait_exit(first.pid, EVENT_TIMEOUT),
+        "the first generation did not exit"
+    );
+    assert_eq!(common::exchange(addr, "again").unwrap().pid, pid);
+    assert_eq!(listening_ports(pid), BTreeSet::from([addr.port()]));
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        !environ
+            .split(|b| *b == 0)
+            .any(|var| var.starts_with(b"LISTEN_")),
+        "LISTEN_* reached the new generation"
+    );
+
+    service.stop(pid);
+    drop((passed, unclaimed, configured));
+}
+
+/// The pid file names the generation that serves: written at readiness,
+/// taken over by the new generation, rewritten by the old one after a
+/// failed restart, removed at stop.
+#[test]
+fn pid_file_follows_the_serving_generation() {
+    let pid_dir = tempfile::tempdir().unwrap();
+    let pid_path = pid_dir.path().join("echo.pid");
+    let read_pid =
+        || -> Option<u32> { std::fs::read_to_string(&pid_path).ok()?.trim().parse().ok() };
+    let (mut service, first) = Service::start("127.0.0.1:0", |cmd, _| {
+        cmd.env("SHELLFLIP_PID_FILE", &pid_path)
+            .env("SHELLFLIP_READY_TIMEOUT", "10s");
+    });
+    wait_until(
+        "the pid file to name the first generation",
+        EVENT_TIMEOUT,
+        || read_pid() == Some(first.pid),
+    );
+
+    // Written by the new generation before the restart is reported done.
+    let (pid, _) = service.restart_ok();
+    assert_eq!(read_pid(), Some(pid));
+    assert_eq!(service.next_ready().pid, pid);
+    assert!(
+        wait_exit(first.pid, EVENT_TIMEOUT),
+        "the first generation did not exit"
+    );
+    assert_eq!(
+        read_pid(),
+        Some(pid),
+        "the old generation touched the pid file on its way out"
+    );
+
+    // A failed restart: the old generation writes it again.
+    std::fs::remove_file(&pid_path).unwrap();
+    service.replace_with_script("#!/bin/sh\nexit 3\n");
+    let reason = service.restart_failing();
+    assert!(reason.contains("exited with status 3"), "{reason}");
+    assert_eq!(read_pid(), Some(pid));
+
+    service.stop(pid);
+    assert!(!pid_path.exists(), "the pid file is left after the stop");
+    let leftovers: Vec<_> = std::fs::read_dir(pid_dir.path()).unwrap().collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
