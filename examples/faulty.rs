@@ -14,7 +14,7 @@
 //! |---|---|
 //! | `panic-init` | panics before it is ready |
 //! | `abort-init` | aborts (SIGABRT) before it is ready |
-//! | `exit-after-ready` | reports ready, then exits with status 7 at once |
+//! | `exit-after-ready` | reports ready, then exits with status 7 50 ms later |
 //! | `hang` | never becomes ready |
 //! | `slow-init=<ms>` | takes that long before it is ready (for killing its parent meanwhile) |
 //! | `garbage-state` | hands over a state payload that is not MessagePack |
@@ -93,6 +93,8 @@ async fn main(ctx: Context<Served>) -> Result<(), Box<dyn std::error::Error>> {
     }
     ctx.ready()?;
     if fault == "exit-after-ready" {
+        // Long enough for READY to reach the previous generation.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         std::process::exit(7);
     }
     let (pid, generation) = (std::process::id(), ctx.generation());

@@ -59,6 +59,7 @@
 //! | `control` | control socket path, `"/run/app.sock"` | none | `SHELLFLIP_CONTROL` |
 //! | `restart_signal` | `"SIGUSR1"`, `"SIGUSR2"`, `"SIGHUP"`, … | `"SIGUSR1"` | `SHELLFLIP_RESTART_SIGNAL` |
 //! | `ready_timeout` | duration, `"30s"`, `"500ms"`, `"1m30s"` | `"30s"` | `SHELLFLIP_READY_TIMEOUT` |
+//! | `ready_grace` | duration the old generation keeps serving and watching the new one after its READY; a new generation that dies within it is a failed restart | off | `SHELLFLIP_READY_GRACE` |
 //! | `drain_timeout` | duration | `"30s"` | `SHELLFLIP_DRAIN_TIMEOUT` |
 //! | `pid_file` | path | none | `SHELLFLIP_PID_FILE` |
 //! | `flavor` | `"multi_thread"` or `"current_thread"` | multi-thread | — |

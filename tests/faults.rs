@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -16,31 +15,6 @@ use common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use shellflip::control::{ControlClient, Request, Response};
-
-fn start_faulty(extra: &[&str], env: &[(&str, &str)]) -> Echo {
-    let dir = tempfile::tempdir().unwrap();
-    let mut args: Vec<OsString> = vec![
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--control".into(),
-        dir.path().join("control.sock").into(),
-    ];
-    args.extend(extra.iter().map(OsString::from));
-    Echo::start_in(dir, &example_binary("faulty"), &args, env)
-}
-
-/// Puts a "bad build" at the service's executable path: the faulty binary
-/// started with `--fault <fault>`.
-fn deploy_fault(service: &Echo, fault: &str) {
-    let real = service.dir.path().join("faulty.real");
-    if !real.exists() {
-        std::fs::copy(example_binary("faulty"), &real).unwrap();
-    }
-    service.replace_with_script(&format!(
-        "#!/bin/sh\nexec \"{}\" \"$@\" --fault {fault}\n",
-        real.display()
-    ));
-}
 
 fn restart_fails_with(service: &Echo, expected: &[&str]) {
     let out = cli(service, "restart", &[]);
@@ -101,6 +75,34 @@ fn every_failing_new_generation_is_rolled_back_under_load() {
     );
     let status = ControlClient::status(&service.control).unwrap();
     assert_eq!(status.failed_restarts, 3);
+}
+
+#[test]
+fn ready_then_exit_is_rolled_back_within_the_ready_grace() {
+    let service = start_faulty(&[], &[("SHELLFLIP_READY_GRACE", "1s")]);
+    let old = service.current;
+    let load = Load::start(service.addr, 8, 1_000_000, Duration::from_secs(60));
+    wait_until("load", EVENT_TIMEOUT, || load.count_from(old.pid) > 8);
+    deploy_fault(&service, "exit-after-ready");
+    restart_fails_with(
+        &service,
+        &["reported ready, then exited with status 7 within the ready grace of 1s"],
+    );
+    assert!(zombies_of(old.pid).is_empty());
+    let before = load.count_from(old.pid);
+    wait_until("the old generation to keep serving", EVENT_TIMEOUT, || {
+        load.count_from(old.pid) > before + 8
+    });
+    let report = load.stop();
+    assert!(
+        report.failures.is_empty(),
+        "{:?}",
+        &report.failures[..report.failures.len().min(5)]
+    );
+    assert_eq!(
+        ControlClient::status(&service.control).unwrap().phase,
+        "serving"
+    );
 }
 
 #[test]
@@ -234,6 +236,9 @@ fn a_restart_during_a_drain_is_refused_until_the_old_generation_exits() {
 #[test]
 fn a_hundred_simultaneous_restart_requests_make_one_restart() {
     let mut service = start_faulty(&[], &[]);
+    // The new generation takes a second to be ready: every request lands
+    // while the restart runs.
+    deploy_fault(&service, "slow-init=1000");
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(100));
     let threads: Vec<_> = (0..100)
         .map(|_| {

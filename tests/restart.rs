@@ -160,7 +160,10 @@ fn the_child_failure_message_reaches_the_initiator() {
 /// restart is in progress.
 #[test]
 fn twenty_simultaneous_restarts_make_exactly_one() {
-    let mut echo = Echo::start(&[]);
+    // The echo protocol, with a new generation that takes a second to be
+    // ready: every request lands while the restart runs.
+    let mut echo = start_faulty(&[], &[]);
+    deploy_fault(&echo, "slow-init=1000");
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(20));
     let threads: Vec<_> = (0..20)
         .map(|_| {

@@ -66,6 +66,7 @@ use proc_macro::TokenStream;
 /// | `control`           | path of the control socket, `"/run/app.sock"`    | none          |
 /// | `restart_signal`    | `"SIGHUP"`, `"SIGUSR1"`, `"SIGUSR2"`, `"SIGWINCH"`, `"SIGQUIT"`, `"SIGALRM"`, `"SIGVTALRM"`, `"SIGPROF"` (the `SIG` prefix is optional) | `"SIGUSR1"` |
 /// | `ready_timeout`     | duration: `"30s"`, `"500ms"`, `"1m30s"`          | `"30s"`       |
+/// | `ready_grace`       | duration the old generation keeps watching the new one after READY before committing (off when absent) | off |
 /// | `drain_timeout`     | duration                                         | `"30s"`       |
 /// | `pid_file`          | path of a pid file kept pointing at the serving generation | none |
 /// | `flavor`            | `"multi_thread"` or `"current_thread"`           | multi-thread  |

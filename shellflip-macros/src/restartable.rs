@@ -16,6 +16,7 @@ const OPTIONS: &[&str] = &[
     "control",
     "restart_signal",
     "ready_timeout",
+    "ready_grace",
     "drain_timeout",
     "pid_file",
     "flavor",
@@ -64,6 +65,7 @@ struct Options {
     control: Option<LitStr>,
     restart_signal: Option<(&'static str, Span)>,
     ready_timeout: Option<(std::time::Duration, Span)>,
+    ready_grace: Option<(std::time::Duration, Span)>,
     drain_timeout: Option<(std::time::Duration, Span)>,
     pid_file: Option<LitStr>,
     flavor: Option<(Flavor, Span)>,
@@ -116,6 +118,8 @@ fn parse_options(args: TokenStream) -> syn::Result<Options> {
             }),
             "ready_timeout" => duration_value(&name, &value)
                 .map(|d| options.ready_timeout = Some(d)),
+            "ready_grace" => duration_value(&name, &value)
+                .map(|d| options.ready_grace = Some(d)),
             "drain_timeout" => duration_value(&name, &value)
                 .map(|d| options.drain_timeout = Some(d)),
             "flavor" => string_value(&name, &value).and_then(|lit| {
@@ -247,6 +251,7 @@ fn usage(name: &str) -> Option<&'static str> {
         "control" => "`control = \"/run/my-service.sock\"`",
         "restart_signal" => "`restart_signal = \"SIGUSR2\"`",
         "ready_timeout" => "`ready_timeout = \"30s\"`",
+        "ready_grace" => "`ready_grace = \"200ms\"`",
         "drain_timeout" => "`drain_timeout = \"500ms\"`",
         "pid_file" => "`pid_file = \"/run/my-service.pid\"`",
         "flavor" => "`flavor = \"current_thread\"`",
@@ -521,6 +526,10 @@ fn config_expr(options: &Options) -> TokenStream {
     if let Some((duration, span)) = options.ready_timeout {
         let value = duration_tokens(duration, span);
         config.extend(quote!(.ready_timeout(#value)));
+    }
+    if let Some((duration, span)) = options.ready_grace {
+        let value = duration_tokens(duration, span);
+        config.extend(quote!(.ready_grace(#value)));
     }
     if let Some((duration, span)) = options.drain_timeout {
         let value = duration_tokens(duration, span);

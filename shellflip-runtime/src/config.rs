@@ -9,6 +9,7 @@
 //! |-------------------|-----------|-------------------------------|--------------------|
 //! | control socket    | none      | `SHELLFLIP_CONTROL`           | `/run/app.sock`    |
 //! | ready timeout     | 30s       | `SHELLFLIP_READY_TIMEOUT`     | `10s`, `500ms`     |
+//! | ready grace       | 0s        | `SHELLFLIP_READY_GRACE`       | `200ms`            |
 //! | drain timeout     | 30s       | `SHELLFLIP_DRAIN_TIMEOUT`     | `1m`               |
 //! | restart signal    | SIGUSR1   | `SHELLFLIP_RESTART_SIGNAL`    | `SIGHUP`, `USR2`   |
 //! | pid file          | none      | `SHELLFLIP_PID_FILE`          | `/run/app.pid`     |
@@ -72,6 +73,14 @@ pub struct Config {
     /// How long a new generation has to report ready before it is killed
     /// and the restart is reported as failed.
     pub ready_timeout: Duration,
+    /// How long the old generation keeps serving after the new one reported
+    /// ready, watching it, before the restart counts as a success. A new
+    /// generation that dies within it is reported as a failed restart and
+    /// the old generation carries on. Zero (the default) commits at READY:
+    /// fastest, but a build that crashes right after READY takes the service
+    /// down until its supervisor (systemd) restarts it. Every restart's
+    /// latency grows by this much.
+    pub ready_grace: Duration,
     /// How long an old generation waits for its in-flight work after it
     /// stopped accepting, before it exits anyway.
     pub drain_timeout: Duration,
@@ -92,6 +101,7 @@ impl Default for Config {
         Config {
             control_socket: None,
             ready_timeout: Duration::from_secs(30),
+            ready_grace: Duration::ZERO,
             drain_timeout: Duration::from_secs(30),
             restart_signal: Signal::SIGUSR1,
             pid_file: None,
@@ -124,6 +134,12 @@ impl Config {
     /// Sets the ready timeout.
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
+        self
+    }
+
+    /// Sets the ready grace (see [`Config::ready_grace`]).
+    pub fn ready_grace(mut self, grace: Duration) -> Self {
+        self.ready_grace = grace;
         self
     }
 
@@ -193,6 +209,9 @@ impl Config {
         if let Some(value) = text(ENV_READY_TIMEOUT)? {
             self.ready_timeout = parse_duration(ENV_READY_TIMEOUT, &value)?;
         }
+        if let Some(value) = text(ENV_READY_GRACE)? {
+            self.ready_grace = parse_grace(ENV_READY_GRACE, &value)?;
+        }
         if let Some(value) = text(ENV_DRAIN_TIMEOUT)? {
             self.drain_timeout = parse_duration(ENV_DRAIN_TIMEOUT, &value)?;
         }
@@ -222,6 +241,8 @@ impl Config {
 pub const ENV_CONTROL: &str = "SHELLFLIP_CONTROL";
 /// Environment variable overriding [`Config::ready_timeout`].
 pub const ENV_READY_TIMEOUT: &str = "SHELLFLIP_READY_TIMEOUT";
+/// Environment variable overriding [`Config::ready_grace`].
+pub const ENV_READY_GRACE: &str = "SHELLFLIP_READY_GRACE";
 /// Environment variable overriding [`Config::drain_timeout`].
 pub const ENV_DRAIN_TIMEOUT: &str = "SHELLFLIP_DRAIN_TIMEOUT";
 /// Environment variable overriding [`Config::restart_signal`].
@@ -253,6 +274,16 @@ pub fn parse_duration(setting: &str, value: &str) -> Result<Duration, ConfigErro
         value: value.to_owned(),
         reason,
     })
+}
+
+/// Parses a ready grace: like [`parse_duration`], but zero (`0`, `0s`) is
+/// allowed and turns the grace off.
+pub fn parse_grace(setting: &str, value: &str) -> Result<Duration, ConfigError> {
+    let trimmed = value.trim();
+    if trimmed == "0" || humantime::parse_duration(trimmed).is_ok_and(|d| d.is_zero()) {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(setting, value)
 }
 
 /// Parses a signal name (`SIGHUP`, `HUP`, case-insensitive) or number.
@@ -339,6 +370,7 @@ mod tests {
         let c = with(&[
             ("SHELLFLIP_CONTROL", "/run/x.sock"),
             ("SHELLFLIP_READY_TIMEOUT", "500ms"),
+            ("SHELLFLIP_READY_GRACE", "250ms"),
             ("SHELLFLIP_DRAIN_TIMEOUT", "2m"),
             ("SHELLFLIP_RESTART_SIGNAL", "hup"),
             ("SHELLFLIP_PID_FILE", "/run/x.pid"),
@@ -348,6 +380,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.control_socket, Some(PathBuf::from("/run/x.sock")));
         assert_eq!(c.ready_timeout, Duration::from_millis(500));
+        assert_eq!(c.ready_grace, Duration::from_millis(250));
         assert_eq!(c.drain_timeout, Duration::from_secs(120));
         assert_eq!(c.restart_signal, Signal::SIGHUP);
         assert_eq!(c.pid_file, Some(PathBuf::from("/run/x.pid")));
@@ -362,6 +395,14 @@ mod tests {
             .apply_overrides(|n| (n == ENV_CONTROL).then(OsString::new))
             .unwrap();
         assert_eq!(c.control_socket, None);
+    }
+
+    #[test]
+    fn ready_grace_may_be_zero() {
+        assert_eq!(parse_grace("g", "0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_grace("g", "0s").unwrap(), Duration::ZERO);
+        assert_eq!(parse_grace("g", "1s").unwrap(), Duration::from_secs(1));
+        assert!(parse_grace("g", "soon").is_err());
     }
 
     #[test]

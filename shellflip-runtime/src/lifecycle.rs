@@ -413,6 +413,7 @@ where
         systemd: Notifier::from_env(),
         pid_file: pid_file.clone(),
         ready_timeout: config.ready_timeout,
+        ready_grace: config.ready_grace,
         drain_timeout: config.drain_timeout,
         launch,
         phase: Phase::Starting,
@@ -594,6 +595,7 @@ struct Supervisor {
     systemd: Notifier,
     pid_file: Option<PidFile>,
     ready_timeout: Duration,
+    ready_grace: Duration,
     drain_timeout: Duration,
     launch: Launch,
     phase: Phase,
@@ -619,15 +621,11 @@ impl Supervisor {
         let mut main_seen = false;
         let mut parent_seen = self.parent_gone.is_cancelled();
         loop {
+            // Biased, readiness first: a restart request that arrives just
+            // after main called ready() must find this generation serving,
+            // not "not ready yet".
             tokio::select! {
-                request = self.signals.next() => match request {
-                    SignalRequest::Restart => self.request_restart(Trigger::Signal, None),
-                    SignalRequest::Stop(signal) => {
-                        tracing::info!(signal = signal.as_str(), "stop requested by signal");
-                        self.begin_stop().await;
-                    }
-                },
-                Some(command) = self.control_rx.recv() => self.on_control(command).await,
+                biased;
                 Ok(()) = self.ready_rx.changed(), if self.phase == Phase::Starting => {
                     if *self.ready_rx.borrow_and_update() {
                         self.on_ready().await;
@@ -645,6 +643,14 @@ impl Supervisor {
                         break;
                     }
                 }
+                Some(command) = self.control_rx.recv() => self.on_control(command).await,
+                request = self.signals.next() => match request {
+                    SignalRequest::Restart => self.request_restart(Trigger::Signal, None),
+                    SignalRequest::Stop(signal) => {
+                        tracing::info!(signal = signal.as_str(), "stop requested by signal");
+                        self.begin_stop().await;
+                    }
+                },
             }
             if main_seen && self.restart.is_none() {
                 break;
@@ -799,6 +805,7 @@ impl Supervisor {
             state,
             lineage,
             ready_timeout: self.ready_timeout,
+            ready_grace: self.ready_grace,
         })
     }
 

@@ -77,6 +77,9 @@ pub(crate) struct Plan {
     pub state: Option<Vec<u8>>,
     pub lineage: Lineage,
     pub ready_timeout: Duration,
+    /// How long the new generation must stay alive after READY before the
+    /// restart is declared a success (zero: at once).
+    pub ready_grace: Duration,
 }
 
 /// How long each phase of a successful restart took, from its start.
@@ -204,7 +207,26 @@ pub(crate) async fn spawn_next(
                 }
             }
             First::Report(report) => match report {
-                Ok(Some(ChildMessage::Ready)) => Decision::Ready,
+                Ok(Some(ChildMessage::Ready)) if plan.ready_grace.is_zero() => Decision::Ready,
+                Ok(Some(ChildMessage::Ready)) => {
+                    // Still serving here: give the new generation the grace
+                    // period to prove it does not die right after READY.
+                    tokio::select! {
+                        status = child.wait() => Decision::Failed(RestartError::ChildExited {
+                            pid,
+                            status: format!(
+                                "reported ready, then {} within the ready grace of {}",
+                                describe_status(status),
+                                humantime::format_duration(plan.ready_grace)
+                            ),
+                        }),
+                        _ = tokio::time::sleep(plan.ready_grace) => Decision::Ready,
+                        _ = abort.cancelled() => {
+                            kill_and_reap(&mut child).await;
+                            Decision::Failed(RestartError::Aborted { pid })
+                        }
+                    }
+                }
                 Ok(Some(ChildMessage::Failed { reason })) => {
                     let _ = reap_within(&mut child, Duration::from_secs(5)).await;
                     Decision::Failed(RestartError::ChildFailed { pid, reason })

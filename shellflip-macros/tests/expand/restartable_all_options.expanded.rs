@@ -5,6 +5,7 @@ fn main() -> ::std::process::ExitCode {
             .control_socket("/run/app.sock")
             .restart_signal(::shellflip::Signal::SIGUSR2)
             .ready_timeout(::std::time::Duration::from_secs(90))
+            .ready_grace(::std::time::Duration::from_millis(250))
             .drain_timeout(::std::time::Duration::from_millis(500))
             .pid_file("/run/app.pid")
             .flavor(::shellflip::RuntimeFlavor::MultiThread)

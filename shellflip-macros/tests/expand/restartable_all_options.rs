@@ -3,6 +3,7 @@
     control = "/run/app.sock",
     restart_signal = "USR2",
     ready_timeout = "1m30s",
+    ready_grace = "250ms",
     drain_timeout = "500ms",
     pid_file = "/run/app.pid",
     flavor = "multi_thread",

@@ -3,6 +3,7 @@
     control = "ui-pass-options.sock",
     restart_signal = "SIGUSR2",
     ready_timeout = "1m30s",
+    ready_grace = "250ms",
     drain_timeout = "500ms",
     pid_file = "ui-pass-options.pid",
     flavor = "multi_thread",
