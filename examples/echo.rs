@@ -2,8 +2,6 @@
 //! `shellflip restart /tmp/shellflip-echo.sock`. Each connection gets
 //! `pid=<pid> generation=<g> served=<n>`, then its lines echoed until EOF;
 //! `served` counts connections across generations (it is handed over).
-use std::path::PathBuf;
-
 use clap::Parser;
 use shellflip::{restartable, Context, HandoverState};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -11,12 +9,10 @@ use tokio::net::TcpStream;
 
 #[derive(Parser)]
 struct Args {
-    /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7000")]
     listen: String,
-    /// Control socket path.
     #[arg(long, default_value = "/tmp/shellflip-echo.sock")]
-    control: PathBuf,
+    control: std::path::PathBuf,
 }
 
 /// Carried to the next generation.
@@ -35,27 +31,19 @@ async fn main(ctx: Context<EchoState>) -> Result<(), Box<dyn std::error::Error>>
     ctx.control_socket(&args.control)?;
     let state = ctx.state();
     ctx.ready()?;
-    let (pid, generation) = (std::process::id(), ctx.generation());
-    println!(
-        "ready pid={pid} generation={generation} listen={}",
-        listener.local_addr()?
-    );
+    let (pid, generation, addr) = (std::process::id(), ctx.generation(), listener.local_addr()?);
+    println!("ready pid={pid} generation={generation} listen={addr}");
     loop {
-        let (stream, _) = tokio::select! {
+        tokio::select! {
             _ = ctx.shutdown() => return Ok(()),
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => { tracing::warn!(%e, "accept failed"); continue; }
+                Ok((stream, _)) => {
+                    let served = state.update(|s| { s.served += 1; s.served });
+                    ctx.spawn(echo(stream, format!("pid={pid} generation={generation} served={served}\n")));
+                }
+                Err(e) => tracing::warn!(%e, "accept failed"),
             },
-        };
-        let served = state.update(|s| {
-            s.served += 1;
-            s.served
-        });
-        ctx.spawn(echo(
-            stream,
-            format!("pid={pid} generation={generation} served={served}\n"),
-        ));
+        }
     }
 }
 
