@@ -74,6 +74,8 @@
 //! | attribute | where | meaning |
 //! |---|---|---|
 //! | (none) | field | carried: serialized with MessagePack; the type needs `Serialize` + `DeserializeOwned` |
+//! | (none), on a `Vec<u8>` | field | carried as one MessagePack byte string (not one integer per byte): fast for large blobs |
+//! | `#[handover(bytes)]` | field | the same for other byte containers (`Box<[u8]>`, `bytes::Bytes`, …): needs `AsRef<[u8]>` + `From<Vec<u8>>` |
 //! | `#[handover(skip)]` | field | not carried; the new generation gets `Default::default()` |
 //! | `#[handover(fd)]` | field | handed over as an open descriptor, never serialized: std or tokio `TcpListener`, `UnixListener`, `UdpSocket`, `TcpStream`, `UnixStream`, `File`, `OwnedFd`, or an `Arc` of one |
 //! | `#[handover(version = N)]` | struct | part of the schema fingerprint: bump it when a field keeps its type but changes meaning |

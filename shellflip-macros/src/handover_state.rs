@@ -22,6 +22,9 @@ enum Role {
     /// Not carried; `Default::default()` in the new generation
     /// (`#[handover(skip)]`).
     Skip,
+    /// Serialized as one MessagePack byte string (`Vec<u8>` fields, and
+    /// `#[handover(bytes)]` on other byte containers).
+    Bytes,
 }
 
 impl Role {
@@ -30,6 +33,7 @@ impl Role {
             Role::Data => "data",
             Role::Fd => "fd",
             Role::Skip => "skip",
+            Role::Bytes => "bytes",
         }
     }
 }
@@ -116,7 +120,10 @@ fn parse_state(input: DeriveInput) -> syn::Result<State> {
                     index.to_string(),
                 ),
             };
-            let role = parse_field_attrs(&field.attrs, &mut errors);
+            let mut role = parse_field_attrs(&field.attrs, &mut errors);
+            if role == Role::Data && is_byte_vec(&field.ty) {
+                role = Role::Bytes;
+            }
             if role == Role::Data {
                 if let Some(kind) = fd_type_name(&field.ty) {
                     errors.spanned(
@@ -176,7 +183,7 @@ fn parse_struct_attrs(attrs: &[Attribute], errors: &mut Errors) -> u32 {
                         ),
                     }
                 }
-                "skip" | "fd" => {
+                "skip" | "fd" | "bytes" => {
                     skip_value(&meta)?;
                     errors.spanned(
                         &meta.path,
@@ -195,7 +202,33 @@ fn parse_struct_attrs(attrs: &[Attribute], errors: &mut Errors) -> u32 {
     version.unwrap_or(0)
 }
 
-/// Reads `#[handover(skip)]` / `#[handover(fd)]` on a field.
+/// True for `Vec<u8>` as written (`Vec<u8>`, `std::vec::Vec<u8>`, ...):
+/// carried as one byte string rather than a sequence of integers.
+fn is_byte_vec(ty: &Type) -> bool {
+    let Type::Path(path) = ty else {
+        return false;
+    };
+    if path.qself.is_some() {
+        return false;
+    }
+    let Some(last) = path.path.segments.last() else {
+        return false;
+    };
+    if last.ident != "Vec" {
+        return false;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return false;
+    };
+    matches!(
+        args.args.first(),
+        Some(syn::GenericArgument::Type(Type::Path(inner)))
+            if args.args.len() == 1 && inner.qself.is_none() && inner.path.is_ident("u8")
+    )
+}
+
+/// Reads `#[handover(skip)]` / `#[handover(fd)]` / `#[handover(bytes)]` on
+/// a field.
 fn parse_field_attrs(attrs: &[Attribute], errors: &mut Errors) -> Role {
     let mut role = Role::Data;
     for attr in attrs.iter().filter(|a| a.path().is_ident("handover")) {
@@ -204,6 +237,7 @@ fn parse_field_attrs(attrs: &[Attribute], errors: &mut Errors) -> Role {
             let given = match name.as_str() {
                 "skip" => Role::Skip,
                 "fd" => Role::Fd,
+                "bytes" => Role::Bytes,
                 "version" => {
                     skip_value(&meta)?;
                     errors.spanned(&meta.path, "`version` goes on the struct, not on a field");
@@ -225,7 +259,7 @@ fn parse_field_attrs(attrs: &[Attribute], errors: &mut Errors) -> Role {
                 errors.spanned(
                     &meta.path,
                     format!(
-                        "a field is either `skip` (rebuilt with Default) or `fd` (handed over as a file descriptor), not both; it is already `{}`",
+                        "a field is at most one of `skip` (rebuilt with Default), `fd` (handed over as a file descriptor) or `bytes` (carried as one byte string); it is already `{}`",
                         role.keyword()
                     ),
                 );
@@ -346,7 +380,7 @@ fn expand_state(state: &State) -> TokenStream {
     let data: Vec<&Field> = state
         .fields
         .iter()
-        .filter(|f| f.role == Role::Data)
+        .filter(|f| matches!(f.role, Role::Data | Role::Bytes))
         .collect();
     let fds: Vec<&Field> = state.fields.iter().filter(|f| f.role == Role::Fd).collect();
 
@@ -373,6 +407,9 @@ fn expand_state(state: &State) -> TokenStream {
             ),
             Role::Fd => quote!(::shellflip::HandoverFd),
             Role::Skip => quote!(::core::default::Default),
+            Role::Bytes => {
+                quote!(::core::convert::AsRef<[u8]> + ::core::convert::From<::std::vec::Vec<u8>>)
+            }
         };
         predicates.push(field_predicate(&field.ty, bounds));
     }
@@ -428,7 +465,7 @@ fn expand_state(state: &State) -> TokenStream {
         .map(|f| {
             let (first, last) = first_and_last_span(&f.ty.to_token_stream());
             match f.role {
-                Role::Data => {
+                Role::Data | Role::Bytes => {
                     let member = match &f.member {
                         Member::Named(ident) => quote!(#ident),
                         Member::Unnamed(_) => {
@@ -525,15 +562,34 @@ fn helper_structs(state: &State, data: &[&Field], type_name: &str) -> TokenStrea
     };
     let encode_doc = format!(" The data fields of `{type_name}`, borrowed for encoding.");
     let decode_doc = format!(" The data fields of `{type_name}`, decoded.");
+    let with: Vec<TokenStream> = data
+        .iter()
+        .zip(&params)
+        .map(|(f, param)| match f.role {
+            Role::Bytes => {
+                // serde infers no bounds for a `with` field: state them.
+                let serialize = format!("{param}: ::core::convert::AsRef<[u8]>");
+                let deserialize = format!("{param}: ::core::convert::From<::std::vec::Vec<u8>>");
+                quote!(#[serde(
+                    with = "::shellflip::__private::handover::bytes",
+                    bound(serialize = #serialize, deserialize = #deserialize)
+                )])
+            }
+            _ => quote!(),
+        })
+        .collect();
     let (encode_body, decode_body) = match state.shape {
         Shape::Named => {
             let names: Vec<&Member> = data.iter().map(|f| &f.member).collect();
             (
-                quote!({ #(#names: &'a #params,)* }),
-                quote!({ #(#names: #params,)* }),
+                quote!({ #(#with #names: &'a #params,)* }),
+                quote!({ #(#with #names: #params,)* }),
             )
         }
-        _ => (quote!((#(&'a #params,)*);), quote!((#(#params,)*);)),
+        _ => (
+            quote!((#(#with &'a #params,)*);),
+            quote!((#(#with #params,)*);),
+        ),
     };
     quote! {
         #[doc = #encode_doc]

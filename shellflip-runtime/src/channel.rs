@@ -20,6 +20,7 @@ use tokio::net::UnixStream;
 
 use crate::control::{ControlSocketFile, LastRestart};
 use crate::fd;
+use crate::handover::EncodedState;
 
 /// The environment variable naming the channel descriptor of a new
 /// generation. Read and removed at start-up.
@@ -102,7 +103,7 @@ pub(crate) async fn send_handover(
     stream: &mut UnixStream,
     header: &HandoverHeader,
     fds: &[BorrowedFd<'_>],
-    state: Option<&[u8]>,
+    state: Option<&EncodedState>,
 ) -> io::Result<()> {
     let message = frame(&encode(header)?)?;
     let sent = stream
@@ -112,7 +113,8 @@ pub(crate) async fn send_handover(
         .await?;
     stream.write_all(&message[sent..]).await?;
     if let Some(state) = state {
-        stream.write_all(state).await?;
+        stream.write_all(&state.header).await?;
+        stream.write_all(&state.payload).await?;
     }
     stream.flush().await
 }
@@ -199,7 +201,9 @@ pub(crate) fn receive_handover(stream: &mut StdUnixStream) -> io::Result<Receive
             )))
         }
         Some(state_len) => {
-            let mut state = Vec::new();
+            // Announced by the (trusted) previous generation and bounded
+            // above: allocated once rather than grown and copied.
+            let mut state = Vec::with_capacity(state_len as usize);
             let read = stream.by_ref().take(state_len).read_to_end(&mut state)?;
             if read as u64 != state_len {
                 return Err(io::Error::new(
@@ -239,7 +243,12 @@ mod tests {
             let mut child = child;
             receive_handover(&mut child).unwrap()
         });
-        send_handover(&mut parent, &h, &[passed.as_fd()], Some(&state))
+        let (head, tail) = state.split_at(10);
+        let parts = EncodedState {
+            header: head.to_vec(),
+            payload: tail.to_vec(),
+        };
+        send_handover(&mut parent, &h, &[passed.as_fd()], Some(&parts))
             .await
             .unwrap();
         let received = receiver.join().unwrap();

@@ -12,7 +12,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 use crate::error::Error;
-use crate::handover::{encode_envelope, HandoverState};
+use crate::handover::{encode_envelope_parts, HandoverState};
 use crate::lifecycle::Service;
 use crate::registry::RESERVED_PREFIX;
 
@@ -112,7 +112,7 @@ impl<S: HandoverState> Context<S> {
         let cell = StateCell::new(value);
         let for_encoder = cell.clone();
         self.service.set_state_encoder(Box::new(move |fds| {
-            encode_envelope(&*for_encoder.lock(), fds)
+            encode_envelope_parts(&*for_encoder.lock(), fds)
         }));
         *lock(&self.state) = StateSlot::Ready(cell.clone());
         cell

@@ -317,6 +317,61 @@ impl<T: HandoverFd> HandoverFd for std::sync::Arc<T> {
     }
 }
 
+/// Byte blobs as MessagePack `bin` (one length and the bytes) rather than
+/// a sequence of integers (one to two bytes each, decoded one by one):
+/// what `#[derive(HandoverState)]` uses for `Vec<u8>` fields and fields
+/// marked `#[handover(bytes)]`. Usable as `#[serde(with = "...")]`.
+pub mod bytes {
+    use std::fmt;
+
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+    use serde::Serializer;
+
+    /// Writes `value` as one byte string.
+    pub fn serialize<T, S>(value: &T, serializer: S) -> Result<S::Ok, S::Error>
+    where
+        T: AsRef<[u8]> + ?Sized,
+        S: Serializer,
+    {
+        serializer.serialize_bytes(value.as_ref())
+    }
+
+    /// Reads a byte string (or, from older encodings, a sequence of bytes).
+    pub fn deserialize<'de, T, D>(deserializer: D) -> Result<T, D::Error>
+    where
+        T: From<Vec<u8>>,
+        D: Deserializer<'de>,
+    {
+        deserializer.deserialize_byte_buf(BytesVisitor).map(T::from)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+            while let Some(byte) = seq.next_element::<u8>()? {
+                out.push(byte);
+            }
+            Ok(out)
+        }
+    }
+}
+
 /// Serializes the data part of a state as MessagePack (maps with field
 /// names, so a decoding error names the field).
 pub fn encode_data<T: Serialize + ?Sized>(
@@ -346,30 +401,57 @@ pub fn encode_envelope<S: HandoverState>(
     state: &S,
     fds: &mut StateFds,
 ) -> Result<Vec<u8>, StateError> {
+    let EncodedState {
+        mut header,
+        payload,
+    } = encode_envelope_parts(state, fds)?;
+    header.extend_from_slice(&payload);
+    Ok(header)
+}
+
+/// An envelope in two parts, sent one after the other so that a large
+/// payload is never copied behind its header.
+#[derive(Debug, Default)]
+pub(crate) struct EncodedState {
+    pub header: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+impl EncodedState {
+    pub(crate) fn len(&self) -> usize {
+        self.header.len() + self.payload.len()
+    }
+}
+
+/// [`encode_envelope`] without joining the header and the payload.
+pub(crate) fn encode_envelope_parts<S: HandoverState>(
+    state: &S,
+    fds: &mut StateFds,
+) -> Result<EncodedState, StateError> {
     let payload = state.encode_state(fds)?;
     let name = S::TYPE_NAME.as_bytes();
     let name_len = u16::try_from(name.len()).map_err(|_| StateError::Encode {
         type_name: S::TYPE_NAME,
         reason: "the type name is longer than 65535 bytes".to_owned(),
     })?;
-    let mut out = Vec::with_capacity(HEADER_FIXED + name.len() + payload.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&STATE_FORMAT_VERSION.to_be_bytes());
-    out.extend_from_slice(&S::FINGERPRINT.to_be_bytes());
-    out.extend_from_slice(&name_len.to_be_bytes());
-    out.extend_from_slice(name);
-    out.extend_from_slice(&payload);
-    if out.len() as u64 > MAX_STATE_BYTES {
+    let mut header = Vec::with_capacity(HEADER_FIXED + name.len() + payload.len());
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&STATE_FORMAT_VERSION.to_be_bytes());
+    header.extend_from_slice(&S::FINGERPRINT.to_be_bytes());
+    header.extend_from_slice(&name_len.to_be_bytes());
+    header.extend_from_slice(name);
+    let encoded = EncodedState { header, payload };
+    if encoded.len() as u64 > MAX_STATE_BYTES {
         return Err(StateError::Encode {
             type_name: S::TYPE_NAME,
             reason: format!(
                 "the encoded state is {} bytes, more than the {} bytes a generation accepts",
-                out.len(),
+                encoded.len(),
                 MAX_STATE_BYTES
             ),
         });
     }
-    Ok(out)
+    Ok(encoded)
 }
 
 /// The parsed header of an envelope.
@@ -559,6 +641,37 @@ mod tests {
         bytes[last] ^= 0xff;
         bytes.push(0xc1); // never used in MessagePack
         assert!(decode_envelope::<Sample>(&bytes, &mut fds).is_err());
+    }
+
+    #[test]
+    fn byte_blobs_are_one_bin_and_round_trip() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Blob {
+            #[serde(with = "super::bytes")]
+            data: Vec<u8>,
+        }
+        let blob = Blob {
+            data: (0..=255u8).cycle().take(10_000).collect(),
+        };
+        let encoded = encode_data("Blob", &blob).unwrap();
+        assert!(encoded.len() < 10_100, "{} bytes", encoded.len());
+        assert_eq!(decode_data::<Blob>("Blob", &encoded).unwrap(), blob);
+        // A sequence of integers (an older encoding) is still read.
+        #[derive(Serialize)]
+        struct Plain {
+            data: Vec<u8>,
+        }
+        let plain = encode_data(
+            "Blob",
+            &Plain {
+                data: vec![1, 200, 3],
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            decode_data::<Blob>("Blob", &plain).unwrap().data,
+            vec![1, 200, 3]
+        );
     }
 
     #[test]

@@ -43,7 +43,7 @@ use crate::control::{
     self, ControlCommand, ControlSocketFile, LastRestart, Request, Response, RestartSuccess, Status,
 };
 use crate::error::{Error, RestartError};
-use crate::handover::{decode_envelope, HandoverState, StateError, StateFds};
+use crate::handover::{decode_envelope, EncodedState, HandoverState, StateError, StateFds};
 use crate::parent::{self, Launch, NewGeneration, Plan};
 use crate::pidfile::PidFile;
 use crate::registry::{Registry, CONTROL_FD_NAME, STATE_FD_PREFIX};
@@ -75,7 +75,7 @@ impl<E: std::fmt::Display> MainResult for Result<(), E> {
     }
 }
 
-type StateEncoder = Box<dyn Fn(&mut StateFds) -> Result<Vec<u8>, StateError> + Send + Sync>;
+type StateEncoder = Box<dyn Fn(&mut StateFds) -> Result<EncodedState, StateError> + Send + Sync>;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -200,7 +200,7 @@ impl Service {
         *self.ready.borrow()
     }
 
-    fn encode_state(&self) -> Result<Option<(Vec<u8>, StateFds)>, StateError> {
+    fn encode_state(&self) -> Result<Option<(EncodedState, StateFds)>, StateError> {
         let encoder = lock(&self.state_encoder);
         match encoder.as_ref() {
             None => Ok(None),
@@ -262,6 +262,7 @@ where
     };
     let code = runtime.block_on(serve::<S, F, Fut>(config, start, main));
     runtime.shutdown_background();
+    tracing::debug!("process exit");
     code
 }
 
@@ -486,7 +487,14 @@ where
     );
     let finished = match tokio::time::timeout(Duration::from_secs(1), supervisor).await {
         Ok(Ok(finished)) => Some(finished),
-        _ => None,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the supervisor task failed");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("the supervisor did not finish within 1s of the drain; exiting anyway");
+            None
+        }
     };
     if let (Ending::Stopped, Some(finished)) = (ending, &finished) {
         if let Some(file) = &finished.control_file {
@@ -847,7 +855,9 @@ impl Supervisor {
                     &format!("serving: generation {}, pid {}", next.generation, next.pid),
                 ));
                 self.phase = Phase::Draining;
-                self.stop_accepting_control().await;
+                // The initiator first: it waits for this answer, while
+                // stopping the control accept loop only concerns requests
+                // yet to come (which, in this phase, are told "in progress").
                 if let Some(reply) = restart.reply {
                     let _ = reply.send(Response::Restarted(RestartSuccess {
                         pid: next.pid,
@@ -855,6 +865,7 @@ impl Supervisor {
                         duration_ms,
                     }));
                 }
+                self.stop_accepting_control().await;
                 self.successor = Some(next);
                 self.begin_shutdown(Ending::HandedOver);
             }

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::channel::{self, ChildMessage, HandoverHeader, Lineage, ENV_HANDOVER_FD};
 use crate::error::RestartError;
 use crate::fd;
+use crate::handover::EncodedState;
 
 /// Variables of systemd socket activation; they describe this process's
 /// descriptors, so a new generation must not read them.
@@ -74,7 +75,7 @@ fn resolve_exe(arg0: &OsString) -> Option<PathBuf> {
 pub(crate) struct Plan {
     pub generation: u64,
     pub fds: Vec<(String, OwnedFd)>,
-    pub state: Option<Vec<u8>>,
+    pub state: Option<EncodedState>,
     pub lineage: Lineage,
     pub ready_timeout: Duration,
     /// How long the new generation must stay alive after READY before the
@@ -175,13 +176,13 @@ pub(crate) async fn spawn_next(
     let handover_sent = std::sync::OnceLock::new();
     let decision = {
         let handshake = async {
-            channel::send_handover(&mut stream, &header, &borrowed, plan.state.as_deref()).await?;
+            channel::send_handover(&mut stream, &header, &borrowed, plan.state.as_ref()).await?;
             let sent = started.elapsed();
             let _ = handover_sent.set(sent);
             tracing::debug!(
                 pid,
                 fds = borrowed.len(),
-                state_bytes = plan.state.as_ref().map_or(0, Vec::len),
+                state_bytes = plan.state.as_ref().map_or(0, EncodedState::len),
                 handover_ms = sent.as_secs_f64() * 1000.0,
                 "handover sent; waiting for the new generation's report"
             );
