@@ -1,0 +1,293 @@
+//! Starting, following and reaping the benchmarked services.
+//!
+//! The driver is a child subreaper: every generation of every service ends
+//! up as its child once the generation before it has exited, and one
+//! reaper thread waits for them all (`waitpid(-1)`), recording when each
+//! pid exited. Only processes this driver started are ever signalled, by
+//! pid.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use shellflip_bench::proto::{parse_ready, Ready};
+
+/// Microseconds since the driver started: the one time base of a run.
+#[derive(Clone, Copy)]
+pub struct Clock(Instant);
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock(Instant::now())
+    }
+    pub fn now(&self) -> u64 {
+        self.0.elapsed().as_micros() as u64
+    }
+}
+
+/// Exits recorded by the reaper thread.
+pub struct Reaper {
+    exited: Mutex<HashMap<u32, u64>>,
+    changed: Condvar,
+}
+
+impl Reaper {
+    /// Makes this process a child subreaper and starts the reaper thread
+    /// (once).
+    pub fn get(clock: Clock) -> &'static Reaper {
+        static REAPER: OnceLock<Reaper> = OnceLock::new();
+        static STARTED: std::sync::Once = std::sync::Once::new();
+        let reaper = REAPER.get_or_init(|| Reaper {
+            exited: Mutex::new(HashMap::new()),
+            changed: Condvar::new(),
+        });
+        STARTED.call_once(|| {
+            nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+            std::thread::Builder::new()
+                .name("reaper".into())
+                .spawn(move || reaper.run(clock))
+                .expect("spawn the reaper thread");
+        });
+        reaper
+    }
+
+    fn run(&self, clock: Clock) {
+        // Lives as long as the driver; blocks in waitpid while there are
+        // children, naps while there are none.
+        loop {
+            match waitpid(None::<Pid>, None) {
+                Ok(status) => {
+                    let pid = match status {
+                        WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _) => pid,
+                        _ => continue,
+                    };
+                    let t = clock.now();
+                    self.exited.lock().unwrap().insert(pid.as_raw() as u32, t);
+                    self.changed.notify_all();
+                }
+                Err(Errno::ECHILD) => std::thread::sleep(Duration::from_millis(2)),
+                Err(Errno::EINTR) => {}
+                Err(e) => {
+                    eprintln!("reaper: waitpid: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    /// When `pid` exited (reaped here), waiting at most `timeout`.
+    pub fn wait_gone(&self, pid: u32, timeout: Duration) -> Option<u64> {
+        let deadline = Instant::now() + timeout;
+        let mut exited = self.exited.lock().unwrap();
+        loop {
+            if let Some(t) = exited.get(&pid) {
+                return Some(*t);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            exited = self.changed.wait_timeout(exited, left).unwrap().0;
+        }
+    }
+
+    pub fn has_exited(&self, pid: u32) -> bool {
+        self.exited.lock().unwrap().contains_key(&pid)
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago. Every system gets
+/// `--listen 127.0.0.1:<port>`: ecdysis finds its inherited listener by the
+/// address it is asked for, so it must be the real port, not `:0`.
+pub fn free_port() -> std::io::Result<SocketAddr> {
+    TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+/// One running service and all its generations.
+pub struct Service {
+    /// Holds the control socket (and the log); removed on drop.
+    _dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub control: PathBuf,
+    pub log: PathBuf,
+    ready_rx: mpsc::Receiver<(u64, Ready, Option<Sched>)>,
+    pub current: Ready,
+    pids: Vec<u32>,
+}
+
+impl Service {
+    /// Starts `exe --listen 127.0.0.1:<free port> --control <dir>/control.sock
+    /// extra...` and waits for its first ready line.
+    pub fn start(
+        exe: &Path,
+        extra: &[String],
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+        clock: Clock,
+        reaper: &Reaper,
+    ) -> Result<Service, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("shellflip-bench")
+            .tempdir()
+            .map_err(|e| format!("temp dir: {e}"))?;
+        let control = dir.path().join("control.sock");
+        let addr = free_port().map_err(|e| format!("free port: {e}"))?;
+        let log = log.map_or_else(|| dir.path().join("stderr.log"), Path::to_path_buf);
+        let stderr = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("--listen")
+            .arg(addr.to_string())
+            .arg("--control")
+            .arg(&control)
+            .args(extra)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", exe.display()))?;
+        let first_pid = child.id();
+        let stdout = child.stdout.take().expect("piped stdout");
+        // The first generation is reaped by the reaper thread, not by `child`.
+        drop(child);
+        let (tx, ready_rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("ready-lines".into())
+            .spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    let t = clock.now();
+                    if let Some(ready) = parse_ready(&line) {
+                        let sched = sched_of(ready.pid);
+                        if tx.send((t, ready, sched)).is_err() {
+                            break;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| format!("spawn a thread: {e}"))?;
+        let mut service = Service {
+            _dir: dir,
+            addr,
+            control,
+            log,
+            ready_rx,
+            current: Ready {
+                pid: first_pid,
+                generation: 0,
+                listen: None,
+            },
+            pids: vec![first_pid],
+        };
+        match service.next_ready(Duration::from_secs(60)) {
+            Some(_) => Ok(service),
+            None => {
+                let reason = format!(
+                    "{} was not ready within 60s; its stderr:\n{}",
+                    exe.display(),
+                    tail(&service.log)
+                );
+                service.stop(reaper);
+                Err(reason)
+            }
+        }
+    }
+
+    /// The next generation's ready line, when it arrived, and the
+    /// generation's scheduler statistics at that moment.
+    pub fn next_ready(&mut self, timeout: Duration) -> Option<(u64, Ready, Option<Sched>)> {
+        let (t, ready, sched) = self.ready_rx.recv_timeout(timeout).ok()?;
+        self.current = ready;
+        if !self.pids.contains(&ready.pid) {
+            self.pids.push(ready.pid);
+        }
+        Some((t, ready, sched))
+    }
+
+    /// Stops every generation still running: SIGTERM, then SIGKILL after
+    /// 10 s, each by pid, and waits until each is reaped.
+    pub fn stop(self, reaper: &Reaper) {
+        for &pid in &self.pids {
+            if !reaper.has_exited(pid) && is_alive(pid) {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+        }
+        for &pid in &self.pids {
+            if reaper.wait_gone(pid, Duration::from_secs(10)).is_none() && is_alive(pid) {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                reaper.wait_gone(pid, Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// The last lines of a log file.
+pub fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// True if `pid` exists and is not a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("?");
+            state != "Z" && state != "X"
+        }
+        Err(_) => false,
+    }
+}
+
+/// VmRSS of `pid` in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Open file descriptors of `pid`.
+pub fn fd_count(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
+/// CPU time and run-queue wait of a process so far, summed over its
+/// threads (`/proc/<pid>/task/*/schedstat`), in ms.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sched {
+    pub cpu_ms: f64,
+    pub wait_ms: f64,
+}
+
+pub fn sched_of(pid: u32) -> Option<Sched> {
+    let mut total = Sched::default();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(task) = task else { continue };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        let mut fields = stat
+            .split_whitespace()
+            .map(|f| f.parse::<u64>().unwrap_or(0));
+        total.cpu_ms += fields.next().unwrap_or(0) as f64 / 1e6;
+        total.wait_ms += fields.next().unwrap_or(0) as f64 / 1e6;
+    }
+    Some(total)
+}

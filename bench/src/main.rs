@@ -1,0 +1,745 @@
+//! `shellflip-bench`: restarts three equivalent echo services under the
+//! same load, one after the other, and reports restart latency, failed
+//! connections, throughput, memory and descriptors side by side, plus the
+//! state handover and the serving overhead of ours.
+//!
+//! ```text
+//! cargo build --release -p shellflip-bench --bins && cargo build --release --example echo
+//! target/release/shellflip-bench --plot docs/bench.svg          # K=20, 32 clients
+//! target/release/shellflip-bench --quick                        # K=3, < 60 s
+//! target/release/shellflip-bench --json > run.json              # machines
+//! ```
+//!
+//! Loopback only. The driver is a child subreaper and reaps every
+//! generation; it signals only processes it started, by pid.
+
+mod harness;
+mod load;
+mod plot;
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use shellflip::control::{ControlClient, Response};
+use shellflip::handover::{decode_envelope, encode_envelope};
+use shellflip::StateFds;
+use shellflip_bench::report::{
+    markdown_table, rows, Machine, Overhead, Report, RestartRecord, RunConfig, StateResult,
+    StateSize, SystemResult,
+};
+use shellflip_bench::state::{BenchState, BenchStateBin};
+use shellflip_bench::stats::{median, per_second};
+
+use harness::{fd_count, rss_kib, tail, Clock, Reaper, Service};
+use load::{Load, Seen};
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Side-by-side restart benchmark: shellflip vs crates.io shellflip 2.1 vs ecdysis 1.1"
+)]
+struct Opts {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Restarts under load, per system.
+    #[arg(long, default_value_t = 20)]
+    restarts: usize,
+    /// Restarts with nothing in flight, per system (default: min(restarts, 10)).
+    #[arg(long)]
+    idle_restarts: Option<usize>,
+    /// A short run: 3 restarts, short phases, < 60 s in all.
+    #[arg(long)]
+    quick: bool,
+    /// Print the report as JSON on stdout (the table goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Write the SVG plot here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Systems to run, comma-separated: ours,cf-shellflip,ecdysis.
+    #[arg(long, value_delimiter = ',', default_values_t = ["ours".to_string(), "cf-shellflip".to_string(), "ecdysis".to_string()])]
+    systems: Vec<String>,
+    /// Skip the state handover benchmark.
+    #[arg(long)]
+    no_state: bool,
+    /// Skip the serving overhead benchmark.
+    #[arg(long)]
+    no_overhead: bool,
+    /// State sizes in MB for the handover benchmark.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 100])]
+    state_mb: Vec<usize>,
+    /// Where the bench binaries are (default: next to this one).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// The echo example (default: <bin dir>/examples/echo).
+    #[arg(long)]
+    echo: Option<PathBuf>,
+    /// Keep each service's stderr in this directory (ours then runs with
+    /// RUST_LOG=shellflip_runtime=debug, which logs its phase timings).
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+}
+
+/// Phase lengths of a run.
+struct Timing {
+    warmup: Duration,
+    steady: Duration,
+    gap: Duration,
+    overhead_rounds: usize,
+    overhead_window: Duration,
+    state_restarts: usize,
+    codec_reps: usize,
+}
+
+impl Timing {
+    fn of(quick: bool) -> Timing {
+        if quick {
+            Timing {
+                warmup: Duration::from_millis(200),
+                steady: Duration::from_millis(1000),
+                gap: Duration::from_millis(100),
+                overhead_rounds: 2,
+                overhead_window: Duration::from_millis(1000),
+                state_restarts: 2,
+                codec_reps: 2,
+            }
+        } else {
+            Timing {
+                warmup: Duration::from_millis(500),
+                steady: Duration::from_secs(3),
+                gap: Duration::from_millis(200),
+                overhead_rounds: 5,
+                overhead_window: Duration::from_secs(2),
+                state_restarts: 5,
+                codec_reps: 3,
+            }
+        }
+    }
+}
+
+/// How the driver asks a system to restart.
+#[derive(Clone, Copy, PartialEq)]
+enum Trigger {
+    /// Our control socket: `ControlClient::restart`.
+    Ours,
+    /// shellflip 2.1's restart coordination socket: `RestartConfig::request_restart`.
+    CfShellflip,
+    /// ecdysis' `upgrade_on_socket`: connect, wait for the close.
+    Ecdysis,
+}
+
+impl Trigger {
+    fn describe(self) -> &'static str {
+        match self {
+            Trigger::Ours => "`restart` request on the control socket (`ControlClient::restart`, answered with the new pid once it is READY)",
+            Trigger::CfShellflip => "restart coordination socket (`RestartConfig::request_restart`, answered with the new pid once it reported startup complete)",
+            Trigger::Ecdysis => "connection to the `upgrade_on_socket` path (closed by ecdysis when the upgrade is over; no outcome is sent)",
+        }
+    }
+
+    /// Fires a restart and waits for the initiator's answer.
+    fn fire(self, control: &Path, rt: &tokio::runtime::Runtime) -> Result<String, String> {
+        match self {
+            Trigger::Ours => match ControlClient::restart(control) {
+                Ok(Response::Restarted(s)) => Ok(format!(
+                    "restarted pid={} generation={} in {:.1} ms",
+                    s.pid, s.generation, s.duration_ms
+                )),
+                Ok(other) => Err(format!("{other:?}")),
+                Err(e) => Err(e.to_string()),
+            },
+            Trigger::CfShellflip => {
+                let config = cf_shellflip::RestartConfig {
+                    enabled: true,
+                    coordination_socket_path: control.to_path_buf(),
+                    ..Default::default()
+                };
+                rt.block_on(config.request_restart())
+                    .map(|pid| format!("restarted pid={pid}"))
+                    .map_err(|e| e.to_string())
+            }
+            Trigger::Ecdysis => {
+                let mut s = UnixStream::connect(control).map_err(|e| e.to_string())?;
+                s.set_read_timeout(Some(Duration::from_secs(60)))
+                    .map_err(|e| e.to_string())?;
+                let mut rest = Vec::new();
+                s.read_to_end(&mut rest).map_err(|e| e.to_string())?;
+                Ok("upgrade socket closed".to_string())
+            }
+        }
+    }
+}
+
+struct System {
+    key: &'static str,
+    name: &'static str,
+    exe: PathBuf,
+    trigger: Trigger,
+}
+
+/// A progress note on stderr, overwritten in place on a terminal and not
+/// written at all otherwise.
+fn progress(note: &str) {
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[2K  {note}");
+    }
+}
+
+fn ms(from: u64, to: u64) -> f64 {
+    (to as f64 - from as f64) / 1000.0
+}
+
+struct Bench {
+    opts: Opts,
+    timing: Timing,
+    clock: Clock,
+    reaper: &'static Reaper,
+    rt: tokio::runtime::Runtime,
+}
+
+/// What a system's run leaves for the plot.
+struct Trace {
+    seen: Seen,
+    triggers: Vec<u64>,
+}
+
+impl Bench {
+    fn log_for(&self, key: &str) -> Option<PathBuf> {
+        self.opts
+            .log_dir
+            .as_ref()
+            .map(|d| d.join(format!("{key}.log")))
+    }
+
+    fn env_for(&self, key: &str) -> Vec<(&'static str, &'static str)> {
+        if key == "ours" && self.opts.log_dir.is_some() {
+            vec![("RUST_LOG", "shellflip_runtime=debug,info")]
+        } else {
+            vec![]
+        }
+    }
+
+    /// One restart: trigger, the initiator's answer, the new ready line,
+    /// the old generation reaped, then RSS and fds of the new one.
+    fn restart_once(
+        &self,
+        service: &mut Service,
+        trigger: Trigger,
+        index: usize,
+    ) -> Result<(u64, RestartRecord), String> {
+        let old = service.current;
+        let t0 = self.clock.now();
+        let answer = trigger.fire(&service.control, &self.rt);
+        let told = self.clock.now();
+        let outcome = answer.map_err(|e| format!("restart {index} failed: {e}"))?;
+        let (ready_at, ready, sched) = service
+            .next_ready(Duration::from_secs(30))
+            .ok_or_else(|| format!("restart {index}: no new generation within 30s"))?;
+        if ready.pid == old.pid {
+            return Err(format!("restart {index}: the same pid answered"));
+        }
+        let gone = self.reaper.wait_gone(old.pid, Duration::from_secs(40));
+        Ok((
+            t0,
+            RestartRecord {
+                index,
+                old_pid: old.pid,
+                new_pid: Some(ready.pid),
+                generation: Some(ready.generation),
+                told_ms: Some(ms(t0, told)),
+                outcome,
+                ready_ms: Some(ms(t0, ready_at)),
+                new_answer_ms: None,
+                old_gone_ms: gone.map(|g| ms(t0, g)),
+                failures: 0,
+                rss_kib: rss_kib(ready.pid),
+                fds: fd_count(ready.pid),
+                startup_cpu_ms: sched.map(|s| s.cpu_ms),
+                startup_wait_ms: sched.map(|s| s.wait_ms),
+            },
+        ))
+    }
+
+    fn run_system(&self, system: &System) -> (SystemResult, Option<Trace>) {
+        let mut result = SystemResult {
+            key: system.key.to_string(),
+            name: system.name.to_string(),
+            trigger: system.trigger.describe().to_string(),
+            ..Default::default()
+        };
+        let env = self.env_for(system.key);
+        let mut service = match Service::start(
+            &system.exe,
+            &[],
+            &env,
+            self.log_for(system.key).as_deref(),
+            self.clock,
+            self.reaper,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                result.error = Some(e);
+                return (result, None);
+            }
+        };
+        result.initial_fds = fd_count(service.current.pid);
+        let t = &self.timing;
+        let k = self.opts.restarts;
+        // Bound on the whole load phase: generous for K slow restarts.
+        let max_time = t.warmup + t.steady + (t.gap + Duration::from_secs(5)) * k as u32;
+        let load = Load::start(service.addr, self.opts.clients, true, self.clock, max_time);
+        std::thread::sleep(t.warmup);
+        let steady_from = self.clock.now();
+        std::thread::sleep(t.steady);
+        let steady_to = self.clock.now();
+        let mut triggers = Vec::new();
+        for i in 1..=k {
+            progress(&format!("{}: restart {i}/{k} under load", system.name));
+            match self.restart_once(&mut service, system.trigger, i) {
+                Ok((t0, rec)) => {
+                    triggers.push(t0);
+                    result.restarts.push(rec);
+                }
+                Err(e) => {
+                    result.error = Some(format!("{e}; stderr:\n{}", tail(&service.log)));
+                    break;
+                }
+            }
+            std::thread::sleep(t.gap);
+        }
+        let end = self.clock.now();
+        let seen = load.stop();
+        progress("done\n");
+        // Derived per-restart numbers.
+        for (i, rec) in result.restarts.iter_mut().enumerate() {
+            let t0 = triggers[i];
+            let next = triggers.get(i + 1).copied().unwrap_or(end);
+            if let Some(pid) = rec.new_pid {
+                rec.new_answer_ms = seen.first_answer_from(pid, t0).map(|a| ms(t0, a));
+            }
+            rec.failures = seen
+                .failures
+                .iter()
+                .filter(|f| f.at >= t0 && f.at < next)
+                .count() as u64;
+            let window_end = rec
+                .old_gone_ms
+                .map_or(t0 + 100_000, |g| t0 + (g * 1000.0) as u64)
+                .max(t0 + 100_000);
+            result.restart_rates.push(per_second(
+                seen.completed_between(t0, window_end),
+                window_end - t0,
+            ));
+        }
+        let window = 500_000;
+        let mut from = steady_from;
+        while from + window <= steady_to {
+            result.steady_rates.push(per_second(
+                seen.completed_between(from, from + window),
+                window,
+            ));
+            from += window;
+        }
+        for f in &seen.failures {
+            *result.failures.entry(f.kind.to_string()).or_insert(0) += 1;
+        }
+        result.exchanges = seen.answers.iter().filter(|a| !a.probe).count() as u64;
+        // Restarts with nothing in flight.
+        if result.error.is_none() {
+            let idle = self.opts.idle_restarts.unwrap_or(k.min(10));
+            std::thread::sleep(Duration::from_millis(100));
+            for i in 1..=idle {
+                progress(&format!("{}: idle restart {i}/{idle}", system.name));
+                match self.restart_once(&mut service, system.trigger, i) {
+                    Ok((_, rec)) => result.idle_restarts.push(rec),
+                    Err(e) => {
+                        result.error = Some(format!("idle {e}; stderr:\n{}", tail(&service.log)));
+                        break;
+                    }
+                }
+                std::thread::sleep(t.gap);
+            }
+            progress("done\n");
+        }
+        service.stop(self.reaper);
+        (result, Some(Trace { seen, triggers }))
+    }
+
+    fn run_state(&self, echo_dir: &Path) -> StateResult {
+        let exe = echo_dir.join("state_service");
+        let mut out = StateResult::default();
+        for &mb in &self.opts.state_mb {
+            let mut size = StateSize {
+                megabytes: mb,
+                ..Default::default()
+            };
+            // The encoder and decoder alone, in this process.
+            let state = BenchState::of_size(mb << 20);
+            for _ in 0..self.timing.codec_reps {
+                let mut fds = StateFds::default();
+                let start = Instant::now();
+                let bytes = encode_envelope(&state, &mut fds).expect("encode the state");
+                let encode = start.elapsed().as_secs_f64();
+                let start = Instant::now();
+                let back: BenchState = decode_envelope(&bytes, &mut fds).expect("decode");
+                let decode = start.elapsed().as_secs_f64();
+                assert_eq!(back.blob.len(), state.blob.len());
+                size.envelope_bytes = bytes.len();
+                size.encode_mb_per_s.push(bytes.len() as f64 / 1e6 / encode);
+                size.decode_mb_per_s.push(bytes.len() as f64 / 1e6 / decode);
+            }
+            let state = BenchStateBin::from(state);
+            for _ in 0..self.timing.codec_reps {
+                let mut fds = StateFds::default();
+                let start = Instant::now();
+                let bytes = encode_envelope(&state, &mut fds).expect("encode the state");
+                let encode = start.elapsed().as_secs_f64();
+                let start = Instant::now();
+                let back: BenchStateBin = decode_envelope(&bytes, &mut fds).expect("decode");
+                let decode = start.elapsed().as_secs_f64();
+                assert_eq!(back.blob.0.len(), state.blob.0.len());
+                size.bin_envelope_bytes = bytes.len();
+                size.bin_encode_mb_per_s
+                    .push(bytes.len() as f64 / 1e6 / encode);
+                size.bin_decode_mb_per_s
+                    .push(bytes.len() as f64 / 1e6 / decode);
+            }
+            drop(state);
+            // The whole handover, trigger → READY.
+            let extra = ["--state-mb".to_string(), mb.to_string()];
+            let env = self.env_for("ours");
+            let log = self.log_for(&format!("state-{mb}mb"));
+            match Service::start(&exe, &extra, &env, log.as_deref(), self.clock, self.reaper) {
+                Ok(mut service) => {
+                    for i in 1..=self.timing.state_restarts {
+                        progress(&format!(
+                            "state {mb} MB: restart {i}/{}",
+                            self.timing.state_restarts
+                        ));
+                        match self.restart_once(&mut service, Trigger::Ours, i) {
+                            Ok((_, rec)) => {
+                                size.trigger_to_ready_ms.extend(rec.ready_ms);
+                                size.trigger_to_told_ms.extend(rec.told_ms);
+                            }
+                            Err(e) => {
+                                eprintln!("state {mb} MB: {e}\n{}", tail(&service.log));
+                                break;
+                            }
+                        }
+                    }
+                    progress("done\n");
+                    service.stop(self.reaper);
+                }
+                Err(e) => eprintln!("state {mb} MB: {e}"),
+            }
+            out.sizes.push(size);
+        }
+        out
+    }
+
+    fn run_overhead(&self, echo: &Path, bare: &Path) -> Option<Overhead> {
+        let start = |exe: &Path, key: &str| {
+            Service::start(
+                exe,
+                &[],
+                &[],
+                self.log_for(key).as_deref(),
+                self.clock,
+                self.reaper,
+            )
+            .map_err(|e| eprintln!("overhead: {e}"))
+            .ok()
+        };
+        let ours = start(echo, "overhead-ours")?;
+        let Some(bare) = start(bare, "overhead-bare") else {
+            ours.stop(self.reaper);
+            return None;
+        };
+        let mut overhead = Overhead::default();
+        let t = &self.timing;
+        // Alternate, so that drift of the machine hits both alike.
+        for round in 0..t.overhead_rounds {
+            for (service, rates) in [
+                (&ours, &mut overhead.ours_rates),
+                (&bare, &mut overhead.bare_rates),
+            ] {
+                progress(&format!(
+                    "overhead: round {}/{}",
+                    round + 1,
+                    t.overhead_rounds
+                ));
+                let load = Load::start(
+                    service.addr,
+                    self.opts.clients,
+                    false,
+                    self.clock,
+                    t.warmup + t.overhead_window + Duration::from_secs(5),
+                );
+                std::thread::sleep(t.warmup);
+                let from = self.clock.now();
+                std::thread::sleep(t.overhead_window);
+                let to = self.clock.now();
+                let seen = load.stop();
+                rates.push(per_second(seen.completed_between(from, to), to - from));
+            }
+        }
+        progress("done\n");
+        ours.stop(self.reaper);
+        bare.stop(self.reaper);
+        Some(overhead)
+    }
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| format!("Linux {}", s.trim()))
+        .unwrap_or_else(|_| "unknown".to_string());
+    Machine {
+        nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu,
+        kernel,
+        load_avg: std::fs::read_to_string("/proc/loadavg")
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default(),
+    }
+}
+
+/// The panel of one system: its median restart (by trigger → first answer
+/// from the new generation), from 10 ms before the trigger to `to_ms`.
+fn panel(result: &SystemResult, trace: &Trace, to_ms: i64) -> Option<plot::Panel> {
+    let answered: Vec<f64> = result
+        .restarts
+        .iter()
+        .filter_map(|r| r.new_answer_ms)
+        .collect();
+    let target = median(&answered)?;
+    let (i, rec) = result.restarts.iter().enumerate().min_by(|a, b| {
+        let d = |r: &RestartRecord| (r.new_answer_ms.unwrap_or(f64::MAX) - target).abs();
+        d(a.1).total_cmp(&d(b.1))
+    })?;
+    let t0 = trace.triggers[i] as i64;
+    let from_ms = -10;
+    let mut by_generation: BTreeMap<u64, Vec<i64>> = BTreeMap::new();
+    for a in &trace.seen.answers {
+        let rel = a.greeted as i64 - t0;
+        if rel >= from_ms * 1000 && rel < to_ms * 1000 {
+            by_generation.entry(a.generation).or_default().push(rel);
+        }
+    }
+    let mut markers = vec![("trigger".to_string(), 0.0)];
+    markers.extend(
+        rec.ready_ms
+            .map(|v| ("new generation READY".to_string(), v)),
+    );
+    markers.extend(rec.told_ms.map(|v| ("initiator told".to_string(), v)));
+    markers.extend(
+        rec.old_gone_ms
+            .map(|v| ("old generation gone".to_string(), v)),
+    );
+    Some(plot::Panel {
+        title: result.name.clone(),
+        restart: i + 1,
+        restarts: result.restarts.len(),
+        from_ms,
+        to_ms,
+        answers: by_generation.into_iter().collect(),
+        markers,
+    })
+}
+
+/// One x range for all panels: 40 ms past the latest median READY or
+/// first answer of any system, between 50 and 200 ms.
+fn plot_window(results: &[SystemResult]) -> i64 {
+    let latest = results
+        .iter()
+        .filter_map(|r| {
+            let at: Vec<f64> = r
+                .restarts
+                .iter()
+                .filter_map(|x| match (x.ready_ms, x.new_answer_ms) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                })
+                .collect();
+            median(&at)
+        })
+        .fold(0.0, f64::max);
+    (latest as i64 + 40).clamp(50, 200)
+}
+
+fn main() -> std::process::ExitCode {
+    let mut opts = Opts::parse();
+    if opts.quick {
+        opts.restarts = opts.restarts.min(3);
+        opts.idle_restarts = Some(opts.idle_restarts.unwrap_or(2).min(3));
+    }
+    let bin_dir = opts.bin_dir.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_default()
+    });
+    let echo = opts
+        .echo
+        .clone()
+        .unwrap_or_else(|| bin_dir.join("examples").join("echo"));
+    let needed = [
+        echo.clone(),
+        bin_dir.join("peer_cf_shellflip"),
+        bin_dir.join("peer_ecdysis"),
+        bin_dir.join("bare_echo"),
+        bin_dir.join("state_service"),
+    ];
+    if let Some(missing) = needed.iter().find(|p| !p.exists()) {
+        eprintln!(
+            "error: {} does not exist; build first:\n  cargo build --release -p shellflip-bench --bins && cargo build --release --example echo",
+            missing.display()
+        );
+        return std::process::ExitCode::from(2);
+    }
+    if let Some(dir) = &opts.log_dir {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("error: {}: {e}", dir.display());
+            return std::process::ExitCode::from(2);
+        }
+    }
+    let clock = Clock::new();
+    let bench = Bench {
+        timing: Timing::of(opts.quick),
+        clock,
+        reaper: Reaper::get(clock),
+        rt: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime"),
+        opts,
+    };
+    let all = [
+        System {
+            key: "ours",
+            name: "shellflip (ours)",
+            exe: echo.clone(),
+            trigger: Trigger::Ours,
+        },
+        System {
+            key: "cf-shellflip",
+            name: "shellflip 2.1.3 (crates.io)",
+            exe: bin_dir.join("peer_cf_shellflip"),
+            trigger: Trigger::CfShellflip,
+        },
+        System {
+            key: "ecdysis",
+            name: "ecdysis 1.1.1",
+            exe: bin_dir.join("peer_ecdysis"),
+            trigger: Trigger::Ecdysis,
+        },
+    ];
+    let started = Instant::now();
+    let mut report = Report {
+        machine: machine(),
+        config: RunConfig {
+            clients: bench.opts.clients,
+            restarts: bench.opts.restarts,
+            idle_restarts: bench
+                .opts
+                .idle_restarts
+                .unwrap_or(bench.opts.restarts.min(10)),
+            quick: bench.opts.quick,
+            steady_secs: bench.timing.steady.as_secs_f64(),
+        },
+        ..Default::default()
+    };
+    let mut traces = Vec::new();
+    for system in all
+        .iter()
+        .filter(|s| bench.opts.systems.iter().any(|k| k == s.key))
+    {
+        eprintln!("{} ({})", system.name, system.exe.display());
+        let (result, trace) = bench.run_system(system);
+        if let Some(e) = &result.error {
+            eprintln!("  {}: {e}", system.name);
+        }
+        traces.push(trace);
+        report.systems.push(result);
+    }
+    if !bench.opts.no_state {
+        eprintln!("state handover (ours)");
+        report.state = Some(bench.run_state(&bin_dir));
+    }
+    if !bench.opts.no_overhead {
+        eprintln!("serving overhead: echo example vs bare tokio listener");
+        report.overhead = bench.run_overhead(&echo, &bin_dir.join("bare_echo"));
+    }
+    if let Some(path) = &bench.opts.plot {
+        let to_ms = plot_window(&report.systems);
+        let panels: Vec<plot::Panel> = report
+            .systems
+            .iter()
+            .zip(&traces)
+            .filter_map(|(r, t)| panel(r, t.as_ref()?, to_ms))
+            .collect();
+        if let Err(e) = plot::draw(path, &panels) {
+            eprintln!("error: plot {}: {e}", path.display());
+        }
+    }
+    let mut text = markdown_table(&rows(&report));
+    text.push('\n');
+    for s in &report.systems {
+        let failures: Vec<String> = s
+            .failures
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        text.push_str(&format!(
+            "- {}: {} exchanges, {} restarts under load + {} idle; failed connections: {}{}\n",
+            s.name,
+            s.exchanges,
+            s.restarts.len(),
+            s.idle_restarts.len(),
+            if failures.is_empty() {
+                "none".to_string()
+            } else {
+                failures.join(", ")
+            },
+            s.error
+                .as_ref()
+                .map(|e| format!("; stopped early: {}", e.lines().next().unwrap_or("")))
+                .unwrap_or_default()
+        ));
+    }
+    text.push_str(&format!(
+        "- machine: {} × {}, {}; load average at start {}; {} clients; run took {:.0} s\n",
+        report.machine.nproc,
+        report.machine.cpu,
+        report.machine.kernel,
+        report.machine.load_avg,
+        report.config.clients,
+        started.elapsed().as_secs_f64()
+    ));
+    if bench.opts.json {
+        eprint!("{text}");
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serialize the report")
+        );
+    } else {
+        print!("{text}");
+    }
+    let failed = report.systems.iter().any(|s| s.error.is_some());
+    if failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}

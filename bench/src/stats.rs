@@ -1,0 +1,102 @@
+//! Medians, maxima and rates.
+
+/// Median and maximum of a sample (`None` for an empty one). NaNs are
+/// ignored.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Summary {
+    pub median: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+/// The median (mean of the two middle values for an even count).
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    })
+}
+
+/// The largest value.
+pub fn max(values: &[f64]) -> Option<f64> {
+    values
+        .iter()
+        .copied()
+        .filter(|x| !x.is_nan())
+        .max_by(f64::total_cmp)
+}
+
+/// Median and maximum together.
+pub fn summarize(values: &[f64]) -> Option<Summary> {
+    Some(Summary {
+        median: median(values)?,
+        max: max(values)?,
+        n: values.iter().filter(|x| !x.is_nan()).count(),
+    })
+}
+
+/// Events per second of `count` events over `micros` microseconds.
+pub fn per_second(count: u64, micros: u64) -> f64 {
+    if micros == 0 {
+        return 0.0;
+    }
+    count as f64 * 1e6 / micros as f64
+}
+
+/// Counts of sorted timestamps (µs) falling in each `[start + i*width,
+/// start + (i+1)*width)` for `buckets` buckets.
+pub fn histogram(sorted_micros: &[u64], start: u64, width: u64, buckets: usize) -> Vec<u32> {
+    let mut out = vec![0u32; buckets];
+    if width == 0 {
+        return out;
+    }
+    let from = sorted_micros.partition_point(|&t| t < start);
+    for &t in &sorted_micros[from..] {
+        let i = ((t - start) / width) as usize;
+        if i >= buckets {
+            break;
+        }
+        out[i] += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_samples() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[5.0]), Some(5.0));
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[f64::NAN, 1.0]), Some(1.0));
+    }
+
+    #[test]
+    fn max_and_summary() {
+        assert_eq!(max(&[1.0, 9.5, 3.0]), Some(9.5));
+        assert_eq!(max(&[]), None);
+        let s = summarize(&[1.0, 2.0, 10.0]).unwrap();
+        assert_eq!((s.median, s.max, s.n), (2.0, 10.0, 3));
+        assert!(summarize(&[f64::NAN]).is_none());
+    }
+
+    #[test]
+    fn rates_and_histograms() {
+        assert_eq!(per_second(500, 250_000), 2000.0);
+        assert_eq!(per_second(1, 0), 0.0);
+        let t = [5, 999, 1000, 1500, 2999, 3000, 10_000];
+        assert_eq!(histogram(&t, 0, 1000, 3), vec![2, 2, 1]);
+        assert_eq!(histogram(&t, 1000, 1000, 2), vec![2, 1]);
+        assert_eq!(histogram(&t, 0, 0, 2), vec![0, 0]);
+    }
+}
