@@ -1,11 +1,11 @@
-//! A restartable echo service: `cargo run --example echo`, then
-//! `shellflip restart /tmp/shellflip-echo.sock`. Each connection gets
-//! `pid=<pid> generation=<g> served=<n>`, then its lines echoed until EOF;
+//! A restartable echo service (`cargo run --example echo`, `shellflip restart /tmp/shellflip-echo.sock`):
+//! each connection gets `pid=<pid> generation=<g> served=<n>`, then its lines echoed until EOF;
 //! `served` counts connections across generations (it is handed over).
 use clap::Parser;
 use shellflip::{restartable, Context, HandoverState};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 struct Args {
@@ -15,7 +15,6 @@ struct Args {
     control: std::path::PathBuf,
 }
 
-/// Carried to the next generation.
 #[derive(HandoverState, Default)]
 struct EchoState {
     served: u64,
@@ -24,7 +23,9 @@ struct EchoState {
 #[restartable]
 async fn main(ctx: Context<EchoState>) -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let listener = ctx.tcp_listener("echo", args.listen.as_str())?;
