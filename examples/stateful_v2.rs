@@ -21,19 +21,6 @@ struct State {
 }
 
 impl State {
-    fn open(audit: &std::path::Path) -> std::io::Result<State> {
-        Ok(State {
-            visits: 0,
-            names: Vec::new(),
-            seen: 0,
-            audit: std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(audit)?,
-            beacon: std::net::UdpSocket::bind("127.0.0.1:0")?,
-        })
-    }
-
     fn record_visit(&mut self) -> u64 {
         self.visits += 1;
         u64::from(self.visits)

@@ -9,24 +9,34 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::*;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use shellflip::control::{ControlClient, Request, Response};
+use nix::sys::signal::Signal;
+use shellflip::control::{ClientError, ControlClient, Response};
 
-fn restart_fails_with(service: &Echo, expected: &[&str]) {
-    let out = cli(service, "restart", &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    for needle in expected {
-        assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
-    }
+/// Deploys a build whose initialisation takes `slow_init_ms`, asks for a
+/// restart from another thread, and waits until the new generation has
+/// started: the initiator (joined for its response) and the new pid.
+fn start_slow_restart(
+    service: &Echo,
+    slow_init_ms: u64,
+) -> (JoinHandle<Result<Response, ClientError>>, u32) {
+    deploy_fault(service, &format!("slow-init={slow_init_ms}"));
+    let control = service.control.clone();
+    let initiator = std::thread::spawn(move || ControlClient::restart(&control));
+    let child = service.next_init(service.current.pid);
+    (initiator, child)
 }
 
-fn kill_pid(pid: u32, signal: Signal) {
-    kill(Pid::from_raw(pid as i32), signal).unwrap();
+/// Opens a connection to the current generation, then restarts: the old
+/// generation drains, kept from exiting by that connection until it is
+/// finished or dropped. The connection and the new generation.
+fn restart_while_holding_a_connection(service: &mut Echo) -> (Held, Ready) {
+    let held = hold_connection(service.addr);
+    cli_restart_ok(service);
+    (held, service.next_ready())
 }
 
 #[test]
@@ -56,12 +66,7 @@ fn every_failing_new_generation_is_rolled_back_under_load() {
     }
     // A good build goes through afterwards.
     service.replace_with_binary(&example_binary("faulty"));
-    let out = cli(&service, "restart", &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli_restart_ok(&service);
     let new = service.next_ready();
     assert!(wait_exit(old.pid, EVENT_TIMEOUT));
     wait_until("the new generation to serve", EVENT_TIMEOUT, || {
@@ -128,10 +133,7 @@ fn garbage_and_truncated_state_are_refused_by_the_new_generation() {
 fn old_generation_killed_before_the_child_is_ready_lets_the_child_take_over() {
     let mut service = start_faulty(&[], &[]);
     let old = service.current;
-    deploy_fault(&service, "slow-init=1500");
-    let control = service.control.clone();
-    let initiator = std::thread::spawn(move || ControlClient::restart(&control));
-    let child = service.next_init(old.pid);
+    let (initiator, child) = start_slow_restart(&service, 1500);
     kill_pid(old.pid, Signal::SIGKILL);
     assert!(service.wait_first_exit());
     // The initiator learns that its service went away.
@@ -151,27 +153,12 @@ fn old_generation_killed_before_the_child_is_ready_lets_the_child_take_over() {
 fn old_generation_killed_while_draining_leaves_the_new_one_serving() {
     let mut service = start_faulty(&[], &[]);
     let old = service.current;
-    // A connection held open keeps the old generation draining.
-    let mut held = std::net::TcpStream::connect(service.addr).unwrap();
-    let mut greeting = [0u8; 8];
-    held.read_exact(&mut greeting).unwrap();
-    let out = cli(&service, "restart", &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let new = service.next_ready();
+    let (_held, new) = restart_while_holding_a_connection(&mut service);
     kill_pid(old.pid, Signal::SIGKILL);
     assert!(service.wait_first_exit());
     assert_eq!(service.exchange().unwrap().pid, new.pid);
     // A new restart works once the old one is gone.
-    let out = cli(&service, "restart", &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli_restart_ok(&service);
     let third = service.next_ready();
     assert!(wait_exit(new.pid, EVENT_TIMEOUT));
     assert_eq!(service.exchange().unwrap().pid, third.pid);
@@ -181,10 +168,7 @@ fn old_generation_killed_while_draining_leaves_the_new_one_serving() {
 fn sigterm_during_a_restart_aborts_it_and_stops() {
     let mut service = start_faulty(&[], &[]);
     let old = service.current;
-    deploy_fault(&service, "slow-init=20000");
-    let control = service.control.clone();
-    let initiator = std::thread::spawn(move || ControlClient::restart(&control));
-    let child = service.next_init(old.pid);
+    let (initiator, child) = start_slow_restart(&service, 20000);
     kill_pid(old.pid, Signal::SIGTERM);
     match initiator.join().unwrap() {
         Ok(Response::RestartFailed { kind, reason }) => {
@@ -202,34 +186,19 @@ fn sigterm_during_a_restart_aborts_it_and_stops() {
 fn a_restart_during_a_drain_is_refused_until_the_old_generation_exits() {
     let mut service = start_faulty(&[], &[]);
     let old = service.current;
-    let mut held = std::net::TcpStream::connect(service.addr).unwrap();
-    let mut greeting = [0u8; 8];
-    held.read_exact(&mut greeting).unwrap();
-    let out = cli(&service, "restart", &[]);
-    assert!(out.status.success());
-    let new = service.next_ready();
+    let (held, new) = restart_while_holding_a_connection(&mut service);
     // The old generation drains (the held connection is open): a restart
     // request, by the control socket or by signal to either process, is
     // refused, and nothing is spawned.
-    let out = cli(&service, "restart", &[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("in progress"));
+    restart_fails_with(&service, &["in progress"]);
     kill_pid(old.pid, Signal::SIGUSR1);
     kill_pid(new.pid, Signal::SIGUSR1);
     // Finish the held exchange: the old generation exits.
-    held.write_all(b"bye\n").unwrap();
-    let mut echoed = [0u8; 4];
-    held.read_exact(&mut echoed).unwrap();
-    drop(held);
+    held.finish("bye");
     assert!(service.wait_first_exit());
     let status = ControlClient::status(&service.control).unwrap();
     assert_eq!((status.pid, status.generation), (new.pid, 2));
-    let out = cli(&service, "restart", &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli_restart_ok(&service);
     assert_eq!(service.next_ready().generation, 3);
 }
 
@@ -239,38 +208,7 @@ fn a_hundred_simultaneous_restart_requests_make_one_restart() {
     // The new generation takes a second to be ready: every request lands
     // while the restart runs.
     deploy_fault(&service, "slow-init=1000");
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(100));
-    let threads: Vec<_> = (0..100)
-        .map(|_| {
-            let control = service.control.clone();
-            let barrier = std::sync::Arc::clone(&barrier);
-            std::thread::spawn(move || {
-                let mut client = ControlClient::connect(&control).unwrap();
-                assert!(matches!(
-                    client.request(&Request::Status).unwrap(),
-                    Response::Status(_)
-                ));
-                barrier.wait();
-                client.request(&Request::Restart).unwrap()
-            })
-        })
-        .collect();
-    let responses: Vec<Response> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    let ok = responses
-        .iter()
-        .filter(|r| matches!(r, Response::Restarted(_)))
-        .count();
-    let busy = responses
-        .iter()
-        .filter(|r| matches!(r, Response::RestartFailed { kind, .. } if kind == "in_progress"))
-        .count();
-    assert_eq!((ok, busy), (1, 99), "{responses:?}");
-    assert_eq!(service.next_ready().generation, 2);
-    assert!(service.wait_first_exit());
-    assert_eq!(
-        ControlClient::status(&service.control).unwrap().generation,
-        2
-    );
+    simultaneous_restarts(&mut service, 100);
 }
 
 #[test]

@@ -7,14 +7,8 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use common::*;
-use shellflip::control::{ControlClient, Request, Response};
-
-fn restarted(response: Response) -> (u32, u64) {
-    match response {
-        Response::Restarted(success) => (success.pid, success.generation),
-        other => panic!("expected a successful restart, got {other:?}"),
-    }
-}
+use nix::sys::signal::Signal;
+use shellflip::control::ControlClient;
 
 /// Ten restarts while 16 clients connect, exchange and close in a loop:
 /// nothing refused or cut, pid and generation change each time, the count
@@ -33,7 +27,7 @@ fn ten_restarts_under_load_lose_nothing() {
         // copy, until its successor is ready; both copies start from the
         // value handed over.)
         let served_before = load.max_served_by(old.pid);
-        let (pid, generation) = restarted(ControlClient::restart(&echo.control).expect("restart"));
+        let (pid, generation) = restart_ok(&echo);
         let ready = echo.next_ready();
         assert_eq!((ready.pid, ready.generation), (pid, generation));
         assert_ne!(pid, old.pid, "round {round}: same pid after restart");
@@ -98,18 +92,11 @@ fn broken_builds_are_rolled_back_and_a_good_one_goes_through() {
     let original = echo.current;
 
     echo.replace_with_script("#!/bin/sh\necho 'this build is broken' >&2\nexit 3\n");
-    let out = cli(&echo, "restart", &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert!(stderr.contains("exited with status 3"), "stderr: {stderr}");
+    restart_fails_with(&echo, &["exited with status 3"]);
     assert_eq!(echo.exchange().unwrap().pid, original.pid);
 
     echo.replace_with_script("#!/bin/sh\nexec sleep 600\n");
-    let out = cli(&echo, "restart", &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert!(stderr.contains("not ready within 2s"), "stderr: {stderr}");
-    assert!(stderr.contains("killed"), "stderr: {stderr}");
+    restart_fails_with(&echo, &["not ready within 2s", "killed"]);
     assert_eq!(echo.exchange().unwrap().pid, original.pid);
 
     let status = ControlClient::status(&echo.control).unwrap();
@@ -118,14 +105,8 @@ fn broken_builds_are_rolled_back_and_a_good_one_goes_through() {
 
     let mut echo = echo;
     echo.replace_with_binary(&binary);
-    let out = cli(&echo, "restart", &[]);
+    let out = cli_restart_ok(&echo);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {stdout} stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let ready = echo.next_ready();
     assert!(stdout.contains(&format!("pid={}", ready.pid)), "{stdout}");
     assert!(stdout.contains("generation=2"), "{stdout}");
@@ -148,11 +129,7 @@ fn the_child_failure_message_reaches_the_initiator() {
         echo.control.display()
     ));
     let _ = exe;
-    let out = cli(&echo, "restart", &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert!(stderr.contains("failed to start"), "stderr: {stderr}");
-    assert!(stderr.contains("256.0.0.1"), "stderr: {stderr}");
+    restart_fails_with(&echo, &["failed to start", "256.0.0.1"]);
     assert_eq!(echo.exchange().unwrap().pid, echo.current.pid);
 }
 
@@ -164,38 +141,8 @@ fn twenty_simultaneous_restarts_make_exactly_one() {
     // ready: every request lands while the restart runs.
     let mut echo = start_faulty(&[], &[]);
     deploy_fault(&echo, "slow-init=1000");
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(20));
-    let threads: Vec<_> = (0..20)
-        .map(|_| {
-            let control = echo.control.clone();
-            let barrier = std::sync::Arc::clone(&barrier);
-            std::thread::spawn(move || {
-                let mut client = ControlClient::connect(&control).unwrap();
-                // Proves the connection is accepted by the current generation.
-                let status = client.request(&Request::Status).unwrap();
-                assert!(matches!(status, Response::Status(_)), "{status:?}");
-                barrier.wait();
-                client.request(&Request::Restart).unwrap()
-            })
-        })
-        .collect();
-    let responses: Vec<Response> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    let ok = responses
-        .iter()
-        .filter(|r| matches!(r, Response::Restarted(_)))
-        .count();
-    let in_progress = responses
-        .iter()
-        .filter(|r| matches!(r, Response::RestartFailed { kind, .. } if kind == "in_progress"))
-        .count();
-    assert_eq!(ok, 1, "{responses:?}");
-    assert_eq!(in_progress, 19, "{responses:?}");
-    let ready = echo.next_ready();
-    assert_eq!(ready.generation, 2);
-    assert!(echo.wait_first_exit());
+    let status = simultaneous_restarts(&mut echo, 20);
     // No second restart happened.
-    let status = ControlClient::status(&echo.control).unwrap();
-    assert_eq!(status.generation, 2);
     assert_eq!(status.restarts, 1);
 }
 
@@ -243,14 +190,13 @@ fn malformed_control_input_is_answered_not_fatal() {
 /// A graceful stop lets an open connection finish its exchange.
 #[test]
 fn graceful_stop_finishes_open_connections() {
-    use std::io::BufRead;
     let mut echo = Echo::start(&[]);
-    let stream = std::net::TcpStream::connect(echo.addr).unwrap();
-    stream.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
-    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-    let mut greeting = String::new();
-    reader.read_line(&mut greeting).unwrap();
-    assert!(parse_greeting(&greeting).is_some(), "{greeting}");
+    let held = hold_connection(echo.addr);
+    assert!(
+        parse_greeting(&held.greeting).is_some(),
+        "{}",
+        held.greeting
+    );
 
     let control = echo.control.clone();
     let stopper = std::thread::spawn(move || {
@@ -261,17 +207,10 @@ fn graceful_stop_finishes_open_connections() {
             .unwrap()
     });
     // The listener closes as soon as the stop begins.
-    let addr = echo.addr;
-    wait_until("the listener to close", EVENT_TIMEOUT, || {
-        std::net::TcpStream::connect(addr).is_err()
-    });
-    let mut writer = stream;
-    writer.write_all(b"still here\n").unwrap();
-    let mut echoed = String::new();
-    reader.read_line(&mut echoed).unwrap();
-    assert_eq!(echoed, "still here\n");
-    drop(writer);
-    drop(reader);
+    assert_eq!(
+        held.finish_after_listener_closes(echo.addr, "still here"),
+        "still here\n"
+    );
     let out = stopper.join().unwrap();
     assert!(
         out.status.success(),
@@ -286,19 +225,21 @@ fn graceful_stop_finishes_open_connections() {
     );
 }
 
+/// Sends `signal` to the first generation: the second must become ready
+/// and the first exit.
+fn restart_by_signal(echo: &mut Echo, signal: Signal) -> Ready {
+    kill_pid(echo.current.pid, signal);
+    let ready = echo.next_ready();
+    assert_eq!(ready.generation, 2);
+    assert!(echo.wait_first_exit());
+    ready
+}
+
 /// SIGUSR1 restarts too; status reports the new generation.
 #[test]
 fn restart_signal_restarts() {
     let mut echo = Echo::start(&[]);
-    let old = echo.current;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(old.pid as i32),
-        nix::sys::signal::Signal::SIGUSR1,
-    )
-    .unwrap();
-    let ready = echo.next_ready();
-    assert_eq!(ready.generation, 2);
-    assert!(echo.wait_first_exit());
+    let ready = restart_by_signal(&mut echo, Signal::SIGUSR1);
     let out = cli(&echo, "status", &["--json"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["pid"], ready.pid);
@@ -309,15 +250,7 @@ fn restart_signal_restarts() {
 #[test]
 fn restart_signal_can_be_overridden_by_the_environment() {
     let mut echo = Echo::start(&[("SHELLFLIP_RESTART_SIGNAL", "SIGUSR2")]);
-    let old = echo.current;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(old.pid as i32),
-        nix::sys::signal::Signal::SIGUSR2,
-    )
-    .unwrap();
-    let ready = echo.next_ready();
-    assert_eq!(ready.generation, 2);
-    assert!(echo.wait_first_exit());
+    restart_by_signal(&mut echo, Signal::SIGUSR2);
 }
 
 /// A malformed override stops the service at start-up with a message
@@ -342,29 +275,13 @@ fn a_malformed_override_is_a_clear_start_up_error() {
 /// finishes its exchange, the process exits 0 and removes its socket file.
 #[test]
 fn sigterm_drains_and_exits_cleanly() {
-    use std::io::BufRead;
     let mut echo = Echo::start(&[]);
-    let stream = std::net::TcpStream::connect(echo.addr).unwrap();
-    stream.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
-    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-    let mut greeting = String::new();
-    reader.read_line(&mut greeting).unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(echo.current.pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let addr = echo.addr;
-    wait_until("the listener to close", EVENT_TIMEOUT, || {
-        std::net::TcpStream::connect(addr).is_err()
-    });
-    let mut writer = stream;
-    writer.write_all(b"last words\n").unwrap();
-    let mut echoed = String::new();
-    reader.read_line(&mut echoed).unwrap();
-    assert_eq!(echoed, "last words\n");
-    drop(writer);
-    drop(reader);
+    let held = hold_connection(echo.addr);
+    kill_pid(echo.current.pid, Signal::SIGTERM);
+    assert_eq!(
+        held.finish_after_listener_closes(echo.addr, "last words"),
+        "last words\n"
+    );
     assert_eq!(echo.wait_first_exit_status(), Some(0));
     assert!(!echo.control.exists());
 }

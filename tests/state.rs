@@ -56,12 +56,7 @@ fn data_skipped_and_fd_fields_survive_three_restarts() {
     let mut visits = 2;
     for generation in 2..=4u64 {
         let old = service.current;
-        let out = cli(&service, "restart", &[]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        cli_restart_ok(&service);
         let ready = service.next_ready();
         assert_eq!(ready.generation, generation);
         assert!(wait_exit(old.pid, EVENT_TIMEOUT));
@@ -89,11 +84,7 @@ fn an_incompatible_build_is_refused_and_the_old_generation_keeps_serving() {
     let service = start_stateful(&[]);
     assert_eq!(visit(&service)["visits"], "1");
     service.replace_with_binary(&example_binary("stateful_v2"));
-    let out = cli(&service, "restart", &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert!(stderr.contains("incompatible"), "stderr: {stderr}");
-    assert!(stderr.contains("`State`"), "stderr: {stderr}");
+    let stderr = restart_fails_with(&service, &["incompatible", "`State`"]);
     assert_eq!(
         stderr.matches("fingerprint 0x").count(),
         2,
@@ -109,14 +100,12 @@ fn with_fresh_an_incompatible_build_starts_anew() {
     let mut service = start_stateful(&[("SHELLFLIP_ON_STATE_MISMATCH", "fresh")]);
     assert_eq!(visit(&service)["visits"], "1");
     assert_eq!(visit(&service)["visits"], "2");
+    let old = service.current;
     service.replace_with_binary(&example_binary("stateful_v2"));
-    let out = cli(&service, "restart", &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli_restart_ok(&service);
     let ready = service.next_ready();
+    // Only the new generation accepts once the old one has exited.
+    assert!(wait_exit(old.pid, EVENT_TIMEOUT));
     let line = visit(&service);
     assert_eq!(line["pid"], ready.pid.to_string());
     assert_eq!(line["visits"], "1", "fresh state");

@@ -11,191 +11,43 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::ffi::OsString;
+use std::net::TcpListener;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::{become_subreaper, example_binary, is_alive, wait_exit, wait_until, EVENT_TIMEOUT};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use shellflip::control::{ControlClient, Response};
+use common::{
+    example_binary, restart_failing, restart_ok, wait_exit, wait_until, Echo, EVENT_TIMEOUT,
+};
+use shellflip::control::ControlClient;
 
-/// One `ready ...` line of the echo example.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ReadyLine {
-    pid: u32,
-    generation: u64,
-    listen: SocketAddr,
+/// Starts the echo example with `--listen <listen> --control
+/// <dir>/control.sock` and `env`; `prepare` adjusts the command (or wraps
+/// it in one that execs it) before it is spawned.
+fn start_echo(
+    listen: &str,
+    env: &[(&str, &str)],
+    prepare: impl FnOnce(&mut Command, &Path),
+) -> Echo {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let args: Vec<OsString> = vec![
+        "--listen".into(),
+        listen.into(),
+        "--control".into(),
+        dir.path().join("control.sock").into(),
+    ];
+    Echo::start_prepared(dir, &example_binary("echo"), &args, env, prepare)
 }
 
-fn parse_ready(line: &str) -> Option<ReadyLine> {
-    let field = |key: &str| {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-    };
-    if !line.starts_with("ready ") {
-        return None;
-    }
-    Some(ReadyLine {
-        pid: field("pid")?.parse().ok()?,
-        generation: field("generation")?.parse().ok()?,
-        listen: field("listen")?.parse().ok()?,
-    })
-}
-
-/// The echo service started from a private copy of its binary in a temp
-/// dir, with all its generations (reaped here: this process is a child
-/// subreaper).
-struct Service {
-    dir: tempfile::TempDir,
-    exe: PathBuf,
-    control: PathBuf,
-    ready_rx: mpsc::Receiver<ReadyLine>,
-    stderr: Arc<Mutex<String>>,
-    pids: Arc<Mutex<Vec<u32>>>,
-}
-
-impl Service {
-    /// Starts the echo example; `prepare` adjusts the command (which runs
-    /// `echo --listen <listen> --control <dir>/control.sock`, or a wrapper
-    /// that execs it) before it is spawned.
-    fn start(listen: &str, prepare: impl FnOnce(&mut Command, &Path)) -> (Service, ReadyLine) {
-        become_subreaper();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let exe = dir.path().join("echo");
-        std::fs::copy(example_binary("echo"), &exe).expect("copy the echo binary");
-        let control = dir.path().join("control.sock");
-        let mut command = Command::new(&exe);
-        command
-            .args(["--listen", listen, "--control"])
-            .arg(&control)
-            .env("RUST_LOG", "shellflip_runtime=debug,info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        prepare(&mut command, &exe);
-        let mut child = spawn_retrying_busy(&mut command);
-        let pids = Arc::new(Mutex::new(vec![child.id()]));
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr_pipe = child.stderr.take().expect("stderr");
-        let (tx, ready_rx) = mpsc::channel();
-        let pids_reader = Arc::clone(&pids);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(ready) = parse_ready(&line) {
-                    pids_reader.lock().unwrap().push(ready.pid);
-                    if tx.send(ready).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let stderr_writer = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stderr_pipe);
-            let mut line = String::new();
-            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                stderr_writer.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-        });
-        // The child handle is not waited for here: wait_exit reaps by pid.
-        drop(child);
-        let mut service = Service {
-            dir,
-            exe,
-            control,
-            ready_rx,
-            stderr,
-            pids,
-        };
-        let first = service.next_ready();
-        (service, first)
-    }
-
-    fn next_ready(&mut self) -> ReadyLine {
-        self.ready_rx
-            .recv_timeout(EVENT_TIMEOUT)
-            .unwrap_or_else(|_| panic!("no generation became ready; stderr:\n{}", self.stderr()))
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// A successful restart through the control socket: (pid, generation).
-    fn restart_ok(&self) -> (u32, u64) {
-        match ControlClient::restart(&self.control).expect("restart request") {
-            Response::Restarted(success) => (success.pid, success.generation),
-            other => panic!(
-                "expected a successful restart, got {other:?}; stderr:\n{}",
-                self.stderr()
-            ),
-        }
-    }
-
-    /// A restart that must fail; returns the reason.
-    fn restart_failing(&self) -> String {
-        match ControlClient::restart(&self.control).expect("restart request") {
-            Response::RestartFailed { reason, .. } => reason,
-            other => panic!("expected a failed restart, got {other:?}"),
-        }
-    }
-
-    /// Puts a shell script at the executable path, as a (broken) deploy.
-    fn replace_with_script(&self, script: &str) {
-        let tmp = self.dir.path().join("echo.new");
-        std::fs::write(&tmp, script).unwrap();
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::rename(&tmp, &self.exe).unwrap();
-    }
-
-    /// Stops the service and waits until `pid` (the serving one) is reaped.
-    fn stop(&self, pid: u32) {
-        let stopped = ControlClient::stop_and_wait(&self.control, EVENT_TIMEOUT).expect("stop");
-        assert_eq!(stopped, pid);
-        assert!(wait_exit(pid, EVENT_TIMEOUT), "pid {pid} did not exit");
-    }
-}
-
-/// Spawns `command`, retrying while its executable is busy (ETXTBSY):
-/// another test thread may have forked while the copy was open for writing.
-fn spawn_retrying_busy(command: &mut Command) -> std::process::Child {
-    let deadline = Instant::now() + EVENT_TIMEOUT;
-    loop {
-        match command.spawn() {
-            Err(e)
-                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
-                    && Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            result => return result.expect("spawn echo"),
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        // Only the processes this test started, by pid.
-        let pids = self.pids.lock().map(|p| p.clone()).unwrap_or_default();
-        for pid in pids {
-            if is_alive(pid) {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            }
-            wait_exit(pid, Duration::from_secs(5));
-        }
-    }
+/// Stops the service and waits until `pid` (the serving one) is reaped.
+fn stop(service: &Echo, pid: u32) {
+    let stopped = ControlClient::stop_and_wait(&service.control, EVENT_TIMEOUT).expect("stop");
+    assert_eq!(stopped, pid);
+    assert!(wait_exit(pid, EVENT_TIMEOUT), "pid {pid} did not exit");
 }
 
 /// The test's side of `NOTIFY_SOCKET`.
@@ -239,6 +91,17 @@ impl FakeSystemd {
             .collect()
     }
 
+    /// The next datagram, which must assign exactly `keys`, in order.
+    fn next_with(&self, keys: &[&str]) -> Message {
+        let message = self.next();
+        assert_eq!(
+            message.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            keys,
+            "{message:?}"
+        );
+        message
+    }
+
     /// Nothing more was sent.
     fn assert_silent(&self) {
         self.socket.set_nonblocking(true).unwrap();
@@ -252,10 +115,6 @@ impl FakeSystemd {
             Err(e) => panic!("notify socket: {e}"),
         }
     }
-}
-
-fn keys(message: &Message) -> Vec<&str> {
-    message.iter().map(|(k, _)| k.as_str()).collect()
 }
 
 fn value<'a>(message: &'a Message, key: &str) -> &'a str {
@@ -272,14 +131,15 @@ fn value<'a>(message: &'a Message, key: &str) -> &'a str {
 #[test]
 fn notify_sequence_across_good_and_failed_restarts_and_stop() {
     let systemd = FakeSystemd::new();
-    let notify = systemd.path.clone();
-    let (mut service, first) = Service::start("127.0.0.1:0", |cmd, _| {
-        cmd.env("NOTIFY_SOCKET", &notify)
-            .env("SHELLFLIP_READY_TIMEOUT", "10s");
-    });
+    let notify = systemd.path.to_str().expect("UTF-8 path");
+    let env = [
+        ("NOTIFY_SOCKET", notify),
+        ("SHELLFLIP_READY_TIMEOUT", "10s"),
+    ];
+    let mut service = start_echo("127.0.0.1:0", &env, |_, _| {});
+    let first = service.current;
 
-    let ready = systemd.next();
-    assert_eq!(keys(&ready), ["READY", "STATUS"], "{ready:?}");
+    let ready = systemd.next_with(&["READY", "STATUS"]);
     assert_eq!(value(&ready, "READY"), "1");
     assert!(
         value(&ready, "STATUS").contains(&format!("pid {}", first.pid)),
@@ -288,25 +148,15 @@ fn notify_sequence_across_good_and_failed_restarts_and_stop() {
 
     // A good restart.
     let before = Instant::now();
-    let (pid, generation) = service.restart_ok();
+    let (pid, generation) = restart_ok(&service);
     let second = service.next_ready();
     assert_eq!((second.pid, second.generation), (pid, generation));
     assert_eq!(generation, 2);
-    let reloading = systemd.next();
-    assert_eq!(
-        keys(&reloading),
-        ["RELOADING", "MONOTONIC_USEC", "STATUS"],
-        "{reloading:?}"
-    );
+    let reloading = systemd.next_with(&["RELOADING", "MONOTONIC_USEC", "STATUS"]);
     assert_eq!(value(&reloading, "RELOADING"), "1");
     let first_reload_usec: u64 = value(&reloading, "MONOTONIC_USEC").parse().unwrap();
     assert!(first_reload_usec > 0);
-    let handed_over = systemd.next();
-    assert_eq!(
-        keys(&handed_over),
-        ["MAINPID", "READY", "STATUS"],
-        "{handed_over:?}"
-    );
+    let handed_over = systemd.next_with(&["MAINPID", "READY", "STATUS"]);
     assert_eq!(value(&handed_over, "MAINPID"), pid.to_string());
     assert_eq!(value(&handed_over, "READY"), "1");
     assert!(
@@ -316,36 +166,25 @@ fn notify_sequence_across_good_and_failed_restarts_and_stop() {
 
     // A failing restart: the old generation says READY=1 again, no MAINPID.
     service.replace_with_script("#!/bin/sh\necho 'this build is broken' >&2\nexit 3\n");
-    let reason = service.restart_failing();
+    let reason = restart_failing(&service);
     assert!(reason.contains("exited with status 3"), "{reason}");
     let elapsed = before.elapsed();
-    let reloading = systemd.next();
-    assert_eq!(
-        keys(&reloading),
-        ["RELOADING", "MONOTONIC_USEC", "STATUS"],
-        "{reloading:?}"
-    );
+    let reloading = systemd.next_with(&["RELOADING", "MONOTONIC_USEC", "STATUS"]);
     let second_reload_usec: u64 = value(&reloading, "MONOTONIC_USEC").parse().unwrap();
     assert!(
         second_reload_usec > first_reload_usec
             && second_reload_usec - first_reload_usec <= elapsed.as_micros() as u64,
         "MONOTONIC_USEC {first_reload_usec} then {second_reload_usec}, {elapsed:?} apart at most"
     );
-    let back = systemd.next();
-    assert_eq!(keys(&back), ["READY", "STATUS"], "{back:?}");
+    let back = systemd.next_with(&["READY", "STATUS"]);
     assert!(
         value(&back, "STATUS").contains("exited with status 3"),
         "{back:?}"
     );
 
     // Stop.
-    service.stop(pid);
-    let stopping = systemd.next();
-    assert_eq!(
-        keys(&stopping),
-        ["STOPPING", "EXTEND_TIMEOUT_USEC", "STATUS"],
-        "{stopping:?}"
-    );
+    stop(&service, pid);
+    let stopping = systemd.next_with(&["STOPPING", "EXTEND_TIMEOUT_USEC", "STATUS"]);
     assert_eq!(value(&stopping, "STOPPING"), "1");
     let extend: u64 = value(&stopping, "EXTEND_TIMEOUT_USEC").parse().unwrap();
     assert!(extend >= 5_000_000, "{extend}");
@@ -416,7 +255,7 @@ fn socket_activation_adopts_fd_3_by_name_and_hands_it_over() {
     let (fd_a, fd_b) = (dup_away(&passed), dup_away(&unclaimed));
     let (raw_a, raw_b) = (fd_a.as_raw_fd(), fd_b.as_raw_fd());
 
-    let (mut service, first) = Service::start(&configured_addr, |cmd, exe| {
+    let mut service = start_echo(&configured_addr, &[], |cmd, exe| {
         // LISTEN_PID must be the service's own pid, only known after fork:
         // a shell sets it to its own pid, then execs the service.
         let program = std::mem::replace(cmd, Command::new("/bin/sh"));
@@ -451,9 +290,11 @@ fn socket_activation_adopts_fd_3_by_name_and_hands_it_over() {
         *cmd = wrapped;
     });
     drop((fd_a, fd_b));
+    let first = service.current;
 
     assert_eq!(
-        first.listen, addr,
+        first.listen,
+        Some(addr),
         "the echo does not serve on the passed socket"
     );
     assert_eq!(common::exchange(addr, "hello").unwrap().pid, first.pid);
@@ -473,10 +314,10 @@ fn socket_activation_adopts_fd_3_by_name_and_hands_it_over() {
     );
 
     // Across a restart: the same socket, a new pid, nothing bound anew.
-    let (pid, _) = service.restart_ok();
+    let (pid, _) = restart_ok(&service);
     let second = service.next_ready();
     assert_eq!(second.pid, pid);
-    assert_eq!(second.listen, addr);
+    assert_eq!(second.listen, Some(addr));
     assert!(
         wait_exit(first.pid, EVENT_TIMEOUT),
         "the first generation did not exit"
@@ -491,7 +332,7 @@ fn socket_activation_adopts_fd_3_by_name_and_hands_it_over() {
         "LISTEN_* reached the new generation"
     );
 
-    service.stop(pid);
+    stop(&service, pid);
     drop((passed, unclaimed, configured));
 }
 
@@ -504,10 +345,12 @@ fn pid_file_follows_the_serving_generation() {
     let pid_path = pid_dir.path().join("echo.pid");
     let read_pid =
         || -> Option<u32> { std::fs::read_to_string(&pid_path).ok()?.trim().parse().ok() };
-    let (mut service, first) = Service::start("127.0.0.1:0", |cmd, _| {
-        cmd.env("SHELLFLIP_PID_FILE", &pid_path)
-            .env("SHELLFLIP_READY_TIMEOUT", "10s");
-    });
+    let env = [
+        ("SHELLFLIP_PID_FILE", pid_path.to_str().expect("UTF-8 path")),
+        ("SHELLFLIP_READY_TIMEOUT", "10s"),
+    ];
+    let mut service = start_echo("127.0.0.1:0", &env, |_, _| {});
+    let first = service.current;
     wait_until(
         "the pid file to name the first generation",
         EVENT_TIMEOUT,
@@ -515,7 +358,7 @@ fn pid_file_follows_the_serving_generation() {
     );
 
     // Written by the new generation before the restart is reported done.
-    let (pid, _) = service.restart_ok();
+    let (pid, _) = restart_ok(&service);
     assert_eq!(read_pid(), Some(pid));
     assert_eq!(service.next_ready().pid, pid);
     assert!(
@@ -531,11 +374,11 @@ fn pid_file_follows_the_serving_generation() {
     // A failed restart: the old generation writes it again.
     std::fs::remove_file(&pid_path).unwrap();
     service.replace_with_script("#!/bin/sh\nexit 3\n");
-    let reason = service.restart_failing();
+    let reason = restart_failing(&service);
     assert!(reason.contains("exited with status 3"), "{reason}");
     assert_eq!(read_pid(), Some(pid));
 
-    service.stop(pid);
+    stop(&service, pid);
     assert!(!pid_path.exists(), "the pid file is left after the stop");
     let leftovers: Vec<_> = std::fs::read_dir(pid_dir.path()).unwrap().collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");

@@ -174,6 +174,21 @@ impl Echo {
         args: &[std::ffi::OsString],
         env: &[(&str, &str)],
     ) -> Echo {
+        Self::start_prepared(dir, binary, args, env, |_, _| {})
+    }
+
+    /// [`Echo::start_in`], with `prepare` adjusting the command (which runs
+    /// the copy of `binary` with `args` and `env`) before it is spawned: it
+    /// gets the command and the path of the copy, and may replace the
+    /// command with a wrapper that execs the copy, as long as the wrapper
+    /// keeps stdout and stderr piped.
+    pub fn start_prepared(
+        dir: tempfile::TempDir,
+        binary: &Path,
+        args: &[std::ffi::OsString],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&mut Command, &Path),
+    ) -> Echo {
         become_subreaper();
         let exe = dir.path().join(binary.file_name().expect("binary name"));
         std::fs::copy(binary, &exe).expect("copy the service binary");
@@ -187,6 +202,7 @@ impl Echo {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        prepare(&mut cmd, &exe);
         let mut child = spawn_retrying_busy(&mut cmd);
         let stdout = child.stdout.take().expect("stdout");
         let stderr_pipe = child.stderr.take().expect("stderr");

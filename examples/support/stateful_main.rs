@@ -1,5 +1,6 @@
 // The service shared by examples/stateful.rs and examples/stateful_v2.rs,
-// which differ only in their `State` (included into each with `include!`).
+// which differ only in their `State` (included into each with `include!`):
+// each defines the struct, with the same fields, and its `record_visit`.
 //
 // Each connection gets one line and is closed:
 // `pid=.. generation=.. visits=<carried> names=<carried> seen=<skipped> beacon=<fd>`,
@@ -11,6 +12,23 @@ use std::path::PathBuf;
 use clap::Parser;
 use shellflip::{restartable, Context};
 use tokio::io::AsyncWriteExt;
+
+impl State {
+    /// The first generation's state: nothing carried yet, the audit file
+    /// opened for appending, the beacon bound to a free port.
+    fn open(audit: &std::path::Path) -> std::io::Result<State> {
+        Ok(State {
+            visits: 0,
+            names: Vec::new(),
+            seen: 0,
+            audit: std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(audit)?,
+            beacon: std::net::UdpSocket::bind("127.0.0.1:0")?,
+        })
+    }
+}
 
 #[derive(Parser)]
 struct Args {
@@ -35,7 +53,10 @@ async fn main(ctx: Context<State>) -> Result<(), Box<dyn std::error::Error>> {
     state.update(|s| s.names.push(format!("g{}", ctx.generation())));
     ctx.ready()?;
     let (pid, generation) = (std::process::id(), ctx.generation());
-    println!("ready pid={pid} generation={generation} listen={}", listener.local_addr()?);
+    println!(
+        "ready pid={pid} generation={generation} listen={}",
+        listener.local_addr()?
+    );
     loop {
         let (mut stream, _) = tokio::select! {
             _ = ctx.shutdown() => return Ok(()),
