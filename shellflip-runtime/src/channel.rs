@@ -300,6 +300,32 @@ mod tests {
     }
 
     #[test]
+    fn oversized_state_announcement_is_refused_without_reading_it() {
+        let (mut parent, mut child) = StdUnixStream::pair().unwrap();
+        let announced = crate::handover::MAX_STATE_BYTES + 1;
+        let message = frame(&encode(&header(&[], Some(announced))).unwrap()).unwrap();
+        std::io::Write::write_all(&mut parent, &message).unwrap();
+        let err = receive_handover(&mut child).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("more than"), "{err}");
+    }
+
+    #[test]
+    fn fd_count_must_match_the_names() {
+        let (parent, mut child) = StdUnixStream::pair().unwrap();
+        let (a, _b) = StdUnixStream::pair().unwrap();
+        let message = frame(&encode(&header(&["one", "two"], None)).unwrap()).unwrap();
+        let sent = fd::send_with_fds(parent.as_fd(), &message, &[a.as_fd()]).unwrap();
+        assert_eq!(sent, message.len());
+        let err = receive_handover(&mut child).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("names 2 descriptors but 1 arrived"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn oversized_header_is_refused() {
         let (mut parent, mut child) = StdUnixStream::pair().unwrap();
         std::io::Write::write_all(&mut parent, &u32::MAX.to_be_bytes()).unwrap();
