@@ -384,12 +384,20 @@ pub fn encode_data<T: Serialize + ?Sized>(
     })
 }
 
+/// How deeply nested the decoded state may be (maps and arrays inside one
+/// another). The limit keeps decoding within a small thread stack whatever
+/// the input (the fuzzer's 1000-deep input needed over 2 MiB in a debug
+/// build at MessagePack's default of 1024); real states stay far below it.
+pub const MAX_STATE_DEPTH: usize = 128;
+
 /// Deserializes the data part written by [`encode_data`].
 pub fn decode_data<T: DeserializeOwned>(
     type_name: &'static str,
     payload: &[u8],
 ) -> Result<T, StateError> {
-    rmp_serde::from_slice(payload).map_err(|e| StateError::Decode {
+    let mut deserializer = rmp_serde::Deserializer::from_read_ref(payload);
+    deserializer.set_max_depth(MAX_STATE_DEPTH);
+    T::deserialize(&mut deserializer).map_err(|e| StateError::Decode {
         type_name,
         reason: e.to_string(),
     })
