@@ -525,6 +525,27 @@ fn drain_of(service: &Service) -> Drain {
     })
 }
 
+/// Encodes the service's state (if it has one) on the blocking pool and adds
+/// it, with its descriptors, to `plan`.
+async fn add_encoded_state(service: Arc<Service>, mut plan: Plan) -> Result<Plan, RestartError> {
+    let encoded = tokio::task::spawn_blocking(move || service.encode_state())
+        .await
+        .map_err(|e| RestartError::Handover {
+            pid: 0,
+            reason: format!("encoding the state failed: {e}"),
+        })??;
+    if let Some((bytes, state_fds)) = encoded {
+        plan.fds.extend(
+            state_fds
+                .into_vec()
+                .into_iter()
+                .map(|(name, fd)| (format!("{STATE_FD_PREFIX}{name}"), fd)),
+        );
+        plan.state = Some(bytes);
+    }
+    Ok(plan)
+}
+
 /// Polls a future, turning a panic into an error message.
 struct CatchUnwind<F: Future>(Pin<Box<F>>);
 
@@ -768,33 +789,29 @@ impl Supervisor {
         });
         let launch = self.launch.clone();
         let outcome_tx = self.outcome_tx.clone();
+        let service = Arc::clone(&self.service);
         tokio::spawn(async move {
-            let outcome = parent::spawn_next(&launch, plan, abort).await;
+            // Encoding a large state takes a while (about 130 ms for 100 MB):
+            // done on the blocking pool, not in the supervisor, which keeps
+            // answering status requests and signals meanwhile.
+            let outcome = match add_encoded_state(service, plan).await {
+                Ok(plan) => parent::spawn_next(&launch, plan, abort).await,
+                Err(error) => Err(error),
+            };
             let _ = outcome_tx.send(outcome).await;
         });
     }
 
+    /// What the restart hands over, but the state (see [`add_encoded_state`]).
     fn plan(&self) -> Result<Plan, RestartError> {
         let (fds, systemd_sockets) = {
             let registry = self.service.registry();
             (registry.snapshot(), registry.socket_activated_in_use())
         };
-        let mut fds = fds.map_err(|e| RestartError::Handover {
+        let fds = fds.map_err(|e| RestartError::Handover {
             pid: 0,
             reason: format!("could not duplicate the listeners: {e}"),
         })?;
-        let state = match self.service.encode_state()? {
-            None => None,
-            Some((bytes, state_fds)) => {
-                fds.extend(
-                    state_fds
-                        .into_vec()
-                        .into_iter()
-                        .map(|(name, fd)| (format!("{STATE_FD_PREFIX}{name}"), fd)),
-                );
-                Some(bytes)
-            }
-        };
         // The lineage as the new generation will see it if it becomes ready.
         let mut lineage = self.lineage.clone();
         lineage.systemd_sockets = systemd_sockets;
@@ -810,7 +827,7 @@ impl Supervisor {
         Ok(Plan {
             generation: self.service.generation + 1,
             fds,
-            state,
+            state: None,
             lineage,
             ready_timeout: self.ready_timeout,
             ready_grace: self.ready_grace,
