@@ -1,7 +1,7 @@
 //! Soak: 200 restarts of the echo example under 16 concurrent clients.
 //!
-//! What must hold: no client connection fails, every old generation exits
-//! and is reaped (no zombie), the serving generation's descriptors and
+//! What must hold: no client connection fails, every old generation and
+//! its spawner exit and are reaped (no zombie), the serving generation's descriptors and
 //! memory stay flat from one generation to the next, and the control socket
 //! still answers at the end.
 //!
@@ -189,6 +189,8 @@ fn two_hundred_restarts_under_load_leak_nothing() {
     let mut restart_ms = Vec::new();
     let mut old = echo.current;
     for restart in 1..=restarts {
+        let old_spawner = spawner_of(old.pid)
+            .unwrap_or_else(|| panic!("restart {restart}: generation {} has no spawner", old.pid));
         let asked = Instant::now();
         // Mostly the library client; every 25th restart through the CLI.
         let pid = if restart % 25 == 0 {
@@ -221,6 +223,12 @@ fn two_hundred_restarts_under_load_leak_nothing() {
             old.pid
         );
         assert!(!is_alive(old.pid), "restart {restart}: {} alive", old.pid);
+        // Its spawner follows it out (and is reaped here, the subreaper).
+        assert!(
+            wait_exit(old_spawner, EVENT_TIMEOUT),
+            "restart {restart}: the spawner {old_spawner} of {} did not exit",
+            old.pid
+        );
         wait_until("clients on the new generation", EVENT_TIMEOUT, || {
             load.count_from(ready.pid) >= clients
         });
@@ -250,10 +258,15 @@ fn two_hundred_restarts_under_load_leak_nothing() {
 
     // Stop the last generation gracefully and reap it.
     let last = echo.current.pid;
+    let last_spawner = spawner_of(last).expect("the last generation's spawner");
     ControlClient::stop_and_wait(&echo.control, EVENT_TIMEOUT).expect("stop");
     assert!(
         wait_exit(last, EVENT_TIMEOUT),
         "last generation did not exit"
+    );
+    assert!(
+        wait_exit(last_spawner, EVENT_TIMEOUT),
+        "the last spawner did not exit"
     );
     generation_pids.insert(me);
     zombies_seen.extend(zombies_of(&generation_pids));

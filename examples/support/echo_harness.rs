@@ -100,26 +100,74 @@ pub fn spawn_retrying_busy(cmd: &mut Command) -> Child {
     }
 }
 
-/// Zombie children of `pid` (children it has not reaped).
-pub fn zombies_of(pid: u32) -> Vec<u32> {
+/// Name, state and parent of a process, from `/proc/<pid>/stat`.
+fn stat_of(pid: u32) -> Option<(String, String, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_owned();
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.to_owned();
+    let ppid = fields.next()?.parse().ok()?;
+    Some((comm, state, ppid))
+}
+
+fn all_pids() -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| {
-            std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    let rest = stat.rsplit_once(')')?.1.to_owned();
-                    let mut fields = rest.split_whitespace();
-                    let state = fields.next()?.to_owned();
-                    let ppid: u32 = fields.next()?.parse().ok()?;
-                    Some(state == "Z" && ppid == pid)
-                })
-                .unwrap_or(false)
+        .collect()
+}
+
+/// Children of `pid`: (pid, name, state).
+pub fn children_of(pid: u32) -> Vec<(u32, String, String)> {
+    all_pids()
+        .into_iter()
+        .filter_map(|child| {
+            let (comm, state, ppid) = stat_of(child)?;
+            (ppid == pid).then_some((child, comm, state))
         })
         .collect()
+}
+
+/// The process name shellflip gives the spawner it forks at start-up.
+pub const SPAWNER_NAME: &str = "shellflip-spawn";
+
+/// The spawner of the generation `pid` (its child named `shellflip-spawn`).
+pub fn spawner_of(pid: u32) -> Option<u32> {
+    children_of(pid)
+        .into_iter()
+        .find(|(_, comm, state)| comm == SPAWNER_NAME && state != "Z")
+        .map(|(child, _, _)| child)
+}
+
+/// Zombies among the descendants of `pid` (children not reaped by their
+/// parent): the generation's own children, and those of its spawner.
+pub fn zombies_of(pid: u32) -> Vec<u32> {
+    let mut zombies = Vec::new();
+    let mut parents = vec![pid];
+    while let Some(parent) = parents.pop() {
+        for (child, _, state) in children_of(parent) {
+            if state == "Z" {
+                zombies.push(child);
+            } else {
+                parents.push(child);
+            }
+        }
+    }
+    zombies
+}
+
+/// Reaps the spawners that ended up as this process's children (it is a
+/// subreaper: a spawner outlives its generation by a moment) and exited.
+pub fn reap_exited_spawners() {
+    let me = std::process::id();
+    for (child, comm, state) in children_of(me) {
+        if comm == SPAWNER_NAME && state == "Z" {
+            let _ = waitpid(Pid::from_raw(child as i32), Some(WaitPidFlag::WNOHANG));
+        }
+    }
 }
 
 /// True if `pid` is alive (not a zombie).
@@ -350,13 +398,19 @@ impl Drop for Echo {
     fn drop(&mut self) {
         // Only processes this harness started (the first generation and
         // the generations it spawned), by pid.
+        // Their spawners exit by themselves when their generation is gone.
         let pids = self.pids.lock().map(|p| p.clone()).unwrap_or_default();
+        let spawners: Vec<u32> = pids.iter().filter_map(|&pid| spawner_of(pid)).collect();
         for pid in pids {
             if is_alive(pid) {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
             wait_exit(pid, Duration::from_secs(5));
         }
+        for spawner in spawners {
+            wait_exit(spawner, Duration::from_secs(5));
+        }
+        reap_exited_spawners();
     }
 }
 

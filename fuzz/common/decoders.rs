@@ -318,6 +318,7 @@ fn control_seeds() -> Vec<(String, Vec<u8>)> {
                 restarts: 6,
                 failed_restarts: 1,
                 last_restart: Some(last),
+                spawner_pid: Some(4243),
             }),
         ),
         ("stopping", Response::Stopping { pid: 4242 }),

@@ -15,6 +15,7 @@
 //! | pid file          | none      | `SHELLFLIP_PID_FILE`          | `/run/app.pid`     |
 //! | state mismatch    | fail      | `SHELLFLIP_ON_STATE_MISMATCH` | `fail`, `fresh`    |
 //! | worker threads    | cores     | `SHELLFLIP_WORKER_THREADS`    | `4`                |
+//! | spawner           | process   | `SHELLFLIP_SPAWNER`           | `process`, `inline`|
 //!
 //! An empty `SHELLFLIP_CONTROL` or `SHELLFLIP_PID_FILE` turns the feature off.
 //! A malformed value is an error at start-up ([`ConfigError`]), never silently
@@ -46,6 +47,26 @@ pub enum StateMismatch {
     /// Log a warning and start with fresh state, as if this were the first
     /// generation.
     Fresh,
+}
+
+/// What starts the next generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SpawnerMode {
+    /// A small spawner process, forked at start-up before the service's own
+    /// code runs, starts each next generation. The service process itself
+    /// then never needs `fork` or `execve`, so it may forbid them to itself
+    /// (seccomp) after start-up and still restart. The next generation
+    /// starts with the environment, working directory, credentials and
+    /// limits the service had at start-up. Falls back to
+    /// [`Inline`](Self::Inline) if [`run`](crate::run) is called while the
+    /// process already has other threads (it could not fork safely).
+    #[default]
+    Process,
+    /// The service process spawns the next generation itself (`fork` +
+    /// `execve` at restart time), with its environment at that moment. One
+    /// process less, but a service that forbids itself `execve` cannot
+    /// restart.
+    Inline,
 }
 
 /// The settings of a restartable service.
@@ -94,6 +115,8 @@ pub struct Config {
     pub flavor: RuntimeFlavor,
     /// Worker threads of the multi-threaded scheduler (`None`: one per core).
     pub worker_threads: Option<usize>,
+    /// What starts the next generation.
+    pub spawner: SpawnerMode,
 }
 
 impl Default for Config {
@@ -108,6 +131,7 @@ impl Default for Config {
             on_state_mismatch: StateMismatch::Fail,
             flavor: RuntimeFlavor::MultiThread,
             worker_threads: None,
+            spawner: SpawnerMode::Process,
         }
     }
 }
@@ -179,6 +203,12 @@ impl Config {
         self
     }
 
+    /// Sets what starts the next generation.
+    pub fn spawner(mut self, mode: SpawnerMode) -> Self {
+        self.spawner = mode;
+        self
+    }
+
     /// Applies the `SHELLFLIP_*` overrides found in the process environment.
     pub fn apply_env(self) -> Result<Self, ConfigError> {
         self.apply_overrides(|name| std::env::var_os(name))
@@ -233,6 +263,9 @@ impl Config {
                 }
             });
         }
+        if let Some(value) = text(ENV_SPAWNER)? {
+            self.spawner = parse_spawner(ENV_SPAWNER, &value)?;
+        }
         Ok(self)
     }
 }
@@ -253,6 +286,8 @@ pub const ENV_PID_FILE: &str = "SHELLFLIP_PID_FILE";
 pub const ENV_ON_STATE_MISMATCH: &str = "SHELLFLIP_ON_STATE_MISMATCH";
 /// Environment variable overriding [`Config::worker_threads`].
 pub const ENV_WORKER_THREADS: &str = "SHELLFLIP_WORKER_THREADS";
+/// Environment variable overriding [`Config::spawner`].
+pub const ENV_SPAWNER: &str = "SHELLFLIP_SPAWNER";
 
 /// Parses a duration such as `30s`, `500ms`, `2m` or `1m 30s`; a bare number
 /// is taken as seconds. Zero is refused: a zero timeout cannot be met.
@@ -341,6 +376,19 @@ pub fn parse_state_mismatch(setting: &str, value: &str) -> Result<StateMismatch,
     }
 }
 
+/// Parses `process` or `inline`.
+pub fn parse_spawner(setting: &str, value: &str) -> Result<SpawnerMode, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "process" => Ok(SpawnerMode::Process),
+        "inline" => Ok(SpawnerMode::Inline),
+        _ => Err(ConfigError {
+            setting: setting.to_owned(),
+            value: value.to_owned(),
+            reason: "expected \"process\" (a spawner forked at start-up) or \"inline\" (spawn from the service process)".to_owned(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,6 +411,7 @@ mod tests {
         assert_eq!(c.drain_timeout, Duration::from_secs(30));
         assert_eq!(c.restart_signal, Signal::SIGUSR1);
         assert_eq!(c.on_state_mismatch, StateMismatch::Fail);
+        assert_eq!(c.spawner, SpawnerMode::Process);
     }
 
     #[test]
@@ -376,6 +425,7 @@ mod tests {
             ("SHELLFLIP_PID_FILE", "/run/x.pid"),
             ("SHELLFLIP_ON_STATE_MISMATCH", "fresh"),
             ("SHELLFLIP_WORKER_THREADS", "3"),
+            ("SHELLFLIP_SPAWNER", "inline"),
         ])
         .unwrap();
         assert_eq!(c.control_socket, Some(PathBuf::from("/run/x.sock")));
@@ -386,6 +436,7 @@ mod tests {
         assert_eq!(c.pid_file, Some(PathBuf::from("/run/x.pid")));
         assert_eq!(c.on_state_mismatch, StateMismatch::Fresh);
         assert_eq!(c.worker_threads, Some(3));
+        assert_eq!(c.spawner, SpawnerMode::Inline);
     }
 
     #[test]
@@ -421,6 +472,7 @@ mod tests {
         assert!(with(&[("SHELLFLIP_RESTART_SIGNAL", "TERM")]).is_err());
         assert!(with(&[("SHELLFLIP_ON_STATE_MISMATCH", "maybe")]).is_err());
         assert!(with(&[("SHELLFLIP_WORKER_THREADS", "0")]).is_err());
+        assert!(with(&[("SHELLFLIP_SPAWNER", "fork")]).is_err());
     }
 
     #[test]

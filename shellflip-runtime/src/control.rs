@@ -190,6 +190,10 @@ pub struct Status {
     pub failed_restarts: u64,
     /// The most recent restart attempt, if any.
     pub last_restart: Option<LastRestart>,
+    /// The pid of the spawner process that starts this generation's
+    /// successor (`None`: the service process spawns it itself).
+    #[serde(default)]
+    pub spawner_pid: Option<u32>,
 }
 
 /// The most recent restart attempt of a service.
@@ -1437,6 +1441,7 @@ mod tests {
                 generation: Some(4),
                 error: Some("not ready within 30s".into()),
             }),
+            spawner_pid: Some(44),
         }
     }
 

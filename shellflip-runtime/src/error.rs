@@ -147,6 +147,15 @@ pub enum RestartError {
         #[source]
         source: std::io::Error,
     },
+    /// The spawner process forked at start-up is gone (killed, or crashed),
+    /// so this generation cannot start another.
+    #[error("the spawner process (pid {pid}) that starts new generations is gone ({reason}); this generation keeps serving but cannot restart: restart the service through its supervisor (e.g. `systemctl restart`), or run it with SHELLFLIP_SPAWNER=inline to spawn from the service process itself")]
+    SpawnerGone {
+        /// The spawner's pid.
+        pid: u32,
+        /// How it ended.
+        reason: String,
+    },
     /// Listeners or state could not be sent to the new generation.
     #[error("could not hand over to the new generation (pid {pid}): {reason}")]
     Handover {

@@ -1,14 +1,16 @@
-//! File-descriptor plumbing: passing descriptors over a Unix socket
-//! (SCM_RIGHTS), adopting the channel descriptor a parent left us, and
-//! letting exactly one descriptor survive `exec` in a spawned child.
+//! File-descriptor and process plumbing: passing descriptors over a Unix
+//! socket (SCM_RIGHTS), adopting the channel descriptor a parent left us,
+//! letting exactly one descriptor survive `exec` in a spawned child, and
+//! forking the spawner helper with only its own descriptor.
 //!
 //! This is the only module of the runtime with `unsafe` code. Every block
 //! states why it is sound.
 //!
-//! Invariant kept here: the parent never clears `FD_CLOEXEC` on any of its
+//! Invariants kept here: the parent never clears `FD_CLOEXEC` on any of its
 //! descriptors (another thread may fork at any time); the one descriptor a
 //! child inherits is made inheritable in the child only, between `fork` and
-//! `exec`.
+//! `exec`; a process is forked without `exec` only while it has a single
+//! thread, and the forked copy never returns into its caller's code.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -138,6 +140,87 @@ pub(crate) fn inherit_in_child(command: &mut tokio::process::Command, fd: RawFd)
     unsafe {
         command.pre_exec(clear_cloexec);
     }
+}
+
+/// Registers `socket` (non-blocking) with the Tokio reactor, for a socket
+/// kind Tokio has no type for (the spawner's `SOCK_SEQPACKET` pair). Must be
+/// called inside the runtime.
+pub(crate) fn register_async(socket: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: the OwnedFd owns an open descriptor, and the AsyncFd owns the
+    // OwnedFd from now on: nobody can close or replace the descriptor while
+    // it is registered (it is deregistered before the OwnedFd is dropped).
+    unsafe { tokio::io::unix::AsyncFd::register(socket) }.map_err(|e| e.into_parts().1)
+}
+
+/// Forks this process — which must have exactly one thread — into a helper
+/// that runs `helper(keep)` and exits with the code it returns, without
+/// ever returning into the caller's code. In the helper, every descriptor
+/// but the standard streams and `keep` is closed first, so it holds none of
+/// the service's sockets. In this process, `keep` is closed; the helper's
+/// pid is returned (it is this process's child: reap it).
+///
+/// Fails, forking nothing, if the process has more than one thread: a fork
+/// would then copy locks held by other threads.
+pub(crate) fn fork_helper(
+    keep: OwnedFd,
+    helper: impl FnOnce(OwnedFd) -> i32,
+) -> io::Result<nix::unistd::Pid> {
+    let threads = thread_count()?;
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "the process already runs {threads} threads; a helper can only be forked by a single-threaded process"
+        )));
+    }
+    // SAFETY: the process has a single thread (checked just above; no other
+    // thread can appear meanwhile, as only this one could create it), so
+    // the child's copy of memory holds no lock taken by another thread and
+    // may run any code, allocation included.
+    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+        nix::unistd::ForkResult::Parent { child } => Ok(child),
+        nix::unistd::ForkResult::Child => {
+            close_all_except(keep.as_raw_fd());
+            // A panic must not unwind into the caller's frames: they belong
+            // to the service, which runs in the parent.
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| helper(keep)))
+                .unwrap_or(101);
+            std::process::exit(code)
+        }
+    }
+}
+
+fn thread_count() -> io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
+}
+
+/// Closes every descriptor above the standard streams except `keep`. Only
+/// called in a freshly forked helper, which never returns into the code
+/// that owns those descriptors (see [`fork_helper`]).
+fn close_all_except(keep: RawFd) {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        // Without /proc, the descriptors stay open in the helper; they are
+        // all close-on-exec, so nothing it spawns inherits them.
+        return;
+    };
+    let open: Vec<RawFd> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    // The directory's own descriptor is closed now; it is not in the way.
+    for raw in open {
+        if raw > 2 && raw != keep && fcntl_is_open(raw) {
+            // SAFETY: in the forked helper, the owners of these descriptors
+            // are objects of the caller's frames and statics, which the
+            // helper never returns to, drops or uses (`fork_helper` exits
+            // the process after the helper's function). Closing them here
+            // is their single close in this process.
+            drop(unsafe { OwnedFd::from_raw_fd(raw) });
+        }
+    }
+}
+
+fn fcntl_is_open(raw: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the flags of `raw` and fails with EBADF if
+    // it is not open; the borrow does not outlive this statement.
+    fcntl(unsafe { BorrowedFd::borrow_raw(raw) }, FcntlArg::F_GETFD).is_ok()
 }
 
 #[cfg(test)]

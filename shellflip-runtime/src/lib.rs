@@ -55,14 +55,16 @@ mod parent;
 mod pidfile;
 mod registry;
 mod shutdown;
+mod spawner;
 mod systemd;
 
-pub use config::{Config, ConfigError, RuntimeFlavor, StateMismatch};
+pub use config::{Config, ConfigError, RuntimeFlavor, SpawnerMode, StateMismatch};
 pub use context::{Context, StateCell};
 pub use error::{Error, RestartError};
 pub use handover::{HandoverFd, HandoverState, StateError, StateFds};
 pub use lifecycle::{run, MainResult};
 pub use nix::sys::signal::Signal;
+pub use spawner::PROCESS_NAME as SPAWNER_PROCESS_NAME;
 pub use systemd::SocketActivationError;
 pub use tokio_util::sync::CancellationToken;
 pub use tokio_util::task::TaskTracker;

@@ -37,17 +37,18 @@ use tokio_util::task::TaskTracker;
 
 use crate::channel::{ChildMessage, Lineage, Received};
 use crate::child::{self, ParentLink};
-use crate::config::{Config, RuntimeFlavor, StateMismatch};
+use crate::config::{Config, RuntimeFlavor, SpawnerMode, StateMismatch};
 use crate::context::Context;
 use crate::control::{
     self, ControlCommand, ControlSocketFile, LastRestart, Request, Response, RestartSuccess, Status,
 };
 use crate::error::{Error, RestartError};
 use crate::handover::{decode_envelope, EncodedState, HandoverState, StateError, StateFds};
-use crate::parent::{self, Launch, NewGeneration, Plan};
+use crate::parent::{self, Launch, NewGeneration, Plan, Spawner};
 use crate::pidfile::PidFile;
 use crate::registry::{Registry, CONTROL_FD_NAME, STATE_FD_PREFIX};
 use crate::shutdown::{self, SignalRequest, Signals};
+use crate::spawner::{self, SpawnerClient, SpawnerProcess};
 use crate::systemd::{self, Notification, Notifier};
 
 /// What a service's `main` may return: `()` or `Result<(), E>` with a
@@ -242,6 +243,14 @@ where
         Ok(config) => config,
         Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
     };
+    let launch = Launch::resolve();
+    // Before the runtime and the service's code: the process has a single
+    // thread, so the spawner can be forked safely.
+    let spawner = match config.spawner {
+        SpawnerMode::Inline => Err("SHELLFLIP_SPAWNER=inline".to_owned()),
+        SpawnerMode::Process => spawner::start(&launch)
+            .map_err(|e| format!("the spawner process could not be started: {e}")),
+    };
     let received = match channel.as_mut() {
         None => None,
         Some(stream) => match child::receive(stream, config.ready_timeout) {
@@ -253,9 +262,9 @@ where
         Ok(runtime) => runtime,
         Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
     };
-    let launch = Launch::resolve();
     let start = Start {
         launch,
+        spawner,
         channel,
         received,
         activated,
@@ -296,6 +305,8 @@ fn unix_ms() -> u64 {
 /// What start-up found before the runtime was built.
 struct Start {
     launch: Launch,
+    /// The spawner forked at start-up, or why there is none.
+    spawner: Result<SpawnerProcess, String>,
     /// The channel to the previous generation (`None` in the first).
     channel: Option<StdUnixStream>,
     /// What the previous generation handed over.
@@ -315,10 +326,23 @@ where
     let started = Instant::now();
     let Start {
         launch,
+        spawner,
         mut channel,
         received,
         activated,
     } = start;
+    let spawner = match spawner.and_then(|process| {
+        SpawnerClient::connect(process)
+            .map_err(|e| format!("could not talk to the spawner process: {e}"))
+    }) {
+        Ok(client) => Spawner::Process(client),
+        Err(reason) => {
+            if config.spawner == SpawnerMode::Process {
+                tracing::warn!(%reason, "new generations will be spawned by the service process itself");
+            }
+            Spawner::Inline { reason }
+        }
+    };
     let (generation, lineage, fds, state_bytes) = match received {
         Some(r) => (r.header.generation, r.header.lineage, r.fds, r.state),
         None => (
@@ -417,6 +441,7 @@ where
         ready_grace: config.ready_grace,
         drain_timeout: config.drain_timeout,
         launch,
+        spawner,
         phase: Phase::Starting,
         started,
         lineage,
@@ -627,6 +652,7 @@ struct Supervisor {
     ready_grace: Duration,
     drain_timeout: Duration,
     launch: Launch,
+    spawner: Spawner,
     phase: Phase,
     started: Instant,
     lineage: Lineage,
@@ -716,6 +742,7 @@ impl Supervisor {
             restarts: self.lineage.restarts,
             failed_restarts: self.lineage.failed_restarts,
             last_restart: self.lineage.last_restart.clone(),
+            spawner_pid: self.spawner.pid(),
         }
     }
 
@@ -778,7 +805,12 @@ impl Supervisor {
                 return;
             }
         };
-        tracing::info!(?trigger, generation = plan.generation, "restart started");
+        tracing::info!(
+            ?trigger,
+            generation = plan.generation,
+            spawner = %self.spawner.describe(),
+            "restart started"
+        );
         self.phase = Phase::Restarting;
         let abort = CancellationToken::new();
         self.restart = Some(RunningRestart {
@@ -788,6 +820,7 @@ impl Supervisor {
             abort: abort.clone(),
         });
         let launch = self.launch.clone();
+        let spawner = self.spawner.clone();
         let outcome_tx = self.outcome_tx.clone();
         let service = Arc::clone(&self.service);
         tokio::spawn(async move {
@@ -795,7 +828,7 @@ impl Supervisor {
             // done on the blocking pool, not in the supervisor, which keeps
             // answering status requests and signals meanwhile.
             let outcome = match add_encoded_state(service, plan).await {
-                Ok(plan) => parent::spawn_next(&launch, plan, abort).await,
+                Ok(plan) => parent::spawn_next(&spawner, &launch, plan, abort).await,
                 Err(error) => Err(error),
             };
             let _ = outcome_tx.send(outcome).await;

@@ -8,6 +8,7 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -21,6 +22,7 @@ use crate::channel::{self, ChildMessage, HandoverHeader, Lineage, ENV_HANDOVER_F
 use crate::error::RestartError;
 use crate::fd;
 use crate::handover::EncodedState;
+use crate::spawner::{SpawnError, SpawnedGeneration, SpawnerClient};
 
 /// Variables of systemd socket activation; they describe this process's
 /// descriptors, so a new generation must not read them.
@@ -102,45 +104,134 @@ pub(crate) struct NewGeneration {
     pub generation: u64,
     pub timings: PhaseTimings,
     /// Not waited for: the new generation outlives this process.
-    pub _child: Child,
+    pub _child: NextProcess,
     pub _channel: UnixStream,
+}
+
+/// What starts new generations: the spawner forked at start-up, or this
+/// process itself.
+#[derive(Debug, Clone)]
+pub(crate) enum Spawner {
+    /// The spawner process (see [`crate::spawner`]).
+    Process(Arc<SpawnerClient>),
+    /// This process, with `fork` + `execve`; the reason it is not the
+    /// spawner process.
+    Inline { reason: String },
+}
+
+impl Spawner {
+    /// "the spawner process (pid 123)", "this process (SHELLFLIP_SPAWNER=inline)".
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Spawner::Process(client) => format!("the spawner process (pid {})", client.pid()),
+            Spawner::Inline { reason } => format!("this process ({reason})"),
+        }
+    }
+
+    /// The spawner process's pid, if there is one.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        match self {
+            Spawner::Process(client) => Some(client.pid()),
+            Spawner::Inline { .. } => None,
+        }
+    }
+
+    async fn spawn(&self, launch: &Launch, channel: OwnedFd) -> Result<NextProcess, RestartError> {
+        let spawn_error = |source: std::io::Error| RestartError::Spawn {
+            exe: launch.exe.clone(),
+            source,
+        };
+        match self {
+            Spawner::Inline { .. } => {
+                let child = spawn_next_process(launch, &channel)
+                    .await
+                    .map_err(spawn_error)?;
+                Ok(NextProcess::Inline(child))
+            }
+            Spawner::Process(client) => match client.spawn(channel).await {
+                Ok(spawned) => Ok(NextProcess::Spawned(spawned)),
+                Err(SpawnError::Spawn(source)) => Err(spawn_error(source)),
+                Err(SpawnError::Gone { pid, reason }) => {
+                    Err(RestartError::SpawnerGone { pid, reason })
+                }
+            },
+        }
+    }
+}
+
+/// The next generation's process, whoever its parent is.
+#[derive(Debug)]
+pub(crate) enum NextProcess {
+    /// A child of this process.
+    Inline(Child),
+    /// A child of the spawner.
+    Spawned(SpawnedGeneration),
+}
+
+impl NextProcess {
+    fn pid(&self) -> u32 {
+        match self {
+            NextProcess::Inline(child) => child.id().unwrap_or(0),
+            NextProcess::Spawned(spawned) => spawned.pid(),
+        }
+    }
+
+    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            NextProcess::Inline(child) => child.wait().await,
+            NextProcess::Spawned(spawned) => spawned.wait().await,
+        }
+    }
+
+    fn start_kill(&mut self) -> std::io::Result<()> {
+        match self {
+            NextProcess::Inline(child) => child.start_kill(),
+            NextProcess::Spawned(spawned) => spawned.start_kill(),
+        }
+    }
+}
+
+/// Starts `launch` as a new generation whose handover channel is `channel`
+/// (which stays open in the new process only: close-on-exec is cleared in
+/// the child, after `fork`). Used by the spawner and by inline spawning.
+pub(crate) async fn spawn_next_process(
+    launch: &Launch,
+    channel: &OwnedFd,
+) -> std::io::Result<Child> {
+    let mut command = Command::new(&launch.exe);
+    command
+        .arg0(&launch.arg0)
+        .args(&launch.args)
+        .env(ENV_HANDOVER_FD, channel.as_raw_fd().to_string())
+        .kill_on_drop(false);
+    for var in SOCKET_ACTIVATION_VARS {
+        command.env_remove(var);
+    }
+    fd::inherit_in_child(&mut command, channel.as_raw_fd());
+    spawn_retrying_busy(&mut command).await
 }
 
 /// Spawns and supervises the next generation until it is ready or has
 /// failed; on failure it is killed if needed and always reaped.
 pub(crate) async fn spawn_next(
+    spawner: &Spawner,
     launch: &Launch,
     plan: Plan,
     abort: CancellationToken,
 ) -> Result<NewGeneration, RestartError> {
     let started = Instant::now();
-    let spawn_error = |source: std::io::Error| RestartError::Spawn {
-        exe: launch.exe.clone(),
-        source,
-    };
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::Stream,
         None,
         SockFlag::SOCK_CLOEXEC,
     )
-    .map_err(|e| spawn_error(e.into()))?;
-
-    let mut command = Command::new(&launch.exe);
-    command
-        .arg0(&launch.arg0)
-        .args(&launch.args)
-        .env(ENV_HANDOVER_FD, theirs.as_raw_fd().to_string())
-        .kill_on_drop(false);
-    for var in SOCKET_ACTIVATION_VARS {
-        command.env_remove(var);
-    }
-    fd::inherit_in_child(&mut command, theirs.as_raw_fd());
-    let mut child = spawn_retrying_busy(&mut command)
-        .await
-        .map_err(spawn_error)?;
-    drop(theirs);
-    let pid = child.id().unwrap_or(0);
+    .map_err(|e| RestartError::Spawn {
+        exe: launch.exe.clone(),
+        source: e.into(),
+    })?;
+    let mut child = spawner.spawn(launch, theirs).await?;
+    let pid = child.pid();
     let spawned = started.elapsed();
     tracing::debug!(
         pid,
@@ -328,7 +419,7 @@ enum Decision {
 
 /// Waits up to `grace` for the child to exit, then kills it; always reaps.
 /// Returns how it ended if it exited by itself, `None` if it was killed.
-async fn reap_within(child: &mut Child, grace: Duration) -> Option<String> {
+async fn reap_within(child: &mut NextProcess, grace: Duration) -> Option<String> {
     match tokio::time::timeout(grace, child.wait()).await {
         Ok(status) => Some(describe_status(status)),
         Err(_) => {
@@ -338,7 +429,7 @@ async fn reap_within(child: &mut Child, grace: Duration) -> Option<String> {
     }
 }
 
-async fn kill_and_reap(child: &mut Child) {
+async fn kill_and_reap(child: &mut NextProcess) {
     if let Err(e) = child.start_kill() {
         tracing::debug!(error = %e, "kill of the new generation failed (already exited?)");
     }

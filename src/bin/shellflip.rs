@@ -255,14 +255,19 @@ fn describe_status(status: &Status, now_ms: u64) -> String {
          uptime:          {}\n\
          restarts:        {}\n\
          failed restarts: {}\n\
-         last restart:    {}\n",
+         last restart:    {}\n\
+         spawner:         {}\n",
         status.pid,
         status.generation,
         status.phase,
         format_secs(status.uptime_secs),
         status.restarts,
         status.failed_restarts,
-        last
+        last,
+        status.spawner_pid.map_or_else(
+            || "the service process itself".to_string(),
+            |pid| format!("pid {pid}")
+        )
     )
 }
 
@@ -305,8 +310,10 @@ mod tests {
                 generation: Some(4),
                 error: Some("not ready within 30s".into()),
             }),
+            spawner_pid: Some(12),
         };
         let text = describe_status(&status, 6_000);
+        assert!(text.contains("spawner:         pid 12\n"), "{text}");
         assert!(text.contains("pid:             10\n"), "{text}");
         assert!(text.contains("uptime:          1h 2m 3s\n"), "{text}");
         assert!(text.contains("failed restarts: 1\n"), "{text}");

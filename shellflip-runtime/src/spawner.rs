@@ -1,0 +1,537 @@
+//! The spawner: a small helper process, forked by [`run`](crate::run) at
+//! start-up — before the Tokio runtime exists and before any of the
+//! service's own code runs — that starts the next generation when the
+//! service asks for it.
+//!
+//! With it, the serving process itself never calls `fork` or `execve`
+//! after start-up, so a service may lock itself down (a seccomp filter
+//! forbidding them, dropped capabilities) and still restart. The spawner is
+//! a copy of the service as it was at start-up: same environment, working
+//! directory, credentials, limits and standard streams, and nothing else (it
+//! closes every other descriptor). Each generation starts its own spawner.
+//!
+//! The service and its spawner talk over a `SOCK_SEQPACKET` socketpair, one
+//! MessagePack message per packet: `Spawn` (with the new generation's end
+//! of the handover channel attached, SCM_RIGHTS) and `Kill`; the spawner
+//! answers `Spawned`/`SpawnFailed` and later reports `Exited` with the wait
+//! status, as it is the new generation's parent and reaps it. The spawner
+//! exits when the service's end of the socket closes (the service exited),
+//! leaving a running new generation to its new parent (the service manager).
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::fd;
+use crate::parent::{self, Launch};
+
+/// The spawner's process name (`comm`, as `ps` and `top` show it).
+pub const PROCESS_NAME: &str = "shellflip-spawn";
+
+/// Largest message either side sends (they are a few dozen bytes).
+const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// From the service to its spawner.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+enum Request {
+    /// Start the next generation. Carries exactly one descriptor: the new
+    /// generation's end of the handover channel.
+    Spawn,
+    /// SIGKILL a generation this spawner started and has not reaped yet.
+    Kill { pid: u32 },
+}
+
+/// From the spawner to the service.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+enum Event {
+    /// The next generation runs (its `exec` succeeded).
+    Spawned { pid: u32 },
+    /// It could not be started; `errno` when the system said why.
+    SpawnFailed { errno: Option<i32>, message: String },
+    /// A generation it started has exited and was reaped (`None`: waiting
+    /// for it failed, which the kernel never does for a child).
+    Exited { pid: u32, wait_status: Option<i32> },
+}
+
+fn encode<T: Serialize>(message: &T) -> io::Result<Vec<u8>> {
+    rmp_serde::to_vec(message).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> io::Result<T> {
+    rmp_serde::from_slice(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+async fn send(
+    socket: &AsyncFd<OwnedFd>,
+    bytes: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> io::Result<()> {
+    socket
+        .async_io(Interest::WRITABLE, |inner| {
+            fd::send_with_fds(inner.as_fd(), bytes, fds)
+        })
+        .await
+        .map(|_| ())
+}
+
+async fn recv(socket: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    socket
+        .async_io(Interest::READABLE, |inner| {
+            fd::recv_with_fds(inner.as_fd(), buf)
+        })
+        .await
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A spawner forked at start-up, before the runtime was built.
+#[derive(Debug)]
+pub(crate) struct SpawnerProcess {
+    pid: Pid,
+    socket: OwnedFd,
+}
+
+/// Forks the spawner. Must run before any thread is started (it fails,
+/// forking nothing, otherwise).
+pub(crate) fn start(launch: &Launch) -> io::Result<SpawnerProcess> {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )
+    .map_err(io::Error::from)?;
+    let launch = launch.clone();
+    let pid = fd::fork_helper(theirs, move |socket| spawner_main(socket, launch))?;
+    Ok(SpawnerProcess { pid, socket: ours })
+}
+
+// ---------------------------------------------------------------------------
+// The spawner process.
+
+fn spawner_main(socket: OwnedFd, launch: Launch) -> i32 {
+    if let Ok(name) = std::ffi::CString::new(PROCESS_NAME) {
+        let _ = nix::sys::prctl::set_name(&name);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!(
+                "shellflip: the spawner could not start its runtime: {e}; restarts will fail"
+            );
+            return 1;
+        }
+    };
+    runtime.block_on(serve(socket, launch));
+    0
+}
+
+/// Answers the service's requests until its end of the socket closes.
+async fn serve(socket: OwnedFd, launch: Launch) {
+    let Ok(socket) = fd::register_async(socket) else {
+        return;
+    };
+    // The signals a service may use to request a restart, if someone sends
+    // them to the whole process group: the spawner must survive them. (A
+    // handler, unlike SIG_IGN, is reset by `execve`, so the generations it
+    // starts get the default dispositions.)
+    let _survive: Vec<_> = [
+        tokio::signal::unix::SignalKind::hangup(),
+        tokio::signal::unix::SignalKind::user_defined1(),
+        tokio::signal::unix::SignalKind::user_defined2(),
+    ]
+    .into_iter()
+    .filter_map(|kind| tokio::signal::unix::signal(kind).ok())
+    .collect();
+    let launch = Arc::new(launch);
+    let kills: Arc<Mutex<HashMap<u32, CancellationToken>>> = Arc::default();
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<Event>();
+    let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
+    loop {
+        tokio::select! {
+            received = recv(&socket, &mut buf) => {
+                let (len, mut fds) = match received {
+                    Ok((0, _)) | Err(_) => break, // the service is gone
+                    Ok(message) => message,
+                };
+                match decode::<Request>(&buf[..len]) {
+                    Ok(Request::Spawn) if fds.len() == 1 => {
+                        let channel = fds.remove(0);
+                        tokio::spawn(spawn_and_watch(
+                            Arc::clone(&launch),
+                            channel,
+                            Arc::clone(&kills),
+                            events_tx.clone(),
+                        ));
+                    }
+                    Ok(Request::Spawn) => {
+                        let _ = events_tx.send(Event::SpawnFailed {
+                            errno: None,
+                            message: format!(
+                                "the spawn request carried {} descriptors instead of 1",
+                                fds.len()
+                            ),
+                        });
+                    }
+                    Ok(Request::Kill { pid }) => {
+                        if let Some(kill) = lock(&kills).get(&pid) {
+                            kill.cancel();
+                        }
+                    }
+                    // Cannot happen between a service and its own fork;
+                    // nothing sensible to answer.
+                    Err(_) => {}
+                }
+            }
+            Some(event) = events_rx.recv() => {
+                let sent = match encode(&event) {
+                    Ok(bytes) => send(&socket, &bytes, &[]).await,
+                    Err(e) => Err(e),
+                };
+                if sent.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Starts one generation, reports it, and reaps it when it exits (or kills
+/// it when asked).
+async fn spawn_and_watch(
+    launch: Arc<Launch>,
+    channel: OwnedFd,
+    kills: Arc<Mutex<HashMap<u32, CancellationToken>>>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let spawned = parent::spawn_next_process(&launch, &channel).await;
+    drop(channel);
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = events.send(Event::SpawnFailed {
+                errno: e.raw_os_error(),
+                message: e.to_string(),
+            });
+            return;
+        }
+    };
+    let Some(pid) = child.id() else {
+        // Already reaped: cannot happen before `wait`.
+        return;
+    };
+    let kill = CancellationToken::new();
+    lock(&kills).insert(pid, kill.clone());
+    let _ = events.send(Event::Spawned { pid });
+    let status = tokio::select! {
+        status = child.wait() => status,
+        _ = kill.cancelled() => {
+            let _ = child.start_kill();
+            child.wait().await
+        }
+    };
+    lock(&kills).remove(&pid);
+    let _ = events.send(Event::Exited {
+        pid,
+        wait_status: status.ok().map(ExitStatus::into_raw),
+    });
+}
+
+// ---------------------------------------------------------------------------
+// The service's side.
+
+/// Why the spawner could not start a generation.
+#[derive(Debug)]
+pub(crate) enum SpawnError {
+    /// The system refused (exec failed: missing file, permissions...).
+    Spawn(io::Error),
+    /// The spawner process is gone; this generation cannot start another.
+    Gone { pid: u32, reason: String },
+}
+
+type SpawnReply = Result<(u32, watch::Receiver<Option<Option<i32>>>), io::Error>;
+
+#[derive(Default)]
+struct Routes {
+    /// The caller of the spawn request in flight.
+    pending: Option<oneshot::Sender<SpawnReply>>,
+    /// Exit watchers of started generations, by pid.
+    exits: HashMap<u32, watch::Sender<Option<Option<i32>>>>,
+    /// Set once the spawner is gone (and reaped): how it ended.
+    gone: Option<String>,
+}
+
+/// The service's handle on its spawner.
+pub(crate) struct SpawnerClient {
+    pid: u32,
+    socket: Arc<AsyncFd<OwnedFd>>,
+    routes: Arc<Mutex<Routes>>,
+    /// Becomes true once `routes.gone` is set.
+    gone_rx: watch::Receiver<bool>,
+    /// Spawns are one at a time (restarts never overlap anyway).
+    one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for SpawnerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpawnerClient")
+            .field("pid", &self.pid)
+            .finish()
+    }
+}
+
+impl SpawnerClient {
+    /// Connects to the spawner forked at start-up and starts reading its
+    /// events. Must be called inside the runtime.
+    pub(crate) fn connect(process: SpawnerProcess) -> io::Result<Arc<Self>> {
+        let pid = process.pid.as_raw() as u32;
+        let socket = Arc::new(fd::register_async(process.socket)?);
+        let routes: Arc<Mutex<Routes>> = Arc::default();
+        let (gone_tx, gone_rx) = watch::channel(false);
+        tokio::spawn(read_events(
+            Arc::clone(&socket),
+            Arc::clone(&routes),
+            process.pid,
+            gone_tx,
+        ));
+        Ok(Arc::new(SpawnerClient {
+            pid,
+            socket,
+            routes,
+            gone_rx,
+            one_at_a_time: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// The spawner's pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// How the spawner ended, once it is gone.
+    fn gone_reason(&self) -> String {
+        lock(&self.routes)
+            .gone
+            .clone()
+            .unwrap_or_else(|| "it closed its socket".to_owned())
+    }
+
+    /// The error once the spawner is found gone: waits (briefly) until its
+    /// end was recorded, so the error says how it ended.
+    async fn gone(&self) -> SpawnError {
+        let mut gone = self.gone_rx.clone();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            gone.wait_for(|gone| *gone),
+        )
+        .await;
+        SpawnError::Gone {
+            pid: self.pid,
+            reason: self.gone_reason(),
+        }
+    }
+
+    /// Asks the spawner to start the next generation with `channel` as its
+    /// end of the handover channel.
+    pub(crate) async fn spawn(
+        self: &Arc<Self>,
+        channel: OwnedFd,
+    ) -> Result<SpawnedGeneration, SpawnError> {
+        let _one = self.one_at_a_time.lock().await;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let already_gone = {
+            let mut routes = lock(&self.routes);
+            let gone = routes.gone.is_some();
+            if !gone {
+                routes.pending = Some(reply_tx);
+            }
+            gone
+        };
+        if already_gone {
+            return Err(self.gone().await);
+        }
+        let request = encode(&Request::Spawn).map_err(SpawnError::Spawn)?;
+        if send(&self.socket, &request, &[channel.as_fd()])
+            .await
+            .is_err()
+        {
+            lock(&self.routes).pending = None;
+            return Err(self.gone().await);
+        }
+        drop(channel);
+        match reply_rx.await {
+            Ok(Ok((pid, exit))) => Ok(SpawnedGeneration {
+                pid,
+                exit,
+                client: Arc::clone(self),
+            }),
+            Ok(Err(e)) => Err(SpawnError::Spawn(e)),
+            Err(_) => Err(self.gone().await),
+        }
+    }
+
+    fn kill(&self, pid: u32) -> io::Result<()> {
+        let request = encode(&Request::Kill { pid })?;
+        // One small packet: it fits in the socket buffer, whose other end
+        // is read continuously; a full buffer means the spawner is stuck.
+        fd::send_with_fds(self.socket.get_ref().as_fd(), &request, &[]).map(|_| ())
+    }
+}
+
+/// Routes the spawner's events to whoever waits for them; when it is gone,
+/// reaps it and records how it ended.
+async fn read_events(
+    socket: Arc<AsyncFd<OwnedFd>>,
+    routes: Arc<Mutex<Routes>>,
+    pid: Pid,
+    gone_tx: watch::Sender<bool>,
+) {
+    let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
+    loop {
+        let event = match recv(&socket, &mut buf).await {
+            Ok((0, _)) | Err(_) => break,
+            Ok((len, _fds)) => match decode::<Event>(&buf[..len]) {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable message from the spawner; ignored");
+                    continue;
+                }
+            },
+        };
+        let mut routes = lock(&routes);
+        match event {
+            Event::Spawned { pid } => {
+                let (exit_tx, exit_rx) = watch::channel(None);
+                routes.exits.insert(pid, exit_tx);
+                if let Some(pending) = routes.pending.take() {
+                    let _ = pending.send(Ok((pid, exit_rx)));
+                }
+            }
+            Event::SpawnFailed { errno, message } => {
+                let error = match errno {
+                    Some(errno) => io::Error::from_raw_os_error(errno),
+                    None => io::Error::other(message),
+                };
+                if let Some(pending) = routes.pending.take() {
+                    let _ = pending.send(Err(error));
+                }
+            }
+            Event::Exited { pid, wait_status } => {
+                if let Some(exit) = routes.exits.remove(&pid) {
+                    let _ = exit.send(Some(wait_status));
+                }
+            }
+        }
+    }
+    // Its socket closed: it has exited (or is exiting). Reap it — it is this
+    // process's child — and keep how it ended for the errors to come.
+    let status = tokio::task::spawn_blocking(move || nix::sys::wait::waitpid(pid, None))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let reason = match status {
+        Some(nix::sys::wait::WaitStatus::Exited(_, code)) => {
+            format!("it exited with status {code}")
+        }
+        Some(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => {
+            format!("it was killed by signal {}", signal.as_str())
+        }
+        _ => "it ended in an unknown way".to_owned(),
+    };
+    tracing::error!(
+        spawner_pid = pid.as_raw(),
+        reason,
+        "the spawner is gone; this generation cannot start a new one"
+    );
+    {
+        let mut routes = lock(&routes);
+        routes.gone = Some(reason);
+        routes.pending = None;
+        routes.exits.clear();
+    }
+    let _ = gone_tx.send(true);
+}
+
+/// A generation started by the spawner, until it is reaped there.
+#[derive(Debug)]
+pub(crate) struct SpawnedGeneration {
+    pid: u32,
+    exit: watch::Receiver<Option<Option<i32>>>,
+    client: Arc<SpawnerClient>,
+}
+
+impl SpawnedGeneration {
+    /// Its pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits until it has exited and was reaped by the spawner.
+    pub(crate) async fn wait(&mut self) -> io::Result<ExitStatus> {
+        loop {
+            if let Some(status) = *self.exit.borrow_and_update() {
+                return status
+                    .map(ExitStatus::from_raw)
+                    .ok_or_else(|| io::Error::other("the spawner could not wait for it"));
+            }
+            if self.exit.changed().await.is_err() {
+                return Err(io::Error::other(format!(
+                    "its parent, the spawner (pid {}), is gone ({})",
+                    self.client.pid,
+                    self.client.gone_reason()
+                )));
+            }
+        }
+    }
+
+    /// Asks the spawner to SIGKILL it.
+    pub(crate) fn start_kill(&self) -> io::Result<()> {
+        self.client.kill(self.pid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        for request in [Request::Spawn, Request::Kill { pid: 42 }] {
+            let bytes = encode(&request).unwrap();
+            assert_eq!(decode::<Request>(&bytes).unwrap(), request);
+        }
+        for event in [
+            Event::Spawned { pid: 7 },
+            Event::SpawnFailed {
+                errno: Some(2),
+                message: "No such file".to_owned(),
+            },
+            Event::Exited {
+                pid: 7,
+                wait_status: Some(3 << 8),
+            },
+        ] {
+            let bytes = encode(&event).unwrap();
+            assert!(bytes.len() < MAX_MESSAGE_BYTES);
+            assert_eq!(decode::<Event>(&bytes).unwrap(), event);
+        }
+    }
+}
