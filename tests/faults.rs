@@ -184,15 +184,23 @@ fn sigterm_during_a_restart_aborts_it_and_stops() {
 
 #[test]
 fn a_restart_during_a_drain_is_refused_until_the_old_generation_exits() {
-    let mut service = start_faulty(&[], &[]);
+    // The echo example: it logs, so the refusals can be waited for.
+    let mut service = Echo::start(&[]);
     let old = service.current;
     let (held, new) = restart_while_holding_a_connection(&mut service);
     // The old generation drains (the held connection is open): a restart
     // request, by the control socket or by signal to either process, is
     // refused, and nothing is spawned.
     restart_fails_with(&service, &["in progress"]);
-    kill_pid(old.pid, Signal::SIGUSR1);
+    let refusals = |service: &Echo| service.stderr().matches("restart refused").count();
+    let before = refusals(&service);
     kill_pid(new.pid, Signal::SIGUSR1);
+    // Signals are asynchronous: wait until the new generation has handled
+    // (and refused) its one before the old generation may exit.
+    wait_until("the new generation to refuse", EVENT_TIMEOUT, || {
+        refusals(&service) > before
+    });
+    kill_pid(old.pid, Signal::SIGUSR1);
     // Finish the held exchange: the old generation exits.
     held.finish("bye");
     assert!(service.wait_first_exit());

@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::Interest;
 use tokio::net::UnixStream;
 
 use crate::control::{ControlSocketFile, LastRestart};
@@ -59,6 +59,10 @@ pub(crate) struct HandoverHeader {
     pub state_len: Option<u64>,
     /// Counters carried across generations.
     pub lineage: Lineage,
+    /// When the previous generation began this restart (Unix time, µs):
+    /// the new generation logs how long its start-up took from there.
+    #[serde(default)]
+    pub restart_began_unix_us: u64,
 }
 
 /// A new generation's report.
@@ -99,8 +103,12 @@ fn invalid(message: String) -> io::Error {
 }
 
 /// Parent side: sends the header with the descriptors, then the state.
+/// Takes the stream by shared reference, so that the parent can start
+/// sending before the new process even exists (the socket buffers what it
+/// can) while it waits for the spawn, then read the report on the same
+/// stream.
 pub(crate) async fn send_handover(
-    stream: &mut UnixStream,
+    stream: &UnixStream,
     header: &HandoverHeader,
     fds: &[BorrowedFd<'_>],
     state: Option<&EncodedState>,
@@ -111,22 +119,50 @@ pub(crate) async fn send_handover(
             fd::send_with_fds(stream.as_fd(), &message, fds)
         })
         .await?;
-    stream.write_all(&message[sent..]).await?;
+    write_all(stream, &message[sent..]).await?;
     if let Some(state) = state {
-        stream.write_all(&state.header).await?;
-        stream.write_all(&state.payload).await?;
+        write_all(stream, &state.header).await?;
+        write_all(stream, &state.payload).await?;
     }
-    stream.flush().await
+    Ok(())
+}
+
+async fn write_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Fills `buf`; `Ok(false)` if the stream ended before the first byte.
+async fn read_exact(stream: &UnixStream, buf: &mut [u8]) -> io::Result<bool> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        stream.readable().await?;
+        match stream.try_read(&mut buf[filled..]) {
+            Ok(0) if filled == 0 => return Ok(false),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 /// Parent side: waits for the child's report. `None`: the child closed the
 /// channel without reporting (it exited or crashed).
-pub(crate) async fn read_child_message(
-    stream: &mut UnixStream,
-) -> io::Result<Option<ChildMessage>> {
+pub(crate) async fn read_child_message(stream: &UnixStream) -> io::Result<Option<ChildMessage>> {
     let mut len = [0u8; 4];
-    match stream.read_exact(&mut len).await {
-        Ok(_) => {}
+    match read_exact(stream, &mut len).await {
+        Ok(true) => {}
+        Ok(false) => return Ok(None),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
@@ -137,7 +173,9 @@ pub(crate) async fn read_child_message(
         )));
     }
     let mut payload = vec![0u8; len as usize];
-    stream.read_exact(&mut payload).await?;
+    if !read_exact(stream, &mut payload).await? {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     rmp_serde::from_slice(&payload)
         .map(Some)
         .map_err(|e| invalid(format!("unreadable report from the new generation: {e}")))
@@ -154,6 +192,7 @@ pub(crate) async fn send_child_message(
     stream: &mut UnixStream,
     message: &ChildMessage,
 ) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
     stream.write_all(&encode_child_message(message)?).await?;
     stream.flush().await
 }
@@ -228,6 +267,7 @@ mod tests {
             fd_names: names.iter().map(|s| s.to_string()).collect(),
             state_len,
             lineage: Lineage::default(),
+            restart_began_unix_us: 1_700_000_000_000_000,
         }
     }
 
@@ -235,7 +275,7 @@ mod tests {
     async fn handover_round_trip_with_fds_and_state() {
         let (parent, child) = StdUnixStream::pair().unwrap();
         parent.set_nonblocking(true).unwrap();
-        let mut parent = UnixStream::from_std(parent).unwrap();
+        let parent = UnixStream::from_std(parent).unwrap();
         let (keep, passed) = StdUnixStream::pair().unwrap();
         let state = vec![7u8; 300_000];
         let h = header(&["echo"], Some(state.len() as u64));
@@ -248,7 +288,7 @@ mod tests {
             header: head.to_vec(),
             payload: tail.to_vec(),
         };
-        send_handover(&mut parent, &h, &[passed.as_fd()], Some(&parts))
+        send_handover(&parent, &h, &[passed.as_fd()], Some(&parts))
             .await
             .unwrap();
         let received = receiver.join().unwrap();
@@ -262,7 +302,7 @@ mod tests {
     #[tokio::test]
     async fn child_messages_round_trip_and_eof_is_none() {
         let (a, b) = UnixStream::pair().unwrap();
-        let (mut a, mut b) = (a, b);
+        let (mut a, b) = (a, b);
         send_child_message(
             &mut a,
             &ChildMessage::Failed {
@@ -276,16 +316,16 @@ mod tests {
             .unwrap();
         drop(a);
         assert_eq!(
-            read_child_message(&mut b).await.unwrap(),
+            read_child_message(&b).await.unwrap(),
             Some(ChildMessage::Failed {
                 reason: "boom".into()
             })
         );
         assert_eq!(
-            read_child_message(&mut b).await.unwrap(),
+            read_child_message(&b).await.unwrap(),
             Some(ChildMessage::Ready)
         );
-        assert_eq!(read_child_message(&mut b).await.unwrap(), None);
+        assert_eq!(read_child_message(&b).await.unwrap(), None);
     }
 
     #[test]

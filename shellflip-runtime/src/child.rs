@@ -44,6 +44,9 @@ pub(crate) fn take_channel() -> Result<Option<StdUnixStream>, Error> {
 /// Receives the handover, giving up after `timeout`.
 pub(crate) fn receive(stream: &mut StdUnixStream, timeout: Duration) -> Result<Received, Error> {
     let io = |e: io::Error| Error::Handover(e.to_string());
+    // Blocking reads bounded by the timeout, whatever mode the previous
+    // generation left the descriptor in.
+    stream.set_nonblocking(false).map_err(io)?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     let received = channel::receive_handover(stream).map_err(|e| {
         if matches!(
@@ -74,7 +77,8 @@ pub(crate) fn report_failure_blocking(stream: &mut StdUnixStream, reason: &str) 
     }
 }
 
-/// The link to the previous generation while it is alive.
+/// The link to the previous generation while it is alive. Shared: the
+/// service's `ready()` sends READY through it at once, on its own thread.
 pub(crate) struct ParentLink {
     writer: OwnedWriteHalf,
 }
@@ -89,12 +93,35 @@ impl ParentLink {
         Ok(ParentLink { writer })
     }
 
-    /// Sends a report to the previous generation.
-    pub(crate) async fn report(&mut self, message: &ChildMessage) -> io::Result<()> {
-        use tokio::io::AsyncWriteExt;
+    /// Sends as much of `message` as the socket takes without waiting;
+    /// returns the bytes left to send with [`send`](Self::send) (none,
+    /// unless the socket buffer is full).
+    pub(crate) fn try_report(&self, message: &ChildMessage) -> io::Result<Vec<u8>> {
         let bytes = channel::encode_child_message(message)?;
-        self.writer.write_all(&bytes).await?;
-        self.writer.flush().await
+        match self.writer.try_write(&bytes) {
+            Ok(n) => Ok(bytes[n..].to_vec()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(bytes),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends a report to the previous generation.
+    pub(crate) async fn report(&self, message: &ChildMessage) -> io::Result<()> {
+        self.send(&channel::encode_child_message(message)?).await
+    }
+
+    /// Sends raw bytes of a report (what [`try_report`](Self::try_report)
+    /// left).
+    pub(crate) async fn send(&self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            self.writer.writable().await?;
+            match self.writer.try_write(bytes) {
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -196,6 +196,10 @@ fn thread_count() -> io::Result<usize> {
 /// called in a freshly forked helper, which never returns into the code
 /// that owns those descriptors (see [`fork_helper`]).
 fn close_all_except(keep: RawFd) {
+    if close_ranges_except(keep).is_ok() {
+        return;
+    }
+    // Kernels before 5.9 have no close_range: list /proc/self/fd instead.
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
         // Without /proc, the descriptors stay open in the helper; they are
         // all close-on-exec, so nothing it spawns inherits them.
@@ -215,6 +219,26 @@ fn close_all_except(keep: RawFd) {
             drop(unsafe { OwnedFd::from_raw_fd(raw) });
         }
     }
+}
+
+/// `close_range(2)` around `keep`: two system calls, however many
+/// descriptors the service had.
+fn close_ranges_except(keep: RawFd) -> io::Result<()> {
+    let keep = keep as libc::c_uint;
+    let ranges = [(3, keep.saturating_sub(1)), (keep + 1, libc::c_uint::MAX)];
+    for (first, last) in ranges {
+        if first > last {
+            continue;
+        }
+        // SAFETY: close_range only closes descriptors, none of which is
+        // used again in this process (same reasoning as for the loop in
+        // `close_all_except`); it takes plain integers and no pointer.
+        let result = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+        if result != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 fn fcntl_is_open(raw: RawFd) -> bool {

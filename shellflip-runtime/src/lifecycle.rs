@@ -44,7 +44,7 @@ use crate::control::{
 };
 use crate::error::{Error, RestartError};
 use crate::handover::{decode_envelope, EncodedState, HandoverState, StateError, StateFds};
-use crate::parent::{self, Launch, NewGeneration, Plan, Spawner};
+use crate::parent::{self, EncodedStateParts, Launch, NewGeneration, Plan, Spawner};
 use crate::pidfile::PidFile;
 use crate::registry::{Registry, CONTROL_FD_NAME, STATE_FD_PREFIX};
 use crate::shutdown::{self, SignalRequest, Signals};
@@ -118,6 +118,25 @@ pub(crate) struct Service {
     /// Cancelled when the service's `main` has returned.
     main_returned: CancellationToken,
     main_outcome: Mutex<Option<Result<(), String>>>,
+    /// The link to the previous generation (a new generation until the
+    /// previous one is gone).
+    parent: Mutex<Option<Arc<ParentLink>>>,
+    /// The pid file, written by the ready generation.
+    pid_file: Option<PidFile>,
+    /// What `ready()` already did about READY, for the supervisor.
+    ready_report: Mutex<ReadyReport>,
+}
+
+/// How far `ready()` got with telling the previous generation.
+#[derive(Debug, Default)]
+enum ReadyReport {
+    /// Nothing done: the supervisor writes the pid file and reports.
+    #[default]
+    NotSent,
+    /// The pid file is written and READY sent, but for these bytes.
+    Sent { rest: Vec<u8> },
+    /// Sending failed: the previous generation is probably gone.
+    Failed(String),
 }
 
 /// A control socket opened but not served yet.
@@ -193,8 +212,31 @@ impl Service {
         if self.shutdown.is_cancelled() && !*self.ready.borrow() {
             return Err(Error::ShuttingDown);
         }
+        if !*self.ready.borrow() {
+            self.report_ready_now();
+        }
         self.ready.send_replace(true);
         Ok(())
+    }
+
+    /// Tells the previous generation at once, on the caller's thread, rather
+    /// than after a hop to the supervisor task: under load, every wake-up of
+    /// another thread costs a wait for a CPU. The pid file first, so whoever
+    /// learns of the successful restart finds this pid in it.
+    fn report_ready_now(&self) {
+        let Some(parent) = lock(&self.parent).clone() else {
+            return;
+        };
+        // Held throughout: two racing ready() calls report once.
+        let mut report = lock(&self.ready_report);
+        if !matches!(*report, ReadyReport::NotSent) {
+            return;
+        }
+        write_pid_file(self.pid_file.as_ref());
+        *report = match parent.try_report(&ChildMessage::Ready) {
+            Ok(rest) => ReadyReport::Sent { rest },
+            Err(e) => ReadyReport::Failed(e.to_string()),
+        };
     }
 
     fn is_ready(&self) -> bool {
@@ -231,6 +273,10 @@ where
     Fut: Future,
     Fut::Output: MainResult,
 {
+    let mut times = StartupTimes {
+        entered: SystemTime::now(),
+        ..StartupTimes::default()
+    };
     let mut channel = match child::take_channel() {
         Ok(channel) => channel,
         Err(e) => return fail_start(None, &e.to_string()),
@@ -251,6 +297,7 @@ where
         SpawnerMode::Process => spawner::start(&launch)
             .map_err(|e| format!("the spawner process could not be started: {e}")),
     };
+    times.spawner_forked = SystemTime::now();
     let received = match channel.as_mut() {
         None => None,
         Some(stream) => match child::receive(stream, config.ready_timeout) {
@@ -258,11 +305,14 @@ where
             Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
         },
     };
+    times.received = SystemTime::now();
     let runtime = match build_runtime(&config) {
         Ok(runtime) => runtime,
         Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
     };
+    times.runtime_built = SystemTime::now();
     let start = Start {
+        times,
         launch,
         spawner,
         channel,
@@ -302,8 +352,38 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// When the steps of start-up before the runtime ended (logged at
+/// readiness, as the subscriber is only installed by the service's main).
+#[derive(Debug, Clone, Copy)]
+struct StartupTimes {
+    entered: SystemTime,
+    spawner_forked: SystemTime,
+    received: SystemTime,
+    runtime_built: SystemTime,
+}
+
+impl Default for StartupTimes {
+    fn default() -> Self {
+        StartupTimes {
+            entered: UNIX_EPOCH,
+            spawner_forked: UNIX_EPOCH,
+            received: UNIX_EPOCH,
+            runtime_built: UNIX_EPOCH,
+        }
+    }
+}
+
+/// Milliseconds from `from` to `to` (negative if the clock stepped back).
+fn ms_between(from: SystemTime, to: SystemTime) -> f64 {
+    match to.duration_since(from) {
+        Ok(d) => d.as_secs_f64() * 1000.0,
+        Err(e) => -e.duration().as_secs_f64() * 1000.0,
+    }
+}
+
 /// What start-up found before the runtime was built.
 struct Start {
+    times: StartupTimes,
     launch: Launch,
     /// The spawner forked at start-up, or why there is none.
     spawner: Result<SpawnerProcess, String>,
@@ -325,6 +405,7 @@ where
 {
     let started = Instant::now();
     let Start {
+        times,
         launch,
         spawner,
         mut channel,
@@ -343,6 +424,11 @@ where
             Spawner::Inline { reason }
         }
     };
+    let restart_began = received
+        .as_ref()
+        .map(|r| r.header.restart_began_unix_us)
+        .filter(|&us| us > 0)
+        .map(|us| UNIX_EPOCH + Duration::from_micros(us));
     let (generation, lineage, fds, state_bytes) = match received {
         Some(r) => (r.header.generation, r.header.lineage, r.fds, r.state),
         None => (
@@ -403,7 +489,7 @@ where
             None
         }
         Some(stream) => match ParentLink::start(stream, parent_gone.clone()) {
-            Ok(link) => Some(link),
+            Ok(link) => Some(Arc::new(link)),
             Err(e) => {
                 tracing::warn!(error = %e, "lost the channel to the previous generation");
                 parent_gone.cancel();
@@ -426,6 +512,9 @@ where
         drain_deadline: Mutex::new(None),
         main_returned: CancellationToken::new(),
         main_outcome: Mutex::new(None),
+        parent: Mutex::new(parent.clone()),
+        pid_file: config.pid_file.as_ref().map(PidFile::new),
+        ready_report: Mutex::new(ReadyReport::NotSent),
     });
     let context = Context::<S>::new(Arc::clone(&service), state);
 
@@ -444,6 +533,8 @@ where
         spawner,
         phase: Phase::Starting,
         started,
+        startup_times: times,
+        restart_began,
         lineage,
         parent,
         parent_gone,
@@ -550,25 +641,34 @@ fn drain_of(service: &Service) -> Drain {
     })
 }
 
-/// Encodes the service's state (if it has one) on the blocking pool and adds
-/// it, with its descriptors, to `plan`.
-async fn add_encoded_state(service: Arc<Service>, mut plan: Plan) -> Result<Plan, RestartError> {
+/// Points the pid file (if any) at this process.
+fn write_pid_file(pid_file: Option<&PidFile>) {
+    let Some(pid_file) = pid_file else {
+        return;
+    };
+    match pid_file.write(std::process::id()) {
+        Ok(()) => tracing::debug!(path = %pid_file.path().display(), "pid file written"),
+        Err(e) => tracing::warn!(error = %e, "could not write the pid file"),
+    }
+}
+
+/// Encodes the service's state (if it has one) on the blocking pool; with
+/// its descriptors, named for the handover.
+async fn encode_state(service: Arc<Service>) -> Result<EncodedStateParts, RestartError> {
     let encoded = tokio::task::spawn_blocking(move || service.encode_state())
         .await
         .map_err(|e| RestartError::Handover {
             pid: 0,
             reason: format!("encoding the state failed: {e}"),
         })??;
-    if let Some((bytes, state_fds)) = encoded {
-        plan.fds.extend(
-            state_fds
-                .into_vec()
-                .into_iter()
-                .map(|(name, fd)| (format!("{STATE_FD_PREFIX}{name}"), fd)),
-        );
-        plan.state = Some(bytes);
-    }
-    Ok(plan)
+    Ok(encoded.map(|(bytes, state_fds)| {
+        let fds = state_fds
+            .into_vec()
+            .into_iter()
+            .map(|(name, fd)| (format!("{STATE_FD_PREFIX}{name}"), fd))
+            .collect();
+        (bytes, fds)
+    }))
 }
 
 /// Polls a future, turning a panic into an error message.
@@ -655,8 +755,13 @@ struct Supervisor {
     spawner: Spawner,
     phase: Phase,
     started: Instant,
+    /// Start-up steps before the runtime.
+    startup_times: StartupTimes,
+    /// When the previous generation began the restart that started this
+    /// one.
+    restart_began: Option<SystemTime>,
     lineage: Lineage,
-    parent: Option<ParentLink>,
+    parent: Option<Arc<ParentLink>>,
     parent_gone: CancellationToken,
     control: Option<ControlServer>,
     control_tx: mpsc::Sender<ControlCommand>,
@@ -785,6 +890,7 @@ impl Supervisor {
     fn on_parent_gone(&mut self) {
         tracing::debug!("the previous generation is gone");
         self.parent = None;
+        *lock(&self.service.parent) = None;
     }
 
     fn start_restart(&mut self, trigger: Trigger, reply: Option<oneshot::Sender<Response>>) {
@@ -826,11 +932,10 @@ impl Supervisor {
         tokio::spawn(async move {
             // Encoding a large state takes a while (about 130 ms for 100 MB):
             // done on the blocking pool, not in the supervisor, which keeps
-            // answering status requests and signals meanwhile.
-            let outcome = match add_encoded_state(service, plan).await {
-                Ok(plan) => parent::spawn_next(&spawner, &launch, plan, abort).await,
-                Err(error) => Err(error),
-            };
+            // answering status requests and signals meanwhile, and while the
+            // new process starts.
+            let outcome =
+                parent::spawn_next(&spawner, &launch, plan, encode_state(service), abort).await;
             let _ = outcome_tx.send(outcome).await;
         });
     }
@@ -860,7 +965,6 @@ impl Supervisor {
         Ok(Plan {
             generation: self.service.generation + 1,
             fds,
-            state: None,
             lineage,
             ready_timeout: self.ready_timeout,
             ready_grace: self.ready_grace,
@@ -955,18 +1059,49 @@ impl Supervisor {
             startup_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             "ready"
         );
-        // Before READY reaches the previous generation: whoever learns that
-        // the restart succeeded finds this pid in the file.
-        self.write_pid_file();
-        let told_parent = match self.parent.as_mut() {
-            None => false,
-            Some(parent) => match parent.report(&ChildMessage::Ready).await {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not tell the previous generation that this one is ready; it is probably gone");
-                    false
-                }
-            },
+        let times = self.startup_times;
+        let now = SystemTime::now();
+        tracing::debug!(
+            restart_to_run_ms = self
+                .restart_began
+                .map(|began| ms_between(began, times.entered)),
+            spawner_fork_ms = ms_between(times.entered, times.spawner_forked),
+            receive_ms = ms_between(times.spawner_forked, times.received),
+            runtime_ms = ms_between(times.received, times.runtime_built),
+            main_to_ready_ms = ms_between(times.runtime_built, now),
+            restart_to_ready_ms = self.restart_began.map(|began| ms_between(began, now)),
+            "start-up phases"
+        );
+        let already = std::mem::take(&mut *lock(&self.service.ready_report));
+        let reported = match (already, self.parent.as_ref()) {
+            (_, None) => {
+                self.write_pid_file();
+                Ok(false)
+            }
+            // ready() wrote the pid file and sent READY (or most of it).
+            (ReadyReport::Sent { rest }, Some(parent)) => parent
+                .send(&rest)
+                .await
+                .map(|()| true)
+                .map_err(|e| e.to_string()),
+            (ReadyReport::Failed(reason), Some(_)) => Err(reason),
+            (ReadyReport::NotSent, Some(parent)) => {
+                // Before READY reaches the previous generation: whoever
+                // learns that the restart succeeded finds this pid in it.
+                self.write_pid_file();
+                parent
+                    .report(&ChildMessage::Ready)
+                    .await
+                    .map(|()| true)
+                    .map_err(|e| e.to_string())
+            }
+        };
+        let told_parent = match reported {
+            Ok(told) => told,
+            Err(reason) => {
+                tracing::warn!(error = %reason, "could not tell the previous generation that this one is ready; it is probably gone");
+                false
+            }
         };
         let status = format!("serving: generation {generation}, pid {pid}");
         if generation == 1 {
@@ -1076,13 +1211,7 @@ impl Supervisor {
     }
 
     fn write_pid_file(&self) {
-        let Some(pid_file) = &self.pid_file else {
-            return;
-        };
-        match pid_file.write(std::process::id()) {
-            Ok(()) => tracing::debug!(path = %pid_file.path().display(), "pid file written"),
-            Err(e) => tracing::warn!(error = %e, "could not write the pid file"),
-        }
+        write_pid_file(self.pid_file.as_ref());
     }
 
     fn begin_shutdown(&mut self, ending: Ending) {

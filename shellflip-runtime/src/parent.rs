@@ -77,7 +77,6 @@ fn resolve_exe(arg0: &OsString) -> Option<PathBuf> {
 pub(crate) struct Plan {
     pub generation: u64,
     pub fds: Vec<(String, OwnedFd)>,
-    pub state: Option<EncodedState>,
     pub lineage: Lineage,
     pub ready_timeout: Duration,
     /// How long the new generation must stay alive after READY before the
@@ -211,26 +210,96 @@ pub(crate) async fn spawn_next_process(
     spawn_retrying_busy(&mut command).await
 }
 
+/// The encoded state to hand over, with the descriptors it holds (already
+/// named for the handover).
+pub(crate) type EncodedStateParts = Option<(EncodedState, Vec<(String, OwnedFd)>)>;
+
 /// Spawns and supervises the next generation until it is ready or has
 /// failed; on failure it is killed if needed and always reaped.
+///
+/// The spawn, the state's encoding (`encode_state`) and the handover run
+/// at the same time: the handover goes into the socket's buffer before
+/// the new process exists, so it never waits for it, and encoding a large
+/// state overlaps with the new process's start-up.
 pub(crate) async fn spawn_next(
     spawner: &Spawner,
     launch: &Launch,
     plan: Plan,
+    encode_state: impl std::future::Future<Output = Result<EncodedStateParts, RestartError>>,
     abort: CancellationToken,
 ) -> Result<NewGeneration, RestartError> {
     let started = Instant::now();
+    let began_unix_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let spawn_failed = |source: std::io::Error| RestartError::Spawn {
+        exe: launch.exe.clone(),
+        source,
+    };
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::Stream,
         None,
         SockFlag::SOCK_CLOEXEC,
     )
-    .map_err(|e| RestartError::Spawn {
-        exe: launch.exe.clone(),
-        source: e.into(),
-    })?;
-    let mut child = spawner.spawn(launch, theirs).await?;
+    .map_err(|e| spawn_failed(e.into()))?;
+    // Non-blocking on this end only (the flag belongs to each end's open
+    // file): the new generation reads its end with blocking calls.
+    let ours = StdUnixStream::from(ours);
+    let stream = ours
+        .set_nonblocking(true)
+        .and_then(|()| UnixStream::from_std(ours))
+        .map_err(spawn_failed)?;
+    let Plan {
+        generation,
+        fds,
+        lineage,
+        ready_timeout,
+        ready_grace,
+    } = plan;
+
+    let prepare = async {
+        let (state, mut fds) = match encode_state.await.map_err(HandshakeError::Prepare)? {
+            Some((state, state_fds)) => {
+                let mut all = fds;
+                all.extend(state_fds);
+                (Some(state), all)
+            }
+            None => (None, fds),
+        };
+        let header = HandoverHeader {
+            generation,
+            fd_names: fds.iter().map(|(name, _)| name.clone()).collect(),
+            state_len: state.as_ref().map(|s| s.len() as u64),
+            lineage,
+            restart_began_unix_us: began_unix_us,
+        };
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|(_, fd)| fd.as_fd()).collect();
+        channel::send_handover(&stream, &header, &borrowed, state.as_ref())
+            .await
+            .map_err(HandshakeError::Io)?;
+        // The kernel holds the descriptors in flight; these copies can go.
+        drop(borrowed);
+        fds.clear();
+        Ok::<_, HandshakeError>((header.fd_names.len(), header.state_len.unwrap_or(0)))
+    };
+    // Boxed, so it can be dropped (ending its borrow of the stream) before
+    // the stream is kept for the new generation.
+    let mut prepare = Box::pin(prepare);
+
+    // Phase 1: the spawn, while the handover is prepared and sent.
+    let mut prepared = None;
+    let mut child = {
+        let spawn = spawner.spawn(launch, theirs);
+        tokio::pin!(spawn);
+        loop {
+            tokio::select! {
+                biased;
+                spawned = &mut spawn => break spawned?,
+                done = &mut prepare, if prepared.is_none() => prepared = Some(done),
+            }
+        }
+    };
     let pid = child.pid();
     let spawned = started.elapsed();
     tracing::debug!(
@@ -239,45 +308,28 @@ pub(crate) async fn spawn_next(
         spawn_ms = spawned.as_secs_f64() * 1000.0,
         "spawned the next generation"
     );
-
-    let deadline = Instant::now() + plan.ready_timeout;
-    let ours = StdUnixStream::from(ours);
-    let mut stream = match ours
-        .set_nonblocking(true)
-        .and_then(|()| UnixStream::from_std(ours))
-    {
-        Ok(stream) => stream,
-        Err(e) => {
-            kill_and_reap(&mut child).await;
-            return Err(RestartError::Handover {
-                pid,
-                reason: e.to_string(),
-            });
-        }
-    };
-
-    let header = HandoverHeader {
-        generation: plan.generation,
-        fd_names: plan.fds.iter().map(|(name, _)| name.clone()).collect(),
-        state_len: plan.state.as_ref().map(|s| s.len() as u64),
-        lineage: plan.lineage,
-    };
-    let borrowed: Vec<BorrowedFd<'_>> = plan.fds.iter().map(|(_, fd)| fd.as_fd()).collect();
+    let deadline = Instant::now() + ready_timeout;
 
     let handover_sent = std::sync::OnceLock::new();
     let decision = {
         let handshake = async {
-            channel::send_handover(&mut stream, &header, &borrowed, plan.state.as_ref()).await?;
+            let outcome = match prepared.take() {
+                Some(outcome) => outcome,
+                None => prepare.as_mut().await,
+            };
+            let (fd_count, state_bytes) = outcome?;
             let sent = started.elapsed();
             let _ = handover_sent.set(sent);
             tracing::debug!(
                 pid,
-                fds = borrowed.len(),
-                state_bytes = plan.state.as_ref().map_or(0, EncodedState::len),
+                fds = fd_count,
+                state_bytes,
                 handover_ms = sent.as_secs_f64() * 1000.0,
                 "handover sent; waiting for the new generation's report"
             );
-            channel::read_child_message(&mut stream).await
+            channel::read_child_message(&stream)
+                .await
+                .map_err(HandshakeError::Io)
         };
         tokio::pin!(handshake);
         let first = tokio::select! {
@@ -299,7 +351,7 @@ pub(crate) async fn spawn_next(
                 }
             }
             First::Report(report) => match report {
-                Ok(Some(ChildMessage::Ready)) if plan.ready_grace.is_zero() => Decision::Ready,
+                Ok(Some(ChildMessage::Ready)) if ready_grace.is_zero() => Decision::Ready,
                 Ok(Some(ChildMessage::Ready)) => {
                     // Still serving here: give the new generation the grace
                     // period to prove it does not die right after READY.
@@ -309,10 +361,10 @@ pub(crate) async fn spawn_next(
                             status: format!(
                                 "reported ready, then {} within the ready grace of {}",
                                 describe_status(status),
-                                humantime::format_duration(plan.ready_grace)
+                                humantime::format_duration(ready_grace)
                             ),
                         }),
-                        _ = tokio::time::sleep(plan.ready_grace) => Decision::Ready,
+                        _ = tokio::time::sleep(ready_grace) => Decision::Ready,
                         _ = abort.cancelled() => {
                             kill_and_reap(&mut child).await;
                             Decision::Failed(RestartError::Aborted { pid })
@@ -330,7 +382,11 @@ pub(crate) async fn spawn_next(
                         reason: "it closed the handover channel without a report and did not exit; it was killed".to_owned(),
                     }),
                 },
-                Err(e) => match reap_within(&mut child, Duration::from_millis(500)).await {
+                Err(HandshakeError::Prepare(error)) => {
+                    kill_and_reap(&mut child).await;
+                    Decision::Failed(error)
+                }
+                Err(HandshakeError::Io(e)) => match reap_within(&mut child, Duration::from_millis(500)).await {
                     Some(status) => Decision::Failed(RestartError::ChildExited { pid, status }),
                     None => Decision::Failed(RestartError::Handover {
                         pid,
@@ -342,7 +398,7 @@ pub(crate) async fn spawn_next(
                 kill_and_reap(&mut child).await;
                 Decision::Failed(RestartError::ReadyTimeout {
                     pid,
-                    timeout: plan.ready_timeout,
+                    timeout: ready_timeout,
                 })
             }
             First::Aborted => {
@@ -351,7 +407,7 @@ pub(crate) async fn spawn_next(
             }
         }
     };
-    drop(borrowed);
+    drop(prepare);
     match decision {
         Decision::Ready => {
             let timings = PhaseTimings {
@@ -366,7 +422,7 @@ pub(crate) async fn spawn_next(
             );
             Ok(NewGeneration {
                 pid,
-                generation: plan.generation,
+                generation,
                 timings,
                 _child: child,
                 _channel: stream,
@@ -405,8 +461,16 @@ async fn spawn_retrying_busy(command: &mut Command) -> std::io::Result<Child> {
     }
 }
 
+/// Why the handshake with the new generation did not produce a report.
+enum HandshakeError {
+    /// The state could not be encoded.
+    Prepare(RestartError),
+    /// The channel failed.
+    Io(std::io::Error),
+}
+
 enum First {
-    Report(std::io::Result<Option<ChildMessage>>),
+    Report(Result<Option<ChildMessage>, HandshakeError>),
     Exited(std::io::Result<ExitStatus>),
     Timeout,
     Aborted,
