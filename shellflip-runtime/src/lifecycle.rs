@@ -2,16 +2,17 @@
 //!
 //! 1. [`run`] adopts the channel from the previous generation (if any) or
 //!    the sockets systemd passed (socket activation, first generation only),
-//!    applies the `SHELLFLIP_*` overrides, receives the listeners and the
-//!    state, and builds the Tokio runtime.
+//!    applies the `SHELLFLIP_*` overrides, forks the spawner (see
+//!    `spawner`) while the process still has a single thread, receives the
+//!    listeners and the state, and builds the Tokio runtime.
 //! 2. The [`Supervisor`] task installs the signal handlers and owns the
 //!    control socket; the service's `main` runs beside it.
-//! 3. When `main` calls `ready()`, the supervisor writes the pid file, tells
-//!    the previous generation (which then drains and exits) — or, in the
-//!    first generation, systemd — closes inherited descriptors nobody
+//! 3. When `main` calls `ready()`, it writes the pid file and tells the
+//!    previous generation (which then drains and exits) at once; the
+//!    supervisor then tells systemd in the first generation, closes inherited descriptors nobody
 //!    claimed, and starts answering the control socket.
-//! 4. A restart request tells systemd `RELOADING=1` and spawns the next
-//!    generation (see `parent`); on its READY this generation tells systemd
+//! 4. A restart request tells systemd `RELOADING=1` and has the spawner
+//!    start the next generation (see `parent`); on its READY this generation tells systemd
 //!    the new `MAINPID`, answers the initiator, stops accepting, cancels the
 //!    shutdown token and drains; on failure it rewrites the pid file, tells
 //!    systemd `READY=1` again, reports the reason and carries on.
@@ -727,9 +728,15 @@ struct ControlServer {
     task: Option<JoinHandle<()>>,
 }
 
+/// A restart's result, with the initiator's reply channel when the
+/// supervisor is to answer it.
+type RestartOutcome = (
+    Result<NewGeneration, RestartError>,
+    Option<oneshot::Sender<Response>>,
+);
+
 struct RunningRestart {
     trigger: Trigger,
-    reply: Option<oneshot::Sender<Response>>,
     started: Instant,
     abort: CancellationToken,
 }
@@ -768,8 +775,8 @@ struct Supervisor {
     control_rx: mpsc::Receiver<ControlCommand>,
     control_connections: TaskTracker,
     restart: Option<RunningRestart>,
-    outcome_tx: mpsc::Sender<Result<NewGeneration, RestartError>>,
-    outcome_rx: mpsc::Receiver<Result<NewGeneration, RestartError>>,
+    outcome_tx: mpsc::Sender<RestartOutcome>,
+    outcome_rx: mpsc::Receiver<RestartOutcome>,
     successor: Option<NewGeneration>,
     ready_rx: watch::Receiver<bool>,
     signals: Signals,
@@ -791,7 +798,7 @@ impl Supervisor {
                         self.on_ready().await;
                     }
                 }
-                Some(outcome) = self.outcome_rx.recv() => self.on_outcome(outcome).await,
+                Some((outcome, reply)) = self.outcome_rx.recv() => self.on_outcome(outcome, reply).await,
                 _ = self.parent_gone.cancelled(), if !parent_seen => {
                     parent_seen = true;
                     self.on_parent_gone();
@@ -921,7 +928,6 @@ impl Supervisor {
         let abort = CancellationToken::new();
         self.restart = Some(RunningRestart {
             trigger,
-            reply,
             started,
             abort: abort.clone(),
         });
@@ -936,11 +942,30 @@ impl Supervisor {
             // new process starts.
             let outcome =
                 parent::spawn_next(&spawner, &launch, plan, encode_state(service), abort).await;
-            let _ = outcome_tx.send(outcome).await;
+            match (&outcome, reply) {
+                (Ok(next), Some(reply)) => {
+                    // The initiator hears of a success from here, a hop
+                    // sooner than through the supervisor, but only once
+                    // the outcome is queued for it: any request the
+                    // initiator sends next is handled after the outcome.
+                    let response = Response::Restarted(RestartSuccess {
+                        pid: next.pid,
+                        generation: next.generation,
+                        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                    });
+                    let _ = outcome_tx.send((outcome, None)).await;
+                    let _ = reply.send(response);
+                }
+                // A failure is answered by the supervisor, after it has
+                // rewritten the pid file and told systemd.
+                (_, reply) => {
+                    let _ = outcome_tx.send((outcome, reply)).await;
+                }
+            }
         });
     }
 
-    /// What the restart hands over, but the state (see [`add_encoded_state`]).
+    /// What the restart hands over, but the state (see [`encode_state`]).
     fn plan(&self) -> Result<Plan, RestartError> {
         let (fds, systemd_sockets) = {
             let registry = self.service.registry();
@@ -983,7 +1008,11 @@ impl Supervisor {
         });
     }
 
-    async fn on_outcome(&mut self, outcome: Result<NewGeneration, RestartError>) {
+    async fn on_outcome(
+        &mut self,
+        outcome: Result<NewGeneration, RestartError>,
+        reply: Option<oneshot::Sender<Response>>,
+    ) {
         let Some(restart) = self.restart.take() else {
             return;
         };
@@ -1009,10 +1038,8 @@ impl Supervisor {
                     &format!("serving: generation {}, pid {}", next.generation, next.pid),
                 ));
                 self.phase = Phase::Draining;
-                // The initiator first: it waits for this answer, while
-                // stopping the control accept loop only concerns requests
-                // yet to come (which, in this phase, are told "in progress").
-                if let Some(reply) = restart.reply {
+                // (The restart task has answered the initiator.)
+                if let Some(reply) = reply {
                     let _ = reply.send(Response::Restarted(RestartSuccess {
                         pid: next.pid,
                         generation: next.generation,
@@ -1040,7 +1067,7 @@ impl Supervisor {
                     // its drain ends.
                     self.write_pid_file();
                 }
-                if let Some(reply) = restart.reply {
+                if let Some(reply) = reply {
                     let _ = reply.send(Response::RestartFailed {
                         kind: error.kind().to_owned(),
                         reason: error.to_string(),
