@@ -4,7 +4,6 @@
 mod common;
 
 use std::os::unix::process::CommandExt;
-use std::time::Duration;
 
 use common::*;
 use nix::sys::signal::{kill, Signal};
@@ -159,9 +158,9 @@ fn a_killed_spawner_is_reaped_and_restarts_fail_clearly() {
 
 /// The restart signal sent to the whole process group (a terminal, a
 /// careless `kill -USR1 -PGID`) reaches the spawner too: it survives it and
-/// still starts the next generation.
+/// still starts the next generation. So does the SIGTERM of a stop.
 #[test]
-fn the_restart_signal_sent_to_the_process_group_spares_the_spawner() {
+fn signals_sent_to_the_process_group_spare_the_spawner() {
     let dir = tempfile::tempdir().unwrap();
     let args: Vec<std::ffi::OsString> = vec![
         "--listen".into(),
@@ -181,6 +180,23 @@ fn the_restart_signal_sent_to_the_process_group_spares_the_spawner() {
     assert!(wait_exit(old.pid, EVENT_TIMEOUT));
     assert!(wait_exit(spawner, EVENT_TIMEOUT));
     assert_eq!(service.exchange().unwrap().pid, new.pid);
-    // Stop it within the group's lifetime, politely.
-    ControlClient::stop_and_wait(&service.control, Duration::from_secs(30)).unwrap();
+
+    // A stop by SIGTERM to the whole group (what systemd's
+    // KillMode=control-group does), while a connection keeps the service
+    // draining: the spawner stays with its generation until it exits.
+    let spawner = spawner_of(new.pid).expect("spawner");
+    let held = hold_connection(service.addr);
+    kill(Pid::from_raw(-(old.pid as i32)), Signal::SIGTERM).unwrap();
+    wait_until("the listener to close", EVENT_TIMEOUT, || {
+        std::net::TcpStream::connect(service.addr).is_err()
+    });
+    assert!(is_alive(spawner), "the spawner died of the group's SIGTERM");
+    assert_eq!(held.finish("bye"), "bye\n");
+    assert!(wait_exit(new.pid, EVENT_TIMEOUT));
+    assert!(wait_exit(spawner, EVENT_TIMEOUT));
+    assert!(
+        !service.stderr().contains("the spawner is gone"),
+        "{}",
+        service.stderr()
+    );
 }

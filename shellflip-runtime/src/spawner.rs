@@ -154,14 +154,19 @@ async fn serve(socket: OwnedFd, launch: Launch) {
     let Ok(socket) = fd::register_async(socket) else {
         return;
     };
-    // The signals a service may use to request a restart, if someone sends
-    // them to the whole process group: the spawner must survive them. (A
-    // handler, unlike SIG_IGN, is reset by `execve`, so the generations it
-    // starts get the default dispositions.)
+    // Signals sent to the whole process group or cgroup reach the spawner
+    // too: a restart signal (`kill -USR1 -PGID`), or the SIGTERM (SIGINT)
+    // that systemd's KillMode=control-group (a terminal's Ctrl-C) sends
+    // every process at a stop, while its generation may still be draining
+    // and may still restart. It survives them all and exits only with its
+    // generation. (A handler, unlike SIG_IGN, is reset by `execve`, so the
+    // generations it starts get the default dispositions.)
     let _survive: Vec<_> = [
         tokio::signal::unix::SignalKind::hangup(),
         tokio::signal::unix::SignalKind::user_defined1(),
         tokio::signal::unix::SignalKind::user_defined2(),
+        tokio::signal::unix::SignalKind::terminate(),
+        tokio::signal::unix::SignalKind::interrupt(),
     ]
     .into_iter()
     .filter_map(|kind| tokio::signal::unix::signal(kind).ok())
