@@ -16,7 +16,7 @@
 //! | `abort-init` | aborts (SIGABRT) before it is ready |
 //! | `exit-after-ready` | reports ready, then exits with status 7 50 ms later |
 //! | `hang` | never becomes ready |
-//! | `slow-init=<ms>` | takes that long before it is ready (for killing its parent meanwhile) |
+//! | `slow-init=<ms>` | takes that long before it is ready (for killing the previous generation meanwhile) |
 //! | `garbage-state` | hands over a state payload that is not MessagePack |
 //! | `truncated-state` | hands over a state payload cut in the middle |
 //!

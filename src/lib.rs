@@ -49,6 +49,12 @@
 //! done. Build a new binary to that path first and the restart is an
 //! upgrade.
 //!
+//! The next generation is started by the *spawner*, a small helper process
+//! that [`run`] forks at start-up, before the Tokio runtime and any of your
+//! code exist; the service process itself never forks or execs after
+//! start-up, so it may forbid itself both (seccomp) once ready and still
+//! restart. [`SpawnerMode`] describes it and its alternative.
+//!
 //! ## `#[restartable(...)]` options
 //!
 //! All optional; every one can also be overridden when the service starts by
@@ -65,6 +71,10 @@
 //! | `flavor` | `"multi_thread"` or `"current_thread"` | multi-thread | — |
 //! | `worker_threads` | integer ≥ 1 | one per core | `SHELLFLIP_WORKER_THREADS` |
 //! | `on_state_mismatch` | `"fail"` or `"fresh"` | `"fail"` | `SHELLFLIP_ON_STATE_MISMATCH` |
+//!
+//! `SHELLFLIP_SPAWNER=inline` (the default is `process`) has no attribute
+//! option: the service process then starts the next generation itself
+//! instead of its spawner (in code: [`Config::spawner`]).
 //!
 //! A path chosen at run time (say from a `--control` flag) is opened from
 //! `main` with [`Context::control_socket`].

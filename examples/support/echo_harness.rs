@@ -6,7 +6,8 @@
 //! Synchronisation is on events: a `ready` line on the pipe, a socket
 //! answering, a process being reaped. The calling process becomes a child
 //! subreaper, so every generation becomes its child once the generation
-//! before it has exited, and is reaped here.
+//! before it and that one's spawner (the new generation's parent) have
+//! exited, and is reaped here; so do the spawners.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -68,8 +69,8 @@ pub fn wait_exit(pid: u32, timeout: Duration) -> bool {
             Ok(WaitStatus::StillAlive) => {}
             Ok(_) => return true,
             Err(nix::errno::Errno::ECHILD) => {
-                // Not (yet) our child: its parent generation is still alive,
-                // or it was reaped already.
+                // Not (yet) our child: its parent (the previous generation's
+                // spawner) is still alive, or it was reaped already.
                 if !Path::new(&format!("/proc/{pid}")).exists() {
                     return true;
                 }

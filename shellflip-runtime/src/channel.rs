@@ -1,4 +1,4 @@
-//! The private channel between a generation and the one it spawns: a Unix
+//! The private channel between a generation and the next one: a Unix
 //! stream socketpair whose child end is the only descriptor the new process
 //! inherits (its number is in [`ENV_HANDOVER_FD`]).
 //!

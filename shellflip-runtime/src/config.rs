@@ -52,14 +52,19 @@ pub enum StateMismatch {
 /// What starts the next generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SpawnerMode {
-    /// A small spawner process, forked at start-up before the service's own
-    /// code runs, starts each next generation. The service process itself
-    /// then never needs `fork` or `execve`, so it may forbid them to itself
-    /// (seccomp) after start-up and still restart. The next generation
-    /// starts with the environment, working directory, credentials and
-    /// limits the service had at start-up. Falls back to
-    /// [`Inline`](Self::Inline) if [`run`](crate::run) is called while the
-    /// process already has other threads (it could not fork safely).
+    /// A small spawner process (`shellflip-spawn`), forked at start-up
+    /// before the Tokio runtime and the service's own code exist, starts
+    /// each next generation, reaps it, and kills it if the restart fails.
+    /// The service process itself then never needs `fork` or `execve`, so
+    /// it may forbid them to itself (seccomp) after start-up and still
+    /// restart. The next generation starts with the environment, working
+    /// directory, credentials and limits the service had at start-up. Each
+    /// generation has its own spawner, which exits with it; if it is killed,
+    /// restarts fail with
+    /// [`RestartError::SpawnerGone`](crate::RestartError::SpawnerGone).
+    /// Falls back to [`Inline`](Self::Inline), with a warning, if
+    /// [`run`](crate::run) is called while the process already has other
+    /// threads (it could not fork safely) or the spawner cannot be started.
     #[default]
     Process,
     /// The service process spawns the next generation itself (`fork` +

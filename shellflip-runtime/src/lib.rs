@@ -4,11 +4,19 @@
 //! A service hands its `main` to [`run`] together with a [`Config`]. The
 //! runtime builds the Tokio runtime, adopts the listeners and state handed
 //! over by the previous generation (if any), runs the service, and answers
-//! restart requests (the restart signal, the control socket) by spawning the
+//! restart requests (the restart signal, the control socket) by starting the
 //! next generation from the same executable path, handing it the very same
 //! listening sockets and the encoded state, waiting for it to be ready, and
-//! then draining and exiting — or, if the new generation fails, killing it
-//! and carrying on as if nothing happened.
+//! then draining and exiting — or, if the new generation fails, having it
+//! killed and carrying on as if nothing happened.
+//!
+//! The next generation is started by the *spawner*, a small helper process
+//! that [`run`] forks at start-up, while the process has a single thread,
+//! before the Tokio runtime and the service's code exist. The service
+//! process itself never forks or execs after start-up, so it may forbid
+//! itself both (a seccomp filter) once ready and still restart.
+//! [`SpawnerMode::Inline`] starts the next generation from the service
+//! process instead.
 //!
 //! Most services use the `#[restartable]` attribute of the `shellflip` crate,
 //! which expands to a call of [`run`]; this crate is what it calls.

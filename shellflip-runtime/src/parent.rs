@@ -1,6 +1,7 @@
-//! The parent side of a restart: spawn the next generation from the
-//! executable path, hand it the listeners and the state, and wait — bounded
-//! by the ready timeout — for its report, its exit, or an abort.
+//! The parent side of a restart: have the next generation started from the
+//! executable path (by the spawner, or by this process itself in inline
+//! mode), hand it the listeners and the state, and wait — bounded by the
+//! ready timeout — for its report, its exit, or an abort.
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
