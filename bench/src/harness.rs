@@ -263,6 +263,26 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Proportional set size (PSS) of the helper process named
+/// `shellflip-spawn` among the children of `pid`, in KiB: the memory the
+/// spawner really adds (it shares its pages with the service it was forked
+/// from, which RSS would count twice).
+pub fn spawner_pss_kib(pid: u32) -> Option<u64> {
+    let spawner = std::fs::read_dir("/proc").ok()?.find_map(|entry| {
+        let child: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+        let (head, rest) = stat.rsplit_once(')')?;
+        let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+        (ppid == pid && head.ends_with("(shellflip-spawn")).then_some(child)
+    })?;
+    let rollup = std::fs::read_to_string(format!("/proc/{spawner}/smaps_rollup")).ok()?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Open file descriptors of `pid`.
 pub fn fd_count(pid: u32) -> Option<u64> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)

@@ -34,7 +34,7 @@ use shellflip_bench::report::{
 use shellflip_bench::state::{BenchState, BenchStateBin};
 use shellflip_bench::stats::{median, per_second};
 
-use harness::{fd_count, rss_kib, tail, Clock, Reaper, Service};
+use harness::{fd_count, rss_kib, spawner_pss_kib, tail, Clock, Reaper, Service};
 use load::{Load, Seen};
 
 #[derive(Parser, Debug)]
@@ -60,8 +60,10 @@ struct Opts {
     /// Write the SVG plot here.
     #[arg(long)]
     plot: Option<PathBuf>,
-    /// Systems to run, comma-separated: ours,cf-shellflip,ecdysis.
-    #[arg(long, value_delimiter = ',', default_values_t = ["ours".to_string(), "cf-shellflip".to_string(), "ecdysis".to_string()])]
+    /// Systems to run, comma-separated: ours,ours-inline,cf-shellflip,ecdysis
+    /// (ours-inline: the echo example with SHELLFLIP_SPAWNER=inline, which
+    /// spawns from the service process instead of its spawner).
+    #[arg(long, value_delimiter = ',', default_values_t = ["ours".to_string(), "ours-inline".to_string(), "cf-shellflip".to_string(), "ecdysis".to_string()])]
     systems: Vec<String>,
     /// Skip the state handover benchmark.
     #[arg(long)]
@@ -216,11 +218,14 @@ impl Bench {
     }
 
     fn env_for(&self, key: &str) -> Vec<(&'static str, &'static str)> {
-        if key == "ours" && self.opts.log_dir.is_some() {
-            vec![("RUST_LOG", "shellflip_runtime=debug,info")]
-        } else {
-            vec![]
+        let mut env = vec![];
+        if key.starts_with("ours") && self.opts.log_dir.is_some() {
+            env.push(("RUST_LOG", "shellflip_runtime=debug,info"));
         }
+        if key == "ours-inline" {
+            env.push(("SHELLFLIP_SPAWNER", "inline"));
+        }
+        env
     }
 
     /// One restart: trigger, the initiator's answer, the new ready line,
@@ -257,6 +262,7 @@ impl Bench {
                 old_gone_ms: gone.map(|g| ms(t0, g)),
                 failures: 0,
                 rss_kib: rss_kib(ready.pid),
+                spawner_pss_kib: spawner_pss_kib(ready.pid),
                 fds: fd_count(ready.pid),
                 startup_cpu_ms: sched.map(|s| s.cpu_ms),
                 startup_wait_ms: sched.map(|s| s.wait_ms),
@@ -629,6 +635,12 @@ fn main() -> std::process::ExitCode {
         System {
             key: "ours",
             name: "shellflip (ours)",
+            exe: echo.clone(),
+            trigger: Trigger::Ours,
+        },
+        System {
+            key: "ours-inline",
+            name: "shellflip (ours), inline spawn",
             exe: echo.clone(),
             trigger: Trigger::Ours,
         },

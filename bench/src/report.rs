@@ -83,6 +83,9 @@ pub struct RestartRecord {
     pub failures: u64,
     /// VmRSS of the serving generation after the restart, KiB.
     pub rss_kib: Option<u64>,
+    /// PSS of its spawner process (ours only), KiB.
+    #[serde(default)]
+    pub spawner_pss_kib: Option<u64>,
     /// Its open file descriptors after the restart.
     pub fds: Option<u64>,
     /// CPU time the new generation had used (all threads) when its ready
@@ -354,6 +357,18 @@ pub fn rows(report: &Report) -> Vec<Row> {
         true,
         systems,
         |s| values(&s.restarts, |r| r.rss_kib.map(|k| k as f64 / 1024.0)),
+    );
+    metric_rows(
+        &mut rows,
+        "its spawner process: PSS (MiB)",
+        1,
+        false,
+        systems,
+        |s| {
+            values(&s.restarts, |r| {
+                r.spawner_pss_kib.map(|k| k as f64 / 1024.0)
+            })
+        },
     );
     metric_rows(
         &mut rows,
