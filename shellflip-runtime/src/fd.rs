@@ -281,6 +281,20 @@ mod tests {
     }
 
     #[test]
+    fn a_helper_is_never_forked_from_a_multithreaded_process() {
+        // A second thread for certain (the test harness may run this test
+        // on the main thread), alive until the attempt is over.
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || stop_rx.recv());
+        let (keep, _peer) = UnixStream::pair().unwrap();
+        let result = fork_helper(OwnedFd::from(keep), |_| 0);
+        drop(stop_tx);
+        let _ = other.join();
+        let error = result.expect_err("forked although another thread runs");
+        assert!(error.to_string().contains("threads"), "{error}");
+    }
+
+    #[test]
     fn adopting_a_closed_or_standard_fd_fails() {
         assert!(adopt_inherited(1).is_err());
         assert!(adopt_inherited(99_999).is_err());
