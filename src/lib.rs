@@ -71,10 +71,10 @@
 //! | `flavor` | `"multi_thread"` or `"current_thread"` | multi-thread | — |
 //! | `worker_threads` | integer ≥ 1 | one per core | `SHELLFLIP_WORKER_THREADS` |
 //! | `on_state_mismatch` | `"fail"` or `"fresh"` | `"fail"` | `SHELLFLIP_ON_STATE_MISMATCH` |
+//! | `spawner` | `"process"` or `"inline"` | `"process"` | `SHELLFLIP_SPAWNER` |
 //!
-//! `SHELLFLIP_SPAWNER=inline` (the default is `process`) has no attribute
-//! option: the service process then starts the next generation itself
-//! instead of its spawner (in code: [`Config::spawner`]).
+//! With `spawner = "inline"` the service process starts the next generation
+//! itself instead of its spawner (in code: [`Config::spawner`]).
 //!
 //! A path chosen at run time (say from a `--control` flag) is opened from
 //! `main` with [`Context::control_socket`].

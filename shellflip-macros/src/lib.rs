@@ -72,6 +72,7 @@ use proc_macro::TokenStream;
 /// | `flavor`            | `"multi_thread"` or `"current_thread"`           | multi-thread  |
 /// | `worker_threads`    | integer ≥ 1 (multi-thread flavor only)           | one per core  |
 /// | `on_state_mismatch` | `"fail"` or `"fresh"`                            | `"fail"`      |
+/// | `spawner`           | `"process"` (a spawner forked at start-up starts the next generation) or `"inline"` (the service process does) | `"process"` |
 ///
 /// Durations are integers with a unit (`h`, `m`, `s`, `ms`, `us`, `ns`),
 /// several parts from the largest unit down (`"1m30s"`); zero is refused.

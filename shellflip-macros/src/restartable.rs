@@ -22,6 +22,7 @@ const OPTIONS: &[&str] = &[
     "flavor",
     "worker_threads",
     "on_state_mismatch",
+    "spawner",
 ];
 
 /// Expands `#[restartable(args)] item`. On any error, the errors (all of
@@ -71,6 +72,7 @@ struct Options {
     flavor: Option<(Flavor, Span)>,
     worker_threads: Option<LitInt>,
     on_state_mismatch: Option<(StateMismatch, Span)>,
+    spawner: Option<(Spawner, Span)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -83,6 +85,12 @@ enum Flavor {
 enum StateMismatch {
     Fail,
     Fresh,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Spawner {
+    Process,
+    Inline,
 }
 
 /// Parses `name = value, ...`, checking every entry and reporting every
@@ -154,6 +162,20 @@ fn parse_options(args: TokenStream) -> syn::Result<Options> {
                     }
                 };
                 options.on_state_mismatch = Some((policy, lit.span()));
+                Ok(())
+            }),
+            "spawner" => string_value(&name, &value).and_then(|lit| {
+                let mode = match lit.value().as_str() {
+                    "process" => Spawner::Process,
+                    "inline" => Spawner::Inline,
+                    other => {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            format!("unknown spawner \"{other}\"; expected \"process\" (the default: a spawner forked at start-up starts the next generation) or \"inline\" (the service process spawns it itself)"),
+                        ))
+                    }
+                };
+                options.spawner = Some((mode, lit.span()));
                 Ok(())
             }),
             _ => Ok(()),
@@ -257,6 +279,7 @@ fn usage(name: &str) -> Option<&'static str> {
         "flavor" => "`flavor = \"current_thread\"`",
         "worker_threads" => "`worker_threads = 4`",
         "on_state_mismatch" => "`on_state_mismatch = \"fresh\"`",
+        "spawner" => "`spawner = \"inline\"`",
         _ => return None,
     })
 }
@@ -554,6 +577,13 @@ fn config_expr(options: &Options) -> TokenStream {
             StateMismatch::Fresh => Ident::new("Fresh", span),
         };
         config.extend(quote!(.on_state_mismatch(::shellflip::StateMismatch::#variant)));
+    }
+    if let Some((mode, span)) = options.spawner {
+        let variant = match mode {
+            Spawner::Process => Ident::new("Process", span),
+            Spawner::Inline => Ident::new("Inline", span),
+        };
+        config.extend(quote!(.spawner(::shellflip::SpawnerMode::#variant)));
     }
     config
 }

@@ -10,7 +10,8 @@ fn main() -> ::std::process::ExitCode {
             .pid_file("/run/app.pid")
             .flavor(::shellflip::RuntimeFlavor::MultiThread)
             .worker_threads(4)
-            .on_state_mismatch(::shellflip::StateMismatch::Fresh),
+            .on_state_mismatch(::shellflip::StateMismatch::Fresh)
+            .spawner(::shellflip::SpawnerMode::Inline),
         main,
     )
 }

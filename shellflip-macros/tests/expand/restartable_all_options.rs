@@ -9,5 +9,6 @@
     flavor = "multi_thread",
     worker_threads = 4,
     on_state_mismatch = "fresh",
+    spawner = "inline",
 )]
 async fn main(_: shellflip::Context) {}

@@ -1,2 +1,2 @@
-#[shellflip::restartable(flavor = "multi", on_state_mismatch = "ignore", worker_threads = 0, pid_file = "")]
+#[shellflip::restartable(flavor = "multi", on_state_mismatch = "ignore", spawner = "fork", worker_threads = 0, pid_file = "")]
 async fn main() {}

@@ -9,5 +9,6 @@
     flavor = "multi_thread",
     worker_threads = 2,
     on_state_mismatch = "fresh",
+    spawner = "process",
 )]
 async fn main() {}
