@@ -143,7 +143,7 @@ impl Spawner {
         };
         match self {
             Spawner::Inline { .. } => {
-                let child = spawn_next_process(launch, &channel)
+                let child = spawn_next_process(launch, &channel, ChannelInheritance::ClearInChild)
                     .await
                     .map_err(spawn_error)?;
                 Ok(NextProcess::Inline(child))
@@ -191,12 +191,27 @@ impl NextProcess {
     }
 }
 
+/// How the handover channel reaches the new process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChannelInheritance {
+    /// Close-on-exec is cleared in the child, between `fork` and `exec`: the
+    /// only safe way in a multi-threaded process, where another thread may
+    /// fork meanwhile.
+    ClearInChild,
+    /// The caller already cleared close-on-exec on `channel` and no other
+    /// thread of the process can fork before it is closed (the spawner).
+    /// Without a `pre_exec` step, std spawns with `posix_spawn` (vfork-like:
+    /// no copy of the page tables).
+    AlreadyInheritable,
+}
+
 /// Starts `launch` as a new generation whose handover channel is `channel`
-/// (which stays open in the new process only: close-on-exec is cleared in
-/// the child, after `fork`). Used by the spawner and by inline spawning.
+/// (which stays open in the new process only). Used by the spawner and by
+/// inline spawning.
 pub(crate) async fn spawn_next_process(
     launch: &Launch,
     channel: &OwnedFd,
+    inheritance: ChannelInheritance,
 ) -> std::io::Result<Child> {
     let mut command = Command::new(&launch.exe);
     command
@@ -207,7 +222,9 @@ pub(crate) async fn spawn_next_process(
     for var in SOCKET_ACTIVATION_VARS {
         command.env_remove(var);
     }
-    fd::inherit_in_child(&mut command, channel.as_raw_fd());
+    if inheritance == ChannelInheritance::ClearInChild {
+        fd::inherit_in_child(&mut command, channel.as_raw_fd());
+    }
     spawn_retrying_busy(&mut command).await
 }
 

@@ -25,6 +25,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -34,7 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::fd;
-use crate::parent::{self, Launch};
+use crate::parent::{self, ChannelInheritance, Launch};
 
 /// The spawner's process name (`comm`, as `ps` and `top` show it).
 pub const PROCESS_NAME: &str = "shellflip-spawn";
@@ -172,6 +173,7 @@ async fn serve(socket: OwnedFd, launch: Launch) {
     .filter_map(|kind| tokio::signal::unix::signal(kind).ok())
     .collect();
     let launch = Arc::new(launch);
+    let spawning = Arc::new(tokio::sync::Mutex::new(()));
     let kills: Arc<Mutex<HashMap<u32, CancellationToken>>> = Arc::default();
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<Event>();
     let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
@@ -187,6 +189,7 @@ async fn serve(socket: OwnedFd, launch: Launch) {
                         let channel = fds.remove(0);
                         tokio::spawn(spawn_and_watch(
                             Arc::clone(&launch),
+                            Arc::clone(&spawning),
                             channel,
                             Arc::clone(&kills),
                             events_tx.clone(),
@@ -228,12 +231,30 @@ async fn serve(socket: OwnedFd, launch: Launch) {
 /// it when asked).
 async fn spawn_and_watch(
     launch: Arc<Launch>,
+    spawning: Arc<tokio::sync::Mutex<()>>,
     channel: OwnedFd,
     kills: Arc<Mutex<HashMap<u32, CancellationToken>>>,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    let spawned = parent::spawn_next_process(&launch, &channel).await;
-    drop(channel);
+    // The spawner has a single thread and starts one process at a time (the
+    // lock), so the channel can be made inheritable here, for just this
+    // spawn (it is closed right after), and the spawn can skip the fork.
+    let spawned = {
+        let _one_at_a_time = spawning.lock().await;
+        let spawned = match fcntl(&channel, FcntlArg::F_SETFD(FdFlag::empty())) {
+            Ok(_) => {
+                parent::spawn_next_process(
+                    &launch,
+                    &channel,
+                    ChannelInheritance::AlreadyInheritable,
+                )
+                .await
+            }
+            Err(e) => Err(io::Error::from(e)),
+        };
+        drop(channel);
+        spawned
+    };
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
