@@ -6,11 +6,14 @@
 //! This is the only module of the runtime with `unsafe` code. Every block
 //! states why it is sound.
 //!
-//! Invariants kept here: the parent never clears `FD_CLOEXEC` on any of its
-//! descriptors (another thread may fork at any time); the one descriptor a
-//! child inherits is made inheritable in the child only, between `fork` and
-//! `exec`; a process is forked without `exec` only while it has a single
-//! thread, and the forked copy never returns into its caller's code.
+//! Invariants kept here: the service process never clears `FD_CLOEXEC` on
+//! any of its descriptors (another thread may fork at any time); when it
+//! spawns a process itself (inline spawning), the one descriptor the child
+//! inherits is made inheritable in the child only, between `fork` and
+//! `exec`. (The spawner, single-threaded and spawning one process at a
+//! time, may clear it on the one descriptor it is passing on: see
+//! `spawner`.) A process is forked without `exec` only while it has a
+//! single thread, and the forked copy never returns into its caller's code.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
