@@ -21,6 +21,27 @@ fn ppid_of(pid: u32) -> Option<u32> {
         .ok()
 }
 
+/// The bit of signal number `signal` in a /proc signal mask.
+const fn bit(signal: u32) -> u64 {
+    1 << (signal - 1)
+}
+
+/// HUP, INT, USR1, USR2 and TERM, as bits of a /proc signal mask.
+const GROUP_SIGNALS: u64 = bit(1) | bit(2) | bit(10) | bit(12) | bit(15);
+
+/// The blocked and ignored signal masks of `pid`'s main thread.
+fn signal_masks(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mask = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap()
+    };
+    (mask("SigBlk:"), mask("SigIgn:"))
+}
+
 /// The `socket:[inode]` links among the descriptors of `pid`.
 fn socket_inodes_of(pid: u32) -> Vec<u64> {
     let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -90,6 +111,15 @@ fn each_generation_has_a_spawner_which_starts_the_next_one() {
     initiator.join().unwrap().expect("the restart succeeds");
     let new = service.next_ready();
     assert_eq!(new.pid, child);
+    // What the spawner does to survive signals sent to the whole group must
+    // not reach the generation it starts: nothing blocked, none ignored.
+    let (blocked, ignored) = signal_masks(new.pid);
+    assert_eq!(blocked, 0, "signals blocked in the new generation");
+    assert_eq!(
+        ignored & GROUP_SIGNALS,
+        0,
+        "signals ignored in the new generation"
+    );
 
     assert!(
         wait_exit(old.pid, EVENT_TIMEOUT),
