@@ -4,7 +4,7 @@ use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::task::JoinHandle;
@@ -13,12 +13,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::Error;
 use crate::handover::{encode_envelope_parts, HandoverState};
-use crate::lifecycle::Service;
+use crate::lifecycle::{lock, Service};
 use crate::registry::RESERVED_PREFIX;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// The state a service carries across restarts, shared between its tasks.
 ///

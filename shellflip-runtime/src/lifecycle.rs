@@ -79,7 +79,9 @@ impl<E: std::fmt::Display> MainResult for Result<(), E> {
 
 type StateEncoder = Box<dyn Fn(&mut StateFds) -> Result<EncodedState, StateError> + Send + Sync>;
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `mutex`, ignoring poisoning: every lock in the runtime guards data
+/// that stays consistent if a holder panicked (flags, options, maps).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

@@ -23,7 +23,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -35,6 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::fd;
+use crate::lifecycle::lock;
 use crate::parent::{self, ChannelInheritance, Launch};
 
 /// The spawner's process name (`comm`, as `ps` and `top` show it).
@@ -92,12 +93,6 @@ async fn recv(socket: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<(usize, V
             fd::recv_with_fds(inner.as_fd(), buf)
         })
         .await
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A spawner forked at start-up, before the runtime was built.
