@@ -9,26 +9,11 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::*;
 use nix::sys::signal::Signal;
-use shellflip::control::{ClientError, ControlClient, Response};
-
-/// Deploys a build whose initialisation takes `slow_init_ms`, asks for a
-/// restart from another thread, and waits until the new generation has
-/// started: the initiator (joined for its response) and the new pid.
-fn start_slow_restart(
-    service: &Echo,
-    slow_init_ms: u64,
-) -> (JoinHandle<Result<Response, ClientError>>, u32) {
-    deploy_fault(service, &format!("slow-init={slow_init_ms}"));
-    let control = service.control.clone();
-    let initiator = std::thread::spawn(move || ControlClient::restart(&control));
-    let child = service.next_init(service.current.pid);
-    (initiator, child)
-}
+use shellflip::control::{ControlClient, Response};
 
 /// Opens a connection to the current generation, then restarts: the old
 /// generation drains, kept from exiting by that connection until it is
@@ -72,12 +57,7 @@ fn every_failing_new_generation_is_rolled_back_under_load() {
     wait_until("the new generation to serve", EVENT_TIMEOUT, || {
         load.count_from(new.pid) > 8
     });
-    let report = load.stop();
-    assert!(
-        report.failures.is_empty(),
-        "failed exchanges: {:?}",
-        &report.failures[..report.failures.len().min(5)]
-    );
+    load.stop().assert_no_failures(&service.stderr());
     let status = ControlClient::status(&service.control).unwrap();
     assert_eq!(status.failed_restarts, 3);
 }
@@ -98,12 +78,7 @@ fn ready_then_exit_is_rolled_back_within_the_ready_grace() {
     wait_until("the old generation to keep serving", EVENT_TIMEOUT, || {
         load.count_from(old.pid) > before + 8
     });
-    let report = load.stop();
-    assert!(
-        report.failures.is_empty(),
-        "{:?}",
-        &report.failures[..report.failures.len().min(5)]
-    );
+    load.stop().assert_no_failures(&service.stderr());
     assert_eq!(
         ControlClient::status(&service.control).unwrap().phase,
         "serving"

@@ -89,14 +89,7 @@ fn a_locked_down_service_restarts_through_the_spawner() {
         old = ready;
     }
     let report = load.stop();
-    assert!(
-        report.failures.is_empty(),
-        "{} failed exchanges of {}: {:?}\nstderr:\n{}",
-        report.failures.len(),
-        report.ok + report.failures.len() as u64,
-        &report.failures[..report.failures.len().min(10)],
-        service.stderr()
-    );
+    report.assert_no_failures(&format!("stderr:\n{}", service.stderr()));
     assert!(
         service.wait_first_exit(),
         "the first generation was not reaped"

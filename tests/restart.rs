@@ -71,14 +71,7 @@ fn ten_restarts_under_load_lose_nothing() {
         old = ready;
     }
     let report = load.stop();
-    assert!(
-        report.failures.is_empty(),
-        "{} failed exchanges of {}: {:?}\nstderr:\n{}",
-        report.failures.len(),
-        report.ok + report.failures.len() as u64,
-        &report.failures[..report.failures.len().min(10)],
-        echo.stderr()
-    );
+    report.assert_no_failures(&format!("stderr:\n{}", echo.stderr()));
     assert!(report.ok > 160, "only {} exchanges", report.ok);
     assert!(echo.wait_first_exit());
 }

@@ -318,13 +318,7 @@ fn two_hundred_restarts_under_load_leak_nothing() {
         status.failed_restarts,
     );
 
-    assert!(
-        report.failures.is_empty(),
-        "{} failed exchanges of {}: {:?}",
-        report.failures.len(),
-        report.ok + report.failures.len() as u64,
-        &report.failures[..report.failures.len().min(10)]
-    );
+    report.assert_no_failures("");
     assert!(zombies_seen.is_empty(), "zombies: {zombies_seen:?}");
     assert_eq!(status.pid, last);
     assert_eq!(status.generation, restarts as u64 + 1);

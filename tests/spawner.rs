@@ -10,17 +10,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use shellflip::control::ControlClient;
 
-/// Parent pid of `pid`.
-fn ppid_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// The bit of signal number `signal` in a /proc signal mask.
 const fn bit(signal: u32) -> u64 {
     1 << (signal - 1)
@@ -99,12 +88,9 @@ fn each_generation_has_a_spawner_which_starts_the_next_one() {
 
     // A build that takes a while to start: while it does, it is the
     // spawner's child, not the service's.
-    deploy_fault(&service, "slow-init=500");
-    let control = service.control.clone();
-    let initiator = std::thread::spawn(move || ControlClient::restart(&control));
-    let child = service.next_init(old.pid);
+    let (initiator, child) = start_slow_restart(&service, 500);
     assert_eq!(
-        ppid_of(child),
+        parent_of(child),
         Some(spawner),
         "parent of the new generation"
     );
@@ -143,12 +129,9 @@ fn inline_spawning_restarts_without_a_spawner() {
     let status = ControlClient::status(&service.control).unwrap();
     assert_eq!(status.spawner_pid, None);
 
-    deploy_fault(&service, "slow-init=300");
-    let control = service.control.clone();
-    let initiator = std::thread::spawn(move || ControlClient::restart(&control));
-    let child = service.next_init(old.pid);
+    let (initiator, child) = start_slow_restart(&service, 300);
     assert_eq!(
-        ppid_of(child),
+        parent_of(child),
         Some(old.pid),
         "parent of the new generation"
     );

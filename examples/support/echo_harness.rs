@@ -121,6 +121,11 @@ fn all_pids() -> Vec<u32> {
         .collect()
 }
 
+/// The parent of `pid`, if it exists.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    stat_of(pid).map(|(_, _, ppid)| ppid)
+}
+
 /// Children of `pid`: (pid, name, state).
 pub fn children_of(pid: u32) -> Vec<(u32, String, String)> {
     all_pids()
@@ -516,6 +521,20 @@ pub struct Load {
 pub struct ClientReport {
     pub ok: u64,
     pub failures: Vec<String>,
+}
+
+impl ClientReport {
+    /// Panics, listing the first failures and `context` (a service's
+    /// stderr, say), if any exchange failed.
+    pub fn assert_no_failures(&self, context: &str) {
+        assert!(
+            self.failures.is_empty(),
+            "{} failed exchanges of {}: {:?}\n{context}",
+            self.failures.len(),
+            self.ok + self.failures.len() as u64,
+            &self.failures[..self.failures.len().min(10)],
+        );
+    }
 }
 
 impl Load {

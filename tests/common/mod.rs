@@ -59,6 +59,23 @@ pub fn kill_pid(pid: u32, signal: Signal) {
     kill(Pid::from_raw(pid as i32), signal).unwrap();
 }
 
+/// Deploys a build whose initialisation takes `slow_init_ms`, asks for a
+/// restart from another thread, and waits until the new generation has
+/// started: the initiator (joined for its response) and the new pid.
+pub fn start_slow_restart(
+    service: &Echo,
+    slow_init_ms: u64,
+) -> (
+    std::thread::JoinHandle<Result<Response, shellflip::control::ClientError>>,
+    u32,
+) {
+    deploy_fault(service, &format!("slow-init={slow_init_ms}"));
+    let control = service.control.clone();
+    let initiator = std::thread::spawn(move || ControlClient::restart(&control));
+    let child = service.next_init(service.current.pid);
+    (initiator, child)
+}
+
 /// `shellflip restart` through the CLI, which must succeed.
 pub fn cli_restart_ok(service: &Echo) -> Output {
     let out = cli(service, "restart", &[]);
