@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use shellflip::handover::{decode_data, encode_data};
+use shellflip::state::{decode_data, encode_data};
 use shellflip::{restartable, Context, HandoverState, StateError, StateFds};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 

@@ -144,5 +144,5 @@ pub use shellflip_macros::{restartable, HandoverState};
 pub mod __private {
     //! Paths used by the code the macros generate. Not a public API.
     pub use serde;
-    pub use shellflip_runtime::handover;
+    pub use shellflip_runtime::state;
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use decoders::{FuzzState, TARGETS};
-use shellflip::handover::{self, StateFds};
+use shellflip::state::{self, StateFds};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -93,8 +93,8 @@ fn seeds_decode_and_round_trip() {
 fn the_sample_state_survives_an_envelope_round_trip() {
     let sample = decoders::sample_state();
     let mut fds = StateFds::default();
-    let bytes = handover::encode_envelope(&sample, &mut fds).unwrap();
-    let back: FuzzState = handover::decode_envelope(&bytes, &mut fds).unwrap();
+    let bytes = state::encode_envelope(&sample, &mut fds).unwrap();
+    let back: FuzzState = state::decode_envelope(&bytes, &mut fds).unwrap();
     // The skipped field is not carried.
     let expected = FuzzState {
         cache: Vec::new(),
@@ -159,7 +159,7 @@ fn on_stack(size: usize, f: impl FnOnce() + Send + 'static) {
 fn deeply_nested_inputs_are_refused() {
     on_stack(8 << 20, || {
         let envelope = nested_state(100_000);
-        let error = handover::decode_envelope::<FuzzState>(&envelope, &mut StateFds::default())
+        let error = state::decode_envelope::<FuzzState>(&envelope, &mut StateFds::default())
             .expect_err("100,000 levels of nesting");
         assert!(error.to_string().contains("depth limit"), "{error}");
         decoders::state_envelope(&envelope);
@@ -176,14 +176,12 @@ fn deeply_nested_inputs_are_refused() {
 
 /// Finding, fixed (see docs/reliability.md): rmp-serde allows 1024 levels
 /// of nesting, and skipping an unknown field nested 1000 deep took more than
-/// 2 MiB of stack in a debug build. `handover::decode_data` now stops at
+/// 2 MiB of stack in a debug build. `state::decode_data` now stops at
 /// `MAX_STATE_DEPTH` (128). This aborts the test binary if it regresses.
 #[test]
 fn state_nested_1000_deep_fits_a_2_mib_stack() {
     on_stack(2 << 20, || {
         let envelope = nested_state(1000);
-        assert!(
-            handover::decode_envelope::<FuzzState>(&envelope, &mut StateFds::default()).is_err()
-        );
+        assert!(state::decode_envelope::<FuzzState>(&envelope, &mut StateFds::default()).is_err());
     });
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use shellflip::control::{ControlClient, Response};
-use shellflip::handover::{decode_envelope, encode_envelope};
+use shellflip::state::{decode_envelope, encode_envelope};
 use shellflip::StateFds;
 use shellflip_bench::report::{
     markdown_table, rows, Machine, Overhead, Report, RestartRecord, RunConfig, StateResult,

@@ -112,7 +112,7 @@ impl From<BenchState> for BenchStateBin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shellflip::handover::{decode_envelope, encode_envelope};
+    use shellflip::state::{decode_envelope, encode_envelope};
     use shellflip::StateFds;
 
     #[test]

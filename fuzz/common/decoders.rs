@@ -11,7 +11,7 @@ use std::io::{self, Cursor, Read};
 
 use serde::{Deserialize, Serialize};
 use shellflip::control::{self, FrameError, Request, Response, MAX_FRAME_BYTES};
-use shellflip::handover::{self, HandoverState, StateFds};
+use shellflip::state::{self, HandoverState, StateFds};
 
 /// A fuzz target's entry point.
 pub type Target = fn(&[u8]);
@@ -222,8 +222,8 @@ pub enum Kind {
 ///   header), so payload mutations are explored even when the header is
 ///   not intact.
 pub fn state_envelope(data: &[u8]) {
-    if let Ok(header) = handover::parse_envelope(data) {
-        assert_eq!(header.format_version, handover::STATE_FORMAT_VERSION);
+    if let Ok(header) = state::parse_envelope(data) {
+        assert_eq!(header.format_version, state::STATE_FORMAT_VERSION);
         assert_eq!(
             16 + header.type_name.len() + header.payload.len(),
             data.len(),
@@ -232,7 +232,7 @@ pub fn state_envelope(data: &[u8]) {
         assert!(data.ends_with(header.payload));
     }
     check_envelope::<FuzzState>(data);
-    let _ = handover::decode_envelope::<()>(data, &mut StateFds::default());
+    let _ = state::decode_envelope::<()>(data, &mut StateFds::default());
 
     let mut wrapped = header_for::<FuzzState>();
     wrapped.extend_from_slice(data);
@@ -241,10 +241,10 @@ pub fn state_envelope(data: &[u8]) {
 
 fn check_envelope<S: HandoverState + PartialEq + std::fmt::Debug>(data: &[u8]) {
     let mut fds = StateFds::default();
-    if let Ok(value) = handover::decode_envelope::<S>(data, &mut fds) {
-        let encoded = handover::encode_envelope(&value, &mut fds)
+    if let Ok(value) = state::decode_envelope::<S>(data, &mut fds) {
+        let encoded = state::encode_envelope(&value, &mut fds)
             .unwrap_or_else(|e| panic!("decoded {value:?} does not encode: {e}"));
-        let again = handover::decode_envelope::<S>(&encoded, &mut fds)
+        let again = state::decode_envelope::<S>(&encoded, &mut fds)
             .unwrap_or_else(|e| panic!("re-encoded {value:?} does not decode: {e}"));
         assert_eq!(value, again, "state changed in a round trip");
     }
@@ -252,7 +252,7 @@ fn check_envelope<S: HandoverState + PartialEq + std::fmt::Debug>(data: &[u8]) {
 
 /// A valid envelope header for `S` with an empty payload.
 pub fn header_for<S: HandoverState + Default>() -> Vec<u8> {
-    let mut envelope = handover::encode_envelope(&S::default(), &mut StateFds::default())
+    let mut envelope = state::encode_envelope(&S::default(), &mut StateFds::default())
         .expect("the default value encodes");
     let payload_len = S::default()
         .encode_state(&mut StateFds::default())
@@ -395,7 +395,7 @@ pub fn sample_state() -> FuzzState {
 
 fn state_seeds() -> Vec<(String, Vec<u8>)> {
     let envelope = |state: &FuzzState| {
-        handover::encode_envelope(state, &mut StateFds::default()).expect("sample encodes")
+        state::encode_envelope(state, &mut StateFds::default()).expect("sample encodes")
     };
     let payload = |state: &FuzzState| {
         state
@@ -414,7 +414,7 @@ fn state_seeds() -> Vec<(String, Vec<u8>)> {
         ("payload-default".to_owned(), payload(&FuzzState::default())),
         (
             "envelope-unit".to_owned(),
-            handover::encode_envelope(&(), &mut StateFds::default()).unwrap(),
+            state::encode_envelope(&(), &mut StateFds::default()).unwrap(),
         ),
     ];
     let mut other_fingerprint = envelope(&sample);

@@ -449,13 +449,13 @@ fn expand_state(state: &State) -> TokenStream {
 
     let decode_data = if data.is_empty() {
         quote! {
-            let () = ::shellflip::__private::handover::decode_data(Self::TYPE_NAME, payload)?;
+            let () = ::shellflip::__private::state::decode_data(Self::TYPE_NAME, payload)?;
         }
     } else {
         let types = data.iter().map(|f| &f.ty);
         quote! {
             let data: __ShellflipDecode<#(#types),*> =
-                ::shellflip::__private::handover::decode_data(Self::TYPE_NAME, payload)?;
+                ::shellflip::__private::state::decode_data(Self::TYPE_NAME, payload)?;
         }
     };
     let mut next_data = 0u32;
@@ -508,7 +508,7 @@ fn expand_state(state: &State) -> TokenStream {
                     #fds_param: &mut ::shellflip::StateFds,
                 ) -> ::core::result::Result<::std::vec::Vec<u8>, ::shellflip::StateError> {
                     #(#put_fds)*
-                    ::shellflip::__private::handover::encode_data(Self::TYPE_NAME, #encoded)
+                    ::shellflip::__private::state::encode_data(Self::TYPE_NAME, #encoded)
                 }
 
                 fn decode_state(
@@ -571,7 +571,7 @@ fn helper_structs(state: &State, data: &[&Field], type_name: &str) -> TokenStrea
                 let serialize = format!("{param}: ::core::convert::AsRef<[u8]>");
                 let deserialize = format!("{param}: ::core::convert::From<::std::vec::Vec<u8>>");
                 quote!(#[serde(
-                    with = "::shellflip::__private::handover::bytes",
+                    with = "::shellflip::__private::state::bytes",
                     bound(serialize = #serialize, deserialize = #deserialize)
                 )])
             }

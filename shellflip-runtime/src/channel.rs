@@ -20,7 +20,7 @@ use tokio::net::UnixStream;
 
 use crate::control::{ControlSocketFile, LastRestart};
 use crate::fd;
-use crate::handover::EncodedState;
+use crate::state::EncodedState;
 
 /// The environment variable naming the channel descriptor of a new
 /// generation. Read and removed at start-up.
@@ -233,10 +233,10 @@ pub(crate) fn receive_handover(stream: &mut StdUnixStream) -> io::Result<Receive
     }
     let state = match header.state_len {
         None => None,
-        Some(state_len) if state_len > crate::handover::MAX_STATE_BYTES => {
+        Some(state_len) if state_len > crate::state::MAX_STATE_BYTES => {
             return Err(invalid(format!(
                 "handover state of {state_len} bytes, more than {}",
-                crate::handover::MAX_STATE_BYTES
+                crate::state::MAX_STATE_BYTES
             )))
         }
         Some(state_len) => {
@@ -342,7 +342,7 @@ mod tests {
     #[test]
     fn oversized_state_announcement_is_refused_without_reading_it() {
         let (mut parent, mut child) = StdUnixStream::pair().unwrap();
-        let announced = crate::handover::MAX_STATE_BYTES + 1;
+        let announced = crate::state::MAX_STATE_BYTES + 1;
         let message = frame(&encode(&header(&[], Some(announced))).unwrap()).unwrap();
         std::io::Write::write_all(&mut parent, &message).unwrap();
         let err = receive_handover(&mut child).unwrap_err();

@@ -12,9 +12,10 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 use crate::error::Error;
-use crate::handover::{encode_envelope_parts, HandoverState};
-use crate::lifecycle::{lock, Service};
+use crate::lifecycle::Service;
 use crate::registry::RESERVED_PREFIX;
+use crate::state::{encode_envelope_parts, HandoverState};
+use crate::sync::lock;
 
 /// The state a service carries across restarts, shared between its tasks.
 ///

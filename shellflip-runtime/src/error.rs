@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::ConfigError;
-use crate::handover::StateError;
+use crate::state::StateError;
 use crate::systemd::SocketActivationError;
 
 /// An error of the runtime, returned to the service or reported at start-up.

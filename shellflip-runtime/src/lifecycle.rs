@@ -26,7 +26,7 @@ use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixS
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -44,12 +44,13 @@ use crate::control::{
     self, ControlCommand, ControlSocketFile, LastRestart, Request, Response, RestartSuccess, Status,
 };
 use crate::error::{Error, RestartError};
-use crate::handover::{decode_envelope, EncodedState, HandoverState, StateError, StateFds};
 use crate::parent::{self, EncodedStateParts, Launch, NewGeneration, Plan, Spawner};
 use crate::pidfile::PidFile;
 use crate::registry::{Registry, CONTROL_FD_NAME, STATE_FD_PREFIX};
 use crate::shutdown::{self, SignalRequest, Signals};
 use crate::spawner::{self, SpawnerClient, SpawnerProcess};
+use crate::state::{decode_envelope, EncodedState, HandoverState, StateError, StateFds};
+use crate::sync::lock;
 use crate::systemd::{self, Notification, Notifier};
 
 /// What a service's `main` may return: `()` or `Result<(), E>` with a
@@ -78,12 +79,6 @@ impl<E: std::fmt::Display> MainResult for Result<(), E> {
 }
 
 type StateEncoder = Box<dyn Fn(&mut StateFds) -> Result<EncodedState, StateError> + Send + Sync>;
-
-/// Locks `mutex`, ignoring poisoning: every lock in the runtime guards data
-/// that stays consistent if a holder panicked (flags, options, maps).
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Why this generation is ending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

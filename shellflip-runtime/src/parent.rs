@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::channel::{self, ChildMessage, HandoverHeader, Lineage, ENV_HANDOVER_FD};
 use crate::error::RestartError;
 use crate::fd;
-use crate::handover::EncodedState;
 use crate::spawner::{SpawnError, SpawnedGeneration, SpawnerClient};
+use crate::state::EncodedState;
 
 /// Variables of systemd socket activation; they describe this process's
 /// descriptors, so a new generation must not read them.

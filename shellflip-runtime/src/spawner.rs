@@ -35,8 +35,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::fd;
-use crate::lifecycle::lock;
 use crate::parent::{self, ChannelInheritance, Launch};
+use crate::sync::lock;
 
 /// The spawner's process name (`comm`, as `ps` and `top` show it).
 pub const PROCESS_NAME: &str = "shellflip-spawn";

@@ -10,7 +10,7 @@ const _: () = {
     #[serde(crate = "::shellflip::__private::serde", rename = "Blobs")]
     struct __ShellflipEncode<'a, T0, T1, T2> {
         #[serde(
-            with = "::shellflip::__private::handover::bytes",
+            with = "::shellflip::__private::state::bytes",
             bound(
                 serialize = "T0: ::core::convert::AsRef<[u8]>",
                 deserialize = "T0: ::core::convert::From<::std::vec::Vec<u8>>"
@@ -18,7 +18,7 @@ const _: () = {
         )]
         blob: &'a T0,
         #[serde(
-            with = "::shellflip::__private::handover::bytes",
+            with = "::shellflip::__private::state::bytes",
             bound(
                 serialize = "T1: ::core::convert::AsRef<[u8]>",
                 deserialize = "T1: ::core::convert::From<::std::vec::Vec<u8>>"
@@ -32,7 +32,7 @@ const _: () = {
     #[serde(crate = "::shellflip::__private::serde", rename = "Blobs")]
     struct __ShellflipDecode<T0, T1, T2> {
         #[serde(
-            with = "::shellflip::__private::handover::bytes",
+            with = "::shellflip::__private::state::bytes",
             bound(
                 serialize = "T0: ::core::convert::AsRef<[u8]>",
                 deserialize = "T0: ::core::convert::From<::std::vec::Vec<u8>>"
@@ -40,7 +40,7 @@ const _: () = {
         )]
         blob: T0,
         #[serde(
-            with = "::shellflip::__private::handover::bytes",
+            with = "::shellflip::__private::state::bytes",
             bound(
                 serialize = "T1: ::core::convert::AsRef<[u8]>",
                 deserialize = "T1: ::core::convert::From<::std::vec::Vec<u8>>"
@@ -67,7 +67,7 @@ const _: () = {
             &self,
             _fds: &mut ::shellflip::StateFds,
         ) -> ::core::result::Result<::std::vec::Vec<u8>, ::shellflip::StateError> {
-            ::shellflip::__private::handover::encode_data(
+            ::shellflip::__private::state::encode_data(
                 Self::TYPE_NAME,
                 &__ShellflipEncode {
                     blob: &self.blob,
@@ -80,7 +80,7 @@ const _: () = {
             payload: &[u8],
             _fds: &mut ::shellflip::StateFds,
         ) -> ::core::result::Result<Self, ::shellflip::StateError> {
-            let data: __ShellflipDecode<Vec<u8>, Box<[u8]>, u64> = ::shellflip::__private::handover::decode_data(
+            let data: __ShellflipDecode<Vec<u8>, Box<[u8]>, u64> = ::shellflip::__private::state::decode_data(
                 Self::TYPE_NAME,
                 payload,
             )?;

@@ -22,13 +22,13 @@ const _: () = {
         ) -> ::core::result::Result<::std::vec::Vec<u8>, ::shellflip::StateError> {
             fds.put_field("tcp", &self.tcp)?;
             fds.put_field("unix", &self.unix)?;
-            ::shellflip::__private::handover::encode_data(Self::TYPE_NAME, &())
+            ::shellflip::__private::state::encode_data(Self::TYPE_NAME, &())
         }
         fn decode_state(
             payload: &[u8],
             fds: &mut ::shellflip::StateFds,
         ) -> ::core::result::Result<Self, ::shellflip::StateError> {
-            let () = ::shellflip::__private::handover::decode_data(
+            let () = ::shellflip::__private::state::decode_data(
                 Self::TYPE_NAME,
                 payload,
             )?;

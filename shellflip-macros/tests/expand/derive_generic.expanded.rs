@@ -41,7 +41,7 @@ const _: () = {
             &self,
             _fds: &mut ::shellflip::StateFds,
         ) -> ::core::result::Result<::std::vec::Vec<u8>, ::shellflip::StateError> {
-            ::shellflip::__private::handover::encode_data(
+            ::shellflip::__private::state::encode_data(
                 Self::TYPE_NAME,
                 &__ShellflipEncode {
                     items: &self.items,
@@ -53,7 +53,7 @@ const _: () = {
             payload: &[u8],
             _fds: &mut ::shellflip::StateFds,
         ) -> ::core::result::Result<Self, ::shellflip::StateError> {
-            let data: __ShellflipDecode<Vec<T>, [u8; N]> = ::shellflip::__private::handover::decode_data(
+            let data: __ShellflipDecode<Vec<T>, [u8; N]> = ::shellflip::__private::state::decode_data(
                 Self::TYPE_NAME,
                 payload,
             )?;

@@ -46,7 +46,7 @@ const _: () = {
         ) -> ::core::result::Result<::std::vec::Vec<u8>, ::shellflip::StateError> {
             fds.put_field("listener", &self.listener)?;
             fds.put_field("log", &self.log)?;
-            ::shellflip::__private::handover::encode_data(
+            ::shellflip::__private::state::encode_data(
                 Self::TYPE_NAME,
                 &__ShellflipEncode {
                     served: &self.served,
@@ -58,7 +58,7 @@ const _: () = {
             payload: &[u8],
             fds: &mut ::shellflip::StateFds,
         ) -> ::core::result::Result<Self, ::shellflip::StateError> {
-            let data: __ShellflipDecode<u64, Vec<String>> = ::shellflip::__private::handover::decode_data(
+            let data: __ShellflipDecode<u64, Vec<String>> = ::shellflip::__private::state::decode_data(
                 Self::TYPE_NAME,
                 payload,
             )?;

@@ -25,7 +25,7 @@ const _: () = {
             fds: &mut ::shellflip::StateFds,
         ) -> ::core::result::Result<::std::vec::Vec<u8>, ::shellflip::StateError> {
             fds.put_field("1", &self.1)?;
-            ::shellflip::__private::handover::encode_data(
+            ::shellflip::__private::state::encode_data(
                 Self::TYPE_NAME,
                 &__ShellflipEncode(&self.0, &self.3),
             )
@@ -34,7 +34,7 @@ const _: () = {
             payload: &[u8],
             fds: &mut ::shellflip::StateFds,
         ) -> ::core::result::Result<Self, ::shellflip::StateError> {
-            let data: __ShellflipDecode<u32, String> = ::shellflip::__private::handover::decode_data(
+            let data: __ShellflipDecode<u32, String> = ::shellflip::__private::state::decode_data(
                 Self::TYPE_NAME,
                 payload,
             )?;

@@ -1,7 +1,7 @@
 // `Vec<u8>` fields, and other byte containers marked `#[handover(bytes)]`,
 // travel as one MessagePack byte string: a 64 KiB blob of high bytes
 // encodes to about 64 KiB (not ~128 KiB of integers) and round-trips.
-use shellflip::handover::{decode_envelope, encode_envelope};
+use shellflip::state::{decode_envelope, encode_envelope};
 use shellflip::{HandoverState, StateFds};
 
 #[derive(HandoverState)]

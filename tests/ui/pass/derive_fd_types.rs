@@ -5,7 +5,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::sync::Arc;
 
-use shellflip::handover::{decode_envelope, encode_envelope};
+use shellflip::state::{decode_envelope, encode_envelope};
 use shellflip::{HandoverState, StateFds};
 
 #[derive(HandoverState)]

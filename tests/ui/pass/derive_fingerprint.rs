@@ -58,9 +58,9 @@ fn main() {
 
     // A decoder refuses the state of another schema, naming both.
     let mut fds = shellflip::StateFds::default();
-    let bytes = shellflip::handover::encode_envelope(&v1::State { a: 1, b: vec![vec![1]] }, &mut fds)
+    let bytes = shellflip::state::encode_envelope(&v1::State { a: 1, b: vec![vec![1]] }, &mut fds)
         .unwrap();
-    let err = shellflip::handover::decode_envelope::<retyped::State>(&bytes, &mut fds)
+    let err = shellflip::state::decode_envelope::<retyped::State>(&bytes, &mut fds)
         .err()
         .expect("a mismatch");
     assert!(err.is_mismatch(), "{err}");

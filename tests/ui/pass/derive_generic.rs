@@ -2,7 +2,7 @@
 use std::fmt::Debug;
 use std::marker::PhantomData;
 
-use shellflip::handover::{decode_envelope, encode_envelope};
+use shellflip::state::{decode_envelope, encode_envelope};
 use shellflip::{HandoverState, StateFds};
 
 #[derive(HandoverState)]

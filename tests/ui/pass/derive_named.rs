@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::{TcpListener, UdpSocket};
 
-use shellflip::handover::{decode_envelope, encode_envelope};
+use shellflip::state::{decode_envelope, encode_envelope};
 use shellflip::{HandoverState, StateFds};
 
 #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq, Clone)]

@@ -1,7 +1,7 @@
 // Tuple structs (fds named by index) and unit structs.
 use std::net::TcpListener;
 
-use shellflip::handover::{decode_envelope, encode_envelope};
+use shellflip::state::{decode_envelope, encode_envelope};
 use shellflip::{HandoverState, StateFds};
 
 #[derive(HandoverState)]

@@ -39,7 +39,7 @@ pub const MAX_STATE_BYTES: u64 = 1 << 30;
 /// special needs. `()` implements it for services that keep no state.
 ///
 /// ```
-/// use shellflip_runtime::handover::{self, HandoverState, StateError, StateFds};
+/// use shellflip_runtime::state::{self, HandoverState, StateError, StateFds};
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Serialize, Deserialize, Default, Debug, PartialEq)]
@@ -49,16 +49,16 @@ pub const MAX_STATE_BYTES: u64 = 1 << 30;
 ///     const TYPE_NAME: &'static str = "Counters";
 ///     const FINGERPRINT: u64 = 0x5eed_0001;
 ///     fn encode_state(&self, _fds: &mut StateFds) -> Result<Vec<u8>, StateError> {
-///         handover::encode_data(Self::TYPE_NAME, self)
+///         state::encode_data(Self::TYPE_NAME, self)
 ///     }
 ///     fn decode_state(payload: &[u8], _fds: &mut StateFds) -> Result<Self, StateError> {
-///         handover::decode_data(Self::TYPE_NAME, payload)
+///         state::decode_data(Self::TYPE_NAME, payload)
 ///     }
 /// }
 ///
 /// let mut fds = StateFds::default();
-/// let bytes = handover::encode_envelope(&Counters { served: 7 }, &mut fds)?;
-/// let back: Counters = handover::decode_envelope(&bytes, &mut fds)?;
+/// let bytes = state::encode_envelope(&Counters { served: 7 }, &mut fds)?;
+/// let back: Counters = state::decode_envelope(&bytes, &mut fds)?;
 /// assert_eq!(back, Counters { served: 7 });
 /// # Ok::<(), StateError>(())
 /// ```
