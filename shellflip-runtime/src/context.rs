@@ -12,7 +12,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 use crate::error::Error;
-use crate::lifecycle::Service;
+use crate::generation::Generation;
 use crate::registry::RESERVED_PREFIX;
 use crate::state::{encode_envelope_parts, HandoverState};
 use crate::sync::lock;
@@ -71,14 +71,14 @@ pub(crate) enum StateSlot<S> {
 ///
 /// Cheap to clone; every clone refers to the same generation.
 pub struct Context<S: HandoverState = ()> {
-    service: Arc<Service>,
+    generation: Arc<Generation>,
     state: Arc<Mutex<StateSlot<S>>>,
 }
 
 impl<S: HandoverState> Clone for Context<S> {
     fn clone(&self) -> Self {
         Context {
-            service: Arc::clone(&self.service),
+            generation: Arc::clone(&self.generation),
             state: Arc::clone(&self.state),
         }
     }
@@ -87,16 +87,16 @@ impl<S: HandoverState> Clone for Context<S> {
 impl<S: HandoverState> std::fmt::Debug for Context<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
-            .field("generation", &self.service.generation)
+            .field("generation", &self.generation.number)
             .field("state_type", &S::TYPE_NAME)
             .finish_non_exhaustive()
     }
 }
 
 impl<S: HandoverState> Context<S> {
-    pub(crate) fn new(service: Arc<Service>, handed_over: Option<S>) -> Self {
+    pub(crate) fn new(generation: Arc<Generation>, handed_over: Option<S>) -> Self {
         let context = Context {
-            service,
+            generation,
             state: Arc::new(Mutex::new(StateSlot::Empty)),
         };
         if let Some(value) = handed_over {
@@ -108,7 +108,7 @@ impl<S: HandoverState> Context<S> {
     fn install_state(&self, value: S) -> StateCell<S> {
         let cell = StateCell::new(value);
         let for_encoder = cell.clone();
-        self.service.set_state_encoder(Box::new(move |fds| {
+        self.generation.set_state_encoder(Box::new(move |fds| {
             encode_envelope_parts(&*for_encoder.lock(), fds)
         }));
         *lock(&self.state) = StateSlot::Ready(cell.clone());
@@ -117,17 +117,17 @@ impl<S: HandoverState> Context<S> {
 
     /// This process's generation: 1 for the first, one more at each restart.
     pub fn generation(&self) -> u64 {
-        self.service.generation
+        self.generation.number
     }
 
     /// True when this process was started by a restart (generation > 1).
     pub fn is_restart(&self) -> bool {
-        self.service.generation > 1
+        self.generation.number > 1
     }
 
     /// True when the previous generation handed over a state value.
     pub fn has_handed_over_state(&self) -> bool {
-        self.service.state_was_handed_over
+        self.generation.state_was_handed_over
     }
 
     /// The state carried across restarts: the value the previous generation
@@ -250,7 +250,7 @@ impl<S: HandoverState> Context<S> {
         name: &str,
         create: impl FnOnce() -> std::io::Result<OwnedFd>,
     ) -> Result<OwnedFd, Error> {
-        let mut registry = self.service.registry();
+        let mut registry = self.generation.registry();
         if registry.is_registered(name) {
             return Err(Error::DuplicateName(name.to_owned()));
         }
@@ -282,7 +282,7 @@ impl<S: HandoverState> Context<S> {
                 ),
             });
         }
-        let mut registry = self.service.registry();
+        let mut registry = self.generation.registry();
         if registry.is_registered(name) {
             return Err(Error::DuplicateName(name.to_owned()));
         }
@@ -334,14 +334,14 @@ impl<S: HandoverState> Context<S> {
     /// later generations inherit the same socket. A path configured in the
     /// [`Config`](crate::Config) or by `SHELLFLIP_CONTROL` takes precedence.
     pub fn control_socket(&self, path: impl AsRef<Path>) -> Result<(), Error> {
-        self.service.open_control(path.as_ref())
+        self.generation.open_control(path.as_ref())
     }
 
     /// Marks this generation ready: a restart that started it succeeds, the
     /// previous generation drains and exits, and this one starts answering
     /// restart requests. Call it once the service accepts work.
     pub fn ready(&self) -> Result<(), Error> {
-        self.service.mark_ready()
+        self.generation.mark_ready()
     }
 
     /// Resolves when this generation must stop accepting new work (its
@@ -349,18 +349,18 @@ impl<S: HandoverState> Context<S> {
     /// `select!` on it and return; in-flight work then has the drain timeout
     /// to finish.
     pub fn shutdown(&self) -> WaitForCancellationFutureOwned {
-        self.service.shutdown.clone().cancelled_owned()
+        self.generation.shutdown.clone().cancelled_owned()
     }
 
     /// True once shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
-        self.service.shutdown.is_cancelled()
+        self.generation.shutdown.is_cancelled()
     }
 
     /// The token cancelled when shutdown begins (a child token: cancelling it
     /// does not shut the service down).
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.service.shutdown.child_token()
+        self.generation.shutdown.child_token()
     }
 
     /// Spawns a task that the drain waits for (up to the drain timeout):
@@ -370,12 +370,12 @@ impl<S: HandoverState> Context<S> {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.service.tracker.spawn(task)
+        self.generation.tracker.spawn(task)
     }
 
     /// The tracker of drained tasks, for frameworks that spawn on their own.
     pub fn task_tracker(&self) -> TaskTracker {
-        self.service.tracker.clone()
+        self.generation.tracker.clone()
     }
 }
 

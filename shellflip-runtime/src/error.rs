@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use crate::config::ConfigError;
 use crate::state::StateError;
-use crate::systemd::SocketActivationError;
 
 /// An error of the runtime, returned to the service or reported at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -75,8 +74,24 @@ pub enum Error {
     #[error(transparent)]
     SocketActivation(#[from] SocketActivationError),
     /// The channel to the previous generation failed during start-up.
-    #[error("handover from the previous generation failed: {0}")]
-    Handover(String),
+    #[error("handover from the previous generation failed: {source}")]
+    Handover {
+        /// What the channel said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Nothing arrived from the previous generation in time.
+    #[error("nothing arrived from the previous generation within {}", humantime::format_duration(*.0))]
+    HandoverTimeout(Duration),
+    /// `SHELLFLIP_HANDOVER_FD` does not name an open descriptor.
+    #[error("SHELLFLIP_HANDOVER_FD={value:?} does not name an open descriptor{}; this variable is set by shellflip for a new generation and should not be set by hand", .source.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
+    HandoverVariable {
+        /// The variable's value.
+        value: String,
+        /// Why it could not be adopted.
+        #[source]
+        source: Option<std::io::Error>,
+    },
     /// The handed-over state could not be used.
     #[error(transparent)]
     State(#[from] StateError),
@@ -156,13 +171,28 @@ pub enum RestartError {
         /// How it ended.
         reason: String,
     },
-    /// Listeners or state could not be sent to the new generation.
-    #[error("could not hand over to the new generation (pid {pid}): {reason}")]
+    /// The listeners could not be duplicated for the hand-over.
+    #[error("could not duplicate the listeners to hand over: {0}; is the process near its open-file limit?")]
+    DuplicateListeners(#[source] std::io::Error),
+    /// Encoding the state panicked.
+    #[error("encoding the handover state panicked: {0}")]
+    EncodePanicked(String),
+    /// Listeners or state could not be sent to the new generation, or its
+    /// report could not be read.
+    #[error("could not hand over to the new generation (pid {pid}): {source}; it was killed")]
     Handover {
         /// The new generation's pid.
         pid: u32,
         /// What failed.
-        reason: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The new generation closed the channel without a report but did not
+    /// exit.
+    #[error("the new generation (pid {pid}) closed the handover channel without a report and did not exit; it was killed")]
+    ClosedWithoutReport {
+        /// The new generation's pid.
+        pid: u32,
     },
     /// The new generation reported a failure.
     #[error("the new generation (pid {pid}) failed to start: {reason}")]
@@ -179,6 +209,16 @@ pub enum RestartError {
         pid: u32,
         /// "exited with status 3" or "was killed by signal SIGSEGV".
         status: String,
+    },
+    /// The new generation reported ready, then died within the ready grace.
+    #[error("the new generation (pid {pid}) reported ready, then {status} within the ready grace of {}", humantime::format_duration(*grace))]
+    DiedInGrace {
+        /// The new generation's pid.
+        pid: u32,
+        /// "exited with status 3" or "was killed by signal SIGSEGV".
+        status: String,
+        /// The ready grace.
+        grace: Duration,
     },
     /// The new generation did not report ready in time.
     #[error("the new generation (pid {pid}) was not ready within {}; it was killed", humantime::format_duration(*timeout))]
@@ -201,4 +241,27 @@ impl RestartError {
             _ => "failed",
         }
     }
+}
+
+/// Why the socket-activation variables could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SocketActivationError {
+    /// `LISTEN_PID` is not a pid.
+    #[error("LISTEN_PID={0:?} is not a process id; it is set by systemd socket activation and should not be set by hand")]
+    BadPid(String),
+    /// `LISTEN_FDS` is not a count.
+    #[error("LISTEN_FDS={0:?} is not a number of file descriptors (at most 4096); it is set by systemd socket activation and should not be set by hand")]
+    BadCount(String),
+    /// A descriptor `LISTEN_FDS` announced is not open.
+    #[error("systemd announced {count} socket(s) (LISTEN_FDS={count}) but file descriptor {fd} is not open: {source}")]
+    NotOpen {
+        /// The missing descriptor.
+        fd: i32,
+        /// `LISTEN_FDS`.
+        count: usize,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
+    },
 }

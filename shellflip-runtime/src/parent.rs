@@ -1,80 +1,38 @@
-//! The parent side of a restart: have the next generation started from the
-//! executable path (by the spawner, or by this process itself in inline
-//! mode), hand it the listeners and the state, and wait — bounded by the
-//! ready timeout — for its report, its exit, or an abort.
+//! The old generation's side of a restart, top to bottom ([`restart`]):
+//!
+//! 1. A socketpair is opened; its far end goes to the new process, which
+//!    the spawner (or this process, inline) starts from the executable path.
+//! 2. Meanwhile the state is encoded (on the blocking pool) and the named
+//!    descriptors and the state are written into the socket, before the new
+//!    process even exists: the socket buffers them.
+//! 3. [`decide`] waits for the new generation's report, its exit, the ready
+//!    timeout or an abort — the decision table of a restart, unit-tested
+//!    below against a fake process. Whatever fails, the new process is
+//!    killed if needed and always reaped.
+//! 4. On READY the caller (the supervisor) gets a [`NewGeneration`]: it tells
+//!    systemd the new main pid, answers the initiator and drains. On failure
+//!    it gets the [`RestartError`] saying why, and this generation serves on.
 
-use std::ffi::OsString;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::ExitStatus;
-use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use tokio::net::UnixStream;
-use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::{self, ChildMessage, HandoverHeader, Lineage, ENV_HANDOVER_FD};
+use crate::channel::{self, ChildMessage, HandoverHeader, Lineage};
 use crate::error::RestartError;
-use crate::fd;
-use crate::spawner::{SpawnError, SpawnedGeneration, SpawnerClient};
+use crate::launch::{describe_status, Launch};
+use crate::spawner::{NextProcess, Spawner};
 use crate::state::EncodedState;
 
-/// Variables of systemd socket activation; they describe this process's
-/// descriptors, so a new generation must not read them.
-pub(crate) const SOCKET_ACTIVATION_VARS: [&str; 3] = ["LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID"];
-
-/// How the next generation is started: the executable path resolved once at
-/// start-up, and this process's arguments.
-#[derive(Debug, Clone)]
-pub(crate) struct Launch {
-    pub exe: PathBuf,
-    pub arg0: OsString,
-    pub args: Vec<OsString>,
-}
-
-impl Launch {
-    /// Resolves the executable path from `argv[0]` (made absolute against
-    /// the start-up directory, or looked up in `PATH`), without resolving
-    /// symlinks — so a deploy that swaps a symlink or renames a new build
-    /// over the path starts the new build. Falls back to `/proc/self/exe`.
-    pub(crate) fn resolve() -> Self {
-        let mut argv = std::env::args_os();
-        let arg0 = argv.next().unwrap_or_default();
-        let args: Vec<OsString> = argv.collect();
-        let exe = resolve_exe(&arg0)
-            .or_else(|| std::env::current_exe().ok())
-            .unwrap_or_else(|| PathBuf::from(&arg0));
-        Launch { exe, arg0, args }
-    }
-}
-
-fn resolve_exe(arg0: &OsString) -> Option<PathBuf> {
-    let path = Path::new(arg0);
-    if arg0.is_empty() {
-        return None;
-    }
-    let candidate = if path.components().count() > 1 || path.is_absolute() {
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            std::env::current_dir().ok()?.join(path)
-        }
-    } else {
-        let search = std::env::var_os("PATH")?;
-        std::env::split_paths(&search)
-            .map(|dir| dir.join(path))
-            .find(|p| p.is_file())?
-    };
-    candidate.is_file().then_some(candidate)
-}
-
-/// What a restart hands over.
+/// What a restart hands over, but the state.
 pub(crate) struct Plan {
     pub generation: u64,
     pub fds: Vec<(String, OwnedFd)>,
@@ -84,6 +42,10 @@ pub(crate) struct Plan {
     /// restart is declared a success (zero: at once).
     pub ready_grace: Duration,
 }
+
+/// The encoded state to hand over, with the descriptors it holds (already
+/// named for the handover).
+pub(crate) type EncodedStateParts = Option<(EncodedState, Vec<(String, OwnedFd)>)>;
 
 /// How long each phase of a successful restart took, from its start.
 #[derive(Debug, Clone, Copy, Default)]
@@ -104,156 +66,59 @@ pub(crate) struct NewGeneration {
     pub generation: u64,
     pub timings: PhaseTimings,
     /// Not waited for: the new generation outlives this process.
-    pub _child: NextProcess,
+    pub _process: NextProcess,
     pub _channel: UnixStream,
 }
 
-/// What starts new generations: the spawner forked at start-up, or this
-/// process itself.
-#[derive(Debug, Clone)]
-pub(crate) enum Spawner {
-    /// The spawner process (see [`crate::spawner`]).
-    Process(Arc<SpawnerClient>),
-    /// This process, with `fork` + `execve`; the reason it is not the
-    /// spawner process.
-    Inline { reason: String },
+/// What the decision table needs of the new process: the seam through
+/// which it is tested with a fake.
+pub(crate) trait Successor {
+    /// Its pid (for messages).
+    fn pid(&self) -> u32;
+    /// Waits until it has exited and was reaped.
+    fn wait(&mut self) -> impl Future<Output = io::Result<ExitStatus>> + Send;
+    /// Sends it SIGKILL.
+    fn start_kill(&mut self) -> io::Result<()>;
 }
 
-impl Spawner {
-    /// "the spawner process (pid 123)", "this process (SHELLFLIP_SPAWNER=inline)".
-    pub(crate) fn describe(&self) -> String {
-        match self {
-            Spawner::Process(client) => format!("the spawner process (pid {})", client.pid()),
-            Spawner::Inline { reason } => format!("this process ({reason})"),
-        }
-    }
-
-    /// The spawner process's pid, if there is one.
-    pub(crate) fn pid(&self) -> Option<u32> {
-        match self {
-            Spawner::Process(client) => Some(client.pid()),
-            Spawner::Inline { .. } => None,
-        }
-    }
-
-    async fn spawn(&self, launch: &Launch, channel: OwnedFd) -> Result<NextProcess, RestartError> {
-        let spawn_error = |source: std::io::Error| RestartError::Spawn {
-            exe: launch.exe.clone(),
-            source,
-        };
-        match self {
-            Spawner::Inline { .. } => {
-                let child = spawn_next_process(launch, &channel, ChannelInheritance::ClearInChild)
-                    .await
-                    .map_err(spawn_error)?;
-                Ok(NextProcess::Inline(child))
-            }
-            Spawner::Process(client) => match client.spawn(channel).await {
-                Ok(spawned) => Ok(NextProcess::Spawned(spawned)),
-                Err(SpawnError::Spawn(source)) => Err(spawn_error(source)),
-                Err(SpawnError::Gone { pid, reason }) => {
-                    Err(RestartError::SpawnerGone { pid, reason })
-                }
-            },
-        }
-    }
-}
-
-/// The next generation's process, whoever its parent is.
-#[derive(Debug)]
-pub(crate) enum NextProcess {
-    /// A child of this process.
-    Inline(Child),
-    /// A child of the spawner.
-    Spawned(SpawnedGeneration),
-}
-
-impl NextProcess {
+impl Successor for NextProcess {
     fn pid(&self) -> u32 {
-        match self {
-            NextProcess::Inline(child) => child.id().unwrap_or(0),
-            NextProcess::Spawned(spawned) => spawned.pid(),
-        }
+        NextProcess::pid(self)
     }
 
-    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
-        match self {
-            NextProcess::Inline(child) => child.wait().await,
-            NextProcess::Spawned(spawned) => spawned.wait().await,
-        }
+    fn wait(&mut self) -> impl Future<Output = io::Result<ExitStatus>> + Send {
+        NextProcess::wait(self)
     }
 
-    fn start_kill(&mut self) -> std::io::Result<()> {
-        match self {
-            NextProcess::Inline(child) => child.start_kill(),
-            NextProcess::Spawned(spawned) => spawned.start_kill(),
-        }
+    fn start_kill(&mut self) -> io::Result<()> {
+        NextProcess::start_kill(self)
     }
 }
 
-/// How the handover channel reaches the new process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ChannelInheritance {
-    /// Close-on-exec is cleared in the child, between `fork` and `exec`: the
-    /// only safe way in a multi-threaded process, where another thread may
-    /// fork meanwhile.
-    ClearInChild,
-    /// The caller already cleared close-on-exec on `channel` and no other
-    /// thread of the process can fork before it is closed (the spawner).
-    /// Without a `pre_exec` step, std spawns with `posix_spawn` (vfork-like:
-    /// no copy of the page tables).
-    AlreadyInheritable,
-}
-
-/// Starts `launch` as a new generation whose handover channel is `channel`
-/// (which stays open in the new process only). Used by the spawner and by
-/// inline spawning.
-pub(crate) async fn spawn_next_process(
-    launch: &Launch,
-    channel: &OwnedFd,
-    inheritance: ChannelInheritance,
-) -> std::io::Result<Child> {
-    let mut command = Command::new(&launch.exe);
-    command
-        .arg0(&launch.arg0)
-        .args(&launch.args)
-        .env(ENV_HANDOVER_FD, channel.as_raw_fd().to_string())
-        .kill_on_drop(false);
-    for var in SOCKET_ACTIVATION_VARS {
-        command.env_remove(var);
-    }
-    if inheritance == ChannelInheritance::ClearInChild {
-        fd::inherit_in_child(&mut command, channel.as_raw_fd());
-    }
-    spawn_retrying_busy(&mut command).await
-}
-
-/// The encoded state to hand over, with the descriptors it holds (already
-/// named for the handover).
-pub(crate) type EncodedStateParts = Option<(EncodedState, Vec<(String, OwnedFd)>)>;
-
-/// Spawns and supervises the next generation until it is ready or has
+/// Starts the next generation and supervises it until it is ready or has
 /// failed; on failure it is killed if needed and always reaped.
 ///
 /// The spawn, the state's encoding (`encode_state`) and the handover run
 /// at the same time: the handover goes into the socket's buffer before
 /// the new process exists, so it never waits for it, and encoding a large
 /// state overlaps with the new process's start-up.
-pub(crate) async fn spawn_next(
+pub(crate) async fn restart(
     spawner: &Spawner,
     launch: &Launch,
     plan: Plan,
-    encode_state: impl std::future::Future<Output = Result<EncodedStateParts, RestartError>>,
+    encode_state: impl Future<Output = Result<EncodedStateParts, RestartError>>,
     abort: CancellationToken,
 ) -> Result<NewGeneration, RestartError> {
     let started = Instant::now();
     let began_unix_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
-    let spawn_failed = |source: std::io::Error| RestartError::Spawn {
+    let spawn_failed = |source: io::Error| RestartError::Spawn {
         exe: launch.exe.clone(),
         source,
     };
+    // 1. The channel: non-blocking on this end only (the flag belongs to
+    // each end's open file); the new generation reads its end blocking.
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::Stream,
@@ -261,8 +126,6 @@ pub(crate) async fn spawn_next(
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| spawn_failed(e.into()))?;
-    // Non-blocking on this end only (the flag belongs to each end's open
-    // file): the new generation reads its end with blocking calls.
     let ours = StdUnixStream::from(ours);
     let stream = ours
         .set_nonblocking(true)
@@ -276,6 +139,7 @@ pub(crate) async fn spawn_next(
         ready_grace,
     } = plan;
 
+    // 2. The handover, prepared and written while the process starts.
     let prepare = async {
         let (state, mut fds) = match encode_state.await.map_err(HandshakeError::Prepare)? {
             Some((state, state_fds)) => {
@@ -304,10 +168,8 @@ pub(crate) async fn spawn_next(
     // Boxed, so it can be dropped (ending its borrow of the stream) before
     // the stream is kept for the new generation.
     let mut prepare = Box::pin(prepare);
-
-    // Phase 1: the spawn, while the handover is prepared and sent.
     let mut prepared = None;
-    let mut child = {
+    let mut process = {
         let spawn = spawner.spawn(launch, theirs);
         tokio::pin!(spawn);
         loop {
@@ -318,7 +180,7 @@ pub(crate) async fn spawn_next(
             }
         }
     };
-    let pid = child.pid();
+    let pid = process.pid();
     let spawned = started.elapsed();
     tracing::debug!(
         pid,
@@ -326,9 +188,13 @@ pub(crate) async fn spawn_next(
         spawn_ms = spawned.as_secs_f64() * 1000.0,
         "spawned the next generation"
     );
-    let deadline = Instant::now() + ready_timeout;
 
+    // 3. The report, the exit, the timeout or an abort.
     let handover_sent = std::sync::OnceLock::new();
+    let limits = Limits {
+        ready_timeout,
+        ready_grace,
+    };
     let decision = {
         let handshake = async {
             let outcome = match prepared.take() {
@@ -350,84 +216,13 @@ pub(crate) async fn spawn_next(
                 .map_err(HandshakeError::Io)
         };
         tokio::pin!(handshake);
-        let first = tokio::select! {
-            report = &mut handshake => First::Report(report),
-            status = child.wait() => First::Exited(status),
-            _ = tokio::time::sleep_until(deadline) => First::Timeout,
-            _ = abort.cancelled() => First::Aborted,
-        };
-        match first {
-            First::Exited(status) => {
-                // A FAILED report may already sit in the socket buffer.
-                let late = tokio::time::timeout(Duration::from_millis(200), &mut handshake).await;
-                let status = describe_status(status);
-                match late {
-                    Ok(Ok(Some(ChildMessage::Failed { reason }))) => Decision::Failed(
-                        RestartError::ChildFailed { pid, reason },
-                    ),
-                    _ => Decision::Failed(RestartError::ChildExited { pid, status }),
-                }
-            }
-            First::Report(report) => match report {
-                Ok(Some(ChildMessage::Ready)) if ready_grace.is_zero() => Decision::Ready,
-                Ok(Some(ChildMessage::Ready)) => {
-                    // Still serving here: give the new generation the grace
-                    // period to prove it does not die right after READY.
-                    tokio::select! {
-                        status = child.wait() => Decision::Failed(RestartError::ChildExited {
-                            pid,
-                            status: format!(
-                                "reported ready, then {} within the ready grace of {}",
-                                describe_status(status),
-                                humantime::format_duration(ready_grace)
-                            ),
-                        }),
-                        _ = tokio::time::sleep(ready_grace) => Decision::Ready,
-                        _ = abort.cancelled() => {
-                            kill_and_reap(&mut child).await;
-                            Decision::Failed(RestartError::Aborted { pid })
-                        }
-                    }
-                }
-                Ok(Some(ChildMessage::Failed { reason })) => {
-                    let _ = reap_within(&mut child, Duration::from_secs(5)).await;
-                    Decision::Failed(RestartError::ChildFailed { pid, reason })
-                }
-                Ok(None) => match reap_within(&mut child, Duration::from_secs(5)).await {
-                    Some(status) => Decision::Failed(RestartError::ChildExited { pid, status }),
-                    None => Decision::Failed(RestartError::Handover {
-                        pid,
-                        reason: "it closed the handover channel without a report and did not exit; it was killed".to_owned(),
-                    }),
-                },
-                Err(HandshakeError::Prepare(error)) => {
-                    kill_and_reap(&mut child).await;
-                    Decision::Failed(error)
-                }
-                Err(HandshakeError::Io(e)) => match reap_within(&mut child, Duration::from_millis(500)).await {
-                    Some(status) => Decision::Failed(RestartError::ChildExited { pid, status }),
-                    None => Decision::Failed(RestartError::Handover {
-                        pid,
-                        reason: format!("{e}; it was killed"),
-                    }),
-                },
-            },
-            First::Timeout => {
-                kill_and_reap(&mut child).await;
-                Decision::Failed(RestartError::ReadyTimeout {
-                    pid,
-                    timeout: ready_timeout,
-                })
-            }
-            First::Aborted => {
-                kill_and_reap(&mut child).await;
-                Decision::Failed(RestartError::Aborted { pid })
-            }
-        }
+        decide(&mut process, handshake, limits, &abort).await
     };
     drop(prepare);
+
+    // 4. Ready, or why not.
     match decision {
-        Decision::Ready => {
+        Ok(()) => {
             let timings = PhaseTimings {
                 spawned,
                 handover_sent: handover_sent.get().copied().unwrap_or_default(),
@@ -442,11 +237,11 @@ pub(crate) async fn spawn_next(
                 pid,
                 generation,
                 timings,
-                _child: child,
+                _process: process,
                 _channel: stream,
             })
         }
-        Decision::Failed(error) => {
+        Err(error) => {
             tracing::debug!(
                 pid,
                 elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -459,114 +254,525 @@ pub(crate) async fn spawn_next(
     }
 }
 
-/// Spawns `command`, retrying for up to a second while the executable is
-/// busy (ETXTBSY): a deploy that has just written the new build may still
-/// hold it open for writing, or another process forked meanwhile may.
-async fn spawn_retrying_busy(command: &mut Command) -> std::io::Result<Child> {
-    let mut attempts = 0;
-    loop {
-        match command.spawn() {
-            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempts < 50 => {
-                attempts += 1;
-                tracing::debug!(
-                    attempts,
-                    "the executable is busy (being written?); retrying"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
+/// Why the handshake with the new generation did not produce a report.
+#[derive(Debug)]
+pub(crate) enum HandshakeError {
+    /// The state could not be encoded (or the listeners duplicated).
+    Prepare(RestartError),
+    /// The channel failed.
+    Io(io::Error),
+}
+
+/// The bounds of a new generation's start.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// How long it has to report.
+    pub ready_timeout: Duration,
+    /// How long it must stay alive after READY.
+    pub ready_grace: Duration,
+}
+
+/// How long a process that reported FAILED or closed the channel has to
+/// exit by itself before it is killed.
+const EXIT_AFTER_REPORT: Duration = Duration::from_secs(5);
+/// How long a process whose channel broke has to exit by itself.
+const EXIT_AFTER_BROKEN_CHANNEL: Duration = Duration::from_millis(500);
+/// How long a FAILED report may lag behind the exit it explains.
+const LATE_REPORT: Duration = Duration::from_millis(200);
+
+/// The decision table of a restart: waits for the first of the report
+/// (`handshake`: the handover written, then the new generation's message),
+/// the process's exit, the ready timeout and `abort`, and decides. Every
+/// failure leaves the process reaped.
+///
+/// | first event                     | then                                   | outcome                         |
+/// |---------------------------------|----------------------------------------|---------------------------------|
+/// | READY, no grace                 | —                                      | ready                           |
+/// | READY, with grace               | alive at the end of the grace          | ready                           |
+/// | READY, with grace               | exits within it                        | `DiedInGrace`                   |
+/// | READY, with grace               | abort                                  | killed, `Aborted`               |
+/// | FAILED                          | exits (else killed after 5 s)          | `ChildFailed` with its reason   |
+/// | channel closed, no report       | exits within 5 s                       | `ChildExited` with its status   |
+/// | channel closed, no report       | still alive after 5 s                  | killed, `ClosedWithoutReport`   |
+/// | channel broken                  | exits within 0.5 s / still alive       | `ChildExited` / killed, `Handover` |
+/// | state could not be prepared     | —                                      | killed, that error              |
+/// | process exits                   | FAILED arrives within 0.2 s / not      | `ChildFailed` / `ChildExited`   |
+/// | ready timeout                   | —                                      | killed, `ReadyTimeout`          |
+/// | abort (the service stops)       | —                                      | killed, `Aborted`               |
+pub(crate) async fn decide<P: Successor>(
+    process: &mut P,
+    mut handshake: Pin<&mut impl Future<Output = Result<Option<ChildMessage>, HandshakeError>>>,
+    limits: Limits,
+    abort: &CancellationToken,
+) -> Result<(), RestartError> {
+    let pid = process.pid();
+    enum First {
+        Report(Result<Option<ChildMessage>, HandshakeError>),
+        Exited(io::Result<ExitStatus>),
+        Timeout,
+        Aborted,
+    }
+    let first = tokio::select! {
+        report = &mut handshake => First::Report(report),
+        status = process.wait() => First::Exited(status),
+        _ = tokio::time::sleep(limits.ready_timeout) => First::Timeout,
+        _ = abort.cancelled() => First::Aborted,
+    };
+    match first {
+        First::Report(Ok(Some(ChildMessage::Ready))) if limits.ready_grace.is_zero() => Ok(()),
+        First::Report(Ok(Some(ChildMessage::Ready))) => {
+            // Still serving here: the grace period proves that the new
+            // generation does not die right after READY.
+            tokio::select! {
+                status = process.wait() => Err(RestartError::DiedInGrace {
+                    pid,
+                    status: describe_status(status),
+                    grace: limits.ready_grace,
+                }),
+                _ = tokio::time::sleep(limits.ready_grace) => Ok(()),
+                _ = abort.cancelled() => {
+                    kill_and_reap(process).await;
+                    Err(RestartError::Aborted { pid })
+                }
             }
-            result => return result,
+        }
+        First::Report(Ok(Some(ChildMessage::Failed { reason }))) => {
+            let _ = reap_within(process, EXIT_AFTER_REPORT).await;
+            Err(RestartError::ChildFailed { pid, reason })
+        }
+        First::Report(Ok(None)) => match reap_within(process, EXIT_AFTER_REPORT).await {
+            Some(status) => Err(RestartError::ChildExited { pid, status }),
+            None => Err(RestartError::ClosedWithoutReport { pid }),
+        },
+        First::Report(Err(HandshakeError::Prepare(error))) => {
+            kill_and_reap(process).await;
+            Err(error)
+        }
+        First::Report(Err(HandshakeError::Io(source))) => {
+            match reap_within(process, EXIT_AFTER_BROKEN_CHANNEL).await {
+                Some(status) => Err(RestartError::ChildExited { pid, status }),
+                None => Err(RestartError::Handover { pid, source }),
+            }
+        }
+        First::Exited(status) => {
+            // A FAILED report may already sit in the socket buffer.
+            let late = tokio::time::timeout(LATE_REPORT, &mut handshake).await;
+            match late {
+                Ok(Ok(Some(ChildMessage::Failed { reason }))) => {
+                    Err(RestartError::ChildFailed { pid, reason })
+                }
+                _ => Err(RestartError::ChildExited {
+                    pid,
+                    status: describe_status(status),
+                }),
+            }
+        }
+        First::Timeout => {
+            kill_and_reap(process).await;
+            Err(RestartError::ReadyTimeout {
+                pid,
+                timeout: limits.ready_timeout,
+            })
+        }
+        First::Aborted => {
+            kill_and_reap(process).await;
+            Err(RestartError::Aborted { pid })
         }
     }
 }
 
-/// Why the handshake with the new generation did not produce a report.
-enum HandshakeError {
-    /// The state could not be encoded.
-    Prepare(RestartError),
-    /// The channel failed.
-    Io(std::io::Error),
-}
-
-enum First {
-    Report(Result<Option<ChildMessage>, HandshakeError>),
-    Exited(std::io::Result<ExitStatus>),
-    Timeout,
-    Aborted,
-}
-
-enum Decision {
-    Ready,
-    Failed(RestartError),
-}
-
-/// Waits up to `grace` for the child to exit, then kills it; always reaps.
-/// Returns how it ended if it exited by itself, `None` if it was killed.
-async fn reap_within(child: &mut NextProcess, grace: Duration) -> Option<String> {
-    match tokio::time::timeout(grace, child.wait()).await {
+/// Waits up to `grace` for the process to exit, then kills it; always
+/// reaps. Returns how it ended if it exited by itself, `None` if killed.
+async fn reap_within<P: Successor>(process: &mut P, grace: Duration) -> Option<String> {
+    match tokio::time::timeout(grace, process.wait()).await {
         Ok(status) => Some(describe_status(status)),
         Err(_) => {
-            kill_and_reap(child).await;
+            kill_and_reap(process).await;
             None
         }
     }
 }
 
-async fn kill_and_reap(child: &mut NextProcess) {
-    if let Err(e) = child.start_kill() {
+async fn kill_and_reap<P: Successor>(process: &mut P) {
+    if let Err(e) = process.start_kill() {
         tracing::debug!(error = %e, "kill of the new generation failed (already exited?)");
     }
-    if let Err(e) = child.wait().await {
+    if let Err(e) = process.wait().await {
         tracing::warn!(error = %e, "could not reap the new generation");
-    }
-}
-
-/// "exited with status 3", "was killed by signal SIGSEGV (core dumped)".
-pub(crate) fn describe_status(status: std::io::Result<ExitStatus>) -> String {
-    match status {
-        Err(e) => format!("ended in an unknown way ({e})"),
-        Ok(status) => {
-            if let Some(code) = status.code() {
-                format!("exited with status {code}")
-            } else if let Some(signal) = status.signal() {
-                let name = Signal::try_from(signal)
-                    .map(|s| s.as_str().to_owned())
-                    .unwrap_or_else(|_| format!("signal {signal}"));
-                let core = if status.core_dumped() {
-                    " (core dumped)"
-                } else {
-                    ""
-                };
-                format!("was killed by signal {name}{core}")
-            } else {
-                format!("ended with {status}")
-            }
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::ExitStatusExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tokio::sync::watch;
 
-    #[test]
-    fn statuses_are_described() {
-        let exited = ExitStatus::from_raw(3 << 8);
-        assert_eq!(describe_status(Ok(exited)), "exited with status 3");
-        let killed = ExitStatus::from_raw(libc_sigkill());
-        assert_eq!(describe_status(Ok(killed)), "was killed by signal SIGKILL");
+    /// A new generation without a process: it exits when the test (or a
+    /// kill) says so.
+    struct FakeProcess {
+        exit: watch::Receiver<Option<i32>>,
+        kill: watch::Sender<Option<i32>>,
+        killed: Arc<AtomicBool>,
+        reaped: bool,
+    }
+
+    /// Ends the fake process with a raw wait status.
+    struct ExitSwitch(watch::Sender<Option<i32>>);
+
+    impl ExitSwitch {
+        fn exit_with(&self, code: i32) {
+            self.0.send_replace(Some(code << 8));
+        }
+    }
+
+    fn fake() -> (FakeProcess, ExitSwitch, Arc<AtomicBool>) {
+        let (tx, rx) = watch::channel(None);
+        let killed = Arc::new(AtomicBool::new(false));
+        let process = FakeProcess {
+            exit: rx,
+            kill: tx.clone(),
+            killed: Arc::clone(&killed),
+            reaped: false,
+        };
+        (process, ExitSwitch(tx), killed)
+    }
+
+    impl Successor for FakeProcess {
+        fn pid(&self) -> u32 {
+            4242
+        }
+
+        fn wait(&mut self) -> impl Future<Output = io::Result<ExitStatus>> + Send {
+            let mut exit = self.exit.clone();
+            let reaped = &mut self.reaped;
+            async move {
+                let status = *exit
+                    .wait_for(Option::is_some)
+                    .await
+                    .map_err(io::Error::other)?;
+                *reaped = true;
+                Ok(ExitStatus::from_raw(status.unwrap_or_default()))
+            }
+        }
+
+        fn start_kill(&mut self) -> io::Result<()> {
+            self.killed.store(true, Ordering::SeqCst);
+            self.kill.send_replace(Some(libc_sigkill()));
+            Ok(())
+        }
     }
 
     fn libc_sigkill() -> i32 {
-        Signal::SIGKILL as i32
+        nix::sys::signal::Signal::SIGKILL as i32
     }
 
-    #[test]
-    fn relative_arg0_is_made_absolute_without_resolving_symlinks() {
-        let resolved = resolve_exe(&OsString::from("/bin/sh"));
-        assert_eq!(resolved, Some(PathBuf::from("/bin/sh")));
-        assert_eq!(resolve_exe(&OsString::from("")), None);
-        assert_eq!(resolve_exe(&OsString::from("/no/such/binary")), None);
-        let found = resolve_exe(&OsString::from("sh"));
-        assert!(found.is_some_and(|p| p.is_absolute()));
+    fn limits(timeout_ms: u64, grace_ms: u64) -> Limits {
+        Limits {
+            ready_timeout: Duration::from_millis(timeout_ms),
+            ready_grace: Duration::from_millis(grace_ms),
+        }
+    }
+
+    /// The new generation's end of a channel, and the handshake reading
+    /// the old generation's end.
+    fn channel() -> (
+        UnixStream,
+        impl Future<Output = Result<Option<ChildMessage>, HandshakeError>>,
+    ) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let handshake = async move {
+            channel::read_child_message(&ours)
+                .await
+                .map_err(HandshakeError::Io)
+        };
+        (theirs, handshake)
+    }
+
+    async fn send(stream: &mut UnixStream, message: ChildMessage) {
+        use tokio::io::AsyncWriteExt;
+        let bytes = channel::encode_child_message(&message).unwrap();
+        stream.write_all(&bytes).await.unwrap();
+    }
+
+    const LONG: u64 = 60_000;
+
+    #[tokio::test(start_paused = true)]
+    async fn ready_without_grace_is_success_at_once() {
+        let (mut process, _exit, killed) = fake();
+        let (mut child, handshake) = channel();
+        send(&mut child, ChildMessage::Ready).await;
+        tokio::pin!(handshake);
+        let abort = CancellationToken::new();
+        decide(&mut process, handshake, limits(LONG, 0), &abort)
+            .await
+            .unwrap();
+        assert!(!killed.load(Ordering::SeqCst));
+        assert!(!process.reaped, "a ready generation is not waited for");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ready_then_alive_through_the_grace_is_success() {
+        let (mut process, _exit, killed) = fake();
+        let (mut child, handshake) = channel();
+        send(&mut child, ChildMessage::Ready).await;
+        tokio::pin!(handshake);
+        let abort = CancellationToken::new();
+        decide(&mut process, handshake, limits(LONG, 1_000), &abort)
+            .await
+            .unwrap();
+        assert!(!killed.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ready_then_exit_within_the_grace_fails() {
+        let (mut process, exit, _) = fake();
+        let (mut child, handshake) = channel();
+        send(&mut child, ChildMessage::Ready).await;
+        tokio::pin!(handshake);
+        let abort = CancellationToken::new();
+        let decided = decide(&mut process, handshake, limits(LONG, 1_000), &abort);
+        tokio::pin!(decided);
+        tokio::select! {
+            _ = &mut decided => panic!("decided before the exit"),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => exit.exit_with(7),
+        }
+        let error = decided.await.unwrap_err();
+        assert!(matches!(error, RestartError::DiedInGrace { .. }), "{error}");
+        let text = error.to_string();
+        assert!(
+            text.contains("reported ready, then exited with status 7 within the ready grace of 1s"),
+            "{text}"
+        );
+        assert!(!text.contains("before it was ready"), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn abort_during_the_grace_kills() {
+        let (mut process, _exit, killed) = fake();
+        let (mut child, handshake) = channel();
+        send(&mut child, ChildMessage::Ready).await;
+        tokio::pin!(handshake);
+        let abort = CancellationToken::new();
+        abort.cancel();
+        let error = decide(&mut process, handshake, limits(LONG, 1_000), &abort)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, RestartError::Aborted { pid: 4242 }),
+            "{error}"
+        );
+        assert!(killed.load(Ordering::SeqCst));
+        assert!(process.reaped);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_report_carries_the_reason_and_reaps() {
+        let (mut process, exit, killed) = fake();
+        let (mut child, handshake) = channel();
+        send(
+            &mut child,
+            ChildMessage::Failed {
+                reason: "port in use".into(),
+            },
+        )
+        .await;
+        exit.exit_with(1);
+        tokio::pin!(handshake);
+        let abort = CancellationToken::new();
+        let error = decide(&mut process, handshake, limits(LONG, 0), &abort)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, RestartError::ChildFailed { reason, .. } if reason == "port in use"),
+            "{error}"
+        );
+        assert!(!killed.load(Ordering::SeqCst));
+        assert!(process.reaped);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_report_from_a_process_that_stays_is_killed_after_a_while() {
+        let (mut process, _exit, killed) = fake();
+        let (mut child, handshake) = channel();
+        send(
+            &mut child,
+            ChildMessage::Failed {
+                reason: "bad state".into(),
+            },
+        )
+        .await;
+        tokio::pin!(handshake);
+        let abort = CancellationToken::new();
+        let error = decide(&mut process, handshake, limits(LONG, 0), &abort)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, RestartError::ChildFailed { .. }), "{error}");
+        assert!(killed.load(Ordering::SeqCst));
+        assert!(process.reaped);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closed_channel_then_exit_reports_the_status() {
+        let (mut process, exit, _) = fake();
+        let (child, handshake) = channel();
+        drop(child);
+        tokio::pin!(handshake);
+        let abort = CancellationToken::new();
+        let decided = decide(&mut process, handshake, limits(LONG, 0), &abort);
+        tokio::pin!(decided);
+        tokio::select! {
+            _ = &mut decided => panic!("decided before the exit"),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => exit.exit_with(3),
+        }
+        let error = decided.await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the new generation (pid 4242) exited with status 3 before it was ready"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closed_channel_and_still_alive_is_killed() {
+        let (mut process, _exit, killed) = fake();
+        let (child, handshake) = channel();
+        drop(child);
+        tokio::pin!(handshake);
+        let abort = CancellationToken::new();
+        let error = decide(&mut process, handshake, limits(LONG, 0), &abort)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, RestartError::ClosedWithoutReport { pid: 4242 }),
+            "{error}"
+        );
+        assert!(killed.load(Ordering::SeqCst));
+        assert!(process.reaped);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn broken_channel_is_a_handover_error_naming_the_pid() {
+        let (mut process, _exit, killed) = fake();
+        let handshake = async {
+            Err::<Option<ChildMessage>, _>(HandshakeError::Io(io::Error::from(
+                io::ErrorKind::BrokenPipe,
+            )))
+        };
+        tokio::pin!(handshake);
+        let abort = CancellationToken::new();
+        let error = decide(&mut process, handshake, limits(LONG, 0), &abort)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, RestartError::Handover { pid: 4242, .. }),
+            "{error}"
+        );
+        assert!(!error.to_string().contains("pid 0"));
+        assert!(killed.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn state_that_cannot_be_prepared_kills_the_process() {
+        let (mut process, _exit, killed) = fake();
+        let handshake = async {
+            Err::<Option<ChildMessage>, _>(HandshakeError::Prepare(RestartError::EncodePanicked(
+                "boom".into(),
+            )))
+        };
+        tokio::pin!(handshake);
+        let abort = CancellationToken::new();
+        let error = decide(&mut process, handshake, limits(LONG, 0), &abort)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, RestartError::EncodePanicked(_)), "{error}");
+        assert!(killed.load(Ordering::SeqCst));
+        assert!(process.reaped);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exit_first_then_a_late_failure_report_gives_the_reason() {
+        let (mut process, exit, _) = fake();
+        let (mut child, handshake) = channel();
+        exit.exit_with(1);
+        tokio::pin!(handshake);
+        let abort = CancellationToken::new();
+        let decided = decide(&mut process, handshake, limits(LONG, 0), &abort);
+        tokio::pin!(decided);
+        // The exit wins the race; the report follows within the lag.
+        tokio::select! {
+            biased;
+            _ = &mut decided => panic!("decided before the late report"),
+            _ = tokio::task::yield_now() => {}
+        }
+        send(
+            &mut child,
+            ChildMessage::Failed {
+                reason: "late words".into(),
+            },
+        )
+        .await;
+        let error = decided.await.unwrap_err();
+        assert!(
+            matches!(&error, RestartError::ChildFailed { reason, .. } if reason == "late words"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exit_without_a_report_gives_the_status() {
+        let (mut process, exit, _) = fake();
+        let (_child, handshake) = channel();
+        tokio::pin!(handshake);
+        let abort = CancellationToken::new();
+        let decided = decide(&mut process, handshake, limits(LONG, 0), &abort);
+        tokio::pin!(decided);
+        tokio::select! {
+            _ = &mut decided => panic!("decided before the exit"),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                exit.0.send_replace(Some(nix::sys::signal::Signal::SIGABRT as i32));
+            }
+        }
+        let error = decided.await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the new generation (pid 4242) was killed by signal SIGABRT before it was ready"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_until_the_timeout_kills() {
+        let (mut process, _exit, killed) = fake();
+        let (_child, handshake) = channel();
+        tokio::pin!(handshake);
+        let abort = CancellationToken::new();
+        let error = decide(&mut process, handshake, limits(2_000, 0), &abort)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the new generation (pid 4242) was not ready within 2s; it was killed"
+        );
+        assert!(killed.load(Ordering::SeqCst));
+        assert!(process.reaped);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn abort_before_any_report_kills() {
+        let (mut process, _exit, killed) = fake();
+        let (_child, handshake) = channel();
+        tokio::pin!(handshake);
+        let abort = CancellationToken::new();
+        abort.cancel();
+        let error = decide(&mut process, handshake, limits(LONG, 0), &abort)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, RestartError::Aborted { pid: 4242 }),
+            "{error}"
+        );
+        assert!(killed.load(Ordering::SeqCst));
+        assert!(process.reaped);
     }
 }

@@ -31,11 +31,13 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
+use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::RestartError;
 use crate::fd;
-use crate::parent::{self, ChannelInheritance, Launch};
+use crate::launch::{self, ChannelInheritance, Launch};
 use crate::sync::lock;
 
 /// The spawner's process name (`comm`, as `ps` and `top` show it).
@@ -238,7 +240,7 @@ async fn spawn_and_watch(
         let _one_at_a_time = spawning.lock().await;
         let spawned = match fcntl(&channel, FcntlArg::F_SETFD(FdFlag::empty())) {
             Ok(_) => {
-                parent::spawn_next_process(
+                launch::spawn_next_process(
                     &launch,
                     &channel,
                     ChannelInheritance::AlreadyInheritable,
@@ -531,6 +533,105 @@ impl SpawnedGeneration {
     /// Asks the spawner to SIGKILL it.
     pub(crate) fn start_kill(&self) -> io::Result<()> {
         self.client.kill(self.pid)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What the parent side uses: whoever starts the next generation.
+
+/// What starts new generations: the spawner forked at start-up, or this
+/// process itself.
+#[derive(Debug, Clone)]
+pub(crate) enum Spawner {
+    /// The spawner process.
+    Process(Arc<SpawnerClient>),
+    /// This process, with `fork` + `execve`; the reason it is not the
+    /// spawner process.
+    Inline { reason: String },
+}
+
+impl Spawner {
+    /// "the spawner process (pid 123)", "this process (SHELLFLIP_SPAWNER=inline)".
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Spawner::Process(client) => format!("the spawner process (pid {})", client.pid()),
+            Spawner::Inline { reason } => format!("this process ({reason})"),
+        }
+    }
+
+    /// The spawner process's pid, if there is one.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        match self {
+            Spawner::Process(client) => Some(client.pid()),
+            Spawner::Inline { .. } => None,
+        }
+    }
+
+    /// Starts `launch` with `channel` as the new process's end of the
+    /// handover channel.
+    pub(crate) async fn spawn(
+        &self,
+        launch: &Launch,
+        channel: OwnedFd,
+    ) -> Result<NextProcess, RestartError> {
+        let spawn_error = |source: io::Error| RestartError::Spawn {
+            exe: launch.exe.clone(),
+            source,
+        };
+        match self {
+            Spawner::Inline { .. } => {
+                let child =
+                    launch::spawn_next_process(launch, &channel, ChannelInheritance::ClearInChild)
+                        .await
+                        .map_err(spawn_error)?;
+                let pid = child.id().ok_or_else(|| {
+                    spawn_error(io::Error::other("the new process was reaped at once"))
+                })?;
+                Ok(NextProcess::Inline { pid, child })
+            }
+            Spawner::Process(client) => match client.spawn(channel).await {
+                Ok(spawned) => Ok(NextProcess::Spawned(spawned)),
+                Err(SpawnError::Spawn(source)) => Err(spawn_error(source)),
+                Err(SpawnError::Gone { pid, reason }) => {
+                    Err(RestartError::SpawnerGone { pid, reason })
+                }
+            },
+        }
+    }
+}
+
+/// The next generation's process, whoever its parent is.
+#[derive(Debug)]
+pub(crate) enum NextProcess {
+    /// A child of this process.
+    Inline { pid: u32, child: Child },
+    /// A child of the spawner.
+    Spawned(SpawnedGeneration),
+}
+
+impl NextProcess {
+    /// Its pid.
+    pub(crate) fn pid(&self) -> u32 {
+        match self {
+            NextProcess::Inline { pid, .. } => *pid,
+            NextProcess::Spawned(spawned) => spawned.pid(),
+        }
+    }
+
+    /// Waits until it has exited and was reaped.
+    pub(crate) async fn wait(&mut self) -> io::Result<ExitStatus> {
+        match self {
+            NextProcess::Inline { child, .. } => child.wait().await,
+            NextProcess::Spawned(spawned) => spawned.wait().await,
+        }
+    }
+
+    /// Sends it SIGKILL (through the spawner when it is the parent).
+    pub(crate) fn start_kill(&mut self) -> io::Result<()> {
+        match self {
+            NextProcess::Inline { child, .. } => child.start_kill(),
+            NextProcess::Spawned(spawned) => spawned.start_kill(),
+        }
     }
 }
 

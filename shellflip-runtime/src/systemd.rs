@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::error::SocketActivationError;
 use crate::fd;
 use crate::registry::RESERVED_PREFIX;
 
@@ -47,7 +48,7 @@ pub(crate) const ENV_LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
 /// The first descriptor passed by socket activation (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: i32 = 3;
 /// More descriptors than this in `LISTEN_FDS` is taken as garbage.
-const MAX_LISTEN_FDS: usize = 4096;
+pub(crate) const MAX_LISTEN_FDS: usize = 4096;
 /// The name systemd gives a passed descriptor without `FileDescriptorName=`.
 const UNKNOWN_NAME: &str = "unknown";
 
@@ -240,29 +241,6 @@ pub(crate) async fn keep_extending_stop_timeout(notifier: Notifier, deadline: In
         }
         notifier.send(&Notification::extend_timeout(drain_extension(remaining)));
     }
-}
-
-/// Why the socket-activation variables could not be used.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SocketActivationError {
-    /// `LISTEN_PID` is not a pid.
-    #[error("LISTEN_PID={0:?} is not a process id; it is set by systemd socket activation and should not be set by hand")]
-    BadPid(String),
-    /// `LISTEN_FDS` is not a count.
-    #[error("LISTEN_FDS={0:?} is not a number of file descriptors (at most {MAX_LISTEN_FDS}); it is set by systemd socket activation and should not be set by hand")]
-    BadCount(String),
-    /// A descriptor `LISTEN_FDS` announced is not open.
-    #[error("systemd announced {count} socket(s) (LISTEN_FDS={count}) but file descriptor {fd} is not open: {source}")]
-    NotOpen {
-        /// The missing descriptor.
-        fd: i32,
-        /// `LISTEN_FDS`.
-        count: usize,
-        /// The system error.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// Reads the socket-activation variables (values as found, or `None`):

@@ -1,0 +1,295 @@
+//! [`Generation`]: what one generation's parts share — the service's
+//! `Context`, the supervisor and the code that runs `main` — from start-up
+//! to exit: its number, the fd registry, readiness, the shutdown token and
+//! the drain, the tracked tasks, the state encoder, the control socket
+//! until the supervisor serves it, and the link to the previous generation.
+
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::child::PredecessorLink;
+use crate::control::{self, ControlSocketFile};
+use crate::error::{Error, RestartError};
+use crate::pidfile::PidFile;
+use crate::registry::{Registry, CONTROL_FD_NAME, STATE_FD_PREFIX};
+use crate::state::{EncodedState, StateError, StateFds};
+use crate::sync::lock;
+
+/// Encodes the service's state, putting its descriptors into the `StateFds`.
+pub(crate) type StateEncoder =
+    Box<dyn Fn(&mut StateFds) -> Result<EncodedState, StateError> + Send + Sync>;
+
+/// Why a generation is ending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// A successor is ready: drain and exit, keep the control socket file.
+    HandedOver,
+    /// Stopped: drain, exit, remove the control socket file and pid file.
+    Stopped,
+}
+
+/// When shutdown began, when the drain must end, and why.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Drain {
+    pub began: Instant,
+    pub deadline: Instant,
+    pub ending: Ending,
+}
+
+/// A control socket opened but not served yet.
+pub(crate) struct OpenControl {
+    pub path: PathBuf,
+    pub file: ControlSocketFile,
+    pub listener: StdUnixListener,
+}
+
+/// One generation's shared state. See the module docs.
+pub(crate) struct Generation {
+    /// 1 for the first generation, one more at each restart.
+    pub number: u64,
+    /// True when the previous generation handed over a state value.
+    pub state_was_handed_over: bool,
+    /// Cancelled when this generation must stop accepting.
+    pub shutdown: CancellationToken,
+    /// The tasks the drain waits for.
+    pub tracker: TaskTracker,
+    /// The link to the previous generation (`None` in a first generation).
+    pub predecessor: Option<Arc<PredecessorLink>>,
+    /// The pid file, written by the ready generation.
+    pub pid_file: Option<PidFile>,
+    registry: Mutex<Registry>,
+    ready: watch::Sender<bool>,
+    state_encoder: OnceLock<StateEncoder>,
+    /// The control socket file as the previous generation recorded it.
+    inherited_control_file: Option<ControlSocketFile>,
+    /// The control socket, once opened, until the supervisor serves it.
+    control: Mutex<Option<OpenControl>>,
+    /// Set once, when shutdown begins.
+    drain: OnceLock<Drain>,
+}
+
+/// What a new [`Generation`] starts with.
+pub(crate) struct GenerationParts {
+    pub number: u64,
+    pub state_was_handed_over: bool,
+    pub registry: Registry,
+    pub predecessor: Option<Arc<PredecessorLink>>,
+    pub pid_file: Option<PidFile>,
+    pub inherited_control_file: Option<ControlSocketFile>,
+    pub control: Option<OpenControl>,
+}
+
+impl Generation {
+    /// The generation, and the receiver of its readiness (for the
+    /// supervisor).
+    pub(crate) fn new(parts: GenerationParts) -> (Arc<Self>, watch::Receiver<bool>) {
+        let (ready, ready_rx) = watch::channel(false);
+        let generation = Generation {
+            number: parts.number,
+            state_was_handed_over: parts.state_was_handed_over,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            predecessor: parts.predecessor,
+            pid_file: parts.pid_file,
+            registry: Mutex::new(parts.registry),
+            ready,
+            state_encoder: OnceLock::new(),
+            inherited_control_file: parts.inherited_control_file,
+            control: Mutex::new(parts.control),
+            drain: OnceLock::new(),
+        };
+        (Arc::new(generation), ready_rx)
+    }
+
+    /// The fd registry.
+    pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
+        lock(&self.registry)
+    }
+
+    /// Opens the control socket at `path` unless one is open already (the
+    /// attribute's or SHELLFLIP_CONTROL's path takes precedence).
+    pub(crate) fn open_control(&self, path: &Path) -> Result<(), Error> {
+        let mut control = lock(&self.control);
+        if let Some(open) = control.as_ref() {
+            if open.path != path {
+                tracing::info!(
+                    configured = %open.path.display(),
+                    asked = %path.display(),
+                    "a control socket is already configured; keeping it"
+                );
+            }
+            return Ok(());
+        }
+        if self.is_ready() {
+            return Err(Error::ControlSocket {
+                path: path.to_path_buf(),
+                reason: "open the control socket before calling ready()".to_owned(),
+            });
+        }
+        let opened = open_control_socket(
+            &mut self.registry(),
+            self.inherited_control_file.as_ref(),
+            path,
+        )?;
+        *control = Some(opened);
+        Ok(())
+    }
+
+    /// The control socket opened before readiness, for the supervisor to
+    /// serve (once).
+    pub(crate) fn take_control(&self) -> Option<OpenControl> {
+        lock(&self.control).take()
+    }
+
+    /// Installs the state encoder (once: the state is installed once).
+    pub(crate) fn set_state_encoder(&self, encoder: StateEncoder) {
+        if self.state_encoder.set(encoder).is_err() {
+            tracing::debug!("the state encoder was already installed");
+        }
+    }
+
+    /// Encodes the service's state, if it has one.
+    pub(crate) fn encode_state(&self) -> Result<Option<(EncodedState, StateFds)>, StateError> {
+        match self.state_encoder.get() {
+            None => Ok(None),
+            Some(encode) => {
+                let mut fds = StateFds::default();
+                let bytes = encode(&mut fds)?;
+                Ok(Some((bytes, fds)))
+            }
+        }
+    }
+
+    /// `ready()`: marks this generation ready. In a new generation the
+    /// previous one is told at once, on the caller's thread, after the pid
+    /// file names this process.
+    pub(crate) fn mark_ready(&self) -> Result<(), Error> {
+        if self.is_ready() {
+            return Ok(());
+        }
+        if self.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        if let Some(link) = &self.predecessor {
+            link.report_ready_now(|| self.write_pid_file());
+        }
+        self.ready.send_replace(true);
+        Ok(())
+    }
+
+    /// True once `ready()` was called.
+    pub(crate) fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Points the pid file (if any) at this process.
+    pub(crate) fn write_pid_file(&self) {
+        let Some(pid_file) = &self.pid_file else {
+            return;
+        };
+        match pid_file.write(std::process::id()) {
+            Ok(()) => tracing::debug!(path = %pid_file.path().display(), "pid file written"),
+            Err(e) => tracing::warn!(error = %e, "could not write the pid file"),
+        }
+    }
+
+    /// Begins shutdown (once): records the drain, closes the registry's
+    /// descriptors and cancels the shutdown token.
+    pub(crate) fn begin_shutdown(&self, ending: Ending, drain_timeout: Duration) {
+        let began = Instant::now();
+        let _ = self.drain.set(Drain {
+            began,
+            deadline: deadline_after(began, drain_timeout),
+            ending,
+        });
+        self.registry().close_all();
+        self.shutdown.cancel();
+    }
+
+    /// The drain, once shutdown began (an immediate one before).
+    pub(crate) fn drain(&self) -> Drain {
+        self.drain.get().copied().unwrap_or_else(|| {
+            let now = Instant::now();
+            Drain {
+                began: now,
+                deadline: now,
+                ending: Ending::Stopped,
+            }
+        })
+    }
+}
+
+/// `start + timeout`, or a far deadline if that cannot be represented.
+pub(crate) fn deadline_after(start: Instant, timeout: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    start
+        .checked_add(timeout)
+        .or_else(|| start.checked_add(FAR))
+        .unwrap_or(start)
+}
+
+/// Adopts the inherited control socket or binds it at `path`, and registers
+/// it for the next generation.
+pub(crate) fn open_control_socket(
+    registry: &mut Registry,
+    inherited_file: Option<&ControlSocketFile>,
+    path: &Path,
+) -> Result<OpenControl, Error> {
+    let (listener, file) = match (registry.claim(CONTROL_FD_NAME), inherited_file) {
+        (Some(fd), Some(file)) => (StdUnixListener::from(fd), file.clone()),
+        (Some(fd), None) => {
+            let file = ControlSocketFile::identify(path)
+                .map_err(|e| Error::io(format!("control socket {}", path.display()), e))?;
+            (StdUnixListener::from(fd), file)
+        }
+        (None, _) => control::bind_control_socket(path)?,
+    };
+    registry.register(CONTROL_FD_NAME, listener.as_fd())?;
+    Ok(OpenControl {
+        path: path.to_path_buf(),
+        file,
+        listener,
+    })
+}
+
+/// The service's state (if it has one), encoded on the blocking pool, with
+/// its descriptors named for the handover.
+pub(crate) async fn encode_state_for_handover(
+    generation: Arc<Generation>,
+) -> Result<Option<(EncodedState, Vec<(String, std::os::fd::OwnedFd)>)>, RestartError> {
+    let encoded = tokio::task::spawn_blocking(move || generation.encode_state())
+        .await
+        .map_err(|e| RestartError::EncodePanicked(e.to_string()))??;
+    Ok(encoded.map(|(bytes, state_fds)| {
+        let fds = state_fds
+            .into_vec()
+            .into_iter()
+            .map(|(name, fd)| (format!("{STATE_FD_PREFIX}{name}"), fd))
+            .collect();
+        (bytes, fds)
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_never_overflow() {
+        let now = Instant::now();
+        assert_eq!(
+            deadline_after(now, Duration::from_secs(3)),
+            now + Duration::from_secs(3)
+        );
+        let far = deadline_after(now, Duration::MAX);
+        assert!(far > now + Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,143 @@
+//! The runtime's module graph has no cycle, and it is the one drawn in
+//! ARCHITECTURE.md: every module of `src/` is listed there with its floor,
+//! and a module only uses modules on lower floors.
+//!
+//! A use is any `crate::<module>` path outside comments (items re-exported
+//! at the crate root, such as `crate::Error`, are to be named by their
+//! module instead, so that the graph stays visible in the code).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+fn runtime_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `module -> floor`, from the table in ARCHITECTURE.md whose rows read
+/// `| <floor> | `<module>` | ... |`.
+fn floors_from_architecture() -> BTreeMap<String, u32> {
+    let path = runtime_dir().join("../ARCHITECTURE.md");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut floors = BTreeMap::new();
+    for line in text.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() < 4 {
+            continue;
+        }
+        let (Ok(floor), Some(module)) = (
+            cells[1].parse::<u32>(),
+            cells[2].strip_prefix('`').and_then(|m| m.strip_suffix('`')),
+        ) else {
+            continue;
+        };
+        assert!(
+            floors.insert(module.to_owned(), floor).is_none(),
+            "{module} is listed twice in ARCHITECTURE.md"
+        );
+    }
+    floors
+}
+
+/// Every module file under `src/` (but `lib.rs`), by module path
+/// (`control::server` for `src/control/server.rs`, `control` for
+/// `src/control/mod.rs`).
+fn module_files() -> BTreeMap<String, PathBuf> {
+    fn walk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();
+            if path.is_dir() {
+                walk(&path, &format!("{prefix}{stem}::"), out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let name = match stem.as_str() {
+                    "lib" if prefix.is_empty() => continue,
+                    "mod" => prefix.trim_end_matches("::").to_owned(),
+                    _ => format!("{prefix}{stem}"),
+                };
+                out.insert(name, path);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(&runtime_dir().join("src"), "", &mut out);
+    out
+}
+
+/// The modules `source` uses: the longest known module path after each
+/// `crate::` outside comments.
+fn uses(source: &str, known: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for line in source.lines() {
+        let code = line.split("//").next().unwrap_or_default();
+        let mut rest = code;
+        while let Some(at) = rest.find("crate::") {
+            rest = &rest[at + "crate::".len()..];
+            let path: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            let segments: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
+            let longest = (1..=segments.len())
+                .rev()
+                .map(|n| segments[..n].join("::"))
+                .find(|candidate| known.contains(candidate));
+            match longest {
+                Some(module) => {
+                    found.insert(module);
+                }
+                None => panic!(
+                    "`crate::{path}` does not start with a module of the runtime; name items by their module (e.g. crate::error::Error), not by a re-export:\n{line}"
+                ),
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_module_uses_only_lower_floors() {
+    let floors = floors_from_architecture();
+    let files = module_files();
+    let known: BTreeSet<String> = files.keys().cloned().collect();
+    let listed: BTreeSet<String> = floors.keys().cloned().collect();
+    assert_eq!(
+        known, listed,
+        "ARCHITECTURE.md's module table must list exactly the modules of shellflip-runtime/src"
+    );
+    let mut violations = Vec::new();
+    for (module, path) in &files {
+        let source = std::fs::read_to_string(path).unwrap();
+        for used in uses(&source, &known) {
+            // A module's own children and its parent facade are part of it.
+            if used == *module || used.starts_with(&format!("{module}::")) {
+                continue;
+            }
+            if module.starts_with(&format!("{used}::")) {
+                continue;
+            }
+            if floors[&used] >= floors[module] {
+                violations.push(format!(
+                    "{module} (floor {}) uses {used} (floor {})",
+                    floors[module], floors[&used]
+                ));
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "modules may only use modules on lower floors (see ARCHITECTURE.md):\n{}",
+        violations.join("\n")
+    );
+}
+
+#[test]
+fn uses_are_read_from_code_not_comments() {
+    let known: BTreeSet<String> = ["a", "b", "c::d"].iter().map(|s| s.to_string()).collect();
+    let found = uses(
+        "use crate::a::Thing;\n// crate::b in a comment\nfn f() { crate::c::d::g(); }",
+        &known,
+    );
+    let expected: BTreeSet<String> = ["a", "c::d"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(found, expected);
+}
