@@ -533,8 +533,8 @@ enum Existing {
 /// misconfiguration this function does not try to arbitrate.
 pub(crate) fn bind_control_socket(
     path: &Path,
-) -> Result<(StdUnixListener, ControlSocketFile), crate::Error> {
-    let fail = |reason: String| crate::Error::ControlSocket {
+) -> Result<(StdUnixListener, ControlSocketFile), crate::error::Error> {
+    let fail = |reason: String| crate::error::Error::ControlSocket {
         path: path.to_path_buf(),
         reason,
     };
@@ -1736,7 +1736,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing").join("svc.sock");
         let error = bind_control_socket(&path).unwrap_err();
-        assert!(matches!(error, crate::Error::ControlSocket { .. }));
+        assert!(matches!(error, crate::error::Error::ControlSocket { .. }));
         let message = error.to_string();
         assert!(message.contains("does not exist"), "{message}");
         assert!(message.contains("missing"), "{message}");
