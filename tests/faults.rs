@@ -158,31 +158,38 @@ fn sigterm_during_a_restart_aborts_it_and_stops() {
 }
 
 #[test]
-fn a_restart_during_a_drain_is_refused_until_the_old_generation_exits() {
+fn a_restart_during_a_drain_is_served_by_the_new_generation() {
     // The echo example: it logs, so the refusals can be waited for.
     let mut service = Echo::start(&[]);
     let old = service.current;
     let (held, new) = restart_while_holding_a_connection(&mut service);
-    // The old generation drains (the held connection is open): a restart
-    // request, by the control socket or by signal to either process, is
-    // refused, and nothing is spawned.
-    restart_fails_with(&service, &["in progress"]);
+    // The old generation drains (the held connection is open) and has
+    // handed over: a restart signal to it is refused with a log line that
+    // names its successor, and nothing is spawned.
     let refusals = |service: &Echo| service.stderr().matches("restart refused").count();
     let before = refusals(&service);
-    kill_pid(new.pid, Signal::SIGUSR1);
-    // Signals are asynchronous: wait until the new generation has handled
-    // (and refused) its one before the old generation may exit.
-    wait_until("the new generation to refuse", EVENT_TIMEOUT, || {
+    kill_pid(old.pid, Signal::SIGUSR1);
+    wait_until("the old generation to refuse", EVENT_TIMEOUT, || {
         refusals(&service) > before
     });
-    kill_pid(old.pid, Signal::SIGUSR1);
-    // Finish the held exchange: the old generation exits.
+    assert!(
+        service.stderr().contains(&format!(
+            "has handed over to generation 2 (pid {})",
+            new.pid
+        )),
+        "{}",
+        service.stderr()
+    );
+    // The new generation is the service: it restarts while the first one
+    // still drains.
+    cli_restart_ok(&service);
+    let third = service.next_ready();
+    assert_eq!(third.generation, 3);
+    assert!(is_alive(old.pid), "the first generation still drains");
     held.finish("bye");
     assert!(service.wait_first_exit());
     let status = ControlClient::status(&service.control).unwrap();
-    assert_eq!((status.pid, status.generation), (new.pid, 2));
-    cli_restart_ok(&service);
-    assert_eq!(service.next_ready().generation, 3);
+    assert_eq!((status.pid, status.generation), (third.pid, 3));
 }
 
 #[test]

@@ -6,9 +6,15 @@
 //! parent -> child   [u32 BE n][n bytes: MessagePack HandoverHeader]   (all fds attached, SCM_RIGHTS)
 //!                   [state_len bytes: the state envelope, if any]
 //! child -> parent   [u32 BE n][n bytes: MessagePack ChildMessage]     (Ready, or Failed with a reason)
-//! parent -> child   nothing more; the parent's exit closes the channel (EOF), which tells the
-//!                   child that it is now the only generation.
+//! parent -> child   [u32 BE n][n bytes: MessagePack ParentMessage]    (Commit, once it has handed over)
 //! ```
+//!
+//! The new generation takes over — answers restart requests, may start a
+//! generation of its own — only on `Commit`, or when the channel closes
+//! *and* the old generation's process is gone (it died). A channel closed
+//! by an old generation that is still alive means the restart failed on its
+//! side (say the ready timeout passed): the new generation must not serve,
+//! and exits.
 
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -26,7 +32,7 @@ use crate::state::EncodedState;
 /// generation. Read and removed at start-up.
 pub(crate) const ENV_HANDOVER_FD: &str = "SHELLFLIP_HANDOVER_FD";
 const MAX_HEADER_BYTES: u32 = 1 << 20;
-const MAX_CHILD_MESSAGE_BYTES: u32 = 64 * 1024;
+const MAX_MESSAGE_BYTES: u32 = 64 * 1024;
 
 /// What a service's lineage carries from generation to generation.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -46,6 +52,11 @@ pub(crate) struct Lineage {
     /// first generation): adopted by name, whatever the configured address.
     #[serde(default)]
     pub systemd_sockets: Vec<String>,
+    /// The process group of the first generation: each generation joins it
+    /// once it took over, so that a terminal's Ctrl-C (or a signal to the
+    /// group) reaches the generation that serves. 0: none.
+    #[serde(default)]
+    pub process_group: u32,
 }
 
 /// The first message to a new generation.
@@ -63,6 +74,18 @@ pub(crate) struct HandoverHeader {
     /// the new generation logs how long its start-up took from there.
     #[serde(default)]
     pub restart_began_unix_us: u64,
+    /// The pid of the generation sending this handover, which the new one
+    /// watches to tell its death from a failed restart.
+    #[serde(default)]
+    pub predecessor_pid: u32,
+}
+
+/// The old generation's word to the new one after the handover.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) enum ParentMessage {
+    /// The old generation stopped accepting and told systemd: the new one
+    /// is the service now.
+    Commit,
 }
 
 /// A new generation's report.
@@ -167,9 +190,9 @@ pub(crate) async fn read_child_message(stream: &UnixStream) -> io::Result<Option
         Err(e) => return Err(e),
     }
     let len = u32::from_be_bytes(len);
-    if len > MAX_CHILD_MESSAGE_BYTES {
+    if len > MAX_MESSAGE_BYTES {
         return Err(invalid(format!(
-            "the new generation sent a {len}-byte report, more than {MAX_CHILD_MESSAGE_BYTES}"
+            "the new generation sent a {len}-byte report, more than {MAX_MESSAGE_BYTES}"
         )));
     }
     let mut payload = vec![0u8; len as usize];
@@ -184,6 +207,38 @@ pub(crate) async fn read_child_message(stream: &UnixStream) -> io::Result<Option
 /// Child side: encodes a report.
 pub(crate) fn encode_child_message(message: &ChildMessage) -> io::Result<Vec<u8>> {
     frame(&encode(message)?)
+}
+
+/// Parent side: encodes a message to the new generation.
+pub(crate) fn encode_parent_message(message: &ParentMessage) -> io::Result<Vec<u8>> {
+    frame(&encode(message)?)
+}
+
+/// Child side: waits for the old generation's next message. `None`: the
+/// channel closed.
+pub(crate) async fn read_parent_message(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> io::Result<Option<ParentMessage>> {
+    use tokio::io::AsyncReadExt;
+    let mut len = [0u8; 4];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len);
+    if len > MAX_MESSAGE_BYTES {
+        return Err(invalid(format!(
+            "the previous generation sent a {len}-byte message, more than {MAX_MESSAGE_BYTES}"
+        )));
+    }
+    let mut payload = vec![0u8; len as usize];
+    stream.read_exact(&mut payload).await?;
+    rmp_serde::from_slice(&payload).map(Some).map_err(|e| {
+        invalid(format!(
+            "unreadable message from the previous generation: {e}"
+        ))
+    })
 }
 
 /// Child side: sends a report.
@@ -268,6 +323,7 @@ mod tests {
             state_len,
             lineage: Lineage::default(),
             restart_began_unix_us: 1_700_000_000_000_000,
+            predecessor_pid: 4242,
         }
     }
 

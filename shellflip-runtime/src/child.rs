@@ -12,8 +12,14 @@
 //!    the supervisor finishes it ([`PredecessorLink::finish_ready_report`]);
 //!    a failure of `main` before `ready()` is reported with
 //!    [`PredecessorLink::report_failure`].
-//! 5. The link watches the channel: when it closes, the previous generation
-//!    is gone and this one is the only one, answering restart requests itself.
+//! 5. The link watches the channel. This generation takes over — answers
+//!    restart requests itself — when the previous one says `Commit` (it has
+//!    stopped accepting and told systemd), or when the channel closes and the
+//!    previous generation's process is really gone (it died). A channel
+//!    closed by a previous generation that is still alive means that it
+//!    gave this one up (the restart failed on its side, say at the ready
+//!    timeout): this generation is *abandoned* and must exit at once, or two
+//!    generations would serve.
 
 use std::io::{self, Write};
 use std::os::fd::RawFd;
@@ -21,14 +27,14 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::{self, ChildMessage, Received, ENV_HANDOVER_FD};
+use crate::channel::{self, ChildMessage, ParentMessage, Received, ENV_HANDOVER_FD};
 use crate::error::Error;
 use crate::fd;
+use crate::launch::ExitWatch;
 use crate::sync::lock;
 
 /// Reads and removes [`ENV_HANDOVER_FD`]; adopts the channel it names.
@@ -108,29 +114,49 @@ enum ReadyReport {
 /// of another thread costs a wait for a CPU).
 pub(crate) struct PredecessorLink {
     writer: OwnedWriteHalf,
-    gone: CancellationToken,
+    took_over: CancellationToken,
+    abandoned: CancellationToken,
     ready: Mutex<ReadyReport>,
 }
 
+/// How long a previous generation that closed the channel has to be seen
+/// exiting: its descriptors close a moment before its exit is visible.
+const EXIT_AFTER_CLOSE: Duration = Duration::from_secs(2);
+
 impl PredecessorLink {
-    /// Splits the channel: the read half is watched for end-of-file (the
-    /// previous generation exited), which cancels [`gone`](Self::gone).
-    /// Must be called inside the runtime.
-    pub(crate) fn start(stream: StdUnixStream) -> io::Result<Arc<Self>> {
+    /// Splits the channel and watches its read half (see the module docs).
+    /// `predecessor_pid` is the previous generation's pid (0: unknown, from
+    /// an older build: a closed channel then means that it is gone). Must
+    /// be called inside the runtime.
+    pub(crate) fn start(stream: StdUnixStream, predecessor_pid: u32) -> io::Result<Arc<Self>> {
         stream.set_nonblocking(true)?;
         let (reader, writer) = UnixStream::from_std(stream)?.into_split();
-        let gone = CancellationToken::new();
-        tokio::spawn(watch_for_exit(reader, gone.clone()));
+        let took_over = CancellationToken::new();
+        let abandoned = CancellationToken::new();
+        let predecessor = (predecessor_pid != 0).then(|| ExitWatch::new(predecessor_pid));
+        tokio::spawn(watch_predecessor(
+            reader,
+            predecessor,
+            took_over.clone(),
+            abandoned.clone(),
+        ));
         Ok(Arc::new(PredecessorLink {
             writer,
-            gone,
+            took_over,
+            abandoned,
             ready: Mutex::new(ReadyReport::NotSent),
         }))
     }
 
-    /// Cancelled once the previous generation is gone.
-    pub(crate) fn gone(&self) -> &CancellationToken {
-        &self.gone
+    /// Cancelled once this generation is the service: the previous one
+    /// committed the hand-over, or died.
+    pub(crate) fn took_over(&self) -> &CancellationToken {
+        &self.took_over
+    }
+
+    /// Cancelled if the previous generation, still alive, gave this one up.
+    pub(crate) fn abandoned(&self) -> &CancellationToken {
+        &self.abandoned
     }
 
     /// Starts the READY report on the caller's thread: runs `before` (the
@@ -209,13 +235,43 @@ impl PredecessorLink {
     }
 }
 
-async fn watch_for_exit(mut reader: OwnedReadHalf, gone: CancellationToken) {
-    let mut buf = [0u8; 64];
+async fn watch_predecessor(
+    mut reader: OwnedReadHalf,
+    predecessor: Option<ExitWatch>,
+    took_over: CancellationToken,
+    abandoned: CancellationToken,
+) {
     loop {
-        match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => continue,
+        match channel::read_parent_message(&mut reader).await {
+            Ok(Some(ParentMessage::Commit)) => {
+                tracing::debug!("the previous generation handed over");
+                took_over.cancel();
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "the channel to the previous generation failed");
+                break;
+            }
         }
     }
-    gone.cancel();
+    if took_over.is_cancelled() {
+        return;
+    }
+    match predecessor {
+        None => took_over.cancel(),
+        Some(watch) if watch.exits_within(EXIT_AFTER_CLOSE).await => {
+            tracing::warn!(
+                pid = watch.pid(),
+                "the previous generation died before it handed over; this one takes over"
+            );
+            took_over.cancel();
+        }
+        Some(watch) => {
+            tracing::error!(
+                pid = watch.pid(),
+                "the previous generation closed the channel without handing over and is still running: it gave this restart up (see its log for why); exiting"
+            );
+            abandoned.cancel();
+        }
+    }
 }

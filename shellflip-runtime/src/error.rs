@@ -137,6 +137,15 @@ pub enum RestartError {
     /// Another restart is running.
     #[error("a restart is already in progress; wait for its outcome and try again")]
     InProgress,
+    /// This generation has just handed over to its successor, which now
+    /// answers requests.
+    #[error("this generation has handed over to generation {generation} (pid {pid}); send the request again to reach it")]
+    HandedOver {
+        /// The successor's pid.
+        pid: u32,
+        /// The successor's generation.
+        generation: u64,
+    },
     /// This generation is not ready yet, or its predecessor has not finished
     /// draining.
     #[error("this generation is not ready to restart yet: {0}")]
@@ -236,6 +245,7 @@ impl RestartError {
     pub fn kind(&self) -> &'static str {
         match self {
             RestartError::InProgress => "in_progress",
+            RestartError::HandedOver { .. } => "handed_over",
             RestartError::NotReady(_) => "not_ready",
             RestartError::ShuttingDown | RestartError::Aborted { .. } => "shutting_down",
             _ => "failed",

@@ -126,22 +126,30 @@ pub(crate) fn adopt_inherited(raw: RawFd) -> io::Result<OwnedFd> {
 }
 
 /// Arranges for `fd` to survive `exec` in the child spawned by `command`,
-/// and only there: close-on-exec is cleared after `fork`, in the child.
-pub(crate) fn inherit_in_child(command: &mut tokio::process::Command, fd: RawFd) {
-    let clear_cloexec = move || -> io::Result<()> {
+/// and only there (close-on-exec is cleared after `fork`, in the child),
+/// and for the child to start with `blocked` blocked.
+pub(crate) fn prepare_inline_child(
+    command: &mut tokio::process::Command,
+    fd: RawFd,
+    blocked: nix::sys::signal::Signal,
+) {
+    let mut mask = nix::sys::signal::SigSet::empty();
+    mask.add(blocked);
+    let in_child = move || -> io::Result<()> {
         // SAFETY: runs in the forked child, where `fd` is open (the parent
         // keeps the OwnedFd alive until spawn returns). fcntl is
         // async-signal-safe, allocates nothing and takes no lock.
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::empty()))
-            .map(|_| ())
+        fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::empty())).map_err(io::Error::from)?;
+        // sigprocmask is async-signal-safe; the set was built before fork.
+        nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&mask), None)
             .map_err(io::Error::from)
     };
-    // SAFETY: the closure only calls fcntl (async-signal-safe) on a
-    // descriptor number captured by value; it touches no memory shared with
-    // other threads of the parent and does not allocate.
+    // SAFETY: the closure only calls fcntl and sigprocmask (both
+    // async-signal-safe) on values captured by copy; it touches no memory
+    // shared with other threads of the parent and does not allocate.
     unsafe {
-        command.pre_exec(clear_cloexec);
+        command.pre_exec(in_child);
     }
 }
 
@@ -189,6 +197,25 @@ pub(crate) fn fork_helper(
             std::process::exit(code)
         }
     }
+}
+
+/// A pidfd of process `pid` (`pidfd_open(2)`, Linux 5.3+): readable once
+/// the process has exited, whoever its parent is, and immune to pid reuse.
+/// Close-on-exec.
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "not a pid"))?;
+    // SAFETY: pidfd_open takes a pid and flags (plain integers) and returns
+    // a new descriptor or -1; no memory is shared with the kernel.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let raw = RawFd::try_from(raw)
+        .map_err(|_| io::Error::other("pidfd_open returned an impossible descriptor"))?;
+    // SAFETY: the kernel just returned `raw` as a new descriptor of this
+    // process (pidfds are close-on-exec); nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 fn thread_count() -> io::Result<usize> {

@@ -34,6 +34,9 @@ pub(crate) enum Ending {
     HandedOver,
     /// Stopped: drain, exit, remove the control socket file and pid file.
     Stopped,
+    /// Given up by the previous generation (a failed restart): exit at once
+    /// and leave its control socket file and pid file alone.
+    Abandoned,
 }
 
 /// When shutdown began, when the drain must end, and why.

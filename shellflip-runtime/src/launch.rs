@@ -26,6 +26,9 @@ pub(crate) struct Launch {
     pub exe: PathBuf,
     pub arg0: OsString,
     pub args: Vec<OsString>,
+    /// The restart signal: blocked in the new process until it has its
+    /// handler.
+    pub restart_signal: Signal,
 }
 
 impl Launch {
@@ -33,14 +36,19 @@ impl Launch {
     /// the start-up directory, or looked up in `PATH`), without resolving
     /// symlinks — so a deploy that swaps a symlink or renames a new build
     /// over the path starts the new build. Falls back to `/proc/self/exe`.
-    pub(crate) fn resolve() -> Self {
+    pub(crate) fn resolve(restart_signal: Signal) -> Self {
         let mut argv = std::env::args_os();
         let arg0 = argv.next().unwrap_or_default();
         let args: Vec<OsString> = argv.collect();
         let exe = resolve_exe(&arg0)
             .or_else(|| std::env::current_exe().ok())
             .unwrap_or_else(|| PathBuf::from(&arg0));
-        Launch { exe, arg0, args }
+        Launch {
+            exe,
+            arg0,
+            args,
+            restart_signal,
+        }
     }
 }
 
@@ -64,60 +72,148 @@ fn resolve_exe(arg0: &OsString) -> Option<PathBuf> {
     candidate.is_file().then_some(candidate)
 }
 
-/// How the handover channel reaches the new process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ChannelInheritance {
-    /// Close-on-exec is cleared in the child, between `fork` and `exec`: the
-    /// only safe way in a multi-threaded process, where another thread may
-    /// fork meanwhile.
-    ClearInChild,
-    /// The caller already cleared close-on-exec on `channel` and no other
-    /// thread of the process can fork before it is closed (the spawner).
-    /// Without a `pre_exec` step, std spawns with `posix_spawn` (vfork-like:
-    /// no copy of the page tables).
-    AlreadyInheritable,
-}
-
-/// Starts `launch` as a new generation whose handover channel is `channel`
-/// (which stays open in the new process only). Used by the spawner and by
-/// inline spawning.
-pub(crate) async fn spawn_next_process(
-    launch: &Launch,
-    channel: &OwnedFd,
-    inheritance: ChannelInheritance,
-) -> std::io::Result<Child> {
-    let mut command = Command::new(&launch.exe);
-    command
-        .arg0(&launch.arg0)
-        .args(&launch.args)
-        .env(ENV_HANDOVER_FD, channel.as_raw_fd().to_string())
-        .kill_on_drop(false);
-    for var in SOCKET_ACTIVATION_VARS {
-        command.env_remove(var);
-    }
-    if inheritance == ChannelInheritance::ClearInChild {
-        fd::inherit_in_child(&mut command, channel.as_raw_fd());
-    }
-    spawn_retrying_busy(&mut command).await
-}
-
-/// Spawns `command`, retrying for up to a second while the executable is
-/// busy (ETXTBSY): a deploy that has just written the new build may still
-/// hold it open for writing, or another process forked meanwhile may.
-async fn spawn_retrying_busy(command: &mut Command) -> std::io::Result<Child> {
-    let mut attempts = 0;
-    loop {
-        match command.spawn() {
-            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempts < 50 => {
-                attempts += 1;
-                tracing::debug!(
-                    attempts,
-                    "the executable is busy (being written?); retrying"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
+impl Launch {
+    /// Starts the next generation with `posix_spawn` (no copy of the page
+    /// tables): for the spawner, which has a single thread and has cleared
+    /// close-on-exec on `channel` for this spawn only.
+    ///
+    /// The new process starts in a process group of its own (so that a
+    /// failed restart can kill everything it started) with the restart
+    /// signal blocked (sent to the whole group or cgroup
+    /// before the new generation has its handler, it waits instead of
+    /// killing it; the runtime unblocks it once handled) and default
+    /// dispositions for `defaults` (the spawner's own handlers).
+    pub(crate) async fn spawn_posix(
+        &self,
+        channel: &OwnedFd,
+        defaults: &[Signal],
+    ) -> std::io::Result<u32> {
+        let mut attempts = 0;
+        loop {
+            match self.try_spawn_posix(channel, defaults) {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < BUSY_RETRIES => {
+                    attempts += 1;
+                    tracing::debug!(
+                        attempts,
+                        "the executable is busy (being written?); retrying"
+                    );
+                    tokio::time::sleep(BUSY_PAUSE).await;
+                }
+                result => return result,
             }
-            result => return result,
         }
+    }
+
+    fn try_spawn_posix(&self, channel: &OwnedFd, defaults: &[Signal]) -> std::io::Result<u32> {
+        use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
+        use nix::sys::signal::SigSet;
+        use std::os::unix::ffi::OsStrExt;
+
+        let c_string = |bytes: &[u8]| {
+            std::ffi::CString::new(bytes).map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "an argument or environment variable holds a NUL byte",
+                )
+            })
+        };
+        let mut argv = vec![c_string(self.arg0.as_bytes())?];
+        for arg in &self.args {
+            argv.push(c_string(arg.as_bytes())?);
+        }
+        let mut envp = Vec::new();
+        for (key, value) in std::env::vars_os() {
+            let key_bytes = key.as_bytes();
+            if key == ENV_HANDOVER_FD
+                || SOCKET_ACTIVATION_VARS
+                    .iter()
+                    .any(|v| key_bytes == v.as_bytes())
+            {
+                continue;
+            }
+            let mut pair = key_bytes.to_vec();
+            pair.push(b'=');
+            pair.extend_from_slice(value.as_bytes());
+            envp.push(c_string(&pair)?);
+        }
+        envp.push(c_string(
+            format!("{ENV_HANDOVER_FD}={}", channel.as_raw_fd()).as_bytes(),
+        )?);
+
+        let mut attr = PosixSpawnAttr::init()?;
+        attr.set_pgroup(nix::unistd::Pid::from_raw(0))?;
+        let mut mask = SigSet::empty();
+        mask.add(self.restart_signal);
+        attr.set_sigmask(&mask)?;
+        let mut default_set = SigSet::empty();
+        for signal in defaults {
+            default_set.add(*signal);
+        }
+        attr.set_sigdefault(&default_set)?;
+        attr.set_flags(
+            PosixSpawnFlags::POSIX_SPAWN_SETPGROUP
+                | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
+                | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF,
+        )?;
+        let actions = PosixSpawnFileActions::init()?;
+        let pid = posix_spawn(self.exe.as_path(), &actions, &attr, &argv, &envp)?;
+        Ok(pid.as_raw() as u32)
+    }
+
+    /// Starts the next generation from this (multi-threaded) process: like
+    /// [`spawn_posix`](Self::spawn_posix), but `channel` is made
+    /// inheritable in the child only, between `fork` and `exec`, where the
+    /// signal mask is set too.
+    pub(crate) async fn spawn_inline(&self, channel: &OwnedFd) -> std::io::Result<Child> {
+        let mut command = Command::new(&self.exe);
+        command
+            .arg0(&self.arg0)
+            .args(&self.args)
+            .env(ENV_HANDOVER_FD, channel.as_raw_fd().to_string())
+            .process_group(0)
+            .kill_on_drop(false);
+        for var in SOCKET_ACTIVATION_VARS {
+            command.env_remove(var);
+        }
+        fd::prepare_inline_child(&mut command, channel.as_raw_fd(), self.restart_signal);
+        let mut attempts = 0;
+        loop {
+            match command.spawn() {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                        && attempts < BUSY_RETRIES =>
+                {
+                    attempts += 1;
+                    tracing::debug!(
+                        attempts,
+                        "the executable is busy (being written?); retrying"
+                    );
+                    tokio::time::sleep(BUSY_PAUSE).await;
+                }
+                result => return result,
+            }
+        }
+    }
+}
+
+/// A build busy being written (ETXTBSY) is retried this often...
+const BUSY_RETRIES: u32 = 50;
+/// ...this far apart: up to a second in all.
+const BUSY_PAUSE: Duration = Duration::from_millis(20);
+
+/// Sends SIGKILL to the process group led by `pid` (a new generation, and
+/// whatever it started before it took over), or to `pid` alone if it left
+/// that group.
+pub(crate) fn kill_group(pid: u32) -> std::io::Result<()> {
+    let pid = nix::unistd::Pid::from_raw(
+        i32::try_from(pid).map_err(|_| std::io::Error::other("not a pid"))?,
+    );
+    match nix::sys::signal::killpg(pid, Signal::SIGKILL) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::ESRCH) => {
+            nix::sys::signal::kill(pid, Signal::SIGKILL).map_err(std::io::Error::from)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -145,6 +241,77 @@ pub(crate) fn describe_status(status: std::io::Result<ExitStatus>) -> String {
     }
 }
 
+/// Watches a process that is not necessarily this one's child: tells when
+/// it has exited (a pidfd where the kernel has them, else polling).
+#[derive(Debug)]
+pub(crate) struct ExitWatch {
+    pid: u32,
+    pidfd: Option<tokio::io::unix::AsyncFd<OwnedFd>>,
+}
+
+/// How often a process is polled where there is no pidfd.
+const EXIT_POLL: Duration = Duration::from_millis(20);
+
+impl ExitWatch {
+    /// Starts watching `pid`. Inside the runtime. A process that is already
+    /// gone is seen as exited.
+    pub(crate) fn new(pid: u32) -> Self {
+        let pidfd = match fd::pidfd_open(pid) {
+            Ok(pidfd) => fd::register_async(pidfd).ok(),
+            Err(e) => {
+                tracing::debug!(pid, error = %e, "no pidfd; polling the process instead");
+                None
+            }
+        };
+        ExitWatch { pid, pidfd }
+    }
+
+    /// The watched pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Resolves once the process has exited (reaped or not).
+    pub(crate) async fn exited(&self) {
+        match &self.pidfd {
+            Some(pidfd) => {
+                // Readable for good once the process has exited.
+                let _ = pidfd.readable().await;
+            }
+            None => {
+                while !process_gone(self.pid) {
+                    tokio::time::sleep(EXIT_POLL).await;
+                }
+            }
+        }
+    }
+
+    /// True if the process exits within `within`.
+    pub(crate) async fn exits_within(&self, within: Duration) -> bool {
+        tokio::time::timeout(within, self.exited()).await.is_ok()
+    }
+}
+
+/// True when `pid` names no process or a zombie.
+fn process_gone(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return true;
+    };
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None)
+        == Err(nix::errno::Errno::ESRCH)
+    {
+        return true;
+    }
+    // A zombie still answers kill(0): it has exited all the same.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|s| s == "Z"))
+        })
+        .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +322,21 @@ mod tests {
         assert_eq!(describe_status(Ok(exited)), "exited with status 3");
         let killed = ExitStatus::from_raw(Signal::SIGKILL as i32);
         assert_eq!(describe_status(Ok(killed)), "was killed by signal SIGKILL");
+    }
+
+    #[tokio::test]
+    async fn exit_watch_sees_a_child_exit_without_reaping_it() {
+        let mut child = tokio::process::Command::new("sh")
+            .args(["-c", "read line"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let watch = ExitWatch::new(child.id().unwrap());
+        assert!(!watch.exits_within(Duration::from_millis(50)).await);
+        drop(child.stdin.take());
+        assert!(watch.exits_within(Duration::from_secs(30)).await);
+        child.wait().await.unwrap();
+        assert!(process_gone(watch.pid()));
     }
 
     #[test]

@@ -28,6 +28,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::channel::{Lineage, Received};
@@ -92,6 +93,12 @@ where
         entered: SystemTime::now(),
         ..StartupTimes::default()
     };
+    // Until its handler exists, the restart signal waits instead of
+    // killing the process (a new generation starts with it blocked
+    // already). Every thread started from here on inherits the mask; the
+    // main thread unblocks it once the handler is installed.
+    let restart_signal = config.restart_signal;
+    block_signal(restart_signal);
     let mut channel = match child::take_channel() {
         Ok(channel) => channel,
         Err(e) => return fail_start(None, &e.to_string()),
@@ -104,7 +111,7 @@ where
         Ok(config) => config,
         Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
     };
-    let launch = Launch::resolve();
+    let launch = Launch::resolve(config.restart_signal);
     // Before the runtime and the service's code: the process has a single
     // thread, so the spawner can be forked safely.
     let spawner = match config.spawner {
@@ -144,6 +151,10 @@ where
     tracing::debug!("process exit");
     code
 }
+
+/// How long, after the drain, the supervisor and the control replies in
+/// flight have to finish.
+const LAST_WORDS: Duration = Duration::from_secs(1);
 
 /// Reports a start-up failure to the previous generation (if any) and on
 /// stderr.
@@ -198,17 +209,25 @@ where
         activated,
     } = start;
     let spawner = connect_spawner(spawner, config.spawner);
-    let (number, lineage, fds, state_bytes) = match received {
-        Some(r) => (r.header.generation, r.header.lineage, r.fds, r.state),
+    let (number, lineage, fds, state_bytes, predecessor_pid) = match received {
+        Some(r) => (
+            r.header.generation,
+            r.header.lineage,
+            r.fds,
+            r.state,
+            r.header.predecessor_pid,
+        ),
         None => (
             1,
             Lineage {
                 started_at_unix_ms: unix_ms(),
                 systemd_sockets: activated.iter().map(|(name, _)| name.clone()).collect(),
+                process_group: nix::unistd::getpgrp().as_raw() as u32,
                 ..Lineage::default()
             },
             activated,
             None,
+            0,
         ),
     };
     let mut registry = Registry::new(fds);
@@ -250,10 +269,13 @@ where
             return fail_start(channel.as_mut(), &e.to_string());
         }
     };
+    // Handled now: a restart signal that arrived meanwhile is delivered,
+    // and refused as "not ready yet" if main has not called ready().
+    unblock_signal(config.restart_signal);
 
     let predecessor = match channel {
         None => None,
-        Some(stream) => match PredecessorLink::start(stream) {
+        Some(stream) => match PredecessorLink::start(stream, predecessor_pid) {
             Ok(link) => Some(link),
             Err(e) => {
                 tracing::warn!(error = %e, "lost the channel to the previous generation");
@@ -275,6 +297,7 @@ where
 
     let (main_outcome_tx, main_outcome_rx) = oneshot::channel();
     let control_connections = TaskTracker::new();
+    let drained = CancellationToken::new();
     let supervisor = Supervisor::new(SupervisorParts {
         generation: Arc::clone(&generation),
         ready_rx,
@@ -290,6 +313,7 @@ where
         signals,
         startup: times,
         control_connections: control_connections.clone(),
+        drained: drained.clone(),
     });
     let supervisor = tokio::spawn(supervisor.run());
     tracing::info!(
@@ -322,12 +346,12 @@ where
     let failed = matches!(main_outcome, Some(Err(_)));
     let _ = main_outcome_tx.send(main_outcome);
 
-    // Drain: tracked tasks and control replies, until the deadline.
+    // Drain: tracked tasks until the deadline; then the supervisor stops
+    // answering the control socket, and replies in flight get a moment.
     generation.shutdown.cancelled().await;
     let drain = generation.drain();
     let report = shutdown::drain(&generation.tracker, drain.began, drain.deadline).await;
-    control_connections.close();
-    let _ = tokio::time::timeout_at(drain.deadline, control_connections.wait()).await;
+    drained.cancel();
     if report.tasks_cut > 0 {
         tracing::warn!(
             tasks_cut = report.tasks_cut,
@@ -341,7 +365,7 @@ where
         tasks_cut = report.tasks_cut,
         "generation exiting"
     );
-    let finished = match tokio::time::timeout(Duration::from_secs(1), supervisor).await {
+    let finished = match tokio::time::timeout(LAST_WORDS, supervisor).await {
         Ok(Ok(finished)) => Some(finished),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "the supervisor task failed");
@@ -352,6 +376,8 @@ where
             None
         }
     };
+    control_connections.close();
+    let _ = tokio::time::timeout(LAST_WORDS, control_connections.wait()).await;
     if drain.ending == Ending::Stopped {
         if let Some(file) = finished.as_ref().and_then(|f| f.control_file.as_ref()) {
             control::remove_control_socket(file);
@@ -366,10 +392,26 @@ where
             }
         }
     }
-    if failed {
+    if failed || drain.ending == Ending::Abandoned {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn block_signal(signal: nix::sys::signal::Signal) {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(signal);
+    if let Err(e) = set.thread_block() {
+        tracing::debug!(error = %e, "could not block the restart signal");
+    }
+}
+
+fn unblock_signal(signal: nix::sys::signal::Signal) {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(signal);
+    if let Err(e) = set.thread_unblock() {
+        tracing::warn!(error = %e, "could not unblock the restart signal; restarts by signal will not work");
     }
 }
 

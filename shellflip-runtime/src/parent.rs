@@ -26,7 +26,7 @@ use tokio::net::UnixStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::{self, ChildMessage, HandoverHeader, Lineage};
+use crate::channel::{self, ChildMessage, HandoverHeader, Lineage, ParentMessage};
 use crate::error::RestartError;
 use crate::launch::{describe_status, Launch};
 use crate::spawner::{NextProcess, Spawner};
@@ -59,7 +59,7 @@ pub(crate) struct PhaseTimings {
 }
 
 /// A new generation that reported ready. Keep it until this process exits:
-/// dropping `channel` tells the new generation that this one is gone.
+/// the channel closing tells the new generation that this one is gone.
 #[derive(Debug)]
 pub(crate) struct NewGeneration {
     pub pid: u32,
@@ -67,7 +67,26 @@ pub(crate) struct NewGeneration {
     pub timings: PhaseTimings,
     /// Not waited for: the new generation outlives this process.
     pub _process: NextProcess,
-    pub _channel: UnixStream,
+    channel: UnixStream,
+}
+
+impl NewGeneration {
+    /// Tells the new generation that the hand-over is complete: this one
+    /// stopped accepting and told systemd, so the new one is the service
+    /// (until then it does not take over: see `child`).
+    pub(crate) async fn commit(&self) -> io::Result<()> {
+        let bytes = channel::encode_parent_message(&ParentMessage::Commit)?;
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            self.channel.writable().await?;
+            match self.channel.try_write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What the decision table needs of the new process: the seam through
@@ -155,6 +174,7 @@ pub(crate) async fn restart(
             state_len: state.as_ref().map(|s| s.len() as u64),
             lineage,
             restart_began_unix_us: began_unix_us,
+            predecessor_pid: std::process::id(),
         };
         let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|(_, fd)| fd.as_fd()).collect();
         channel::send_handover(&stream, &header, &borrowed, state.as_ref())
@@ -238,7 +258,7 @@ pub(crate) async fn restart(
                 generation,
                 timings,
                 _process: process,
-                _channel: stream,
+                channel: stream,
             })
         }
         Err(error) => {

@@ -11,33 +11,42 @@
 //! closes every other descriptor). Each generation starts its own spawner.
 //!
 //! The service and its spawner talk over a `SOCK_SEQPACKET` socketpair, one
-//! MessagePack message per packet: `Spawn` (with the new generation's end
-//! of the handover channel attached, SCM_RIGHTS) and `Kill`; the spawner
-//! answers `Spawned`/`SpawnFailed` and later reports `Exited` with the wait
-//! status, as it is the new generation's parent and reaps it. The spawner
-//! exits when the service's end of the socket closes (the service exited),
-//! leaving a running new generation to its new parent (the service manager).
+//! MessagePack message per packet: the service sends `Spawn` (with the new
+//! generation's end of the handover channel attached, SCM_RIGHTS); the
+//! spawner answers `Spawned`/`SpawnFailed` and later reports `Exited` with
+//! the wait status, as it is the new generation's parent and reaps it.
+//!
+//! The spawner exits when the service's end of the socket closes: when the
+//! service exits, or as soon as its restart committed ([`Spawner::release`]),
+//! so that the new generation is re-parented at once to the service manager
+//! (systemd, a container's init), which then sees it die if it ever does.
+//!
+//! Killing a new generation that failed does not need the spawner: it leads
+//! its own process group, which the old generation kills directly
+//! ([`launch::kill_group`]), and its exit is watched through a pidfd if the
+//! spawner is gone.
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::signal::Signal;
+use nix::sys::socket::{shutdown, socketpair, AddressFamily, Shutdown, SockFlag, SockType};
+use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_util::sync::CancellationToken;
 
 use crate::error::RestartError;
 use crate::fd;
-use crate::launch::{self, ChannelInheritance, Launch};
+use crate::launch::{self, ExitWatch, Launch};
 use crate::sync::lock;
 
 /// The spawner's process name (`comm`, as `ps` and `top` show it).
@@ -46,14 +55,22 @@ pub const PROCESS_NAME: &str = "shellflip-spawn";
 /// Largest message either side sends (they are a few dozen bytes).
 const MAX_MESSAGE_BYTES: usize = 4096;
 
+/// The signals the spawner survives (see `serve`), reset to their default
+/// in the generations it starts.
+const SURVIVED: [Signal; 5] = [
+    Signal::SIGHUP,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+];
+
 /// From the service to its spawner.
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 enum Request {
     /// Start the next generation. Carries exactly one descriptor: the new
     /// generation's end of the handover channel.
     Spawn,
-    /// SIGKILL a generation this spawner started and has not reaped yet.
-    Kill { pid: u32 },
 }
 
 /// From the spawner to the service.
@@ -157,28 +174,24 @@ async fn serve(socket: OwnedFd, launch: Launch) {
     // that systemd's KillMode=control-group (a terminal's Ctrl-C) sends
     // every process at a stop, while its generation may still be draining
     // and may still restart. It survives them all and exits only with its
-    // generation. (A handler, unlike SIG_IGN, is reset by `execve`, so the
-    // generations it starts get the default dispositions.)
-    let _survive: Vec<_> = [
-        tokio::signal::unix::SignalKind::hangup(),
-        tokio::signal::unix::SignalKind::user_defined1(),
-        tokio::signal::unix::SignalKind::user_defined2(),
-        tokio::signal::unix::SignalKind::terminate(),
-        tokio::signal::unix::SignalKind::interrupt(),
-    ]
-    .into_iter()
-    .filter_map(|kind| tokio::signal::unix::signal(kind).ok())
-    .collect();
+    // generation (or when released). The generations it starts get the
+    // default dispositions back (see `Launch::spawn_posix`).
+    let _survive: Vec<_> = SURVIVED
+        .iter()
+        .filter_map(|signal| {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(*signal as i32))
+                .ok()
+        })
+        .collect();
     let launch = Arc::new(launch);
     let spawning = Arc::new(tokio::sync::Mutex::new(()));
-    let kills: Arc<Mutex<HashMap<u32, CancellationToken>>> = Arc::default();
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<Event>();
     let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
     loop {
         tokio::select! {
             received = recv(&socket, &mut buf) => {
                 let (len, mut fds) = match received {
-                    Ok((0, _)) | Err(_) => break, // the service is gone
+                    Ok((0, _)) | Err(_) => break, // the service is gone, or released us
                     Ok(message) => message,
                 };
                 match decode::<Request>(&buf[..len]) {
@@ -188,7 +201,6 @@ async fn serve(socket: OwnedFd, launch: Launch) {
                             Arc::clone(&launch),
                             Arc::clone(&spawning),
                             channel,
-                            Arc::clone(&kills),
                             events_tx.clone(),
                         ));
                     }
@@ -200,11 +212,6 @@ async fn serve(socket: OwnedFd, launch: Launch) {
                                 fds.len()
                             ),
                         });
-                    }
-                    Ok(Request::Kill { pid }) => {
-                        if let Some(kill) = lock(&kills).get(&pid) {
-                            kill.cancel();
-                        }
                     }
                     // Cannot happen between a service and its own fork;
                     // nothing sensible to answer.
@@ -224,36 +231,27 @@ async fn serve(socket: OwnedFd, launch: Launch) {
     }
 }
 
-/// Starts one generation, reports it, and reaps it when it exits (or kills
-/// it when asked).
+/// Starts one generation, reports it, and reaps it when it exits.
 async fn spawn_and_watch(
     launch: Arc<Launch>,
     spawning: Arc<tokio::sync::Mutex<()>>,
     channel: OwnedFd,
-    kills: Arc<Mutex<HashMap<u32, CancellationToken>>>,
     events: mpsc::UnboundedSender<Event>,
 ) {
     // The spawner has a single thread and starts one process at a time (the
     // lock), so the channel can be made inheritable here, for just this
-    // spawn (it is closed right after), and the spawn can skip the fork.
+    // spawn (it is closed right after).
     let spawned = {
         let _one_at_a_time = spawning.lock().await;
         let spawned = match fcntl(&channel, FcntlArg::F_SETFD(FdFlag::empty())) {
-            Ok(_) => {
-                launch::spawn_next_process(
-                    &launch,
-                    &channel,
-                    ChannelInheritance::AlreadyInheritable,
-                )
-                .await
-            }
+            Ok(_) => launch.spawn_posix(&channel, &SURVIVED).await,
             Err(e) => Err(io::Error::from(e)),
         };
         drop(channel);
         spawned
     };
-    let mut child = match spawned {
-        Ok(child) => child,
+    let pid = match spawned {
+        Ok(pid) => pid,
         Err(e) => {
             let _ = events.send(Event::SpawnFailed {
                 errno: e.raw_os_error(),
@@ -262,25 +260,17 @@ async fn spawn_and_watch(
             return;
         }
     };
-    let Some(pid) = child.id() else {
-        // Already reaped: cannot happen before `wait`.
-        return;
-    };
-    let kill = CancellationToken::new();
-    lock(&kills).insert(pid, kill.clone());
     let _ = events.send(Event::Spawned { pid });
-    let status = tokio::select! {
-        status = child.wait() => status,
-        _ = kill.cancelled() => {
-            let _ = child.start_kill();
-            child.wait().await
+    // Not reaped before this: the pid cannot be reused meanwhile.
+    ExitWatch::new(pid).exited().await;
+    let wait_status = match waitpid(Pid::from_raw(pid as i32), None) {
+        Ok(WaitStatus::Exited(_, code)) => Some(code << 8),
+        Ok(WaitStatus::Signaled(_, signal, core)) => {
+            Some(signal as i32 | if core { 0x80 } else { 0 })
         }
+        _ => None,
     };
-    lock(&kills).remove(&pid);
-    let _ = events.send(Event::Exited {
-        pid,
-        wait_status: status.ok().map(ExitStatus::into_raw),
-    });
+    let _ = events.send(Event::Exited { pid, wait_status });
 }
 
 // ---------------------------------------------------------------------------
@@ -354,6 +344,11 @@ impl SpawnerClient {
         self.pid
     }
 
+    /// True once the spawner has exited.
+    pub(crate) fn is_gone(&self) -> bool {
+        *self.gone_rx.borrow()
+    }
+
     /// How the spawner ended, once it is gone.
     fn gone_reason(&self) -> String {
         lock(&self.routes)
@@ -409,18 +404,19 @@ impl SpawnerClient {
             Ok(Ok((pid, exit))) => Ok(SpawnedGeneration {
                 pid,
                 exit,
-                client: Arc::clone(self),
+                watch: ExitWatch::new(pid),
             }),
             Ok(Err(e)) => Err(SpawnError::Spawn(e)),
             Err(_) => Err(self.gone().await),
         }
     }
 
-    fn kill(&self, pid: u32) -> io::Result<()> {
-        let request = encode(&Request::Kill { pid })?;
-        // One small packet: it fits in the socket buffer, whose other end
-        // is read continuously; a full buffer means the spawner is stuck.
-        fd::send_with_fds(self.socket.get_ref().as_fd(), &request, &[]).map(|_| ())
+    /// Lets the spawner go: it exits, and the generations it started are
+    /// re-parented to the nearest subreaper (the service manager).
+    fn release(&self) {
+        if let Err(e) = shutdown(self.socket.get_ref().as_fd().as_raw_fd(), Shutdown::Both) {
+            tracing::debug!(error = %e, "could not release the spawner (gone already?)");
+        }
     }
 }
 
@@ -471,24 +467,28 @@ async fn read_events(
     }
     // Its socket closed: it has exited (or is exiting). Reap it — it is this
     // process's child — and keep how it ended for the errors to come.
-    let status = tokio::task::spawn_blocking(move || nix::sys::wait::waitpid(pid, None))
+    let status = tokio::task::spawn_blocking(move || waitpid(pid, None))
         .await
         .ok()
         .and_then(Result::ok);
-    let reason = match status {
-        Some(nix::sys::wait::WaitStatus::Exited(_, code)) => {
-            format!("it exited with status {code}")
-        }
-        Some(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => {
-            format!("it was killed by signal {}", signal.as_str())
-        }
-        _ => "it ended in an unknown way".to_owned(),
+    let (reason, released) = match status {
+        Some(WaitStatus::Exited(_, 0)) => ("it exited with status 0".to_owned(), true),
+        Some(WaitStatus::Exited(_, code)) => (format!("it exited with status {code}"), false),
+        Some(WaitStatus::Signaled(_, signal, _)) => (
+            format!("it was killed by signal {}", signal.as_str()),
+            false,
+        ),
+        _ => ("it ended in an unknown way".to_owned(), false),
     };
-    tracing::error!(
-        spawner_pid = pid.as_raw(),
-        reason,
-        "the spawner is gone; this generation cannot start a new one"
-    );
+    if released {
+        tracing::debug!(spawner_pid = pid.as_raw(), "the spawner exited");
+    } else {
+        tracing::error!(
+            spawner_pid = pid.as_raw(),
+            reason,
+            "the spawner is gone; this generation cannot start a new one"
+        );
+    }
     {
         let mut routes = lock(&routes);
         routes.gone = Some(reason);
@@ -498,22 +498,20 @@ async fn read_events(
     let _ = gone_tx.send(true);
 }
 
-/// A generation started by the spawner, until it is reaped there.
+/// A generation started by the spawner.
 #[derive(Debug)]
 pub(crate) struct SpawnedGeneration {
     pid: u32,
+    /// Its wait status, from the spawner that reaps it.
     exit: watch::Receiver<Option<Option<i32>>>,
-    client: Arc<SpawnerClient>,
+    /// Its exit, seen directly (when the spawner is gone).
+    watch: ExitWatch,
 }
 
 impl SpawnedGeneration {
-    /// Its pid.
-    pub(crate) fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// Waits until it has exited and was reaped by the spawner.
-    pub(crate) async fn wait(&mut self) -> io::Result<ExitStatus> {
+    /// Waits until it has exited: with its status, from the spawner; if the
+    /// spawner is gone (it was re-parented), without.
+    async fn wait(&mut self) -> io::Result<ExitStatus> {
         loop {
             if let Some(status) = *self.exit.borrow_and_update() {
                 return status
@@ -521,18 +519,12 @@ impl SpawnedGeneration {
                     .ok_or_else(|| io::Error::other("the spawner could not wait for it"));
             }
             if self.exit.changed().await.is_err() {
-                return Err(io::Error::other(format!(
-                    "its parent, the spawner (pid {}), is gone ({})",
-                    self.client.pid,
-                    self.client.gone_reason()
-                )));
+                self.watch.exited().await;
+                return Err(io::Error::other(
+                    "its status is unknown: the spawner, its parent, is gone",
+                ));
             }
         }
-    }
-
-    /// Asks the spawner to SIGKILL it.
-    pub(crate) fn start_kill(&self) -> io::Result<()> {
-        self.client.kill(self.pid)
     }
 }
 
@@ -559,11 +551,20 @@ impl Spawner {
         }
     }
 
-    /// The spawner process's pid, if there is one.
+    /// The spawner process's pid, while there is one.
     pub(crate) fn pid(&self) -> Option<u32> {
         match self {
-            Spawner::Process(client) => Some(client.pid()),
-            Spawner::Inline { .. } => None,
+            Spawner::Process(client) if !client.is_gone() => Some(client.pid()),
+            _ => None,
+        }
+    }
+
+    /// Lets the spawner process go once this generation has handed over:
+    /// the new generation is re-parented to the service manager, which then
+    /// watches it directly.
+    pub(crate) fn release(&self) {
+        if let Spawner::Process(client) = self {
+            client.release();
         }
     }
 
@@ -580,10 +581,7 @@ impl Spawner {
         };
         match self {
             Spawner::Inline { .. } => {
-                let child =
-                    launch::spawn_next_process(launch, &channel, ChannelInheritance::ClearInChild)
-                        .await
-                        .map_err(spawn_error)?;
+                let child = launch.spawn_inline(&channel).await.map_err(spawn_error)?;
                 let pid = child.id().ok_or_else(|| {
                     spawn_error(io::Error::other("the new process was reaped at once"))
                 })?;
@@ -614,11 +612,12 @@ impl NextProcess {
     pub(crate) fn pid(&self) -> u32 {
         match self {
             NextProcess::Inline { pid, .. } => *pid,
-            NextProcess::Spawned(spawned) => spawned.pid(),
+            NextProcess::Spawned(spawned) => spawned.pid,
         }
     }
 
-    /// Waits until it has exited and was reaped.
+    /// Waits until it has exited (and was reaped, where this process or
+    /// its spawner is the parent).
     pub(crate) async fn wait(&mut self) -> io::Result<ExitStatus> {
         match self {
             NextProcess::Inline { child, .. } => child.wait().await,
@@ -626,25 +625,22 @@ impl NextProcess {
         }
     }
 
-    /// Sends it SIGKILL (through the spawner when it is the parent).
+    /// Sends SIGKILL to it and to everything it started (its process
+    /// group).
     pub(crate) fn start_kill(&mut self) -> io::Result<()> {
-        match self {
-            NextProcess::Inline { child, .. } => child.start_kill(),
-            NextProcess::Spawned(spawned) => spawned.start_kill(),
-        }
+        launch::kill_group(self.pid())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::launch::describe_status;
 
     #[test]
     fn messages_round_trip() {
-        for request in [Request::Spawn, Request::Kill { pid: 42 }] {
-            let bytes = encode(&request).unwrap();
-            assert_eq!(decode::<Request>(&bytes).unwrap(), request);
-        }
+        let bytes = encode(&Request::Spawn).unwrap();
+        assert_eq!(decode::<Request>(&bytes).unwrap(), Request::Spawn);
         for event in [
             Event::Spawned { pid: 7 },
             Event::SpawnFailed {
@@ -660,5 +656,18 @@ mod tests {
             assert!(bytes.len() < MAX_MESSAGE_BYTES);
             assert_eq!(decode::<Event>(&bytes).unwrap(), event);
         }
+    }
+
+    #[test]
+    fn wait_statuses_are_rebuilt_as_the_kernel_writes_them() {
+        // What spawn_and_watch sends for an exit code and a signal.
+        assert_eq!(
+            describe_status(Ok(ExitStatus::from_raw(3 << 8))),
+            "exited with status 3"
+        );
+        assert_eq!(
+            describe_status(Ok(ExitStatus::from_raw(Signal::SIGABRT as i32 | 0x80))),
+            "was killed by signal SIGABRT (core dumped)"
+        );
     }
 }

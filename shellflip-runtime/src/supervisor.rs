@@ -135,6 +135,9 @@ pub(crate) struct SupervisorParts {
     pub startup: StartupTimes,
     /// Control connections, which the drain waits for.
     pub control_connections: TaskTracker,
+    /// Cancelled when the drain is over: the supervisor stops accepting
+    /// on the control socket and finishes.
+    pub drained: CancellationToken,
 }
 
 /// See the module docs.
@@ -150,7 +153,12 @@ pub(crate) struct Supervisor {
     started: Instant,
     startup: StartupTimes,
     lineage: Lineage,
-    predecessor_gone: CancellationToken,
+    /// Cancelled once this generation is the service (see `child`).
+    took_over: CancellationToken,
+    /// Cancelled if the previous generation gave this one up.
+    abandoned: CancellationToken,
+    /// Restart requests that arrived before this generation took over.
+    deferred: Vec<(Trigger, Option<oneshot::Sender<Response>>)>,
     control: Option<ControlServer>,
     control_tx: mpsc::Sender<ControlCommand>,
     control_rx: mpsc::Receiver<ControlCommand>,
@@ -160,18 +168,19 @@ pub(crate) struct Supervisor {
     outcome_rx: mpsc::Receiver<RestartOutcome>,
     successor: Option<NewGeneration>,
     signals: Signals,
+    drained: CancellationToken,
 }
 
 impl Supervisor {
     pub(crate) fn new(parts: SupervisorParts) -> Self {
         let (control_tx, control_rx) = mpsc::channel(64);
         let (outcome_tx, outcome_rx) = mpsc::channel(1);
-        let predecessor_gone = match &parts.generation.predecessor {
-            Some(link) => link.gone().clone(),
+        let (took_over, abandoned) = match &parts.generation.predecessor {
+            Some(link) => (link.took_over().clone(), link.abandoned().clone()),
             None => {
-                let gone = CancellationToken::new();
-                gone.cancel();
-                gone
+                let took_over = CancellationToken::new();
+                took_over.cancel();
+                (took_over, CancellationToken::new())
             }
         };
         Supervisor {
@@ -186,7 +195,9 @@ impl Supervisor {
             started: Instant::now(),
             startup: parts.startup,
             lineage: parts.lineage,
-            predecessor_gone,
+            took_over,
+            abandoned,
+            deferred: Vec::new(),
             control: None,
             control_tx,
             control_rx,
@@ -196,14 +207,19 @@ impl Supervisor {
             outcome_rx,
             successor: None,
             signals: parts.signals,
+            drained: parts.drained,
         }
     }
 
-    /// Takes events until `main` has returned and no restart runs.
+    /// Takes events until the drain is over and no restart runs: a
+    /// draining or stopping generation still answers `status` and refuses
+    /// restart requests and signals with the reason.
     pub(crate) async fn run(mut self) -> Finished {
-        let mut predecessor_seen = self.predecessor_gone.is_cancelled();
+        let mut took_over_seen = self.took_over.is_cancelled();
+        let mut abandoned_seen = false;
         let mut main_returned = false;
-        while !(main_returned && self.restart.is_none()) {
+        let drained = self.drained.clone();
+        while !(drained.is_cancelled() && self.restart.is_none()) {
             // Biased, readiness first: a restart request that arrives just
             // after main called ready() must find this generation serving,
             // not "not ready yet".
@@ -215,15 +231,20 @@ impl Supervisor {
                     }
                 }
                 Some((outcome, reply)) = self.outcome_rx.recv() => self.on_outcome(outcome, reply).await,
-                _ = self.predecessor_gone.cancelled(), if !predecessor_seen => {
-                    predecessor_seen = true;
-                    tracing::debug!("the previous generation is gone");
+                _ = self.abandoned.cancelled(), if !abandoned_seen => {
+                    abandoned_seen = true;
+                    self.on_abandoned();
+                }
+                _ = self.took_over.cancelled(), if !took_over_seen => {
+                    took_over_seen = true;
+                    self.on_took_over();
                 }
                 outcome = &mut self.main_outcome, if !main_returned => {
                     main_returned = true;
                     self.on_main_returned(outcome.unwrap_or(None)).await;
                 }
                 Some(command) = self.control_rx.recv() => self.on_control(command).await,
+                _ = drained.cancelled(), if !drained.is_cancelled() => {}
                 request = self.signals.next() => match request {
                     SignalRequest::Restart => self.request_restart(Trigger::Signal, None),
                     SignalRequest::Stop(signal) => {
@@ -233,6 +254,7 @@ impl Supervisor {
                 },
             }
         }
+        self.stop_accepting_control().await;
         Finished {
             control_file: self.control.as_ref().map(|c| c.file.clone()),
             _successor: self.successor.take(),
@@ -281,11 +303,25 @@ impl Supervisor {
     fn request_restart(&mut self, trigger: Trigger, reply: Option<oneshot::Sender<Response>>) {
         let refusal = match self.phase {
             Phase::Starting => RestartError::NotReady("it has not reported ready yet".to_owned()),
-            // Handed over and draining: the restart is not over until this
-            // generation has exited.
-            Phase::Restarting | Phase::Draining => RestartError::InProgress,
+            Phase::Restarting => RestartError::InProgress,
+            Phase::Draining => match &self.successor {
+                Some(next) => RestartError::HandedOver {
+                    pid: next.pid,
+                    generation: next.generation,
+                },
+                None => RestartError::InProgress,
+            },
             Phase::Stopping => RestartError::ShuttingDown,
-            Phase::Serving if !self.predecessor_gone.is_cancelled() => RestartError::InProgress,
+            Phase::Serving if !self.took_over.is_cancelled() => {
+                // Ready, but the previous generation has not handed over
+                // yet (a moment): the request waits for it.
+                tracing::info!(
+                    ?trigger,
+                    "restart requested before the previous generation handed over; it waits for the hand-over"
+                );
+                self.deferred.push((trigger, reply));
+                return;
+            }
             Phase::Serving => return self.start_restart(trigger, reply),
         };
         if trigger == Trigger::Signal && matches!(self.phase, Phase::Serving | Phase::Restarting) {
@@ -302,6 +338,37 @@ impl Supervisor {
             self.systemd.send(&Notification::ready(&status));
         }
         Self::refuse(reply, &refusal);
+    }
+
+    /// This generation is the service now: restart requests that waited
+    /// for it are served (the first starts a restart, the others are told
+    /// that one is in progress).
+    fn on_took_over(&mut self) {
+        tracing::debug!(
+            "the previous generation handed over (or is gone); this one is the service"
+        );
+        let group = self.lineage.process_group;
+        if group != 0 {
+            join_process_group(group);
+        }
+        for (trigger, reply) in std::mem::take(&mut self.deferred) {
+            self.request_restart(trigger, reply);
+        }
+    }
+
+    /// The previous generation, still alive, gave this one up: it reported
+    /// the restart as failed and serves on. Exit at once, so that only one
+    /// generation serves, leaving its control socket and pid file alone.
+    fn on_abandoned(&mut self) {
+        if let Some(restart) = &self.restart {
+            restart.abort.cancel();
+        }
+        self.phase = Phase::Stopping;
+        for (_, reply) in std::mem::take(&mut self.deferred) {
+            Self::refuse(reply, &RestartError::ShuttingDown);
+        }
+        self.generation
+            .begin_shutdown(Ending::Abandoned, Duration::ZERO);
     }
 
     fn start_restart(&mut self, trigger: Trigger, reply: Option<oneshot::Sender<Response>>) {
@@ -442,6 +509,15 @@ impl Supervisor {
                 // only for a failure.)
                 drop(reply);
                 self.stop_accepting_control().await;
+                // Only now may the new generation take restart requests:
+                // no request can reach this one any more.
+                if let Err(e) = next.commit().await {
+                    tracing::warn!(error = %e, pid = next.pid, "could not tell the new generation that the hand-over is complete; it takes over when this one exits");
+                }
+                // The spawner's job is done: it exits, and the new
+                // generation is re-parented to the service manager, which
+                // then sees it die if it does.
+                self.spawner.release();
                 self.successor = Some(next);
                 self.generation
                     .begin_shutdown(Ending::HandedOver, self.timeouts.drain);
@@ -599,7 +675,8 @@ impl Supervisor {
                 ),
             ));
         }
-        self.stop_accepting_control().await;
+        // The control socket stays open until the drain is over: `status`
+        // is answered, restarts are refused as stopping.
         self.generation
             .begin_shutdown(Ending::Stopped, self.timeouts.drain);
         if is_main && self.systemd.is_enabled() {
@@ -637,6 +714,27 @@ impl Supervisor {
             }
         }
         self.begin_stop().await;
+    }
+}
+
+/// Moves this process into the first generation's process group, where a
+/// terminal's Ctrl-C and signals to the group reach the generation that
+/// serves. A new generation starts in a group of its own, so that a failed
+/// restart can kill everything it started; a group that no longer exists
+/// (every earlier member exited) is not an error.
+fn join_process_group(group: u32) {
+    let Ok(group) = i32::try_from(group) else {
+        return;
+    };
+    let group = nix::unistd::Pid::from_raw(group);
+    if nix::unistd::getpgrp() == group {
+        return;
+    }
+    match nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), group) {
+        Ok(()) => tracing::debug!(group = group.as_raw(), "joined the service's process group"),
+        Err(e) => {
+            tracing::debug!(group = group.as_raw(), error = %e, "could not join the service's process group; staying in this one")
+        }
     }
 }
 
