@@ -67,11 +67,11 @@ pub mod state;
 mod sync;
 mod systemd;
 
-pub use config::{Config, ConfigError, RuntimeFlavor, SpawnerMode, StateMismatch};
+pub use config::{Config, ConfigError, RuntimeFlavor, Signal, SpawnerMode, StateMismatch};
 pub use context::{Context, StateCell};
 pub use error::{Error, RestartError};
 pub use lifecycle::{run, MainResult};
-pub use nix::sys::signal::Signal;
+pub use shellflip_settings as settings;
 pub use spawner::PROCESS_NAME as SPAWNER_PROCESS_NAME;
 pub use state::{HandoverFd, HandoverState, StateError, StateFds};
 pub use systemd::SocketActivationError;
