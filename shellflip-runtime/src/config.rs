@@ -286,7 +286,7 @@ mod tests {
         for setting in SETTINGS {
             let Some(env) = setting.env else { continue };
             let value = match (setting.kind, setting.default) {
-                (Kind::Path, "none") => "",
+                (Kind::FilePath, "none") => "",
                 (Kind::Duration(_), "0 (off)") => "0",
                 (Kind::Count(_), "one per core") => continue,
                 (_, default) => default,

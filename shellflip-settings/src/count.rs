@@ -111,7 +111,7 @@ mod tests {
         let e = W.parse("SHELLFLIP_WORKER_THREADS", "0").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "invalid value \"0\" for SHELLFLIP_WORKER_THREADS: out of range: give a whole number from 1 to 1024, e.g. \"4\""
+            "invalid value \"0\" for SHELLFLIP_WORKER_THREADS: out of range: give a whole number from 1 to 1024, e.g. 4"
         );
         assert_eq!(W.describe(), "1 to 1024");
     }

@@ -143,8 +143,8 @@ pub enum Problem {
     /// A signal that exists but cannot be a restart signal.
     RefusedSignal {
         /// Its name.
-        name: &'static str,
-        /// Why, as the end of a sentence starting with its name.
+        name: String,
+        /// Why, as the end of a sentence starting with "it".
         reason: &'static str,
     },
     /// A name that is no signal shellflip knows.
@@ -224,10 +224,10 @@ impl fmt::Display for Problem {
                 "too long: the maximum is {}, e.g. \"30s\" or \"2h\"",
                 format_duration(*max)
             ),
-            Problem::NotACount => f.write_str("not a whole number; give one such as \"4\""),
+            Problem::NotACount => f.write_str("not a whole number; give one such as 4"),
             Problem::OutOfRange { min, max } => write!(
                 f,
-                "out of range: give a whole number from {min} to {max}, e.g. \"4\""
+                "out of range: give a whole number from {min} to {max}, e.g. 4"
             ),
             Problem::SignalNumber { signal } => {
                 f.write_str("signal numbers differ between systems; write the signal's name")?;
@@ -243,7 +243,7 @@ impl fmt::Display for Problem {
             }
             Problem::RefusedSignal { name, reason } => write!(
                 f,
-                "{name} {reason}, so it cannot trigger a restart; use one of {}",
+                "{name} cannot trigger a restart: it {reason}; use one of {}",
                 one_of_signals()
             ),
             Problem::UnknownSignal { name, suggestion } => {
@@ -273,12 +273,11 @@ impl fmt::Display for Problem {
                 }
                 Ok(())
             }
-            Problem::EmptyPath => f.write_str(
-                "a path cannot be empty; leave the option out to go without, \
-                 or give one such as \"/run/my-service.sock\"",
-            ),
+            Problem::EmptyPath => {
+                f.write_str("a path cannot be empty; leave the option out to go without")
+            }
             Problem::NulInPath => f.write_str(
-                "a path cannot contain a NUL character; give one such as \"/run/my-service.sock\"",
+                "a path cannot contain a NUL character; remove it, as in \"/run/my-service.sock\"",
             ),
             Problem::NotUtf8 => {
                 f.write_str("not valid UTF-8; give plain text such as \"30s\" or \"SIGUSR2\"")

@@ -54,7 +54,7 @@ pub enum Signal {
 pub struct RefusedSignal {
     /// The name, with the `SIG` prefix.
     pub name: &'static str,
-    /// Why, as the end of a sentence that starts with the name.
+    /// Why, as the end of a sentence that starts with "it".
     pub reason: &'static str,
 }
 
@@ -245,15 +245,15 @@ fn parse_name(text: &str) -> Result<Signal, Problem> {
     }
     if let Some(refused) = REFUSED_SIGNALS.iter().find(|r| r.name == name) {
         return Err(Problem::RefusedSignal {
-            name: refused.name,
+            name: name.clone(),
             reason: refused.reason,
         });
     }
     if name.starts_with("SIGRT") {
         return Err(Problem::RefusedSignal {
-            name: "a real-time signal",
-            reason:
-                "has a number that depends on the C library (glibc keeps the first ones for itself)",
+            name,
+            reason: "is a real-time signal, whose number depends on the C library \
+                     (glibc keeps the first ones for itself)",
         });
     }
     let names: Vec<&str> = Signal::ALL.iter().map(|s| s.name()).collect();
@@ -416,7 +416,7 @@ mod tests {
         let kill = message("KILL");
         assert_eq!(
             kill,
-            "invalid value \"KILL\" for s: SIGKILL cannot be caught, so it cannot trigger a restart; \
+            "invalid value \"KILL\" for s: SIGKILL cannot trigger a restart: it cannot be caught; \
              use one of \"SIGUSR1\", \"SIGUSR2\", \"SIGHUP\", \"SIGWINCH\" or \"SIGQUIT\""
         );
     }

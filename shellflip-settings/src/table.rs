@@ -51,7 +51,7 @@ pub struct Setting {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// A file system path. Empty in the environment: none.
-    Path,
+    FilePath,
     /// A duration, with its rule.
     Duration(DurationRule),
     /// A restart [`Signal`].
@@ -68,7 +68,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "control socket",
         option: Some("control"),
         env: Some(ENV_CONTROL),
-        kind: Kind::Path,
+        kind: Kind::FilePath,
         default: "none",
         example: "/run/my-service.sock",
         meaning: "The control socket (`shellflip restart`, `status`, `stop`). Without one, \
@@ -119,7 +119,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "pid file",
         option: Some("pid_file"),
         env: Some(ENV_PID_FILE),
-        kind: Kind::Path,
+        kind: Kind::FilePath,
         default: "none",
         example: "/run/my-service.pid",
         meaning: "A file kept holding the pid of the serving generation.",
@@ -187,7 +187,7 @@ impl Setting {
     /// The accepted values, for the table: `1ms to 7d`, `` `fail`, `fresh` ``.
     pub fn values(&self) -> String {
         match self.kind {
-            Kind::Path => "a path; empty in the environment: none".to_owned(),
+            Kind::FilePath => "a path; empty in the environment: none".to_owned(),
             Kind::Duration(rule) => rule.describe(),
             Kind::Signal => {
                 let names: Vec<String> = Signal::ALL
@@ -260,7 +260,7 @@ mod tests {
     fn examples_and_defaults_are_accepted_values() {
         for setting in SETTINGS {
             let check = |text: &str| match setting.kind {
-                Kind::Path => assert!(text.starts_with('/'), "{text}"),
+                Kind::FilePath => assert!(text.starts_with('/'), "{text}"),
                 Kind::Duration(rule) => {
                     assert!(rule.parse(setting.name, text).is_ok(), "{text}");
                 }
