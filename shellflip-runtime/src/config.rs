@@ -26,7 +26,7 @@ pub use shellflip_settings::{
 };
 
 /// A `SHELLFLIP_*` variable or a config value that could not be used: the
-/// setting, the value, and the [`Problem`](shellflip_settings::Problem).
+/// setting, the value, and the [`Problem`].
 pub use shellflip_settings::SettingError as ConfigError;
 
 /// The settings of a restartable service.
