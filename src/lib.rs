@@ -57,21 +57,13 @@
 //!
 //! ## `#[restartable(...)]` options
 //!
-//! All optional; every one can also be overridden when the service starts by
-//! the `SHELLFLIP_*` variable in the last column.
-//!
-//! | option | value | default | override |
-//! |---|---|---|---|
-//! | `control` | control socket path, `"/run/app.sock"` | none | `SHELLFLIP_CONTROL` |
-//! | `restart_signal` | `"SIGUSR1"`, `"SIGUSR2"`, `"SIGHUP"`, … | `"SIGUSR1"` | `SHELLFLIP_RESTART_SIGNAL` |
-//! | `ready_timeout` | duration, `"30s"`, `"500ms"`, `"1m30s"` | `"30s"` | `SHELLFLIP_READY_TIMEOUT` |
-//! | `ready_grace` | duration the old generation keeps serving and watching the new one after its READY; a new generation that dies within it is a failed restart | off | `SHELLFLIP_READY_GRACE` |
-//! | `drain_timeout` | duration | `"30s"` | `SHELLFLIP_DRAIN_TIMEOUT` |
-//! | `pid_file` | path | none | `SHELLFLIP_PID_FILE` |
-//! | `flavor` | `"multi_thread"` or `"current_thread"` | multi-thread | — |
-//! | `worker_threads` | integer ≥ 1 | one per core | `SHELLFLIP_WORKER_THREADS` |
-//! | `on_state_mismatch` | `"fail"` or `"fresh"` | `"fail"` | `SHELLFLIP_ON_STATE_MISMATCH` |
-//! | `spawner` | `"process"` or `"inline"` | `"process"` | `SHELLFLIP_SPAWNER` |
+//! All optional; every one can also be set in [`Config`], and most can be
+//! overridden when the service starts by a `SHELLFLIP_*` variable. The
+//! options, their defaults, accepted values and variables are in one table,
+//! the [settings table](settings#the-settings) (also in the README's
+//! Configuration section). Attribute, environment and the CLI's `--timeout`
+//! follow the same rules: durations need a unit (`"30s"`, `"1m30s"`) and lie
+//! between 1ms and 7 days; the restart signal is one of [`Signal::ALL`].
 //!
 //! With `spawner = "inline"` the service process starts the next generation
 //! itself instead of its spawner (in code: [`Config::spawner`]).

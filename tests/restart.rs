@@ -264,6 +264,72 @@ fn a_malformed_override_is_a_clear_start_up_error() {
     assert!(stderr.contains("\"forever\""), "{stderr}");
 }
 
+/// Durations that used to be accepted and then panic later ("overflow when
+/// adding duration to instant", issue 13) are refused at start-up: exit
+/// status 1, a message naming the variable, the value and the bound, and
+/// nothing bound or left running.
+#[test]
+fn huge_durations_are_refused_at_start_up() {
+    for (name, value, needle) in [
+        (
+            "SHELLFLIP_READY_TIMEOUT",
+            "300000000000y",
+            "unknown unit `y`; a duration is at most 7d",
+        ),
+        (
+            "SHELLFLIP_DRAIN_TIMEOUT",
+            "300000000000y",
+            "unknown unit `y`; a duration is at most 7d",
+        ),
+        (
+            "SHELLFLIP_READY_TIMEOUT",
+            "300000000000h",
+            "too long: the maximum is 7d",
+        ),
+        (
+            "SHELLFLIP_DRAIN_TIMEOUT",
+            "300000000000h",
+            "too long: the maximum is 7d",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let control = dir.path().join("control.sock");
+        let mut child = std::process::Command::new(example_binary("echo"))
+            .args(["--listen", "127.0.0.1:0", "--control"])
+            .arg(&control)
+            .env(name, value)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Stderr reaches EOF when the service exits (nothing else holds it:
+        // the spawner is only forked after the settings are read).
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_all(stderr));
+        });
+        let Ok(stderr) = rx.recv_timeout(EVENT_TIMEOUT) else {
+            kill_pid(child.id(), Signal::SIGKILL);
+            let _ = child.wait();
+            panic!("{name}={value} was accepted: the service kept running");
+        };
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(1), "{name}={value}: {stderr}");
+        let expected = format!("shellflip: invalid value \"{value}\" for {name}: {needle}");
+        assert!(
+            stderr.contains(&expected),
+            "{expected:?} missing from:\n{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            !control.exists(),
+            "nothing is bound before the settings are read"
+        );
+    }
+}
+
 /// SIGTERM stops gracefully: the listener closes, an open connection
 /// finishes its exchange, the process exits 0 and removes its socket file.
 #[test]

@@ -66,39 +66,10 @@ pub(crate) fn first_and_last_span(tokens: &TokenStream) -> (Span, Span) {
     }
 }
 
-/// The names closest to `wrong` among `known` (a small edit distance, or one
-/// being a prefix of the other), for "did you mean" hints.
-pub(crate) fn closest<'a>(wrong: &str, known: &[&'a str]) -> Option<&'a str> {
-    let wrong = wrong.to_ascii_lowercase();
-    known
-        .iter()
-        .map(|k| {
-            let lower = k.to_ascii_lowercase();
-            let distance = edit_distance(&wrong, &lower);
-            let close = distance <= 2.max(k.len() / 3)
-                || lower.starts_with(wrong.as_str())
-                || wrong.starts_with(lower.as_str());
-            (distance, close, *k)
-        })
-        .filter(|(_, close, _)| *close)
-        .min_by_key(|(distance, _, _)| *distance)
-        .map(|(_, _, k)| k)
-}
-
-/// Levenshtein distance between two short ASCII-ish strings.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
-            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
-        }
-        previous = current;
-    }
-    previous[b.len()]
-}
+/// The name closest to `wrong` among `known`, for "did you mean" hints
+/// (the settings crate's, so that option names, signals and words get the
+/// same suggestions).
+pub(crate) use shellflip_settings::closest;
 
 /// `known` as "`a`, `b` or `c`", for messages.
 pub(crate) fn one_of(known: &[&str]) -> String {
@@ -115,16 +86,6 @@ pub(crate) fn one_of(known: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn suggestions() {
-        let known = ["control", "ready_timeout", "drain_timeout", "pid_file"];
-        assert_eq!(closest("contrl", &known), Some("control"));
-        assert_eq!(closest("control_socket", &known), Some("control"));
-        assert_eq!(closest("ready", &known), Some("ready_timeout"));
-        assert_eq!(closest("drain_timout", &known), Some("drain_timeout"));
-        assert_eq!(closest("zzz", &known), None);
-    }
 
     #[test]
     fn lists() {

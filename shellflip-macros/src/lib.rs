@@ -58,26 +58,22 @@ use proc_macro::TokenStream;
 ///
 /// # Options
 ///
-/// All are optional; the `SHELLFLIP_*` environment variables of the runtime
-/// still override them when the service starts.
+/// All are optional, written `name = "value"` (`worker_threads = 4` is an
+/// integer). Which options there are, what each means, accepts and
+/// defaults to, and the `SHELLFLIP_*` environment variable that overrides
+/// it when the service starts, is in one table: the [settings
+/// table](shellflip_settings#the-settings) of `shellflip::settings` (the
+/// README's Configuration section shows the same table, and tests keep
+/// both equal to the data the macro itself reads its option names from).
 ///
-/// | option              | value                                            | default       |
-/// |---------------------|--------------------------------------------------|---------------|
-/// | `control`           | path of the control socket, `"/run/app.sock"`    | none          |
-/// | `restart_signal`    | `"SIGHUP"`, `"SIGUSR1"`, `"SIGUSR2"`, `"SIGWINCH"`, `"SIGQUIT"`, `"SIGALRM"`, `"SIGVTALRM"`, `"SIGPROF"` (the `SIG` prefix is optional) | `"SIGUSR1"` |
-/// | `ready_timeout`     | duration: `"30s"`, `"500ms"`, `"1m30s"`          | `"30s"`       |
-/// | `ready_grace`       | duration the old generation keeps watching the new one after READY before committing (off when absent) | off |
-/// | `drain_timeout`     | duration                                         | `"30s"`       |
-/// | `pid_file`          | path of a pid file kept pointing at the serving generation | none |
-/// | `flavor`            | `"multi_thread"` or `"current_thread"`           | multi-thread  |
-/// | `worker_threads`    | integer ≥ 1 (multi-thread flavor only)           | one per core  |
-/// | `on_state_mismatch` | `"fail"` or `"fresh"`                            | `"fail"`      |
-/// | `spawner`           | `"process"` (a spawner forked at start-up starts the next generation) or `"inline"` (the service process does) | `"process"` |
-///
-/// Durations are integers with a unit (`h`, `m`, `s`, `ms`, `us`, `ns`),
-/// several parts from the largest unit down (`"1m30s"`); zero is refused.
-/// Signals that stop the service (SIGTERM, SIGINT), cannot be caught
-/// (SIGKILL, SIGSTOP) or mean something else to a process are refused.
+/// Values are checked at compile time by the same code that checks the
+/// environment at start-up and the CLI's `--timeout`, so they are accepted
+/// or refused alike: durations need a unit (`"30s"`, `"500ms"`,
+/// `"1m30s"`; a bare `"0"` only turns the ready grace off) and lie between
+/// 1ms and 7 days; signals are named, from a short list (`"SIGUSR1"`,
+/// `"SIGUSR2"`, `"SIGHUP"`, ...; `SIGTERM`, `SIGCONT` and the like are
+/// refused with the reason); `worker_threads` is 1 to 1024. Every problem
+/// is reported on its literal, all of them at once.
 ///
 /// # What it expands to
 ///

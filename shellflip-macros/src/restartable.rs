@@ -8,22 +8,19 @@ use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
 use syn::{Attribute, Expr, FnArg, Ident, Lit, LitInt, LitStr, Signature, Visibility};
 
+use shellflip_settings::{
+    CountRule, DurationRule, Kind, Problem, RuntimeFlavor, Setting, SettingError, Signal,
+    SpawnerMode, StateMismatch, SETTINGS,
+};
+
 use crate::errors::{closest, first_and_last_span, one_of, Errors};
 use crate::values;
 
-/// The option names, in the order they are documented.
-const OPTIONS: &[&str] = &[
-    "control",
-    "restart_signal",
-    "ready_timeout",
-    "ready_grace",
-    "drain_timeout",
-    "pid_file",
-    "flavor",
-    "worker_threads",
-    "on_state_mismatch",
-    "spawner",
-];
+/// The option names, in the order they are documented: the settings
+/// table's.
+fn options() -> Vec<&'static str> {
+    SETTINGS.iter().filter_map(|s| s.option).collect()
+}
 
 /// Expands `#[restartable(args)] item`. On any error, the errors (all of
 /// them) are returned together.
@@ -64,33 +61,15 @@ pub(crate) fn expand_or_errors(args: TokenStream, item: TokenStream) -> TokenStr
 #[derive(Default)]
 struct Options {
     control: Option<LitStr>,
-    restart_signal: Option<(&'static str, Span)>,
+    restart_signal: Option<(Signal, Span)>,
     ready_timeout: Option<(std::time::Duration, Span)>,
     ready_grace: Option<(std::time::Duration, Span)>,
     drain_timeout: Option<(std::time::Duration, Span)>,
     pid_file: Option<LitStr>,
-    flavor: Option<(Flavor, Span)>,
+    flavor: Option<(RuntimeFlavor, Span)>,
     worker_threads: Option<LitInt>,
     on_state_mismatch: Option<(StateMismatch, Span)>,
-    spawner: Option<(Spawner, Span)>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Flavor {
-    MultiThread,
-    CurrentThread,
-}
-
-#[derive(Clone, Copy)]
-enum StateMismatch {
-    Fail,
-    Fresh,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Spawner {
-    Process,
-    Inline,
+    spawner: Option<(SpawnerMode, Span)>,
 }
 
 /// Parses `name = value, ...`, checking every entry and reporting every
@@ -118,72 +97,32 @@ fn parse_options(args: TokenStream) -> syn::Result<Options> {
         let parsed = match name.as_str() {
             "control" => path_value(&name, &value).map(|lit| options.control = Some(lit)),
             "pid_file" => path_value(&name, &value).map(|lit| options.pid_file = Some(lit)),
-            "restart_signal" => string_value(&name, &value).and_then(|lit| {
-                let signal =
-                    values::parse_signal(&lit.value()).map_err(|e| syn::Error::new(lit.span(), e))?;
-                options.restart_signal = Some((signal, lit.span()));
-                Ok(())
-            }),
-            "ready_timeout" => duration_value(&name, &value)
+            "restart_signal" => word_value(&name, &value, Signal::parse)
+                .map(|signal| options.restart_signal = Some(signal)),
+            "ready_timeout" => duration_value(&name, &value, DurationRule::TIMEOUT)
                 .map(|d| options.ready_timeout = Some(d)),
-            "ready_grace" => duration_value(&name, &value)
+            "ready_grace" => duration_value(&name, &value, DurationRule::TIMEOUT_OR_OFF)
                 .map(|d| options.ready_grace = Some(d)),
-            "drain_timeout" => duration_value(&name, &value)
+            "drain_timeout" => duration_value(&name, &value, DurationRule::TIMEOUT)
                 .map(|d| options.drain_timeout = Some(d)),
-            "flavor" => string_value(&name, &value).and_then(|lit| {
-                let flavor = match lit.value().as_str() {
-                    "multi_thread" => Flavor::MultiThread,
-                    "current_thread" => Flavor::CurrentThread,
-                    other => {
-                        return Err(syn::Error::new(
-                            lit.span(),
-                            format!(
-                                "unknown flavor \"{other}\"; expected \"multi_thread\" or \"current_thread\""
-                            ),
-                        ))
-                    }
-                };
-                options.flavor = Some((flavor, lit.span()));
-                Ok(())
-            }),
-            "worker_threads" => worker_threads_value(&value).map(|lit| {
+            "flavor" => word_value(&name, &value, RuntimeFlavor::parse)
+                .map(|flavor| options.flavor = Some(flavor)),
+            "worker_threads" => worker_threads_value(&name, &value).map(|lit| {
                 worker_threads_key = Some(key.clone());
                 options.worker_threads = Some(lit);
             }),
-            "on_state_mismatch" => string_value(&name, &value).and_then(|lit| {
-                let policy = match lit.value().as_str() {
-                    "fail" => StateMismatch::Fail,
-                    "fresh" => StateMismatch::Fresh,
-                    other => {
-                        return Err(syn::Error::new(
-                            lit.span(),
-                            format!("unknown policy \"{other}\"; expected \"fail\" (the default: refuse to start) or \"fresh\" (start with fresh state)"),
-                        ))
-                    }
-                };
-                options.on_state_mismatch = Some((policy, lit.span()));
-                Ok(())
-            }),
-            "spawner" => string_value(&name, &value).and_then(|lit| {
-                let mode = match lit.value().as_str() {
-                    "process" => Spawner::Process,
-                    "inline" => Spawner::Inline,
-                    other => {
-                        return Err(syn::Error::new(
-                            lit.span(),
-                            format!("unknown spawner \"{other}\"; expected \"process\" (the default: a spawner forked at start-up starts the next generation) or \"inline\" (the service process spawns it itself)"),
-                        ))
-                    }
-                };
-                options.spawner = Some((mode, lit.span()));
-                Ok(())
-            }),
+            "on_state_mismatch" => word_value(&name, &value, StateMismatch::parse)
+                .map(|policy| options.on_state_mismatch = Some(policy)),
+            "spawner" => word_value(&name, &value, SpawnerMode::parse)
+                .map(|mode| options.spawner = Some(mode)),
             _ => Ok(()),
         };
         errors.check(parsed);
     }
 
-    if let (Some((Flavor::CurrentThread, _)), Some(key)) = (options.flavor, &worker_threads_key) {
+    if let (Some((RuntimeFlavor::CurrentThread, _)), Some(key)) =
+        (options.flavor, &worker_threads_key)
+    {
         errors.at(
             key.span(),
             "`worker_threads` only applies to the multi-threaded runtime; remove it or use flavor = \"multi_thread\"",
@@ -226,7 +165,7 @@ fn parse_entry(entry: TokenStream) -> syn::Result<(Ident, Expr)> {
                 other.span(),
                 format!(
                     "expected an option name, e.g. `control`; the options are {}",
-                    one_of(OPTIONS)
+                    one_of(&options())
                 ),
             ))
         }
@@ -258,7 +197,7 @@ fn parse_entry(entry: TokenStream) -> syn::Result<(Ident, Expr)> {
     if value.is_empty() {
         return Err(shape_error(format!("`{name}` needs a value after `=`")));
     }
-    if !OPTIONS.contains(&name.as_str()) {
+    if Setting::by_option(&name).is_none() {
         return Err(syn::Error::new(key.span(), unknown_option(&name)));
     }
     match syn::parse2::<Expr>(value.clone()) {
@@ -267,30 +206,20 @@ fn parse_entry(entry: TokenStream) -> syn::Result<(Ident, Expr)> {
     }
 }
 
-/// How an option is written, for messages.
-fn usage(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "control" => "`control = \"/run/my-service.sock\"`",
-        "restart_signal" => "`restart_signal = \"SIGUSR2\"`",
-        "ready_timeout" => "`ready_timeout = \"30s\"`",
-        "ready_grace" => "`ready_grace = \"200ms\"`",
-        "drain_timeout" => "`drain_timeout = \"500ms\"`",
-        "pid_file" => "`pid_file = \"/run/my-service.pid\"`",
-        "flavor" => "`flavor = \"current_thread\"`",
-        "worker_threads" => "`worker_threads = 4`",
-        "on_state_mismatch" => "`on_state_mismatch = \"fresh\"`",
-        "spawner" => "`spawner = \"inline\"`",
-        _ => return None,
-    })
+/// How an option is written, for messages: `` `ready_timeout = "30s"` ``.
+fn usage(name: &str) -> Option<String> {
+    let usage = Setting::by_option(name)?.usage()?;
+    Some(format!("`{usage}`"))
 }
 
 fn unknown_option(name: &str) -> String {
-    let hint = closest(name, OPTIONS)
+    let options = options();
+    let hint = closest(name, &options)
         .map(|o| format!("did you mean `{o}`? "))
         .unwrap_or_default();
     format!(
         "unknown option `{name}`; {hint}the options are {}",
-        one_of(OPTIONS)
+        one_of(&options)
     )
 }
 
@@ -299,10 +228,9 @@ fn wrong_type(name: &str, value: &dyn ToTokens) -> syn::Error {
         Some(u) => format!("expected {u}"),
         None => "unexpected value".to_owned(),
     };
-    let what = if name == "worker_threads" {
-        "an integer"
-    } else {
-        "a string literal"
+    let what = match Setting::by_option(name).map(|s| s.kind) {
+        Some(Kind::Count(_)) => "an integer",
+        _ => "a string literal",
     };
     syn::Error::new_spanned(value, format!("`{name}` takes {what}: {expected}"))
 }
@@ -319,38 +247,45 @@ fn string_value(name: &str, value: &Expr) -> syn::Result<LitStr> {
 fn path_value(name: &str, value: &Expr) -> syn::Result<LitStr> {
     let lit = string_value(name, value)?;
     let path = lit.value();
-    if path.is_empty() {
-        return Err(syn::Error::new(
-            lit.span(),
-            format!("`{name}` cannot be empty; leave the option out to go without"),
-        ));
-    }
-    if path.contains('\0') {
-        return Err(syn::Error::new(
-            lit.span(),
-            "a path cannot contain a NUL character",
-        ));
-    }
-    Ok(lit)
+    let problem = if path.is_empty() {
+        Problem::EmptyPath
+    } else if path.contains('\0') {
+        Problem::NulInPath
+    } else {
+        return Ok(lit);
+    };
+    Err(values::error(
+        lit.span(),
+        &SettingError::new(name, path, problem),
+    ))
 }
 
-fn duration_value(name: &str, value: &Expr) -> syn::Result<(std::time::Duration, Span)> {
+/// A string option parsed by the settings crate (a signal, a flavor, ...),
+/// with the span of its literal.
+fn word_value<T>(
+    name: &str,
+    value: &Expr,
+    parse: impl FnOnce(&str, &str) -> Result<T, SettingError>,
+) -> syn::Result<(T, Span)> {
     let lit = string_value(name, value)?;
-    let duration = values::parse_duration(&lit.value())
-        .and_then(|d| match values::duration_constructor(d) {
-            Some(_) => Ok(d),
-            None => Err("this duration is too large".to_owned()),
-        })
-        .map_err(|e| syn::Error::new(lit.span(), format!("invalid `{name}`: {e}")))?;
-    Ok((duration, lit.span()))
+    let parsed = parse(name, &lit.value()).map_err(|e| values::error(lit.span(), &e))?;
+    Ok((parsed, lit.span()))
 }
 
-fn worker_threads_value(value: &Expr) -> syn::Result<LitInt> {
+fn duration_value(
+    name: &str,
+    value: &Expr,
+    rule: DurationRule,
+) -> syn::Result<(std::time::Duration, Span)> {
+    word_value(name, value, |name, text| rule.parse(name, text))
+}
+
+fn worker_threads_value(name: &str, value: &Expr) -> syn::Result<LitInt> {
     let lit = match value {
         Expr::Lit(syn::ExprLit {
             lit: Lit::Int(lit), ..
         }) => lit,
-        other => return Err(wrong_type("worker_threads", other)),
+        other => return Err(wrong_type(name, other)),
     };
     if !matches!(lit.suffix(), "" | "usize") {
         return Err(syn::Error::new(
@@ -358,14 +293,10 @@ fn worker_threads_value(value: &Expr) -> syn::Result<LitInt> {
             "`worker_threads` is a `usize`; write it without a suffix, e.g. `worker_threads = 4`",
         ));
     }
-    match lit.base10_parse::<usize>() {
-        Ok(0) => Err(syn::Error::new(
-            lit.span(),
-            "`worker_threads` must be at least 1",
-        )),
-        Ok(n) => Ok(LitInt::new(&n.to_string(), lit.span())),
-        Err(e) => Err(syn::Error::new(lit.span(), e)),
-    }
+    let threads = CountRule::WORKER_THREADS
+        .parse(name, lit.base10_digits())
+        .map_err(|e| values::error(lit.span(), &e))?;
+    Ok(LitInt::new(&threads.to_string(), lit.span()))
 }
 
 /// The function the attribute is on. The body is kept as tokens, not
@@ -543,7 +474,7 @@ fn config_expr(options: &Options) -> TokenStream {
         config.extend(quote!(.control_socket(#path)));
     }
     if let Some((signal, span)) = options.restart_signal {
-        let variant = Ident::new(signal, span);
+        let variant = Ident::new(signal.name(), span);
         config.extend(quote!(.restart_signal(::shellflip::Signal::#variant)));
     }
     if let Some((duration, span)) = options.ready_timeout {
@@ -562,27 +493,18 @@ fn config_expr(options: &Options) -> TokenStream {
         config.extend(quote!(.pid_file(#path)));
     }
     if let Some((flavor, span)) = options.flavor {
-        let variant = match flavor {
-            Flavor::MultiThread => Ident::new("MultiThread", span),
-            Flavor::CurrentThread => Ident::new("CurrentThread", span),
-        };
+        let variant = Ident::new(flavor.variant_name(), span);
         config.extend(quote!(.flavor(::shellflip::RuntimeFlavor::#variant)));
     }
     if let Some(threads) = &options.worker_threads {
         config.extend(quote!(.worker_threads(#threads)));
     }
     if let Some((policy, span)) = options.on_state_mismatch {
-        let variant = match policy {
-            StateMismatch::Fail => Ident::new("Fail", span),
-            StateMismatch::Fresh => Ident::new("Fresh", span),
-        };
+        let variant = Ident::new(policy.variant_name(), span);
         config.extend(quote!(.on_state_mismatch(::shellflip::StateMismatch::#variant)));
     }
     if let Some((mode, span)) = options.spawner {
-        let variant = match mode {
-            Spawner::Process => Ident::new("Process", span),
-            Spawner::Inline => Ident::new("Inline", span),
-        };
+        let variant = Ident::new(mode.variant_name(), span);
         config.extend(quote!(.spawner(::shellflip::SpawnerMode::#variant)));
     }
     config
@@ -590,10 +512,47 @@ fn config_expr(options: &Options) -> TokenStream {
 
 /// `::std::time::Duration::from_secs(30)` and the like.
 fn duration_tokens(duration: std::time::Duration, span: Span) -> TokenStream {
-    // `duration_value` only accepts durations that have a constructor.
+    // Every duration the settings crate accepts (at most 7 days) has one.
     let (constructor, value) =
         values::duration_constructor(duration).unwrap_or(("from_nanos", u64::MAX));
     let constructor = Ident::new(constructor, span);
     let value = LitInt::new(&value.to_string(), span);
     quote!(::std::time::Duration::#constructor(#value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The option names and usage examples come from the settings table:
+    /// each of its options must also be parsed here and reach the config.
+    #[test]
+    fn every_option_of_the_settings_table_is_handled() {
+        let mut handled = 0;
+        for setting in SETTINGS {
+            let Some(option) = setting.option else {
+                continue;
+            };
+            let name = Ident::new(option, Span::call_site());
+            let value = match setting.kind {
+                Kind::Count(_) => {
+                    let lit = LitInt::new(setting.example, Span::call_site());
+                    quote!(#lit)
+                }
+                _ => {
+                    let lit = LitStr::new(setting.example, Span::call_site());
+                    quote!(#lit)
+                }
+            };
+            let options = parse_options(quote!(#name = #value))
+                .unwrap_or_else(|e| panic!("`{option}` = {value}: {e}"));
+            assert_ne!(
+                config_expr(&options).to_string(),
+                quote!(::shellflip::Config::default()).to_string(),
+                "`{option}` is accepted but does not reach the config"
+            );
+            handled += 1;
+        }
+        assert_eq!(handled, 10);
+    }
 }

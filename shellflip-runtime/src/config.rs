@@ -1,78 +1,33 @@
-//! Settings of a restartable service: defaults, the config struct and the
+//! Settings of a restartable service: the config struct and the
 //! `SHELLFLIP_*` environment overrides.
 //!
 //! Every setting has a default, can be set in [`Config`] (which is what
 //! `#[restartable(...)]` fills in) and can be overridden when the service is
-//! started by an environment variable:
-//!
-//! | setting           | default   | environment variable          | example value      |
-//! |-------------------|-----------|-------------------------------|--------------------|
-//! | control socket    | none      | `SHELLFLIP_CONTROL`           | `/run/app.sock`    |
-//! | ready timeout     | 30s       | `SHELLFLIP_READY_TIMEOUT`     | `10s`, `500ms`     |
-//! | ready grace       | 0s        | `SHELLFLIP_READY_GRACE`       | `200ms`            |
-//! | drain timeout     | 30s       | `SHELLFLIP_DRAIN_TIMEOUT`     | `1m`               |
-//! | restart signal    | SIGUSR1   | `SHELLFLIP_RESTART_SIGNAL`    | `SIGHUP`, `USR2`   |
-//! | pid file          | none      | `SHELLFLIP_PID_FILE`          | `/run/app.pid`     |
-//! | state mismatch    | fail      | `SHELLFLIP_ON_STATE_MISMATCH` | `fail`, `fresh`    |
-//! | worker threads    | cores     | `SHELLFLIP_WORKER_THREADS`    | `4`                |
-//! | spawner           | process   | `SHELLFLIP_SPAWNER`           | `process`, `inline`|
+//! started by an environment variable. What each setting means, accepts and
+//! defaults to is in one table, in the docs of [`crate::settings`] (and the
+//! README's Configuration section, kept equal to it by a test); the parsing
+//! and the bounds are that crate's too, so the environment accepts and
+//! refuses exactly what the attribute does.
 //!
 //! An empty `SHELLFLIP_CONTROL` or `SHELLFLIP_PID_FILE` turns the feature off.
-//! A malformed value is an error at start-up ([`ConfigError`]), never silently
-//! ignored.
+//! A malformed or out-of-bounds value is an error at start-up
+//! ([`ConfigError`]), never silently ignored; so is a value set in code
+//! outside the bounds ([`Config::validate`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use shellflip_settings::{CountRule, DurationRule, Problem};
 
-/// How the Tokio runtime that runs the service is built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RuntimeFlavor {
-    /// The multi-threaded scheduler (what `#[tokio::main]` uses by default).
-    #[default]
-    MultiThread,
-    /// A single-threaded scheduler on the main thread.
-    CurrentThread,
-}
+pub use shellflip_settings::{
+    RuntimeFlavor, Signal, SpawnerMode, StateMismatch, ENV_CONTROL, ENV_DRAIN_TIMEOUT,
+    ENV_ON_STATE_MISMATCH, ENV_PID_FILE, ENV_READY_GRACE, ENV_READY_TIMEOUT, ENV_RESTART_SIGNAL,
+    ENV_SPAWNER, ENV_WORKER_THREADS,
+};
 
-/// What a new generation does when the state handed over by the previous
-/// one was written by an incompatible build (another type or fingerprint).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum StateMismatch {
-    /// Refuse to start: the new generation reports a failure naming both
-    /// fingerprints, and the old generation keeps serving. The safe default.
-    #[default]
-    Fail,
-    /// Log a warning and start with fresh state, as if this were the first
-    /// generation.
-    Fresh,
-}
-
-/// What starts the next generation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SpawnerMode {
-    /// A small spawner process (`shellflip-spawn`), forked at start-up
-    /// before the Tokio runtime and the service's own code exist, starts
-    /// each next generation, reaps it, and kills it if the restart fails.
-    /// The service process itself then never needs `fork` or `execve`, so
-    /// it may forbid them to itself (seccomp) after start-up and still
-    /// restart. The next generation starts with the environment, working
-    /// directory, credentials and limits the service had at start-up. Each
-    /// generation has its own spawner, which exits with it; if it is killed,
-    /// restarts fail with
-    /// [`RestartError::SpawnerGone`](crate::RestartError::SpawnerGone).
-    /// Falls back to [`Inline`](Self::Inline), with a warning, if
-    /// [`run`](crate::run) is called while the process already has other
-    /// threads (it could not fork safely) or the spawner cannot be started.
-    #[default]
-    Process,
-    /// The service process spawns the next generation itself (`fork` +
-    /// `execve` at restart time), with its environment at that moment. One
-    /// process less, but a service that forbids itself `execve` cannot
-    /// restart.
-    Inline,
-}
+/// A `SHELLFLIP_*` variable or a config value that could not be used: the
+/// setting, the value, and the [`Problem`].
+pub use shellflip_settings::SettingError as ConfigError;
 
 /// The settings of a restartable service.
 ///
@@ -110,7 +65,7 @@ pub struct Config {
     /// How long an old generation waits for its in-flight work after it
     /// stopped accepting, before it exits anyway.
     pub drain_timeout: Duration,
-    /// The signal that triggers a restart.
+    /// The signal that triggers a restart (one of [`Signal::ALL`]).
     pub restart_signal: Signal,
     /// A pid file kept pointing at the serving generation.
     pub pid_file: Option<PathBuf>,
@@ -141,18 +96,6 @@ impl Default for Config {
     }
 }
 
-/// A `SHELLFLIP_*` variable (or a config value) that could not be used.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid value {value:?} for {setting}: {reason}")]
-pub struct ConfigError {
-    /// The setting or environment variable.
-    pub setting: String,
-    /// The value that was given.
-    pub value: String,
-    /// What is wrong with it and what is expected.
-    pub reason: String,
-}
-
 impl Config {
     /// Sets the control socket path.
     pub fn control_socket(mut self, path: impl Into<PathBuf>) -> Self {
@@ -160,19 +103,21 @@ impl Config {
         self
     }
 
-    /// Sets the ready timeout.
+    /// Sets the ready timeout: from 1ms to 7 days (checked at start-up, by
+    /// [`validate`](Self::validate)).
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
         self
     }
 
-    /// Sets the ready grace (see [`Config::ready_grace`]).
+    /// Sets the ready grace (see [`Config::ready_grace`]): zero (off), or
+    /// from 1ms to 7 days.
     pub fn ready_grace(mut self, grace: Duration) -> Self {
         self.ready_grace = grace;
         self
     }
 
-    /// Sets the drain timeout.
+    /// Sets the drain timeout: from 1ms to 7 days.
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
         self
@@ -202,7 +147,8 @@ impl Config {
         self
     }
 
-    /// Sets the number of worker threads of the multi-threaded scheduler.
+    /// Sets the number of worker threads of the multi-threaded scheduler:
+    /// from 1 to 1024.
     pub fn worker_threads(mut self, threads: usize) -> Self {
         self.worker_threads = Some(threads);
         self
@@ -220,7 +166,8 @@ impl Config {
     }
 
     /// Applies overrides read through `lookup` (the environment, in
-    /// [`apply_env`](Self::apply_env); a map in tests).
+    /// [`apply_env`](Self::apply_env); a map in tests), then checks the
+    /// result with [`validate`](Self::validate).
     pub fn apply_overrides(
         mut self,
         lookup: impl Fn(&str) -> Option<std::ffi::OsString>,
@@ -228,10 +175,8 @@ impl Config {
         let text = |name: &str| -> Result<Option<String>, ConfigError> {
             match lookup(name) {
                 None => Ok(None),
-                Some(value) => value.into_string().map(Some).map_err(|value| ConfigError {
-                    setting: name.to_owned(),
-                    value: value.to_string_lossy().into_owned(),
-                    reason: "not valid UTF-8".to_owned(),
+                Some(value) => value.into_string().map(Some).map_err(|value| {
+                    ConfigError::new(name, value.to_string_lossy(), Problem::NotUtf8)
                 }),
             }
         };
@@ -242,161 +187,64 @@ impl Config {
             self.pid_file = (!path.is_empty()).then(|| PathBuf::from(path));
         }
         if let Some(value) = text(ENV_READY_TIMEOUT)? {
-            self.ready_timeout = parse_duration(ENV_READY_TIMEOUT, &value)?;
+            self.ready_timeout = DurationRule::TIMEOUT.parse(ENV_READY_TIMEOUT, &value)?;
         }
         if let Some(value) = text(ENV_READY_GRACE)? {
-            self.ready_grace = parse_grace(ENV_READY_GRACE, &value)?;
+            self.ready_grace = DurationRule::TIMEOUT_OR_OFF.parse(ENV_READY_GRACE, &value)?;
         }
         if let Some(value) = text(ENV_DRAIN_TIMEOUT)? {
-            self.drain_timeout = parse_duration(ENV_DRAIN_TIMEOUT, &value)?;
+            self.drain_timeout = DurationRule::TIMEOUT.parse(ENV_DRAIN_TIMEOUT, &value)?;
         }
         if let Some(value) = text(ENV_RESTART_SIGNAL)? {
-            self.restart_signal = parse_signal(ENV_RESTART_SIGNAL, &value)?;
+            self.restart_signal = Signal::parse(ENV_RESTART_SIGNAL, &value)?;
         }
         if let Some(value) = text(ENV_ON_STATE_MISMATCH)? {
-            self.on_state_mismatch = parse_state_mismatch(ENV_ON_STATE_MISMATCH, &value)?;
+            self.on_state_mismatch = StateMismatch::parse(ENV_ON_STATE_MISMATCH, &value)?;
         }
         if let Some(value) = text(ENV_WORKER_THREADS)? {
-            self.worker_threads = Some(match value.trim().parse::<usize>() {
-                Ok(n) if n > 0 => n,
-                _ => {
-                    return Err(ConfigError {
-                        setting: ENV_WORKER_THREADS.to_owned(),
-                        value,
-                        reason: "expected a positive whole number".to_owned(),
-                    })
-                }
-            });
+            self.worker_threads =
+                Some(CountRule::WORKER_THREADS.parse(ENV_WORKER_THREADS, &value)?);
         }
         if let Some(value) = text(ENV_SPAWNER)? {
-            self.spawner = parse_spawner(ENV_SPAWNER, &value)?;
+            self.spawner = SpawnerMode::parse(ENV_SPAWNER, &value)?;
         }
+        self.validate()?;
         Ok(self)
     }
-}
 
-/// Environment variable overriding [`Config::control_socket`].
-pub const ENV_CONTROL: &str = "SHELLFLIP_CONTROL";
-/// Environment variable overriding [`Config::ready_timeout`].
-pub const ENV_READY_TIMEOUT: &str = "SHELLFLIP_READY_TIMEOUT";
-/// Environment variable overriding [`Config::ready_grace`].
-pub const ENV_READY_GRACE: &str = "SHELLFLIP_READY_GRACE";
-/// Environment variable overriding [`Config::drain_timeout`].
-pub const ENV_DRAIN_TIMEOUT: &str = "SHELLFLIP_DRAIN_TIMEOUT";
-/// Environment variable overriding [`Config::restart_signal`].
-pub const ENV_RESTART_SIGNAL: &str = "SHELLFLIP_RESTART_SIGNAL";
-/// Environment variable overriding [`Config::pid_file`].
-pub const ENV_PID_FILE: &str = "SHELLFLIP_PID_FILE";
-/// Environment variable overriding [`Config::on_state_mismatch`].
-pub const ENV_ON_STATE_MISMATCH: &str = "SHELLFLIP_ON_STATE_MISMATCH";
-/// Environment variable overriding [`Config::worker_threads`].
-pub const ENV_WORKER_THREADS: &str = "SHELLFLIP_WORKER_THREADS";
-/// Environment variable overriding [`Config::spawner`].
-pub const ENV_SPAWNER: &str = "SHELLFLIP_SPAWNER";
-
-/// Parses a duration such as `30s`, `500ms`, `2m` or `1m 30s`; a bare number
-/// is taken as seconds. Zero is refused: a zero timeout cannot be met.
-pub fn parse_duration(setting: &str, value: &str) -> Result<Duration, ConfigError> {
-    let trimmed = value.trim();
-    let parsed = match trimmed.parse::<u64>() {
-        Ok(secs) => Ok(Duration::from_secs(secs)),
-        Err(_) => humantime::parse_duration(trimmed).map_err(|e| e.to_string()),
-    };
-    match parsed {
-        Ok(d) if d.is_zero() => Err("a zero duration cannot be met; give at least 1ms".to_owned()),
-        Ok(d) => Ok(d),
-        Err(e) => Err(format!(
-            "{e}; expected a duration like \"30s\", \"500ms\" or \"2m\""
-        )),
-    }
-    .map_err(|reason| ConfigError {
-        setting: setting.to_owned(),
-        value: value.to_owned(),
-        reason,
-    })
-}
-
-/// Parses a ready grace: like [`parse_duration`], but zero (`0`, `0s`) is
-/// allowed and turns the grace off.
-pub fn parse_grace(setting: &str, value: &str) -> Result<Duration, ConfigError> {
-    let trimmed = value.trim();
-    if trimmed == "0" || humantime::parse_duration(trimmed).is_ok_and(|d| d.is_zero()) {
-        return Ok(Duration::ZERO);
-    }
-    parse_duration(setting, value)
-}
-
-/// Parses a signal name (`SIGHUP`, `HUP`, case-insensitive) or number.
-/// Signals that cannot be caught or that shellflip uses for stopping
-/// (SIGKILL, SIGSTOP, SIGTERM, SIGINT) are refused.
-pub fn parse_signal(setting: &str, value: &str) -> Result<Signal, ConfigError> {
-    let err = |reason: String| ConfigError {
-        setting: setting.to_owned(),
-        value: value.to_owned(),
-        reason,
-    };
-    let trimmed = value.trim();
-    let signal = if let Ok(number) = trimmed.parse::<i32>() {
-        Signal::try_from(number).map_err(|_| err(format!("{number} is not a signal number")))?
-    } else {
-        let upper = trimmed.to_ascii_uppercase();
-        let name = if upper.starts_with("SIG") {
-            upper
-        } else {
-            format!("SIG{upper}")
-        };
-        name.parse::<Signal>().map_err(|_| {
-            err("unknown signal name; expected e.g. SIGUSR1, SIGUSR2 or SIGHUP".to_owned())
-        })?
-    };
-    match signal {
-        Signal::SIGKILL | Signal::SIGSTOP => Err(err("this signal cannot be caught".to_owned())),
-        Signal::SIGTERM | Signal::SIGINT => Err(err(
-            "SIGTERM and SIGINT stop the service gracefully; pick another signal for restarts"
-                .to_owned(),
-        )),
-        Signal::SIGSEGV
-        | Signal::SIGBUS
-        | Signal::SIGILL
-        | Signal::SIGFPE
-        | Signal::SIGCHLD
-        | Signal::SIGPIPE => Err(err(
-            "this signal has another meaning for the process; use SIGUSR1, SIGUSR2 or SIGHUP"
-                .to_owned(),
-        )),
-        other => Ok(other),
-    }
-}
-
-/// Parses `fail` or `fresh`.
-pub fn parse_state_mismatch(setting: &str, value: &str) -> Result<StateMismatch, ConfigError> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "fail" => Ok(StateMismatch::Fail),
-        "fresh" => Ok(StateMismatch::Fresh),
-        _ => Err(ConfigError {
-            setting: setting.to_owned(),
-            value: value.to_owned(),
-            reason: "expected \"fail\" or \"fresh\"".to_owned(),
-        }),
-    }
-}
-
-/// Parses `process` or `inline`.
-pub fn parse_spawner(setting: &str, value: &str) -> Result<SpawnerMode, ConfigError> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "process" => Ok(SpawnerMode::Process),
-        "inline" => Ok(SpawnerMode::Inline),
-        _ => Err(ConfigError {
-            setting: setting.to_owned(),
-            value: value.to_owned(),
-            reason: "expected \"process\" (a spawner forked at start-up) or \"inline\" (spawn from the service process)".to_owned(),
-        }),
+    /// Checks the values set in code against the bounds the attribute and
+    /// the environment enforce (durations from 1ms to 7 days, at most 1024
+    /// worker threads, ...: see [`crate::settings`]), so that no value can
+    /// make the runtime's timers or arithmetic on instants overflow.
+    /// [`run`](crate::run) calls it (through [`apply_env`](Self::apply_env))
+    /// and refuses to start on an error, which names the field:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shellflip_runtime::Config;
+    ///
+    /// let error = Config::default()
+    ///     .drain_timeout(Duration::from_secs(365 * 24 * 3600))
+    ///     .validate()
+    ///     .unwrap_err();
+    /// assert_eq!(error.setting(), "Config::drain_timeout");
+    /// assert!(error.to_string().contains("the maximum is 7d"));
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        DurationRule::TIMEOUT.check("Config::ready_timeout", self.ready_timeout)?;
+        DurationRule::TIMEOUT_OR_OFF.check("Config::ready_grace", self.ready_grace)?;
+        DurationRule::TIMEOUT.check("Config::drain_timeout", self.drain_timeout)?;
+        if let Some(threads) = self.worker_threads {
+            CountRule::WORKER_THREADS.check("Config::worker_threads", threads)?;
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shellflip_settings::{Kind, SETTINGS};
     use std::collections::HashMap;
     use std::ffi::OsString;
 
@@ -408,15 +256,46 @@ mod tests {
         Config::default().apply_overrides(|name| map.get(name).cloned())
     }
 
+    fn problem(name: &str, value: &str) -> Problem {
+        let e = with(&[(name, value)]).unwrap_err();
+        assert_eq!(e.setting(), name, "{e}");
+        assert_eq!(e.value(), value, "{e}");
+        e.problem().clone()
+    }
+
     #[test]
     fn defaults_are_documented_values() {
         let c = Config::default();
         assert_eq!(c.control_socket, None);
         assert_eq!(c.ready_timeout, Duration::from_secs(30));
+        assert_eq!(c.ready_grace, Duration::ZERO);
         assert_eq!(c.drain_timeout, Duration::from_secs(30));
         assert_eq!(c.restart_signal, Signal::SIGUSR1);
         assert_eq!(c.on_state_mismatch, StateMismatch::Fail);
+        assert_eq!(c.flavor, RuntimeFlavor::MultiThread);
+        assert_eq!(c.worker_threads, None);
         assert_eq!(c.spawner, SpawnerMode::Process);
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    /// The defaults the settings table shows are the defaults of `Config`:
+    /// setting each variable to its documented default changes nothing.
+    #[test]
+    fn the_table_shows_the_real_defaults() {
+        let mut checked = 0;
+        for setting in SETTINGS {
+            let Some(env) = setting.env else { continue };
+            let value = match (setting.kind, setting.default) {
+                (Kind::FilePath, "none") => "",
+                (Kind::Duration(_), "0 (off)") => "0",
+                (Kind::Count(_), "one per core") => continue,
+                (_, default) => default,
+            };
+            let c = with(&[(env, value)]).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(c, Config::default(), "{env}={value}");
+            checked += 1;
+        }
+        assert_eq!(checked, 8);
     }
 
     #[test]
@@ -455,35 +334,174 @@ mod tests {
 
     #[test]
     fn ready_grace_may_be_zero() {
-        assert_eq!(parse_grace("g", "0").unwrap(), Duration::ZERO);
-        assert_eq!(parse_grace("g", "0s").unwrap(), Duration::ZERO);
-        assert_eq!(parse_grace("g", "1s").unwrap(), Duration::from_secs(1));
-        assert!(parse_grace("g", "soon").is_err());
+        let grace = |value| with(&[(ENV_READY_GRACE, value)]).map(|c| c.ready_grace);
+        assert_eq!(grace("0"), Ok(Duration::ZERO));
+        assert_eq!(grace("0s"), Ok(Duration::ZERO));
+        assert_eq!(grace("1s"), Ok(Duration::from_secs(1)));
+        assert!(grace("soon").is_err());
+    }
+
+    /// One rule for attribute, environment and CLI: a unit is required.
+    #[test]
+    fn a_bare_number_needs_a_unit() {
+        let e = with(&[(ENV_READY_TIMEOUT, "7")]).unwrap_err();
+        assert_eq!(
+            e.problem(),
+            &Problem::MissingUnit {
+                number: "7".to_owned()
+            }
+        );
+        assert!(e.to_string().contains("write \"7s\""), "{e}");
+        assert_eq!(problem(ENV_DRAIN_TIMEOUT, "0"), Problem::Zero);
+    }
+
+    /// Values from issue 13 that used to pass and then panic with
+    /// "overflow when adding duration to instant".
+    #[test]
+    fn huge_durations_are_refused_at_start_up() {
+        for name in [ENV_READY_TIMEOUT, ENV_DRAIN_TIMEOUT, ENV_READY_GRACE] {
+            assert!(matches!(
+                problem(name, "300000000000y"),
+                Problem::UnknownUnit { .. }
+            ));
+            for huge in ["300000000000h", "8d", "18446744073709551616s"] {
+                assert_eq!(
+                    problem(name, huge),
+                    Problem::TooLong {
+                        max: shellflip_settings::MAX_DURATION
+                    },
+                    "{name}={huge}"
+                );
+            }
+        }
+        let e = with(&[(ENV_READY_TIMEOUT, "300000000000y")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid value \"300000000000y\" for SHELLFLIP_READY_TIMEOUT: unknown unit `y`; \
+             a duration is at most 7d; the units are d, h, m, s, ms, us and ns, as in \"30s\""
+        );
+        let e = with(&[(ENV_DRAIN_TIMEOUT, "300000000000h")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid value \"300000000000h\" for SHELLFLIP_DRAIN_TIMEOUT: too long: the maximum \
+             is 7d, e.g. \"30s\" or \"2h\""
+        );
     }
 
     #[test]
-    fn bare_number_is_seconds() {
-        assert_eq!(parse_duration("x", "7").unwrap(), Duration::from_secs(7));
+    fn values_set_in_code_are_bounded_too() {
+        let huge = Duration::from_secs(u64::MAX);
+        for (config, field) in [
+            (
+                Config::default().ready_timeout(huge),
+                "Config::ready_timeout",
+            ),
+            (Config::default().ready_grace(huge), "Config::ready_grace"),
+            (
+                Config::default().drain_timeout(huge),
+                "Config::drain_timeout",
+            ),
+            (
+                Config::default().ready_timeout(Duration::ZERO),
+                "Config::ready_timeout",
+            ),
+            (
+                Config::default().worker_threads(0),
+                "Config::worker_threads",
+            ),
+            (
+                Config::default().worker_threads(100_000),
+                "Config::worker_threads",
+            ),
+        ] {
+            let e = config.apply_overrides(|_| None).unwrap_err();
+            assert_eq!(e.setting(), field, "{e}");
+        }
+        // An override replaces a bad value from code before it is checked.
+        let c = Config::default()
+            .drain_timeout(huge)
+            .apply_overrides(|n| (n == ENV_DRAIN_TIMEOUT).then(|| OsString::from("1m")))
+            .unwrap();
+        assert_eq!(c.drain_timeout, Duration::from_secs(60));
     }
 
     #[test]
     fn bad_values_are_errors_naming_the_variable() {
         let e = with(&[("SHELLFLIP_READY_TIMEOUT", "soon")]).unwrap_err();
-        assert_eq!(e.setting, "SHELLFLIP_READY_TIMEOUT");
+        assert_eq!(e.setting(), "SHELLFLIP_READY_TIMEOUT");
         assert!(e.to_string().contains("\"soon\""), "{e}");
-        assert!(with(&[("SHELLFLIP_DRAIN_TIMEOUT", "0s")]).is_err());
-        assert!(with(&[("SHELLFLIP_RESTART_SIGNAL", "SIGNOPE")]).is_err());
-        assert!(with(&[("SHELLFLIP_RESTART_SIGNAL", "KILL")]).is_err());
-        assert!(with(&[("SHELLFLIP_RESTART_SIGNAL", "TERM")]).is_err());
-        assert!(with(&[("SHELLFLIP_ON_STATE_MISMATCH", "maybe")]).is_err());
-        assert!(with(&[("SHELLFLIP_WORKER_THREADS", "0")]).is_err());
-        assert!(with(&[("SHELLFLIP_SPAWNER", "fork")]).is_err());
+        assert_eq!(problem(ENV_DRAIN_TIMEOUT, "0s"), Problem::Zero);
+        assert!(matches!(
+            problem(ENV_RESTART_SIGNAL, "SIGNOPE"),
+            Problem::UnknownSignal { .. }
+        ));
+        assert!(matches!(
+            problem(ENV_ON_STATE_MISMATCH, "maybe"),
+            Problem::UnknownChoice { .. }
+        ));
+        assert!(matches!(
+            problem(ENV_WORKER_THREADS, "0"),
+            Problem::OutOfRange { min: 1, max: 1024 }
+        ));
+        assert!(matches!(
+            problem(ENV_WORKER_THREADS, "1025"),
+            Problem::OutOfRange { .. }
+        ));
+        assert!(matches!(
+            problem(ENV_SPAWNER, "fork"),
+            Problem::UnknownChoice { .. }
+        ));
     }
 
     #[test]
-    fn signal_numbers_and_names() {
-        assert_eq!(parse_signal("s", "12").unwrap(), Signal::SIGUSR2);
-        assert_eq!(parse_signal("s", "SIGUSR2").unwrap(), Signal::SIGUSR2);
-        assert_eq!(parse_signal("s", "usr1").unwrap(), Signal::SIGUSR1);
+    fn not_utf8_is_an_error() {
+        use std::os::unix::ffi::OsStringExt;
+        let e = Config::default()
+            .apply_overrides(|n| (n == ENV_SPAWNER).then(|| OsString::from_vec(vec![0xff])))
+            .unwrap_err();
+        assert_eq!(e.problem(), &Problem::NotUtf8);
+        assert_eq!(e.setting(), ENV_SPAWNER);
+    }
+
+    /// The same signal list as the attribute: SIGCONT, SIGTERM and SIGKILL
+    /// are refused with the reason, numbers with the name to write.
+    #[test]
+    fn restart_signals() {
+        let signal = |value| with(&[(ENV_RESTART_SIGNAL, value)]).map(|c| c.restart_signal);
+        assert_eq!(signal("SIGUSR2"), Ok(Signal::SIGUSR2));
+        assert_eq!(signal("usr1"), Ok(Signal::SIGUSR1));
+        assert_eq!(signal(" winch "), Ok(Signal::SIGWINCH));
+        for (name, reason) in [
+            ("SIGCONT", "every time a stopped process resumes"),
+            ("TERM", "stops the service gracefully"),
+            ("KILL", "cannot be caught"),
+            ("SIGPROF", "profilers"),
+        ] {
+            let e = with(&[(ENV_RESTART_SIGNAL, name)]).unwrap_err();
+            assert!(e.to_string().contains(reason), "{e}");
+        }
+        assert_eq!(
+            problem(ENV_RESTART_SIGNAL, &Signal::SIGUSR2.number().to_string()),
+            Problem::SignalNumber {
+                signal: Some(Signal::SIGUSR2)
+            }
+        );
+    }
+
+    /// The settings crate has no dependencies, so its signal numbers are a
+    /// table of its own: they must be the C library's.
+    #[test]
+    fn signal_numbers_are_the_c_librarys() {
+        for signal in Signal::ALL {
+            let expected = match signal {
+                Signal::SIGHUP => libc::SIGHUP,
+                Signal::SIGUSR1 => libc::SIGUSR1,
+                Signal::SIGUSR2 => libc::SIGUSR2,
+                Signal::SIGWINCH => libc::SIGWINCH,
+                Signal::SIGQUIT => libc::SIGQUIT,
+                other => panic!("{other} is missing here"),
+            };
+            assert_eq!(signal.number(), expected, "{signal}");
+        }
     }
 }

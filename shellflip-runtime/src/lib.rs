@@ -70,11 +70,11 @@ mod supervisor;
 mod sync;
 mod systemd;
 
-pub use config::{Config, ConfigError, RuntimeFlavor, SpawnerMode, StateMismatch};
+pub use config::{Config, ConfigError, RuntimeFlavor, Signal, SpawnerMode, StateMismatch};
 pub use context::{Context, StateCell};
 pub use error::{Error, RestartError, SocketActivationError};
 pub use lifecycle::{run, MainResult};
-pub use nix::sys::signal::Signal;
+pub use shellflip_settings as settings;
 pub use spawner::PROCESS_NAME as SPAWNER_PROCESS_NAME;
 pub use state::{HandoverFd, HandoverState, StateError, StateFds};
 pub use tokio_util::sync::CancellationToken;

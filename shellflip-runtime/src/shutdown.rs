@@ -27,9 +27,9 @@ pub(crate) struct Signals {
 }
 
 impl Signals {
-    pub(crate) fn install(restart_signal: Signal) -> io::Result<Self> {
+    pub(crate) fn install(restart_signal: shellflip_settings::Signal) -> io::Result<Self> {
         Ok(Signals {
-            restart: signal(SignalKind::from_raw(restart_signal as i32))?,
+            restart: signal(SignalKind::from_raw(restart_signal.number()))?,
             terminate: signal(SignalKind::terminate())?,
             interrupt: signal(SignalKind::interrupt())?,
         })

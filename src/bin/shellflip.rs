@@ -82,18 +82,14 @@ enum Command {
     },
 }
 
-/// Parses `30s`, `500ms`, `2m`, `1h 30m`, or a bare number of seconds.
+/// Parses a `--timeout` with the rules of every shellflip duration
+/// (`shellflip::settings`): a unit is required (`30s`, `500ms`, `2m`,
+/// `1h 30m`), from 1ms to 7 days. Only the problem is returned: clap already
+/// names the flag and the value.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let duration = match text.parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => humantime::parse_duration(text)
-            .map_err(|error| format!("{error}; expected a duration like 30s, 500ms or 2m"))?,
-    };
-    if duration.is_zero() {
-        return Err("the timeout must be greater than zero".to_string());
-    }
-    Ok(duration)
+    shellflip::settings::DurationRule::TIMEOUT
+        .parse("--timeout", text)
+        .map_err(|error| error.problem().to_string())
 }
 
 fn main() -> ExitCode {
@@ -276,15 +272,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse_with_units_or_as_seconds() {
+    fn durations_need_a_unit_and_are_bounded() {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("7").unwrap_err().contains("write \"7s\""));
         assert!(parse_duration("0")
             .unwrap_err()
             .contains("greater than zero"));
-        assert!(parse_duration("soon").unwrap_err().contains("like 30s"));
+        assert!(parse_duration("soon")
+            .unwrap_err()
+            .contains("expected a duration"));
+        assert!(parse_duration("300000000000h")
+            .unwrap_err()
+            .contains("the maximum is 7d"));
     }
 
     #[test]

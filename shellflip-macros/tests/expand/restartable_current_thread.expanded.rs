@@ -5,7 +5,7 @@ pub fn main() -> ::std::process::ExitCode {
     ::shellflip::run(
         ::shellflip::Config::default()
             .restart_signal(::shellflip::Signal::SIGHUP)
-            .ready_timeout(::std::time::Duration::from_micros(250))
+            .ready_timeout(::std::time::Duration::from_micros(1500))
             .flavor(::shellflip::RuntimeFlavor::CurrentThread),
         main,
     )
