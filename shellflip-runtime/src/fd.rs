@@ -127,14 +127,12 @@ pub(crate) fn adopt_inherited(raw: RawFd) -> io::Result<OwnedFd> {
 
 /// Arranges for `fd` to survive `exec` in the child spawned by `command`,
 /// and only there (close-on-exec is cleared after `fork`, in the child),
-/// and for the child to start with `blocked` blocked.
+/// and for the child to start with the signals of `mask` blocked.
 pub(crate) fn prepare_inline_child(
     command: &mut tokio::process::Command,
     fd: RawFd,
-    blocked: nix::sys::signal::Signal,
+    mask: nix::sys::signal::SigSet,
 ) {
-    let mut mask = nix::sys::signal::SigSet::empty();
-    mask.add(blocked);
     let in_child = move || -> io::Result<()> {
         // SAFETY: runs in the forked child, where `fd` is open (the parent
         // keeps the OwnedFd alive until spawn returns). fcntl is

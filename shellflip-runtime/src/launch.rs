@@ -14,6 +14,7 @@ use tokio::process::{Child, Command};
 
 use crate::channel::ENV_HANDOVER_FD;
 use crate::fd;
+use crate::shutdown;
 
 /// Variables of systemd socket activation; they describe this process's
 /// descriptors, so a new generation must not read them.
@@ -28,7 +29,7 @@ pub(crate) struct Launch {
     pub args: Vec<OsString>,
     /// The restart signal: blocked in the new process until it has its
     /// handler.
-    pub restart_signal: Signal,
+    pub restart_signal: shellflip_settings::Signal,
 }
 
 impl Launch {
@@ -36,7 +37,7 @@ impl Launch {
     /// the start-up directory, or looked up in `PATH`), without resolving
     /// symlinks — so a deploy that swaps a symlink or renames a new build
     /// over the path starts the new build. Falls back to `/proc/self/exe`.
-    pub(crate) fn resolve(restart_signal: Signal) -> Self {
+    pub(crate) fn resolve(restart_signal: shellflip_settings::Signal) -> Self {
         let mut argv = std::env::args_os();
         let arg0 = argv.next().unwrap_or_default();
         let args: Vec<OsString> = argv.collect();
@@ -142,9 +143,7 @@ impl Launch {
 
         let mut attr = PosixSpawnAttr::init()?;
         attr.set_pgroup(nix::unistd::Pid::from_raw(0))?;
-        let mut mask = SigSet::empty();
-        mask.add(self.restart_signal);
-        attr.set_sigmask(&mask)?;
+        attr.set_sigmask(&shutdown::signal_set(self.restart_signal))?;
         let mut default_set = SigSet::empty();
         for signal in defaults {
             default_set.add(*signal);
@@ -175,7 +174,11 @@ impl Launch {
         for var in SOCKET_ACTIVATION_VARS {
             command.env_remove(var);
         }
-        fd::prepare_inline_child(&mut command, channel.as_raw_fd(), self.restart_signal);
+        fd::prepare_inline_child(
+            &mut command,
+            channel.as_raw_fd(),
+            shutdown::signal_set(self.restart_signal),
+        );
         let mut attempts = 0;
         loop {
             match command.spawn() {

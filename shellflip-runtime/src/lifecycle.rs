@@ -97,8 +97,7 @@ where
     // killing the process (a new generation starts with it blocked
     // already). Every thread started from here on inherits the mask; the
     // main thread unblocks it once the handler is installed.
-    let restart_signal = config.restart_signal;
-    block_signal(restart_signal);
+    shutdown::block_until_handled(config.restart_signal);
     let mut channel = match child::take_channel() {
         Ok(channel) => channel,
         Err(e) => return fail_start(None, &e.to_string()),
@@ -271,7 +270,7 @@ where
     };
     // Handled now: a restart signal that arrived meanwhile is delivered,
     // and refused as "not ready yet" if main has not called ready().
-    unblock_signal(config.restart_signal);
+    shutdown::unblock_handled(config.restart_signal);
 
     let predecessor = match channel {
         None => None,
@@ -396,22 +395,6 @@ where
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    }
-}
-
-fn block_signal(signal: nix::sys::signal::Signal) {
-    let mut set = nix::sys::signal::SigSet::empty();
-    set.add(signal);
-    if let Err(e) = set.thread_block() {
-        tracing::debug!(error = %e, "could not block the restart signal");
-    }
-}
-
-fn unblock_signal(signal: nix::sys::signal::Signal) {
-    let mut set = nix::sys::signal::SigSet::empty();
-    set.add(signal);
-    if let Err(e) = set.thread_unblock() {
-        tracing::warn!(error = %e, "could not unblock the restart signal; restarts by signal will not work");
     }
 }
 

@@ -48,6 +48,32 @@ impl Signals {
     }
 }
 
+/// The set holding `signal` alone. (The settings crate only admits signals
+/// that exist here; its tests check the numbers against the system's.)
+pub(crate) fn signal_set(signal: shellflip_settings::Signal) -> nix::sys::signal::SigSet {
+    let mut set = nix::sys::signal::SigSet::empty();
+    if let Ok(signal) = Signal::try_from(signal.number()) {
+        set.add(signal);
+    }
+    set
+}
+
+/// Blocks `signal` in this thread (and the threads it starts from now on):
+/// until its handler exists, it waits instead of killing the process.
+pub(crate) fn block_until_handled(signal: shellflip_settings::Signal) {
+    if let Err(e) = signal_set(signal).thread_block() {
+        tracing::debug!(error = %e, "could not block the restart signal");
+    }
+}
+
+/// Unblocks `signal` in this thread once its handler is installed: one
+/// that arrived meanwhile is delivered now.
+pub(crate) fn unblock_handled(signal: shellflip_settings::Signal) {
+    if let Err(e) = signal_set(signal).thread_unblock() {
+        tracing::warn!(error = %e, "could not unblock the restart signal; restarts by signal will not work");
+    }
+}
+
 /// How a drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DrainReport {
