@@ -57,6 +57,7 @@ mod context;
 pub mod control;
 mod error;
 mod fd;
+pub mod frame;
 mod lifecycle;
 mod parent;
 mod pidfile;
