@@ -9,9 +9,8 @@ use std::process::{Command, Output};
 use std::thread;
 use std::time::Duration;
 
-use shellflip::control::{
-    decode_request, read_frame_blocking, write_frame_blocking, Request, Response,
-};
+use shellflip::control::{decode_request, FailureKind, Request, Response, MAX_FRAME_BYTES};
+use shellflip::frame::{read_frame_blocking, write_frame_blocking};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shellflip");
 
@@ -39,9 +38,10 @@ fn answer_once(path: &Path, expected: Request, answer: Vec<u8>) -> thread::JoinH
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
-        let request = decode_request(&read_frame_blocking(&mut stream).unwrap()).unwrap();
+        let request =
+            decode_request(&read_frame_blocking(&mut stream, MAX_FRAME_BYTES).unwrap()).unwrap();
         assert_eq!(request, expected);
-        write_frame_blocking(&mut stream, &answer).unwrap();
+        write_frame_blocking(&mut stream, &answer, MAX_FRAME_BYTES).unwrap();
     })
 }
 
@@ -140,20 +140,21 @@ fn bad_arguments_exit_2_with_usage() {
 }
 
 #[test]
-fn restart_in_progress_exits_1_with_the_reason() {
+fn restart_in_progress_exits_75_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("svc.sock");
     let server = answer_once(
         &socket,
-        Request::Restart,
+        Request::restart(),
         json(&Response::RestartFailed {
-            kind: "in_progress".into(),
+            kind: FailureKind::InProgress,
             reason: "a restart is already in progress; wait for its outcome and try again".into(),
         }),
     );
     let output = shellflip(&["restart", socket.to_str().unwrap()]);
     server.join().unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    // Was 1; "try again" has its own exit status now.
+    assert_eq!(output.status.code(), Some(75));
     let message = stderr(&output);
     assert!(message.starts_with("restart failed: "), "{message}");
     assert!(message.contains("in progress"), "{message}");
@@ -167,9 +168,9 @@ fn failed_restart_exits_1_naming_the_child_failure() {
     let reason = "the new generation (pid 99) exited with status 3 before it was ready";
     let server = answer_once(
         &socket,
-        Request::Restart,
+        Request::restart(),
         json(&Response::RestartFailed {
-            kind: "failed".into(),
+            kind: FailureKind::Failed,
             reason: reason.into(),
         }),
     );
@@ -225,13 +226,17 @@ fn restart_timeout_exits_1() {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
-        read_frame_blocking(&mut stream).unwrap();
-        assert!(read_frame_blocking(&mut stream).is_err());
+        read_frame_blocking(&mut stream, MAX_FRAME_BYTES).unwrap();
+        assert!(read_frame_blocking(&mut stream, MAX_FRAME_BYTES).is_err());
     });
     let output = shellflip(&["restart", socket.to_str().unwrap(), "--timeout", "200ms"]);
     server.join().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let message = stderr(&output);
-    assert!(message.contains("timed out after 200ms"), "{message}");
+    // Was "timed out after 200ms"; the message now says how far it got.
+    assert!(
+        message.contains("connected, but no answer within 200ms"),
+        "{message}"
+    );
     assert!(message.contains("shellflip status"), "{message}");
 }

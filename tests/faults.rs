@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use common::*;
 use nix::sys::signal::Signal;
-use shellflip::control::{ControlClient, Response};
+use shellflip::client::ControlClient;
+use shellflip::control::Response;
 
 /// Opens a connection to the current generation, then restarts: the old
 /// generation drains, kept from exiting by that connection until it is

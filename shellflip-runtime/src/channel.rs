@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 
-use crate::control::{ControlSocketFile, LastRestart};
+use crate::control::protocol::LastRestart;
+use crate::control::server::ControlSocketFile;
 use crate::fd;
 use crate::frame::{encode_frame, FrameDecoder, FrameError, FramePart};
 use crate::state::EncodedState;

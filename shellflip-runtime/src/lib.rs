@@ -67,6 +67,7 @@ mod spawner;
 pub mod state;
 mod sync;
 mod systemd;
+mod unix_socket;
 
 pub use config::{Config, ConfigError, RuntimeFlavor, SpawnerMode, StateMismatch};
 pub use context::{Context, StateCell};
@@ -78,3 +79,4 @@ pub use state::{HandoverFd, HandoverState, StateError, StateFds};
 pub use systemd::SocketActivationError;
 pub use tokio_util::sync::CancellationToken;
 pub use tokio_util::task::TaskTracker;
+pub use unix_socket::UnixSocketError;

@@ -40,9 +40,8 @@ use crate::channel::{ChildMessage, Lineage, Received};
 use crate::child::{self, ParentLink};
 use crate::config::{Config, RuntimeFlavor, SpawnerMode, StateMismatch};
 use crate::context::Context;
-use crate::control::{
-    self, ControlCommand, ControlSocketFile, LastRestart, Request, Response, RestartSuccess, Status,
-};
+use crate::control::protocol::{self, LastRestart, Request, Response, RestartSuccess, Status};
+use crate::control::server::{self as control, ControlCommand, ControlSocketFile};
 use crate::error::{Error, RestartError};
 use crate::parent::{self, EncodedStateParts, Launch, NewGeneration, Plan, Spawner};
 use crate::pidfile::PidFile;
@@ -702,13 +701,13 @@ enum Phase {
 }
 
 impl Phase {
-    fn as_str(self) -> &'static str {
+    fn as_protocol(self) -> protocol::Phase {
         match self {
-            Phase::Starting => "starting",
-            Phase::Serving => "serving",
-            Phase::Restarting => "restarting",
-            Phase::Draining => "draining",
-            Phase::Stopping => "stopping",
+            Phase::Starting => protocol::Phase::Starting,
+            Phase::Serving => protocol::Phase::Serving,
+            Phase::Restarting => protocol::Phase::Restarting,
+            Phase::Draining => protocol::Phase::Draining,
+            Phase::Stopping => protocol::Phase::Stopping,
         }
     }
 }
@@ -828,7 +827,7 @@ impl Supervisor {
 
     async fn on_control(&mut self, command: ControlCommand) {
         match command.request {
-            Request::Restart => self.request_restart(Trigger::Control, Some(command.reply)),
+            Request::Restart { .. } => self.request_restart(Trigger::Control, Some(command.reply)),
             Request::Status => {
                 let _ = command.reply.send(Response::Status(self.status()));
             }
@@ -846,7 +845,7 @@ impl Supervisor {
         Status {
             pid: std::process::id(),
             generation: self.service.generation,
-            phase: self.phase.as_str().to_owned(),
+            phase: self.phase.as_protocol(),
             uptime_secs: self.started.elapsed().as_secs_f64(),
             restarts: self.lineage.restarts,
             failed_restarts: self.lineage.failed_restarts,
