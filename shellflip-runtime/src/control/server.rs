@@ -5,17 +5,32 @@
 //! Each connection is served by its own task and forwards each request as
 //! a [`ControlCommand`] to the supervisor, which answers on the command's
 //! `reply`. The server never decides anything about restarts itself.
+//!
+//! # Slots
+//!
+//! At most [`MAX_CONNECTIONS`] connections are served at once. When all
+//! slots are taken, a new connection pushes out the oldest connection that
+//! is *waiting for a request* (it has not sent a complete one yet, or is
+//! idle between requests): that one is told why and closed, and the new
+//! one takes its slot. Only when every slot holds a request being served
+//! (a restart waiting for its outcome, say) is the new connection refused
+//! ("too many control connections"). So clients that connect and say
+//! nothing can never lock out a request, however many they are; a client
+//! that sends its request right after connecting, as every client does, is
+//! only pushed out if [`MAX_CONNECTIONS`] other connections arrive in that
+//! instant.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
@@ -25,6 +40,7 @@ use crate::control::protocol::{
 };
 use crate::error::Error;
 use crate::frame::{encode_frame, read_frame, FrameError};
+use crate::sync::lock;
 use crate::unix_socket::{self, Access};
 
 /// The identity of the control socket file this lineage created, so that
@@ -35,13 +51,19 @@ pub(crate) use crate::unix_socket::SocketFile as ControlSocketFile;
 /// client to take an answer, before it gives up on a connection.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How many control connections are served at once; connections beyond
-/// this are answered with [`Response::Error`] and closed immediately.
+/// How many control connections are served at once. Beyond this, a new
+/// connection pushes out the oldest one that has not sent a complete
+/// request; if there is none, it is answered with [`Response::Error`] and
+/// closed immediately.
 pub const MAX_CONNECTIONS: usize = 128;
 
 /// Pause after a failed `accept()` (e.g. out of file descriptors), so the
 /// accept loop does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How long a new connection waits for the slot of the connection it
+/// pushed out (which lets go at once: it is only waiting for a request).
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 /// A request received on the control socket, for the supervisor to act on.
 /// The connection waits for the answer on `reply`; dropping `reply` answers
@@ -127,6 +149,7 @@ async fn serve_with(
     options: ServerOptions,
 ) {
     let slots = Arc::new(Semaphore::new(options.max_connections));
+    let waiting = Arc::new(Mutex::new(Waiting::default()));
     let service_uid = nix::unistd::geteuid().as_raw();
     loop {
         let accepted = tokio::select! {
@@ -145,10 +168,15 @@ async fn serve_with(
                 }
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+        let slot = tokio::select! {
+            biased;
+            () = stop_accepting.cancelled() => break,
+            slot = take_slot(&slots, &waiting) => slot,
+        };
+        let Some(slot) = slot else {
             warn!(
                 limit = options.max_connections,
-                "control socket: too many connections; refusing one"
+                "control socket: too many connections serving a request; refusing one"
             );
             answer_now(
                 &stream,
@@ -159,18 +187,104 @@ async fn serve_with(
             );
             continue;
         };
+        // Waiting for its first request from now on (not from when its
+        // task first runs), so connections are pushed out in the order they
+        // came.
+        let first_wait = WaitingForRequest::enter(&waiting);
         let connection = Connection {
             commands: commands.clone(),
             stop_accepting: stop_accepting.clone(),
+            waiting: Arc::clone(&waiting),
             options,
             service_uid,
         };
         connections.spawn(async move {
-            connection.run(stream).await;
+            connection.run(stream, first_wait).await;
             drop(slot);
         });
     }
     debug!("control socket: stopped accepting");
+}
+
+/// A free slot, or the slot of the oldest connection waiting for a request
+/// (pushed out), or `None` if every slot is serving a request.
+async fn take_slot(
+    slots: &Arc<Semaphore>,
+    waiting: &Mutex<Waiting>,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(slot) = Arc::clone(slots).try_acquire_owned() {
+        return Some(slot);
+    }
+    if !lock(waiting).push_out_oldest() {
+        return None;
+    }
+    // The pushed-out connection lets go of its slot as soon as its task
+    // runs; only this loop takes slots, so it is ours.
+    match tokio::time::timeout(EVICTION_WAIT, Arc::clone(slots).acquire_owned()).await {
+        Ok(Ok(slot)) => Some(slot),
+        _ => None,
+    }
+}
+
+/// The connections waiting for a request, oldest first: those a new
+/// connection may push out when all slots are taken.
+#[derive(Debug, Default)]
+struct Waiting {
+    next: u64,
+    /// By the order in which they began to wait; cancelling the token
+    /// pushes the connection out.
+    entries: BTreeMap<u64, CancellationToken>,
+}
+
+impl Waiting {
+    fn enter(&mut self) -> (u64, CancellationToken) {
+        let id = self.next;
+        self.next += 1;
+        let token = CancellationToken::new();
+        self.entries.insert(id, token.clone());
+        (id, token)
+    }
+
+    fn leave(&mut self, id: u64) {
+        self.entries.remove(&id);
+    }
+
+    /// Pushes out the connection that has been waiting longest; `false` if
+    /// none is waiting.
+    fn push_out_oldest(&mut self) -> bool {
+        match self.entries.pop_first() {
+            Some((_, token)) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A connection's place in [`Waiting`] while it waits for a request; leaves
+/// it when dropped.
+struct WaitingForRequest {
+    waiting: Arc<Mutex<Waiting>>,
+    id: u64,
+    pushed_out: CancellationToken,
+}
+
+impl WaitingForRequest {
+    fn enter(waiting: &Arc<Mutex<Waiting>>) -> Self {
+        let (id, pushed_out) = lock(waiting).enter();
+        WaitingForRequest {
+            waiting: Arc::clone(waiting),
+            id,
+            pushed_out,
+        }
+    }
+}
+
+impl Drop for WaitingForRequest {
+    fn drop(&mut self) {
+        lock(&self.waiting).leave(self.id);
+    }
 }
 
 /// Writes `message` as an error answer if it fits in the socket buffer
@@ -196,36 +310,53 @@ fn shutting_down() -> Response {
 struct Connection {
     commands: mpsc::Sender<ControlCommand>,
     stop_accepting: CancellationToken,
+    waiting: Arc<Mutex<Waiting>>,
     options: ServerOptions,
     service_uid: u32,
 }
 
 impl Connection {
-    async fn run(self, mut stream: UnixStream) {
+    async fn run(self, mut stream: UnixStream, first_wait: WaitingForRequest) {
         if let Err(message) = self.check_peer(&stream) {
+            drop(first_wait);
             warn!("control socket: {message}");
             self.send(&mut stream, Response::error(message)).await;
             return;
         }
         let timeout = self.options.request_timeout;
         let mut answered = 0u64;
+        let mut next_wait = Some(first_wait);
         loop {
+            let waiting = next_wait
+                .take()
+                .unwrap_or_else(|| WaitingForRequest::enter(&self.waiting));
             let read = tokio::time::timeout(timeout, read_frame(&mut stream, MAX_FRAME_BYTES));
             // The first request is always waited for, even when the
             // generation stops accepting meanwhile: the client connected to
             // this generation and is owed an answer. Between requests, a
             // generation that stops accepting lets the client go.
-            let frame = if answered == 0 {
-                read.await
-            } else {
-                tokio::select! {
-                    biased;
-                    frame = read => frame,
-                    () = self.stop_accepting.cancelled() => {
-                        debug!("control socket: closing an idle connection; this generation stopped accepting");
-                        return;
-                    }
+            let frame = tokio::select! {
+                biased;
+                () = waiting.pushed_out.cancelled() => None,
+                () = self.stop_accepting.cancelled(), if answered > 0 => {
+                    debug!("control socket: closing an idle connection; this generation stopped accepting");
+                    return;
                 }
+                frame = read => Some(frame),
+            };
+            drop(waiting);
+            let Some(frame) = frame else {
+                debug!("control socket: pushed out a connection waiting for a request");
+                answer_now(
+                    &stream,
+                    &format!(
+                        "too many control connections (at most {} at once): this one had waited \
+                         longest for a request and was closed to make room for a new one; send \
+                         the request right after connecting",
+                        self.options.max_connections
+                    ),
+                );
+                return;
             };
             let payload = match frame {
                 Ok(Ok(payload)) => payload,
@@ -263,6 +394,12 @@ impl Connection {
             let response = self.dispatch(request).await;
             debug!(?response, "control socket: answer");
             let stopping = matches!(response, Response::Stopping { .. });
+            if !stopping {
+                // Waiting for the next request as soon as the answer is on
+                // its way: a client that reads it and connects again finds
+                // this connection ready to make room.
+                next_wait = Some(WaitingForRequest::enter(&self.waiting));
+            }
             if !self.send(&mut stream, response).await {
                 return;
             }

@@ -231,24 +231,84 @@ async fn silent_and_slow_clients_time_out() {
     .await;
 }
 
+/// Issue 13: 128 silent same-uid clients locked out restart requests for
+/// the whole request timeout. Now the oldest silent one makes room.
 #[tokio::test(flavor = "multi_thread")]
-async fn connections_beyond_the_limit_are_refused_at_once() {
+async fn silent_clients_cannot_lock_out_a_request() {
     let options = ServerOptions {
-        max_connections: 2,
+        // Far longer than the test: nothing here may rely on it.
+        request_timeout: Duration::from_secs(3600),
         ..ServerOptions::default()
     };
     let server = start_server(options, 1, Restarts::Succeed);
     let path = server.path.clone();
     blocking(move || {
-        // Two connections hold the slots (accepted in order)...
+        let mut silent: Vec<StdUnixStream> = (0..MAX_CONNECTIONS).map(|_| raw(&path)).collect();
+        // They take every slot (connections are accepted in order); each
+        // request still gets through at once, pushing out the silent
+        // connection that has waited longest. The requesting connections
+        // stay open, holding their slots.
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut stream = raw(&path);
+            send(&mut stream, RESTART);
+            assert!(matches!(read_response(&mut stream), Response::Restarted(_)));
+            held.push(stream);
+        }
+        for stream in &mut silent[..3] {
+            expect_error(read_response(stream), "waited longest for a request");
+            assert_closed(stream);
+        }
+        // The others are still connected.
+        silent[3].set_nonblocking(true).unwrap();
+        let error = silent[3].read(&mut [0u8; 1]).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_with_a_request_in_service_are_never_pushed_out() {
+    let options = ServerOptions {
+        max_connections: 2,
+        ..ServerOptions::default()
+    };
+    let server = start_server(options, 1, Restarts::Hang);
+    let path = server.path.clone();
+    blocking(move || {
+        // Two restarts that never finish hold both slots...
         let mut first = raw(&path);
-        let _second = raw(&path);
-        // ...so the third is refused without being served.
+        send(&mut first, RESTART);
+        let mut second = raw(&path);
+        send(&mut second, RESTART);
+        for _ in 0..2 {
+            server.handled.recv_timeout(TEST_TIMEOUT).unwrap();
+        }
+        // ...so a third connection is refused, not served at their expense.
         let mut third = raw(&path);
         expect_error(read_response(&mut third), "too many control connections");
-        // The held connections still work.
-        send(&mut first, STATUS);
-        assert!(matches!(read_response(&mut first), Response::Status(_)));
+        // The two are still waiting for their outcome.
+        first.set_nonblocking(true).unwrap();
+        let error = first.read(&mut [0u8; 1]).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_connection_between_requests_can_be_pushed_out() {
+    let options = ServerOptions {
+        max_connections: 1,
+        request_timeout: Duration::from_secs(3600),
+    };
+    let server = start_server(options, 1, Restarts::Succeed);
+    let path = server.path.clone();
+    blocking(move || {
+        let mut idle = raw(&path);
+        send(&mut idle, STATUS);
+        assert!(matches!(read_response(&mut idle), Response::Status(_)));
+        assert!(matches!(ask(&path, STATUS), Response::Status(_)));
+        expect_error(read_response(&mut idle), "waited longest for a request");
     })
     .await;
 }
