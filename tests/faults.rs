@@ -167,7 +167,8 @@ fn a_restart_during_a_drain_is_refused_until_the_old_generation_exits() {
     // The old generation drains (the held connection is open): a restart
     // request, by the control socket or by signal to either process, is
     // refused, and nothing is spawned.
-    restart_fails_with(&service, &["in progress"]);
+    // Exit 75 ("try again"), was 1.
+    restart_refused_with(&service, &["in progress"]);
     let refusals = |service: &Echo| service.stderr().matches("restart refused").count();
     let before = refusals(&service);
     kill_pid(new.pid, Signal::SIGUSR1);

@@ -100,6 +100,19 @@ pub fn restart_fails_with(service: &Echo, expected: &[&str]) -> String {
     stderr
 }
 
+/// `shellflip restart` through the CLI, which must be refused for now
+/// (exit 75, "try again": in progress, not ready, handed over) with each of
+/// `expected` in its stderr; returns that stderr.
+pub fn restart_refused_with(service: &Echo, expected: &[&str]) -> String {
+    let out = cli(service, "restart", &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(75), "stderr: {stderr}");
+    for needle in expected {
+        assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    }
+    stderr
+}
+
 /// A successful restart through the control socket: (pid, generation).
 pub fn restart_ok(service: &Echo) -> (u32, u64) {
     match ControlClient::restart(&service.control).expect("restart request") {
