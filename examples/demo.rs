@@ -19,7 +19,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use echo_harness::{wait_exit, wait_until, Echo, Load, EVENT_TIMEOUT};
-use shellflip::control::{ControlClient, Response};
+use shellflip::client::ControlClient;
+use shellflip::control::Response;
 
 struct Row {
     round: u32,

@@ -15,7 +15,7 @@
 //! | `panic-init` | panics before it is ready |
 //! | `abort-init` | aborts (SIGABRT) before it is ready |
 //! | `exit-after-ready` | reports ready, then exits with status 7 50 ms later |
-//! | `hang` | never becomes ready |
+//! | `hang` | never becomes ready (prints `hanging pid=<pid>` once its control socket is open) |
 //! | `slow-init=<ms>` | takes that long before it is ready (for killing the previous generation meanwhile) |
 //! | `garbage-state` | hands over a state payload that is not MessagePack |
 //! | `truncated-state` | hands over a state payload cut in the middle |
@@ -84,7 +84,12 @@ async fn main(ctx: Context<Served>) -> Result<(), Box<dyn std::error::Error>> {
     match fault.as_str() {
         "panic-init" => panic!("injected panic during initialisation"),
         "abort-init" => std::process::abort(),
-        "hang" => std::future::pending::<()>().await,
+        "hang" => {
+            // The control socket is open (and never answered: a generation
+            // answers it from ready() on).
+            println!("hanging pid={}", std::process::id());
+            std::future::pending::<()>().await
+        }
         slow if slow.starts_with("slow-init=") => {
             let ms: u64 = slow["slow-init=".len()..].parse()?;
             tokio::time::sleep(Duration::from_millis(ms)).await;

@@ -111,6 +111,14 @@
 //! representative inputs are also checked in under
 //! `shellflip-macros/tests/expand/`.
 //!
+//! ## Talking to a running service
+//!
+//! The `shellflip` command-line tool (feature `cli`, on by default) restarts,
+//! inspects and stops a service through its control socket. The client it
+//! uses is `shellflip::client` (feature `client`, implied by `cli`); the
+//! protocol is [`control::protocol`]. A service built with
+//! `default-features = false` compiles neither.
+//!
 //! ## Without the macros
 //!
 //! [`run`] takes a [`Config`] and any `FnOnce(Context<S>) -> impl Future`;
@@ -131,6 +139,9 @@
 pub use shellflip_runtime::*;
 
 pub use shellflip_macros::{restartable, HandoverState};
+
+#[cfg(feature = "client")]
+pub mod client;
 
 #[doc(hidden)]
 pub mod __private {

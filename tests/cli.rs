@@ -9,9 +9,8 @@ use std::process::{Command, Output};
 use std::thread;
 use std::time::Duration;
 
-use shellflip::control::{
-    decode_request, read_frame_blocking, write_frame_blocking, Request, Response,
-};
+use shellflip::control::{decode_request, FailureKind, Request, Response, MAX_FRAME_BYTES};
+use shellflip::frame::{read_frame_blocking, write_frame_blocking};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shellflip");
 
@@ -39,9 +38,10 @@ fn answer_once(path: &Path, expected: Request, answer: Vec<u8>) -> thread::JoinH
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
-        let request = decode_request(&read_frame_blocking(&mut stream).unwrap()).unwrap();
+        let request =
+            decode_request(&read_frame_blocking(&mut stream, MAX_FRAME_BYTES).unwrap()).unwrap();
         assert_eq!(request, expected);
-        write_frame_blocking(&mut stream, &answer).unwrap();
+        write_frame_blocking(&mut stream, &answer, MAX_FRAME_BYTES).unwrap();
     })
 }
 
@@ -140,20 +140,21 @@ fn bad_arguments_exit_2_with_usage() {
 }
 
 #[test]
-fn restart_in_progress_exits_1_with_the_reason() {
+fn restart_in_progress_exits_75_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("svc.sock");
     let server = answer_once(
         &socket,
-        Request::Restart,
+        Request::restart(),
         json(&Response::RestartFailed {
-            kind: "in_progress".into(),
+            kind: FailureKind::InProgress,
             reason: "a restart is already in progress; wait for its outcome and try again".into(),
         }),
     );
     let output = shellflip(&["restart", socket.to_str().unwrap()]);
     server.join().unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    // Was 1; "try again" has its own exit status now.
+    assert_eq!(output.status.code(), Some(75));
     let message = stderr(&output);
     assert!(message.starts_with("restart failed: "), "{message}");
     assert!(message.contains("in progress"), "{message}");
@@ -167,9 +168,9 @@ fn failed_restart_exits_1_naming_the_child_failure() {
     let reason = "the new generation (pid 99) exited with status 3 before it was ready";
     let server = answer_once(
         &socket,
-        Request::Restart,
+        Request::restart(),
         json(&Response::RestartFailed {
-            kind: "failed".into(),
+            kind: FailureKind::Failed,
             reason: reason.into(),
         }),
     );
@@ -225,13 +226,109 @@ fn restart_timeout_exits_1() {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
-        read_frame_blocking(&mut stream).unwrap();
-        assert!(read_frame_blocking(&mut stream).is_err());
+        read_frame_blocking(&mut stream, MAX_FRAME_BYTES).unwrap();
+        assert!(read_frame_blocking(&mut stream, MAX_FRAME_BYTES).is_err());
     });
     let output = shellflip(&["restart", socket.to_str().unwrap(), "--timeout", "200ms"]);
     server.join().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let message = stderr(&output);
-    assert!(message.contains("timed out after 200ms"), "{message}");
+    // Was "timed out after 200ms"; the message now says how far it got.
+    assert!(
+        message.contains("connected, but no answer within 200ms"),
+        "{message}"
+    );
     assert!(message.contains("shellflip status"), "{message}");
+}
+
+/// Issue 13: "try again" (in progress, not ready, just handed over) has its
+/// own exit status, 75 (EX_TEMPFAIL); a restart that failed or a service
+/// that is stopping is 1.
+#[test]
+fn restart_refusals_exit_75_when_trying_again_can_help() {
+    let dir = tempfile::tempdir().unwrap();
+    for (kind, code) in [
+        (FailureKind::InProgress, 75),
+        (FailureKind::NotReady, 75),
+        (FailureKind::HandedOver, 75),
+        (FailureKind::ShuttingDown, 1),
+        (FailureKind::Failed, 1),
+    ] {
+        let socket = dir.path().join(format!("{kind}.sock"));
+        let reason = format!("refused: {kind}");
+        let server = answer_once(
+            &socket,
+            Request::restart(),
+            json(&Response::RestartFailed {
+                kind,
+                reason: reason.clone(),
+            }),
+        );
+        let output = shellflip(&["restart", socket.to_str().unwrap()]);
+        server.join().unwrap();
+        assert_eq!(output.status.code(), Some(code), "{kind}");
+        assert!(stderr(&output).contains(&reason), "{}", stderr(&output));
+    }
+    let output = shellflip(&["--help"]);
+    let help = stdout(&output);
+    assert!(help.contains("75  try again"), "{help}");
+}
+
+/// Issue 13: `status` had no timeout at all.
+#[test]
+fn status_gives_up_after_its_timeout_saying_what_is_known() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("never.sock");
+    // Listening, never accepting: the socket of a first generation that
+    // has not called ready(), as the client sees it.
+    let _listener = UnixListener::bind(&socket).unwrap();
+    let output = shellflip(&["status", socket.to_str().unwrap(), "--timeout", "300ms"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output).trim_end(),
+        "status failed: connected, but no answer within 300ms: the service may be stopped \
+         (SIGSTOP) or its first generation not ready yet"
+    );
+}
+
+#[test]
+fn status_shows_every_field_and_json_is_the_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let answer = br#"{"result":"status","pid":4242,"generation":3,"phase":"draining","uptime_secs":61.5,"restarts":2,"failed_restarts":1,"last_restart":{"ok":true,"at_unix_ms":1000,"duration_ms":12.5,"pid":4242,"generation":3,"error":null},"spawner_pid":4243}"#;
+
+    let socket = dir.path().join("human.sock");
+    let server = answer_once(&socket, Request::Status, answer.to_vec());
+    let output = shellflip(&["status", socket.to_str().unwrap()]);
+    server.join().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    for line in [
+        // The answering "service" is this test process: the kernel's pid
+        // for it differs from the one it claims.
+        "generation:      3\n",
+        "phase:           draining\n",
+        "uptime:          1m 1s\n",
+        "restarts:        2\n",
+        "failed restarts: 1\n",
+        "in 12.5ms (pid=4242 generation=3",
+        "spawner:         pid 4243",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    assert!(
+        text.contains(&format!(
+            "pid:             {} (4242 in the service's PID namespace)",
+            std::process::id()
+        )),
+        "{text}"
+    );
+
+    let socket = dir.path().join("json.sock");
+    let server = answer_once(&socket, Request::Status, answer.to_vec());
+    let output = shellflip(&["status", socket.to_str().unwrap(), "--json"]);
+    server.join().unwrap();
+    let printed: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let mut expected: serde_json::Value = serde_json::from_slice(answer).unwrap();
+    expected.as_object_mut().unwrap().remove("result");
+    assert_eq!(printed, expected);
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use common::*;
 use nix::sys::signal::Signal;
-use shellflip::control::{ControlClient, Response};
+use shellflip::client::ControlClient;
+use shellflip::control::Response;
 
 /// Opens a connection to the current generation, then restarts: the old
 /// generation drains, kept from exiting by that connection until it is
@@ -289,4 +290,221 @@ fn control_socket_abuse_is_answered_or_refused() {
         "refused by the peer check: {stderr}"
     );
     assert_eq!(service.exchange().unwrap().pid, service.current.pid);
+}
+
+// ---------------------------------------------------------------------------
+// The CLI against services that do not answer, and across PID namespaces
+// (issue 13)
+// ---------------------------------------------------------------------------
+
+/// Asserts that `command` gave up after `--timeout 1s` with exit status 1
+/// and said what it knew.
+fn gives_up_after_1s(command: &str, out: &std::process::Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+    let expected = format!(
+        "{command} failed: connected, but no answer within 1s: the service may be stopped \
+         (SIGSTOP) or its first generation not ready yet"
+    );
+    assert!(stderr.starts_with(&expected), "{command}: {stderr}");
+}
+
+/// Issue 13: `status` and `restart` hung for over 60 s against a SIGSTOPped
+/// service; every command now gives up after its timeout.
+#[test]
+fn the_cli_gives_up_on_a_stopped_service() {
+    let service = Echo::start(&[]);
+    kill_pid(service.current.pid, Signal::SIGSTOP);
+    for command in ["status", "restart", "stop"] {
+        gives_up_after_1s(command, &cli(&service, command, &["--timeout", "1s"]));
+    }
+    // Dropping `service` kills it, still stopped, with the requests it
+    // never read.
+}
+
+/// A process this test started, its stdout lines on a channel; killed (by
+/// pid) when dropped.
+struct Started {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Started {
+    fn spawn(command: &mut std::process::Command) -> Started {
+        use std::io::BufRead;
+        command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped());
+        let mut child = spawn_retrying_busy(command);
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Started { child, lines }
+    }
+
+    /// The next stdout line starting with `prefix`.
+    fn line(&self, prefix: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(EVENT_TIMEOUT)
+                .unwrap_or_else(|_| panic!("no {prefix:?} line"));
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        reap_exited_spawners();
+    }
+}
+
+/// Issue 13: the same against a first generation that never calls
+/// `ready()`: its control socket is listening but not answered yet.
+#[test]
+fn the_cli_gives_up_on_a_first_generation_that_is_never_ready() {
+    become_subreaper();
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("control.sock");
+    let service = Started::spawn(
+        std::process::Command::new(example_binary("faulty"))
+            .args(["--listen", "127.0.0.1:0", "--fault", "hang", "--control"])
+            .arg(&control),
+    );
+    service.line("hanging pid=");
+    for command in ["status", "restart", "stop"] {
+        let out = std::process::Command::new(cli_binary())
+            .arg(command)
+            .arg(&control)
+            .args(["--timeout", "1s"])
+            .output()
+            .unwrap();
+        gives_up_after_1s(command, &out);
+    }
+}
+
+/// The pid, in this process's PID namespace, of the process that is
+/// `inside` in the namespace of `root`'s descendants.
+fn outside_pid(inside: u32, root: u32) -> u32 {
+    let descends = |mut pid: u32| {
+        for _ in 0..64 {
+            if pid == root {
+                return true;
+            }
+            match parent_of(pid) {
+                Some(parent) if parent != 0 => pid = parent,
+                _ => return false,
+            }
+        }
+        false
+    };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let Some(nspids) = status.lines().find_map(|l| l.strip_prefix("NSpid:")) else {
+            continue;
+        };
+        let nspids: Vec<&str> = nspids.split_whitespace().collect();
+        if nspids.len() >= 2 && nspids.last() == Some(&inside.to_string().as_str()) && descends(pid)
+        {
+            found.push(pid);
+        }
+    }
+    assert_eq!(found.len(), 1, "pid {inside} inside: {found:?}");
+    found[0]
+}
+
+/// Issue 13: `stop` polled the service's pid in the caller's `/proc`; from
+/// outside a PID namespace that number is another process (it waited the
+/// full timeout for a kernel thread). And the pids shown must be the
+/// caller's. The service runs in a new PID namespace (as in a container,
+/// under a keeper as its PID 1), the CLI outside.
+#[test]
+fn the_cli_shows_and_waits_for_pids_across_pid_namespaces() {
+    // /proc/self belongs to this process's user.
+    let root_user =
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
+    let unshare_works = root_user
+        && std::process::Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "true"])
+            .status()
+            .is_ok_and(|status| status.success());
+    if !unshare_works {
+        eprintln!("skipped: needs root and a working `unshare --pid --fork --mount-proc`");
+        return;
+    }
+    become_subreaper();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("echo");
+    std::fs::copy(example_binary("echo"), &exe).unwrap();
+    let control = dir.path().join("control.sock");
+    // PID 1 inside is a keeper (sleep) that outlives the generations; the
+    // service is its child.
+    let namespace = Started::spawn(
+        std::process::Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+            .args(["sh", "-c", r#""$0" "$@" & exec sleep 1000000"#])
+            .arg(&exe)
+            .args(["--listen", "127.0.0.1:0", "--control"])
+            .arg(&control),
+    );
+    let root = namespace.child.id();
+    let ready = |service: &Started| parse_ready(&service.line("ready ")).unwrap();
+    let first = ready(&namespace);
+    let first_outside = outside_pid(first.pid, root);
+    assert_ne!(first.pid, first_outside);
+    let run = |command: &str, extra: &[&str]| {
+        let out = std::process::Command::new(cli_binary())
+            .arg(command)
+            .arg(&control)
+            .args(extra)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{command}: {stderr}");
+        stdout
+    };
+
+    let status = run("status", &[]);
+    let expected = format!(
+        "pid:             {first_outside} ({} in the service's PID namespace)\n",
+        first.pid
+    );
+    assert!(status.contains(&expected), "{status}");
+
+    let restarted = run("restart", &[]);
+    let second = ready(&namespace);
+    assert_eq!(second.generation, 2);
+    let second_outside = outside_pid(second.pid, root);
+    assert!(
+        restarted.starts_with(&format!("restarted: pid={second_outside} generation=2 in ")),
+        "{restarted} (pid {} inside, {second_outside} outside)",
+        second.pid
+    );
+
+    // Before the fix this waited the whole timeout for the process that
+    // has the inside pid's number out here.
+    let stopped = run("stop", &["--timeout", "20s"]);
+    assert_eq!(stopped, format!("stopped: pid={second_outside}\n"));
+    wait_until("the service to exit", EVENT_TIMEOUT, || {
+        !is_alive(second_outside)
+    });
 }

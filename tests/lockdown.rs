@@ -9,7 +9,8 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use common::*;
-use shellflip::control::{ControlClient, Response};
+use shellflip::client::ControlClient;
+use shellflip::control::Response;
 
 /// Starts the locked_down example on 127.0.0.1:0 with a control socket in a
 /// temp dir, and waits for its first generation to be ready and locked down.

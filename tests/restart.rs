@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use nix::sys::signal::Signal;
-use shellflip::control::ControlClient;
+use shellflip::client::ControlClient;
 
 /// Ten restarts while 16 clients connect, exchange and close in a loop:
 /// nothing refused or cut, pid and generation change each time, the count

@@ -22,7 +22,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::*;
-use shellflip::control::{ControlClient, Response};
+use shellflip::client::ControlClient;
+use shellflip::control::Response;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -8,7 +8,7 @@ use std::os::unix::process::CommandExt;
 use common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use shellflip::control::ControlClient;
+use shellflip::client::ControlClient;
 
 /// The bit of signal number `signal` in a /proc signal mask.
 const fn bit(signal: u32) -> u64 {

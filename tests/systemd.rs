@@ -23,7 +23,7 @@ use std::time::Instant;
 use common::{
     example_binary, restart_failing, restart_ok, wait_exit, wait_until, Echo, EVENT_TIMEOUT,
 };
-use shellflip::control::ControlClient;
+use shellflip::client::ControlClient;
 
 /// Starts the echo example with `--listen <listen> --control
 /// <dir>/control.sock` and `env`; `prepare` adjusts the command (or wraps

@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use shellflip::control::{ControlClient, Response};
+use shellflip::client::ControlClient;
+use shellflip::control::Response;
 use shellflip::state::{decode_envelope, encode_envelope};
 use shellflip::StateFds;
 use shellflip_bench::report::{

@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::io::{self, Cursor, Read};
 
 use serde::{Deserialize, Serialize};
-use shellflip::control::{self, FrameError, Request, Response, MAX_FRAME_BYTES};
+use shellflip::control::{self, Request, Response, MAX_FRAME_BYTES};
+use shellflip::frame::{self, FrameError};
 use shellflip::state::{self, HandoverState, StateFds};
 
 /// A fuzz target's entry point.
@@ -113,10 +114,11 @@ fn read_frames(reader: &mut dyn Read, data: &[u8]) -> (Vec<Vec<u8>>, String) {
     // Each frame consumes at least its 4-byte prefix, so this is bounded by
     // data.len() / 4 + 1 iterations; the cap is a belt and braces.
     for _ in 0..=data.len() / 4 + 1 {
-        match control::read_frame_blocking(reader) {
+        match frame::read_frame_blocking(reader, MAX_FRAME_BYTES) {
             Ok(payload) => {
                 assert!(payload.len() <= MAX_FRAME_BYTES as usize, "oversized frame");
-                let frame = control::encode_frame(&payload).expect("a read frame re-encodes");
+                let frame = frame::encode_frame(&payload, MAX_FRAME_BYTES)
+                    .expect("a read frame re-encodes");
                 assert_eq!(
                     data.get(offset..offset + frame.len()),
                     Some(&frame[..]),
@@ -136,7 +138,7 @@ fn read_frames(reader: &mut dyn Read, data: &[u8]) -> (Vec<Vec<u8>>, String) {
                         assert!(*len > u64::from(*max), "{error}");
                         "too large"
                     }
-                    FrameError::Malformed(_) => "malformed",
+                    FrameError::Truncated { .. } => "malformed",
                     FrameError::Io(e) => panic!("I/O error from an in-memory reader: {e}"),
                     _ => "other",
                 };
@@ -278,7 +280,7 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
 fn control_seeds() -> Vec<(String, Vec<u8>)> {
     let mut payloads: Vec<(&str, Vec<u8>)> = Vec::new();
     for (name, request) in [
-        ("restart", Request::Restart),
+        ("restart", Request::restart()),
         ("status", Request::Status),
         ("stop", Request::Stop),
     ] {
@@ -304,7 +306,7 @@ fn control_seeds() -> Vec<(String, Vec<u8>)> {
         (
             "restart_failed",
             Response::RestartFailed {
-                kind: "in_progress".into(),
+                kind: control::FailureKind::InProgress,
                 reason: "a restart is already in progress".into(),
             },
         ),
@@ -313,7 +315,7 @@ fn control_seeds() -> Vec<(String, Vec<u8>)> {
             Response::Status(control::Status {
                 pid: 4242,
                 generation: 7,
-                phase: "serving".into(),
+                phase: control::Phase::Serving,
                 uptime_secs: 12.5,
                 restarts: 6,
                 failed_restarts: 1,
@@ -332,22 +334,25 @@ fn control_seeds() -> Vec<(String, Vec<u8>)> {
     for (name, payload) in &payloads {
         seeds.push((
             format!("frame-{name}"),
-            control::encode_frame(payload).unwrap(),
+            frame::encode_frame(payload, MAX_FRAME_BYTES).unwrap(),
         ));
     }
     // Several requests on one connection, as a client may send them.
     let mut pipelined = Vec::new();
     for (_, payload) in &payloads[..3] {
-        pipelined.extend(control::encode_frame(payload).unwrap());
+        pipelined.extend(frame::encode_frame(payload, MAX_FRAME_BYTES).unwrap());
     }
     seeds.push(("frames-pipelined".into(), pipelined));
     // Edge cases of the framing itself.
-    seeds.push(("frame-empty".into(), control::encode_frame(b"").unwrap()));
+    seeds.push((
+        "frame-empty".into(),
+        frame::encode_frame(b"", MAX_FRAME_BYTES).unwrap(),
+    ));
     seeds.push((
         "frame-announces-4gib".into(),
         [&u32::MAX.to_be_bytes()[..], br#"{"op":"status"}"#].concat(),
     ));
-    let mut truncated = control::encode_frame(&payloads[1].1).unwrap();
+    let mut truncated = frame::encode_frame(&payloads[1].1, MAX_FRAME_BYTES).unwrap();
     truncated.truncate(truncated.len() - 3);
     seeds.push(("frame-truncated".into(), truncated));
     seeds

@@ -24,8 +24,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 
-use crate::control::{ControlSocketFile, LastRestart};
+use crate::control::protocol::LastRestart;
+use crate::control::server::ControlSocketFile;
 use crate::fd;
+use crate::frame::{encode_frame, read_frame, FrameDecoder, FrameError, FramePart};
 use crate::state::EncodedState;
 
 /// The environment variable naming the channel descriptor of a new
@@ -108,13 +110,8 @@ pub(crate) struct Received {
     pub state: Option<Vec<u8>>,
 }
 
-fn frame(payload: &[u8]) -> io::Result<Vec<u8>> {
-    let len = u32::try_from(payload.len())
-        .map_err(|_| io::Error::other("channel message larger than 4 GiB"))?;
-    let mut out = Vec::with_capacity(4 + payload.len());
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(payload);
-    Ok(out)
+fn frame(payload: &[u8], max: u32) -> io::Result<Vec<u8>> {
+    Ok(encode_frame(payload, max)?)
 }
 
 fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
@@ -136,7 +133,7 @@ pub(crate) async fn send_handover(
     fds: &[BorrowedFd<'_>],
     state: Option<&EncodedState>,
 ) -> io::Result<()> {
-    let message = frame(&encode(header)?)?;
+    let message = frame(&encode(header)?, MAX_HEADER_BYTES)?;
     let sent = stream
         .async_io(Interest::WRITABLE, || {
             fd::send_with_fds(stream.as_fd(), &message, fds)
@@ -163,42 +160,36 @@ async fn write_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Fills `buf`; `Ok(false)` if the stream ended before the first byte.
-async fn read_exact(stream: &UnixStream, buf: &mut [u8]) -> io::Result<bool> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        stream.readable().await?;
-        match stream.try_read(&mut buf[filled..]) {
-            Ok(0) if filled == 0 => return Ok(false),
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
-}
-
 /// Parent side: waits for the child's report. `None`: the child closed the
-/// channel without reporting (it exited or crashed).
+/// channel without reporting (it exited or crashed) — before or within the
+/// report's length; a report cut in its payload is an error.
 pub(crate) async fn read_child_message(stream: &UnixStream) -> io::Result<Option<ChildMessage>> {
-    let mut len = [0u8; 4];
-    match read_exact(stream, &mut len).await {
-        Ok(true) => {}
-        Ok(false) => return Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_be_bytes(len);
-    if len > MAX_MESSAGE_BYTES {
-        return Err(invalid(format!(
-            "the new generation sent a {len}-byte report, more than {MAX_MESSAGE_BYTES}"
-        )));
-    }
-    let mut payload = vec![0u8; len as usize];
-    if !read_exact(stream, &mut payload).await? {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    }
+    let mut decoder = FrameDecoder::new(MAX_MESSAGE_BYTES);
+    let payload = loop {
+        stream.readable().await?;
+        let n = match stream.try_read(decoder.buf()) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        match decoder.advance(n) {
+            Ok(Some(payload)) => break payload,
+            Ok(None) => {}
+            Err(
+                FrameError::Eof
+                | FrameError::Truncated {
+                    part: FramePart::Length,
+                    ..
+                },
+            ) => return Ok(None),
+            Err(FrameError::TooLarge { len, max }) => {
+                return Err(invalid(format!(
+                    "the new generation sent a {len}-byte report, more than {max}"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     rmp_serde::from_slice(&payload)
         .map(Some)
         .map_err(|e| invalid(format!("unreadable report from the new generation: {e}")))
@@ -206,12 +197,12 @@ pub(crate) async fn read_child_message(stream: &UnixStream) -> io::Result<Option
 
 /// Child side: encodes a report.
 pub(crate) fn encode_child_message(message: &ChildMessage) -> io::Result<Vec<u8>> {
-    frame(&encode(message)?)
+    frame(&encode(message)?, MAX_MESSAGE_BYTES)
 }
 
 /// Parent side: encodes a message to the new generation.
 pub(crate) fn encode_parent_message(message: &ParentMessage) -> io::Result<Vec<u8>> {
-    frame(&encode(message)?)
+    frame(&encode(message)?, MAX_MESSAGE_BYTES)
 }
 
 /// Child side: waits for the old generation's next message. `None`: the
@@ -219,21 +210,11 @@ pub(crate) fn encode_parent_message(message: &ParentMessage) -> io::Result<Vec<u
 pub(crate) async fn read_parent_message(
     stream: &mut (impl tokio::io::AsyncRead + Unpin),
 ) -> io::Result<Option<ParentMessage>> {
-    use tokio::io::AsyncReadExt;
-    let mut len = [0u8; 4];
-    match stream.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_be_bytes(len);
-    if len > MAX_MESSAGE_BYTES {
-        return Err(invalid(format!(
-            "the previous generation sent a {len}-byte message, more than {MAX_MESSAGE_BYTES}"
-        )));
-    }
-    let mut payload = vec![0u8; len as usize];
-    stream.read_exact(&mut payload).await?;
+    let payload = match read_frame(stream, MAX_MESSAGE_BYTES).await {
+        Ok(payload) => payload,
+        Err(e) if e.is_closed() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
     rmp_serde::from_slice(&payload).map(Some).map_err(|e| {
         invalid(format!(
             "unreadable message from the previous generation: {e}"
@@ -255,28 +236,40 @@ pub(crate) async fn send_child_message(
 /// Child side: receives the handover, blocking (the caller sets a read
 /// timeout on `stream`).
 pub(crate) fn receive_handover(stream: &mut StdUnixStream) -> io::Result<Received> {
-    let mut len_bytes = [0u8; 4];
-    let mut filled = 0;
+    // The descriptors come with the header's first bytes; every read of the
+    // header adopts whatever is attached.
+    let mut decoder = FrameDecoder::new(MAX_HEADER_BYTES);
     let mut fds = Vec::new();
-    while filled < len_bytes.len() {
-        let (n, mut got) = fd::recv_with_fds(stream.as_fd(), &mut len_bytes[filled..])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the previous generation closed the channel before handing over",
-            ));
-        }
+    let payload = loop {
+        let (n, mut got) = match fd::recv_with_fds(stream.as_fd(), decoder.buf()) {
+            Ok(received) => received,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         fds.append(&mut got);
-        filled += n;
-    }
-    let len = u32::from_be_bytes(len_bytes);
-    if len > MAX_HEADER_BYTES {
-        return Err(invalid(format!(
-            "handover header of {len} bytes, more than {MAX_HEADER_BYTES}"
-        )));
-    }
-    let mut payload = vec![0u8; len as usize];
-    stream.read_exact(&mut payload)?;
+        match decoder.advance(n) {
+            Ok(Some(payload)) => break payload,
+            Ok(None) => {}
+            Err(
+                FrameError::Eof
+                | FrameError::Truncated {
+                    part: FramePart::Length,
+                    ..
+                },
+            ) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the previous generation closed the channel before handing over",
+                ))
+            }
+            Err(FrameError::TooLarge { len, max }) => {
+                return Err(invalid(format!(
+                    "handover header of {len} bytes, more than {max}"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let header: HandoverHeader = rmp_serde::from_slice(&payload)
         .map_err(|e| invalid(format!("unreadable handover header: {e}")))?;
     if header.fd_names.len() != fds.len() {
@@ -387,7 +380,7 @@ mod tests {
     #[test]
     fn truncated_state_is_an_error() {
         let (mut parent, mut child) = StdUnixStream::pair().unwrap();
-        let message = frame(&encode(&header(&[], Some(100))).unwrap()).unwrap();
+        let message = frame(&encode(&header(&[], Some(100))).unwrap(), MAX_HEADER_BYTES).unwrap();
         std::io::Write::write_all(&mut parent, &message).unwrap();
         std::io::Write::write_all(&mut parent, &[1, 2, 3]).unwrap();
         drop(parent);
@@ -399,7 +392,11 @@ mod tests {
     fn oversized_state_announcement_is_refused_without_reading_it() {
         let (mut parent, mut child) = StdUnixStream::pair().unwrap();
         let announced = crate::state::MAX_STATE_BYTES + 1;
-        let message = frame(&encode(&header(&[], Some(announced))).unwrap()).unwrap();
+        let message = frame(
+            &encode(&header(&[], Some(announced))).unwrap(),
+            MAX_HEADER_BYTES,
+        )
+        .unwrap();
         std::io::Write::write_all(&mut parent, &message).unwrap();
         let err = receive_handover(&mut child).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
@@ -410,7 +407,11 @@ mod tests {
     fn fd_count_must_match_the_names() {
         let (parent, mut child) = StdUnixStream::pair().unwrap();
         let (a, _b) = StdUnixStream::pair().unwrap();
-        let message = frame(&encode(&header(&["one", "two"], None)).unwrap()).unwrap();
+        let message = frame(
+            &encode(&header(&["one", "two"], None)).unwrap(),
+            MAX_HEADER_BYTES,
+        )
+        .unwrap();
         let sent = fd::send_with_fds(parent.as_fd(), &message, &[a.as_fd()]).unwrap();
         assert_eq!(sent, message.len());
         let err = receive_handover(&mut child).unwrap_err();

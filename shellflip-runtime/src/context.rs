@@ -16,6 +16,7 @@ use crate::generation::Generation;
 use crate::registry::RESERVED_PREFIX;
 use crate::state::{encode_envelope_parts, HandoverState};
 use crate::sync::lock;
+use crate::unix_socket::{self, Access};
 
 /// The state a service carries across restarts, shared between its tasks.
 ///
@@ -216,7 +217,9 @@ impl<S: HandoverState> Context<S> {
     /// A Unix stream listener named `name`, inherited or bound at `path`.
     ///
     /// In the first generation a stale socket file at `path` (nobody
-    /// listening) is replaced; a live one is an error.
+    /// listening) is replaced; a live one, or a file that is not a socket,
+    /// is an error and left alone. The socket file gets the mode a plain
+    /// `bind()` gives.
     pub fn unix_listener(
         &self,
         name: &str,
@@ -472,35 +475,11 @@ fn bind_inet(name: &str, addrs: &[SocketAddr], kind: Type) -> Result<Socket, Err
 }
 
 fn bind_unix(name: &str, path: &Path) -> Result<Socket, Error> {
-    let err = |source: std::io::Error| Error::Bind {
-        name: name.to_owned(),
-        address: path.display().to_string(),
-        source,
-    };
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        use std::os::unix::fs::FileTypeExt;
-        if !meta.file_type().is_socket() {
-            return Err(err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "a file that is not a socket is in the way",
-            )));
-        }
-        match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => {
-                return Err(err(std::io::Error::new(
-                    std::io::ErrorKind::AddrInUse,
-                    "another process is listening there",
-                )))
-            }
-            Err(_) => {
-                tracing::info!(path = %path.display(), "removing stale socket file");
-                std::fs::remove_file(path).map_err(err)?;
-            }
-        }
-    }
-    let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(err)?;
-    let addr = SockAddr::unix(path).map_err(err)?;
-    socket.bind(&addr).map_err(err)?;
-    socket.listen(1024).map_err(err)?;
-    Ok(socket)
+    let (listener, _file) =
+        unix_socket::bind(path, Access::Umask).map_err(|error| Error::Bind {
+            name: name.to_owned(),
+            address: path.display().to_string(),
+            source: std::io::Error::new(error.io_kind(), error),
+        })?;
+    Ok(Socket::from(OwnedFd::from(listener)))
 }

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::ConfigError;
+use crate::control::protocol::FailureKind;
 use crate::state::StateError;
+use crate::unix_socket::UnixSocketError;
 
 /// An error of the runtime, returned to the service or reported at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +71,15 @@ pub enum Error {
         path: PathBuf,
         /// What went wrong and what to do.
         reason: String,
+    },
+    /// The control socket file could not be created.
+    #[error("control socket {}: {source}", path.display())]
+    ControlSocketBind {
+        /// Its path.
+        path: PathBuf,
+        /// What went wrong (and what to do).
+        #[source]
+        source: UnixSocketError,
     },
     /// The sockets systemd passed (socket activation) could not be adopted.
     #[error(transparent)]
@@ -240,15 +251,15 @@ pub enum RestartError {
 }
 
 impl RestartError {
-    /// A short machine-readable kind: `in_progress`, `not_ready`,
-    /// `shutting_down` or `failed`.
-    pub fn kind(&self) -> &'static str {
+    /// The machine-readable kind, as answered on the control socket
+    /// (`in_progress`, `not_ready`, `shutting_down` or `failed`).
+    pub fn kind(&self) -> FailureKind {
         match self {
-            RestartError::InProgress => "in_progress",
-            RestartError::HandedOver { .. } => "handed_over",
-            RestartError::NotReady(_) => "not_ready",
-            RestartError::ShuttingDown | RestartError::Aborted { .. } => "shutting_down",
-            _ => "failed",
+            RestartError::InProgress => FailureKind::InProgress,
+            RestartError::HandedOver { .. } => FailureKind::HandedOver,
+            RestartError::NotReady(_) => FailureKind::NotReady,
+            RestartError::ShuttingDown | RestartError::Aborted { .. } => FailureKind::ShuttingDown,
+            _ => FailureKind::Failed,
         }
     }
 }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::child::PredecessorLink;
-use crate::control::{self, ControlSocketFile};
+use crate::control::server::{self as control, ControlSocketFile};
 use crate::error::{Error, RestartError};
 use crate::pidfile::PidFile;
 use crate::registry::{Registry, CONTROL_FD_NAME, STATE_FD_PREFIX};

@@ -35,7 +35,7 @@ use crate::channel::{Lineage, Received};
 use crate::child::{self, PredecessorLink};
 use crate::config::{Config, RuntimeFlavor, SpawnerMode, StateMismatch};
 use crate::context::Context;
-use crate::control;
+use crate::control::server as control;
 use crate::error::Error;
 use crate::generation::{open_control_socket, Ending, Generation, GenerationParts};
 use crate::launch::Launch;

@@ -14,9 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::channel::Lineage;
-use crate::control::{
-    self, ControlCommand, ControlSocketFile, LastRestart, Request, Response, RestartSuccess, Status,
-};
+use crate::control::protocol::{self, LastRestart, Request, Response, RestartSuccess, Status};
+use crate::control::server::{self as control, ControlCommand, ControlSocketFile};
 use crate::error::RestartError;
 use crate::generation::{encode_state_for_handover, Ending, Generation};
 use crate::launch::Launch;
@@ -41,13 +40,13 @@ enum Phase {
 }
 
 impl Phase {
-    fn as_str(self) -> &'static str {
+    fn as_protocol(self) -> protocol::Phase {
         match self {
-            Phase::Starting => "starting",
-            Phase::Serving => "serving",
-            Phase::Restarting => "restarting",
-            Phase::Draining => "draining",
-            Phase::Stopping => "stopping",
+            Phase::Starting => protocol::Phase::Starting,
+            Phase::Serving => protocol::Phase::Serving,
+            Phase::Restarting => protocol::Phase::Restarting,
+            Phase::Draining => protocol::Phase::Draining,
+            Phase::Stopping => protocol::Phase::Stopping,
         }
     }
 }
@@ -263,7 +262,7 @@ impl Supervisor {
 
     async fn on_control(&mut self, command: ControlCommand) {
         match command.request {
-            Request::Restart => self.request_restart(Trigger::Control, Some(command.reply)),
+            Request::Restart { .. } => self.request_restart(Trigger::Control, Some(command.reply)),
             Request::Status => {
                 let _ = command.reply.send(Response::Status(self.status()));
             }
@@ -281,7 +280,7 @@ impl Supervisor {
         Status {
             pid: std::process::id(),
             generation: self.generation.number,
-            phase: self.phase.as_str().to_owned(),
+            phase: self.phase.as_protocol(),
             uptime_secs: self.started.elapsed().as_secs_f64(),
             restarts: self.lineage.restarts,
             failed_restarts: self.lineage.failed_restarts,

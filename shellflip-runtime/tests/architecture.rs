@@ -39,7 +39,8 @@ fn floors_from_architecture() -> BTreeMap<String, u32> {
     floors
 }
 
-/// Every module file under `src/` (but `lib.rs`), by module path
+/// Every module file under `src/` (but `lib.rs` and `tests.rs` files), by
+/// module path
 /// (`control::server` for `src/control/server.rs`, `control` for
 /// `src/control/mod.rs`).
 fn module_files() -> BTreeMap<String, PathBuf> {
@@ -52,6 +53,8 @@ fn module_files() -> BTreeMap<String, PathBuf> {
             } else if path.extension().is_some_and(|e| e == "rs") {
                 let name = match stem.as_str() {
                     "lib" if prefix.is_empty() => continue,
+                    // A module's unit tests, in a file of their own.
+                    "tests" => continue,
                     "mod" => prefix.trim_end_matches("::").to_owned(),
                     _ => format!("{prefix}{stem}"),
                 };

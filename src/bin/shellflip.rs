@@ -1,18 +1,35 @@
 //! `shellflip`: restart, inspect or stop a running shellflip service through
 //! its control socket.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
-use shellflip::control::{ClientError, ControlClient, LastRestart, Request, Response, Status};
+use shellflip::client::{ClientError, ControlClient, Waiting, STATUS_TIMEOUT};
+use shellflip::control::{FailureKind, LastRestart, Request, Response, RestartSuccess, Status};
+
+/// The request succeeded.
+const EXIT_OK: u8 = 0;
+/// The request failed, or the service refused it for good.
+const EXIT_FAILED: u8 = 1;
+/// No service at the socket (clap exits with 2 on bad arguments too).
+const EXIT_NO_SERVICE: u8 = 2;
+/// `EX_TEMPFAIL` (sysexits.h): the same request may succeed if sent again.
+const EXIT_TRY_AGAIN: u8 = 75;
 
 const AFTER_HELP: &str = "\
 Exit status:
-  0  the request succeeded
-  1  the request failed (the reason is printed on stderr)
-  2  no service is listening on SOCKET, or the arguments are invalid";
+  0   the request succeeded
+  1   the request failed or timed out (the reason is printed on stderr)
+  2   no service is listening on SOCKET, or the arguments are invalid
+  75  try again: a restart is already in progress, the service is not ready to
+      restart yet, or it has just handed over to a new generation (EX_TEMPFAIL)
+
+Every command gives up after --timeout and then says how far it got.
+Pids are shown as this process sees them, also when the service runs in another
+PID namespace (a container); `status --json` prints the service's own answer.";
 
 /// Restart, inspect or stop a running shellflip service.
 #[derive(Parser, Debug)]
@@ -47,11 +64,12 @@ enum Command {
         /// The service's control socket.
         #[arg(value_name = "SOCKET")]
         socket: PathBuf,
-        /// Give up waiting for the outcome after this long (e.g. 45s, 2m). By default,
-        /// wait until the service answers; its ready timeout bounds the restart. A restart
-        /// that outlives --timeout may still complete.
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-        timeout: Option<Duration>,
+        /// Give up waiting for the outcome after this long (e.g. 45s, 10m). The default
+        /// leaves room for a ready timeout of a few minutes; raise it if the service's ready
+        /// timeout (plus its ready grace) is longer. A restart that outlives --timeout may
+        /// still complete.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+        timeout: Duration,
     },
     /// Show the service's pid, generation, phase, uptime and restart history.
     #[command(after_help = AFTER_HELP)]
@@ -59,10 +77,14 @@ enum Command {
         /// The service's control socket.
         #[arg(value_name = "SOCKET")]
         socket: PathBuf,
-        /// Print the status as one JSON object (keys pid, generation, phase, uptime_secs,
-        /// restarts, failed_restarts, last_restart).
+        /// Print the service's answer as one JSON object (keys pid, generation, phase,
+        /// uptime_secs, restarts, failed_restarts, last_restart, spawner_pid; pids as the
+        /// service sees them).
         #[arg(long)]
         json: bool,
+        /// Give up waiting for the answer after this long (e.g. 2s, 1m).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+        timeout: Duration,
     },
     /// Stop the service gracefully and wait until it has exited.
     #[command(
@@ -76,7 +98,8 @@ enum Command {
         #[arg(value_name = "SOCKET")]
         socket: PathBuf,
         /// Give up waiting for the service to exit after this long (e.g. 30s, 5m); raise it
-        /// if the service's drain timeout is longer.
+        /// if the service's drain timeout is longer. A service that does not even answer
+        /// the stop request is given at most 10s of it.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "2m")]
         timeout: Duration,
     },
@@ -94,69 +117,148 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    ExitCode::from(match cli.command {
         Command::Restart { socket, timeout } => restart(&socket, timeout),
-        Command::Status { socket, json } => status(&socket, json),
+        Command::Status {
+            socket,
+            json,
+            timeout,
+        } => status(&socket, json, timeout),
         Command::Stop { socket, timeout } => stop(&socket, timeout),
-    }
+    })
 }
 
 /// Prints a client error and returns the exit status for it: 2 when no
 /// service is listening, 1 otherwise.
-fn fail(command: &str, error: &ClientError) -> ExitCode {
+fn fail(command: &str, error: &ClientError) -> u8 {
     eprintln!("{command} failed: {error}");
     match error {
-        ClientError::NoService { .. } => ExitCode::from(2),
-        _ => ExitCode::FAILURE,
+        ClientError::NoService { .. } => EXIT_NO_SERVICE,
+        _ => EXIT_FAILED,
     }
 }
 
-fn restart(socket: &Path, timeout: Option<Duration>) -> ExitCode {
+/// A pid, as this process sees it when that is known.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Pid {
+    /// Valid here: translated by the kernel, or the service runs in this
+    /// PID namespace (or which namespace it runs in is unknown).
+    Here(u32),
+    /// As the service sees it, in a PID namespace that is not this one's.
+    Foreign(u32),
+}
+
+impl fmt::Display for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pid::Here(pid) => write!(f, "{pid}"),
+            Pid::Foreign(pid) => write!(f, "{pid} (in the service's PID namespace)"),
+        }
+    }
+}
+
+/// Whether the answering process runs in another PID namespace: the pid it
+/// gives for itself (`own`) is not the one the kernel gives for it here.
+fn other_namespace(own: u32, answered_by: Option<u32>) -> bool {
+    answered_by.is_some_and(|here| here != own)
+}
+
+fn restart(socket: &Path, timeout: Duration) -> u8 {
+    let started = Instant::now();
     let outcome = ControlClient::connect(socket).and_then(|mut client| {
-        client.set_timeout(timeout)?;
-        client.request(&Request::Restart)
+        client.set_timeout(Some(timeout));
+        client.request(&Request::restart())
     });
     match outcome {
         Ok(Response::Restarted(done)) => {
+            let left = timeout.saturating_sub(started.elapsed());
+            let pid = new_generation_pid(socket, &done, left.min(STATUS_TIMEOUT));
             println!(
-                "restarted: pid={} generation={} in {}",
-                done.pid,
+                "restarted: pid={pid} generation={} in {}",
                 done.generation,
                 format_ms(done.duration_ms)
             );
-            ExitCode::SUCCESS
+            EXIT_OK
         }
         Ok(Response::RestartFailed { kind, reason }) => {
-            if kind == "in_progress" && !reason.contains("in progress") {
+            if kind == FailureKind::InProgress && !reason.contains("in progress") {
                 eprintln!("restart failed: a restart is already in progress: {reason}");
             } else {
                 eprintln!("restart failed: {reason}");
             }
-            ExitCode::FAILURE
+            if kind.is_temporary() {
+                EXIT_TRY_AGAIN
+            } else {
+                EXIT_FAILED
+            }
         }
         Ok(Response::Error { message }) => {
             eprintln!("restart failed: the service refused the request: {message}");
-            ExitCode::FAILURE
+            EXIT_FAILED
         }
         Ok(other) => {
             eprintln!("restart failed: unexpected answer from the service: {other:?}");
-            ExitCode::FAILURE
+            EXIT_FAILED
         }
         Err(error @ ClientError::Timeout { .. }) => {
             eprintln!(
-                "restart failed: {error}; the restart may still complete: check with \
+                "restart failed: {error}; if the service was restarting, the restart may still \
+                 complete (raise --timeout if its ready timeout is longer): check with \
                  `shellflip status {}`",
                 socket.display()
             );
-            ExitCode::FAILURE
+            EXIT_FAILED
         }
         Err(error) => fail("restart", &error),
     }
 }
 
-fn status(socket: &Path, json: bool) -> ExitCode {
-    let status = match ControlClient::status(socket) {
-        Ok(status) => status,
+/// The new generation's pid as this process sees it. The answer to the
+/// restart comes from the old generation, so the kernel's translation is
+/// that of the old pid; the new generation tells its own when asked for its
+/// status. A few tries: the old generation may still take a connection or
+/// two while it stops accepting.
+fn new_generation_pid(socket: &Path, done: &RestartSuccess, timeout: Duration) -> Pid {
+    let deadline = Instant::now() + timeout;
+    let mut foreign = false;
+    for _ in 0..5 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let Ok(mut client) = ControlClient::connect(socket) else {
+            break;
+        };
+        client.set_timeout(Some(left));
+        let Ok(status) = client.status_request() else {
+            break;
+        };
+        let here = client.answered_by();
+        if (status.generation, status.pid) == (done.generation, done.pid) {
+            return here.map_or(Pid::Here(done.pid), Pid::Here);
+        }
+        foreign |= other_namespace(status.pid, here);
+        if here.is_some() && !foreign {
+            // Another generation answered from this very namespace: the
+            // service's numbers are valid here.
+            return Pid::Here(done.pid);
+        }
+    }
+    if foreign {
+        Pid::Foreign(done.pid)
+    } else {
+        Pid::Here(done.pid)
+    }
+}
+
+fn status(socket: &Path, json: bool, timeout: Duration) -> u8 {
+    let answer = ControlClient::connect(socket).and_then(|mut client| {
+        client.set_timeout(Some(timeout));
+        let status = client.status_request()?;
+        Ok((status, client.answered_by()))
+    });
+    let (status, answered_by) = match answer {
+        Ok(answer) => answer,
         Err(error) => return fail("status", &error),
     };
     if json {
@@ -164,20 +266,31 @@ fn status(socket: &Path, json: bool) -> ExitCode {
             Ok(text) => println!("{text}"),
             Err(error) => {
                 eprintln!("status failed: could not encode the status as JSON: {error}");
-                return ExitCode::FAILURE;
+                return EXIT_FAILED;
             }
         }
     } else {
-        print!("{}", describe_status(&status, now_unix_ms()));
+        print!("{}", describe_status(&status, answered_by, now_unix_ms()));
     }
-    ExitCode::SUCCESS
+    EXIT_OK
 }
 
-fn stop(socket: &Path, timeout: Duration) -> ExitCode {
+fn stop(socket: &Path, timeout: Duration) -> u8 {
     match ControlClient::stop_and_wait(socket, timeout) {
         Ok(pid) => {
             println!("stopped: pid={pid}");
-            ExitCode::SUCCESS
+            EXIT_OK
+        }
+        Err(
+            error @ ClientError::Timeout {
+                waiting: Waiting::Exit { .. },
+                ..
+            },
+        ) => {
+            eprintln!(
+                "stop failed: {error} (raise --timeout if the service's drain timeout is longer)"
+            );
+            EXIT_FAILED
         }
         Err(error) => fail("stop", &error),
     }
@@ -206,7 +319,7 @@ fn format_secs(secs: f64) -> String {
     humantime::format_duration(Duration::from_secs(secs.max(0.0) as u64)).to_string()
 }
 
-fn describe_last_restart(last: &LastRestart, now_ms: u64) -> String {
+fn describe_last_restart(last: &LastRestart, foreign: bool, now_ms: u64) -> String {
     let age_ms = now_ms.saturating_sub(last.at_unix_ms);
     let ago = if age_ms < 1000 {
         "just now".to_string()
@@ -219,6 +332,9 @@ fn describe_last_restart(last: &LastRestart, now_ms: u64) -> String {
     }
     if let Some(generation) = last.generation {
         parts.push(format!("generation={generation}"));
+    }
+    if foreign && last.pid.is_some() {
+        parts.push("(that pid in the service's PID namespace)".to_string());
     }
     let new_generation = if parts.is_empty() {
         String::new()
@@ -239,31 +355,39 @@ fn describe_last_restart(last: &LastRestart, now_ms: u64) -> String {
     }
 }
 
-fn describe_status(status: &Status, now_ms: u64) -> String {
+/// Every field of the status, pids as this process sees them:
+/// `answered_by` is the answering process's pid here. When the service runs
+/// in another PID namespace, the pids it gives for other processes (its
+/// spawner, the last new generation) cannot be translated; they are marked.
+fn describe_status(status: &Status, answered_by: Option<u32>, now_ms: u64) -> String {
+    let foreign = other_namespace(status.pid, answered_by);
+    let pid = match answered_by {
+        Some(here) if foreign => format!("{here} ({} in the service's PID namespace)", status.pid),
+        _ => status.pid.to_string(),
+    };
     let last = status.last_restart.as_ref().map_or_else(
         || "none".to_string(),
-        |last| describe_last_restart(last, now_ms),
+        |last| describe_last_restart(last, foreign, now_ms),
     );
+    let spawner = match status.spawner_pid {
+        None => "the service process itself".to_string(),
+        Some(pid) if foreign => format!("pid {pid} in the service's PID namespace"),
+        Some(pid) => format!("pid {pid}"),
+    };
     format!(
-        "pid:             {}\n\
+        "pid:             {pid}\n\
          generation:      {}\n\
          phase:           {}\n\
          uptime:          {}\n\
          restarts:        {}\n\
          failed restarts: {}\n\
-         last restart:    {}\n\
-         spawner:         {}\n",
-        status.pid,
+         last restart:    {last}\n\
+         spawner:         {spawner}\n",
         status.generation,
         status.phase,
         format_secs(status.uptime_secs),
         status.restarts,
         status.failed_restarts,
-        last,
-        status.spawner_pid.map_or_else(
-            || "the service process itself".to_string(),
-            |pid| format!("pid {pid}")
-        )
     )
 }
 
@@ -300,7 +424,7 @@ mod tests {
         let status = Status {
             pid: 10,
             generation: 3,
-            phase: "serving".into(),
+            phase: shellflip::control::Phase::Serving,
             uptime_secs: 3723.9,
             restarts: 2,
             failed_restarts: 1,
@@ -314,23 +438,75 @@ mod tests {
             }),
             spawner_pid: Some(12),
         };
-        let text = describe_status(&status, 6_000);
+        let text = describe_status(&status, Some(10), 6_000);
         assert!(text.contains("spawner:         pid 12\n"), "{text}");
         assert!(text.contains("pid:             10\n"), "{text}");
+        assert!(text.contains("generation:      3\n"), "{text}");
+        assert!(text.contains("phase:           serving\n"), "{text}");
+        assert!(text.contains("restarts:        2\n"), "{text}");
         assert!(text.contains("uptime:          1h 2m 3s\n"), "{text}");
         assert!(text.contains("failed restarts: 1\n"), "{text}");
         assert!(
             text.contains("last restart:    failed 5s ago after 30.00s (pid=11 generation=4): not ready within 30s"),
             "{text}"
         );
+        // Which namespace the service runs in is not known: its numbers.
+        assert_eq!(describe_status(&status, None, 6_000), text);
+
+        // Seen from outside its PID namespace: its own pid translated, the
+        // others marked.
+        let outside = describe_status(&status, Some(5010), 6_000);
+        assert!(
+            outside.contains("pid:             5010 (10 in the service's PID namespace)\n"),
+            "{outside}"
+        );
+        assert!(
+            outside.contains("spawner:         pid 12 in the service's PID namespace\n"),
+            "{outside}"
+        );
+        assert!(
+            outside.contains("(pid=11 generation=4 (that pid in the service's PID namespace))"),
+            "{outside}"
+        );
+
         let none = describe_status(
             &Status {
                 last_restart: None,
                 ..status
             },
+            None,
             0,
         );
         assert!(none.contains("last restart:    none\n"), "{none}");
+    }
+
+    #[test]
+    fn every_command_has_a_default_timeout() {
+        use shellflip::client::{RESTART_TIMEOUT, STOP_TIMEOUT};
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Restart { timeout, .. }
+            | Command::Status { timeout, .. }
+            | Command::Stop { timeout, .. } => timeout,
+        };
+        assert_eq!(parse(&["shellflip", "status", "s"]), STATUS_TIMEOUT);
+        assert_eq!(parse(&["shellflip", "restart", "s"]), RESTART_TIMEOUT);
+        assert_eq!(parse(&["shellflip", "stop", "s"]), STOP_TIMEOUT);
+        assert_eq!(
+            parse(&["shellflip", "status", "s", "--timeout", "3s"]),
+            Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn pids_from_another_namespace_are_marked() {
+        assert!(!other_namespace(10, None));
+        assert!(!other_namespace(10, Some(10)));
+        assert!(other_namespace(1, Some(4242)));
+        assert_eq!(Pid::Here(7).to_string(), "7");
+        assert_eq!(
+            Pid::Foreign(7).to_string(),
+            "7 (in the service's PID namespace)"
+        );
     }
 
     #[test]

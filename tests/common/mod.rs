@@ -15,7 +15,8 @@ use std::sync::{Arc, Barrier};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use shellflip::control::{ControlClient, Request, Response, Status};
+use shellflip::client::ControlClient;
+use shellflip::control::{Request, Response, Status};
 
 /// The `shellflip` CLI binary.
 pub fn cli_binary() -> PathBuf {
@@ -66,7 +67,7 @@ pub fn start_slow_restart(
     service: &Echo,
     slow_init_ms: u64,
 ) -> (
-    std::thread::JoinHandle<Result<Response, shellflip::control::ClientError>>,
+    std::thread::JoinHandle<Result<Response, shellflip::client::ClientError>>,
     u32,
 ) {
     deploy_fault(service, &format!("slow-init={slow_init_ms}"));
@@ -93,6 +94,19 @@ pub fn restart_fails_with(service: &Echo, expected: &[&str]) -> String {
     let out = cli(service, "restart", &[]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    for needle in expected {
+        assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    }
+    stderr
+}
+
+/// `shellflip restart` through the CLI, which must be refused for now
+/// (exit 75, "try again": in progress, not ready, handed over) with each of
+/// `expected` in its stderr; returns that stderr.
+pub fn restart_refused_with(service: &Echo, expected: &[&str]) -> String {
+    let out = cli(service, "restart", &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(75), "stderr: {stderr}");
     for needle in expected {
         assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
     }
@@ -136,7 +150,7 @@ pub fn simultaneous_restarts(service: &mut Echo, n: usize) -> Status {
                 let status = client.request(&Request::Status).unwrap();
                 assert!(matches!(status, Response::Status(_)), "{status:?}");
                 barrier.wait();
-                client.request(&Request::Restart).unwrap()
+                client.request(&Request::restart()).unwrap()
             })
         })
         .collect();

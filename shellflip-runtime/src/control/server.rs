@@ -1,0 +1,518 @@
+//! The service's side of the control socket: binding it, accepting
+//! connections, reading requests, handing them to the supervisor and
+//! writing its answers.
+//!
+//! Each connection is served by its own task and forwards each request as
+//! a [`ControlCommand`] to the supervisor, which answers on the command's
+//! `reply`. The server never decides anything about restarts itself.
+//!
+//! # Slots
+//!
+//! At most [`MAX_CONNECTIONS`] connections are served at once. When all
+//! slots are taken, a new connection pushes out the oldest connection that
+//! is *waiting for a request* (it has not sent a complete one yet, or is
+//! idle between requests): that one is told why and closed, and the new
+//! one takes its slot. Only when every slot holds a request being served
+//! (a restart waiting for its outcome, say) is the new connection refused
+//! ("too many control connections"). So clients that connect and say
+//! nothing can never lock out a request, however many they are; a client
+//! that sends its request right after connecting, as every client does, is
+//! only pushed out if [`MAX_CONNECTIONS`] other connections arrive in that
+//! instant.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::control::protocol::{
+    decode_request, encode_response, Request, Response, MAX_FRAME_BYTES,
+};
+use crate::error::Error;
+use crate::frame::{encode_frame, read_frame, FrameError};
+use crate::sync::lock;
+use crate::unix_socket::{self, Access};
+
+/// The identity of the control socket file this lineage created, so that
+/// the final generation removes the file only if it is still ours.
+pub(crate) use crate::unix_socket::SocketFile as ControlSocketFile;
+
+/// How long the service waits for a complete request frame, and for the
+/// client to take an answer, before it gives up on a connection.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many control connections are served at once. Beyond this, a new
+/// connection pushes out the oldest one that has not sent a complete
+/// request; if there is none, it is answered with [`Response::Error`] and
+/// closed immediately.
+pub const MAX_CONNECTIONS: usize = 128;
+
+/// Pause after a failed `accept()` (e.g. out of file descriptors), so the
+/// accept loop does not spin while the condition lasts.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How long a new connection waits for the slot of the connection it
+/// pushed out (which lets go at once: it is only waiting for a request).
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
+
+/// A request received on the control socket, for the supervisor to act on.
+/// The connection waits for the answer on `reply`; dropping `reply` answers
+/// "the service is shutting down".
+#[derive(Debug)]
+pub(crate) struct ControlCommand {
+    /// The request.
+    pub request: Request,
+    /// Where to send the answer.
+    pub reply: oneshot::Sender<Response>,
+}
+
+/// Creates the control socket at `path`, mode `0600`, listening (see
+/// [`unix_socket`] for what happens when something is at `path`).
+///
+/// Returns the listener (blocking, `CLOEXEC`; the caller makes it
+/// non-blocking and hands it to Tokio) and the identity of the socket file,
+/// for [`remove_control_socket`] at final stop.
+pub(crate) fn bind_control_socket(
+    path: &Path,
+) -> Result<(StdUnixListener, ControlSocketFile), Error> {
+    unix_socket::bind(path, Access::OwnerOnly).map_err(|source| Error::ControlSocketBind {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Removes the control socket file at final stop, if it is still ours; see
+/// [`ControlSocketFile::remove`].
+pub(crate) fn remove_control_socket(file: &ControlSocketFile) -> bool {
+    file.remove()
+}
+
+/// Tunables of the server; tests shorten them.
+#[derive(Debug, Clone, Copy)]
+struct ServerOptions {
+    request_timeout: Duration,
+    max_connections: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            request_timeout: REQUEST_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// Serves the control socket until `stop_accepting` is cancelled, then
+/// returns, dropping (closing this process's copy of) `listener`.
+///
+/// Each connection runs as a task of `connections`, so the drain can wait
+/// for requests in flight; a connection is bounded by [`REQUEST_TIMEOUT`]
+/// while the client is sending a request or receiving an answer (the wait
+/// for the supervisor's answer, e.g. a restart, is not bounded here). A
+/// connection that was answered [`Response::Stopping`] is moved to an
+/// untracked task and held open until the process exits.
+///
+/// Requests are forwarded on `commands`; if that channel is closed, or the
+/// reply is dropped, the client is told the service is shutting down.
+pub(crate) async fn serve(
+    listener: tokio::net::UnixListener,
+    commands: mpsc::Sender<ControlCommand>,
+    stop_accepting: CancellationToken,
+    connections: TaskTracker,
+) {
+    serve_with(
+        listener,
+        commands,
+        stop_accepting,
+        connections,
+        ServerOptions::default(),
+    )
+    .await;
+}
+
+async fn serve_with(
+    listener: tokio::net::UnixListener,
+    commands: mpsc::Sender<ControlCommand>,
+    stop_accepting: CancellationToken,
+    connections: TaskTracker,
+    options: ServerOptions,
+) {
+    let slots = Arc::new(Semaphore::new(options.max_connections));
+    let waiting = Arc::new(Mutex::new(Waiting::default()));
+    let service_uid = nix::unistd::geteuid().as_raw();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = stop_accepting.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                warn!(%error, "control socket: accept failed");
+                tokio::select! {
+                    biased;
+                    () = stop_accepting.cancelled() => break,
+                    () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                }
+            }
+        };
+        let slot = tokio::select! {
+            biased;
+            () = stop_accepting.cancelled() => break,
+            slot = take_slot(&slots, &waiting) => slot,
+        };
+        let Some(slot) = slot else {
+            warn!(
+                limit = options.max_connections,
+                "control socket: too many connections serving a request; refusing one"
+            );
+            answer_now(
+                &stream,
+                &format!(
+                    "too many control connections (at most {} at once); try again shortly",
+                    options.max_connections
+                ),
+            );
+            continue;
+        };
+        // Waiting for its first request from now on (not from when its
+        // task first runs), so connections are pushed out in the order they
+        // came.
+        let first_wait = WaitingForRequest::enter(&waiting);
+        let connection = Connection {
+            commands: commands.clone(),
+            stop_accepting: stop_accepting.clone(),
+            waiting: Arc::clone(&waiting),
+            options,
+            service_uid,
+        };
+        connections.spawn(async move {
+            connection.run(stream, first_wait).await;
+            drop(slot);
+        });
+    }
+    debug!("control socket: stopped accepting");
+}
+
+/// A free slot, or the slot of the oldest connection waiting for a request
+/// (pushed out), or `None` if every slot is serving a request.
+async fn take_slot(
+    slots: &Arc<Semaphore>,
+    waiting: &Mutex<Waiting>,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(slot) = Arc::clone(slots).try_acquire_owned() {
+        return Some(slot);
+    }
+    if !lock(waiting).push_out_oldest() {
+        return None;
+    }
+    // The pushed-out connection lets go of its slot as soon as its task
+    // runs; only this loop takes slots, so it is ours.
+    match tokio::time::timeout(EVICTION_WAIT, Arc::clone(slots).acquire_owned()).await {
+        Ok(Ok(slot)) => Some(slot),
+        _ => None,
+    }
+}
+
+/// The connections waiting for a request, oldest first: those a new
+/// connection may push out when all slots are taken.
+#[derive(Debug, Default)]
+struct Waiting {
+    next: u64,
+    /// By the order in which they began to wait; cancelling the token
+    /// pushes the connection out.
+    entries: BTreeMap<u64, CancellationToken>,
+}
+
+impl Waiting {
+    fn enter(&mut self) -> (u64, CancellationToken) {
+        let id = self.next;
+        self.next += 1;
+        let token = CancellationToken::new();
+        self.entries.insert(id, token.clone());
+        (id, token)
+    }
+
+    fn leave(&mut self, id: u64) {
+        self.entries.remove(&id);
+    }
+
+    /// Pushes out the connection that has been waiting longest; `false` if
+    /// none is waiting.
+    fn push_out_oldest(&mut self) -> bool {
+        match self.entries.pop_first() {
+            Some((_, token)) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A connection's place in [`Waiting`] while it waits for a request; leaves
+/// it when dropped.
+struct WaitingForRequest {
+    waiting: Arc<Mutex<Waiting>>,
+    id: u64,
+    pushed_out: CancellationToken,
+}
+
+impl WaitingForRequest {
+    fn enter(waiting: &Arc<Mutex<Waiting>>) -> Self {
+        let (id, pushed_out) = lock(waiting).enter();
+        WaitingForRequest {
+            waiting: Arc::clone(waiting),
+            id,
+            pushed_out,
+        }
+    }
+}
+
+impl Drop for WaitingForRequest {
+    fn drop(&mut self) {
+        lock(&self.waiting).leave(self.id);
+    }
+}
+
+/// Writes `message` as an error answer if it fits in the socket buffer
+/// right now (it does on a fresh or idle connection), without waiting; the
+/// caller then closes the connection.
+fn answer_now(stream: &UnixStream, message: &str) {
+    if let Ok(frame) = encode_frame(&encode_response(Response::error(message)), MAX_FRAME_BYTES) {
+        // If it does not fit, the client just sees the close.
+        let _ = stream.try_write(&frame);
+    }
+}
+
+/// Whether a peer with `peer_uid` may use a service running as
+/// `service_uid`: the same user, or root.
+fn peer_allowed(peer_uid: u32, service_uid: u32) -> bool {
+    peer_uid == service_uid || peer_uid == 0
+}
+
+fn shutting_down() -> Response {
+    Response::error("the service is shutting down; no request is served any more")
+}
+
+struct Connection {
+    commands: mpsc::Sender<ControlCommand>,
+    stop_accepting: CancellationToken,
+    waiting: Arc<Mutex<Waiting>>,
+    options: ServerOptions,
+    service_uid: u32,
+}
+
+impl Connection {
+    async fn run(self, mut stream: UnixStream, first_wait: WaitingForRequest) {
+        if let Err(message) = self.check_peer(&stream) {
+            drop(first_wait);
+            warn!("control socket: {message}");
+            self.send(&mut stream, Response::error(message)).await;
+            return;
+        }
+        let timeout = self.options.request_timeout;
+        let mut answered = 0u64;
+        let mut next_wait = Some(first_wait);
+        loop {
+            let waiting = next_wait
+                .take()
+                .unwrap_or_else(|| WaitingForRequest::enter(&self.waiting));
+            let read = tokio::time::timeout(timeout, read_frame(&mut stream, MAX_FRAME_BYTES));
+            // The first request is always waited for, even when the
+            // generation stops accepting meanwhile: the client connected to
+            // this generation and is owed an answer. Between requests, a
+            // generation that stops accepting lets the client go.
+            let frame = tokio::select! {
+                biased;
+                () = waiting.pushed_out.cancelled() => None,
+                () = self.stop_accepting.cancelled(), if answered > 0 => {
+                    debug!("control socket: closing an idle connection; this generation stopped accepting");
+                    return;
+                }
+                frame = read => Some(frame),
+            };
+            drop(waiting);
+            let Some(frame) = frame else {
+                debug!("control socket: pushed out a connection waiting for a request");
+                answer_now(
+                    &stream,
+                    &format!(
+                        "too many control connections (at most {} at once): this one had waited \
+                         longest for a request and was closed to make room for a new one; send \
+                         the request right after connecting",
+                        self.options.max_connections
+                    ),
+                );
+                return;
+            };
+            let payload = match frame {
+                Ok(Ok(payload)) => payload,
+                Ok(Err(error)) if error.is_closed() => return,
+                Ok(Err(FrameError::Io(error))) => {
+                    debug!(%error, "control socket: read failed");
+                    return;
+                }
+                Ok(Err(error)) => {
+                    warn!(%error, "control socket: bad request frame");
+                    let message = format!("request rejected: {error}");
+                    self.send(&mut stream, Response::error(message)).await;
+                    return;
+                }
+                Err(_elapsed) => {
+                    warn!("control socket: no complete request within {timeout:?}");
+                    let message = format!(
+                        "timed out: no complete request within {}; closing the connection",
+                        humantime::format_duration(timeout)
+                    );
+                    self.send(&mut stream, Response::error(message)).await;
+                    return;
+                }
+            };
+            let request = match decode_request(&payload) {
+                Ok(request) => request,
+                Err(error) => {
+                    warn!("control socket: {error}");
+                    self.send(&mut stream, Response::error(error.to_string()))
+                        .await;
+                    return;
+                }
+            };
+            debug!(?request, "control socket: request");
+            let response = self.dispatch(request).await;
+            debug!(?response, "control socket: answer");
+            let stopping = matches!(response, Response::Stopping { .. });
+            if !stopping {
+                // Waiting for the next request as soon as the answer is on
+                // its way: a client that reads it and connects again finds
+                // this connection ready to make room.
+                next_wait = Some(WaitingForRequest::enter(&self.waiting));
+            }
+            if !self.send(&mut stream, response).await {
+                return;
+            }
+            if stopping {
+                // Held outside `connections`, so the drain does not wait for
+                // it: the client sees end-of-file when the process is gone.
+                tokio::spawn(async move {
+                    let _held = stream;
+                    std::future::pending::<()>().await
+                });
+                return;
+            }
+            answered += 1;
+        }
+    }
+
+    fn check_peer(&self, stream: &UnixStream) -> Result<(), String> {
+        let credentials = stream.peer_cred().map_err(|error| {
+            format!("permission denied: the peer's credentials cannot be read ({error})")
+        })?;
+        if peer_allowed(credentials.uid(), self.service_uid) {
+            Ok(())
+        } else {
+            Err(format!(
+                "permission denied: the control socket only answers uid {} (the service's user) \
+                 and root, not uid {}",
+                self.service_uid,
+                credentials.uid()
+            ))
+        }
+    }
+
+    async fn dispatch(&self, request: Request) -> Response {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .commands
+            .send(ControlCommand { request, reply })
+            .await
+            .is_err()
+        {
+            return shutting_down();
+        }
+        answer.await.unwrap_or_else(|_| shutting_down())
+    }
+
+    /// Writes `response` with this process's credentials, bounded by the
+    /// request timeout; returns whether it was written.
+    async fn send(&self, stream: &mut UnixStream, response: Response) -> bool {
+        let payload = encode_response(response);
+        let written = match encode_frame(&payload, MAX_FRAME_BYTES) {
+            Ok(frame) => {
+                tokio::time::timeout(
+                    self.options.request_timeout,
+                    write_with_credentials(stream, &frame),
+                )
+                .await
+            }
+            // encode_response always fits a frame.
+            Err(error) => Ok(Err(io::Error::from(error))),
+        };
+        match written {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
+                debug!(%error, "control socket: could not write the answer");
+                false
+            }
+            Err(_elapsed) => {
+                warn!("control socket: the client did not take the answer in time");
+                false
+            }
+        }
+    }
+}
+
+/// Writes `frame`, its first bytes with this process's credentials
+/// attached (`SCM_CREDENTIALS`): a client with `SO_PASSCRED` set learns
+/// this process's pid as seen from its own PID namespace. Attached by the
+/// sender, they reach the client whenever it turns `SO_PASSCRED` on.
+async fn write_with_credentials(stream: &mut UnixStream, frame: &[u8]) -> io::Result<()> {
+    let sent = stream
+        .async_io(Interest::WRITABLE, || {
+            send_with_credentials(stream.as_fd(), frame)
+        })
+        .await?;
+    stream.write_all(&frame[sent..]).await?;
+    stream.flush().await
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn send_with_credentials(socket: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixCredentials};
+
+    let credentials = UnixCredentials::new();
+    let iov = [io::IoSlice::new(bytes)];
+    let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+    let cmsgs = [ControlMessage::ScmCredentials(&credentials)];
+    match sendmsg::<()>(socket.as_raw_fd(), &iov, &cmsgs, flags, None) {
+        Ok(sent) => Ok(sent),
+        // Credentials the kernel will not vouch for (an odd user namespace
+        // set-up): the answer matters more than the pid translation.
+        Err(Errno::EPERM | Errno::EINVAL) => {
+            sendmsg::<()>(socket.as_raw_fd(), &iov, &[], flags, None).map_err(io::Error::from)
+        }
+        Err(errno) => Err(io::Error::from(errno)),
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn send_with_credentials(socket: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
+    use nix::sys::socket::{send, MsgFlags};
+    send(socket.as_raw_fd(), bytes, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests;

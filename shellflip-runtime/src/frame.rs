@@ -1,0 +1,493 @@
+//! Length-prefixed frames: the one framing of every byte stream the runtime
+//! speaks (the control socket, and the channel between two generations).
+//!
+//! ```text
+//! +----------------------+---------------------------+
+//! | length: u32, BE      | payload: `length` bytes   |
+//! +----------------------+---------------------------+
+//!   00 00 00 0f            {"op":"status"}
+//! ```
+//!
+//! Every user of frames has its own bound on `length` (`max`): an
+//! announcement above it is rejected with [`FrameError::TooLarge`] as soon
+//! as the 4 length bytes are in, before anything is allocated or read.
+//! A zero length is a valid, empty frame.
+//!
+//! The codec is one sans-I/O core, [`FrameDecoder`], which says where the
+//! next bytes go and takes note of how many arrived, and [`encode_frame`];
+//! [`read_frame`]/[`write_frame`] (Tokio) and
+//! [`read_frame_blocking`]/[`write_frame_blocking`] (std) are thin loops
+//! around them. A caller with its own way of reading (one that receives file
+//! descriptors or credentials alongside the bytes) drives the decoder
+//! itself:
+//!
+//! ```
+//! use shellflip_runtime::frame::{encode_frame, FrameDecoder};
+//!
+//! # fn main() -> Result<(), shellflip_runtime::frame::FrameError> {
+//! let wire = encode_frame(b"hello", 1024)?;
+//! let mut input = &wire[..];
+//! let mut decoder = FrameDecoder::new(1024);
+//! let payload = loop {
+//!     // Any read will do: here, at most 3 bytes at a time.
+//!     let buf = decoder.buf();
+//!     let n = buf.len().min(input.len()).min(3);
+//!     buf[..n].copy_from_slice(&input[..n]);
+//!     input = &input[n..];
+//!     if let Some(payload) = decoder.advance(n)? {
+//!         break payload;
+//!     }
+//! };
+//! assert_eq!(payload, b"hello");
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::io::{self, Read, Write};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The length of a frame's length prefix, in bytes.
+pub const HEADER_BYTES: usize = 4;
+
+/// Which part of a frame a connection ended in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FramePart {
+    /// The 4-byte length.
+    Length,
+    /// The payload.
+    Payload,
+}
+
+impl fmt::Display for FramePart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FramePart::Length => "length",
+            FramePart::Payload => "payload",
+        })
+    }
+}
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The underlying read or write failed (including the timeout of a
+    /// blocking socket, reported as `WouldBlock` or `TimedOut`).
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// The frame is larger than its reader or writer allows. When reading,
+    /// nothing beyond the 4-byte length was read.
+    #[error("a frame of {len} bytes is larger than the maximum of {max} bytes")]
+    TooLarge {
+        /// The frame's length.
+        len: u64,
+        /// The maximum.
+        max: u32,
+    },
+    /// The stream ended cleanly, before the first byte of a frame.
+    #[error("the connection was closed")]
+    Eof,
+    /// The stream ended in the middle of a frame.
+    #[error(
+        "malformed frame: the connection was closed after {got} of the {expected} bytes of the \
+         frame {part}"
+    )]
+    Truncated {
+        /// Where it ended.
+        part: FramePart,
+        /// How many bytes of that part had arrived.
+        got: usize,
+        /// How many the part has.
+        expected: usize,
+    },
+}
+
+impl FrameError {
+    /// Whether the stream ended, cleanly or in the middle of a frame.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, FrameError::Eof | FrameError::Truncated { .. })
+    }
+}
+
+/// For callers that speak `io::Error`: an I/O error stays itself, the
+/// others keep the frame error as their source (`InvalidData` for an
+/// oversized frame, `UnexpectedEof` for a closed stream).
+impl From<FrameError> for io::Error {
+    fn from(error: FrameError) -> Self {
+        match error {
+            FrameError::Io(error) => error,
+            FrameError::TooLarge { .. } => io::Error::new(io::ErrorKind::InvalidData, error),
+            FrameError::Eof | FrameError::Truncated { .. } => {
+                io::Error::new(io::ErrorKind::UnexpectedEof, error)
+            }
+        }
+    }
+}
+
+/// Checks a frame length against `max`: the payload length as a `usize`,
+/// or [`FrameError::TooLarge`].
+pub fn check_len(len: u64, max: u32) -> Result<usize, FrameError> {
+    if len > u64::from(max) {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    // `max` is a u32, so this only fails on a 16-bit target.
+    usize::try_from(len).map_err(|_| FrameError::TooLarge { len, max })
+}
+
+/// Builds a frame: the 4-byte big-endian length, then `payload`. A payload
+/// above `max` bytes is refused with [`FrameError::TooLarge`].
+pub fn encode_frame(payload: &[u8], max: u32) -> Result<Vec<u8>, FrameError> {
+    let len = check_len(payload.len() as u64, max)?;
+    let mut frame = Vec::with_capacity(HEADER_BYTES + len);
+    // check_len bounded it by a u32.
+    frame.extend_from_slice(&(len as u32).to_be_bytes());
+    frame.extend_from_slice(payload);
+    Ok(frame)
+}
+
+/// Reads one frame from any source of bytes, without doing I/O itself:
+/// [`FrameDecoder::buf`] is where the next bytes go, and
+/// [`FrameDecoder::advance`] takes note of how many arrived.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    max: u32,
+    header: [u8; HEADER_BYTES],
+    filled: usize,
+    /// Allocated once the length is known and checked.
+    payload: Option<Vec<u8>>,
+}
+
+impl FrameDecoder {
+    /// A decoder for one frame of at most `max` bytes.
+    pub fn new(max: u32) -> Self {
+        FrameDecoder {
+            max,
+            header: [0; HEADER_BYTES],
+            filled: 0,
+            payload: None,
+        }
+    }
+
+    /// Where the next bytes of the frame go: never more than the frame
+    /// still needs (so a read into it never consumes the next frame), and
+    /// empty only once a zero-length frame's length is in.
+    pub fn buf(&mut self) -> &mut [u8] {
+        match &mut self.payload {
+            None => &mut self.header[self.filled..],
+            Some(payload) => &mut payload[self.filled..],
+        }
+    }
+
+    /// Whether the length prefix is still being read.
+    pub fn in_header(&self) -> bool {
+        self.payload.is_none()
+    }
+
+    /// Takes note that `n` bytes were put at the start of [`Self::buf`];
+    /// `n == 0` means the stream ended. Returns the payload once the frame
+    /// is complete.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is larger than the last [`Self::buf`] (a bug of the caller).
+    pub fn advance(&mut self, n: usize) -> Result<Option<Vec<u8>>, FrameError> {
+        let needed = self.buf().len();
+        assert!(
+            n <= needed,
+            "advanced by {n} bytes, only {needed} were asked for"
+        );
+        if n == 0 && needed > 0 {
+            return Err(match &self.payload {
+                None if self.filled == 0 => FrameError::Eof,
+                None => FrameError::Truncated {
+                    part: FramePart::Length,
+                    got: self.filled,
+                    expected: HEADER_BYTES,
+                },
+                Some(payload) => FrameError::Truncated {
+                    part: FramePart::Payload,
+                    got: self.filled,
+                    expected: payload.len(),
+                },
+            });
+        }
+        self.filled += n;
+        if self.payload.is_none() {
+            if self.filled < HEADER_BYTES {
+                return Ok(None);
+            }
+            let len = check_len(u64::from(u32::from_be_bytes(self.header)), self.max)?;
+            self.payload = Some(vec![0; len]);
+            self.filled = 0;
+        }
+        match &mut self.payload {
+            Some(payload) if self.filled == payload.len() => {
+                self.filled = 0;
+                self.header = [0; HEADER_BYTES];
+                Ok(self.payload.take())
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Reads one frame of at most `max` bytes and returns its payload.
+///
+/// An announcement above `max` is rejected with [`FrameError::TooLarge`]
+/// without reading or allocating the payload. End-of-file before the first
+/// byte gives [`FrameError::Eof`]; inside the frame,
+/// [`FrameError::Truncated`]. Nothing beyond the frame is read.
+pub async fn read_frame<R>(reader: &mut R, max: u32) -> Result<Vec<u8>, FrameError>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    let mut decoder = FrameDecoder::new(max);
+    loop {
+        let n = reader.read(decoder.buf()).await?;
+        if let Some(payload) = decoder.advance(n)? {
+            return Ok(payload);
+        }
+    }
+}
+
+/// Writes one frame carrying `payload` and flushes the writer. A payload
+/// above `max` bytes is refused with [`FrameError::TooLarge`] and nothing
+/// is written.
+pub async fn write_frame<W>(writer: &mut W, payload: &[u8], max: u32) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let frame = encode_frame(payload, max)?;
+    writer.write_all(&frame).await?;
+    writer.flush().await?;
+    Ok(())
+}
+
+/// [`read_frame`] for std readers (a read interrupted by a signal is
+/// retried).
+pub fn read_frame_blocking<R>(reader: &mut R, max: u32) -> Result<Vec<u8>, FrameError>
+where
+    R: Read + ?Sized,
+{
+    let mut decoder = FrameDecoder::new(max);
+    loop {
+        let n = match reader.read(decoder.buf()) {
+            Ok(n) => n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error.into()),
+        };
+        if let Some(payload) = decoder.advance(n)? {
+            return Ok(payload);
+        }
+    }
+}
+
+/// [`write_frame`] for std writers.
+pub fn write_frame_blocking<W>(writer: &mut W, payload: &[u8], max: u32) -> Result<(), FrameError>
+where
+    W: Write + ?Sized,
+{
+    let frame = encode_frame(payload, max)?;
+    writer.write_all(&frame)?;
+    writer.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    const MAX: u32 = 64 * 1024;
+
+    /// Feeds `wire` to a decoder `chunk` bytes at a time; the payloads read
+    /// until the first error, and that error.
+    fn decode_all(wire: &[u8], chunk: usize) -> (Vec<Vec<u8>>, FrameError) {
+        let mut input = wire;
+        let mut frames = Vec::new();
+        let mut decoder = FrameDecoder::new(MAX);
+        loop {
+            let buf = decoder.buf();
+            let n = buf.len().min(input.len()).min(chunk);
+            buf[..n].copy_from_slice(&input[..n]);
+            input = &input[n..];
+            match decoder.advance(n) {
+                Ok(Some(payload)) => {
+                    frames.push(payload);
+                    decoder = FrameDecoder::new(MAX);
+                }
+                Ok(None) => {}
+                Err(error) => return (frames, error),
+            }
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_in_any_chunking() {
+        let mut wire = Vec::new();
+        for payload in [
+            &b"hello"[..],
+            b"",
+            &[7u8; 1000][..],
+            &vec![b'x'; MAX as usize],
+        ] {
+            wire.extend(encode_frame(payload, MAX).unwrap());
+        }
+        assert_eq!(&wire[..9], b"\x00\x00\x00\x05hello");
+        for chunk in [1, 2, 3, 4, 5, 7, 4096, usize::MAX] {
+            let (frames, end) = decode_all(&wire, chunk);
+            assert_eq!(frames.len(), 4, "chunk {chunk}");
+            assert_eq!(frames[0], b"hello");
+            assert!(frames[1].is_empty());
+            assert_eq!(frames[3].len(), MAX as usize);
+            assert!(matches!(end, FrameError::Eof), "{end:?}");
+        }
+    }
+
+    #[test]
+    fn zero_length_frame_is_complete_after_its_length() {
+        let mut decoder = FrameDecoder::new(MAX);
+        decoder.buf().copy_from_slice(&[0, 0, 0, 0]);
+        assert_eq!(decoder.advance(4).unwrap(), Some(Vec::new()));
+    }
+
+    #[test]
+    fn oversized_announcement_is_rejected_before_allocating() {
+        for len in [MAX + 1, u32::MAX] {
+            let mut decoder = FrameDecoder::new(MAX);
+            decoder.buf().copy_from_slice(&len.to_be_bytes());
+            match decoder.advance(4) {
+                Err(FrameError::TooLarge { len: got, max }) => {
+                    assert_eq!((got, max), (u64::from(len), MAX));
+                }
+                other => panic!("{other:?}"),
+            }
+            // Nothing was allocated for the payload.
+            assert!(decoder.in_header());
+        }
+        // Exactly the maximum is fine.
+        let mut decoder = FrameDecoder::new(MAX);
+        decoder.buf().copy_from_slice(&MAX.to_be_bytes());
+        assert_eq!(decoder.advance(4).unwrap(), None);
+        assert_eq!(decoder.buf().len(), MAX as usize);
+    }
+
+    #[test]
+    fn truncated_frames_say_where() {
+        let (_, end) = decode_all(&[0, 0], 8);
+        assert!(
+            matches!(
+                end,
+                FrameError::Truncated {
+                    part: FramePart::Length,
+                    got: 2,
+                    expected: 4
+                }
+            ),
+            "{end:?}"
+        );
+        let (_, end) = decode_all(&[0, 0, 0, 10, b'a', b'b'], 8);
+        assert!(
+            matches!(
+                end,
+                FrameError::Truncated {
+                    part: FramePart::Payload,
+                    got: 2,
+                    expected: 10
+                }
+            ),
+            "{end:?}"
+        );
+        assert!(end.is_closed());
+        assert!(
+            end.to_string().contains("closed after 2 of the 10 bytes"),
+            "{end}"
+        );
+        assert_eq!(io::Error::from(end).kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn oversized_payload_is_not_encoded() {
+        let payload = vec![0u8; MAX as usize + 1];
+        assert!(matches!(
+            encode_frame(&payload, MAX),
+            Err(FrameError::TooLarge { .. })
+        ));
+        let mut wire = Vec::new();
+        assert!(write_frame_blocking(&mut wire, &payload, MAX).is_err());
+        assert!(wire.is_empty());
+        let error = io::Error::from(encode_frame(&payload, MAX).unwrap_err());
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+    }
+
+    // The entry points are thin loops around the core: one check each that
+    // they are wired to it, and that nothing beyond a frame is read.
+
+    /// A reader that hands out one byte per call and is interrupted every
+    /// other call.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        calls: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.calls % 2 == 0 {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            let n = buf.len().min(self.data.len()).min(1);
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn blocking_entry_points() {
+        let mut wire = Vec::new();
+        write_frame_blocking(&mut wire, b"one", MAX).unwrap();
+        wire.extend_from_slice(b"rest");
+        let mut reader = Cursor::new(&wire);
+        assert_eq!(read_frame_blocking(&mut reader, MAX).unwrap(), b"one");
+        assert_eq!(reader.position(), 7);
+        let mut trickle = Trickle {
+            data: &wire,
+            calls: 0,
+        };
+        assert_eq!(read_frame_blocking(&mut trickle, MAX).unwrap(), b"one");
+        assert_eq!(trickle.data, b"rest");
+        let mut oversized = Cursor::new(u32::MAX.to_be_bytes().to_vec());
+        assert!(matches!(
+            read_frame_blocking(&mut oversized, MAX),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn async_entry_points() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        let writer = tokio::spawn(async move {
+            write_frame(&mut a, b"one", MAX).await.unwrap();
+            write_frame(&mut a, &vec![b'x'; MAX as usize], MAX)
+                .await
+                .unwrap();
+        });
+        assert_eq!(read_frame(&mut b, MAX).await.unwrap(), b"one");
+        assert_eq!(read_frame(&mut b, MAX).await.unwrap().len(), MAX as usize);
+        writer.await.unwrap();
+        assert!(matches!(
+            read_frame(&mut b, MAX).await,
+            Err(FrameError::Eof)
+        ));
+
+        let mut data = &b"\xff\xff\xff\xffrest"[..];
+        assert!(matches!(
+            read_frame(&mut data, MAX).await,
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert_eq!(data, b"rest");
+    }
+}

@@ -1,0 +1,632 @@
+//! A blocking client of a service's control socket (std only, no Tokio),
+//! behind the `client` feature: what the `shellflip` command-line tool
+//! uses, and what a deploy tool written in Rust can use instead of running
+//! it.
+//!
+//! ```no_run
+//! use shellflip::client::ControlClient;
+//! use shellflip::control::Response;
+//!
+//! # fn main() -> Result<(), shellflip::client::ClientError> {
+//! let status = ControlClient::status("/run/my-service.sock")?;
+//! println!("pid {} generation {}", status.pid, status.generation);
+//!
+//! match ControlClient::restart("/run/my-service.sock")? {
+//!     Response::Restarted(done) => println!("new pid {}", done.pid),
+//!     Response::RestartFailed { kind, reason } if kind.is_temporary() => {
+//!         eprintln!("try again later: {reason}")
+//!     }
+//!     Response::RestartFailed { reason, .. } => eprintln!("restart failed: {reason}"),
+//!     other => eprintln!("unexpected answer: {other:?}"),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Pids across PID namespaces
+//!
+//! The pids in the service's answers are as the *service* sees them. When
+//! the service runs in another PID namespace (a container), those numbers
+//! name other processes, or none, here. The service attaches its
+//! credentials to every answer and this client asks the kernel for them
+//! (`SO_PASSCRED`): [`ControlClient::answered_by`] is the answering
+//! process's pid as *this* process sees it.
+//!
+//! # Waiting for a stop
+//!
+//! [`ControlClient::stop_and_wait`] does not look the service's pid up in
+//! `/proc` (in another PID namespace that number is another process): the
+//! service keeps the connection of a stop request open until its process
+//! exits, and the client waits for that end-of-file.
+
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use shellflip_runtime::control::protocol::{
+    decode_response, DecodeError, Request, Response, Status, MAX_FRAME_BYTES,
+};
+use shellflip_runtime::frame::{write_frame_blocking, FrameDecoder, FrameError};
+
+/// The default bound of [`ControlClient::status`] (and of the CLI's
+/// `status`): a status is answered at once by a service that runs.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default bound of [`ControlClient::restart`] (and of the CLI's
+/// `restart`): long enough for a new generation that uses most of a ready
+/// timeout of a few minutes (the default ready timeout is 30 s).
+pub const RESTART_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// The default bound of the CLI's `stop`, from the request until the
+/// service's process has exited: room for a long drain.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(2 * 60);
+
+/// How long [`ControlClient::stop_and_wait`] waits for the stop request to
+/// be *answered* (within its whole timeout): a running service answers at
+/// once; the drain that follows may take the rest.
+pub const STOP_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a client was waiting for when its time ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Waiting {
+    /// For the service to take the request.
+    Send,
+    /// For the answer to a request it sent.
+    Answer,
+    /// For the process that accepted a stop to exit.
+    Exit {
+        /// Its pid, as this process sees it when known.
+        pid: u32,
+    },
+}
+
+/// Why a [`ControlClient`] call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Nothing is listening at the path (no file, not a socket, or a stale
+    /// socket of a service that is gone).
+    #[error(
+        "no service is listening on {} ({}): is it running, and is this the control socket \
+         path it was started with?",
+        path.display(),
+        describe_connect_error(source)
+    )]
+    NoService {
+        /// The control socket path.
+        path: PathBuf,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+    /// The socket exists but this user may not connect to it.
+    #[error(
+        "permission denied on the control socket {}: it is accessible only to the user the \
+         service runs as (mode 0600); run this command as that user or as root",
+        path.display()
+    )]
+    PermissionDenied {
+        /// The control socket path.
+        path: PathBuf,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+    /// A system call on the connection failed.
+    #[error("control socket {}: {context}: {source}", path.display())]
+    Io {
+        /// The control socket path.
+        path: PathBuf,
+        /// What was being done.
+        context: &'static str,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+    /// The service closed the connection before its answer was complete.
+    #[error(
+        "control socket {}: the service closed the connection while {doing} (did it exit or \
+         restart? check its logs)",
+        path.display()
+    )]
+    Closed {
+        /// The control socket path.
+        path: PathBuf,
+        /// "sending the request" or "reading the answer".
+        doing: &'static str,
+        /// How it ended, when it ended in the middle of a frame.
+        #[source]
+        source: Option<FrameError>,
+    },
+    /// The service's answer is not a frame this client accepts (too large).
+    #[error("control socket {}: the service's answer is unusable: {source}", path.display())]
+    Frame {
+        /// The control socket path.
+        path: PathBuf,
+        /// What was wrong.
+        #[source]
+        source: FrameError,
+    },
+    /// The service's answer is not a valid [`Response`].
+    #[error(
+        "control socket {}: the service's answer is not understood ({source}); is this the \
+         control socket of a shellflip service of a compatible version?",
+        path.display()
+    )]
+    NotUnderstood {
+        /// The control socket path.
+        path: PathBuf,
+        /// Why it does not decode.
+        #[source]
+        source: DecodeError,
+    },
+    /// The service answered, but not what the request calls for.
+    #[error("control socket {}: unexpected answer from the service: {answer:?}", path.display())]
+    Unexpected {
+        /// The control socket path.
+        path: PathBuf,
+        /// The answer.
+        answer: Box<Response>,
+    },
+    /// The service answered with [`Response::Error`].
+    #[error("control socket {}: the service refused the request: {message}", path.display())]
+    Refused {
+        /// The control socket path.
+        path: PathBuf,
+        /// The service's message.
+        message: String,
+    },
+    /// Nothing happened within the timeout.
+    #[error("{}", describe_timeout(*waiting, *after))]
+    Timeout {
+        /// The control socket path.
+        path: PathBuf,
+        /// What was awaited.
+        waiting: Waiting,
+        /// The timeout.
+        after: Duration,
+    },
+}
+
+fn describe_timeout(waiting: Waiting, after: Duration) -> String {
+    let after = humantime::format_duration(after);
+    match waiting {
+        Waiting::Send => format!(
+            "connected, but the service did not take the request within {after}: the service may \
+             be stopped (SIGSTOP) or its first generation not ready yet"
+        ),
+        Waiting::Answer => format!(
+            "connected, but no answer within {after}: the service may be stopped (SIGSTOP) or its \
+             first generation not ready yet"
+        ),
+        Waiting::Exit { pid } => format!(
+            "the service (pid {pid}) accepted the stop but had not exited within {after}; its \
+             drain may still be running"
+        ),
+    }
+}
+
+fn describe_connect_error(error: &io::Error) -> String {
+    match error.raw_os_error() {
+        Some(libc::ENOENT) => "no such file".to_string(),
+        Some(libc::ECONNREFUSED) => "connection refused".to_string(),
+        Some(libc::ENOTSOCK) => "not a socket".to_string(),
+        Some(libc::ENOTDIR) => "a parent is not a directory".to_string(),
+        _ => error.to_string(),
+    }
+}
+
+fn is_timeout(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+fn is_closed(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// A blocking client of the control socket (std only; usable from any
+/// thread, without a Tokio runtime).
+///
+/// By default a request waits for its answer without a time limit; bound it
+/// with [`ControlClient::set_timeout`]. The one-call helpers
+/// ([`ControlClient::status`], [`ControlClient::restart`],
+/// [`ControlClient::stop_and_wait`]) are always bounded.
+#[derive(Debug)]
+pub struct ControlClient {
+    stream: UnixStream,
+    path: PathBuf,
+    timeout: Option<Duration>,
+    answered_by: Option<u32>,
+}
+
+impl ControlClient {
+    /// Connects to the control socket at `path`.
+    ///
+    /// Fails with [`ClientError::NoService`] if no service listens there
+    /// (`ENOENT`, `ECONNREFUSED`, `ENOTSOCK`, `ENOTDIR`) and with
+    /// [`ClientError::PermissionDenied`] if this user may not connect.
+    pub fn connect(path: impl AsRef<Path>) -> Result<Self, ClientError> {
+        let path = path.as_ref().to_path_buf();
+        let stream = match UnixStream::connect(&path) {
+            Ok(stream) => stream,
+            Err(mut source) => {
+                return Err(match source.raw_os_error() {
+                    // Linux refuses connections to a regular file like to a
+                    // stale socket; say which it is.
+                    Some(libc::ECONNREFUSED)
+                        if fs::symlink_metadata(&path)
+                            .is_ok_and(|m| !m.file_type().is_socket()) =>
+                    {
+                        source = io::Error::from_raw_os_error(libc::ENOTSOCK);
+                        ClientError::NoService { path, source }
+                    }
+                    Some(libc::ENOENT | libc::ECONNREFUSED | libc::ENOTSOCK | libc::ENOTDIR) => {
+                        ClientError::NoService { path, source }
+                    }
+                    Some(libc::EACCES | libc::EPERM) => {
+                        ClientError::PermissionDenied { path, source }
+                    }
+                    _ => ClientError::Io {
+                        path,
+                        context: "could not connect",
+                        source,
+                    },
+                });
+            }
+        };
+        // Before the first request, so that every answer comes with the
+        // answering process's credentials.
+        credentials::enable(&stream).map_err(|source| ClientError::Io {
+            path: path.clone(),
+            context: "could not ask for the service's credentials (SO_PASSCRED)",
+            source,
+        })?;
+        Ok(ControlClient {
+            stream,
+            path,
+            timeout: None,
+            answered_by: None,
+        })
+    }
+
+    /// The control socket path this client is connected to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bounds each [`ControlClient::request`] as a whole, from sending the
+    /// request to the end of the answer (`None`: no bound, the default).
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
+    }
+
+    /// The pid of the process that sent the last answer, as *this* process
+    /// sees it (the kernel translates it from the service's PID namespace).
+    /// `None` before the first answer, when the system does not pass
+    /// credentials, or when that process is not visible from here (the
+    /// service runs in a PID namespace that is not this one's descendant).
+    pub fn answered_by(&self) -> Option<u32> {
+        self.answered_by
+    }
+
+    /// Sends `request` and returns the service's answer. A
+    /// [`Response::Error`] is returned as an answer, not as an error.
+    pub fn request(&mut self, request: &Request) -> Result<Response, ClientError> {
+        let deadline = self
+            .timeout
+            .map(|timeout| (Instant::now() + timeout, timeout));
+        self.request_until(request, deadline)
+    }
+
+    /// Connects to `path`, asks for a restart and waits for its outcome,
+    /// at most [`RESTART_TIMEOUT`]: [`Response::Restarted`] or
+    /// [`Response::RestartFailed`] (or [`Response::Error`] if the service
+    /// refused the request).
+    pub fn restart(path: impl AsRef<Path>) -> Result<Response, ClientError> {
+        let mut client = ControlClient::connect(path)?;
+        client.set_timeout(Some(RESTART_TIMEOUT));
+        client.request(&Request::restart())
+    }
+
+    /// Connects to `path` and asks for the service's status, at most
+    /// [`STATUS_TIMEOUT`]. An answer other than [`Response::Status`] is an
+    /// error.
+    pub fn status(path: impl AsRef<Path>) -> Result<Status, ClientError> {
+        let mut client = ControlClient::connect(path)?;
+        client.set_timeout(Some(STATUS_TIMEOUT));
+        client.status_request()
+    }
+
+    /// Asks this connection's service for its status (bounded by
+    /// [`ControlClient::set_timeout`]). An answer other than
+    /// [`Response::Status`] is an error.
+    pub fn status_request(&mut self) -> Result<Status, ClientError> {
+        match self.request(&Request::Status)? {
+            Response::Status(status) => Ok(status),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Connects to `path`, asks the service to stop, and waits until its
+    /// process has exited; returns that process's pid, as this process
+    /// sees it when the kernel says (see [`ControlClient::answered_by`]),
+    /// otherwise as the service reported it.
+    ///
+    /// The service holds the connection of a stop request open until its
+    /// process ends; this waits for that end-of-file, which means the same
+    /// in every PID namespace. The whole call is bounded by `timeout`, the
+    /// wait for the answer to the request by [`STOP_ANSWER_TIMEOUT`] too
+    /// ([`ClientError::Timeout`]).
+    pub fn stop_and_wait(path: impl AsRef<Path>, timeout: Duration) -> Result<u32, ClientError> {
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let mut client = ControlClient::connect(path)?;
+        let answer_within = timeout.min(STOP_ANSWER_TIMEOUT);
+        let pid = match client
+            .request_until(&Request::Stop, Some((start + answer_within, answer_within)))?
+        {
+            Response::Stopping { pid } => pid,
+            other => return Err(client.unexpected(other)),
+        };
+        let pid = client.answered_by.unwrap_or(pid);
+        let mut buf = [0u8; 256];
+        loop {
+            client.set_read_deadline(deadline, timeout, Waiting::Exit { pid })?;
+            match client.stream.read(&mut buf) {
+                Ok(0) => return Ok(pid),
+                // Nothing more is sent after `Stopping`; ignore it if it is.
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if is_closed(&error) => return Ok(pid),
+                Err(error) if is_timeout(&error) => {
+                    return Err(client.timeout(Waiting::Exit { pid }, timeout))
+                }
+                Err(source) => {
+                    return Err(ClientError::Io {
+                        path: client.path.clone(),
+                        context: "waiting for the service to exit",
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    fn request_until(
+        &mut self,
+        request: &Request,
+        deadline: Option<(Instant, Duration)>,
+    ) -> Result<Response, ClientError> {
+        let payload = serde_json::to_vec(request).map_err(|source| ClientError::Io {
+            path: self.path.clone(),
+            context: "could not encode the request",
+            source: source.into(),
+        })?;
+        let write_timeout = match deadline {
+            Some((at, timeout)) => Some(self.remaining(at, timeout, Waiting::Send)?),
+            None => None,
+        };
+        self.io(
+            self.stream.set_write_timeout(write_timeout),
+            "could not set a timeout",
+        )?;
+        if let Err(error) = write_frame_blocking(&mut self.stream, &payload, MAX_FRAME_BYTES) {
+            // A service that refuses a connection (too many connections,
+            // permission denied) answers and closes at once, which can make
+            // the write fail: its answer says why, so prefer it.
+            if matches!(&error, FrameError::Io(e) if is_closed(e)) {
+                if let Ok(response) = self.read_answer(deadline) {
+                    return Ok(response);
+                }
+            }
+            return Err(match error {
+                FrameError::Io(e) if is_timeout(&e) => {
+                    self.timeout(Waiting::Send, deadline.map_or(Duration::ZERO, |(_, t)| t))
+                }
+                FrameError::Io(e) if is_closed(&e) => self.closed("sending the request", None),
+                FrameError::Io(source) => ClientError::Io {
+                    path: self.path.clone(),
+                    context: "could not send the request",
+                    source,
+                },
+                source => ClientError::Frame {
+                    path: self.path.clone(),
+                    source,
+                },
+            });
+        }
+        self.read_answer(deadline)
+    }
+
+    /// Reads one answer frame, noting whose credentials came with it.
+    fn read_answer(
+        &mut self,
+        deadline: Option<(Instant, Duration)>,
+    ) -> Result<Response, ClientError> {
+        let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+        let payload = loop {
+            match deadline {
+                Some((at, timeout)) => self.set_read_deadline(at, timeout, Waiting::Answer)?,
+                None => self.io(
+                    self.stream.set_read_timeout(None),
+                    "could not set a timeout",
+                )?,
+            }
+            let (n, pid) = match credentials::recv(&self.stream, decoder.buf()) {
+                Ok(received) => received,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) if is_timeout(&error) => {
+                    let after = deadline.map_or(Duration::ZERO, |(_, t)| t);
+                    return Err(self.timeout(Waiting::Answer, after));
+                }
+                Err(error) if is_closed(&error) => {
+                    return Err(self.closed("reading the answer", None))
+                }
+                Err(source) => {
+                    return Err(ClientError::Io {
+                        path: self.path.clone(),
+                        context: "could not read the answer",
+                        source,
+                    })
+                }
+            };
+            if let Some(pid) = pid {
+                self.answered_by = Some(pid);
+            }
+            match decoder.advance(n) {
+                Ok(Some(payload)) => break payload,
+                Ok(None) => {}
+                Err(FrameError::Eof) => return Err(self.closed("reading the answer", None)),
+                Err(error @ FrameError::Truncated { .. }) => {
+                    return Err(self.closed("reading the answer", Some(error)))
+                }
+                Err(source) => {
+                    return Err(ClientError::Frame {
+                        path: self.path.clone(),
+                        source,
+                    })
+                }
+            }
+        };
+        decode_response(&payload).map_err(|source| ClientError::NotUnderstood {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// The time left until `at`, or the timeout error for `waiting`.
+    fn remaining(
+        &self,
+        at: Instant,
+        timeout: Duration,
+        waiting: Waiting,
+    ) -> Result<Duration, ClientError> {
+        let remaining = at.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(self.timeout(waiting, timeout));
+        }
+        Ok(remaining)
+    }
+
+    fn set_read_deadline(
+        &self,
+        at: Instant,
+        timeout: Duration,
+        waiting: Waiting,
+    ) -> Result<(), ClientError> {
+        let remaining = self.remaining(at, timeout, waiting)?;
+        self.io(
+            self.stream.set_read_timeout(Some(remaining)),
+            "could not set a timeout",
+        )
+    }
+
+    fn io(&self, result: io::Result<()>, context: &'static str) -> Result<(), ClientError> {
+        result.map_err(|source| ClientError::Io {
+            path: self.path.clone(),
+            context,
+            source,
+        })
+    }
+
+    fn timeout(&self, waiting: Waiting, after: Duration) -> ClientError {
+        ClientError::Timeout {
+            path: self.path.clone(),
+            waiting,
+            after,
+        }
+    }
+
+    fn closed(&self, doing: &'static str, source: Option<FrameError>) -> ClientError {
+        ClientError::Closed {
+            path: self.path.clone(),
+            doing,
+            source,
+        }
+    }
+
+    fn unexpected(&self, response: Response) -> ClientError {
+        match response {
+            Response::Error { message } => ClientError::Refused {
+                path: self.path.clone(),
+                message,
+            },
+            other => ClientError::Unexpected {
+                path: self.path.clone(),
+                answer: Box::new(other),
+            },
+        }
+    }
+}
+
+/// Receiving the answering process's credentials with its bytes.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod credentials {
+    use std::io::{self, IoSliceMut};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    use nix::sys::socket::{
+        recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, UnixCredentials,
+    };
+
+    pub(super) fn enable(stream: &UnixStream) -> io::Result<()> {
+        setsockopt(stream, sockopt::PassCred, &true).map_err(io::Error::from)
+    }
+
+    /// Reads into `buf`: the byte count (0 at end of stream) and the
+    /// sender's pid if credentials came with the bytes (and the sender is
+    /// visible from this PID namespace).
+    pub(super) fn recv(stream: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Option<u32>)> {
+        let mut space = nix::cmsg_space!(UnixCredentials);
+        let mut iov = [IoSliceMut::new(buf)];
+        let message = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
+        let pid = message
+            .cmsgs()
+            .map_err(io::Error::from)?
+            .find_map(|cmsg| match cmsg {
+                ControlMessageOwned::ScmCredentials(credentials) => Some(credentials.pid()),
+                _ => None,
+            })
+            .and_then(|pid| u32::try_from(pid).ok())
+            .filter(|&pid| pid != 0);
+        Ok((message.bytes, pid))
+    }
+}
+
+/// Elsewhere: no credentials, plain reads.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+mod credentials {
+    use std::io::{self, Read};
+    use std::os::unix::net::UnixStream;
+
+    pub(super) fn enable(_stream: &UnixStream) -> io::Result<()> {
+        Ok(())
+    }
+
+    pub(super) fn recv(
+        mut stream: &UnixStream,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, Option<u32>)> {
+        Ok((stream.read(buf)?, None))
+    }
+}
+
+#[cfg(test)]
+mod tests;
