@@ -8,11 +8,15 @@
 //! a binary that is not built is an error (or, for the tests, a panic)
 //! naming the command that builds it.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// A binary that cargo has not built (yet).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{what} is not built ({} does not exist); build it with `{command}` \
+     (`cargo test` builds the examples, `cargo test --test <file>` does not)",
+    path.display()
+)]
 pub struct NotBuilt {
     /// What is missing, e.g. "the `echo` example".
     pub what: String,
@@ -21,21 +25,6 @@ pub struct NotBuilt {
     /// The command that builds it, e.g. `cargo build --examples`.
     pub command: String,
 }
-
-impl fmt::Display for NotBuilt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} is not built ({} does not exist); build it with `{}` \
-             (`cargo test` builds the examples, `cargo test --test <file>` does not)",
-            self.what,
-            self.path.display(),
-            self.command
-        )
-    }
-}
-
-impl std::error::Error for NotBuilt {}
 
 /// `target/<profile>`: the directory of the running executable, or its
 /// parent when that is `deps/` (a test) or `examples/` (an example).

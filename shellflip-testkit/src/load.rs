@@ -1,5 +1,5 @@
-//! Load: concurrent clients looping on [`exchange`](crate::client::exchange)
-//! until stopped, bounded in count and in time, and what they saw.
+//! Load: concurrent clients looping on [`exchange`] until stopped, bounded
+//! in count and in time, and what they saw.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
