@@ -11,16 +11,21 @@
 //! 5 times through the control socket, and prints one row per restart.
 //! Exits non-zero if any connection failed or any old generation lingered.
 //! Options: `--restarts N`, `--clients N`.
+//!
+//! The harness, the clients and the process helpers are the tests' own
+//! (`shellflip-testkit`).
 
-#[path = "support/echo_harness.rs"]
-mod echo_harness;
-
-use std::process::ExitCode;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use echo_harness::{wait_exit, wait_until, Echo, Load, EVENT_TIMEOUT};
 use shellflip::client::ControlClient;
 use shellflip::control::Response;
+use shellflip_testkit::binaries::{find_example, profile_args};
+use shellflip_testkit::harness::Echo;
+use shellflip_testkit::load::Load;
+use shellflip_testkit::process::wait_exit;
+use shellflip_testkit::wait::{wait_until, EVENT_TIMEOUT};
 
 struct Row {
     round: u32,
@@ -41,12 +46,39 @@ fn arg(name: &str, default: u32) -> u32 {
         .unwrap_or(default)
 }
 
+/// The echo example, in the profile of the demo. `cargo run --example demo`
+/// builds only the demo, so under cargo (which sets `CARGO`) the demo first
+/// has cargo build the echo example too (nothing to do when it is fresh);
+/// run directly, it uses the one next to it.
+fn echo_binary() -> Result<PathBuf, String> {
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let status = Command::new(cargo)
+            .arg("build")
+            .args(profile_args())
+            .args(["--example", "echo", "--manifest-path"])
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+            .status()
+            .map_err(|e| format!("could not run cargo to build the echo example: {e}"))?;
+        if !status.success() {
+            return Err(format!("building the echo example failed ({status})"));
+        }
+    }
+    find_example("echo").map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
     let restarts = arg("--restarts", 5);
     let clients = arg("--clients", 16) as usize;
+    let echo_exe = match echo_binary() {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     println!("shellflip demo: echo service, {clients} concurrent clients, {restarts} restarts\n");
 
-    let mut echo = Echo::start(&[]);
+    let mut echo = Echo::start_with_binary(&echo_exe, &[]);
     println!(
         "started pid={} generation={} on {} (control socket {})",
         echo.current.pid,

@@ -305,10 +305,12 @@ fn huge_durations_are_refused_at_start_up() {
             .unwrap();
         // Stderr reaches EOF when the service exits (nothing else holds it:
         // the spawner is only forked after the settings are read).
-        let stderr = child.stderr.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = tx.send(read_all(stderr));
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            let _ = tx.send(text);
         });
         let Ok(stderr) = rx.recv_timeout(EVENT_TIMEOUT) else {
             kill_pid(child.id(), Signal::SIGKILL);

@@ -4,7 +4,7 @@
 //! up as its child once the generation before it has exited, and one
 //! reaper thread waits for them all (`waitpid(-1)`), recording when each
 //! pid exited. Only processes this driver started are ever signalled, by
-//! pid.
+//! pid. The ready lines and the `/proc` readers are the test kit's.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -20,7 +20,8 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
-use shellflip_bench::proto::{parse_ready, Ready};
+use shellflip_testkit::process::{is_alive, spawner_of};
+use shellflip_testkit::proto::{parse_ready, Ready};
 
 /// Microseconds since the driver started: the one time base of a run.
 #[derive(Clone, Copy)]
@@ -187,6 +188,7 @@ impl Service {
                 pid: first_pid,
                 generation: 0,
                 listen: None,
+                udp: None,
             },
             pids: vec![first_pid],
         };
@@ -239,53 +241,18 @@ pub fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// True if `pid` exists and is not a zombie.
-pub fn is_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .unwrap_or("?");
-            state != "Z" && state != "X"
-        }
-        Err(_) => false,
-    }
-}
-
-/// VmRSS of `pid` in KiB.
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
-
 /// Proportional set size (PSS) of the helper process named
 /// `shellflip-spawn` among the children of `pid`, in KiB: the memory the
 /// spawner really adds (it shares its pages with the service it was forked
 /// from, which RSS would count twice).
 pub fn spawner_pss_kib(pid: u32) -> Option<u64> {
-    let spawner = std::fs::read_dir("/proc").ok()?.find_map(|entry| {
-        let child: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
-        let (head, rest) = stat.rsplit_once(')')?;
-        let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
-        (ppid == pid && head.ends_with("(shellflip-spawn")).then_some(child)
-    })?;
+    let spawner = spawner_of(pid)?;
     let rollup = std::fs::read_to_string(format!("/proc/{spawner}/smaps_rollup")).ok()?;
     rollup
         .lines()
         .find_map(|l| l.strip_prefix("Pss:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-}
-
-/// Open file descriptors of `pid`.
-pub fn fd_count(pid: u32) -> Option<u64> {
-    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
 }
 
 /// CPU time and run-queue wait of a process so far, summed over its

@@ -1,12 +1,12 @@
-//! The pure parts of the side-by-side restart benchmark: the line
-//! protocol every benchmarked service speaks, statistics, the report
-//! (markdown table and JSON), and the handover state of the state
-//! benchmark. The driver is `src/main.rs`; the services are `src/bin/`.
+//! The pure parts of the side-by-side restart benchmark: statistics, the
+//! report (markdown table and JSON), what every benchmarked service does
+//! with a connection, and the handover state of the state benchmark. The
+//! protocol they speak is the test kit's (`shellflip_testkit::proto`). The
+//! driver is `src/main.rs`; the services are `src/bin/`.
 //!
-//! Nothing here starts a process: `cargo test -p shellflip-bench` runs
-//! only these units.
+//! Nothing here starts a process: `cargo test` in `bench/` runs only these
+//! units.
 
-pub mod proto;
 pub mod report;
 pub mod service;
 pub mod state;

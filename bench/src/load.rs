@@ -1,15 +1,14 @@
 //! The load: concurrent clients doing echo exchanges, and a prober that
 //! asks every millisecond who answers. Every loop is bounded in count and
-//! in time.
+//! in time. One exchange is the test kit's [`Connection`], timed here.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use shellflip_bench::proto::parse_greeting;
+use shellflip_testkit::client::{Connection, Timeouts};
 
 use crate::harness::Clock;
 
@@ -157,80 +156,33 @@ impl Load {
     }
 }
 
-fn kind_of(e: &std::io::Error, stage: Stage) -> &'static str {
-    use Stage::*;
-    match (stage, e.kind()) {
-        (Connect, ErrorKind::ConnectionRefused) => "connect: refused",
-        (Connect, ErrorKind::ConnectionReset) => "connect: reset",
-        (Connect, ErrorKind::TimedOut | ErrorKind::WouldBlock) => "connect: timeout",
-        (Connect, _) => "connect: other",
-        (Greeting, ErrorKind::ConnectionReset) => "reset before greeting",
-        (Greeting, ErrorKind::TimedOut | ErrorKind::WouldBlock) => "timeout before greeting",
-        (Greeting, _) => "error before greeting",
-        (Echo, ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => "reset before echo",
-        (Echo, ErrorKind::TimedOut | ErrorKind::WouldBlock) => "timeout before echo",
-        (Echo, _) => "error before echo",
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Stage {
-    Connect,
-    Greeting,
-    Echo,
-}
-
-/// Connects, reads the greeting and, unless `probe`, sends `line`, reads
-/// it back and closes. Errors are classified by kind.
+/// Connects, reads the greeting and, unless `probe`, sends `line` and
+/// reads it back; then closes and waits for the server's close, so that
+/// the server's task has finished when the exchange counts as done. A
+/// failure is its class ([`shellflip_testkit::client::ExchangeError::kind`]).
 pub fn exchange(
     addr: SocketAddr,
     line: &str,
     clock: Clock,
     probe: bool,
 ) -> Result<Answer, &'static str> {
-    let stream =
-        TcpStream::connect_timeout(&addr, IO_TIMEOUT).map_err(|e| kind_of(&e, Stage::Connect))?;
-    let setup = |s: &TcpStream| {
-        s.set_read_timeout(Some(IO_TIMEOUT))?;
-        s.set_write_timeout(Some(IO_TIMEOUT))?;
-        s.set_nodelay(true)?;
-        s.try_clone()
+    let timeouts = Timeouts {
+        connect: IO_TIMEOUT,
+        io: IO_TIMEOUT,
     };
-    let read_half = setup(&stream).map_err(|e| kind_of(&e, Stage::Connect))?;
-    let mut reader = BufReader::new(read_half);
-    let mut greeting = String::new();
-    match reader.read_line(&mut greeting) {
-        Ok(0) => return Err("closed before greeting"),
-        Ok(_) => {}
-        Err(e) => return Err(kind_of(&e, Stage::Greeting)),
-    }
+    let mut connection = Connection::connect(addr, timeouts).map_err(|e| e.kind())?;
+    let greeting = connection.greeting().map_err(|e| e.kind())?;
     let greeted = clock.now();
-    let g = parse_greeting(&greeting).ok_or("bad greeting")?;
     if !probe {
-        let mut writer = &stream;
-        writer
-            .write_all(format!("{line}\n").as_bytes())
-            .map_err(|e| kind_of(&e, Stage::Echo))?;
-        let mut echoed = String::new();
-        match reader.read_line(&mut echoed) {
-            Ok(0) => return Err("closed before echo"),
-            Ok(_) => {}
-            Err(e) => return Err(kind_of(&e, Stage::Echo)),
-        }
-        if echoed.trim_end() != line {
-            return Err("bad echo");
-        }
+        connection.echo(line).map_err(|e| e.kind())?;
     }
-    // Close our side first and wait for the server's close, so the
-    // server's task has finished when the exchange counts as done.
-    let _ = stream.shutdown(Shutdown::Write);
-    let mut rest = [0u8; 64];
-    let _ = reader.read(&mut rest);
+    // The answer was complete; how the close goes does not change it.
+    let _ = connection.close();
     Ok(Answer {
         greeted,
         done: clock.now(),
-        pid: g.pid,
-        generation: g.generation,
+        pid: greeting.pid,
+        generation: greeting.generation,
         probe,
     })
 }

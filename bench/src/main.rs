@@ -3,16 +3,23 @@
 //! connections, throughput, memory and descriptors side by side, plus the
 //! state handover and the serving overhead of ours.
 //!
+//! From the repository's root (the bench is its own workspace):
+//!
 //! ```text
-//! cargo build --release -p shellflip-bench --bins && cargo build --release --example echo
-//! target/release/shellflip-bench --plot docs/bench.svg          # K=20, 32 clients
-//! target/release/shellflip-bench --quick                        # K=3, < 60 s
-//! target/release/shellflip-bench --json > run.json              # machines
+//! cargo run --release --manifest-path bench/Cargo.toml -- --plot docs/bench.svg  # K=20, 32 clients
+//! cargo run --release --manifest-path bench/Cargo.toml -- --quick                # K=3, < 60 s
+//! cargo run --release --manifest-path bench/Cargo.toml -- --json > run.json      # machines
 //! ```
+//!
+//! Before it runs, it has cargo build (in release) what it starts: the root
+//! workspace's echo example and the services in `src/bin/`; fresh builds
+//! are left as they are. `--echo` and `--bin-dir` use given binaries
+//! instead.
 //!
 //! Loopback only. The driver is a child subreaper and reaps every
 //! generation; it signals only processes it started, by pid.
 
+mod build;
 mod harness;
 mod load;
 mod plot;
@@ -34,8 +41,9 @@ use shellflip_bench::report::{
 };
 use shellflip_bench::state::{BenchState, BenchStateBin};
 use shellflip_bench::stats::{median, per_second};
+use shellflip_testkit::process::{fd_count, rss_kib};
 
-use harness::{fd_count, rss_kib, spawner_pss_kib, tail, Clock, Reaper, Service};
+use harness::{spawner_pss_kib, tail, Clock, Reaper, Service};
 use load::{Load, Seen};
 
 #[derive(Parser, Debug)]
@@ -75,10 +83,13 @@ struct Opts {
     /// State sizes in MB for the handover benchmark.
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 100])]
     state_mb: Vec<usize>,
-    /// Where the bench binaries are (default: next to this one).
+    /// Use the bench's services (peer_cf_shellflip, peer_ecdysis,
+    /// bare_echo, state_service) in this directory as they are (default:
+    /// have cargo build them in release).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// The echo example (default: <bin dir>/examples/echo).
+    /// Use this echo example binary as it is (default: have cargo build
+    /// the root workspace's in release).
     #[arg(long)]
     echo: Option<PathBuf>,
     /// Keep each service's stderr in this directory (ours then runs with
@@ -376,8 +387,7 @@ impl Bench {
         (result, Some(Trace { seen, triggers }))
     }
 
-    fn run_state(&self, echo_dir: &Path) -> StateResult {
-        let exe = echo_dir.join("state_service");
+    fn run_state(&self, exe: &Path) -> StateResult {
         let mut out = StateResult::default();
         for &mb in &self.opts.state_mb {
             let mut size = StateSize {
@@ -420,7 +430,7 @@ impl Bench {
             let extra = ["--state-mb".to_string(), mb.to_string()];
             let env = self.env_for("ours");
             let log = self.log_for(&format!("state-{mb}mb"));
-            match Service::start(&exe, &extra, &env, log.as_deref(), self.clock, self.reaper) {
+            match Service::start(exe, &extra, &env, log.as_deref(), self.clock, self.reaper) {
                 Ok(mut service) => {
                     for i in 1..=self.timing.state_restarts {
                         progress(&format!(
@@ -591,30 +601,15 @@ fn main() -> std::process::ExitCode {
         opts.restarts = opts.restarts.min(3);
         opts.idle_restarts = Some(opts.idle_restarts.unwrap_or(2).min(3));
     }
-    let bin_dir = opts.bin_dir.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf))
-            .unwrap_or_default()
-    });
-    let echo = opts
-        .echo
-        .clone()
-        .unwrap_or_else(|| bin_dir.join("examples").join("echo"));
-    let needed = [
-        echo.clone(),
-        bin_dir.join("peer_cf_shellflip"),
-        bin_dir.join("peer_ecdysis"),
-        bin_dir.join("bare_echo"),
-        bin_dir.join("state_service"),
-    ];
-    if let Some(missing) = needed.iter().find(|p| !p.exists()) {
-        eprintln!(
-            "error: {} does not exist; build first:\n  cargo build --release -p shellflip-bench --bins && cargo build --release --example echo",
-            missing.display()
-        );
-        return std::process::ExitCode::from(2);
-    }
+    // Built before the reaper thread exists, which would reap cargo too.
+    let binaries = match build::binaries(opts.echo.clone(), opts.bin_dir.clone()) {
+        Ok(binaries) => binaries,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let echo = binaries.echo.clone();
     if let Some(dir) = &opts.log_dir {
         if let Err(e) = std::fs::create_dir_all(dir) {
             eprintln!("error: {}: {e}", dir.display());
@@ -648,13 +643,13 @@ fn main() -> std::process::ExitCode {
         System {
             key: "cf-shellflip",
             name: "shellflip 2.1.3 (crates.io)",
-            exe: bin_dir.join("peer_cf_shellflip"),
+            exe: binaries.peer_cf_shellflip.clone(),
             trigger: Trigger::CfShellflip,
         },
         System {
             key: "ecdysis",
             name: "ecdysis 1.1.1",
-            exe: bin_dir.join("peer_ecdysis"),
+            exe: binaries.peer_ecdysis.clone(),
             trigger: Trigger::Ecdysis,
         },
     ];
@@ -688,11 +683,11 @@ fn main() -> std::process::ExitCode {
     }
     if !bench.opts.no_state {
         eprintln!("state handover (ours)");
-        report.state = Some(bench.run_state(&bin_dir));
+        report.state = Some(bench.run_state(&binaries.state_service));
     }
     if !bench.opts.no_overhead {
         eprintln!("serving overhead: echo example vs bare tokio listener");
-        report.overhead = bench.run_overhead(&echo, &bin_dir.join("bare_echo"));
+        report.overhead = bench.run_overhead(&echo, &binaries.bare_echo);
     }
     if let Some(path) = &bench.opts.plot {
         let to_ms = plot_window(&report.systems);

@@ -4,8 +4,8 @@
 //! protocol; stopped with SIGTERM.
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use shellflip_bench::proto::{greeting, ready_line};
 use shellflip_bench::service::{echo, Args};
+use shellflip_testkit::proto::{greeting, ready_line};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 

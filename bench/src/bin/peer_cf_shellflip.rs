@@ -19,8 +19,8 @@ use std::sync::Arc;
 use cf_shellflip::lifecycle::{receive_from_old_process, LifecycleHandler, PipeWriter};
 use cf_shellflip::{RestartConfig, ShutdownCoordinator};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-use shellflip_bench::proto::{greeting, ready_line};
 use shellflip_bench::service::{echo, Args, DRAIN_TIMEOUT};
+use shellflip_testkit::proto::{greeting, ready_line};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

@@ -8,8 +8,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ecdysis::tokio_ecdysis::{SignalKind, StopOnShutdown, TokioEcdysisBuilder};
-use shellflip_bench::proto::{greeting, ready_line};
 use shellflip_bench::service::{echo, Args, DRAIN_TIMEOUT};
+use shellflip_testkit::proto::{greeting, ready_line};
 use tokio_stream::StreamExt;
 use tokio_util::task::TaskTracker;
 

@@ -2,9 +2,9 @@
 //! blob and a map of small structs, see `shellflip_bench::state`), to time
 //! the state handover from trigger to READY.
 use shellflip::{restartable, Context};
-use shellflip_bench::proto::{greeting, ready_line};
 use shellflip_bench::service::{echo, Args};
 use shellflip_bench::state::BenchState;
+use shellflip_testkit::proto::{greeting, ready_line};
 
 #[restartable]
 async fn main(ctx: Context<BenchState>) -> Result<(), Box<dyn std::error::Error>> {

@@ -1,57 +1,71 @@
-//! The protocol shared by the echo example and the bench services.
+//! The lines every test service speaks: the echo example, the other
+//! examples the tests start, and the benchmark's services.
 //!
-//! Each generation prints `ready pid=<pid> generation=<g> listen=<addr>` on
-//! stdout once it serves; each connection gets the greeting
+//! Each generation prints `ready pid=<pid> generation=<g> listen=<addr>`
+//! on stdout once it serves (more `key=value` fields may follow, e.g.
+//! `udp=<addr>`); each connection gets the greeting
 //! `pid=<pid> generation=<g> served=<n>` and then its lines echoed.
 
 use std::net::SocketAddr;
 
-/// A `ready ...` line.
+/// A `ready pid=.. generation=.. [listen=..] [udp=..]` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ready {
+    /// The process of the generation that is ready.
     pub pid: u32,
+    /// 1 for the first generation, +1 per restart.
     pub generation: u64,
+    /// `listen=` (TCP services).
     pub listen: Option<SocketAddr>,
+    /// `udp=` (the Unix + UDP example).
+    pub udp: Option<SocketAddr>,
 }
 
-/// A greeting line.
+/// The greeting of one echo connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Greeting {
+    /// The process that accepted the connection.
     pub pid: u32,
+    /// Its generation.
     pub generation: u64,
+    /// The connections served so far, carried across restarts by services
+    /// that keep state.
+    pub served: u64,
 }
 
+/// The value of `key=value` among the whitespace-separated fields of `line`.
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace()
         .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
 }
 
-/// Parses a `ready pid=.. generation=.. [listen=..]` line (extra fields are
-/// ignored); `None` for any other line.
+/// Parses a greeting line (a trailing newline and extra fields are
+/// ignored); `None` if `pid`, `generation` or `served` is missing.
+pub fn parse_greeting(line: &str) -> Option<Greeting> {
+    Some(Greeting {
+        pid: field(line, "pid")?.parse().ok()?,
+        generation: field(line, "generation")?.parse().ok()?,
+        served: field(line, "served")?.parse().ok()?,
+    })
+}
+
+/// Parses a `ready ...` line; `None` for any other line.
 pub fn parse_ready(line: &str) -> Option<Ready> {
-    let rest = line.trim_end().strip_prefix("ready ")?;
+    let rest = line.strip_prefix("ready ")?;
     Some(Ready {
         pid: field(rest, "pid")?.parse().ok()?,
         generation: field(rest, "generation")?.parse().ok()?,
         listen: field(rest, "listen").and_then(|v| v.parse().ok()),
+        udp: field(rest, "udp").and_then(|v| v.parse().ok()),
     })
 }
 
-/// Parses a greeting `pid=.. generation=.. served=..` (`served` optional).
-pub fn parse_greeting(line: &str) -> Option<Greeting> {
-    let line = line.trim_end();
-    Some(Greeting {
-        pid: field(line, "pid")?.parse().ok()?,
-        generation: field(line, "generation")?.parse().ok()?,
-    })
-}
-
-/// The greeting a service sends.
+/// The greeting a service sends, with its newline.
 pub fn greeting(pid: u32, generation: u64, served: u64) -> String {
     format!("pid={pid} generation={generation} served={served}\n")
 }
 
-/// The ready line a service prints.
+/// The ready line a TCP service prints (without a newline).
 pub fn ready_line(pid: u32, generation: u64, listen: SocketAddr) -> String {
     format!("ready pid={pid} generation={generation} listen={listen}")
 }
@@ -66,6 +80,12 @@ mod tests {
         assert_eq!(r.pid, 42);
         assert_eq!(r.generation, 3);
         assert_eq!(r.listen, Some("127.0.0.1:7000".parse().unwrap()));
+        assert_eq!(r.udp, None);
+        let r = parse_ready("ready pid=1 generation=1 udp=127.0.0.1:9").unwrap();
+        assert_eq!(
+            (r.listen, r.udp),
+            (None, Some("127.0.0.1:9".parse().unwrap()))
+        );
     }
 
     #[test]
@@ -86,16 +106,11 @@ mod tests {
             g,
             Greeting {
                 pid: 9,
-                generation: 4
+                generation: 4,
+                served: 100
             }
         );
-        assert_eq!(
-            parse_greeting("pid=1 generation=2"),
-            Some(Greeting {
-                pid: 1,
-                generation: 2
-            })
-        );
+        assert!(parse_greeting("pid=1 generation=2").is_none());
         assert!(parse_greeting("hello").is_none());
         assert!(parse_greeting("").is_none());
     }

@@ -1,0 +1,141 @@
+//! What a run needs, built before it starts: the root workspace's echo
+//! example and this workspace's services (`src/bin/`), in release, by
+//! cargo itself, so that one command runs the benchmark from a fresh clone
+//! and never measures a stale build. For what is fresh, cargo only checks.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The benchmark's services in this workspace, by binary name.
+const SERVICES: [&str; 4] = [
+    "peer_cf_shellflip",
+    "peer_ecdysis",
+    "bare_echo",
+    "state_service",
+];
+
+/// The executables a run starts.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// The echo example: "ours".
+    pub echo: PathBuf,
+    /// The same service on crates.io shellflip 2.1.
+    pub peer_cf_shellflip: PathBuf,
+    /// The same service on ecdysis 1.1.
+    pub peer_ecdysis: PathBuf,
+    /// The same accept loop on a bare tokio listener.
+    pub bare_echo: PathBuf,
+    /// Ours, handing over a state of `--state-mb` MB.
+    pub state_service: PathBuf,
+}
+
+/// The cargo that runs this binary (`cargo run` sets `CARGO`), or the one
+/// on `PATH`.
+fn cargo() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// Runs `cargo build --release` of `targets` in the workspace of
+/// `manifest`, its messages on stderr, and returns the executables cargo
+/// reports, by target name.
+fn cargo_build(manifest: &Path, targets: &[&str]) -> Result<HashMap<String, PathBuf>, String> {
+    let mut cmd = Command::new(cargo());
+    cmd.args([
+        "build",
+        "--release",
+        "--message-format=json-render-diagnostics",
+    ])
+    .arg("--manifest-path")
+    .arg(manifest)
+    .args(targets)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    let shown = format!(
+        "cargo build --release --manifest-path {} {}",
+        manifest.display(),
+        targets.join(" ")
+    );
+    eprintln!("building: {shown}");
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("could not run cargo ({shown}): {e}"))?;
+    let mut built = HashMap::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.map_err(|e| format!("reading the output of {shown}: {e}"))?;
+            let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if message["reason"] != "compiler-artifact" {
+                continue;
+            }
+            if let (Some(name), Some(exe)) = (
+                message["target"]["name"].as_str(),
+                message["executable"].as_str(),
+            ) {
+                built.insert(name.to_string(), PathBuf::from(exe));
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for {shown}: {e}"))?;
+    if !status.success() {
+        return Err(format!("{shown} failed ({status})"));
+    }
+    Ok(built)
+}
+
+fn take(built: &mut HashMap<String, PathBuf>, name: &str) -> Result<PathBuf, String> {
+    built
+        .remove(name)
+        .ok_or_else(|| format!("cargo did not report building `{name}`"))
+}
+
+/// The binaries of a run: `echo` and the services in `bin_dir` as they are
+/// if given, the others built (or found fresh) by cargo.
+pub fn binaries(echo: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Result<Binaries, String> {
+    // bench/, and the repository's root above it.
+    let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = bench.parent().unwrap_or(bench);
+    let echo = match echo {
+        Some(path) => path,
+        None => take(
+            &mut cargo_build(&root.join("Cargo.toml"), &["--example", "echo"])?,
+            "echo",
+        )?,
+    };
+    let mut services = match bin_dir {
+        Some(dir) => SERVICES
+            .iter()
+            .map(|name| (name.to_string(), dir.join(name)))
+            .collect(),
+        None => {
+            let args: Vec<&str> = SERVICES.iter().flat_map(|name| ["--bin", name]).collect();
+            cargo_build(&bench.join("Cargo.toml"), &args)?
+        }
+    };
+    let binaries = Binaries {
+        echo,
+        peer_cf_shellflip: take(&mut services, "peer_cf_shellflip")?,
+        peer_ecdysis: take(&mut services, "peer_ecdysis")?,
+        bare_echo: take(&mut services, "bare_echo")?,
+        state_service: take(&mut services, "state_service")?,
+    };
+    for path in [
+        &binaries.echo,
+        &binaries.peer_cf_shellflip,
+        &binaries.peer_ecdysis,
+        &binaries.bare_echo,
+        &binaries.state_service,
+    ] {
+        if !path.is_file() {
+            return Err(format!("{} does not exist", path.display()));
+        }
+    }
+    Ok(binaries)
+}

@@ -1,0 +1,66 @@
+//! Test support for shellflip: start a real service from a private copy of
+//! its binary, follow its generations, restart it, drive clients against
+//! it, and check the processes it leaves behind.
+//!
+//! Used by the end-to-end tests (`tests/`), the demo (`examples/demo.rs`)
+//! and the benchmark (`bench/`); never published. The modules, by role:
+//!
+//! - [`binaries`]: where cargo put the example binaries and the `shellflip`
+//!   CLI (this crate never runs cargo).
+//! - [`harness`]: [`Echo`](harness::Echo), one service and all its
+//!   generations: started in a temp dir, followed through the `ready` line
+//!   each generation prints, reaped when dropped.
+//! - [`control`]: restarts through the control socket and through the CLI,
+//!   with the outcome checked.
+//! - [`proto`]: the lines every test service speaks (the `ready` line, the
+//!   greeting).
+//! - [`client`]: one echo exchange, step by step or whole, with its
+//!   failures classified; a connection held open.
+//! - [`load`]: concurrent clients bounded in count and time, and their
+//!   report.
+//! - [`process`]: `/proc` and `waitpid` helpers: parents, children, the
+//!   spawner, zombies, liveness, reaping.
+//! - [`wait`]: the event timeout and the polling wait.
+//!
+//! Everything synchronises on events (a line on a pipe, a socket
+//! answering, a process reaped) with a bound, never on a fixed sleep; only
+//! processes started here are signalled, by pid.
+//!
+//! ```no_run
+//! use shellflip_testkit::prelude::*;
+//!
+//! let mut echo = Echo::start(&[]);
+//! let load = Load::start(echo.addr, 4, 1_000, EVENT_TIMEOUT);
+//! let (pid, generation) = restart_ok(&echo);
+//! assert_eq!(echo.next_ready().pid, pid);
+//! assert_eq!(generation, 2);
+//! load.stop().assert_no_failures(&echo.stderr());
+//! ```
+#![warn(missing_docs)]
+
+pub mod binaries;
+pub mod client;
+pub mod control;
+pub mod harness;
+pub mod load;
+pub mod process;
+pub mod proto;
+pub mod wait;
+
+/// What a test file usually needs, for `use shellflip_testkit::prelude::*`.
+pub mod prelude {
+    pub use crate::binaries::{cli_binary, example_binary};
+    pub use crate::client::{exchange, hold_connection, Held};
+    pub use crate::control::{
+        cli, cli_restart_ok, restart_failing, restart_fails_with, restart_ok, restart_refused_with,
+        simultaneous_restarts, start_slow_restart,
+    };
+    pub use crate::harness::{deploy_fault, start_faulty, Echo};
+    pub use crate::load::{ClientReport, Load};
+    pub use crate::process::{
+        become_subreaper, children_of, is_alive, kill_pid, parent_of, reap_exited_spawners,
+        spawn_retrying_busy, spawner_of, wait_exit, zombies_of,
+    };
+    pub use crate::proto::{parse_greeting, parse_ready, Greeting, Ready};
+    pub use crate::wait::{wait_until, EVENT_TIMEOUT};
+}
