@@ -19,6 +19,7 @@
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::Interest;
@@ -29,6 +30,7 @@ use crate::control::server::ControlSocketFile;
 use crate::fd;
 use crate::frame::{encode_frame, read_frame, FrameDecoder, FrameError, FramePart};
 use crate::state::EncodedState;
+use crate::timing::unix_ms;
 
 /// The environment variable naming the channel descriptor of a new
 /// generation. Read and removed at start-up.
@@ -59,6 +61,47 @@ pub(crate) struct Lineage {
     /// group) reaches the generation that serves. 0: none.
     #[serde(default)]
     pub process_group: u32,
+}
+
+impl Lineage {
+    /// The lineage as generation `generation` will see it if the restart
+    /// that starts it succeeds.
+    pub(crate) fn for_successor(&self, generation: u64, systemd_sockets: Vec<String>) -> Lineage {
+        let mut lineage = self.clone();
+        lineage.systemd_sockets = systemd_sockets;
+        lineage.restarts += 1;
+        lineage.last_restart = Some(LastRestart {
+            ok: true,
+            at_unix_ms: unix_ms(),
+            duration_ms: 0.0,
+            pid: None,
+            generation: Some(generation),
+            error: None,
+        });
+        lineage
+    }
+
+    /// Records a failed restart that took `took`.
+    pub(crate) fn record_failure(&mut self, took: Duration, error: &impl std::fmt::Display) {
+        self.failed_restarts += 1;
+        self.last_restart = Some(LastRestart {
+            ok: false,
+            at_unix_ms: unix_ms(),
+            duration_ms: took.as_secs_f64() * 1000.0,
+            pid: None,
+            generation: None,
+            error: Some(error.to_string()),
+        });
+    }
+
+    /// Completes the record of the restart that started this generation
+    /// (pid `pid`), now that it is ready.
+    pub(crate) fn record_success(&mut self, pid: u32) {
+        if let Some(last) = self.last_restart.as_mut() {
+            last.pid = Some(pid);
+            last.duration_ms = unix_ms().saturating_sub(last.at_unix_ms) as f64;
+        }
+    }
 }
 
 /// The first message to a new generation.

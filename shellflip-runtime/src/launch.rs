@@ -244,6 +244,27 @@ pub(crate) fn describe_status(status: std::io::Result<ExitStatus>) -> String {
     }
 }
 
+/// Moves this process into the first generation's process group, where a
+/// terminal's Ctrl-C and signals to the group reach the generation that
+/// serves. A new generation starts in a group of its own, so that a failed
+/// restart can kill everything it started; a group that no longer exists
+/// (every earlier member exited) is not an error.
+pub(crate) fn join_process_group(group: u32) {
+    let Ok(group) = i32::try_from(group) else {
+        return;
+    };
+    let group = nix::unistd::Pid::from_raw(group);
+    if nix::unistd::getpgrp() == group {
+        return;
+    }
+    match nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), group) {
+        Ok(()) => tracing::debug!(group = group.as_raw(), "joined the service's process group"),
+        Err(e) => {
+            tracing::debug!(group = group.as_raw(), error = %e, "could not join the service's process group; staying in this one")
+        }
+    }
+}
+
 /// Watches a process that is not necessarily this one's child: tells when
 /// it has exited (a pidfd where the kernel has them, else polling).
 #[derive(Debug)]

@@ -70,6 +70,7 @@ pub mod state;
 mod supervisor;
 mod sync;
 mod systemd;
+mod timing;
 mod unix_socket;
 
 pub use config::{Config, ConfigError, RuntimeFlavor, Signal, SpawnerMode, StateMismatch};

@@ -44,8 +44,9 @@ use crate::registry::{Registry, STATE_FD_PREFIX};
 use crate::shutdown::{self, Signals};
 use crate::spawner::{self, Spawner, SpawnerClient, SpawnerProcess};
 use crate::state::{decode_envelope, HandoverState, StateFds};
-use crate::supervisor::{StartupTimes, Supervisor, SupervisorParts, Timeouts};
+use crate::supervisor::{Supervisor, SupervisorParts, Timeouts};
 use crate::systemd;
+use crate::timing::{unix_ms, StartupTimes};
 
 /// What a service's `main` may return: `()` or `Result<(), E>` with a
 /// displayable error. An error makes the process exit with status 1 (and,
@@ -413,13 +414,6 @@ fn connect_spawner(spawner: Result<SpawnerProcess, String>, mode: SpawnerMode) -
             Spawner::Inline { reason }
         }
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Polls a future, turning a panic into an error message.

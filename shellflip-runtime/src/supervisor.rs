@@ -5,24 +5,24 @@
 //! bottom in `parent` (this side) and `child` (the new generation's side).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::channel::Lineage;
-use crate::control::protocol::{self, LastRestart, Request, Response, RestartSuccess, Status};
+use crate::control::protocol::{self, Request, Response, RestartSuccess, Status};
 use crate::control::server::{self as control, ControlCommand, ControlSocketFile};
 use crate::error::RestartError;
 use crate::generation::{encode_state_for_handover, Ending, Generation};
-use crate::launch::Launch;
+use crate::launch::{self, Launch};
 use crate::parent::{self, NewGeneration, Plan};
 use crate::shutdown::{SignalRequest, Signals};
 use crate::spawner::Spawner;
 use crate::systemd::{self, Notification, Notifier};
+use crate::timing::StartupTimes;
 
 /// Where a generation is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,12 +74,6 @@ struct RunningRestart {
     abort: CancellationToken,
 }
 
-struct ControlServer {
-    file: ControlSocketFile,
-    stop_accepting: CancellationToken,
-    task: Option<JoinHandle<()>>,
-}
-
 /// What the supervisor leaves when it finishes.
 pub(crate) struct Finished {
     /// The control socket file, to remove when the service stops.
@@ -95,30 +89,6 @@ pub(crate) struct Timeouts {
     pub ready: Duration,
     pub ready_grace: Duration,
     pub drain: Duration,
-}
-
-/// When the steps of start-up before the runtime ended (logged at
-/// readiness, as the subscriber is only installed by the service's main).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct StartupTimes {
-    pub entered: SystemTime,
-    pub spawner_forked: SystemTime,
-    pub received: SystemTime,
-    pub runtime_built: SystemTime,
-    /// When the previous generation began the restart that started this one.
-    pub restart_began: Option<SystemTime>,
-}
-
-impl Default for StartupTimes {
-    fn default() -> Self {
-        StartupTimes {
-            entered: UNIX_EPOCH,
-            spawner_forked: UNIX_EPOCH,
-            received: UNIX_EPOCH,
-            runtime_built: UNIX_EPOCH,
-            restart_began: None,
-        }
-    }
 }
 
 /// What the supervisor starts with.
@@ -158,7 +128,7 @@ pub(crate) struct Supervisor {
     abandoned: CancellationToken,
     /// Restart requests that arrived before this generation took over.
     deferred: Vec<(Trigger, Option<oneshot::Sender<Response>>)>,
-    control: Option<ControlServer>,
+    control: Option<control::Serving>,
     control_tx: mpsc::Sender<ControlCommand>,
     control_rx: mpsc::Receiver<ControlCommand>,
     control_connections: TaskTracker,
@@ -255,7 +225,7 @@ impl Supervisor {
         }
         self.stop_accepting_control().await;
         Finished {
-            control_file: self.control.as_ref().map(|c| c.file.clone()),
+            control_file: self.control.as_ref().map(|c| c.file().clone()),
             _successor: self.successor.take(),
         }
     }
@@ -348,7 +318,7 @@ impl Supervisor {
         );
         let group = self.lineage.process_group;
         if group != 0 {
-            join_process_group(group);
+            launch::join_process_group(group);
         }
         for (trigger, reply) in std::mem::take(&mut self.deferred) {
             self.request_restart(trigger, reply);
@@ -382,7 +352,7 @@ impl Supervisor {
         let plan = match self.plan() {
             Ok(plan) => plan,
             Err(error) => {
-                self.record_failure(started, &error);
+                self.lineage.record_failure(started.elapsed(), &error);
                 self.back_to_serving(&error);
                 Self::refuse(reply, &error);
                 return;
@@ -442,37 +412,15 @@ impl Supervisor {
             (registry.snapshot(), registry.socket_activated_in_use())
         };
         let fds = fds.map_err(RestartError::DuplicateListeners)?;
-        // The lineage as the new generation will see it if it becomes ready.
-        let mut lineage = self.lineage.clone();
-        lineage.systemd_sockets = systemd_sockets;
-        lineage.restarts += 1;
-        lineage.last_restart = Some(LastRestart {
-            ok: true,
-            at_unix_ms: unix_ms(),
-            duration_ms: 0.0,
-            pid: None,
-            generation: Some(self.generation.number + 1),
-            error: None,
-        });
         Ok(Plan {
             generation: self.generation.number + 1,
             fds,
-            lineage,
+            lineage: self
+                .lineage
+                .for_successor(self.generation.number + 1, systemd_sockets),
             ready_timeout: self.timeouts.ready,
             ready_grace: self.timeouts.ready_grace,
         })
-    }
-
-    fn record_failure(&mut self, started: Instant, error: &RestartError) {
-        self.lineage.failed_restarts += 1;
-        self.lineage.last_restart = Some(LastRestart {
-            ok: false,
-            at_unix_ms: unix_ms(),
-            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-            pid: None,
-            generation: None,
-            error: Some(error.to_string()),
-        });
     }
 
     async fn on_outcome(
@@ -528,7 +476,7 @@ impl Supervisor {
                     duration_ms = elapsed.as_secs_f64() * 1000.0,
                     "restart failed; this generation keeps serving"
                 );
-                self.record_failure(restart.started, &error);
+                self.lineage.record_failure(elapsed, &error);
                 if self.phase == Phase::Restarting {
                     self.phase = Phase::Serving;
                     self.back_to_serving(&error);
@@ -557,7 +505,7 @@ impl Supervisor {
             startup_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             "ready"
         );
-        self.log_startup_phases();
+        self.startup.log_phases();
         let told_predecessor = match &self.generation.predecessor {
             None => {
                 self.generation.write_pid_file();
@@ -582,11 +530,7 @@ impl Supervisor {
             self.systemd.send(&Notification::handed_over(pid, &status));
         }
         if number > 1 {
-            // The restart that started this generation succeeded.
-            if let Some(last) = self.lineage.last_restart.as_mut() {
-                last.pid = Some(pid);
-                last.duration_ms = unix_ms().saturating_sub(last.at_unix_ms) as f64;
-            }
+            self.lineage.record_success(pid);
         }
         for name in self.generation.registry().close_unclaimed() {
             tracing::warn!(
@@ -600,57 +544,25 @@ impl Supervisor {
         self.start_accepting_control();
     }
 
-    fn log_startup_phases(&self) {
-        let times = self.startup;
-        let now = SystemTime::now();
-        tracing::debug!(
-            restart_to_run_ms = times
-                .restart_began
-                .map(|began| ms_between(began, times.entered)),
-            spawner_fork_ms = ms_between(times.entered, times.spawner_forked),
-            receive_ms = ms_between(times.spawner_forked, times.received),
-            runtime_ms = ms_between(times.received, times.runtime_built),
-            main_to_ready_ms = ms_between(times.runtime_built, now),
-            restart_to_ready_ms = times.restart_began.map(|began| ms_between(began, now)),
-            "start-up phases"
-        );
-    }
-
     fn start_accepting_control(&mut self) {
         let Some(open) = self.generation.take_control() else {
             return;
         };
         self.lineage.control_socket_file = Some(open.file.clone());
-        let control = self.control.insert(ControlServer {
-            file: open.file,
-            stop_accepting: CancellationToken::new(),
-            task: None,
-        });
-        let listener = open.listener;
-        let listener = match listener
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::UnixListener::from_std(listener))
-        {
-            Ok(listener) => listener,
-            Err(e) => {
-                tracing::error!(error = %e, "could not serve the control socket");
-                return;
-            }
-        };
-        control.task = Some(tokio::spawn(control::serve(
-            listener,
+        match control::Serving::start(
+            open.file,
+            open.listener,
             self.control_tx.clone(),
-            control.stop_accepting.clone(),
             self.control_connections.clone(),
-        )));
+        ) {
+            Ok(serving) => self.control = Some(serving),
+            Err(e) => tracing::error!(error = %e, "could not serve the control socket"),
+        }
     }
 
     async fn stop_accepting_control(&mut self) {
         if let Some(control) = self.control.as_mut() {
-            control.stop_accepting.cancel();
-            if let Some(task) = control.task.take() {
-                let _ = task.await;
-            }
+            control.stop().await;
         }
     }
 
@@ -713,41 +625,5 @@ impl Supervisor {
             }
         }
         self.begin_stop().await;
-    }
-}
-
-/// Moves this process into the first generation's process group, where a
-/// terminal's Ctrl-C and signals to the group reach the generation that
-/// serves. A new generation starts in a group of its own, so that a failed
-/// restart can kill everything it started; a group that no longer exists
-/// (every earlier member exited) is not an error.
-fn join_process_group(group: u32) {
-    let Ok(group) = i32::try_from(group) else {
-        return;
-    };
-    let group = nix::unistd::Pid::from_raw(group);
-    if nix::unistd::getpgrp() == group {
-        return;
-    }
-    match nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), group) {
-        Ok(()) => tracing::debug!(group = group.as_raw(), "joined the service's process group"),
-        Err(e) => {
-            tracing::debug!(group = group.as_raw(), error = %e, "could not join the service's process group; staying in this one")
-        }
-    }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Milliseconds from `from` to `to` (negative if the clock stepped back).
-fn ms_between(from: SystemTime, to: SystemTime) -> f64 {
-    match to.duration_since(from) {
-        Ok(d) => d.as_secs_f64() * 1000.0,
-        Err(e) => -e.duration().as_secs_f64() * 1000.0,
     }
 }

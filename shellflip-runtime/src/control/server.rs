@@ -141,6 +141,52 @@ pub(crate) async fn serve(
     .await;
 }
 
+/// The control socket being served by this generation.
+pub(crate) struct Serving {
+    file: ControlSocketFile,
+    stop_accepting: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Serving {
+    /// Serves `listener` (see [`serve`]) on a task of its own.
+    pub(crate) fn start(
+        file: ControlSocketFile,
+        listener: StdUnixListener,
+        commands: mpsc::Sender<ControlCommand>,
+        connections: TaskTracker,
+    ) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::UnixListener::from_std(listener)?;
+        let stop_accepting = CancellationToken::new();
+        let task = tokio::spawn(serve(
+            listener,
+            commands,
+            stop_accepting.clone(),
+            connections,
+        ));
+        Ok(Serving {
+            file,
+            stop_accepting,
+            task: Some(task),
+        })
+    }
+
+    /// The socket file, as this lineage created it.
+    pub(crate) fn file(&self) -> &ControlSocketFile {
+        &self.file
+    }
+
+    /// Stops accepting, and waits until this process's copy of the
+    /// listener is closed (idempotent).
+    pub(crate) async fn stop(&mut self) {
+        self.stop_accepting.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
 async fn serve_with(
     listener: tokio::net::UnixListener,
     commands: mpsc::Sender<ControlCommand>,

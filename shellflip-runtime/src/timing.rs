@@ -1,0 +1,62 @@
+//! Wall-clock bookkeeping: the start-up phases of a generation, and Unix
+//! times for the restart history.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// When the steps of start-up before the runtime ended (logged at
+/// readiness, as the subscriber is only installed by the service's main).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StartupTimes {
+    pub entered: SystemTime,
+    pub spawner_forked: SystemTime,
+    pub received: SystemTime,
+    pub runtime_built: SystemTime,
+    /// When the previous generation began the restart that started this one.
+    pub restart_began: Option<SystemTime>,
+}
+
+impl Default for StartupTimes {
+    fn default() -> Self {
+        StartupTimes {
+            entered: UNIX_EPOCH,
+            spawner_forked: UNIX_EPOCH,
+            received: UNIX_EPOCH,
+            runtime_built: UNIX_EPOCH,
+            restart_began: None,
+        }
+    }
+}
+
+impl StartupTimes {
+    /// Logs (at debug) how long each start-up phase took, up to now.
+    pub(crate) fn log_phases(&self) {
+        let now = SystemTime::now();
+        tracing::debug!(
+            restart_to_run_ms = self
+                .restart_began
+                .map(|began| ms_between(began, self.entered)),
+            spawner_fork_ms = ms_between(self.entered, self.spawner_forked),
+            receive_ms = ms_between(self.spawner_forked, self.received),
+            runtime_ms = ms_between(self.received, self.runtime_built),
+            main_to_ready_ms = ms_between(self.runtime_built, now),
+            restart_to_ready_ms = self.restart_began.map(|began| ms_between(began, now)),
+            "start-up phases"
+        );
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Milliseconds from `from` to `to` (negative if the clock stepped back).
+pub(crate) fn ms_between(from: SystemTime, to: SystemTime) -> f64 {
+    match to.duration_since(from) {
+        Ok(d) => d.as_secs_f64() * 1000.0,
+        Err(e) => -e.duration().as_secs_f64() * 1000.0,
+    }
+}
