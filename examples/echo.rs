@@ -34,15 +34,17 @@ async fn main(ctx: Context<EchoState>) -> Result<(), Box<dyn std::error::Error>>
     ctx.ready()?;
     let (pid, generation, addr) = (std::process::id(), ctx.generation(), listener.local_addr()?);
     println!("ready pid={pid} generation={generation} listen={addr}");
+    let mut backoff = shellflip::AcceptBackoff::default(); // paced retries at EMFILE
     loop {
         tokio::select! {
             _ = ctx.shutdown() => return Ok(()),
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    backoff.succeeded();
                     let served = state.update(|s| { s.served += 1; s.served });
                     ctx.spawn(echo(stream, format!("pid={pid} generation={generation} served={served}\n")));
                 }
-                Err(e) => tracing::warn!(%e, "accept failed"),
+                Err(e) => backoff.failed(&e).await,
             },
         }
     }

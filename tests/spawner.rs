@@ -166,6 +166,10 @@ fn a_killed_spawner_is_reaped_and_restarts_fail_clearly() {
     let status = ControlClient::status(&service.control).unwrap();
     assert_eq!(status.phase, "serving");
     assert_eq!(status.failed_restarts, 2);
+    assert_eq!(
+        status.spawner_pid, None,
+        "a dead spawner's pid is not shown"
+    );
     assert!(zombies_of(service.current.pid).is_empty());
 }
 

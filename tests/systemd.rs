@@ -21,7 +21,8 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use common::{
-    example_binary, restart_failing, restart_ok, wait_exit, wait_until, Echo, EVENT_TIMEOUT,
+    example_binary, kill_pid, restart_failing, restart_ok, wait_exit, wait_until, Echo,
+    EVENT_TIMEOUT,
 };
 use shellflip::client::ControlClient;
 
@@ -382,4 +383,76 @@ fn pid_file_follows_the_serving_generation() {
     assert!(!pid_path.exists(), "the pid file is left after the stop");
     let leftovers: Vec<_> = std::fs::read_dir(pid_dir.path()).unwrap().collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Starts the echo example with `socket` passed as fd 3 under the name
+/// `echo` (socket activation), and returns how it ended and its stderr.
+fn start_activated_with(socket: &impl AsRawFd) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = socket.as_raw_fd();
+    let mut command = Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg(r#"LISTEN_PID=$$ exec "$0" "$@""#)
+        .arg(example_binary("echo"))
+        .args(["--listen", "127.0.0.1:0", "--control"])
+        .arg(dir.path().join("control.sock"))
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "echo")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: between fork and exec, only dup2 (async-signal-safe) of a
+    // descriptor the parent keeps open until spawn returns.
+    unsafe {
+        command.pre_exec(move || {
+            if raw != 3 {
+                let new = nix::unistd::dup2_raw(BorrowedFd::borrow_raw(raw), 3)?;
+                std::mem::forget(new);
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(output) = rx.recv_timeout(EVENT_TIMEOUT) else {
+        kill_pid(pid, nix::sys::signal::Signal::SIGKILL);
+        panic!("the service started on a socket it cannot accept on");
+    };
+    let output = output.unwrap();
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// What `Accept=yes` passes (a connected socket), or a socket bound but
+/// never put in listening mode, is refused at start-up with a message that
+/// says so: never a service that reports ready and serves nothing.
+#[test]
+fn socket_activation_refuses_a_socket_that_is_not_listening() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let connected = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (status, stderr) = start_activated_with(&connected);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("socket `echo`"), "{stderr}");
+    assert!(stderr.contains("not listening"), "{stderr}");
+    assert!(stderr.contains("Accept=no"), "{stderr}");
+
+    let bound = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    bound
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    let (status, stderr) = start_activated_with(&bound);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not listening"), "{stderr}");
 }

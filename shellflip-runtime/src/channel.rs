@@ -30,7 +30,7 @@ use crate::control::server::ControlSocketFile;
 use crate::fd;
 use crate::frame::{encode_frame, read_frame, FrameDecoder, FrameError, FramePart};
 use crate::state::EncodedState;
-use crate::timing::unix_ms;
+use crate::timing::{self, unix_ms};
 
 /// The environment variable naming the channel descriptor of a new
 /// generation. Read and removed at start-up.
@@ -87,7 +87,7 @@ impl Lineage {
         self.last_restart = Some(LastRestart {
             ok: false,
             at_unix_ms: unix_ms(),
-            duration_ms: took.as_secs_f64() * 1000.0,
+            duration_ms: timing::ms(took),
             pid: None,
             generation: None,
             error: Some(error.to_string()),

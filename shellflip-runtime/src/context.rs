@@ -303,6 +303,23 @@ impl<S: HandoverState> Context<S> {
                         found,
                     });
                 }
+                if kind == Type::STREAM && !is_listening(&socket) {
+                    return Err(Error::NotListening {
+                        name: name.to_owned(),
+                        origin: if from_systemd {
+                            "systemd-passed"
+                        } else {
+                            "inherited"
+                        },
+                        expected,
+                        found,
+                        hint: if from_systemd {
+                            "; in the .socket unit, use Accept=no (the default) so that systemd passes the listening socket itself"
+                        } else {
+                            ""
+                        },
+                    });
+                }
                 if matches(&socket) {
                     tracing::debug!(name, "adopted inherited socket");
                     socket
@@ -405,6 +422,11 @@ fn resolve(
         });
     }
     Ok(addrs)
+}
+
+/// True when `listen()` was called on `socket` (`SO_ACCEPTCONN`).
+fn is_listening(socket: &Socket) -> bool {
+    nix::sys::socket::getsockopt(socket, nix::sys::socket::sockopt::AcceptConn).unwrap_or(false)
 }
 
 fn found_matches_kind(socket: &Socket, expected: &str) -> bool {

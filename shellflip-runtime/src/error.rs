@@ -52,6 +52,22 @@ pub enum Error {
         /// What was inherited.
         found: String,
     },
+    /// An inherited stream socket with the asked name is not listening: a
+    /// connected socket (what systemd's `Accept=yes` passes) or one bound
+    /// without `listen()`.
+    #[error("the {origin} socket `{name}` is {found}, but it is not listening (a connected socket, or one never put in listening mode): {expected} needs a listening socket{hint}")]
+    NotListening {
+        /// The name.
+        name: String,
+        /// "inherited", or "systemd-passed".
+        origin: &'static str,
+        /// What the service asked for.
+        expected: &'static str,
+        /// What was inherited.
+        found: String,
+        /// What to do about it.
+        hint: &'static str,
+    },
     /// The same name was asked for twice in one generation.
     #[error("a file descriptor named `{0}` was already registered in this generation; give each listener its own name")]
     DuplicateName(String),

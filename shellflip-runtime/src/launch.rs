@@ -363,6 +363,28 @@ mod tests {
         assert!(process_gone(watch.pid()));
     }
 
+    #[tokio::test]
+    async fn a_group_kill_reaches_what_the_new_generation_started() {
+        // A shell (the group's leader) that started a grandchild without
+        // exec, as a deploy wrapper does: both die.
+        let mut leader = tokio::process::Command::new("sh")
+            .args(["-c", "sleep 600 & echo $!; wait"])
+            .process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = tokio::io::BufReader::new(leader.stdout.take().unwrap());
+        let mut line = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line)
+            .await
+            .unwrap();
+        let grandchild: u32 = line.trim().parse().unwrap();
+        let watch = ExitWatch::new(grandchild);
+        kill_group(leader.id().unwrap()).unwrap();
+        assert!(leader.wait().await.unwrap().signal() == Some(libc::SIGKILL));
+        assert!(watch.exits_within(Duration::from_secs(30)).await);
+    }
+
     #[test]
     fn relative_arg0_is_made_absolute_without_resolving_symlinks() {
         let resolved = resolve_exe(&OsString::from("/bin/sh"));

@@ -50,6 +50,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+mod accept;
 mod channel;
 mod child;
 pub mod config;
@@ -73,6 +74,7 @@ mod systemd;
 mod timing;
 mod unix_socket;
 
+pub use accept::AcceptBackoff;
 pub use config::{Config, ConfigError, RuntimeFlavor, Signal, SpawnerMode, StateMismatch};
 pub use context::{Context, StateCell};
 pub use error::{Error, RestartError, SocketActivationError};

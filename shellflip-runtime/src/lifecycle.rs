@@ -162,9 +162,20 @@ fn fail_start(channel: Option<&mut StdUnixStream>, reason: &str) -> ExitCode {
     if let Some(stream) = channel {
         child::report_failure_blocking(stream, reason);
     }
-    eprintln!("shellflip: {reason}");
-    tracing::error!(reason, "start-up failed");
+    report_fatal(reason);
     ExitCode::FAILURE
+}
+
+/// Makes a fatal error reach stderr once: through the service's `tracing`
+/// subscriber if it installed one (it writes to stderr unless told
+/// otherwise), else printed with a `shellflip:` prefix — so that a service
+/// without a subscriber does not exit 1 in silence.
+fn report_fatal(message: &str) {
+    if tracing::dispatcher::has_been_set() {
+        tracing::error!("{message}");
+    } else {
+        eprintln!("shellflip: {message}");
+    }
 }
 
 fn build_runtime(config: &Config) -> Result<tokio::runtime::Runtime, Error> {
@@ -341,7 +352,7 @@ where
     drop(main_future);
     let main_outcome = main_outcome.map(|o| o.and_then(MainResult::into_main_result));
     if let Some(Err(reason)) = &main_outcome {
-        tracing::error!(%reason, "the service's main failed");
+        report_fatal(&format!("the service's main failed: {reason}"));
     }
     let failed = matches!(main_outcome, Some(Err(_)));
     let _ = main_outcome_tx.send(main_outcome);

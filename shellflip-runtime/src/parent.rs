@@ -31,6 +31,7 @@ use crate::error::RestartError;
 use crate::launch::{describe_status, Launch};
 use crate::spawner::{NextProcess, Spawner};
 use crate::state::EncodedState;
+use crate::timing;
 
 /// What a restart hands over, but the state.
 pub(crate) struct Plan {
@@ -205,7 +206,7 @@ pub(crate) async fn restart(
     tracing::debug!(
         pid,
         exe = %launch.exe.display(),
-        spawn_ms = spawned.as_secs_f64() * 1000.0,
+        spawn_ms = timing::ms(spawned),
         "spawned the next generation"
     );
 
@@ -228,7 +229,7 @@ pub(crate) async fn restart(
                 pid,
                 fds = fd_count,
                 state_bytes,
-                handover_ms = sent.as_secs_f64() * 1000.0,
+                handover_ms = timing::ms(sent),
                 "handover sent; waiting for the new generation's report"
             );
             channel::read_child_message(&stream)
@@ -250,7 +251,7 @@ pub(crate) async fn restart(
             };
             tracing::debug!(
                 pid,
-                ready_ms = timings.ready.as_secs_f64() * 1000.0,
+                ready_ms = timing::ms(timings.ready),
                 "the new generation reported ready"
             );
             Ok(NewGeneration {
@@ -264,7 +265,7 @@ pub(crate) async fn restart(
         Err(error) => {
             tracing::debug!(
                 pid,
-                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                elapsed_ms = timing::ms(started.elapsed()),
                 handover_sent = handover_sent.get().is_some(),
                 reason = %error,
                 "the new generation failed"

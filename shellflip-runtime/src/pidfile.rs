@@ -1,13 +1,19 @@
 //! The pid file: always the pid of the generation that serves.
 //!
 //! Written atomically (a temporary file in the same directory, renamed over
-//! the pid file) so a reader never sees it empty or half-written: by a
+//! the pid file) so a reader never sees it empty or half-written. The
+//! temporary file has an unpredictable name and is created with `O_EXCL`
+//! and `O_NOFOLLOW`, so nothing planted in the directory (a symlink to
+//! another file) is ever written through; the rename replaces whatever is
+//! at the pid file's path, a symlink included, without following it, and
+//! reading or removing the file never follows a symlink either. It is written by a
 //! generation when it becomes ready, and again by the old generation when a
 //! restart fails. An old generation that hands over leaves the file alone
 //! (its successor has already written its own pid); the generation that
 //! finally stops removes it, if it still names that generation.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// A pid file that could not be written or removed.
@@ -53,12 +59,8 @@ impl PidFile {
                 "the path names no file",
             ))
         })?;
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(file_name);
-        temp_name.push(format!(".{pid}.tmp"));
-        let temp = dir.join(temp_name);
+        let (temp, mut file) = create_temporary(dir, file_name).map_err(|e| self.error(e))?;
         let written = (|| {
-            let mut file = std::fs::File::create(&temp)?;
             file.write_all(format!("{pid}\n").as_bytes())?;
             file.sync_all()?;
             std::fs::rename(&temp, &self.path)
@@ -70,11 +72,17 @@ impl PidFile {
         Ok(())
     }
 
-    /// The pid the file names, if it exists and holds one.
+    /// The pid the file names, if it is a regular file (not a symlink)
+    /// holding one.
     pub(crate) fn read(&self) -> Option<u32> {
-        std::fs::read_to_string(&self.path)
-            .ok()
-            .and_then(|text| text.trim().parse().ok())
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path)
+            .ok()?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut file, &mut text).ok()?;
+        text.trim().parse().ok()
     }
 
     /// Removes the file if it names `pid`. Returns whether it was removed.
@@ -88,6 +96,43 @@ impl PidFile {
             Err(e) => Err(self.error(e)),
         }
     }
+}
+
+/// Creates `.<name>.<random>.tmp` in `dir`, never opening an existing
+/// path (a planted symlink makes the attempt fail, and another name is
+/// tried).
+fn create_temporary(
+    dir: &Path,
+    name: &std::ffi::OsStr,
+) -> std::io::Result<(PathBuf, std::fs::File)> {
+    let mut last_error = None;
+    for _ in 0..16 {
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(".{:016x}.tmp", unpredictable()));
+        let temp = dir.join(temp_name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o644)
+            .open(&temp)
+        {
+            Ok(file) => return Ok((temp, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last_error = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| std::io::Error::other("no free temporary name")))
+}
+
+/// 64 bits nobody can guess: std seeds its hash keys from the system's
+/// randomness (and gives each `RandomState` distinct keys).
+fn unpredictable() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 #[cfg(test)]
@@ -120,6 +165,43 @@ mod tests {
         assert!(pid_file.path().exists());
         assert!(pid_file.remove_if_names(8).unwrap());
         assert!(!pid_file.path().exists());
+    }
+
+    #[test]
+    fn a_planted_symlink_is_never_written_through() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        // At the final path: replaced, not followed.
+        let path = dir.path().join("app.pid");
+        symlink(&victim, &path).unwrap();
+        let pid_file = PidFile::new(&path);
+        assert_eq!(pid_file.read(), None, "a symlink is not read through");
+        assert!(!pid_file.remove_if_names(9).unwrap());
+        pid_file.write(9).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert!(!std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(pid_file.read(), Some(9));
+        // At every name the old scheme would have used for the temporary.
+        std::fs::remove_file(&path).unwrap();
+        for pid in [9, std::process::id()] {
+            symlink(&victim, dir.path().join(format!(".app.pid.{pid}.tmp"))).unwrap();
+        }
+        pid_file.write(9).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert_eq!(pid_file.read(), Some(9));
+    }
+
+    #[test]
+    fn temporary_names_differ() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _) = create_temporary(dir.path(), std::ffi::OsStr::new("x")).unwrap();
+        let (b, _) = create_temporary(dir.path(), std::ffi::OsStr::new("x")).unwrap();
+        assert_ne!(a, b);
     }
 
     #[test]

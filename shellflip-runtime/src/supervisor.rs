@@ -22,7 +22,7 @@ use crate::parent::{self, NewGeneration, Plan};
 use crate::shutdown::{SignalRequest, Signals};
 use crate::spawner::Spawner;
 use crate::systemd::{self, Notification, Notifier};
-use crate::timing::StartupTimes;
+use crate::timing::{self, StartupTimes};
 
 /// Where a generation is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -391,7 +391,7 @@ impl Supervisor {
                     let response = Response::Restarted(RestartSuccess {
                         pid: next.pid,
                         generation: next.generation,
-                        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                        duration_ms: timing::ms(started.elapsed()),
                     });
                     let _ = outcome_tx.send((outcome, None)).await;
                     let _ = reply.send(response);
@@ -434,7 +434,7 @@ impl Supervisor {
         let elapsed = restart.started.elapsed();
         match outcome {
             Ok(next) => {
-                let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+                let ms = timing::ms;
                 tracing::info!(
                     trigger = ?restart.trigger,
                     pid = next.pid,
@@ -473,7 +473,7 @@ impl Supervisor {
                 tracing::error!(
                     trigger = ?restart.trigger,
                     reason = %error,
-                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    duration_ms = timing::ms(elapsed),
                     "restart failed; this generation keeps serving"
                 );
                 self.lineage.record_failure(elapsed, &error);
@@ -502,7 +502,7 @@ impl Supervisor {
         tracing::info!(
             generation = number,
             pid,
-            startup_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            startup_ms = timing::ms(self.started.elapsed()),
             "ready"
         );
         self.startup.log_phases();

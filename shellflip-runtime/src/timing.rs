@@ -1,7 +1,7 @@
 //! Wall-clock bookkeeping: the start-up phases of a generation, and Unix
 //! times for the restart history.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// When the steps of start-up before the runtime ended (logged at
 /// readiness, as the subscriber is only installed by the service's main).
@@ -53,10 +53,29 @@ pub(crate) fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Milliseconds from `from` to `to` (negative if the clock stepped back).
+/// Milliseconds from `from` to `to` (negative if the clock stepped back),
+/// to the hundredth.
 pub(crate) fn ms_between(from: SystemTime, to: SystemTime) -> f64 {
     match to.duration_since(from) {
-        Ok(d) => d.as_secs_f64() * 1000.0,
-        Err(e) => -e.duration().as_secs_f64() * 1000.0,
+        Ok(d) => ms(d),
+        Err(e) => -ms(e.duration()),
+    }
+}
+
+/// `duration` in milliseconds, to the hundredth: what logs and answers
+/// show (`22.25`, never `22.246094000000001`).
+pub(crate) fn ms(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 100_000.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn milliseconds_are_rounded_to_the_hundredth() {
+        assert_eq!(ms(Duration::from_nanos(22_246_094)), 22.25);
+        assert_eq!(ms(Duration::from_nanos(51_797)), 0.05);
+        assert_eq!(format!("{}", ms(Duration::from_micros(300))), "0.3");
     }
 }
