@@ -34,20 +34,18 @@ async fn main(ctx: Context<EchoState>) -> Result<(), Box<dyn std::error::Error>>
     ctx.ready()?;
     let (pid, generation, addr) = (std::process::id(), ctx.generation(), listener.local_addr()?);
     println!("ready pid={pid} generation={generation} listen={addr}");
-    let mut backoff = shellflip::AcceptBackoff::default(); // paced retries at EMFILE
-    loop {
-        tokio::select! {
-            _ = ctx.shutdown() => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    backoff.succeeded();
-                    let served = state.update(|s| { s.served += 1; s.served });
-                    ctx.spawn(echo(stream, format!("pid={pid} generation={generation} served={served}\n")));
-                }
-                Err(e) => backoff.failed(&e).await,
-            },
-        }
+    // Until a successor takes over or a stop: then in-flight echoes drain.
+    while let Some((stream, _)) = ctx.accept(&listener).await {
+        let served = state.update(|s| {
+            s.served += 1;
+            s.served
+        });
+        ctx.spawn(echo(
+            stream,
+            format!("pid={pid} generation={generation} served={served}\n"),
+        ));
     }
+    Ok(())
 }
 
 async fn echo(stream: TcpStream, greeting: String) -> std::io::Result<()> {

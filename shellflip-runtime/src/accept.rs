@@ -1,8 +1,41 @@
-//! [`AcceptBackoff`]: what an accept loop does when `accept()` fails.
+//! Accepting connections: [`Accept`], what a listener must do for
+//! [`Context::accept`](crate::Context::accept), and [`AcceptBackoff`], what
+//! an accept loop does when `accept()` fails.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// A listener [`Context::accept`](crate::Context::accept) can take
+/// connections from: Tokio's TCP and Unix listeners, or your own.
+pub trait Accept {
+    /// What an accepted connection is (stream and peer address).
+    type Connection: Send;
+    /// Accepts one connection. Must be cancel-safe (dropping the future
+    /// loses no connection), as Tokio's listeners are.
+    fn accept(&self)
+        -> impl std::future::Future<Output = std::io::Result<Self::Connection>> + Send;
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Connection = (tokio::net::TcpStream, std::net::SocketAddr);
+
+    fn accept(
+        &self,
+    ) -> impl std::future::Future<Output = std::io::Result<Self::Connection>> + Send {
+        tokio::net::TcpListener::accept(self)
+    }
+}
+
+impl Accept for tokio::net::UnixListener {
+    type Connection = (tokio::net::UnixStream, tokio::net::unix::SocketAddr);
+
+    fn accept(
+        &self,
+    ) -> impl std::future::Future<Output = std::io::Result<Self::Connection>> + Send {
+        tokio::net::UnixListener::accept(self)
+    }
+}
 
 /// Paces an accept loop through failed `accept()` calls.
 ///

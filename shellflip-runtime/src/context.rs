@@ -11,8 +11,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
+use crate::accept::{Accept, AcceptBackoff};
 use crate::error::Error;
-use crate::generation::Generation;
+use crate::generation::{Admission, Generation};
 use crate::registry::RESERVED_PREFIX;
 use crate::state::{encode_envelope_parts, HandoverState};
 use crate::sync::lock;
@@ -381,6 +382,66 @@ impl<S: HandoverState> Context<S> {
     /// does not shut the service down).
     pub fn shutdown_token(&self) -> CancellationToken {
         self.generation.shutdown.child_token()
+    }
+
+    /// The next connection this generation should take on `listener`:
+    /// accepts while this generation admits new work, waits while it is
+    /// paused (a successor is on probation; if the successor fails, this
+    /// generation takes over again and accepting resumes), and returns
+    /// `None` once this generation stops accepting for good (its successor
+    /// took over, or a stop was requested). Failed accepts (out of file
+    /// descriptors, say) are retried with an [`AcceptBackoff`] and logged
+    /// at most once a second, never returned.
+    ///
+    /// Cancel-safe: nothing is lost if the future is dropped.
+    ///
+    /// ```no_run
+    /// # async fn service(ctx: shellflip_runtime::Context) -> Result<(), shellflip_runtime::Error> {
+    /// let listener = ctx.tcp_listener("http", "127.0.0.1:8080")?;
+    /// ctx.ready()?;
+    /// while let Some((stream, _peer)) = ctx.accept(&listener).await {
+    ///     ctx.spawn(async move { drop(stream) /* serve it */ });
+    /// }
+    /// Ok(()) // the drain waits for the spawned tasks
+    /// # }
+    /// ```
+    ///
+    /// [`AcceptBackoff`]: crate::AcceptBackoff
+    pub async fn accept<L: Accept>(&self, listener: &L) -> Option<L::Connection> {
+        let shutdown = &self.generation.shutdown;
+        let mut admission = self.generation.admission.subscribe();
+        let mut backoff = AcceptBackoff::default();
+        loop {
+            if shutdown.is_cancelled() {
+                return None;
+            }
+            let open = *admission.borrow_and_update() == Admission::Open;
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return None,
+                _ = admission.changed() => {}
+                accepted = listener.accept(), if open => match accepted {
+                    Ok(connection) => return Some(connection),
+                    Err(error) => tokio::select! {
+                        () = shutdown.cancelled() => return None,
+                        () = backoff.failed(&error) => {}
+                    },
+                },
+            }
+        }
+    }
+
+    /// Whether this generation takes new connections now: for accept
+    /// loops that do not use [`accept`](Self::accept).
+    pub fn admission(&self) -> Admission {
+        *self.generation.admission.borrow()
+    }
+
+    /// Resolves when [`admission`](Self::admission) changes.
+    pub async fn admission_changed(&self) {
+        let mut admission = self.generation.admission.subscribe();
+        admission.borrow_and_update();
+        let _ = admission.changed().await;
     }
 
     /// Spawns a task that the drain waits for (up to the drain timeout):

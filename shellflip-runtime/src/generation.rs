@@ -47,6 +47,18 @@ pub(crate) struct Drain {
     pub ending: Ending,
 }
 
+/// Whether a generation takes new connections now (see
+/// [`Context::accept`](crate::Context::accept)). Stopping for good is the
+/// shutdown token's business, not this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Take new connections.
+    Open,
+    /// Take none for now: a successor is on probation, and this generation
+    /// takes over again if the successor fails.
+    Paused,
+}
+
 /// A control socket opened but not served yet.
 pub(crate) struct OpenControl {
     pub path: PathBuf,
@@ -70,6 +82,8 @@ pub(crate) struct Generation {
     pub pid_file: Option<PidFile>,
     registry: Mutex<Registry>,
     ready: watch::Sender<bool>,
+    /// Whether new connections are taken now.
+    pub admission: watch::Sender<Admission>,
     state_encoder: OnceLock<StateEncoder>,
     /// The control socket file as the previous generation recorded it.
     inherited_control_file: Option<ControlSocketFile>,
@@ -104,6 +118,7 @@ impl Generation {
             pid_file: parts.pid_file,
             registry: Mutex::new(parts.registry),
             ready,
+            admission: watch::Sender::new(Admission::Open),
             state_encoder: OnceLock::new(),
             inherited_control_file: parts.inherited_control_file,
             control: Mutex::new(parts.control),

@@ -74,10 +74,11 @@ mod systemd;
 mod timing;
 mod unix_socket;
 
-pub use accept::AcceptBackoff;
+pub use accept::{Accept, AcceptBackoff};
 pub use config::{Config, ConfigError, RuntimeFlavor, Signal, SpawnerMode, StateMismatch};
 pub use context::{Context, StateCell};
 pub use error::{Error, RestartError, SocketActivationError};
+pub use generation::Admission;
 pub use lifecycle::{run, MainResult};
 pub use shellflip_settings as settings;
 pub use spawner::PROCESS_NAME as SPAWNER_PROCESS_NAME;
