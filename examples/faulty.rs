@@ -15,6 +15,7 @@
 //! | `panic-init` | panics before it is ready |
 //! | `abort-init` | aborts (SIGABRT) before it is ready |
 //! | `exit-after-ready` | reports ready, then exits with status 7 50 ms later |
+//! | `unhealthy-after-ready` | reports ready, then reports itself unhealthy (`ctx.unhealthy`) |
 //! | `hang` | never becomes ready (prints `hanging pid=<pid>` once its control socket is open) |
 //! | `slow-init=<ms>` | takes that long before it is ready (for killing the previous generation meanwhile) |
 //! | `garbage-state` | hands over a state payload that is not MessagePack |
@@ -97,6 +98,9 @@ async fn main(ctx: Context<Served>) -> Result<(), Box<dyn std::error::Error>> {
         _ => {}
     }
     ctx.ready()?;
+    if fault == "unhealthy-after-ready" {
+        ctx.unhealthy("injected: the warm-up check failed").await?;
+    }
     if fault == "exit-after-ready" {
         // Long enough for READY to reach the previous generation.
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -64,15 +64,26 @@ fn every_failing_new_generation_is_rolled_back_under_load() {
 }
 
 #[test]
-fn ready_then_exit_is_rolled_back_within_the_ready_grace() {
-    let service = start_faulty(&[], &[("SHELLFLIP_READY_GRACE", "1s")]);
+fn ready_then_exit_is_rolled_back_during_the_probation() {
+    let service = start_faulty(&[], &[("SHELLFLIP_PROBATION", "2s")]);
     let old = service.current;
     let load = Load::start(service.addr, 8, 1_000_000, Duration::from_secs(60));
     wait_until("load", EVENT_TIMEOUT, || load.count_from(old.pid) > 8);
     deploy_fault(&service, "exit-after-ready");
-    restart_fails_with(
-        &service,
-        &["reported ready, then exited with status 7 within the ready grace of 1s"],
+    // READY reached the old generation: the restart is reported done...
+    cli_restart_ok(&service);
+    // ...and rolled back when the new generation exits 50 ms later.
+    wait_until("the rollback", EVENT_TIMEOUT, || {
+        ControlClient::status(&service.control).is_ok_and(|s| s.pid == old.pid)
+    });
+    let status = ControlClient::status(&service.control).unwrap();
+    assert_eq!(status.phase, "serving");
+    assert_eq!(status.failed_restarts, 1);
+    let last = status.last_restart.expect("the rollback is recorded");
+    let error = last.error.unwrap_or_default();
+    assert!(
+        error.contains("exited with status 7 during its probation; rolled back"),
+        "{error}"
     );
     assert!(zombies_of(old.pid).is_empty());
     let before = load.count_from(old.pid);
@@ -80,10 +91,6 @@ fn ready_then_exit_is_rolled_back_within_the_ready_grace() {
         load.count_from(old.pid) > before + 8
     });
     load.stop().assert_no_failures(&service.stderr());
-    assert_eq!(
-        ControlClient::status(&service.control).unwrap().phase,
-        "serving"
-    );
 }
 
 #[test]

@@ -14,9 +14,8 @@ use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -25,6 +24,7 @@ use common::{
     EVENT_TIMEOUT,
 };
 use shellflip::client::ControlClient;
+use shellflip_testkit::notify::{value, FakeSystemd};
 
 /// Starts the echo example with `--listen <listen> --control
 /// <dir>/control.sock` and `env`; `prepare` adjusts the command (or wraps
@@ -49,81 +49,6 @@ fn stop(service: &Echo, pid: u32) {
     let stopped = ControlClient::stop_and_wait(&service.control, EVENT_TIMEOUT).expect("stop");
     assert_eq!(stopped, pid);
     assert!(wait_exit(pid, EVENT_TIMEOUT), "pid {pid} did not exit");
-}
-
-/// The test's side of `NOTIFY_SOCKET`.
-struct FakeSystemd {
-    socket: UnixDatagram,
-    path: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-type Message = Vec<(String, String)>;
-
-impl FakeSystemd {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("notify.sock");
-        let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
-        socket.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
-        FakeSystemd {
-            socket,
-            path,
-            _dir: dir,
-        }
-    }
-
-    /// The next datagram, as its `KEY=value` assignments in order.
-    fn next(&self) -> Message {
-        let mut buf = vec![0u8; 4096];
-        let n = self
-            .socket
-            .recv(&mut buf)
-            .expect("a notification within the timeout");
-        let text = String::from_utf8(buf[..n].to_vec()).expect("UTF-8 notification");
-        text.lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let (k, v) = l
-                    .split_once('=')
-                    .unwrap_or_else(|| panic!("not an assignment: {l:?}"));
-                (k.to_owned(), v.to_owned())
-            })
-            .collect()
-    }
-
-    /// The next datagram, which must assign exactly `keys`, in order.
-    fn next_with(&self, keys: &[&str]) -> Message {
-        let message = self.next();
-        assert_eq!(
-            message.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
-            keys,
-            "{message:?}"
-        );
-        message
-    }
-
-    /// Nothing more was sent.
-    fn assert_silent(&self) {
-        self.socket.set_nonblocking(true).unwrap();
-        let mut buf = [0u8; 4096];
-        match self.socket.recv(&mut buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Ok(n) => panic!(
-                "unexpected notification {:?}",
-                String::from_utf8_lossy(&buf[..n])
-            ),
-            Err(e) => panic!("notify socket: {e}"),
-        }
-    }
-}
-
-fn value<'a>(message: &'a Message, key: &str) -> &'a str {
-    message
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_else(|| panic!("{key} missing in {message:?}"))
 }
 
 /// A good restart, a failing one and a stop produce exactly: READY;

@@ -321,6 +321,7 @@ fn control_seeds() -> Vec<(String, Vec<u8>)> {
                 failed_restarts: 1,
                 last_restart: Some(last),
                 spawner_pid: Some(4243),
+                generations: Vec::new(),
             }),
         ),
         ("stopping", Response::Stopping { pid: 4242 }),

@@ -63,7 +63,9 @@ struct Options {
     control: Option<LitStr>,
     restart_signal: Option<(Signal, Span)>,
     ready_timeout: Option<(std::time::Duration, Span)>,
-    ready_grace: Option<(std::time::Duration, Span)>,
+    probation: Option<(std::time::Duration, Span)>,
+    max_draining: Option<LitInt>,
+    fd_store: Option<syn::LitBool>,
     drain_timeout: Option<(std::time::Duration, Span)>,
     pid_file: Option<LitStr>,
     flavor: Option<(RuntimeFlavor, Span)>,
@@ -101,8 +103,11 @@ fn parse_options(args: TokenStream) -> syn::Result<Options> {
                 .map(|signal| options.restart_signal = Some(signal)),
             "ready_timeout" => duration_value(&name, &value, DurationRule::TIMEOUT)
                 .map(|d| options.ready_timeout = Some(d)),
-            "ready_grace" => duration_value(&name, &value, DurationRule::TIMEOUT_OR_OFF)
-                .map(|d| options.ready_grace = Some(d)),
+            "probation" => duration_value(&name, &value, DurationRule::TIMEOUT_OR_OFF)
+                .map(|d| options.probation = Some(d)),
+            "max_draining" => count_value(&name, &value, CountRule::DRAINING)
+                .map(|lit| options.max_draining = Some(lit)),
+            "fd_store" => bool_value(&name, &value).map(|lit| options.fd_store = Some(lit)),
             "drain_timeout" => duration_value(&name, &value, DurationRule::TIMEOUT)
                 .map(|d| options.drain_timeout = Some(d)),
             "flavor" => word_value(&name, &value, RuntimeFlavor::parse)
@@ -197,6 +202,12 @@ fn parse_entry(entry: TokenStream) -> syn::Result<(Ident, Expr)> {
     if value.is_empty() {
         return Err(shape_error(format!("`{name}` needs a value after `=`")));
     }
+    if let Some(now) = shellflip_settings::renamed(&name) {
+        return Err(syn::Error::new(
+            key.span(),
+            format!("`{name}` is now called `{now}`; rename it"),
+        ));
+    }
     if Setting::by_option(&name).is_none() {
         return Err(syn::Error::new(key.span(), unknown_option(&name)));
     }
@@ -230,6 +241,7 @@ fn wrong_type(name: &str, value: &dyn ToTokens) -> syn::Error {
     };
     let what = match Setting::by_option(name).map(|s| s.kind) {
         Some(Kind::Count(_)) => "an integer",
+        Some(Kind::Flag) => "`true` or `false`",
         _ => "a string literal",
     };
     syn::Error::new_spanned(value, format!("`{name}` takes {what}: {expected}"))
@@ -281,6 +293,11 @@ fn duration_value(
 }
 
 fn worker_threads_value(name: &str, value: &Expr) -> syn::Result<LitInt> {
+    count_value(name, value, CountRule::WORKER_THREADS)
+}
+
+/// A count option (`worker_threads = 4`), checked against its rule.
+fn count_value(name: &str, value: &Expr, rule: CountRule) -> syn::Result<LitInt> {
     let lit = match value {
         Expr::Lit(syn::ExprLit {
             lit: Lit::Int(lit), ..
@@ -290,13 +307,24 @@ fn worker_threads_value(name: &str, value: &Expr) -> syn::Result<LitInt> {
     if !matches!(lit.suffix(), "" | "usize") {
         return Err(syn::Error::new(
             lit.span(),
-            "`worker_threads` is a `usize`; write it without a suffix, e.g. `worker_threads = 4`",
+            format!("`{name}` is a `usize`; write it without a suffix, e.g. `{name} = 4`"),
         ));
     }
-    let threads = CountRule::WORKER_THREADS
+    let count = rule
         .parse(name, lit.base10_digits())
         .map_err(|e| values::error(lit.span(), &e))?;
-    Ok(LitInt::new(&threads.to_string(), lit.span()))
+    Ok(LitInt::new(&count.to_string(), lit.span()))
+}
+
+/// A yes/no option: `fd_store = true`.
+fn bool_value(name: &str, value: &Expr) -> syn::Result<syn::LitBool> {
+    match value {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Bool(lit),
+            ..
+        }) => Ok(lit.clone()),
+        other => Err(wrong_type(name, other)),
+    }
 }
 
 /// The function the attribute is on. The body is kept as tokens, not
@@ -481,9 +509,15 @@ fn config_expr(options: &Options) -> TokenStream {
         let value = duration_tokens(duration, span);
         config.extend(quote!(.ready_timeout(#value)));
     }
-    if let Some((duration, span)) = options.ready_grace {
+    if let Some((duration, span)) = options.probation {
         let value = duration_tokens(duration, span);
-        config.extend(quote!(.ready_grace(#value)));
+        config.extend(quote!(.probation(#value)));
+    }
+    if let Some(count) = &options.max_draining {
+        config.extend(quote!(.max_draining(#count)));
+    }
+    if let Some(on) = &options.fd_store {
+        config.extend(quote!(.fd_store(#on)));
     }
     if let Some((duration, span)) = options.drain_timeout {
         let value = duration_tokens(duration, span);
@@ -539,6 +573,10 @@ mod tests {
                     let lit = LitInt::new(setting.example, Span::call_site());
                     quote!(#lit)
                 }
+                Kind::Flag => {
+                    let lit = syn::LitBool::new(setting.example == "true", Span::call_site());
+                    quote!(#lit)
+                }
                 _ => {
                     let lit = LitStr::new(setting.example, Span::call_site());
                     quote!(#lit)
@@ -553,6 +591,6 @@ mod tests {
             );
             handled += 1;
         }
-        assert_eq!(handled, 10);
+        assert_eq!(handled, 12);
     }
 }

@@ -6,7 +6,10 @@
 //! parent -> child   [u32 BE n][n bytes: MessagePack HandoverHeader]   (all fds attached, SCM_RIGHTS)
 //!                   [state_len bytes: the state envelope, if any]
 //! child -> parent   [u32 BE n][n bytes: MessagePack ChildMessage]     (Ready, or Failed with a reason)
-//! parent -> child   [u32 BE n][n bytes: MessagePack ParentMessage]    (Commit, once it has handed over)
+//! child -> parent   (later, during the probation) Unhealthy with a reason: roll back
+//! parent -> child   [u32 BE n][n bytes: MessagePack ParentMessage]    (Commit once the probation is
+//!                   over; then, while the old generation drains, Progress: its own and that of
+//!                   older generations still draining, relayed)
 //! ```
 //!
 //! The new generation takes over — answers restart requests, may start a
@@ -94,6 +97,19 @@ impl Lineage {
         });
     }
 
+    /// Records a restart rolled back after its READY (see `why`).
+    pub(crate) fn record_rollback(&mut self, why: &str) {
+        self.failed_restarts += 1;
+        self.last_restart = Some(LastRestart {
+            ok: false,
+            at_unix_ms: unix_ms(),
+            duration_ms: 0.0,
+            pid: None,
+            generation: None,
+            error: Some(why.to_owned()),
+        });
+    }
+
     /// Completes the record of the restart that started this generation
     /// (pid `pid`), now that it is ready.
     pub(crate) fn record_success(&mut self, pid: u32) {
@@ -123,14 +139,36 @@ pub(crate) struct HandoverHeader {
     /// watches to tell its death from a failed restart.
     #[serde(default)]
     pub predecessor_pid: u32,
+    /// The generations older than the sender that still drain.
+    #[serde(default)]
+    pub draining: Vec<Draining>,
+}
+
+/// A generation that drains, as the newest generation learns of it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Draining {
+    /// Its generation number.
+    pub generation: u64,
+    /// Its pid.
+    pub pid: u32,
+    /// When its drain ends at the latest (Unix time, ms).
+    pub deadline_unix_ms: u64,
+    /// Its tasks still running, as it last reported.
+    pub tasks: Option<u64>,
 }
 
 /// The old generation's word to the new one after the handover.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) enum ParentMessage {
-    /// The old generation stopped accepting and told systemd: the new one
-    /// is the service now.
-    Commit,
+    /// The probation is over: the old generation stopped accepting for good
+    /// and drains (as `drain` says); the new one is the service now.
+    Commit {
+        /// The old generation's drain.
+        drain: Draining,
+    },
+    /// How a draining generation is doing: the sender's own drain, or an
+    /// older generation's, relayed.
+    Progress(Draining),
 }
 
 /// A new generation's report.
@@ -140,6 +178,12 @@ pub(crate) enum ChildMessage {
     Ready,
     /// Could not start; the reason is shown to whoever asked for the restart.
     Failed {
+        /// The child's own explanation.
+        reason: String,
+    },
+    /// Ready, but unfit (`Context::unhealthy`): during its probation, the
+    /// old generation kills it and takes the service back.
+    Unhealthy {
         /// The child's own explanation.
         reason: String,
     },
@@ -360,6 +404,12 @@ mod tests {
             lineage: Lineage::default(),
             restart_began_unix_us: 1_700_000_000_000_000,
             predecessor_pid: 4242,
+            draining: vec![Draining {
+                generation: 1,
+                pid: 41,
+                deadline_unix_ms: 1_700_000_000_000,
+                tasks: Some(3),
+            }],
         }
     }
 

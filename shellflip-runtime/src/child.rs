@@ -29,9 +29,10 @@ use std::time::Duration;
 
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::{self, ChildMessage, ParentMessage, Received, ENV_HANDOVER_FD};
+use crate::channel::{self, ChildMessage, Draining, ParentMessage, Received, ENV_HANDOVER_FD};
 use crate::error::Error;
 use crate::fd;
 use crate::launch::ExitWatch;
@@ -126,26 +127,34 @@ const EXIT_AFTER_CLOSE: Duration = Duration::from_secs(2);
 impl PredecessorLink {
     /// Splits the channel and watches its read half (see the module docs).
     /// `predecessor_pid` is the previous generation's pid (0: unknown, from
-    /// an older build: a closed channel then means that it is gone). Must
-    /// be called inside the runtime.
-    pub(crate) fn start(stream: StdUnixStream, predecessor_pid: u32) -> io::Result<Arc<Self>> {
+    /// an older build: a closed channel then means that it is gone). The
+    /// receiver gets the drains the previous generation reports (its own,
+    /// once it committed, and older generations', relayed). Must be called
+    /// inside the runtime.
+    pub(crate) fn start(
+        stream: StdUnixStream,
+        predecessor_pid: u32,
+    ) -> io::Result<(Arc<Self>, mpsc::UnboundedReceiver<Draining>)> {
         stream.set_nonblocking(true)?;
         let (reader, writer) = UnixStream::from_std(stream)?.into_split();
         let took_over = CancellationToken::new();
         let abandoned = CancellationToken::new();
+        let (drains_tx, drains) = mpsc::unbounded_channel();
         let predecessor = (predecessor_pid != 0).then(|| ExitWatch::new(predecessor_pid));
         tokio::spawn(watch_predecessor(
             reader,
             predecessor,
             took_over.clone(),
             abandoned.clone(),
+            drains_tx,
         ));
-        Ok(Arc::new(PredecessorLink {
+        let link = Arc::new(PredecessorLink {
             writer,
             took_over,
             abandoned,
             ready: Mutex::new(ReadyReport::NotSent),
-        }))
+        });
+        Ok((link, drains))
     }
 
     /// Cancelled once this generation is the service: the previous one
@@ -207,6 +216,12 @@ impl PredecessorLink {
         self.report(&ChildMessage::Failed { reason }).await
     }
 
+    /// Reports that this generation, ready, is unfit: during its probation
+    /// the previous generation then kills it and takes the service back.
+    pub(crate) async fn report_unhealthy(&self, reason: String) -> io::Result<()> {
+        self.report(&ChildMessage::Unhealthy { reason }).await
+    }
+
     /// Writes as much of `message` as the socket takes without waiting;
     /// returns the bytes left to send (none, unless the buffer is full).
     fn try_send(&self, message: &ChildMessage) -> io::Result<Vec<u8>> {
@@ -240,12 +255,17 @@ async fn watch_predecessor(
     predecessor: Option<ExitWatch>,
     took_over: CancellationToken,
     abandoned: CancellationToken,
+    drains: mpsc::UnboundedSender<Draining>,
 ) {
     loop {
         match channel::read_parent_message(&mut reader).await {
-            Ok(Some(ParentMessage::Commit)) => {
+            Ok(Some(ParentMessage::Commit { drain })) => {
                 tracing::debug!("the previous generation handed over");
+                let _ = drains.send(drain);
                 took_over.cancel();
+            }
+            Ok(Some(ParentMessage::Progress(drain))) => {
+                let _ = drains.send(drain);
             }
             Ok(None) => break,
             Err(e) => {

@@ -17,12 +17,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shellflip_settings::{CountRule, DurationRule, Problem};
+use shellflip_settings::{parse_flag, CountRule, DurationRule, Problem, RENAMED};
 
 pub use shellflip_settings::{
     RuntimeFlavor, Signal, SpawnerMode, StateMismatch, ENV_CONTROL, ENV_DRAIN_TIMEOUT,
-    ENV_ON_STATE_MISMATCH, ENV_PID_FILE, ENV_READY_GRACE, ENV_READY_TIMEOUT, ENV_RESTART_SIGNAL,
-    ENV_SPAWNER, ENV_WORKER_THREADS,
+    ENV_FD_STORE, ENV_MAX_DRAINING, ENV_ON_STATE_MISMATCH, ENV_PID_FILE, ENV_PROBATION,
+    ENV_READY_TIMEOUT, ENV_RESTART_SIGNAL, ENV_SPAWNER, ENV_WORKER_THREADS,
 };
 
 /// A `SHELLFLIP_*` variable or a config value that could not be used: the
@@ -54,14 +54,22 @@ pub struct Config {
     /// How long a new generation has to report ready before it is killed
     /// and the restart is reported as failed.
     pub ready_timeout: Duration,
-    /// How long the old generation keeps serving after the new one reported
-    /// ready, watching it, before the restart counts as a success. A new
-    /// generation that dies within it is reported as a failed restart and
-    /// the old generation carries on. Zero (the default) commits at READY:
-    /// fastest, but a build that crashes right after READY takes the service
-    /// down until its supervisor (systemd) restarts it. Every restart's
-    /// latency grows by this much.
-    pub ready_grace: Duration,
+    /// How long, after a new generation's READY, the old one holds its
+    /// listeners (pausing its own accepting) and watches the new one: if
+    /// the new one exits or reports itself unhealthy within it, the old one
+    /// takes the service back (accepting, pid file, systemd's MAINPID) and
+    /// the restart is recorded as rolled back. When it ends the new one takes
+    /// over and the old one drains. Zero: the old one drains at READY (a
+    /// build that crashes right after READY then takes the service down
+    /// until its supervisor restarts it).
+    pub probation: Duration,
+    /// How many older generations may drain at once; a restart beyond that
+    /// ends the oldest one's drain (its remaining work is cut).
+    pub max_draining: usize,
+    /// Whether the first generation keeps its listeners and the control
+    /// socket in systemd's file descriptor store, so that they outlive a
+    /// crash or `systemctl restart` (the unit needs `FileDescriptorStoreMax=`).
+    pub fd_store: bool,
     /// How long an old generation waits for its in-flight work after it
     /// stopped accepting, before it exits anyway.
     pub drain_timeout: Duration,
@@ -84,7 +92,9 @@ impl Default for Config {
         Config {
             control_socket: None,
             ready_timeout: Duration::from_secs(30),
-            ready_grace: Duration::ZERO,
+            probation: Duration::from_secs(2),
+            max_draining: 2,
+            fd_store: false,
             drain_timeout: Duration::from_secs(30),
             restart_signal: Signal::SIGUSR1,
             pid_file: None,
@@ -110,10 +120,23 @@ impl Config {
         self
     }
 
-    /// Sets the ready grace (see [`Config::ready_grace`]): zero (off), or
-    /// from 1ms to 7 days.
-    pub fn ready_grace(mut self, grace: Duration) -> Self {
-        self.ready_grace = grace;
+    /// Sets the probation (see [`Config::probation`]): zero (off), or from
+    /// 1ms to 7 days.
+    pub fn probation(mut self, probation: Duration) -> Self {
+        self.probation = probation;
+        self
+    }
+
+    /// Sets how many older generations may drain at once: 1 to 16.
+    pub fn max_draining(mut self, count: usize) -> Self {
+        self.max_draining = count;
+        self
+    }
+
+    /// Keeps the listeners in systemd's file descriptor store (see
+    /// [`Config::fd_store`]).
+    pub fn fd_store(mut self, on: bool) -> Self {
+        self.fd_store = on;
         self
     }
 
@@ -189,8 +212,26 @@ impl Config {
         if let Some(value) = text(ENV_READY_TIMEOUT)? {
             self.ready_timeout = DurationRule::TIMEOUT.parse(ENV_READY_TIMEOUT, &value)?;
         }
-        if let Some(value) = text(ENV_READY_GRACE)? {
-            self.ready_grace = DurationRule::TIMEOUT_OR_OFF.parse(ENV_READY_GRACE, &value)?;
+        for (old, now) in RENAMED
+            .iter()
+            .filter(|(old, _)| old.starts_with("SHELLFLIP_"))
+        {
+            if let Some(value) = lookup(old) {
+                return Err(ConfigError::new(
+                    *old,
+                    value.to_string_lossy(),
+                    Problem::Renamed { now },
+                ));
+            }
+        }
+        if let Some(value) = text(ENV_PROBATION)? {
+            self.probation = DurationRule::TIMEOUT_OR_OFF.parse(ENV_PROBATION, &value)?;
+        }
+        if let Some(value) = text(ENV_MAX_DRAINING)? {
+            self.max_draining = CountRule::DRAINING.parse(ENV_MAX_DRAINING, &value)?;
+        }
+        if let Some(value) = text(ENV_FD_STORE)? {
+            self.fd_store = parse_flag(ENV_FD_STORE, &value)?;
         }
         if let Some(value) = text(ENV_DRAIN_TIMEOUT)? {
             self.drain_timeout = DurationRule::TIMEOUT.parse(ENV_DRAIN_TIMEOUT, &value)?;
@@ -232,7 +273,8 @@ impl Config {
     /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         DurationRule::TIMEOUT.check("Config::ready_timeout", self.ready_timeout)?;
-        DurationRule::TIMEOUT_OR_OFF.check("Config::ready_grace", self.ready_grace)?;
+        DurationRule::TIMEOUT_OR_OFF.check("Config::probation", self.probation)?;
+        CountRule::DRAINING.check("Config::max_draining", self.max_draining)?;
         DurationRule::TIMEOUT.check("Config::drain_timeout", self.drain_timeout)?;
         if let Some(threads) = self.worker_threads {
             CountRule::WORKER_THREADS.check("Config::worker_threads", threads)?;
@@ -268,7 +310,9 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.control_socket, None);
         assert_eq!(c.ready_timeout, Duration::from_secs(30));
-        assert_eq!(c.ready_grace, Duration::ZERO);
+        assert_eq!(c.probation, Duration::from_secs(2));
+        assert_eq!(c.max_draining, 2);
+        assert!(!c.fd_store);
         assert_eq!(c.drain_timeout, Duration::from_secs(30));
         assert_eq!(c.restart_signal, Signal::SIGUSR1);
         assert_eq!(c.on_state_mismatch, StateMismatch::Fail);
@@ -295,7 +339,7 @@ mod tests {
             assert_eq!(c, Config::default(), "{env}={value}");
             checked += 1;
         }
-        assert_eq!(checked, 8);
+        assert_eq!(checked, 10);
     }
 
     #[test]
@@ -303,7 +347,9 @@ mod tests {
         let c = with(&[
             ("SHELLFLIP_CONTROL", "/run/x.sock"),
             ("SHELLFLIP_READY_TIMEOUT", "500ms"),
-            ("SHELLFLIP_READY_GRACE", "250ms"),
+            ("SHELLFLIP_PROBATION", "250ms"),
+            ("SHELLFLIP_MAX_DRAINING", "3"),
+            ("SHELLFLIP_FD_STORE", "yes"),
             ("SHELLFLIP_DRAIN_TIMEOUT", "2m"),
             ("SHELLFLIP_RESTART_SIGNAL", "hup"),
             ("SHELLFLIP_PID_FILE", "/run/x.pid"),
@@ -314,7 +360,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.control_socket, Some(PathBuf::from("/run/x.sock")));
         assert_eq!(c.ready_timeout, Duration::from_millis(500));
-        assert_eq!(c.ready_grace, Duration::from_millis(250));
+        assert_eq!(c.probation, Duration::from_millis(250));
+        assert_eq!(c.max_draining, 3);
+        assert!(c.fd_store);
         assert_eq!(c.drain_timeout, Duration::from_secs(120));
         assert_eq!(c.restart_signal, Signal::SIGHUP);
         assert_eq!(c.pid_file, Some(PathBuf::from("/run/x.pid")));
@@ -333,8 +381,17 @@ mod tests {
     }
 
     #[test]
-    fn ready_grace_may_be_zero() {
-        let grace = |value| with(&[(ENV_READY_GRACE, value)]).map(|c| c.ready_grace);
+    fn the_old_ready_grace_variable_names_its_new_name() {
+        let error = with(&[("SHELLFLIP_READY_GRACE", "1s")]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid value \"1s\" for SHELLFLIP_READY_GRACE: this setting is now called SHELLFLIP_PROBATION; rename it"
+        );
+    }
+
+    #[test]
+    fn probation_may_be_zero() {
+        let grace = |value| with(&[(ENV_PROBATION, value)]).map(|c| c.probation);
         assert_eq!(grace("0"), Ok(Duration::ZERO));
         assert_eq!(grace("0s"), Ok(Duration::ZERO));
         assert_eq!(grace("1s"), Ok(Duration::from_secs(1)));
@@ -359,7 +416,7 @@ mod tests {
     /// "overflow when adding duration to instant".
     #[test]
     fn huge_durations_are_refused_at_start_up() {
-        for name in [ENV_READY_TIMEOUT, ENV_DRAIN_TIMEOUT, ENV_READY_GRACE] {
+        for name in [ENV_READY_TIMEOUT, ENV_DRAIN_TIMEOUT, ENV_PROBATION] {
             assert!(matches!(
                 problem(name, "300000000000y"),
                 Problem::UnknownUnit { .. }
@@ -396,7 +453,7 @@ mod tests {
                 Config::default().ready_timeout(huge),
                 "Config::ready_timeout",
             ),
-            (Config::default().ready_grace(huge), "Config::ready_grace"),
+            (Config::default().probation(huge), "Config::probation"),
             (
                 Config::default().drain_timeout(huge),
                 "Config::drain_timeout",

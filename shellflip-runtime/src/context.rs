@@ -365,6 +365,37 @@ impl<S: HandoverState> Context<S> {
         self.generation.mark_ready()
     }
 
+    /// Reports this generation as unfit during its probation (after
+    /// `ready()`, before the previous generation handed over for good): the
+    /// previous generation then kills this one and takes the service back,
+    /// and the restart is recorded as rolled back, with `reason`. Use it
+    /// when a check after start-up fails (a dependency unreachable, a
+    /// warm-up that went wrong).
+    ///
+    /// An error when there is nothing to roll back to: in a first
+    /// generation, before `ready()`, or once the previous generation has
+    /// handed over.
+    pub async fn unhealthy(&self, reason: impl Into<String>) -> Result<(), Error> {
+        let Some(link) = &self.generation.predecessor else {
+            return Err(Error::NotOnProbation("this is the first generation"));
+        };
+        if !self.generation.is_ready() {
+            return Err(Error::NotOnProbation(
+                "ready() was not called yet (return an error from main instead)",
+            ));
+        }
+        if link.took_over().is_cancelled() {
+            return Err(Error::NotOnProbation(
+                "the previous generation has handed over already",
+            ));
+        }
+        let reason = reason.into();
+        tracing::warn!(%reason, "this generation reports itself unhealthy; the previous one takes the service back");
+        link.report_unhealthy(reason)
+            .await
+            .map_err(|e| Error::io("could not tell the previous generation", e))
+    }
+
     /// Resolves when this generation must stop accepting new work (its
     /// successor is ready, or a stop was requested). Accept loops should
     /// `select!` on it and return; in-flight work then has the drain timeout

@@ -122,6 +122,10 @@ pub enum Error {
     /// The handed-over state could not be used.
     #[error(transparent)]
     State(#[from] StateError),
+    /// `unhealthy()` was called when there is no previous generation to
+    /// take the service back.
+    #[error("unhealthy() was called outside a probation: {0}; there is no previous generation to roll back to, so stop the service or restart it instead")]
+    NotOnProbation(&'static str),
     /// `ready()` was called after the service started shutting down.
     #[error("ready() was called after shutdown began; the generation is exiting")]
     ShuttingDown,
@@ -245,16 +249,6 @@ pub enum RestartError {
         pid: u32,
         /// "exited with status 3" or "was killed by signal SIGSEGV".
         status: String,
-    },
-    /// The new generation reported ready, then died within the ready grace.
-    #[error("the new generation (pid {pid}) reported ready, then {status} within the ready grace of {}", humantime::format_duration(*grace))]
-    DiedInGrace {
-        /// The new generation's pid.
-        pid: u32,
-        /// "exited with status 3" or "was killed by signal SIGSEGV".
-        status: String,
-        /// The ready grace.
-        grace: Duration,
     },
     /// The new generation did not report ready in time.
     #[error("the new generation (pid {pid}) was not ready within {}; it was killed", humantime::format_duration(*timeout))]

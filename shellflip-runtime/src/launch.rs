@@ -3,7 +3,7 @@
 //! says how a process ended.
 
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -313,6 +313,36 @@ impl ExitWatch {
     /// True if the process exits within `within`.
     pub(crate) async fn exits_within(&self, within: Duration) -> bool {
         tokio::time::timeout(within, self.exited()).await.is_ok()
+    }
+
+    /// True if the process has exited.
+    pub(crate) fn has_exited(&self) -> bool {
+        match &self.pidfd {
+            // Readable (POLLIN) once the process has exited.
+            Some(pidfd) => {
+                let mut fds = [nix::poll::PollFd::new(
+                    pidfd.get_ref().as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).is_ok_and(|n| n > 0)
+            }
+            None => process_gone(self.pid),
+        }
+    }
+
+    /// Sends SIGKILL to the process (through its pidfd where there is one,
+    /// so never to another process that reused the pid).
+    pub(crate) fn kill(&self) -> std::io::Result<()> {
+        match &self.pidfd {
+            Some(pidfd) => fd::pidfd_send_signal(pidfd.get_ref().as_fd(), libc::SIGKILL),
+            None => nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(
+                    i32::try_from(self.pid).map_err(|_| std::io::Error::other("not a pid"))?,
+                ),
+                Signal::SIGKILL,
+            )
+            .map_err(std::io::Error::from),
+        }
     }
 }
 

@@ -56,6 +56,7 @@ mod child;
 pub mod config;
 mod context;
 pub mod control;
+mod draining;
 mod error;
 mod fd;
 pub mod frame;

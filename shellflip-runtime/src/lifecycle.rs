@@ -44,7 +44,7 @@ use crate::registry::{Registry, STATE_FD_PREFIX};
 use crate::shutdown::{self, Signals};
 use crate::spawner::{self, Spawner, SpawnerClient, SpawnerProcess};
 use crate::state::{decode_envelope, HandoverState, StateFds};
-use crate::supervisor::{Supervisor, SupervisorParts, Timeouts};
+use crate::supervisor::{Limits, Supervisor, SupervisorParts};
 use crate::systemd;
 use crate::timing::{unix_ms, StartupTimes};
 
@@ -220,13 +220,14 @@ where
         activated,
     } = start;
     let spawner = connect_spawner(spawner, config.spawner);
-    let (number, lineage, fds, state_bytes, predecessor_pid) = match received {
+    let (number, lineage, fds, state_bytes, predecessor_pid, draining) = match received {
         Some(r) => (
             r.header.generation,
             r.header.lineage,
             r.fds,
             r.state,
             r.header.predecessor_pid,
+            r.header.draining,
         ),
         None => (
             1,
@@ -239,6 +240,7 @@ where
             activated,
             None,
             0,
+            Vec::new(),
         ),
     };
     let mut registry = Registry::new(fds);
@@ -284,13 +286,13 @@ where
     // and refused as "not ready yet" if main has not called ready().
     shutdown::unblock_handled(config.restart_signal);
 
-    let predecessor = match channel {
-        None => None,
+    let (predecessor, predecessor_drains) = match channel {
+        None => (None, None),
         Some(stream) => match PredecessorLink::start(stream, predecessor_pid) {
-            Ok(link) => Some(link),
+            Ok((link, drains)) => (Some(link), Some(drains)),
             Err(e) => {
                 tracing::warn!(error = %e, "lost the channel to the previous generation");
-                None
+                (None, None)
             }
         },
     };
@@ -313,14 +315,17 @@ where
         generation: Arc::clone(&generation),
         ready_rx,
         main_outcome: main_outcome_rx,
-        timeouts: Timeouts {
-            ready: config.ready_timeout,
-            ready_grace: config.ready_grace,
-            drain: config.drain_timeout,
+        limits: Limits {
+            ready_timeout: config.ready_timeout,
+            probation: config.probation,
+            drain_timeout: config.drain_timeout,
+            max_draining: config.max_draining,
         },
         launch,
         spawner,
         lineage,
+        draining,
+        predecessor_drains,
         signals,
         startup: times,
         control_connections: control_connections.clone(),

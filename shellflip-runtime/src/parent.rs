@@ -10,8 +10,14 @@
 //!    below against a fake process. Whatever fails, the new process is
 //!    killed if needed and always reaped.
 //! 4. On READY the caller (the supervisor) gets a [`NewGeneration`]: it tells
-//!    systemd the new main pid, answers the initiator and drains. On failure
-//!    it gets the [`RestartError`] saying why, and this generation serves on.
+//!    systemd the new main pid, answers the initiator and pauses accepting.
+//!    On failure it gets the [`RestartError`] saying why, and this
+//!    generation serves on.
+//! 5. [`probation`]: for a while after READY this generation holds its
+//!    listeners and watches the new one; if it exits or reports itself
+//!    unhealthy, the supervisor takes the service back. Otherwise
+//!    [`NewGeneration::commit`] hands over for good and this generation
+//!    drains, reporting its progress ([`NewGeneration::tell`]).
 
 use std::future::Future;
 use std::io;
@@ -26,7 +32,7 @@ use tokio::net::UnixStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::{self, ChildMessage, HandoverHeader, Lineage, ParentMessage};
+use crate::channel::{self, ChildMessage, Draining, HandoverHeader, Lineage, ParentMessage};
 use crate::error::RestartError;
 use crate::launch::{describe_status, Launch};
 use crate::spawner::{NextProcess, Spawner};
@@ -38,10 +44,9 @@ pub(crate) struct Plan {
     pub generation: u64,
     pub fds: Vec<(String, OwnedFd)>,
     pub lineage: Lineage,
+    /// Older generations still draining, for the new one to know of.
+    pub draining: Vec<Draining>,
     pub ready_timeout: Duration,
-    /// How long the new generation must stay alive after READY before the
-    /// restart is declared a success (zero: at once).
-    pub ready_grace: Duration,
 }
 
 /// The encoded state to hand over, with the descriptors it holds (already
@@ -73,10 +78,26 @@ pub(crate) struct NewGeneration {
 
 impl NewGeneration {
     /// Tells the new generation that the hand-over is complete: this one
-    /// stopped accepting and told systemd, so the new one is the service
-    /// (until then it does not take over: see `child`).
-    pub(crate) async fn commit(&self) -> io::Result<()> {
-        let bytes = channel::encode_parent_message(&ParentMessage::Commit)?;
+    /// stopped accepting for good and drains as `drain` says, so the new one
+    /// is the service (until then it does not take over: see `child`).
+    pub(crate) async fn commit(&self, drain: Draining) -> io::Result<()> {
+        self.tell(&ParentMessage::Commit { drain }).await
+    }
+
+    /// Watches the new generation for `duration` (see [`probation`]).
+    pub(crate) async fn probation(&mut self, duration: Duration) -> Verdict {
+        let NewGeneration {
+            _process: process,
+            channel,
+            ..
+        } = self;
+        let channel = &*channel;
+        probation(process, || channel::read_child_message(channel), duration).await
+    }
+
+    /// Sends a message to the new generation.
+    pub(crate) async fn tell(&self, message: &ParentMessage) -> io::Result<()> {
+        let bytes = channel::encode_parent_message(message)?;
         let mut rest = &bytes[..];
         while !rest.is_empty() {
             self.channel.writable().await?;
@@ -155,8 +176,8 @@ pub(crate) async fn restart(
         generation,
         fds,
         lineage,
+        draining,
         ready_timeout,
-        ready_grace,
     } = plan;
 
     // 2. The handover, prepared and written while the process starts.
@@ -176,6 +197,7 @@ pub(crate) async fn restart(
             lineage,
             restart_began_unix_us: began_unix_us,
             predecessor_pid: std::process::id(),
+            draining,
         };
         let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|(_, fd)| fd.as_fd()).collect();
         channel::send_handover(&stream, &header, &borrowed, state.as_ref())
@@ -212,10 +234,6 @@ pub(crate) async fn restart(
 
     // 3. The report, the exit, the timeout or an abort.
     let handover_sent = std::sync::OnceLock::new();
-    let limits = Limits {
-        ready_timeout,
-        ready_grace,
-    };
     let decision = {
         let handshake = async {
             let outcome = match prepared.take() {
@@ -237,7 +255,7 @@ pub(crate) async fn restart(
                 .map_err(HandshakeError::Io)
         };
         tokio::pin!(handshake);
-        decide(&mut process, handshake, limits, &abort).await
+        decide(&mut process, handshake, ready_timeout, &abort).await
     };
     drop(prepare);
 
@@ -284,15 +302,6 @@ pub(crate) enum HandshakeError {
     Io(io::Error),
 }
 
-/// The bounds of a new generation's start.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    /// How long it has to report.
-    pub ready_timeout: Duration,
-    /// How long it must stay alive after READY.
-    pub ready_grace: Duration,
-}
-
 /// How long a process that reported FAILED or closed the channel has to
 /// exit by itself before it is killed.
 const EXIT_AFTER_REPORT: Duration = Duration::from_secs(5);
@@ -308,10 +317,7 @@ const LATE_REPORT: Duration = Duration::from_millis(200);
 ///
 /// | first event                     | then                                   | outcome                         |
 /// |---------------------------------|----------------------------------------|---------------------------------|
-/// | READY, no grace                 | —                                      | ready                           |
-/// | READY, with grace               | alive at the end of the grace          | ready                           |
-/// | READY, with grace               | exits within it                        | `DiedInGrace`                   |
-/// | READY, with grace               | abort                                  | killed, `Aborted`               |
+/// | READY                           | —                                      | ready (then the [`probation`])  |
 /// | FAILED                          | exits (else killed after 5 s)          | `ChildFailed` with its reason   |
 /// | channel closed, no report       | exits within 5 s                       | `ChildExited` with its status   |
 /// | channel closed, no report       | still alive after 5 s                  | killed, `ClosedWithoutReport`   |
@@ -323,7 +329,7 @@ const LATE_REPORT: Duration = Duration::from_millis(200);
 pub(crate) async fn decide<P: Successor>(
     process: &mut P,
     mut handshake: Pin<&mut impl Future<Output = Result<Option<ChildMessage>, HandshakeError>>>,
-    limits: Limits,
+    ready_timeout: Duration,
     abort: &CancellationToken,
 ) -> Result<(), RestartError> {
     let pid = process.pid();
@@ -336,28 +342,14 @@ pub(crate) async fn decide<P: Successor>(
     let first = tokio::select! {
         report = &mut handshake => First::Report(report),
         status = process.wait() => First::Exited(status),
-        _ = tokio::time::sleep(limits.ready_timeout) => First::Timeout,
+        _ = tokio::time::sleep(ready_timeout) => First::Timeout,
         _ = abort.cancelled() => First::Aborted,
     };
     match first {
-        First::Report(Ok(Some(ChildMessage::Ready))) if limits.ready_grace.is_zero() => Ok(()),
-        First::Report(Ok(Some(ChildMessage::Ready))) => {
-            // Still serving here: the grace period proves that the new
-            // generation does not die right after READY.
-            tokio::select! {
-                status = process.wait() => Err(RestartError::DiedInGrace {
-                    pid,
-                    status: describe_status(status),
-                    grace: limits.ready_grace,
-                }),
-                _ = tokio::time::sleep(limits.ready_grace) => Ok(()),
-                _ = abort.cancelled() => {
-                    kill_and_reap(process).await;
-                    Err(RestartError::Aborted { pid })
-                }
-            }
-        }
-        First::Report(Ok(Some(ChildMessage::Failed { reason }))) => {
+        First::Report(Ok(Some(ChildMessage::Ready))) => Ok(()),
+        First::Report(Ok(Some(
+            ChildMessage::Failed { reason } | ChildMessage::Unhealthy { reason },
+        ))) => {
             let _ = reap_within(process, EXIT_AFTER_REPORT).await;
             Err(RestartError::ChildFailed { pid, reason })
         }
@@ -392,12 +384,61 @@ pub(crate) async fn decide<P: Successor>(
             kill_and_reap(process).await;
             Err(RestartError::ReadyTimeout {
                 pid,
-                timeout: limits.ready_timeout,
+                timeout: ready_timeout,
             })
         }
         First::Aborted => {
             kill_and_reap(process).await;
             Err(RestartError::Aborted { pid })
+        }
+    }
+}
+
+/// How a new generation's probation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// It stayed alive and healthy throughout: it takes over.
+    Passed,
+    /// It exited ("exited with status 7", "was killed by signal SIGKILL").
+    Exited(String),
+    /// It reported itself unhealthy; it was killed and reaped.
+    Unhealthy(String),
+}
+
+/// The probation of a ready new generation: watches it for `probation`
+/// (its exit, an `Unhealthy` report on the channel `reports` reads) while
+/// this generation still holds the listeners.
+///
+/// | first event            | verdict                                  |
+/// |------------------------|------------------------------------------|
+/// | the probation ends     | `Passed`                                 |
+/// | it exits               | `Exited` with its status                 |
+/// | it reports Unhealthy   | it is killed and reaped; `Unhealthy`     |
+/// | its channel closes     | whichever of its exit or the end comes   |
+pub(crate) async fn probation<P: Successor, R>(
+    process: &mut P,
+    mut reports: impl FnMut() -> R,
+    probation: Duration,
+) -> Verdict
+where
+    R: Future<Output = io::Result<Option<ChildMessage>>>,
+{
+    let end = tokio::time::sleep(probation);
+    tokio::pin!(end);
+    let mut channel_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            status = process.wait() => return Verdict::Exited(describe_status(status)),
+            () = &mut end => return Verdict::Passed,
+            report = reports(), if channel_open => match report {
+                Ok(Some(ChildMessage::Unhealthy { reason })) => {
+                    kill_and_reap(process).await;
+                    return Verdict::Unhealthy(reason);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => channel_open = false,
+            },
         }
     }
 }
@@ -490,11 +531,8 @@ mod tests {
         nix::sys::signal::Signal::SIGKILL as i32
     }
 
-    fn limits(timeout_ms: u64, grace_ms: u64) -> Limits {
-        Limits {
-            ready_timeout: Duration::from_millis(timeout_ms),
-            ready_grace: Duration::from_millis(grace_ms),
-        }
+    fn limits(timeout_ms: u64) -> Duration {
+        Duration::from_millis(timeout_ms)
     }
 
     /// The new generation's end of a channel, and the handshake reading
@@ -521,72 +559,17 @@ mod tests {
     const LONG: u64 = 60_000;
 
     #[tokio::test(start_paused = true)]
-    async fn ready_without_grace_is_success_at_once() {
+    async fn ready_is_success_at_once() {
         let (mut process, _exit, killed) = fake();
         let (mut child, handshake) = channel();
         send(&mut child, ChildMessage::Ready).await;
         tokio::pin!(handshake);
         let abort = CancellationToken::new();
-        decide(&mut process, handshake, limits(LONG, 0), &abort)
+        decide(&mut process, handshake, limits(LONG), &abort)
             .await
             .unwrap();
         assert!(!killed.load(Ordering::SeqCst));
         assert!(!process.reaped, "a ready generation is not waited for");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn ready_then_alive_through_the_grace_is_success() {
-        let (mut process, _exit, killed) = fake();
-        let (mut child, handshake) = channel();
-        send(&mut child, ChildMessage::Ready).await;
-        tokio::pin!(handshake);
-        let abort = CancellationToken::new();
-        decide(&mut process, handshake, limits(LONG, 1_000), &abort)
-            .await
-            .unwrap();
-        assert!(!killed.load(Ordering::SeqCst));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn ready_then_exit_within_the_grace_fails() {
-        let (mut process, exit, _) = fake();
-        let (mut child, handshake) = channel();
-        send(&mut child, ChildMessage::Ready).await;
-        tokio::pin!(handshake);
-        let abort = CancellationToken::new();
-        let decided = decide(&mut process, handshake, limits(LONG, 1_000), &abort);
-        tokio::pin!(decided);
-        tokio::select! {
-            _ = &mut decided => panic!("decided before the exit"),
-            _ = tokio::time::sleep(Duration::from_millis(100)) => exit.exit_with(7),
-        }
-        let error = decided.await.unwrap_err();
-        assert!(matches!(error, RestartError::DiedInGrace { .. }), "{error}");
-        let text = error.to_string();
-        assert!(
-            text.contains("reported ready, then exited with status 7 within the ready grace of 1s"),
-            "{text}"
-        );
-        assert!(!text.contains("before it was ready"), "{text}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn abort_during_the_grace_kills() {
-        let (mut process, _exit, killed) = fake();
-        let (mut child, handshake) = channel();
-        send(&mut child, ChildMessage::Ready).await;
-        tokio::pin!(handshake);
-        let abort = CancellationToken::new();
-        abort.cancel();
-        let error = decide(&mut process, handshake, limits(LONG, 1_000), &abort)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(error, RestartError::Aborted { pid: 4242 }),
-            "{error}"
-        );
-        assert!(killed.load(Ordering::SeqCst));
-        assert!(process.reaped);
     }
 
     #[tokio::test(start_paused = true)]
@@ -603,7 +586,7 @@ mod tests {
         exit.exit_with(1);
         tokio::pin!(handshake);
         let abort = CancellationToken::new();
-        let error = decide(&mut process, handshake, limits(LONG, 0), &abort)
+        let error = decide(&mut process, handshake, limits(LONG), &abort)
             .await
             .unwrap_err();
         assert!(
@@ -627,7 +610,7 @@ mod tests {
         .await;
         tokio::pin!(handshake);
         let abort = CancellationToken::new();
-        let error = decide(&mut process, handshake, limits(LONG, 0), &abort)
+        let error = decide(&mut process, handshake, limits(LONG), &abort)
             .await
             .unwrap_err();
         assert!(matches!(error, RestartError::ChildFailed { .. }), "{error}");
@@ -642,7 +625,7 @@ mod tests {
         drop(child);
         tokio::pin!(handshake);
         let abort = CancellationToken::new();
-        let decided = decide(&mut process, handshake, limits(LONG, 0), &abort);
+        let decided = decide(&mut process, handshake, limits(LONG), &abort);
         tokio::pin!(decided);
         tokio::select! {
             _ = &mut decided => panic!("decided before the exit"),
@@ -662,7 +645,7 @@ mod tests {
         drop(child);
         tokio::pin!(handshake);
         let abort = CancellationToken::new();
-        let error = decide(&mut process, handshake, limits(LONG, 0), &abort)
+        let error = decide(&mut process, handshake, limits(LONG), &abort)
             .await
             .unwrap_err();
         assert!(
@@ -683,7 +666,7 @@ mod tests {
         };
         tokio::pin!(handshake);
         let abort = CancellationToken::new();
-        let error = decide(&mut process, handshake, limits(LONG, 0), &abort)
+        let error = decide(&mut process, handshake, limits(LONG), &abort)
             .await
             .unwrap_err();
         assert!(
@@ -704,7 +687,7 @@ mod tests {
         };
         tokio::pin!(handshake);
         let abort = CancellationToken::new();
-        let error = decide(&mut process, handshake, limits(LONG, 0), &abort)
+        let error = decide(&mut process, handshake, limits(LONG), &abort)
             .await
             .unwrap_err();
         assert!(matches!(error, RestartError::EncodePanicked(_)), "{error}");
@@ -719,7 +702,7 @@ mod tests {
         exit.exit_with(1);
         tokio::pin!(handshake);
         let abort = CancellationToken::new();
-        let decided = decide(&mut process, handshake, limits(LONG, 0), &abort);
+        let decided = decide(&mut process, handshake, limits(LONG), &abort);
         tokio::pin!(decided);
         // The exit wins the race; the report follows within the lag.
         tokio::select! {
@@ -747,7 +730,7 @@ mod tests {
         let (_child, handshake) = channel();
         tokio::pin!(handshake);
         let abort = CancellationToken::new();
-        let decided = decide(&mut process, handshake, limits(LONG, 0), &abort);
+        let decided = decide(&mut process, handshake, limits(LONG), &abort);
         tokio::pin!(decided);
         tokio::select! {
             _ = &mut decided => panic!("decided before the exit"),
@@ -768,7 +751,7 @@ mod tests {
         let (_child, handshake) = channel();
         tokio::pin!(handshake);
         let abort = CancellationToken::new();
-        let error = decide(&mut process, handshake, limits(2_000, 0), &abort)
+        let error = decide(&mut process, handshake, limits(2_000), &abort)
             .await
             .unwrap_err();
         assert_eq!(
@@ -786,7 +769,7 @@ mod tests {
         tokio::pin!(handshake);
         let abort = CancellationToken::new();
         abort.cancel();
-        let error = decide(&mut process, handshake, limits(LONG, 0), &abort)
+        let error = decide(&mut process, handshake, limits(LONG), &abort)
             .await
             .unwrap_err();
         assert!(
@@ -795,5 +778,84 @@ mod tests {
         );
         assert!(killed.load(Ordering::SeqCst));
         assert!(process.reaped);
+    }
+
+    /// The reports of the new generation's end of a channel, for
+    /// `probation`.
+    fn reports<'a>(
+        ours: &'a UnixStream,
+    ) -> impl FnMut() -> Pin<Box<dyn Future<Output = io::Result<Option<ChildMessage>>> + 'a>> + 'a
+    {
+        move || Box::pin(channel::read_child_message(ours))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_generation_alive_through_its_probation_passes() {
+        let (mut process, _exit, killed) = fake();
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let verdict = probation(&mut process, reports(&ours), Duration::from_secs(2)).await;
+        assert_eq!(verdict, Verdict::Passed);
+        assert!(!killed.load(Ordering::SeqCst));
+        assert!(!process.reaped);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_exit_within_the_probation_fails_it_with_the_status() {
+        let (mut process, exit, _) = fake();
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let verdict = probation(&mut process, reports(&ours), Duration::from_secs(2));
+        tokio::pin!(verdict);
+        tokio::select! {
+            _ = &mut verdict => panic!("decided before the exit"),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                exit.0.send_replace(Some(nix::sys::signal::Signal::SIGKILL as i32));
+            }
+        }
+        assert_eq!(
+            verdict.await,
+            Verdict::Exited("was killed by signal SIGKILL".into())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unhealthy_report_kills_and_reaps() {
+        let (mut process, _exit, killed) = fake();
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        send(
+            &mut theirs,
+            ChildMessage::Unhealthy {
+                reason: "database unreachable".into(),
+            },
+        )
+        .await;
+        let verdict = probation(&mut process, reports(&ours), Duration::from_secs(2)).await;
+        assert_eq!(verdict, Verdict::Unhealthy("database unreachable".into()));
+        assert!(killed.load(Ordering::SeqCst));
+        assert!(process.reaped);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_channel_still_waits_for_the_exit_or_the_end() {
+        let (mut process, exit, _) = fake();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        drop(theirs);
+        let verdict = probation(&mut process, reports(&ours), Duration::from_secs(2));
+        tokio::pin!(verdict);
+        tokio::select! {
+            _ = &mut verdict => panic!("decided on the closed channel alone"),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => exit.exit_with(7),
+        }
+        assert_eq!(
+            verdict.await,
+            Verdict::Exited("exited with status 7".into())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_probation_passes_at_once() {
+        let (mut process, _exit, _) = fake();
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let verdict = probation(&mut process, reports(&ours), Duration::ZERO).await;
+        assert_eq!(verdict, Verdict::Passed);
     }
 }

@@ -96,6 +96,14 @@ impl Registry {
         Ok(())
     }
 
+    /// A duplicate of the registered descriptor named `name`, if any.
+    pub(crate) fn duplicate(&self, name: &str) -> Option<std::io::Result<OwnedFd>> {
+        self.active
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, fd)| fd.as_fd().try_clone_to_owned())
+    }
+
     /// True when a descriptor named `name` is registered.
     pub(crate) fn is_registered(&self, name: &str) -> bool {
         self.active.iter().any(|(n, _)| n == name)

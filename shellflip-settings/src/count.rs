@@ -22,6 +22,13 @@ impl CountRule {
     /// for `4`) that would reserve a stack per thread for nothing.
     pub const WORKER_THREADS: CountRule = CountRule { min: 1, max: 1024 };
 
+    /// Older generations draining at once: 1 to 16.
+    ///
+    /// At least one, or a restart would cut its predecessor's work at once;
+    /// each draining generation is a process holding its connections' memory,
+    /// so more than 16 is a typo rather than a plan.
+    pub const DRAINING: CountRule = CountRule { min: 1, max: 16 };
+
     /// Parses `text` for `setting`.
     ///
     /// ```

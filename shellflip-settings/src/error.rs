@@ -167,6 +167,13 @@ pub enum Problem {
     NulInPath,
     /// An environment variable that is not valid UTF-8.
     NotUtf8,
+    /// Not a yes/no value.
+    NotAFlag,
+    /// A setting that was renamed.
+    Renamed {
+        /// Its name now.
+        now: &'static str,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -282,6 +289,10 @@ impl fmt::Display for Problem {
             Problem::NotUtf8 => {
                 f.write_str("not valid UTF-8; give plain text such as \"30s\" or \"SIGUSR2\"")
             }
+            Problem::NotAFlag => f.write_str(
+                "not a yes/no value; give \"true\" or \"false\" (also 1/0, yes/no, on/off)",
+            ),
+            Problem::Renamed { now } => write!(f, "this setting is now called {now}; rename it"),
         }
     }
 }

@@ -95,9 +95,9 @@ pub use duration::{format_duration, DurationRule, FormattedDuration, MAX_DURATIO
 pub use error::{Problem, SettingError};
 pub use signal::{RefusedSignal, Signal, REFUSED_SIGNALS};
 pub use table::{
-    markdown_table, Kind, Setting, ENV_CONTROL, ENV_DRAIN_TIMEOUT, ENV_ON_STATE_MISMATCH,
-    ENV_PID_FILE, ENV_READY_GRACE, ENV_READY_TIMEOUT, ENV_RESTART_SIGNAL, ENV_SPAWNER,
-    ENV_WORKER_THREADS, SETTINGS,
+    markdown_table, parse_flag, renamed, Kind, Setting, ENV_CONTROL, ENV_DRAIN_TIMEOUT,
+    ENV_FD_STORE, ENV_MAX_DRAINING, ENV_ON_STATE_MISMATCH, ENV_PID_FILE, ENV_PROBATION,
+    ENV_READY_TIMEOUT, ENV_RESTART_SIGNAL, ENV_SPAWNER, ENV_WORKER_THREADS, RENAMED, SETTINGS,
 };
 
 /// The name among `known` closest to `wrong` (a small edit distance, or one

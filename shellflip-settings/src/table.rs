@@ -13,8 +13,12 @@ use crate::signal::Signal;
 pub const ENV_CONTROL: &str = "SHELLFLIP_CONTROL";
 /// Environment variable overriding the ready timeout.
 pub const ENV_READY_TIMEOUT: &str = "SHELLFLIP_READY_TIMEOUT";
-/// Environment variable overriding the ready grace.
-pub const ENV_READY_GRACE: &str = "SHELLFLIP_READY_GRACE";
+/// Environment variable overriding the probation.
+pub const ENV_PROBATION: &str = "SHELLFLIP_PROBATION";
+/// Environment variable overriding how many generations may drain at once.
+pub const ENV_MAX_DRAINING: &str = "SHELLFLIP_MAX_DRAINING";
+/// Environment variable turning systemd's fd store on or off.
+pub const ENV_FD_STORE: &str = "SHELLFLIP_FD_STORE";
 /// Environment variable overriding the drain timeout.
 pub const ENV_DRAIN_TIMEOUT: &str = "SHELLFLIP_DRAIN_TIMEOUT";
 /// Environment variable overriding the restart signal.
@@ -60,6 +64,40 @@ pub enum Kind {
     Count(CountRule),
     /// One of a few words.
     Choice(&'static [Choice]),
+    /// Yes or no.
+    Flag,
+}
+
+/// Settings that were renamed: `(old name, name now)`, for the attribute
+/// option and the environment variable. The old names are refused with a
+/// message giving the new one.
+pub const RENAMED: &[(&str, &str)] = &[
+    ("ready_grace", "probation"),
+    ("SHELLFLIP_READY_GRACE", ENV_PROBATION),
+];
+
+/// The name a renamed setting goes by now.
+pub fn renamed(old: &str) -> Option<&'static str> {
+    RENAMED.iter().find(|(o, _)| *o == old).map(|(_, now)| *now)
+}
+
+/// Parses a yes/no value: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`
+/// (any case, white space around ignored).
+///
+/// ```
+/// assert_eq!(shellflip_settings::parse_flag("SHELLFLIP_FD_STORE", " On "), Ok(true));
+/// assert!(shellflip_settings::parse_flag("SHELLFLIP_FD_STORE", "maybe").is_err());
+/// ```
+pub fn parse_flag(setting: &str, text: &str) -> Result<bool, crate::SettingError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(crate::SettingError::new(
+            setting,
+            text,
+            crate::Problem::NotAFlag,
+        )),
+    }
 }
 
 /// Every setting, in the order the attribute's options are documented.
@@ -95,15 +133,15 @@ pub const SETTINGS: &[Setting] = &[
                   restart fails.",
     },
     Setting {
-        name: "ready grace",
-        option: Some("ready_grace"),
-        env: Some(ENV_READY_GRACE),
+        name: "probation",
+        option: Some("probation"),
+        env: Some(ENV_PROBATION),
         kind: Kind::Duration(DurationRule::TIMEOUT_OR_OFF),
-        default: "0 (off)",
-        example: "200ms",
-        meaning: "How long the old generation keeps serving and watching the new one after its \
-                  READY; a new generation that dies within it is a failed restart. Adds its \
-                  length to every restart.",
+        default: "2s",
+        example: "2s",
+        meaning: "How long, after a new generation's READY, the old one holds its listeners \
+                  and watches it: if the new one exits or calls `unhealthy()` within it, the \
+                  old one serves on. `0`: the old one drains at READY.",
     },
     Setting {
         name: "drain timeout",
@@ -114,6 +152,16 @@ pub const SETTINGS: &[Setting] = &[
         example: "10s",
         meaning: "How long an old generation waits for its in-flight work after it stopped \
                   accepting, before it exits anyway.",
+    },
+    Setting {
+        name: "draining generations",
+        option: Some("max_draining"),
+        env: Some(ENV_MAX_DRAINING),
+        kind: Kind::Count(CountRule::DRAINING),
+        default: "2",
+        example: "3",
+        meaning: "How many older generations may drain at once; a restart beyond that ends \
+                  the oldest one's drain.",
     },
     Setting {
         name: "pid file",
@@ -161,6 +209,17 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "A spawner process forked at start-up (it lets the service forbid itself \
                   `fork` and `execve`), or the service process itself.",
     },
+    Setting {
+        name: "fd store",
+        option: Some("fd_store"),
+        env: Some(ENV_FD_STORE),
+        kind: Kind::Flag,
+        default: "false",
+        example: "true",
+        meaning: "Keep the listeners and the control socket in systemd's file descriptor \
+                  store, so that they outlive a crash or `systemctl restart` (the unit needs \
+                  `FileDescriptorStoreMax=`).",
+    },
 ];
 
 impl Setting {
@@ -179,7 +238,7 @@ impl Setting {
     pub fn usage(&self) -> Option<String> {
         let option = self.option?;
         Some(match self.kind {
-            Kind::Count(_) => format!("{option} = {}", self.example),
+            Kind::Count(_) | Kind::Flag => format!("{option} = {}", self.example),
             _ => format!("{option} = \"{}\"", self.example),
         })
     }
@@ -200,6 +259,9 @@ impl Setting {
             Kind::Choice(choices) => {
                 let words: Vec<String> = choices.iter().map(|c| format!("`{}`", c.text)).collect();
                 words.join(", ")
+            }
+            Kind::Flag => {
+                "`true`, `false` (the environment also takes 1/0, yes/no, on/off)".to_owned()
             }
         }
     }
@@ -269,6 +331,7 @@ mod tests {
                 Kind::Choice(choices) => {
                     assert!(choices.iter().any(|c| c.text == text), "{text}");
                 }
+                Kind::Flag => assert!(parse_flag(setting.name, text).is_ok(), "{text}"),
             };
             check(setting.example);
             match setting.default {
@@ -307,8 +370,13 @@ mod tests {
             Some("worker_threads = 4")
         );
         assert_eq!(usage("nope"), None);
+        assert_eq!(renamed("ready_grace"), Some("probation"));
         assert_eq!(
-            Setting::by_option("ready_grace")
+            renamed("SHELLFLIP_READY_GRACE"),
+            Some("SHELLFLIP_PROBATION")
+        );
+        assert_eq!(
+            Setting::by_option("probation")
                 .map(Setting::values)
                 .as_deref(),
             Some(DurationRule::TIMEOUT_OR_OFF.describe().as_str())

@@ -43,6 +43,7 @@ pub mod client;
 pub mod control;
 pub mod harness;
 pub mod load;
+pub mod notify;
 pub mod process;
 pub mod proto;
 pub mod wait;

@@ -437,6 +437,7 @@ mod tests {
                 error: Some("not ready within 30s".into()),
             }),
             spawner_pid: Some(12),
+            generations: Vec::new(),
         };
         let text = describe_status(&status, Some(10), 6_000);
         assert!(text.contains("spawner:         pid 12\n"), "{text}");

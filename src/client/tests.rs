@@ -83,6 +83,7 @@ fn answers_come_with_the_answering_process() {
                 failed_restarts: 0,
                 last_restart: None,
                 spawner_pid: None,
+                generations: Vec::new(),
             }),
         );
         until_client_leaves(&mut stream);

@@ -27,7 +27,7 @@ pub mod protocol;
 pub(crate) mod server;
 
 pub use protocol::{
-    decode_request, decode_response, encode_response, DecodeError, FailureKind, LastRestart, Phase,
-    Request, Response, RestartSuccess, Status, MAX_FRAME_BYTES,
+    decode_request, decode_response, encode_response, DecodeError, FailureKind, GenerationStatus,
+    LastRestart, Phase, Request, Response, RestartSuccess, Status, MAX_FRAME_BYTES,
 };
 pub use server::{MAX_CONNECTIONS, REQUEST_TIMEOUT};

@@ -175,6 +175,10 @@ pub enum Phase {
     Serving,
     /// `restarting`: serving while its successor starts.
     Restarting,
+    /// `handing_over`: its successor is ready and on probation; this
+    /// generation holds its listeners (without accepting) and takes the
+    /// service back if the successor fails.
+    HandingOver,
     /// `draining`: handed over; finishing its in-flight work before it
     /// exits.
     Draining,
@@ -195,6 +199,7 @@ impl Phase {
             Phase::Starting => "starting",
             Phase::Serving => "serving",
             Phase::Restarting => "restarting",
+            Phase::HandingOver => "handing_over",
             Phase::Draining => "draining",
             Phase::Stopping => "stopping",
             Phase::Unknown => "unknown",
@@ -267,6 +272,30 @@ pub struct Status {
     /// successor (`None`: the service process spawns it itself).
     #[serde(default)]
     pub spawner_pid: Option<u32>,
+    /// Every live generation of the service as the answering one knows
+    /// them, oldest first: those still draining, the one on probation or
+    /// handing over, and the answering one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generations: Vec<GenerationStatus>,
+}
+
+/// One live generation of a service, in [`Status::generations`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct GenerationStatus {
+    /// Its number.
+    pub generation: u64,
+    /// Its pid (in the service's PID namespace).
+    pub pid: u32,
+    /// What it is doing.
+    pub phase: Phase,
+    /// Its tasks still running (connections, requests), as it last
+    /// reported; `None` when not known.
+    #[serde(default)]
+    pub tasks: Option<u64>,
+    /// When its drain ends at the latest (Unix time, ms), for a draining
+    /// generation.
+    #[serde(default)]
+    pub drain_deadline_unix_ms: Option<u64>,
 }
 
 /// The most recent restart attempt of a service.
@@ -415,6 +444,7 @@ mod tests {
             failed_restarts: 1,
             last_restart: Some(sample_last_restart()),
             spawner_pid: Some(44),
+            generations: Vec::new(),
         }
     }
 
@@ -452,6 +482,7 @@ mod tests {
                 Response::Status(Status {
                     last_restart: None,
                     spawner_pid: None,
+                    generations: Vec::new(),
                     ..sample_status()
                 }),
                 r#"{"result":"status","pid":42,"generation":3,"phase":"serving","uptime_secs":12.5,"restarts":2,"failed_restarts":1,"last_restart":null,"spawner_pid":null}"#,

@@ -3,7 +3,7 @@
 #[shellflip::restartable(
     ready_timeout = "8d",
     drain_timeout = "500us",
-    ready_grace = "250",
+    probation = "250",
     worker_threads = 2000,
 )]
 async fn main() {}

@@ -5,7 +5,7 @@
     restart_signal = "hup",
     ready_timeout = "1h 2m 3s",
     drain_timeout = "2500us",
-    ready_grace = "0",
+    probation = "0",
     on_state_mismatch = "fail",
 )]
 async fn main(_ctx: shellflip::Context) -> Result<(), String> {

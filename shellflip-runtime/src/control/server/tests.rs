@@ -39,6 +39,7 @@ fn sample_status(generation: u64) -> Status {
         failed_restarts: 0,
         last_restart: None,
         spawner_pid: None,
+        generations: Vec::new(),
     }
 }
 

@@ -1,8 +1,14 @@
 //! The supervisor of one generation: one task that owns the phase and takes
-//! every event in order — readiness, a restart's outcome, the previous
-//! generation's exit, `main` returning, a control request, a signal — so two
-//! restarts can never overlap. It only dispatches: a restart reads top to
-//! bottom in `parent` (this side) and `child` (the new generation's side).
+//! every event in order — readiness, a restart's outcome, the end of a
+//! successor's probation, news from the previous generation, `main`
+//! returning, a control request, a signal — so two restarts can never
+//! overlap. It only dispatches: a restart reads top to bottom in `parent`
+//! and in `restart.rs` here (this side) and in `child` (the new
+//! generation's side).
+
+mod restart;
+
+use restart::Trigger;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,13 +18,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::channel::Lineage;
-use crate::control::protocol::{self, Request, Response, RestartSuccess, Status};
+use crate::channel::{Draining, Lineage};
+use crate::control::protocol::{self, GenerationStatus, Request, Response, Status};
 use crate::control::server::{self as control, ControlCommand, ControlSocketFile};
+use crate::draining::DrainingGenerations;
 use crate::error::RestartError;
-use crate::generation::{encode_state_for_handover, Ending, Generation};
+use crate::generation::{Ending, Generation};
 use crate::launch::{self, Launch};
-use crate::parent::{self, NewGeneration, Plan};
+use crate::parent::{NewGeneration, Verdict};
+use crate::registry::CONTROL_FD_NAME;
 use crate::shutdown::{SignalRequest, Signals};
 use crate::spawner::Spawner;
 use crate::systemd::{self, Notification, Notifier};
@@ -33,6 +41,9 @@ enum Phase {
     Serving,
     /// A restart runs.
     Restarting,
+    /// The successor is ready and on probation: this generation holds its
+    /// listeners without accepting, ready to take the service back.
+    HandingOver,
     /// Handed over to its successor; draining, then exit.
     Draining,
     /// Stopping: draining, then exit.
@@ -45,34 +56,15 @@ impl Phase {
             Phase::Starting => protocol::Phase::Starting,
             Phase::Serving => protocol::Phase::Serving,
             Phase::Restarting => protocol::Phase::Restarting,
+            Phase::HandingOver => protocol::Phase::HandingOver,
             Phase::Draining => protocol::Phase::Draining,
             Phase::Stopping => protocol::Phase::Stopping,
         }
     }
 }
 
-/// What asked for a restart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Trigger {
-    Signal,
-    Control,
-}
-
 /// How `main` ended: `None` if it had not returned by the end of the drain.
 pub(crate) type MainOutcome = Option<Result<(), String>>;
-
-/// A restart's result, with the initiator's reply channel when the
-/// supervisor is to answer it.
-type RestartOutcome = (
-    Result<NewGeneration, RestartError>,
-    Option<oneshot::Sender<Response>>,
-);
-
-struct RunningRestart {
-    trigger: Trigger,
-    started: Instant,
-    abort: CancellationToken,
-}
 
 /// What the supervisor leaves when it finishes.
 pub(crate) struct Finished {
@@ -85,10 +77,11 @@ pub(crate) struct Finished {
 
 /// The settings the supervisor acts on.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Timeouts {
-    pub ready: Duration,
-    pub ready_grace: Duration,
-    pub drain: Duration,
+pub(crate) struct Limits {
+    pub ready_timeout: Duration,
+    pub probation: Duration,
+    pub drain_timeout: Duration,
+    pub max_draining: usize,
 }
 
 /// What the supervisor starts with.
@@ -96,10 +89,14 @@ pub(crate) struct SupervisorParts {
     pub generation: Arc<Generation>,
     pub ready_rx: watch::Receiver<bool>,
     pub main_outcome: oneshot::Receiver<MainOutcome>,
-    pub timeouts: Timeouts,
+    pub limits: Limits,
     pub launch: Launch,
     pub spawner: Spawner,
     pub lineage: Lineage,
+    /// Older generations still draining, as the handover said.
+    pub draining: Vec<Draining>,
+    /// What the previous generation reports of drains (its own, relayed).
+    pub predecessor_drains: Option<mpsc::UnboundedReceiver<Draining>>,
     pub signals: Signals,
     pub startup: StartupTimes,
     /// Control connections, which the drain waits for.
@@ -114,7 +111,7 @@ pub(crate) struct Supervisor {
     generation: Arc<Generation>,
     ready_rx: watch::Receiver<bool>,
     main_outcome: oneshot::Receiver<MainOutcome>,
-    timeouts: Timeouts,
+    limits: Limits,
     systemd: Notifier,
     launch: Launch,
     spawner: Spawner,
@@ -132,10 +129,23 @@ pub(crate) struct Supervisor {
     control_tx: mpsc::Sender<ControlCommand>,
     control_rx: mpsc::Receiver<ControlCommand>,
     control_connections: TaskTracker,
-    restart: Option<RunningRestart>,
-    outcome_tx: mpsc::Sender<RestartOutcome>,
-    outcome_rx: mpsc::Receiver<RestartOutcome>,
+    restart: Option<restart::RunningRestart>,
+    outcome_tx: mpsc::Sender<restart::RestartOutcome>,
+    outcome_rx: mpsc::Receiver<restart::RestartOutcome>,
+    /// The successor on probation: its verdict, with it.
+    verdict_tx: mpsc::Sender<(NewGeneration, Verdict)>,
+    verdict_rx: mpsc::Receiver<(NewGeneration, Verdict)>,
+    /// The successor that took over (kept until exit: its channel closing
+    /// tells it this generation is gone), and while on probation its pid
+    /// and generation.
     successor: Option<NewGeneration>,
+    handed_to: Option<(u32, u64)>,
+    /// While a successor is on probation: cancelling it ends the probation
+    /// at once, as passed.
+    probation: Option<CancellationToken>,
+    /// Older generations still draining.
+    older: DrainingGenerations,
+    predecessor_drains: Option<mpsc::UnboundedReceiver<Draining>>,
     signals: Signals,
     drained: CancellationToken,
 }
@@ -144,6 +154,7 @@ impl Supervisor {
     pub(crate) fn new(parts: SupervisorParts) -> Self {
         let (control_tx, control_rx) = mpsc::channel(64);
         let (outcome_tx, outcome_rx) = mpsc::channel(1);
+        let (verdict_tx, verdict_rx) = mpsc::channel(1);
         let (took_over, abandoned) = match &parts.generation.predecessor {
             Some(link) => (link.took_over().clone(), link.abandoned().clone()),
             None => {
@@ -156,7 +167,7 @@ impl Supervisor {
             generation: parts.generation,
             ready_rx: parts.ready_rx,
             main_outcome: parts.main_outcome,
-            timeouts: parts.timeouts,
+            limits: parts.limits,
             systemd: Notifier::from_env(),
             launch: parts.launch,
             spawner: parts.spawner,
@@ -174,7 +185,13 @@ impl Supervisor {
             restart: None,
             outcome_tx,
             outcome_rx,
+            verdict_tx,
+            verdict_rx,
             successor: None,
+            handed_to: None,
+            probation: None,
+            older: DrainingGenerations::new(parts.draining),
+            predecessor_drains: parts.predecessor_drains,
             signals: parts.signals,
             drained: parts.drained,
         }
@@ -188,6 +205,8 @@ impl Supervisor {
         let mut abandoned_seen = false;
         let mut main_returned = false;
         let drained = self.drained.clone();
+        let mut progress = tokio::time::interval(PROGRESS_EVERY);
+        let mut drains = self.predecessor_drains.take();
         while !(drained.is_cancelled() && self.restart.is_none()) {
             // Biased, readiness first: a restart request that arrives just
             // after main called ready() must find this generation serving,
@@ -200,6 +219,7 @@ impl Supervisor {
                     }
                 }
                 Some((outcome, reply)) = self.outcome_rx.recv() => self.on_outcome(outcome, reply).await,
+                Some((next, verdict)) = self.verdict_rx.recv() => self.on_verdict(next, verdict).await,
                 _ = self.abandoned.cancelled(), if !abandoned_seen => {
                     abandoned_seen = true;
                     self.on_abandoned();
@@ -213,6 +233,8 @@ impl Supervisor {
                     self.on_main_returned(outcome.unwrap_or(None)).await;
                 }
                 Some(command) = self.control_rx.recv() => self.on_control(command).await,
+                Some(drain) = recv(&mut drains) => self.on_older_drain(drain).await,
+                _ = progress.tick(), if self.phase == Phase::Draining => self.report_progress().await,
                 _ = drained.cancelled(), if !drained.is_cancelled() => {}
                 request = self.signals.next() => match request {
                     SignalRequest::Restart => self.request_restart(Trigger::Signal, None),
@@ -246,7 +268,7 @@ impl Supervisor {
         }
     }
 
-    fn status(&self) -> Status {
+    fn status(&mut self) -> Status {
         Status {
             pid: std::process::id(),
             generation: self.generation.number,
@@ -256,57 +278,57 @@ impl Supervisor {
             failed_restarts: self.lineage.failed_restarts,
             last_restart: self.lineage.last_restart.clone(),
             spawner_pid: self.spawner.pid(),
+            generations: self.generations(),
         }
     }
 
-    fn refuse(reply: Option<oneshot::Sender<Response>>, error: &RestartError) {
-        tracing::info!(reason = %error, "restart refused");
-        if let Some(reply) = reply {
-            let _ = reply.send(Response::RestartFailed {
-                kind: error.kind().to_owned(),
-                reason: error.to_string(),
-            });
-        }
+    /// Every live generation this one knows of, oldest first.
+    fn generations(&mut self) -> Vec<GenerationStatus> {
+        let mut generations = self.older.statuses();
+        generations.push(GenerationStatus {
+            generation: self.generation.number,
+            pid: std::process::id(),
+            phase: self.phase.as_protocol(),
+            tasks: Some(self.generation.tracker.len() as u64),
+            drain_deadline_unix_ms: self.drain_deadline_unix_ms(),
+        });
+        generations
     }
 
-    fn request_restart(&mut self, trigger: Trigger, reply: Option<oneshot::Sender<Response>>) {
-        let refusal = match self.phase {
-            Phase::Starting => RestartError::NotReady("it has not reported ready yet".to_owned()),
-            Phase::Restarting => RestartError::InProgress,
-            Phase::Draining => match &self.successor {
-                Some(next) => RestartError::HandedOver {
-                    pid: next.pid,
-                    generation: next.generation,
-                },
-                None => RestartError::InProgress,
-            },
-            Phase::Stopping => RestartError::ShuttingDown,
-            Phase::Serving if !self.took_over.is_cancelled() => {
-                // Ready, but the previous generation has not handed over
-                // yet (a moment): the request waits for it.
-                tracing::info!(
-                    ?trigger,
-                    "restart requested before the previous generation handed over; it waits for the hand-over"
+    /// When this generation's drain ends, once it drains.
+    fn drain_deadline_unix_ms(&self) -> Option<u64> {
+        self.generation.shutdown.is_cancelled().then(|| {
+            let left = self
+                .generation
+                .drain()
+                .deadline
+                .saturating_duration_since(Instant::now());
+            timing::unix_ms() + left.as_millis() as u64
+        })
+    }
+
+    /// News of a draining generation from the previous one: recorded (and
+    /// passed on to a successor, if this one has handed over), and, if this
+    /// generation is the service, the oldest drains beyond `max_draining`
+    /// are ended.
+    async fn on_older_drain(&mut self, drain: Draining) {
+        self.older.update(drain.clone());
+        if let Some(next) = &self.successor {
+            let _ = next
+                .tell(&crate::channel::ParentMessage::Progress(drain))
+                .await;
+        }
+        if matches!(self.phase, Phase::Serving | Phase::Restarting) {
+            for cut in self.older.cut_beyond(self.limits.max_draining) {
+                tracing::warn!(
+                    generation = cut.generation,
+                    pid = cut.pid,
+                    tasks = cut.tasks,
+                    max_draining = self.limits.max_draining,
+                    "more generations drain than max_draining allows: ended the oldest one's drain (its remaining work is cut)"
                 );
-                self.deferred.push((trigger, reply));
-                return;
             }
-            Phase::Serving => return self.start_restart(trigger, reply),
-        };
-        if trigger == Trigger::Signal && matches!(self.phase, Phase::Serving | Phase::Restarting) {
-            // Under Type=notify-reload, systemd sent this signal and waits
-            // for RELOADING=1 then READY=1: answer now rather than let the
-            // reload hang until TimeoutStartSec=.
-            let status = format!(
-                "serving: generation {}, pid {}; a restart was refused: {refusal}",
-                self.generation.number,
-                std::process::id()
-            );
-            self.systemd
-                .send(&Notification::reloading(systemd::monotonic_usec(), &status));
-            self.systemd.send(&Notification::ready(&status));
         }
-        Self::refuse(reply, &refusal);
     }
 
     /// This generation is the service now: restart requests that waited
@@ -338,162 +360,6 @@ impl Supervisor {
         }
         self.generation
             .begin_shutdown(Ending::Abandoned, Duration::ZERO);
-    }
-
-    fn start_restart(&mut self, trigger: Trigger, reply: Option<oneshot::Sender<Response>>) {
-        let started = Instant::now();
-        self.systemd.send(&Notification::reloading(
-            systemd::monotonic_usec(),
-            &format!(
-                "restarting: starting generation {}",
-                self.generation.number + 1
-            ),
-        ));
-        let plan = match self.plan() {
-            Ok(plan) => plan,
-            Err(error) => {
-                self.lineage.record_failure(started.elapsed(), &error);
-                self.back_to_serving(&error);
-                Self::refuse(reply, &error);
-                return;
-            }
-        };
-        tracing::info!(
-            ?trigger,
-            generation = plan.generation,
-            spawner = %self.spawner.describe(),
-            "restart started"
-        );
-        self.phase = Phase::Restarting;
-        let abort = CancellationToken::new();
-        self.restart = Some(RunningRestart {
-            trigger,
-            started,
-            abort: abort.clone(),
-        });
-        let launch = self.launch.clone();
-        let spawner = self.spawner.clone();
-        let outcome_tx = self.outcome_tx.clone();
-        let generation = Arc::clone(&self.generation);
-        tokio::spawn(async move {
-            // Encoding a large state takes a while: done on the blocking
-            // pool, not in the supervisor, which keeps answering status
-            // requests and signals meanwhile, and while the new process
-            // starts.
-            let encode = encode_state_for_handover(generation);
-            let outcome = parent::restart(&spawner, &launch, plan, encode, abort).await;
-            match (&outcome, reply) {
-                (Ok(next), Some(reply)) => {
-                    // The initiator hears of a success from here, a hop
-                    // sooner than through the supervisor, but only once
-                    // the outcome is queued for it: any request the
-                    // initiator sends next is handled after the outcome.
-                    let response = Response::Restarted(RestartSuccess {
-                        pid: next.pid,
-                        generation: next.generation,
-                        duration_ms: timing::ms(started.elapsed()),
-                    });
-                    let _ = outcome_tx.send((outcome, None)).await;
-                    let _ = reply.send(response);
-                }
-                // A failure is answered by the supervisor, after it has
-                // rewritten the pid file and told systemd.
-                (_, reply) => {
-                    let _ = outcome_tx.send((outcome, reply)).await;
-                }
-            }
-        });
-    }
-
-    /// What the restart hands over, but the state.
-    fn plan(&self) -> Result<Plan, RestartError> {
-        let (fds, systemd_sockets) = {
-            let registry = self.generation.registry();
-            (registry.snapshot(), registry.socket_activated_in_use())
-        };
-        let fds = fds.map_err(RestartError::DuplicateListeners)?;
-        Ok(Plan {
-            generation: self.generation.number + 1,
-            fds,
-            lineage: self
-                .lineage
-                .for_successor(self.generation.number + 1, systemd_sockets),
-            ready_timeout: self.timeouts.ready,
-            ready_grace: self.timeouts.ready_grace,
-        })
-    }
-
-    async fn on_outcome(
-        &mut self,
-        outcome: Result<NewGeneration, RestartError>,
-        reply: Option<oneshot::Sender<Response>>,
-    ) {
-        let Some(restart) = self.restart.take() else {
-            return;
-        };
-        let elapsed = restart.started.elapsed();
-        match outcome {
-            Ok(next) => {
-                let ms = timing::ms;
-                tracing::info!(
-                    trigger = ?restart.trigger,
-                    pid = next.pid,
-                    generation = next.generation,
-                    spawn_ms = ms(next.timings.spawned),
-                    handover_ms = ms(next.timings.handover_sent),
-                    ready_ms = ms(next.timings.ready),
-                    duration_ms = ms(elapsed),
-                    "restart succeeded; handing over"
-                );
-                // Sent while this process is still the main one, before it
-                // exits: systemd follows the new generation from now on.
-                self.systemd.send(&Notification::handed_over(
-                    next.pid,
-                    &format!("serving: generation {}, pid {}", next.generation, next.pid),
-                ));
-                self.phase = Phase::Draining;
-                // (The restart task answered the initiator; `reply` is set
-                // only for a failure.)
-                drop(reply);
-                self.stop_accepting_control().await;
-                // Only now may the new generation take restart requests:
-                // no request can reach this one any more.
-                if let Err(e) = next.commit().await {
-                    tracing::warn!(error = %e, pid = next.pid, "could not tell the new generation that the hand-over is complete; it takes over when this one exits");
-                }
-                // The spawner's job is done: it exits, and the new
-                // generation is re-parented to the service manager, which
-                // then sees it die if it does.
-                self.spawner.release();
-                self.successor = Some(next);
-                self.generation
-                    .begin_shutdown(Ending::HandedOver, self.timeouts.drain);
-            }
-            Err(error) => {
-                tracing::error!(
-                    trigger = ?restart.trigger,
-                    reason = %error,
-                    duration_ms = timing::ms(elapsed),
-                    "restart failed; this generation keeps serving"
-                );
-                self.lineage.record_failure(elapsed, &error);
-                if self.phase == Phase::Restarting {
-                    self.phase = Phase::Serving;
-                    self.back_to_serving(&error);
-                } else {
-                    // Aborted by a stop: the killed successor may have
-                    // written the pid file; this generation removes it when
-                    // its drain ends.
-                    self.generation.write_pid_file();
-                }
-                if let Some(reply) = reply {
-                    let _ = reply.send(Response::RestartFailed {
-                        kind: error.kind().to_owned(),
-                        reason: error.to_string(),
-                    });
-                }
-            }
-        }
     }
 
     async fn on_ready(&mut self) {
@@ -570,6 +436,15 @@ impl Supervisor {
         if matches!(self.phase, Phase::Draining | Phase::Stopping) {
             return;
         }
+        if self.phase == Phase::HandingOver {
+            // The successor is the service already (for systemd too): this
+            // generation ends its hold as if the probation had passed.
+            tracing::info!("stop asked during the successor's probation: handing over at once");
+            if let Some(cut_short) = &self.probation {
+                cut_short.cancel();
+            }
+            return;
+        }
         if let Some(restart) = &self.restart {
             restart.abort.cancel();
         }
@@ -579,17 +454,17 @@ impl Supervisor {
         let is_main = self.generation.number == 1 || self.generation.is_ready();
         if is_main {
             self.systemd.send(&Notification::stopping(
-                systemd::drain_extension(self.timeouts.drain),
+                systemd::drain_extension(self.limits.drain_timeout),
                 &format!(
                     "stopping: draining for up to {}",
-                    humantime::format_duration(self.timeouts.drain)
+                    humantime::format_duration(self.limits.drain_timeout)
                 ),
             ));
         }
         // The control socket stays open until the drain is over: `status`
         // is answered, restarts are refused as stopping.
         self.generation
-            .begin_shutdown(Ending::Stopped, self.timeouts.drain);
+            .begin_shutdown(Ending::Stopped, self.limits.drain_timeout);
         if is_main && self.systemd.is_enabled() {
             tokio::spawn(systemd::keep_extending_stop_timeout(
                 self.systemd.clone(),
@@ -599,14 +474,46 @@ impl Supervisor {
     }
 
     /// After a failed restart: this generation serves again. The pid file
-    /// is rewritten (it names this process) and systemd hears `READY=1`.
-    fn back_to_serving(&self, error: &RestartError) {
+    /// is rewritten (it names this process) and systemd hears `READY=1`
+    /// with the reason in `STATUS=` — and `MAINPID=` this process, after a
+    /// rollback, when systemd was told of the successor.
+    fn back_to_serving(&self, why: &dyn std::fmt::Display, main_pid_moved: bool) {
         self.generation.write_pid_file();
-        self.systemd.send(&Notification::ready(&format!(
-            "serving: generation {}, pid {}; the last restart failed: {error}",
+        let pid = std::process::id();
+        let status = format!(
+            "serving: generation {}, pid {pid}; the last restart failed: {why}",
             self.generation.number,
-            std::process::id()
-        )));
+        );
+        if main_pid_moved {
+            self.systemd.send(&Notification::handed_over(pid, &status));
+        } else {
+            self.systemd.send(&Notification::ready(&status));
+        }
+    }
+
+    /// Serves the control socket again after a rollback: from the
+    /// registry's copy of the listener.
+    fn resume_accepting_control(&mut self) {
+        let Some(file) = self.control.as_ref().map(|c| c.file().clone()) else {
+            return;
+        };
+        let listener = match self.generation.registry().duplicate(CONTROL_FD_NAME) {
+            Some(Ok(fd)) => std::os::unix::net::UnixListener::from(fd),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "could not serve the control socket again");
+                return;
+            }
+            None => return,
+        };
+        match control::Serving::start(
+            file,
+            listener,
+            self.control_tx.clone(),
+            self.control_connections.clone(),
+        ) {
+            Ok(serving) => self.control = Some(serving),
+            Err(e) => tracing::error!(error = %e, "could not serve the control socket again"),
+        }
     }
 
     async fn on_main_returned(&mut self, outcome: MainOutcome) {
@@ -625,5 +532,16 @@ impl Supervisor {
             }
         }
         self.begin_stop().await;
+    }
+}
+
+/// How often a draining generation reports its progress to its successor.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// The next message of an optional receiver (never, without one).
+async fn recv<T>(receiver: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match receiver {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
     }
 }
