@@ -37,11 +37,14 @@ pub enum RuntimeFlavor {
 }
 
 /// What a new generation does when the state handed over by the previous
-/// one was written by an incompatible build (another type or fingerprint).
+/// one cannot be carried into this build's type (a changed field type, a
+/// missing field without default, a version without migration: see
+/// `StateError::is_mismatch`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StateMismatch {
-    /// Refuse to start: the new generation reports a failure naming both
-    /// fingerprints, and the old generation keeps serving. The safe default.
+    /// Refuse to start: the new generation reports a failure naming the
+    /// field and what does not fit, and the old generation keeps serving.
+    /// The safe default.
     #[default]
     Fail,
     /// Log a warning and start with fresh state, as if this were the first

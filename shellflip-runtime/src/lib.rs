@@ -73,7 +73,7 @@ pub use error::{Error, RestartError};
 pub use lifecycle::{run, MainResult};
 pub use nix::sys::signal::Signal;
 pub use spawner::PROCESS_NAME as SPAWNER_PROCESS_NAME;
-pub use state::{HandoverFd, HandoverState, StateError, StateFds};
+pub use state::{HandoverFd, HandoverState, StateDecoder, StateEncoder, StateError, StateFds};
 pub use systemd::SocketActivationError;
 pub use tokio_util::sync::CancellationToken;
 pub use tokio_util::task::TaskTracker;

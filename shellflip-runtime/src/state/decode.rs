@@ -202,10 +202,16 @@ enum Head<'de> {
     /// A map of `n` entries.
     Map(usize),
     /// A struct: `len` values follow (as many as the shape's fields).
-    Struct { shape: u32, len: usize },
+    Struct {
+        shape: u32,
+        len: usize,
+    },
     /// An enum variant: a unit variant (`len` 0, nothing follows) or a
     /// container variant with `len` values following.
-    Variant { shape: u32, len: usize },
+    Variant {
+        shape: u32,
+        len: usize,
+    },
     /// `Some`: the value follows.
     Some,
 }
@@ -214,7 +220,10 @@ fn malformed(what: impl Into<String>) -> ReadError {
     ReadError::Malformed(what.into())
 }
 
-fn shape<'s, 'de>(shapes: &'s [Shape<'de>], id: u32) -> std::result::Result<&'s Shape<'de>, ReadError> {
+fn shape<'s, 'de>(
+    shapes: &'s [Shape<'de>],
+    id: u32,
+) -> std::result::Result<&'s Shape<'de>, ReadError> {
     shapes.get(id as usize).ok_or_else(|| {
         malformed(format!(
             "a reference to schema entry {id}, but the schema has {}",
@@ -224,7 +233,10 @@ fn shape<'s, 'de>(shapes: &'s [Shape<'de>], id: u32) -> std::result::Result<&'s 
 }
 
 /// Reads the head of the next value.
-fn read_head<'de>(r: &mut Reader<'de>, shapes: &[Shape<'de>]) -> std::result::Result<Head<'de>, ReadError> {
+fn read_head<'de>(
+    r: &mut Reader<'de>,
+    shapes: &[Shape<'de>],
+) -> std::result::Result<Head<'de>, ReadError> {
     let marker = r.byte()?;
     Ok(match marker {
         0x00..=0x7f => Head::U8(marker),
@@ -268,9 +280,7 @@ fn read_head<'de>(r: &mut Reader<'de>, shapes: &[Shape<'de>]) -> std::result::Re
                 return Err(malformed(format!("unknown extension type {ty}")));
             }
             if shape(shapes, id)?.kind.is_container() {
-                return Err(malformed(
-                    "a struct or variant reference outside its array",
-                ));
+                return Err(malformed("a struct or variant reference outside its array"));
             }
             Head::Variant { shape: id, len: 0 }
         }
@@ -306,7 +316,11 @@ fn read_head<'de>(r: &mut Reader<'de>, shapes: &[Shape<'de>]) -> std::result::Re
         wire::MAP16 => Head::Map(usize::from(r.u16()?)),
         wire::MAP32 => Head::Map(r.u32()? as usize),
         0xe0..=0xff => Head::I8(marker as i8),
-        other => return Err(malformed(format!("the byte {other:#04x} starts no value this format writes"))),
+        other => {
+            return Err(malformed(format!(
+                "the byte {other:#04x} starts no value this format writes"
+            )))
+        }
     })
 }
 
@@ -342,8 +356,14 @@ fn read_array<'de>(
                 ShapeKind::NewtypeVariant if values != 1 => {
                     Err(malformed(format!("{entry} with {values} values")))
                 }
-                ShapeKind::Struct => Ok(Head::Struct { shape: id, len: values }),
-                _ => Ok(Head::Variant { shape: id, len: values }),
+                ShapeKind::Struct => Ok(Head::Struct {
+                    shape: id,
+                    len: values,
+                }),
+                _ => Ok(Head::Variant {
+                    shape: id,
+                    len: values,
+                }),
             }
         }
         (Some(wire::FIXEXT1), Some(wire::EXT_SOME)) => {
@@ -520,7 +540,12 @@ impl<'de> Decoder<'de> {
         }
     }
 
-    fn type_error(&self, at: &Frame<'_, 'de>, expected: impl Into<String>, head: &Head<'de>) -> DeError {
+    fn type_error(
+        &self,
+        at: &Frame<'_, 'de>,
+        expected: impl Into<String>,
+        head: &Head<'de>,
+    ) -> DeError {
         self.fail(
             at,
             Problem::Type {
@@ -615,7 +640,9 @@ impl<'de> Decoder<'de> {
                 }
             }
             pending -= 1;
-            let children = self.skip_one().map_err(|e| self.fail(at, Problem::Read(e)))?;
+            let children = self
+                .skip_one()
+                .map_err(|e| self.fail(at, Problem::Read(e)))?;
             if children > 0 {
                 if self.depth + stack.len() + 1 > MAX_STATE_DEPTH {
                     return Err(self.fail(at, Problem::TooDeep));
@@ -893,11 +920,29 @@ impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
     scalar!(deserialize_u16, visit_u16, u16, "u16", [U8, U16]);
     scalar!(deserialize_u32, visit_u32, u32, "u32", [U8, U16, U32]);
     scalar!(deserialize_u64, visit_u64, u64, "u64", [U8, U16, U32, U64]);
-    scalar!(deserialize_u128, visit_u128, u128, "u128", [U8, U16, U32, U64, U128]);
+    scalar!(
+        deserialize_u128,
+        visit_u128,
+        u128,
+        "u128",
+        [U8, U16, U32, U64, U128]
+    );
     scalar!(deserialize_i8, visit_i8, i8, "i8", [I8]);
     scalar!(deserialize_i16, visit_i16, i16, "i16", [I8, I16, U8]);
-    scalar!(deserialize_i32, visit_i32, i32, "i32", [I8, I16, I32, U8, U16]);
-    scalar!(deserialize_i64, visit_i64, i64, "i64", [I8, I16, I32, I64, U8, U16, U32]);
+    scalar!(
+        deserialize_i32,
+        visit_i32,
+        i32,
+        "i32",
+        [I8, I16, I32, U8, U16]
+    );
+    scalar!(
+        deserialize_i64,
+        visit_i64,
+        i64,
+        "i64",
+        [I8, I16, I32, I64, U8, U16, U32]
+    );
     scalar!(
         deserialize_i128,
         visit_i128,
@@ -905,7 +950,13 @@ impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
         "i128",
         [I8, I16, I32, I64, I128, U8, U16, U32, U64]
     );
-    scalar!(deserialize_f32, visit_f32, f32, "f32", [F32, U8, U16, I8, I16]);
+    scalar!(
+        deserialize_f32,
+        visit_f32,
+        f32,
+        "f32",
+        [F32, U8, U16, I8, I16]
+    );
     scalar!(
         deserialize_f64,
         visit_f64,
@@ -1338,7 +1389,8 @@ impl<'de> de::MapAccess<'de> for Fields<'_, '_, 'de> {
         if let (Seg::Root, Some(target)) = (self.at.seg, self.target) {
             name = self.d.root_field_name(name, target);
         }
-        seed.deserialize(BorrowedStrDeserializer::new(name)).map(Some)
+        seed.deserialize(BorrowedStrDeserializer::new(name))
+            .map(Some)
     }
 
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value> {
@@ -1470,7 +1522,8 @@ impl<'de> de::MapAccess<'de> for VariantAsMap<'_, '_, 'de> {
             return Ok(None);
         }
         let name = self.d.shapes[self.shape as usize].variant;
-        seed.deserialize(BorrowedStrDeserializer::new(name)).map(Some)
+        seed.deserialize(BorrowedStrDeserializer::new(name))
+            .map(Some)
     }
 
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value> {

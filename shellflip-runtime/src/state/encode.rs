@@ -105,7 +105,8 @@ impl Schema {
     #[inline]
     fn predict(&self, name: &'static str, tag: u32) -> Option<u32> {
         let slot = self.cache[Self::slot(name, tag)];
-        (slot.name == name.as_ptr() as usize && slot.tag == tag && slot.id != u32::MAX).then_some(slot.id)
+        (slot.name == name.as_ptr() as usize && slot.tag == tag && slot.id != u32::MAX)
+            .then_some(slot.id)
     }
 
     fn remember(&mut self, name: &'static str, tag: u32, id: u32) {
@@ -194,7 +195,8 @@ impl<'a> Encoder<'a> {
 
     #[inline]
     fn shape_ref(&mut self, id: u32) -> usize {
-        self.out.extend_from_slice(&[wire::FIXEXT4, wire::EXT_SHAPE]);
+        self.out
+            .extend_from_slice(&[wire::FIXEXT4, wire::EXT_SHAPE]);
         let at = self.out.len();
         self.out.extend_from_slice(&id.to_be_bytes());
         at
@@ -531,7 +533,8 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
     }
 
     fn serialize_i128(self, v: i128) -> Result<()> {
-        self.out.extend_from_slice(&[wire::FIXEXT16, wire::EXT_I128]);
+        self.out
+            .extend_from_slice(&[wire::FIXEXT16, wire::EXT_I128]);
         self.out.extend_from_slice(&v.to_be_bytes());
         Ok(())
     }
@@ -564,7 +567,8 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
     }
 
     fn serialize_u128(self, v: u128) -> Result<()> {
-        self.out.extend_from_slice(&[wire::FIXEXT16, wire::EXT_U128]);
+        self.out
+            .extend_from_slice(&[wire::FIXEXT16, wire::EXT_U128]);
         self.out.extend_from_slice(&v.to_be_bytes());
         Ok(())
     }

@@ -448,8 +448,8 @@ pub fn parse_envelope(bytes: &[u8]) -> Result<EnvelopeHeader<'_>, StateError> {
             bytes.len() - HEADER_FIXED
         ))
     })?;
-    let type_name = std::str::from_utf8(type_name)
-        .map_err(|_| corrupt("the type name is not UTF-8"))?;
+    let type_name =
+        std::str::from_utf8(type_name).map_err(|_| corrupt("the type name is not UTF-8"))?;
     let payload_len = usize::try_from(payload_len)
         .ok()
         .filter(|&len| len <= r.remaining())
@@ -459,7 +459,9 @@ pub fn parse_envelope(bytes: &[u8]) -> Result<EnvelopeHeader<'_>, StateError> {
                 r.remaining()
             ))
         })?;
-    let payload = r.take(payload_len).map_err(|_| corrupt("truncated payload"))?;
+    let payload = r
+        .take(payload_len)
+        .map_err(|_| corrupt("truncated payload"))?;
     let schema = &bytes[r.pos..];
     Ok(EnvelopeHeader {
         format_version,
@@ -681,6 +683,27 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Received<T> {
         T::deserialize(deserializer).map(|value| Received(Some(value)))
     }
 }
+
+/// `VersionOf::<T>::VERSION` is `T::VERSION` for a handover state, and 0
+/// (through [`NoVersion`]) for any other type: the derive checks that a
+/// `from` type is older than the struct without a second error when the
+/// type is not a handover state at all (its where clause reports that).
+#[doc(hidden)]
+pub struct VersionOf<T>(std::marker::PhantomData<T>);
+
+impl<T: HandoverState> VersionOf<T> {
+    /// `T::VERSION`.
+    pub const VERSION: u32 = T::VERSION;
+}
+
+/// The fallback of [`VersionOf`].
+#[doc(hidden)]
+pub trait NoVersion {
+    /// Any type that is not a handover state.
+    const VERSION: u32 = 0;
+}
+
+impl<T> NoVersion for VersionOf<T> {}
 
 /// Byte blobs as one MessagePack `bin` (a length and the bytes: one copy
 /// each way) rather than a sequence of integers: what

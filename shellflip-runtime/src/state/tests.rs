@@ -176,7 +176,9 @@ fn everything() -> Everything {
         blob: (0..=255).collect(),
         plain_bytes: vec![1, 2, 3],
         list: vec!["a".into(), String::new()],
-        map: [("k".to_owned(), Inner { x: 1, y: 2 })].into_iter().collect(),
+        map: [("k".to_owned(), Inner { x: 1, y: 2 })]
+            .into_iter()
+            .collect(),
         by_kind: [
             (1, Kind::Plain),
             (2, Kind::Tagged("t".into())),
@@ -206,18 +208,20 @@ fn everything() -> Everything {
 fn every_kind_of_value_round_trips() {
     let value = everything();
     let back: Everything = carry(value.clone()).unwrap();
-    assert_eq!(back, Everything { skipped: 0, ..value });
+    assert_eq!(
+        back,
+        Everything {
+            skipped: 0,
+            ..value
+        }
+    );
 }
 
 #[test]
 fn the_envelope_describes_itself() {
     let mut out = b"prefix".to_vec();
-    let info = encode_envelope_into(
-        &Data::<u64, 3>(42),
-        &mut StateFds::default(),
-        &mut out,
-    )
-    .unwrap();
+    let info =
+        encode_envelope_into(&Data::<u64, 3>(42), &mut StateFds::default(), &mut out).unwrap();
     assert_eq!(&out[..6], b"prefix");
     let bytes = &out[6..];
     assert_eq!(info.len, bytes.len());
@@ -301,10 +305,7 @@ fn byte_blobs_are_one_bin() {
     })
     .unwrap();
     assert_eq!(read.data, [1, 200, 3]);
-    let read: Plain = carry(Blob {
-        data: vec![4, 5],
-    })
-    .unwrap();
+    let read: Plain = carry(Blob { data: vec![4, 5] }).unwrap();
     assert_eq!(read.data, [4, 5]);
 }
 
@@ -515,8 +516,7 @@ struct Renamed(renamed::State);
 
 impl HandoverState for Renamed {
     const TYPE_NAME: &'static str = "State";
-    const FIELD_ALIASES: &'static [(&'static str, &'static [&'static str])] =
-        &[("alpha", &["a"])];
+    const FIELD_ALIASES: &'static [(&'static str, &'static [&'static str])] = &[("alpha", &["a"])];
 
     fn encode_state(&self, state: &mut StateEncoder<'_>) -> Result<(), StateError> {
         state.put_data(&self.0)
@@ -683,9 +683,16 @@ fn lossless_widenings_are_accepted() {
     assert_eq!(carry::<u16, f32>(65_535).unwrap(), 65_535.0);
     assert_eq!(carry::<i32, f64>(i32::MIN).unwrap(), f64::from(i32::MIN));
     assert_eq!(carry::<u64, Option<u64>>(3).unwrap(), Some(3));
-    assert_eq!(carry::<v1::Inner, Option<v1::Inner>>(v1::sample().inner).unwrap(), Some(v1::sample().inner));
+    assert_eq!(
+        carry::<v1::Inner, Option<v1::Inner>>(v1::sample().inner).unwrap(),
+        Some(v1::sample().inner)
+    );
     assert_eq!(carry::<Vec<u8>, Vec<u32>>(vec![1, 2]).unwrap(), [1, 2]);
-    assert_eq!(carry::<Meters, u64>(Meters(4)).unwrap(), 4, "a newtype is its content");
+    assert_eq!(
+        carry::<Meters, u64>(Meters(4)).unwrap(),
+        4,
+        "a newtype is its content"
+    );
     assert_eq!(carry::<u64, Meters>(4).unwrap(), Meters(4));
     assert_eq!(carry::<char, String>('x').unwrap(), "x");
 }
@@ -698,8 +705,18 @@ fn narrowing_and_other_changes_are_refused_even_when_the_value_fits() {
     type_changed(carry::<i8, u8>(1).unwrap_err(), "State", "u8", "i8");
     type_changed(carry::<f64, f32>(1.0).unwrap_err(), "State", "f32", "f64");
     type_changed(carry::<u64, f64>(1).unwrap_err(), "State", "f64", "u64");
-    type_changed(carry::<bool, u8>(true).unwrap_err(), "State", "u8", "a bool");
-    type_changed(carry::<String, char>("x".into()).unwrap_err(), "State", "a char", "a string");
+    type_changed(
+        carry::<bool, u8>(true).unwrap_err(),
+        "State",
+        "u8",
+        "a bool",
+    );
+    type_changed(
+        carry::<String, char>("x".into()).unwrap_err(),
+        "State",
+        "a char",
+        "a string",
+    );
     // Option<T> -> T is refused whether the value is Some or None.
     type_changed(
         carry::<Option<u64>, u64>(Some(1)).unwrap_err(),
@@ -771,7 +788,8 @@ fn enum_variants_are_matched_by_name() {
 
 #[test]
 fn an_unknown_variant_or_a_changed_variant_kind_is_refused() {
-    let error = carry::<_, Vec<Kind>>(vec![kinds_v2::Kind::Plain, kinds_v2::Kind::New]).unwrap_err();
+    let error =
+        carry::<_, Vec<Kind>>(vec![kinds_v2::Kind::Plain, kinds_v2::Kind::New]).unwrap_err();
     match &error {
         StateError::UnknownVariant {
             path,
@@ -837,14 +855,21 @@ fn structs_whose_field_list_varies_are_patched() {
         .map(|i| Sparse {
             id: i,
             note: (i % 3 == 0).then(|| format!("n{i}")),
-            tags: if i % 2 == 0 { vec![format!("t{i}")] } else { Vec::new() },
+            tags: if i % 2 == 0 {
+                vec![format!("t{i}")]
+            } else {
+                Vec::new()
+            },
         })
         .collect();
     let back: Vec<Sparse> = carry(values.clone()).unwrap();
     assert_eq!(back, values);
     let reordered: Vec<SparseReordered> = carry(values.clone()).unwrap();
     for (a, b) in values.iter().zip(&reordered) {
-        assert_eq!((u64::from(a.id), &a.note, &a.tags), (b.id, &b.note, &b.tags));
+        assert_eq!(
+            (u64::from(a.id), &a.note, &a.tags),
+            (b.id, &b.note, &b.tags)
+        );
     }
     // Four shapes of `Sparse` in the table, each once.
     let bytes = envelope(values);
@@ -869,12 +894,16 @@ fn tuple_structs_are_positional_and_drop_trailing_fields() {
     #[derive(Serialize, Deserialize, Debug, PartialEq)]
     struct Swapped(String, u32);
     type_changed(
-        carry::<_, Swapped>(Pair(1, "x".into())).map(|_| ()).unwrap_err(),
+        carry::<_, Swapped>(Pair(1, "x".into()))
+            .map(|_| ())
+            .unwrap_err(),
         "State[0]",
         "a string",
         "u32",
     );
-    let error = carry::<_, Three>(Pair(1, "x".into())).map(|_| ()).unwrap_err();
+    let error = carry::<_, Three>(Pair(1, "x".into()))
+        .map(|_| ())
+        .unwrap_err();
     assert!(matches!(error, StateError::Incompatible { .. }), "{error}");
 }
 
@@ -943,12 +972,18 @@ fn a_struct_with_the_same_fields_is_read_positionally() {
                 fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                     f.write_str("Inner")
                 }
-                fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Probe, A::Error> {
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut a: A,
+                ) -> Result<Probe, A::Error> {
                     while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
                     SEEN.with(|s| s.borrow_mut().push("seq"));
                     Ok(Probe)
                 }
-                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Probe, A::Error> {
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut a: A,
+                ) -> Result<Probe, A::Error> {
                     while a.next_entry::<String, serde::de::IgnoredAny>()?.is_some() {}
                     SEEN.with(|s| s.borrow_mut().push("map"));
                     Ok(Probe)
@@ -1050,14 +1085,23 @@ fn migrations_chain_from_any_older_version() {
     let mut fds = StateFds::default();
     let v1 = encode_envelope(&S1(V1 { a: 1, b: 2 }), &mut fds).unwrap();
     let v2 = encode_envelope(&S2(V2 { total: 5 }), &mut fds).unwrap();
-    assert_eq!(decode_envelope::<S2>(&v1, &mut fds).unwrap().0, V2 { total: 3 });
+    assert_eq!(
+        decode_envelope::<S2>(&v1, &mut fds).unwrap().0,
+        V2 { total: 3 }
+    );
     assert_eq!(
         decode_envelope::<S3>(&v1, &mut fds).unwrap().0.total,
         "total 3",
         "1 -> 2 -> 3"
     );
-    assert_eq!(decode_envelope::<S3>(&v2, &mut fds).unwrap().0.total, "total 5");
-    assert_eq!(decode_envelope::<S1>(&v1, &mut fds).unwrap().0, V1 { a: 1, b: 2 });
+    assert_eq!(
+        decode_envelope::<S3>(&v2, &mut fds).unwrap().0.total,
+        "total 5"
+    );
+    assert_eq!(
+        decode_envelope::<S1>(&v1, &mut fds).unwrap().0,
+        V1 { a: 1, b: 2 }
+    );
 }
 
 #[test]
@@ -1065,8 +1109,18 @@ fn a_newer_version_or_one_without_a_route_is_refused_naming_both() {
     use chain::*;
     let mut fds = StateFds::default();
     let v3 = encode_envelope(&S3(V3 { total: "t".into() }), &mut fds).unwrap();
-    let error = decode_envelope::<S2>(&v3, &mut fds).map(|_| ()).unwrap_err();
-    assert!(matches!(error, StateError::Version { received: 3, version: 2, oldest: 1, .. }));
+    let error = decode_envelope::<S2>(&v3, &mut fds)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(
+        error,
+        StateError::Version {
+            received: 3,
+            version: 2,
+            oldest: 1,
+            ..
+        }
+    ));
     assert!(error.is_mismatch());
     let message = error.to_string();
     assert!(message.contains("version 3 of `State`"), "{message}");
@@ -1074,12 +1128,27 @@ fn a_newer_version_or_one_without_a_route_is_refused_naming_both() {
     assert!(message.contains("cannot be migrated back"), "{message}");
 
     let v2 = encode_envelope(&S2(V2 { total: 5 }), &mut fds).unwrap();
-    let error = decode_envelope::<S1>(&v2, &mut fds).map(|_| ()).unwrap_err();
+    let error = decode_envelope::<S1>(&v2, &mut fds)
+        .map(|_| ())
+        .unwrap_err();
     assert!(error.to_string().contains("version 1 only"), "{error}");
     // Version 0 (no route below version 1).
     let v0 = encode_envelope(&Data::<u64, 0>(1), &mut fds).unwrap();
-    let error = decode_envelope::<S3>(&v0, &mut fds).map(|_| ()).unwrap_err();
-    assert!(matches!(error, StateError::Version { received: 0, version: 3, oldest: 1, .. }), "{error}");
+    let error = decode_envelope::<S3>(&v0, &mut fds)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StateError::Version {
+                received: 0,
+                version: 3,
+                oldest: 1,
+                ..
+            }
+        ),
+        "{error}"
+    );
     assert!(error.to_string().contains("add a migration"), "{error}");
 }
 
@@ -1107,7 +1176,13 @@ fn an_envelope_of_the_old_format_is_refused_with_what_to_do() {
     let error = decode_envelope::<Data<u64>>(&old, &mut StateFds::default())
         .map(|_| ())
         .unwrap_err();
-    assert!(matches!(error, StateError::OldFormat { found: 1, expected: 2 }));
+    assert!(matches!(
+        error,
+        StateError::OldFormat {
+            found: 1,
+            expected: 2
+        }
+    ));
     assert!(error.is_mismatch());
     let message = error.to_string();
     assert!(message.contains("older shellflip"), "{message}");
@@ -1148,7 +1223,9 @@ fn damaged_input_is_reported_as_such() {
         .unwrap_err();
     assert!(matches!(&error, StateError::Corrupt { type_name, .. } if type_name == "State"));
     assert!(!error.is_mismatch());
-    assert!(error.to_string().starts_with("could not decode the handover state `State`"));
+    assert!(error
+        .to_string()
+        .starts_with("could not decode the handover state `State`"));
 
     // A payload announcing more than there is.
     let mut bytes = envelope(v1::sample());
@@ -1204,7 +1281,10 @@ fn nesting_is_bounded_on_both_sides() {
             .map(|_| ())
             .unwrap_err(),
     ] {
-        assert!(matches!(error, StateError::TooDeep { limit: 128, .. }), "{error}");
+        assert!(
+            matches!(error, StateError::TooDeep { limit: 128, .. }),
+            "{error}"
+        );
         assert!(error.to_string().contains("depth limit"), "{error}");
     }
     // The encoder refuses what the decoder would.

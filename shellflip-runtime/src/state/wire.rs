@@ -471,9 +471,7 @@ mod tests {
         write_bin(&mut out, &[1, 2]).unwrap();
         assert_eq!(
             out,
-            [
-                0x93, ARRAY16, 0, 16, MAP32, 0, 1, 0x11, 0x70, 0xa2, b'h', b'i', BIN8, 2, 1, 2
-            ]
+            [0x93, ARRAY16, 0, 16, MAP32, 0, 1, 0x11, 0x70, 0xa2, b'h', b'i', BIN8, 2, 1, 2]
         );
     }
 }
