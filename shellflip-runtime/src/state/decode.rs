@@ -1472,7 +1472,9 @@ impl<'de> de::VariantAccess<'de> for Enum<'_, '_, 'de> {
             index: 0,
             len: self.len,
         };
-        let value = visitor.visit_seq(&mut elements)?;
+        let value = visitor
+            .visit_seq(&mut elements)
+            .map_err(|e| elements.d.locate(&child, e))?;
         elements.finish(Trailing::Refuse)?;
         Ok(value)
     }
