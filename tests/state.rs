@@ -200,7 +200,7 @@ fn an_added_field_survives_a_rollback_and_comes_back_with_its_default() {
     // Rolled back: the new fields are dropped (and logged), the rest kept.
     let greeting = deploy(&mut service, "base");
     assert_values(&greeting, "generation=4 served=4 a=1 b=2 x=3 y=4");
-    assert!(greeting.get("extra").is_none());
+    assert!(!greeting.contains_key("extra"));
     let stderr = service.stderr();
     for dropped in ["`State.extra` was received", "`State.inner.z` was received"] {
         assert!(stderr.contains(dropped), "{dropped} in:\n{stderr}");
