@@ -28,8 +28,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use shellflip::state::{decode_data, encode_data};
-use shellflip::{restartable, Context, HandoverState, StateError, StateFds};
+use shellflip::{restartable, Context, HandoverState, StateDecoder, StateEncoder, StateError};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 #[derive(Parser)]
@@ -54,19 +53,26 @@ struct Served {
 
 impl HandoverState for Served {
     const TYPE_NAME: &'static str = "Served";
-    const FINGERPRINT: u64 = 0xfa17;
 
-    fn encode_state(&self, _fds: &mut StateFds) -> Result<Vec<u8>, StateError> {
-        let bytes = encode_data(Self::TYPE_NAME, self)?;
-        Ok(match self.break_encoding.as_deref() {
-            Some("garbage-state") => vec![0xc1; 64], // 0xc1 is never valid MessagePack
-            Some("truncated-state") => bytes[..bytes.len() / 2].to_vec(),
-            _ => bytes,
-        })
+    fn encode_state(&self, state: &mut StateEncoder<'_>) -> Result<(), StateError> {
+        state.put_data(self)?;
+        // A hook for fault injection only: it rewrites the encoded payload.
+        match self.break_encoding.as_deref() {
+            // 0xc1 is never valid MessagePack.
+            Some("garbage-state") => state.__damage_payload(|payload| {
+                payload.clear();
+                payload.extend_from_slice(&[0xc1; 64]);
+            }),
+            Some("truncated-state") => {
+                state.__damage_payload(|payload| payload.truncate(payload.len() / 2))
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
-    fn decode_state(payload: &[u8], _fds: &mut StateFds) -> Result<Self, StateError> {
-        decode_data(Self::TYPE_NAME, payload)
+    fn decode_state(state: &mut StateDecoder<'_>) -> Result<Self, StateError> {
+        state.take_data()
     }
 }
 

@@ -10,14 +10,15 @@
 //! ```
 //!
 //! `examples/stateful_v2.rs` is its "next release" with an incompatible
-//! state change, to see the fingerprint check refuse it.
+//! state change, to see it refused; `examples/evolve/` has builds whose
+//! state changes are carried (reordered, added, renamed, migrated).
 use shellflip::HandoverState;
 
 /// What survives a restart.
 #[derive(HandoverState)]
 #[handover(version = 1)]
 struct State {
-    /// Carried: serialized with MessagePack.
+    /// Carried: serialized, matched by name in the next generation.
     visits: u64,
     /// Carried: the generations this state went through.
     names: Vec<String>,

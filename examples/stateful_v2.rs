@@ -1,10 +1,11 @@
 //! The "next release" of `examples/stateful.rs` with an incompatible state
-//! change: `visits` became a `u32`. MessagePack would happily decode small
-//! numbers into it, which is exactly why the schema fingerprint exists: a
-//! generation of this build refuses the state of `stateful` ("the handover
-//! state is incompatible ... fingerprint ...") and the old generation keeps
-//! serving — unless the service runs with `on_state_mismatch = "fresh"`
-//! (or `SHELLFLIP_ON_STATE_MISMATCH=fresh`), in which case it starts anew.
+//! change: `visits` became a `u32`. Small numbers would fit, but the state
+//! records the type each value was declared with, and `u64` -> `u32` is not
+//! a lossless widening: a generation of this build refuses the state of
+//! `stateful` ("`State.visits` is u32 in this build but the previous
+//! generation sent u64") and the old generation keeps serving — unless the
+//! service runs with `on_state_mismatch = "fresh"` (or
+//! `SHELLFLIP_ON_STATE_MISMATCH=fresh`), in which case it starts anew.
 use shellflip::HandoverState;
 
 #[derive(HandoverState)]

@@ -75,20 +75,29 @@
 //!
 //! | attribute | where | meaning |
 //! |---|---|---|
-//! | (none) | field | carried: serialized with MessagePack; the type needs `Serialize` + `DeserializeOwned` |
-//! | (none), on a `Vec<u8>` | field | carried as one MessagePack byte string (not one integer per byte): fast for large blobs |
+//! | (none) | field | carried: serialized; the type needs `Serialize` + `DeserializeOwned` |
+//! | (none), on a `Vec<u8>` | field | carried as one byte string (not one integer per byte): fast for large blobs |
 //! | `#[handover(bytes)]` | field | the same for other byte containers (`Box<[u8]>`, `bytes::Bytes`, …): needs `AsRef<[u8]>` + `From<Vec<u8>>` |
+//! | `#[handover(default)]` | field | added field: `Default::default()` when the previous generation did not send it |
+//! | `#[handover(default = "path::to_fn")]` | field | the same with `path::to_fn()` |
+//! | `#[handover(alias = "old_name")]` | field | renamed field: found under its former name (repeatable); the former names are sent along, so a rollback finds it too |
 //! | `#[handover(skip)]` | field | not carried; the new generation gets `Default::default()` |
 //! | `#[handover(fd)]` | field | handed over as an open descriptor, never serialized: std or tokio `TcpListener`, `UnixListener`, `UdpSocket`, `TcpStream`, `UnixStream`, `File`, `OwnedFd`, or an `Arc` of one |
-//! | `#[handover(version = N)]` | struct | part of the schema fingerprint: bump it when a field keeps its type but changes meaning |
+//! | `#[handover(version = N)]` | struct | the schema version (1 when absent) |
+//! | `#[handover(from = "OldState")]` | struct | with `version`: an older state is decoded as `OldState` (the previous schema, kept in the code) and converted with your `From<OldState>`; chains work |
 //!
-//! The fingerprint covers the version, the carried fields' names, roles and
-//! types *as written* (a type alias counts as its name). A new generation
-//! whose fingerprint differs from the one it receives fails its start-up
-//! with a message naming the type and both fingerprints, and the old
-//! generation keeps serving; with `on_state_mismatch = "fresh"` it starts
-//! with fresh state instead. Your own types nested in a carried field need
-//! serde's derives (add `serde` to your dependencies for that).
+//! Values are matched **by name at every level** (fields of nested serde
+//! types and enum variants included), so reordering fields never changes a
+//! value; a field the new build does not have is dropped and logged; a
+//! field it has but did not receive takes its default or is refused;
+//! lossless widenings (`u32` → `u64`, `f32` → `f64`, `T` → `Option<T>`, …)
+//! are accepted and every other type change is refused with a message
+//! naming the field's path (`State.inner.x`), what this build expects and
+//! what was received. The new generation then fails its start and the old
+//! one keeps serving; with `on_state_mismatch = "fresh"` it starts with
+//! fresh state instead. Your own types nested in a carried field need
+//! serde's derives (add `serde` to your dependencies for that). The rules,
+//! the wire format and what each refusal says are in `docs/state.md`.
 //!
 //! ## What the macros write
 //!
@@ -102,10 +111,11 @@
 //! }
 //! ```
 //!
-//! `#[derive(HandoverState)]` writes an `impl HandoverState` with the
-//! fingerprint as a literal and `encode_state`/`decode_state` that put the
-//! fd fields into [`StateFds`] by name and the data fields through two small
-//! serde helper structs. To see exactly what was generated for your code,
+//! `#[derive(HandoverState)]` writes an `impl HandoverState` whose
+//! `encode_state`/`decode_state` hand the fd fields over by name and the
+//! data fields through two small serde helper structs (with serde's
+//! `default` and `alias` where you asked for them), and, for a migration,
+//! a `decode_version` that goes through the previous schema. To see exactly what was generated for your code,
 //! install `cargo-expand` and run `cargo expand --bin your-service` (or
 //! `cargo expand --example echo` in this repository); the expansions of
 //! representative inputs are also checked in under

@@ -133,11 +133,10 @@ fn truncations_and_byte_flips_of_the_seeds_do_not_panic() {
 /// A `FuzzState` envelope whose payload is `{"x": [[[...nil...]]]}`,
 /// nested `depth` arrays deep in a field that `FuzzState` does not have.
 fn nested_state(depth: usize) -> Vec<u8> {
-    let mut envelope = decoders::header_for::<FuzzState>();
-    envelope.extend_from_slice(&[0x81, 0xa1, b'x']); // map of 1, key "x"
-    envelope.extend(std::iter::repeat_n(0x91, depth)); // array of 1
-    envelope.push(0xc0); // nil
-    envelope
+    let mut payload = vec![0x81, 0xa1, b'x']; // map of 1, key "x"
+    payload.extend(std::iter::repeat_n(0x91, depth)); // array of 1
+    payload.push(0xc0); // nil
+    decoders::envelope_with_payload(&payload)
 }
 
 /// Runs `f` on a thread with a stack of `size` bytes.
@@ -152,9 +151,9 @@ fn on_stack(size: usize, f: impl FnOnce() + Send + 'static) {
 
 /// Inputs longer than the fuzzer's 4 KiB limit: nesting 100,000 levels
 /// deep (MessagePack arrays in an unknown field of the state, JSON arrays
-/// in a request) is refused (rmp-serde stops at depth 1024, serde_json at
-/// 128), on an 8 MiB stack like the main thread's, where the runtime
-/// decodes the state.
+/// in a request) is refused (the state decoder stops at
+/// `MAX_STATE_DEPTH` = 128, serde_json at 128), on an 8 MiB stack like the
+/// main thread's, where the runtime decodes the state.
 #[test]
 fn deeply_nested_inputs_are_refused() {
     on_stack(8 << 20, || {
@@ -176,10 +175,11 @@ fn deeply_nested_inputs_are_refused() {
     });
 }
 
-/// Finding, fixed (see docs/reliability.md): rmp-serde allows 1024 levels
+/// Finding, fixed (see docs/reliability.md): rmp-serde allowed 1024 levels
 /// of nesting, and skipping an unknown field nested 1000 deep took more than
-/// 2 MiB of stack in a debug build. `state::decode_data` now stops at
-/// `MAX_STATE_DEPTH` (128). This aborts the test binary if it regresses.
+/// 2 MiB of stack in a debug build. The state decoder stops at
+/// `MAX_STATE_DEPTH` (128), and skips unknown values without recursion.
+/// This aborts the test binary if it regresses.
 #[test]
 fn state_nested_1000_deep_fits_a_2_mib_stack() {
     on_stack(2 << 20, || {

@@ -1,6 +1,9 @@
-//! End-to-end: a `#[derive(HandoverState)]` struct with data, skipped and
-//! fd fields crosses restarts; an incompatible build is refused by the
-//! fingerprint check, or starts fresh when the service chose `fresh`.
+//! End-to-end, with real processes: a `#[derive(HandoverState)]` struct
+//! with data, skipped and fd fields crosses restarts; builds that differ
+//! only in their state struct (`examples/evolve/`) carry the state by field
+//! name: reordered, added then rolled back, renamed, migrated 1 -> 2 -> 3;
+//! a changed type is refused naming the field while the old generation
+//! keeps serving, or starts fresh when the service chose `fresh`.
 
 mod common;
 
@@ -8,6 +11,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Read;
 use std::net::TcpStream;
+use std::time::Duration;
 
 use common::*;
 
@@ -84,11 +88,12 @@ fn an_incompatible_build_is_refused_and_the_old_generation_keeps_serving() {
     let service = start_stateful(&[]);
     assert_eq!(visit(&service)["visits"], "1");
     service.replace_with_binary(&example_binary("stateful_v2"));
-    let stderr = restart_fails_with(&service, &["incompatible", "`State`"]);
-    assert_eq!(
-        stderr.matches("fingerprint 0x").count(),
-        2,
-        "both fingerprints: {stderr}"
+    restart_fails_with(
+        &service,
+        &[
+            "`State.visits` is u32 in this build but the previous generation sent u64",
+            "restart once with fresh state",
+        ],
     );
     let line = visit(&service);
     assert_eq!(line["pid"], service.current.pid.to_string());
@@ -110,4 +115,172 @@ fn with_fresh_an_incompatible_build_starts_anew() {
     assert_eq!(line["pid"], ready.pid.to_string());
     assert_eq!(line["visits"], "1", "fresh state");
     assert_eq!(line["names"], "g2", "nothing of the old state was kept");
+}
+
+// ---------------------------------------------------------------------------
+// Builds that differ only in their state struct (examples/evolve/)
+// ---------------------------------------------------------------------------
+
+/// Starts `evolve_<build>` in a temp dir.
+fn start_evolving(build: &str) -> Echo {
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<OsString> = vec![
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--control".into(),
+        dir.path().join("control.sock").into(),
+    ];
+    Echo::start_in(dir, &example_binary(&format!("evolve_{build}")), &args, &[])
+}
+
+/// The greeting of one connection to an evolving service, as key/values
+/// (the echo exchange is completed and the connection closed).
+fn greet(service: &Echo) -> BTreeMap<String, String> {
+    let mut stream = TcpStream::connect(service.addr).expect("connect");
+    stream.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read the greeting");
+    let line = text.lines().next().unwrap_or_default();
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Asserts `greeting` has each `key=value` of `expected`.
+#[track_caller]
+fn assert_values(greeting: &BTreeMap<String, String>, expected: &str) {
+    for kv in expected.split_whitespace() {
+        let (k, v) = kv.split_once('=').unwrap();
+        assert_eq!(
+            greeting.get(k).map(String::as_str),
+            Some(v),
+            "{k} in {greeting:?}"
+        );
+    }
+}
+
+/// Deploys `evolve_<build>` and restarts into it; returns the new
+/// generation's first greeting.
+fn deploy(service: &mut Echo, build: &str) -> BTreeMap<String, String> {
+    let old = service.current;
+    service.replace_with_binary(&example_binary(&format!("evolve_{build}")));
+    cli_restart_ok(service);
+    let ready = service.next_ready();
+    assert!(
+        wait_exit(old.pid, EVENT_TIMEOUT),
+        "the old generation exits"
+    );
+    let greeting = greet(service);
+    assert_eq!(greeting["pid"], ready.pid.to_string());
+    greeting
+}
+
+#[test]
+fn reordered_fields_keep_every_value_at_both_levels() {
+    let mut service = start_evolving("base");
+    assert_values(&greet(&service), "served=1 a=1 b=2 x=3 y=4");
+    let greeting = deploy(&mut service, "reordered");
+    assert_values(&greeting, "generation=2 served=2 a=1 b=2 x=3 y=4");
+    let greeting = deploy(&mut service, "base");
+    assert_values(&greeting, "generation=3 served=3 a=1 b=2 x=3 y=4");
+}
+
+#[test]
+fn an_added_field_survives_a_rollback_and_comes_back_with_its_default() {
+    let mut service = start_evolving("base");
+    assert_values(&greet(&service), "served=1 a=1 b=2");
+    // Added: the new fields take their defaults (extra counts from 100).
+    let greeting = deploy(&mut service, "added");
+    assert_values(&greeting, "served=2 a=1 b=2 x=3 y=4 extra=101 z=0");
+    // Carried between two generations of the same build.
+    let greeting = deploy(&mut service, "added");
+    assert_values(&greeting, "served=3 extra=102");
+    // Rolled back: the new fields are dropped (and logged), the rest kept.
+    let greeting = deploy(&mut service, "base");
+    assert_values(&greeting, "generation=4 served=4 a=1 b=2 x=3 y=4");
+    assert!(!greeting.contains_key("extra"));
+    let stderr = service.stderr();
+    for dropped in ["`State.extra` was received", "`State.inner.z` was received"] {
+        assert!(stderr.contains(dropped), "{dropped} in:\n{stderr}");
+    }
+    // Added again: everything kept, the added field from its default.
+    let greeting = deploy(&mut service, "added");
+    assert_values(&greeting, "generation=5 served=5 a=1 b=2 x=3 y=4 extra=101");
+}
+
+#[test]
+fn a_renamed_field_is_found_by_its_alias_and_after_a_rollback() {
+    let mut service = start_evolving("base");
+    assert_values(&greet(&service), "served=1 a=1");
+    let greeting = deploy(&mut service, "renamed");
+    assert_values(&greeting, "served=2 alpha=1 b=2 x=3 y=4");
+    let greeting = deploy(&mut service, "base");
+    assert_values(&greeting, "served=3 a=1 b=2 x=3 y=4");
+}
+
+#[test]
+fn a_changed_type_is_refused_naming_the_field_while_the_old_generation_serves_on() {
+    let service = start_evolving("base");
+    let load = Load::start(service.addr, 4, 100_000, Duration::from_secs(60));
+    wait_until("the clients to be served", EVENT_TIMEOUT, || {
+        load.count_from(service.current.pid) >= 20
+    });
+    service.replace_with_binary(&example_binary("evolve_retyped"));
+    restart_fails_with(
+        &service,
+        &[
+            "`State.inner.x` is i32 in this build but the previous generation sent u64",
+            "the handover state `State` cannot be carried",
+        ],
+    );
+    // The old generation never stopped: more exchanges, all by it.
+    let before = load.count_from(service.current.pid);
+    wait_until("more clients to be served", EVENT_TIMEOUT, || {
+        load.count_from(service.current.pid) >= before + 20
+    });
+    let report = load.stop();
+    report.assert_no_failures(&service.stderr());
+    let greeting = greet(&service);
+    assert_eq!(greeting["pid"], service.current.pid.to_string());
+    assert_values(&greeting, "generation=1 a=1 b=2 x=3 y=4");
+}
+
+#[test]
+fn migrations_chain_from_version_1_to_2_to_3() {
+    let mut service = start_evolving("base");
+    assert_values(&greet(&service), "served=1 a=1 b=2 x=3 y=4");
+    let greeting = deploy(&mut service, "v2");
+    assert_values(&greeting, "served=2 total=3 x=3 y=4");
+    let greeting = deploy(&mut service, "v3");
+    assert_values(&greeting, "served=3 total=3 point=3,4");
+
+    // Straight from version 1 to version 3: through both migrations.
+    let mut service = start_evolving("base");
+    assert_values(&greet(&service), "served=1");
+    let greeting = deploy(&mut service, "v3");
+    assert_values(&greeting, "generation=2 served=2 total=3 point=3,4");
+    assert!(
+        service.stderr().contains("migrated version 2"),
+        "{}",
+        service.stderr()
+    );
+}
+
+#[test]
+fn going_back_to_an_older_version_is_refused_naming_both() {
+    let service = start_evolving("v2");
+    assert_values(&greet(&service), "served=1 total=3");
+    service.replace_with_binary(&example_binary("evolve_base"));
+    restart_fails_with(
+        &service,
+        &[
+            "sent version 2 of `State`",
+            "reads version 1 only",
+            "cannot be migrated back",
+        ],
+    );
+    let greeting = greet(&service);
+    assert_values(&greeting, "generation=1 served=2 total=3");
 }

@@ -169,11 +169,11 @@ impl Read for Trickle<'_> {
 }
 
 // ---------------------------------------------------------------------------
-// State handover: envelopes and the MessagePack payload of a derived type
+// State handover: envelopes, and the schema-aware decoder of derived types
 // ---------------------------------------------------------------------------
 
 /// A representative handed-over state: integers, strings, a `Vec`, a
-/// `HashMap`, nested structs, `Option`s and a skipped field.
+/// `HashMap`, nested structs, `Option`s, an enum and a skipped field.
 #[derive(shellflip::HandoverState, Debug, Clone, PartialEq, Default)]
 #[handover(version = 3)]
 pub struct FuzzState {
@@ -214,31 +214,67 @@ pub enum Kind {
     },
 }
 
+/// The "next build" of [`FuzzState`]: fields reordered, one removed
+/// (`flags`), one added with a default (`region`), one renamed (`served` is
+/// now `count`), widened types (`hits: u64`, `delta: i64`) and a nested
+/// struct reordered, so that decoding one as the other goes through the
+/// by-name path of the decoder at every level.
+#[derive(shellflip::HandoverState, Debug, Clone, PartialEq, Default)]
+#[handover(version = 3)]
+pub struct FuzzStateNext {
+    pub sessions: HashMap<String, SessionNext>,
+    #[handover(alias = "served")]
+    pub count: u64,
+    pub enabled: bool,
+    pub delta: i64,
+    pub name: String,
+    #[handover(default)]
+    pub region: String,
+    pub last: Option<SessionNext>,
+    pub names: Vec<String>,
+    pub blob: Vec<u8>,
+    pub limits: Option<Vec<i64>>,
+}
+
+/// [`Session`] of the next build.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct SessionNext {
+    pub kind: Kind,
+    pub parent: Option<u16>,
+    pub hits: u64,
+    pub user: String,
+    pub id: u64,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
 /// Feeds `data` to the state decoders:
 ///
-/// - `parse_envelope`: what parses must describe the input exactly (header
-///   fields and payload add up to the input);
-/// - `decode_envelope::<FuzzState>` and `decode_envelope::<()>`: a decoded
-///   value must encode into an envelope that decodes to an equal value;
-/// - `FuzzState`'s payload decoder on the raw input (behind a valid
-///   header), so payload mutations are explored even when the header is
-///   not intact.
+/// - `parse_envelope`: what parses must describe the input exactly (header,
+///   payload and schema table add up to the input);
+/// - `decode_envelope` as `FuzzState`, as `FuzzStateNext` and as `()`: a
+///   decoded value must encode into an envelope that decodes to an equal
+///   value;
+/// - the same decoders on an envelope made of a valid header, the input as
+///   the payload, and the schema table of a sample `FuzzState`, so that
+///   payload mutations reach the decoder with a schema that makes sense.
 pub fn state_envelope(data: &[u8]) {
     if let Ok(header) = state::parse_envelope(data) {
         assert_eq!(header.format_version, state::STATE_FORMAT_VERSION);
         assert_eq!(
-            16 + header.type_name.len() + header.payload.len(),
+            20 + header.type_name.len() + header.payload.len() + header.schema.len(),
             data.len(),
-            "header and payload do not add up to the input"
+            "header, payload and schema do not add up to the input"
         );
-        assert!(data.ends_with(header.payload));
+        assert!(data.ends_with(header.schema));
     }
     check_envelope::<FuzzState>(data);
+    check_envelope::<FuzzStateNext>(data);
     let _ = state::decode_envelope::<()>(data, &mut StateFds::default());
 
-    let mut wrapped = header_for::<FuzzState>();
-    wrapped.extend_from_slice(data);
+    let wrapped = envelope_with_payload(data);
     check_envelope::<FuzzState>(&wrapped);
+    check_envelope::<FuzzStateNext>(&wrapped);
 }
 
 fn check_envelope<S: HandoverState + PartialEq + std::fmt::Debug>(data: &[u8]) {
@@ -252,16 +288,31 @@ fn check_envelope<S: HandoverState + PartialEq + std::fmt::Debug>(data: &[u8]) {
     }
 }
 
-/// A valid envelope header for `S` with an empty payload.
-pub fn header_for<S: HandoverState + Default>() -> Vec<u8> {
-    let mut envelope = state::encode_envelope(&S::default(), &mut StateFds::default())
-        .expect("the default value encodes");
-    let payload_len = S::default()
-        .encode_state(&mut StateFds::default())
-        .expect("the default value encodes")
-        .len();
-    envelope.truncate(envelope.len() - payload_len);
-    envelope
+/// The schema table of [`sample_state`]'s envelope.
+fn sample_schema() -> Vec<u8> {
+    let envelope = state::encode_envelope(&sample_state(), &mut StateFds::default())
+        .expect("the sample encodes");
+    let header = state::parse_envelope(&envelope).expect("the sample parses");
+    header.schema.to_vec()
+}
+
+/// An envelope for `FuzzState` (version 3) around `payload`, with the
+/// schema table of [`sample_state`].
+pub fn envelope_with_payload(payload: &[u8]) -> Vec<u8> {
+    thread_local! {
+        static SCHEMA: Vec<u8> = sample_schema();
+    }
+    let name = <FuzzState as HandoverState>::TYPE_NAME.as_bytes();
+    let mut out = Vec::with_capacity(64 + payload.len());
+    out.extend_from_slice(b"SFST");
+    out.extend_from_slice(&state::STATE_FORMAT_VERSION.to_be_bytes());
+    out.extend_from_slice(&<FuzzState as HandoverState>::VERSION.to_be_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+    out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    out.extend_from_slice(name);
+    out.extend_from_slice(payload);
+    SCHEMA.with(|schema| out.extend_from_slice(schema));
+    out
 }
 
 // ---------------------------------------------------------------------------
@@ -404,17 +455,43 @@ fn state_seeds() -> Vec<(String, Vec<u8>)> {
         state::encode_envelope(state, &mut StateFds::default()).expect("sample encodes")
     };
     let payload = |state: &FuzzState| {
-        state
-            .encode_state(&mut StateFds::default())
-            .expect("sample encodes")
+        let bytes = envelope(state);
+        state::parse_envelope(&bytes)
+            .expect("parses")
+            .payload
+            .to_vec()
     };
     let sample = sample_state();
+    let next = FuzzStateNext {
+        sessions: sample
+            .sessions
+            .iter()
+            .map(|(k, s)| {
+                let s = SessionNext {
+                    kind: s.kind.clone(),
+                    parent: s.parent,
+                    hits: u64::from(s.hits) << 32,
+                    user: s.user.clone(),
+                    id: s.id,
+                    tags: s.tags.clone(),
+                };
+                (k.clone(), s)
+            })
+            .collect(),
+        count: 5,
+        region: "eu".into(),
+        ..FuzzStateNext::default()
+    };
     let mut seeds = vec![
         (
             "envelope-default".to_owned(),
             envelope(&FuzzState::default()),
         ),
         ("envelope-sample".to_owned(), envelope(&sample)),
+        (
+            "envelope-next".to_owned(),
+            state::encode_envelope(&next, &mut StateFds::default()).unwrap(),
+        ),
         // Raw payloads: reach the payload decoder through the wrapped call.
         ("payload-sample".to_owned(), payload(&sample)),
         ("payload-default".to_owned(), payload(&FuzzState::default())),
@@ -423,8 +500,16 @@ fn state_seeds() -> Vec<(String, Vec<u8>)> {
             state::encode_envelope(&(), &mut StateFds::default()).unwrap(),
         ),
     ];
-    let mut other_fingerprint = envelope(&sample);
-    other_fingerprint[6..14].copy_from_slice(&0x0123_4567_89ab_cdefu64.to_be_bytes());
-    seeds.push(("envelope-other-fingerprint".into(), other_fingerprint));
+    let mut other_version = envelope(&sample);
+    other_version[6..10].copy_from_slice(&9u32.to_be_bytes());
+    seeds.push(("envelope-other-version".into(), other_version));
+    // What format version 1 looked like: refused as written by an older
+    // shellflip.
+    let mut old = b"SFST\x00\x01".to_vec();
+    old.extend_from_slice(&0x0123_4567_89ab_cdefu64.to_be_bytes());
+    old.extend_from_slice(&9u16.to_be_bytes());
+    old.extend_from_slice(b"FuzzState");
+    old.extend_from_slice(&[0x91, 0xcf, 0, 0, 0, 0, 0, 0, 0, 1]);
+    seeds.push(("envelope-format-1".into(), old));
     seeds
 }

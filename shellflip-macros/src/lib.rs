@@ -12,7 +12,6 @@
 #![deny(missing_docs)]
 
 mod errors;
-mod fingerprint;
 mod handover_state;
 mod restartable;
 #[cfg(test)]
@@ -106,59 +105,107 @@ pub fn restartable(args: TokenStream, item: TokenStream) -> TokenStream {
 /// use shellflip::HandoverState;
 ///
 /// #[derive(HandoverState)]
-/// #[handover(version = 2)]
 /// struct State {
-///     served: u64,                       // serialized
-///     names: Vec<String>,                // serialized
+///     served: u64,                       // carried
+///     #[handover(alias = "names")]
+///     peers: Vec<String>,                // carried; was called `names`
+///     #[handover(default)]
+///     limits: HashMap<String, u32>,      // added: empty when not received
 ///     #[handover(skip)]
-///     cache: HashMap<String, String>,    // rebuilt with Default
+///     cache: HashMap<String, String>,    // not carried: Default
 ///     #[handover(fd)]
 ///     admin: tokio::net::TcpListener,    // handed over as a descriptor
 /// }
 /// ```
 ///
-/// # Fields
+/// # How values are matched
 ///
-/// - By default a field is serialized (MessagePack): its type needs serde's
-///   `Serialize` and `DeserializeOwned` (the service needs serde only for
-///   its own field types). A field type that lacks them is reported on the
-///   field.
-/// - `#[handover(fd)]`: the field is handed over as a file descriptor,
-///   under the field's name (its index in a tuple struct), never
-///   serialized. Its type implements `shellflip::HandoverFd`: `OwnedFd`,
-///   std's and Tokio's `TcpListener`, `TcpStream`, `UdpSocket`,
-///   `UnixListener`, `UnixStream`, `UnixDatagram`, `File`, and `Arc` of any
-///   of them. Fields are not detected by type: a field of one of these
-///   types without `#[handover(fd)]` is an error that says so.
-/// - `#[handover(skip)]`: not carried; the new generation gets
-///   `Default::default()`.
+/// By **name, at every level**: the fields of the state and of the serde
+/// types nested in it are matched by field name, enum variants by variant
+/// name. Reordering fields never changes a value. A field the previous
+/// generation sent that this build does not have is dropped (logged at
+/// info with its path, e.g. `State.inner.z`); a field of this build that
+/// was not sent takes its default, or the new generation refuses the state
+/// naming it. A value whose type changed is refused naming its path, what
+/// this build expects and what was received, unless the change is a
+/// lossless widening (`u32` → `u64`, `u8` → `i16`, `f32` → `f64`, `T` →
+/// `Option<T>`, ...). A refused state fails the new generation's start:
+/// the old generation keeps serving.
+///
+/// # Field attributes
+///
+/// | attribute | meaning |
+/// |---|---|
+/// | (none) | carried: serialized; the type needs serde's `Serialize` and `DeserializeOwned` |
+/// | (none), on `Vec<u8>` | carried as one byte string (one copy), not one integer per byte |
+/// | `#[handover(bytes)]` | the same for other byte containers (`Box<[u8]>`, `bytes::Bytes`, ...): needs `AsRef<[u8]>` and `From<Vec<u8>>` |
+/// | `#[handover(default)]` | when the previous generation did not send the field (it was added): `Default::default()`; the type needs `Default` |
+/// | `#[handover(default = "path::to_fn")]` | the same with `path::to_fn()` |
+/// | `#[handover(alias = "old_name")]` | the field's former name (repeatable): a state that has `old_name` fills this field; and the former names are sent along, so that a build that still calls it `old_name` (after a rollback) finds it too |
+/// | `#[handover(skip)]` | not carried: the new generation gets `Default::default()` |
+/// | `#[handover(fd)]` | handed over as an open descriptor under the field's name, never serialized: std's and Tokio's `TcpListener`, `TcpStream`, `UdpSocket`, `UnixListener`, `UnixStream`, `UnixDatagram`, `File`, `OwnedFd`, and `Arc` of any of them (`shellflip::HandoverFd`); `alias` works for it too (forward only) |
+///
+/// Fields are not detected by type: a field of a descriptor type without
+/// `#[handover(fd)]` is an error that says so. An `Option` field that was
+/// not sent is `None` without any attribute (serde's rule). In nested serde
+/// types use serde's own `#[serde(default)]` and `#[serde(alias = ...)]`
+/// (their aliases work forward only: the sending build cannot know them).
+///
+/// # Struct attributes: versions and migrations
+///
+/// ```ignore
+/// mod v1 {
+///     #[derive(shellflip::HandoverState)]
+///     pub struct State { pub a: u64, pub b: u64 }
+/// }
+///
+/// #[derive(shellflip::HandoverState)]
+/// #[handover(version = 2, from = "v1::State")]
+/// struct State { total: u64 }
+///
+/// impl From<v1::State> for State {
+///     fn from(old: v1::State) -> Self { State { total: old.a + old.b } }
+/// }
+/// ```
+///
+/// - `#[handover(version = N)]`: the schema version (1 when absent), sent
+///   with the state. Adding, removing and renaming fields needs no new
+///   version; a change that names cannot express (a field that changes
+///   meaning or type) does.
+/// - `#[handover(from = "OldState")]` (with `version`): a state of an older
+///   version is decoded as `OldState` — the previous schema kept in the
+///   code, renamed or in a module; it derives `HandoverState` itself and
+///   has a lower version — and converted with your `From<OldState>`.
+///   `OldState` may itself have a `from`, so chains 1 → 2 → 3 work. A newer
+///   version, or an older one without a route, is refused naming both
+///   versions.
+///
+/// Misuse is a compile error on the offending tokens, all of them at once:
+/// an unknown attribute (with the closest known one), a duplicate, an alias
+/// that collides with a field or another alias, `default` on a field whose
+/// type has no `Default` or on a skipped or fd field, `from` without
+/// `version`, `from` naming a type that is not a `HandoverState`, has no
+/// `From` conversion, or is not older.
 ///
 /// # Structs
 ///
-/// Structs with named fields, tuple structs and unit structs. Generic
-/// structs work: the impl requires of each field type what its role needs
-/// (and `Self: Send + 'static`). Lifetime parameters, enums and unions are
-/// refused.
-///
-/// # Compatibility: `#[handover(version = N)]` and the fingerprint
-///
-/// `HandoverState::FINGERPRINT` is computed at compile time (FNV-1a, 64
-/// bits) from the version (0 when absent), the kind of struct, and the
-/// name, role (data or fd) and type — as written — of every field that
-/// crosses the restart. Skipped fields do not count, nor does the order of
-/// named fields. A new generation that receives a state with another
-/// fingerprint or type name refuses it (or starts fresh, with
-/// `on_state_mismatch = "fresh"`). Bump the version when the meaning of the
-/// data changes without its declaration changing. Generic structs get one
-/// fingerprint for all their instantiations.
+/// Structs with named fields, tuple structs (their fields are matched by
+/// index) and unit structs. Generic structs work: the impl requires of each
+/// field type what its role needs (and `Self: Send + 'static`). Lifetime
+/// parameters, enums and unions are refused.
 ///
 /// # What it expands to
 ///
 /// A `const _: () = { ... };` block with two private serde structs for the
-/// data fields (`__ShellflipEncode` of references, `__ShellflipDecode` of
-/// owned values, both generic over the field types) and
-/// `impl ::shellflip::HandoverState for State`, whose where clause lists
-/// what each field type must implement. `TYPE_NAME` is the struct's name.
+/// carried fields, named like the state (`__ShellflipEncode` of references,
+/// `__ShellflipDecode` of owned values with serde's `default`/`alias`, both
+/// generic over the field types), and `impl ::shellflip::HandoverState`,
+/// whose where clause lists what each field type must implement:
+/// `encode_state` hands the fd fields over by name and writes the data
+/// once; `decode_state` reads the data and rebuilds the struct;
+/// `TYPE_NAME` is the struct's name, `VERSION` the version;
+/// `FIELD_ALIASES` lists the former names; a migration adds
+/// `decode_version`, which calls `StateDecoder::migrate::<OldState, Self>`.
 #[proc_macro_derive(HandoverState, attributes(handover))]
 pub fn derive_handover_state(input: TokenStream) -> TokenStream {
     handover_state::expand(input.into())

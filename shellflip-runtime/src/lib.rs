@@ -83,7 +83,7 @@ pub use generation::Admission;
 pub use lifecycle::{run, MainResult};
 pub use shellflip_settings as settings;
 pub use spawner::PROCESS_NAME as SPAWNER_PROCESS_NAME;
-pub use state::{HandoverFd, HandoverState, StateError, StateFds};
+pub use state::{HandoverFd, HandoverState, StateDecoder, StateEncoder, StateError, StateFds};
 pub use tokio_util::sync::CancellationToken;
 pub use tokio_util::task::TaskTracker;
 pub use unix_socket::UnixSocketError;

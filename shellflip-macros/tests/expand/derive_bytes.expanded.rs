@@ -10,19 +10,13 @@ const _: () = {
     #[serde(crate = "::shellflip::__private::serde", rename = "Blobs")]
     struct __ShellflipEncode<'a, T0, T1, T2> {
         #[serde(
-            with = "::shellflip::__private::state::bytes",
-            bound(
-                serialize = "T0: ::core::convert::AsRef<[u8]>",
-                deserialize = "T0: ::core::convert::From<::std::vec::Vec<u8>>"
-            )
+            serialize_with = "::shellflip::__private::state::bytes::serialize",
+            bound(serialize = "T0: ::core::convert::AsRef<[u8]>")
         )]
         blob: &'a T0,
         #[serde(
-            with = "::shellflip::__private::state::bytes",
-            bound(
-                serialize = "T1: ::core::convert::AsRef<[u8]>",
-                deserialize = "T1: ::core::convert::From<::std::vec::Vec<u8>>"
-            )
+            serialize_with = "::shellflip::__private::state::bytes::serialize",
+            bound(serialize = "T1: ::core::convert::AsRef<[u8]>")
         )]
         boxed: &'a T1,
         count: &'a T2,
@@ -32,19 +26,13 @@ const _: () = {
     #[serde(crate = "::shellflip::__private::serde", rename = "Blobs")]
     struct __ShellflipDecode<T0, T1, T2> {
         #[serde(
-            with = "::shellflip::__private::state::bytes",
-            bound(
-                serialize = "T0: ::core::convert::AsRef<[u8]>",
-                deserialize = "T0: ::core::convert::From<::std::vec::Vec<u8>>"
-            )
+            deserialize_with = "::shellflip::__private::state::bytes::deserialize",
+            bound(deserialize = "T0: ::core::convert::From<::std::vec::Vec<u8>>")
         )]
         blob: T0,
         #[serde(
-            with = "::shellflip::__private::state::bytes",
-            bound(
-                serialize = "T1: ::core::convert::AsRef<[u8]>",
-                deserialize = "T1: ::core::convert::From<::std::vec::Vec<u8>>"
-            )
+            deserialize_with = "::shellflip::__private::state::bytes::deserialize",
+            bound(deserialize = "T1: ::core::convert::From<::std::vec::Vec<u8>>")
         )]
         boxed: T1,
         count: T2,
@@ -62,28 +50,23 @@ const _: () = {
             + ::shellflip::__private::serde::de::DeserializeOwned,
     {
         const TYPE_NAME: &'static str = "Blobs";
-        const FINGERPRINT: u64 = 0x09e9b1d6a35b33be;
         fn encode_state(
             &self,
-            _fds: &mut ::shellflip::StateFds,
-        ) -> ::core::result::Result<::std::vec::Vec<u8>, ::shellflip::StateError> {
-            ::shellflip::__private::state::encode_data(
-                Self::TYPE_NAME,
-                &__ShellflipEncode {
-                    blob: &self.blob,
-                    boxed: &self.boxed,
-                    count: &self.count,
-                },
-            )
+            state: &mut ::shellflip::StateEncoder<'_>,
+        ) -> ::core::result::Result<(), ::shellflip::StateError> {
+            state
+                .put_data(
+                    &__ShellflipEncode {
+                        blob: &self.blob,
+                        boxed: &self.boxed,
+                        count: &self.count,
+                    },
+                )
         }
         fn decode_state(
-            payload: &[u8],
-            _fds: &mut ::shellflip::StateFds,
+            state: &mut ::shellflip::StateDecoder<'_>,
         ) -> ::core::result::Result<Self, ::shellflip::StateError> {
-            let data: __ShellflipDecode<Vec<u8>, Box<[u8]>, u64> = ::shellflip::__private::state::decode_data(
-                Self::TYPE_NAME,
-                payload,
-            )?;
+            let data: __ShellflipDecode<Vec<u8>, Box<[u8]>, u64> = state.take_data()?;
             ::core::result::Result::Ok(Self {
                 blob: data.blob,
                 boxed: data.boxed,

@@ -7,6 +7,14 @@ struct Sockets {
     connections: usize,
 }
 const _: () = {
+    /// The data fields of `Sockets`, borrowed for encoding.
+    #[derive(::shellflip::__private::serde::Serialize)]
+    #[serde(crate = "::shellflip::__private::serde", rename = "Sockets")]
+    struct __ShellflipEncode {}
+    /// The data fields of `Sockets`, decoded.
+    #[derive(::shellflip::__private::serde::Deserialize)]
+    #[serde(crate = "::shellflip::__private::serde", rename = "Sockets")]
+    struct __ShellflipDecode {}
     #[automatically_derived]
     impl ::shellflip::HandoverState for Sockets
     where
@@ -15,26 +23,21 @@ const _: () = {
         usize: ::core::default::Default,
     {
         const TYPE_NAME: &'static str = "Sockets";
-        const FINGERPRINT: u64 = 0x051daacca37d75e7;
         fn encode_state(
             &self,
-            fds: &mut ::shellflip::StateFds,
-        ) -> ::core::result::Result<::std::vec::Vec<u8>, ::shellflip::StateError> {
-            fds.put_field("tcp", &self.tcp)?;
-            fds.put_field("unix", &self.unix)?;
-            ::shellflip::__private::state::encode_data(Self::TYPE_NAME, &())
+            state: &mut ::shellflip::StateEncoder<'_>,
+        ) -> ::core::result::Result<(), ::shellflip::StateError> {
+            state.put_fd("tcp", &self.tcp)?;
+            state.put_fd("unix", &self.unix)?;
+            state.put_data(&__ShellflipEncode {})
         }
         fn decode_state(
-            payload: &[u8],
-            fds: &mut ::shellflip::StateFds,
+            state: &mut ::shellflip::StateDecoder<'_>,
         ) -> ::core::result::Result<Self, ::shellflip::StateError> {
-            let () = ::shellflip::__private::state::decode_data(
-                Self::TYPE_NAME,
-                payload,
-            )?;
+            let __ShellflipDecode {} = state.take_data()?;
             ::core::result::Result::Ok(Self {
-                tcp: fds.take_field("tcp")?,
-                unix: fds.take_field("unix")?,
+                tcp: state.take_fd("tcp")?,
+                unix: state.take_fd("unix")?,
                 connections: ::core::default::Default::default(),
             })
         }

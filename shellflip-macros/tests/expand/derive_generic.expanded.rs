@@ -36,27 +36,22 @@ const _: () = {
         Option<T>: ::core::default::Default,
     {
         const TYPE_NAME: &'static str = "Registry";
-        const FINGERPRINT: u64 = 0x66961816d03fbddb;
         fn encode_state(
             &self,
-            _fds: &mut ::shellflip::StateFds,
-        ) -> ::core::result::Result<::std::vec::Vec<u8>, ::shellflip::StateError> {
-            ::shellflip::__private::state::encode_data(
-                Self::TYPE_NAME,
-                &__ShellflipEncode {
-                    items: &self.items,
-                    slots: &self.slots,
-                },
-            )
+            state: &mut ::shellflip::StateEncoder<'_>,
+        ) -> ::core::result::Result<(), ::shellflip::StateError> {
+            state
+                .put_data(
+                    &__ShellflipEncode {
+                        items: &self.items,
+                        slots: &self.slots,
+                    },
+                )
         }
         fn decode_state(
-            payload: &[u8],
-            _fds: &mut ::shellflip::StateFds,
+            state: &mut ::shellflip::StateDecoder<'_>,
         ) -> ::core::result::Result<Self, ::shellflip::StateError> {
-            let data: __ShellflipDecode<Vec<T>, [u8; N]> = ::shellflip::__private::state::decode_data(
-                Self::TYPE_NAME,
-                payload,
-            )?;
+            let data: __ShellflipDecode<Vec<T>, [u8; N]> = state.take_data()?;
             ::core::result::Result::Ok(Self {
                 items: data.items,
                 slots: data.slots,

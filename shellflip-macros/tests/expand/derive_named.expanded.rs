@@ -39,35 +39,31 @@ const _: () = {
         std::sync::Arc<std::fs::File>: ::shellflip::HandoverFd,
     {
         const TYPE_NAME: &'static str = "State";
-        const FINGERPRINT: u64 = 0xd2162bed2eb10ae9;
+        const VERSION: u32 = 2;
         fn encode_state(
             &self,
-            fds: &mut ::shellflip::StateFds,
-        ) -> ::core::result::Result<::std::vec::Vec<u8>, ::shellflip::StateError> {
-            fds.put_field("listener", &self.listener)?;
-            fds.put_field("log", &self.log)?;
-            ::shellflip::__private::state::encode_data(
-                Self::TYPE_NAME,
-                &__ShellflipEncode {
-                    served: &self.served,
-                    names: &self.names,
-                },
-            )
+            state: &mut ::shellflip::StateEncoder<'_>,
+        ) -> ::core::result::Result<(), ::shellflip::StateError> {
+            state.put_fd("listener", &self.listener)?;
+            state.put_fd("log", &self.log)?;
+            state
+                .put_data(
+                    &__ShellflipEncode {
+                        served: &self.served,
+                        names: &self.names,
+                    },
+                )
         }
         fn decode_state(
-            payload: &[u8],
-            fds: &mut ::shellflip::StateFds,
+            state: &mut ::shellflip::StateDecoder<'_>,
         ) -> ::core::result::Result<Self, ::shellflip::StateError> {
-            let data: __ShellflipDecode<u64, Vec<String>> = ::shellflip::__private::state::decode_data(
-                Self::TYPE_NAME,
-                payload,
-            )?;
+            let data: __ShellflipDecode<u64, Vec<String>> = state.take_data()?;
             ::core::result::Result::Ok(Self {
                 served: data.served,
                 names: data.names,
                 cache: ::core::default::Default::default(),
-                listener: fds.take_field("listener")?,
-                log: fds.take_field("log")?,
+                listener: state.take_fd("listener")?,
+                log: state.take_fd("log")?,
             })
         }
     }

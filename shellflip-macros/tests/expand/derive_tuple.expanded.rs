@@ -3,11 +3,21 @@ const _: () = {
     /// The data fields of `Pair`, borrowed for encoding.
     #[derive(::shellflip::__private::serde::Serialize)]
     #[serde(crate = "::shellflip::__private::serde", rename = "Pair")]
-    struct __ShellflipEncode<'a, T0, T1>(&'a T0, &'a T1);
+    struct __ShellflipEncode<'a, T0, T1> {
+        #[serde(rename = "0")]
+        _0: &'a T0,
+        #[serde(rename = "3")]
+        _3: &'a T1,
+    }
     /// The data fields of `Pair`, decoded.
     #[derive(::shellflip::__private::serde::Deserialize)]
     #[serde(crate = "::shellflip::__private::serde", rename = "Pair")]
-    struct __ShellflipDecode<T0, T1>(T0, T1);
+    struct __ShellflipDecode<T0, T1> {
+        #[serde(rename = "0")]
+        _0: T0,
+        #[serde(rename = "3")]
+        _3: T1,
+    }
     #[automatically_derived]
     impl ::shellflip::HandoverState for Pair
     where
@@ -19,31 +29,29 @@ const _: () = {
             + ::shellflip::__private::serde::de::DeserializeOwned,
     {
         const TYPE_NAME: &'static str = "Pair";
-        const FINGERPRINT: u64 = 0x11c9ce3357cced94;
         fn encode_state(
             &self,
-            fds: &mut ::shellflip::StateFds,
-        ) -> ::core::result::Result<::std::vec::Vec<u8>, ::shellflip::StateError> {
-            fds.put_field("1", &self.1)?;
-            ::shellflip::__private::state::encode_data(
-                Self::TYPE_NAME,
-                &__ShellflipEncode(&self.0, &self.3),
-            )
+            state: &mut ::shellflip::StateEncoder<'_>,
+        ) -> ::core::result::Result<(), ::shellflip::StateError> {
+            state.put_fd("1", &self.1)?;
+            state
+                .put_data(
+                    &__ShellflipEncode {
+                        _0: &self.0,
+                        _3: &self.3,
+                    },
+                )
         }
         fn decode_state(
-            payload: &[u8],
-            fds: &mut ::shellflip::StateFds,
+            state: &mut ::shellflip::StateDecoder<'_>,
         ) -> ::core::result::Result<Self, ::shellflip::StateError> {
-            let data: __ShellflipDecode<u32, String> = ::shellflip::__private::state::decode_data(
-                Self::TYPE_NAME,
-                payload,
-            )?;
+            let data: __ShellflipDecode<u32, String> = state.take_data()?;
             ::core::result::Result::Ok(
                 Self(
-                    data.0,
-                    fds.take_field("1")?,
+                    data._0,
+                    state.take_fd("1")?,
                     ::core::default::Default::default(),
-                    data.1,
+                    data._3,
                 ),
             )
         }

@@ -1,24 +1,27 @@
 #[derive(Default)]
 struct Marker;
 const _: () = {
+    /// The data fields of `Marker`, borrowed for encoding.
+    #[derive(::shellflip::__private::serde::Serialize)]
+    #[serde(crate = "::shellflip::__private::serde", rename = "Marker")]
+    struct __ShellflipEncode {}
+    /// The data fields of `Marker`, decoded.
+    #[derive(::shellflip::__private::serde::Deserialize)]
+    #[serde(crate = "::shellflip::__private::serde", rename = "Marker")]
+    struct __ShellflipDecode {}
     #[automatically_derived]
     impl ::shellflip::HandoverState for Marker {
         const TYPE_NAME: &'static str = "Marker";
-        const FINGERPRINT: u64 = 0x52ce019de912ff8d;
         fn encode_state(
             &self,
-            _fds: &mut ::shellflip::StateFds,
-        ) -> ::core::result::Result<::std::vec::Vec<u8>, ::shellflip::StateError> {
-            ::shellflip::__private::state::encode_data(Self::TYPE_NAME, &())
+            state: &mut ::shellflip::StateEncoder<'_>,
+        ) -> ::core::result::Result<(), ::shellflip::StateError> {
+            state.put_data(&__ShellflipEncode {})
         }
         fn decode_state(
-            payload: &[u8],
-            _fds: &mut ::shellflip::StateFds,
+            state: &mut ::shellflip::StateDecoder<'_>,
         ) -> ::core::result::Result<Self, ::shellflip::StateError> {
-            let () = ::shellflip::__private::state::decode_data(
-                Self::TYPE_NAME,
-                payload,
-            )?;
+            let __ShellflipDecode {} = state.take_data()?;
             ::core::result::Result::Ok(Self)
         }
     }

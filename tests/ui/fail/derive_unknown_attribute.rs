@@ -1,10 +1,12 @@
 #[derive(shellflip::HandoverState)]
-#[handover(rename = "Other")]
+#[handover(rename = "Other", verison = 2)]
 struct State {
-    #[handover(default)]
+    #[handover(defualt)]
     served: u64,
     #[handover(fd = true)]
     listener: std::net::TcpListener,
+    #[handover(aliases = "x")]
+    peers: Vec<String>,
 }
 
 fn main() {}

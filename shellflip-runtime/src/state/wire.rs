@@ -1,0 +1,477 @@
+//! The bytes of the state format: MessagePack markers, the extension types
+//! shellflip adds, the schema table, and a bounds-checked reader.
+//!
+//! Everything written here is valid MessagePack; the extension types (all
+//! fixed-size `fixext` values) carry what MessagePack has no word for:
+//!
+//! | ext type | size | meaning |
+//! |---|---|---|
+//! | 1 `SHAPE` | 4 | a big-endian index into the schema table; first element of a struct or enum-variant array, or alone for a unit variant |
+//! | 2 `SOME` | 1 | first element of `[SOME, value]`, an `Option` that is `Some` |
+//! | 3 `U128` | 16 | a `u128`, big endian |
+//! | 4 `I128` | 16 | an `i128`, big endian |
+//! | 5 `CHAR` | 4 | a `char`, its code point big endian |
+
+use std::fmt;
+
+pub(crate) const NIL: u8 = 0xc0;
+pub(crate) const FALSE: u8 = 0xc2;
+pub(crate) const TRUE: u8 = 0xc3;
+pub(crate) const BIN8: u8 = 0xc4;
+pub(crate) const BIN16: u8 = 0xc5;
+pub(crate) const BIN32: u8 = 0xc6;
+pub(crate) const EXT8: u8 = 0xc7;
+pub(crate) const EXT16: u8 = 0xc8;
+pub(crate) const EXT32: u8 = 0xc9;
+pub(crate) const F32: u8 = 0xca;
+pub(crate) const F64: u8 = 0xcb;
+pub(crate) const U8: u8 = 0xcc;
+pub(crate) const U16: u8 = 0xcd;
+pub(crate) const U32: u8 = 0xce;
+pub(crate) const U64: u8 = 0xcf;
+pub(crate) const I8: u8 = 0xd0;
+pub(crate) const I16: u8 = 0xd1;
+pub(crate) const I32: u8 = 0xd2;
+pub(crate) const I64: u8 = 0xd3;
+pub(crate) const FIXEXT1: u8 = 0xd4;
+pub(crate) const FIXEXT2: u8 = 0xd5;
+pub(crate) const FIXEXT4: u8 = 0xd6;
+pub(crate) const FIXEXT8: u8 = 0xd7;
+pub(crate) const FIXEXT16: u8 = 0xd8;
+pub(crate) const STR8: u8 = 0xd9;
+pub(crate) const STR16: u8 = 0xda;
+pub(crate) const STR32: u8 = 0xdb;
+pub(crate) const ARRAY16: u8 = 0xdc;
+pub(crate) const ARRAY32: u8 = 0xdd;
+pub(crate) const MAP16: u8 = 0xde;
+pub(crate) const MAP32: u8 = 0xdf;
+
+/// Extension type: a shape reference (struct or enum variant).
+pub(crate) const EXT_SHAPE: u8 = 1;
+/// Extension type: `Some`, first element of `[SOME, value]`.
+pub(crate) const EXT_SOME: u8 = 2;
+/// Extension type: a `u128`.
+pub(crate) const EXT_U128: u8 = 3;
+/// Extension type: an `i128`.
+pub(crate) const EXT_I128: u8 = 4;
+/// Extension type: a `char` (a string of one character is not one).
+pub(crate) const EXT_CHAR: u8 = 5;
+
+/// What a schema-table entry describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum ShapeKind {
+    /// A struct with named fields: `[SHAPE, v1, v2, ...]`.
+    Struct = 0,
+    /// A unit enum variant: `SHAPE` alone.
+    UnitVariant = 1,
+    /// A newtype enum variant: `[SHAPE, value]`.
+    NewtypeVariant = 2,
+    /// A tuple enum variant: `[SHAPE, v1, v2, ...]`.
+    TupleVariant = 3,
+    /// A struct enum variant: `[SHAPE, v1, v2, ...]`, with field names.
+    StructVariant = 4,
+}
+
+impl ShapeKind {
+    fn from_u8(byte: u8) -> Option<ShapeKind> {
+        Some(match byte {
+            0 => ShapeKind::Struct,
+            1 => ShapeKind::UnitVariant,
+            2 => ShapeKind::NewtypeVariant,
+            3 => ShapeKind::TupleVariant,
+            4 => ShapeKind::StructVariant,
+            _ => return None,
+        })
+    }
+
+    /// True when values of this shape are arrays led by the shape
+    /// reference (everything but a unit variant).
+    pub(crate) fn is_container(self) -> bool {
+        self != ShapeKind::UnitVariant
+    }
+}
+
+/// One entry of the schema table: a struct's name and field names, or an
+/// enum variant.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Shape<'a> {
+    pub kind: ShapeKind,
+    /// The struct's or enum's name, as serde gives it.
+    pub name: &'a str,
+    /// The variant's name (empty for a struct).
+    pub variant: &'a str,
+    /// The field names, in the order the values are written (structs and
+    /// struct variants).
+    pub fields: Vec<&'a str>,
+}
+
+impl fmt::Display for Shape<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ShapeKind::Struct => write!(f, "struct `{}`", self.name),
+            ShapeKind::UnitVariant => write!(f, "unit variant `{}::{}`", self.name, self.variant),
+            ShapeKind::NewtypeVariant => {
+                write!(f, "newtype variant `{}::{}`", self.name, self.variant)
+            }
+            ShapeKind::TupleVariant => write!(f, "tuple variant `{}::{}`", self.name, self.variant),
+            ShapeKind::StructVariant => {
+                write!(f, "struct variant `{}::{}`", self.name, self.variant)
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Writing
+// ---------------------------------------------------------------------------
+
+/// A length that MessagePack cannot represent (more than `u32::MAX`).
+#[derive(Debug)]
+pub(crate) struct TooLong(pub usize);
+
+pub(crate) fn write_array_len(out: &mut Vec<u8>, len: usize) -> Result<(), TooLong> {
+    if len < 16 {
+        out.push(0x90 | len as u8);
+    } else if let Ok(len) = u16::try_from(len) {
+        out.push(ARRAY16);
+        out.extend_from_slice(&len.to_be_bytes());
+    } else {
+        let len32 = u32::try_from(len).map_err(|_| TooLong(len))?;
+        out.push(ARRAY32);
+        out.extend_from_slice(&len32.to_be_bytes());
+    }
+    Ok(())
+}
+
+pub(crate) fn write_map_len(out: &mut Vec<u8>, len: usize) -> Result<(), TooLong> {
+    if len < 16 {
+        out.push(0x80 | len as u8);
+    } else if let Ok(len) = u16::try_from(len) {
+        out.push(MAP16);
+        out.extend_from_slice(&len.to_be_bytes());
+    } else {
+        let len32 = u32::try_from(len).map_err(|_| TooLong(len))?;
+        out.push(MAP32);
+        out.extend_from_slice(&len32.to_be_bytes());
+    }
+    Ok(())
+}
+
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) -> Result<(), TooLong> {
+    let len = s.len();
+    if len < 32 {
+        out.push(0xa0 | len as u8);
+    } else if let Ok(len) = u8::try_from(len) {
+        out.extend_from_slice(&[STR8, len]);
+    } else if let Ok(len) = u16::try_from(len) {
+        out.push(STR16);
+        out.extend_from_slice(&len.to_be_bytes());
+    } else {
+        let len32 = u32::try_from(len).map_err(|_| TooLong(len))?;
+        out.push(STR32);
+        out.extend_from_slice(&len32.to_be_bytes());
+    }
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+pub(crate) fn write_bin(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), TooLong> {
+    let len = bytes.len();
+    if let Ok(len) = u8::try_from(len) {
+        out.extend_from_slice(&[BIN8, len]);
+    } else if let Ok(len) = u16::try_from(len) {
+        out.push(BIN16);
+        out.extend_from_slice(&len.to_be_bytes());
+    } else {
+        let len32 = u32::try_from(len).map_err(|_| TooLong(len))?;
+        out.push(BIN32);
+        out.extend_from_slice(&len32.to_be_bytes());
+    }
+    out.extend_from_slice(bytes);
+    Ok(())
+}
+
+/// Writes the schema table: `[[shape, ...], [rename, ...]]`, each shape
+/// `[kind, name, variant, [fields]]`, each rename `[field, [old names]]`
+/// (the root struct's fields that have aliases, so that a build that
+/// still knows a field by an old name finds it).
+pub(crate) fn write_schema(
+    out: &mut Vec<u8>,
+    shapes: &[Shape<'_>],
+    renames: &[(&str, &[&str])],
+) -> Result<(), TooLong> {
+    out.push(0x92);
+    write_array_len(out, shapes.len())?;
+    for shape in shapes {
+        out.push(0x94);
+        out.extend_from_slice(&[U8, shape.kind as u8]);
+        write_str(out, shape.name)?;
+        write_str(out, shape.variant)?;
+        write_array_len(out, shape.fields.len())?;
+        for field in &shape.fields {
+            write_str(out, field)?;
+        }
+    }
+    write_array_len(out, renames.len())?;
+    for (field, aliases) in renames {
+        out.push(0x92);
+        write_str(out, field)?;
+        write_array_len(out, aliases.len())?;
+        for alias in *aliases {
+            write_str(out, alias)?;
+        }
+    }
+    Ok(())
+}
+
+/// A parsed schema table.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Schema<'a> {
+    pub shapes: Vec<Shape<'a>>,
+    /// The root struct's fields with their old names.
+    pub renames: Vec<(&'a str, Vec<&'a str>)>,
+}
+
+// ---------------------------------------------------------------------------
+// Reading
+// ---------------------------------------------------------------------------
+
+/// Why bytes could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReadError {
+    /// The input ends in the middle of a value.
+    Truncated,
+    /// Bytes that this format never writes.
+    Malformed(String),
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Truncated => f.write_str("the data ends in the middle of a value"),
+            ReadError::Malformed(what) => f.write_str(what),
+        }
+    }
+}
+
+/// A cursor over a byte slice; every read is bounds-checked.
+#[derive(Clone, Copy)]
+pub(crate) struct Reader<'de> {
+    pub buf: &'de [u8],
+    pub pos: usize,
+}
+
+impl<'de> Reader<'de> {
+    pub(crate) fn new(buf: &'de [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    #[inline]
+    pub(crate) fn peek(&self) -> Result<u8, ReadError> {
+        self.buf.get(self.pos).copied().ok_or(ReadError::Truncated)
+    }
+
+    #[inline]
+    pub(crate) fn peek_at(&self, offset: usize) -> Option<u8> {
+        self.buf.get(self.pos + offset).copied()
+    }
+
+    #[inline]
+    pub(crate) fn byte(&mut self) -> Result<u8, ReadError> {
+        let b = self.peek()?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    #[inline]
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'de [u8], ReadError> {
+        let end = self.pos.checked_add(n).ok_or(ReadError::Truncated)?;
+        let bytes = self.buf.get(self.pos..end).ok_or(ReadError::Truncated)?;
+        self.pos = end;
+        Ok(bytes)
+    }
+
+    #[inline]
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], ReadError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    #[inline]
+    pub(crate) fn u16(&mut self) -> Result<u16, ReadError> {
+        self.array().map(u16::from_be_bytes)
+    }
+
+    #[inline]
+    pub(crate) fn u32(&mut self) -> Result<u32, ReadError> {
+        self.array().map(u32::from_be_bytes)
+    }
+
+    pub(crate) fn str_of_len(&mut self, len: usize) -> Result<&'de str, ReadError> {
+        let bytes = self.take(len)?;
+        std::str::from_utf8(bytes)
+            .map_err(|_| ReadError::Malformed("a string is not valid UTF-8".to_owned()))
+    }
+
+    /// Reads a string value (any str marker).
+    pub(crate) fn str(&mut self) -> Result<&'de str, ReadError> {
+        let marker = self.byte()?;
+        let len = match marker {
+            0xa0..=0xbf => usize::from(marker & 0x1f),
+            STR8 => usize::from(self.byte()?),
+            STR16 => usize::from(self.u16()?),
+            STR32 => self.u32()? as usize,
+            other => return Err(unexpected(other, "a string")),
+        };
+        self.str_of_len(len)
+    }
+
+    /// Reads an array header.
+    pub(crate) fn array_len(&mut self) -> Result<usize, ReadError> {
+        let marker = self.byte()?;
+        match marker {
+            0x90..=0x9f => Ok(usize::from(marker & 0x0f)),
+            ARRAY16 => Ok(usize::from(self.u16()?)),
+            ARRAY32 => Ok(self.u32()? as usize),
+            other => Err(unexpected(other, "an array")),
+        }
+    }
+}
+
+fn unexpected(marker: u8, what: &str) -> ReadError {
+    ReadError::Malformed(format!("expected {what}, found the byte {marker:#04x}"))
+}
+
+/// Parses the schema table written by [`write_schema`]; the whole input
+/// must be the table.
+pub(crate) fn read_schema(bytes: &[u8]) -> Result<Schema<'_>, ReadError> {
+    let mut r = Reader::new(bytes);
+    if r.array_len()? != 2 {
+        return Err(ReadError::Malformed(
+            "the schema table is not [shapes, renames]".to_owned(),
+        ));
+    }
+    let count = r.array_len()?;
+    // Each entry takes at least 5 bytes: never reserve more than the input
+    // can hold.
+    let mut shapes = Vec::with_capacity(count.min(r.remaining() / 5));
+    for _ in 0..count {
+        if r.array_len()? != 4 {
+            return Err(ReadError::Malformed(
+                "a schema entry is not [kind, name, variant, fields]".to_owned(),
+            ));
+        }
+        if r.byte()? != U8 {
+            return Err(ReadError::Malformed(
+                "a schema entry's kind is not a u8".to_owned(),
+            ));
+        }
+        let kind_byte = r.byte()?;
+        let kind = ShapeKind::from_u8(kind_byte).ok_or_else(|| {
+            ReadError::Malformed(format!("unknown schema entry kind {kind_byte}"))
+        })?;
+        let name = r.str()?;
+        let variant = r.str()?;
+        let fields = read_names(&mut r)?;
+        let is_variant = kind != ShapeKind::Struct;
+        let has_fields = matches!(kind, ShapeKind::Struct | ShapeKind::StructVariant);
+        if is_variant == variant.is_empty() || (!has_fields && !fields.is_empty()) {
+            return Err(ReadError::Malformed(format!(
+                "schema entry {} is inconsistent",
+                shapes.len()
+            )));
+        }
+        shapes.push(Shape {
+            kind,
+            name,
+            variant,
+            fields,
+        });
+    }
+    let count = r.array_len()?;
+    let mut renames = Vec::with_capacity(count.min(r.remaining() / 3));
+    for _ in 0..count {
+        if r.array_len()? != 2 {
+            return Err(ReadError::Malformed(
+                "a rename is not [field, aliases]".to_owned(),
+            ));
+        }
+        let field = r.str()?;
+        renames.push((field, read_names(&mut r)?));
+    }
+    if r.remaining() != 0 {
+        return Err(ReadError::Malformed(format!(
+            "{} bytes follow the schema table",
+            r.remaining()
+        )));
+    }
+    Ok(Schema { shapes, renames })
+}
+
+fn read_names<'a>(r: &mut Reader<'a>) -> Result<Vec<&'a str>, ReadError> {
+    let count = r.array_len()?;
+    let mut names = Vec::with_capacity(count.min(r.remaining()));
+    for _ in 0..count {
+        names.push(r.str()?);
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_round_trips() {
+        let shapes = vec![
+            Shape {
+                kind: ShapeKind::Struct,
+                name: "State",
+                variant: "",
+                fields: vec!["a", "b"],
+            },
+            Shape {
+                kind: ShapeKind::UnitVariant,
+                name: "Kind",
+                variant: "Plain",
+                fields: vec![],
+            },
+            Shape {
+                kind: ShapeKind::StructVariant,
+                name: "Kind",
+                variant: "Limited",
+                fields: vec!["max"],
+            },
+        ];
+        let renames: &[(&str, &[&str])] = &[("alpha", &["a", "first"])];
+        let mut out = Vec::new();
+        write_schema(&mut out, &shapes, renames).unwrap();
+        let schema = read_schema(&out).unwrap();
+        assert_eq!(schema.shapes, shapes);
+        assert_eq!(schema.renames, vec![("alpha", vec!["a", "first"])]);
+        for len in 0..out.len() {
+            assert!(read_schema(&out[..len]).is_err());
+        }
+        out.push(0);
+        assert!(read_schema(&out).is_err());
+    }
+
+    #[test]
+    fn headers_use_the_smallest_form() {
+        let mut out = Vec::new();
+        write_array_len(&mut out, 3).unwrap();
+        write_array_len(&mut out, 16).unwrap();
+        write_map_len(&mut out, 70_000).unwrap();
+        write_str(&mut out, "hi").unwrap();
+        write_bin(&mut out, &[1, 2]).unwrap();
+        assert_eq!(
+            out,
+            [0x93, ARRAY16, 0, 16, MAP32, 0, 1, 0x11, 0x70, 0xa2, b'h', b'i', BIN8, 2, 1, 2]
+        );
+    }
+}
