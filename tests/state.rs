@@ -107,7 +107,15 @@ fn with_fresh_an_incompatible_build_starts_anew() {
     assert_eq!(visit(&service)["visits"], "2");
     let old = service.current;
     service.replace_with_binary(&example_binary("stateful_v2"));
-    cli_restart_ok(&service);
+    // Loud: the answer says the state was not carried, and why.
+    let out = cli_restart_ok(&service);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("NOT carried, fresh state:")
+            && stderr.contains("`State.visits`")
+            && stderr.contains("on_state_mismatch = \"fresh\""),
+        "{stderr}"
+    );
     let ready = service.next_ready();
     // Only the new generation accepts once the old one has exited.
     assert!(wait_exit(old.pid, EVENT_TIMEOUT));
@@ -283,4 +291,144 @@ fn going_back_to_an_older_version_is_refused_naming_both() {
     );
     let greeting = greet(&service);
     assert_values(&greeting, "generation=1 served=2 total=3");
+}
+
+/// `shellflip restart --fresh-state`: this one restart starts the new
+/// generation with fresh state (here into a build whose state cannot be
+/// carried), says so, and the next restart carries the state again.
+#[test]
+fn a_one_off_fresh_state_restart_is_loud_and_the_next_carries_again() {
+    let mut service = start_evolving("base");
+    assert_values(&greet(&service), "served=1 a=1");
+    service.replace_with_binary(&example_binary("evolve_retyped"));
+    restart_fails_with(&service, &["`State.inner.x` is i32"]);
+    let out = cli(&service, "restart", &["--fresh-state"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "state State v1 NOT carried, fresh state: the restart was asked with --fresh-state"
+        ),
+        "{stderr}"
+    );
+    let old = service.current;
+    let ready = service.next_ready();
+    // (This service's accept loop ignores the probation's pause: wait for
+    // the old generation to be gone.)
+    assert!(wait_exit(old.pid, EVENT_TIMEOUT));
+    let greeting = greet(&service);
+    assert_eq!(greeting["pid"], ready.pid.to_string());
+    assert_values(&greeting, "generation=2 served=1");
+    let status = shellflip::client::ControlClient::status(&service.control).unwrap();
+    let state = status.state.expect("the state's report");
+    assert!(state.not_carried.is_some(), "{state:?}");
+    // The next restart carries the state again.
+    let out = cli_restart_ok(&service);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("state State v1 carried ("), "{stdout}");
+    let old = service.current;
+    service.next_ready();
+    assert!(wait_exit(old.pid, EVENT_TIMEOUT));
+    assert_values(&greet(&service), "generation=3 served=2");
+}
+
+/// The snapshot is taken when the new generation asks for it, and from
+/// then on the old generation knows: a service handing out IDs with
+/// `update_if_owned` never gives one twice, however long its successor
+/// takes to become ready after the snapshot.
+#[test]
+fn ids_are_never_given_twice_across_a_slow_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<OsString> = vec![
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--control".into(),
+        dir.path().join("control.sock").into(),
+    ];
+    let mut service = Echo::start_in(dir, &example_binary("ids"), &args, &[]);
+    let real = service.dir.path().join("ids.real");
+    std::fs::copy(example_binary("ids"), &real).unwrap();
+    service.replace_with_script(&format!(
+        "#!/bin/sh\nexec \"{}\" \"$@\" --slow-init-ms 800\n",
+        real.display()
+    ));
+    let addr = service.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            // Bounded: at most 100 000 connections or 60 s.
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            for _ in 0..100_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed)
+                    || std::time::Instant::now() > deadline
+                {
+                    break;
+                }
+                let mut stream = TcpStream::connect(addr).expect("connect");
+                stream.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
+                let mut line = String::new();
+                stream.read_to_string(&mut line).expect("read");
+                lines.push(line);
+            }
+            lines
+        })
+    };
+    let old = service.current;
+    cli_restart_ok(&service);
+    let new = service.next_ready();
+    // Served by the new generation for a while.
+    wait_until("the new generation to answer", EVENT_TIMEOUT, || {
+        greet_ids(addr).1 == new.pid
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let lines = client.join().unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut handed_over = 0;
+    for line in &lines {
+        let line = line.trim();
+        if line.starts_with("handed-over") {
+            assert!(line.ends_with(&format!("pid={}", old.pid)), "{line}");
+            handed_over += 1;
+        } else {
+            let id: u64 = line
+                .strip_prefix("id=")
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected answer {line:?}"));
+            assert!(ids.insert(id), "id {id} was given twice");
+        }
+    }
+    assert!(
+        ids.len() > 10,
+        "{} ids, {handed_over} handed-over answers",
+        ids.len()
+    );
+    eprintln!(
+        "{} ids, {handed_over} refused after the snapshot",
+        ids.len()
+    );
+}
+
+/// One connection to the ids example: (id, pid); id 0 for `handed-over`.
+fn greet_ids(addr: std::net::SocketAddr) -> (u64, u32) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
+    let mut line = String::new();
+    stream.read_to_string(&mut line).expect("read");
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key))
+            .unwrap_or("0")
+            .to_owned()
+    };
+    (
+        field("id=").parse().unwrap_or(0),
+        field("pid=").parse().unwrap_or(0),
+    )
 }

@@ -352,6 +352,7 @@ fn control_seeds() -> Vec<(String, Vec<u8>)> {
                 pid: 4243,
                 generation: 8,
                 duration_ms: 3.4,
+                state: None,
             }),
         ),
         (
@@ -373,6 +374,7 @@ fn control_seeds() -> Vec<(String, Vec<u8>)> {
                 last_restart: Some(last),
                 spawner_pid: Some(4243),
                 generations: Vec::new(),
+                state: None,
             }),
         ),
         ("stopping", Response::Stopping { pid: 4242 }),

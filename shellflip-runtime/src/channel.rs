@@ -3,9 +3,12 @@
 //! inherits (its number is in [`ENV_HANDOVER_FD`]).
 //!
 //! ```text
-//! parent -> child   [u32 BE n][n bytes: MessagePack HandoverHeader]   (all fds attached, SCM_RIGHTS)
-//!                   [state_len bytes: the state envelope, if any]
-//! child -> parent   [u32 BE n][n bytes: MessagePack ChildMessage]     (Ready, or Failed with a reason)
+//! parent -> child   [u32 BE n][n bytes: MessagePack HandoverHeader]   (listener fds attached, SCM_RIGHTS)
+//! child -> parent   [u32 BE n][n bytes: MessagePack ChildMessage]     SendState, if the header offers state
+//! parent -> child   [u32 BE n][n bytes: MessagePack StateHeader]      (the state's fds attached)
+//!                   [len bytes: the state envelope]                     snapshot taken on SendState
+//! child -> parent   [u32 BE n][n bytes: MessagePack ChildMessage]     (Ready with what became of the state,
+//!                                                                      or Failed with a reason)
 //! child -> parent   (later, during the probation) Unhealthy with a reason: roll back
 //! parent -> child   [u32 BE n][n bytes: MessagePack ParentMessage]    (Commit once the probation is
 //!                   over; then, while the old generation drains, Progress: its own and that of
@@ -127,8 +130,8 @@ pub(crate) struct HandoverHeader {
     pub generation: u64,
     /// Names of the attached descriptors, in order.
     pub fd_names: Vec<String>,
-    /// Length of the state envelope that follows, if state is handed over.
-    pub state_len: Option<u64>,
+    /// Whether the new generation may ask for the state.
+    pub state: StateOffer,
     /// Counters carried across generations.
     pub lineage: Lineage,
     /// When the previous generation began this restart (Unix time, µs):
@@ -174,8 +177,13 @@ pub(crate) enum ParentMessage {
 /// A new generation's report.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) enum ChildMessage {
-    /// Initialised and serving.
-    Ready,
+    /// Send the state (the header offered it): the snapshot is taken now.
+    SendState,
+    /// Initialised and serving; what became of the handed-over state.
+    Ready {
+        /// `None`: the service keeps no state.
+        state: Option<StateReport>,
+    },
     /// Could not start; the reason is shown to whoever asked for the restart.
     Failed {
         /// The child's own explanation.
@@ -189,10 +197,43 @@ pub(crate) enum ChildMessage {
     },
 }
 
+/// What the old generation offers of its state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub(crate) enum StateOffer {
+    /// The service keeps no state.
+    #[default]
+    None,
+    /// The state is sent when the new generation asks for it
+    /// (`ChildMessage::SendState`): the snapshot is taken then, as late
+    /// as possible.
+    OnRequest,
+    /// The service has a state, but this restart starts the new generation
+    /// with fresh state (for this reason).
+    Fresh {
+        /// Why: "asked with --fresh-state".
+        reason: String,
+    },
+}
+
+/// Announces the state envelope that follows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct StateHeader {
+    /// The envelope's length.
+    pub len: u64,
+    /// Names of the attached descriptors (the state's), in order.
+    pub fd_names: Vec<String>,
+}
+
+/// What became of the handed-over state in the new generation: in its
+/// READY report, the restart's answer and `status`.
+pub use crate::control::protocol::StateReport;
+
 /// What a new generation received from its parent.
 #[derive(Debug)]
 pub(crate) struct Received {
     pub header: HandoverHeader,
+    /// The listeners and other named descriptors, and the state's (named
+    /// with their prefix).
     pub fds: Vec<(String, OwnedFd)>,
     pub state: Option<Vec<u8>>,
 }
@@ -209,29 +250,52 @@ fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
 }
 
-/// Parent side: sends the header with the descriptors, then the state.
-/// Takes the stream by shared reference, so that the parent can start
-/// sending before the new process even exists (the socket buffers what it
-/// can) while it waits for the spawn, then read the report on the same
-/// stream.
+/// Parent side: sends the header with the descriptors. Takes the stream by
+/// shared reference, so that the parent can send before the new process
+/// even exists (the socket buffers it) while it waits for the spawn, then
+/// read the reports on the same stream.
 pub(crate) async fn send_handover(
     stream: &UnixStream,
     header: &HandoverHeader,
     fds: &[BorrowedFd<'_>],
-    state: Option<&EncodedState>,
 ) -> io::Result<()> {
-    let message = frame(&encode(header)?, MAX_HEADER_BYTES)?;
+    send_with_fds(stream, &frame(&encode(header)?, MAX_HEADER_BYTES)?, fds).await
+}
+
+/// Parent side: sends the state (on the new generation's request), its
+/// descriptors attached to the header.
+pub(crate) async fn send_state(
+    stream: &UnixStream,
+    state: &EncodedState,
+    fds: &[(String, OwnedFd)],
+) -> io::Result<()> {
+    let header = StateHeader {
+        len: state.len() as u64,
+        fd_names: fds.iter().map(|(name, _)| name.clone()).collect(),
+    };
+    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|(_, fd)| fd.as_fd()).collect();
+    send_with_fds(
+        stream,
+        &frame(&encode(&header)?, MAX_HEADER_BYTES)?,
+        &borrowed,
+    )
+    .await?;
+    write_all(stream, &state.header).await?;
+    write_all(stream, &state.payload).await
+}
+
+/// Sends `message`, with `fds` attached to its first bytes.
+async fn send_with_fds(
+    stream: &UnixStream,
+    message: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
     let sent = stream
         .async_io(Interest::WRITABLE, || {
-            fd::send_with_fds(stream.as_fd(), &message, fds)
+            fd::send_with_fds(stream.as_fd(), message, fds)
         })
         .await?;
-    write_all(stream, &message[sent..]).await?;
-    if let Some(state) = state {
-        write_all(stream, &state.header).await?;
-        write_all(stream, &state.payload).await?;
-    }
-    Ok(())
+    write_all(stream, &message[sent..]).await
 }
 
 async fn write_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
@@ -321,13 +385,39 @@ pub(crate) async fn send_child_message(
 }
 
 /// Child side: receives the handover, blocking (the caller sets a read
-/// timeout on `stream`).
-pub(crate) fn receive_handover(stream: &mut StdUnixStream) -> io::Result<Received> {
-    // The descriptors come with the header's first bytes; every read of the
-    // header adopts whatever is attached.
-    let mut decoder = FrameDecoder::new(MAX_HEADER_BYTES);
+/// timeout on `stream`); asks for the state if it is offered and `wants_state`.
+pub(crate) fn receive_handover(
+    stream: &mut StdUnixStream,
+    wants_state: bool,
+) -> io::Result<Received> {
+    let (payload, fds) = read_frame_with_fds(stream, MAX_HEADER_BYTES, "handing over")?;
+    let header: HandoverHeader = rmp_serde::from_slice(&payload)
+        .map_err(|e| invalid(format!("unreadable handover header: {e}")))?;
+    let mut fds = name_fds(&header.fd_names, fds)?;
+    let state = match header.state {
+        StateOffer::OnRequest if wants_state => {
+            std::io::Write::write_all(stream, &encode_child_message(&ChildMessage::SendState)?)?;
+            let (payload, state_fds) =
+                read_frame_with_fds(stream, MAX_HEADER_BYTES, "sending the state")?;
+            let state_header: StateHeader = rmp_serde::from_slice(&payload)
+                .map_err(|e| invalid(format!("unreadable state header: {e}")))?;
+            fds.extend(name_fds(&state_header.fd_names, state_fds)?);
+            Some(read_state(stream, state_header.len)?)
+        }
+        _ => None,
+    };
+    Ok(Received { header, fds, state })
+}
+
+/// Reads one frame, adopting the descriptors attached to any of its bytes.
+fn read_frame_with_fds(
+    stream: &mut StdUnixStream,
+    max: u32,
+    doing: &str,
+) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let mut decoder = FrameDecoder::new(max);
     let mut fds = Vec::new();
-    let payload = loop {
+    loop {
         let (n, mut got) = match fd::recv_with_fds(stream.as_fd(), decoder.buf()) {
             Ok(received) => received,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -335,7 +425,7 @@ pub(crate) fn receive_handover(stream: &mut StdUnixStream) -> io::Result<Receive
         };
         fds.append(&mut got);
         match decoder.advance(n) {
-            Ok(Some(payload)) => break payload,
+            Ok(Some(payload)) => return Ok((payload, fds)),
             Ok(None) => {}
             Err(
                 FrameError::Eof
@@ -346,61 +436,59 @@ pub(crate) fn receive_handover(stream: &mut StdUnixStream) -> io::Result<Receive
             ) => {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    "the previous generation closed the channel before handing over",
+                    format!("the previous generation closed the channel before {doing}"),
                 ))
             }
             Err(FrameError::TooLarge { len, max }) => {
                 return Err(invalid(format!(
-                    "handover header of {len} bytes, more than {max}"
+                    "a message of {len} bytes, more than {max}"
                 )))
             }
             Err(e) => return Err(e.into()),
         }
-    };
-    let header: HandoverHeader = rmp_serde::from_slice(&payload)
-        .map_err(|e| invalid(format!("unreadable handover header: {e}")))?;
-    if header.fd_names.len() != fds.len() {
+    }
+}
+
+fn name_fds(names: &[String], fds: Vec<OwnedFd>) -> io::Result<Vec<(String, OwnedFd)>> {
+    if names.len() != fds.len() {
         return Err(invalid(format!(
             "the handover names {} descriptors but {} arrived",
-            header.fd_names.len(),
+            names.len(),
             fds.len()
         )));
     }
-    let state = match header.state_len {
-        None => None,
-        Some(state_len) if state_len > crate::state::MAX_STATE_BYTES => {
-            return Err(invalid(format!(
-                "handover state of {state_len} bytes, more than {}",
-                crate::state::MAX_STATE_BYTES
-            )))
-        }
-        Some(state_len) => {
-            // Announced by the (trusted) previous generation and bounded
-            // above: allocated once rather than grown and copied.
-            let mut state = Vec::with_capacity(state_len as usize);
-            let read = stream.by_ref().take(state_len).read_to_end(&mut state)?;
-            if read as u64 != state_len {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("handover state truncated: {read} of {state_len} bytes arrived"),
-                ));
-            }
-            Some(state)
-        }
-    };
-    let fds = header.fd_names.iter().cloned().zip(fds).collect();
-    Ok(Received { header, fds, state })
+    Ok(names.iter().cloned().zip(fds).collect())
+}
+
+fn read_state(stream: &mut StdUnixStream, state_len: u64) -> io::Result<Vec<u8>> {
+    if state_len > crate::state::MAX_STATE_BYTES {
+        return Err(invalid(format!(
+            "handover state of {state_len} bytes, more than {}",
+            crate::state::MAX_STATE_BYTES
+        )));
+    }
+    // Announced by the (trusted) previous generation and bounded above:
+    // allocated once rather than grown and copied.
+    let mut state = Vec::with_capacity(state_len as usize);
+    let read = stream.by_ref().take(state_len).read_to_end(&mut state)?;
+    if read as u64 != state_len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("handover state truncated: {read} of {state_len} bytes arrived"),
+        ));
+    }
+    Ok(state)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn header(names: &[&str], state_len: Option<u64>) -> HandoverHeader {
+    fn header(names: &[&str], state: StateOffer) -> HandoverHeader {
         HandoverHeader {
             generation: 2,
             fd_names: names.iter().map(|s| s.to_string()).collect(),
-            state_len,
+            state,
             lineage: Lineage::default(),
             restart_began_unix_us: 1_700_000_000_000_000,
             predecessor_pid: 4242,
@@ -413,32 +501,64 @@ mod tests {
         }
     }
 
+    fn state_header_frame(len: u64, names: &[&str]) -> Vec<u8> {
+        let header = StateHeader {
+            len,
+            fd_names: names.iter().map(|s| s.to_string()).collect(),
+        };
+        frame(&encode(&header).unwrap(), MAX_HEADER_BYTES).unwrap()
+    }
+
     #[tokio::test]
-    async fn handover_round_trip_with_fds_and_state() {
+    async fn the_state_is_sent_on_request_with_its_fds() {
         let (parent, child) = StdUnixStream::pair().unwrap();
         parent.set_nonblocking(true).unwrap();
         let parent = UnixStream::from_std(parent).unwrap();
         let (keep, passed) = StdUnixStream::pair().unwrap();
+        let (keep_state, state_fd) = StdUnixStream::pair().unwrap();
         let state = vec![7u8; 300_000];
-        let h = header(&["echo"], Some(state.len() as u64));
+        let h = header(&["echo"], StateOffer::OnRequest);
         let receiver = std::thread::spawn(move || {
             let mut child = child;
-            receive_handover(&mut child).unwrap()
+            receive_handover(&mut child, true).unwrap()
         });
+        send_handover(&parent, &h, &[passed.as_fd()]).await.unwrap();
+        // The new generation asks; the snapshot is sent then.
+        assert_eq!(
+            read_child_message(&parent).await.unwrap(),
+            Some(ChildMessage::SendState)
+        );
         let (head, tail) = state.split_at(10);
         let parts = EncodedState {
             header: head.to_vec(),
             payload: tail.to_vec(),
         };
-        send_handover(&parent, &h, &[passed.as_fd()], Some(&parts))
-            .await
-            .unwrap();
+        let state_fds = vec![("shellflip.state.peer".to_owned(), OwnedFd::from(state_fd))];
+        send_state(&parent, &parts, &state_fds).await.unwrap();
         let received = receiver.join().unwrap();
         assert_eq!(received.header, h);
         assert_eq!(received.state.as_deref(), Some(&state[..]));
-        assert_eq!(received.fds.len(), 1);
-        assert_eq!(received.fds[0].0, "echo");
-        drop(keep);
+        let names: Vec<&str> = received.fds.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["echo", "shellflip.state.peer"]);
+        drop((keep, keep_state));
+    }
+
+    #[test]
+    fn an_offered_state_is_not_asked_for_by_a_service_without_state() {
+        let (mut parent, mut child) = StdUnixStream::pair().unwrap();
+        let message = frame(
+            &encode(&header(&[], StateOffer::OnRequest)).unwrap(),
+            MAX_HEADER_BYTES,
+        )
+        .unwrap();
+        std::io::Write::write_all(&mut parent, &message).unwrap();
+        let received = receive_handover(&mut child, false).unwrap();
+        assert_eq!(received.state, None);
+        // Nothing was asked.
+        parent.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 1];
+        let read = std::io::Read::read(&mut parent, &mut buf);
+        assert_eq!(read.unwrap_err().kind(), io::ErrorKind::WouldBlock);
     }
 
     #[tokio::test]
@@ -453,9 +573,18 @@ mod tests {
         )
         .await
         .unwrap();
-        send_child_message(&mut a, &ChildMessage::Ready)
-            .await
-            .unwrap();
+        let report = StateReport {
+            type_name: "State".into(),
+            version: 2,
+            bytes: 10,
+            migrated_from: Some(1),
+            dropped: vec!["State.old".into()],
+            not_carried: None,
+        };
+        let ready = ChildMessage::Ready {
+            state: Some(report),
+        };
+        send_child_message(&mut a, &ready).await.unwrap();
         drop(a);
         assert_eq!(
             read_child_message(&b).await.unwrap(),
@@ -463,35 +592,38 @@ mod tests {
                 reason: "boom".into()
             })
         );
-        assert_eq!(
-            read_child_message(&b).await.unwrap(),
-            Some(ChildMessage::Ready)
-        );
+        assert_eq!(read_child_message(&b).await.unwrap(), Some(ready));
         assert_eq!(read_child_message(&b).await.unwrap(), None);
+    }
+
+    /// Writes the header offering state, then (as the previous generation
+    /// would on the request) `after` on the same socket.
+    fn offered_then(after: &[u8]) -> Result<Received, io::Error> {
+        let (mut parent, mut child) = StdUnixStream::pair().unwrap();
+        let message = frame(
+            &encode(&header(&[], StateOffer::OnRequest)).unwrap(),
+            MAX_HEADER_BYTES,
+        )
+        .unwrap();
+        std::io::Write::write_all(&mut parent, &message).unwrap();
+        std::io::Write::write_all(&mut parent, after).unwrap();
+        // Nothing more comes; the request for the state can still be sent.
+        parent.shutdown(std::net::Shutdown::Write).unwrap();
+        receive_handover(&mut child, true)
     }
 
     #[test]
     fn truncated_state_is_an_error() {
-        let (mut parent, mut child) = StdUnixStream::pair().unwrap();
-        let message = frame(&encode(&header(&[], Some(100))).unwrap(), MAX_HEADER_BYTES).unwrap();
-        std::io::Write::write_all(&mut parent, &message).unwrap();
-        std::io::Write::write_all(&mut parent, &[1, 2, 3]).unwrap();
-        drop(parent);
-        let err = receive_handover(&mut child).unwrap_err();
+        let mut after = state_header_frame(100, &[]);
+        after.extend_from_slice(&[1, 2, 3]);
+        let err = offered_then(&after).unwrap_err();
         assert!(err.to_string().contains("truncated"), "{err}");
     }
 
     #[test]
     fn oversized_state_announcement_is_refused_without_reading_it() {
-        let (mut parent, mut child) = StdUnixStream::pair().unwrap();
         let announced = crate::state::MAX_STATE_BYTES + 1;
-        let message = frame(
-            &encode(&header(&[], Some(announced))).unwrap(),
-            MAX_HEADER_BYTES,
-        )
-        .unwrap();
-        std::io::Write::write_all(&mut parent, &message).unwrap();
-        let err = receive_handover(&mut child).unwrap_err();
+        let err = offered_then(&state_header_frame(announced, &[])).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("more than"), "{err}");
     }
@@ -501,13 +633,13 @@ mod tests {
         let (parent, mut child) = StdUnixStream::pair().unwrap();
         let (a, _b) = StdUnixStream::pair().unwrap();
         let message = frame(
-            &encode(&header(&["one", "two"], None)).unwrap(),
+            &encode(&header(&["one", "two"], StateOffer::None)).unwrap(),
             MAX_HEADER_BYTES,
         )
         .unwrap();
         let sent = fd::send_with_fds(parent.as_fd(), &message, &[a.as_fd()]).unwrap();
         assert_eq!(sent, message.len());
-        let err = receive_handover(&mut child).unwrap_err();
+        let err = receive_handover(&mut child, true).unwrap_err();
         assert!(
             err.to_string()
                 .contains("names 2 descriptors but 1 arrived"),
@@ -519,7 +651,7 @@ mod tests {
     fn oversized_header_is_refused() {
         let (mut parent, mut child) = StdUnixStream::pair().unwrap();
         std::io::Write::write_all(&mut parent, &u32::MAX.to_be_bytes()).unwrap();
-        let err = receive_handover(&mut child).unwrap_err();
+        let err = receive_handover(&mut child, true).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
@@ -527,7 +659,7 @@ mod tests {
     fn eof_before_handover_is_reported() {
         let (parent, mut child) = StdUnixStream::pair().unwrap();
         drop(parent);
-        let err = receive_handover(&mut child).unwrap_err();
+        let err = receive_handover(&mut child, true).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

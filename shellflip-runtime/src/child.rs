@@ -32,7 +32,9 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::{self, ChildMessage, Draining, ParentMessage, Received, ENV_HANDOVER_FD};
+use crate::channel::{
+    self, ChildMessage, Draining, ParentMessage, Received, StateReport, ENV_HANDOVER_FD,
+};
 use crate::error::Error;
 use crate::fd;
 use crate::launch::ExitWatch;
@@ -62,14 +64,19 @@ pub(crate) fn take_channel() -> Result<Option<StdUnixStream>, Error> {
     Ok(Some(StdUnixStream::from(owned)))
 }
 
-/// Receives the handover, giving up after `timeout`.
-pub(crate) fn receive(stream: &mut StdUnixStream, timeout: Duration) -> Result<Received, Error> {
+/// Receives the handover, giving up after `timeout`; asks for the state if
+/// it is offered and `wants_state` (the service keeps one).
+pub(crate) fn receive(
+    stream: &mut StdUnixStream,
+    timeout: Duration,
+    wants_state: bool,
+) -> Result<Received, Error> {
     let failed = |source: io::Error| Error::Handover { source };
     // Blocking reads bounded by the timeout, whatever mode the previous
     // generation left the descriptor in.
     stream.set_nonblocking(false).map_err(failed)?;
     stream.set_read_timeout(Some(timeout)).map_err(failed)?;
-    let received = channel::receive_handover(stream).map_err(|source| {
+    let received = channel::receive_handover(stream, wants_state).map_err(|source| {
         if matches!(
             source.kind(),
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
@@ -115,6 +122,8 @@ enum ReadyReport {
 /// of another thread costs a wait for a CPU).
 pub(crate) struct PredecessorLink {
     writer: OwnedWriteHalf,
+    /// What became of the state, for the READY report.
+    state_report: Option<StateReport>,
     took_over: CancellationToken,
     abandoned: CancellationToken,
     ready: Mutex<ReadyReport>,
@@ -134,6 +143,7 @@ impl PredecessorLink {
     pub(crate) fn start(
         stream: StdUnixStream,
         predecessor_pid: u32,
+        state_report: Option<StateReport>,
     ) -> io::Result<(Arc<Self>, mpsc::UnboundedReceiver<Draining>)> {
         stream.set_nonblocking(true)?;
         let (reader, writer) = UnixStream::from_std(stream)?.into_split();
@@ -150,6 +160,7 @@ impl PredecessorLink {
         ));
         let link = Arc::new(PredecessorLink {
             writer,
+            state_report,
             took_over,
             abandoned,
             ready: Mutex::new(ReadyReport::NotSent),
@@ -179,7 +190,7 @@ impl PredecessorLink {
             return;
         }
         before();
-        *report = match self.try_send(&ChildMessage::Ready) {
+        *report = match self.try_send(&self.ready_message()) {
             Ok(rest) => ReadyReport::Started { rest },
             Err(e) => ReadyReport::Failed(e.to_string()),
         };
@@ -203,11 +214,17 @@ impl PredecessorLink {
                 .map_err(|e| e.to_string()),
             ReadyReport::NotSent => {
                 before();
-                self.report(&ChildMessage::Ready)
+                self.report(&self.ready_message())
                     .await
                     .map(|()| true)
                     .map_err(|e| e.to_string())
             }
+        }
+    }
+
+    fn ready_message(&self) -> ChildMessage {
+        ChildMessage::Ready {
+            state: self.state_report.clone(),
         }
     }
 

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use socket2::{Domain, SockAddr, Socket, Type};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
@@ -21,26 +22,66 @@ use crate::unix_socket::{self, Access};
 
 /// The state a service carries across restarts, shared between its tasks.
 ///
-/// The runtime encodes the current value when a restart begins; changes made
-/// after that moment stay with the old generation.
+/// # Who owns the state, when
+///
+/// A restart takes the state's *snapshot* as late as it can: when the new
+/// generation asks for it, right after it started (not when the restart was
+/// asked for). From that moment the new generation owns the state: changes
+/// the old generation makes afterwards are not carried (the old generation
+/// still serves until the new one is ready, and drains after). A service
+/// whose state must not diverge — one that hands out IDs, say — learns of
+/// the snapshot with [`is_handed_over`](Self::is_handed_over) or
+/// [`handed_over`](Self::handed_over), and makes its changes with
+/// [`update_if_owned`](Self::update_if_owned), which refuses them once the
+/// snapshot is taken (atomically: the snapshot is taken under the same
+/// lock). If the restart fails, or the new generation fails its probation,
+/// the old generation owns its state again.
 #[derive(Debug)]
 pub struct StateCell<S> {
     inner: Arc<Mutex<S>>,
+    handed_over: Arc<watch::Sender<bool>>,
 }
 
 impl<S> Clone for StateCell<S> {
     fn clone(&self) -> Self {
         StateCell {
             inner: Arc::clone(&self.inner),
+            handed_over: Arc::clone(&self.handed_over),
         }
     }
 }
 
 impl<S> StateCell<S> {
-    fn new(value: S) -> Self {
+    fn new(value: S, handed_over: Arc<watch::Sender<bool>>) -> Self {
         StateCell {
             inner: Arc::new(Mutex::new(value)),
+            handed_over,
         }
+    }
+
+    /// True from the moment a restart took the state's snapshot (see the
+    /// type's docs) until that restart fails or is rolled back.
+    pub fn is_handed_over(&self) -> bool {
+        *self.handed_over.borrow()
+    }
+
+    /// Resolves once a restart has taken the state's snapshot (at once if
+    /// it already has).
+    pub async fn handed_over(&self) {
+        let mut handed_over = self.handed_over.subscribe();
+        let _ = handed_over.wait_for(|handed_over| *handed_over).await;
+    }
+
+    /// Runs `f` with the state locked, unless the state has been handed over
+    /// to a successor (`None` then: a change would not be carried).
+    pub fn update_if_owned<R>(&self, f: impl FnOnce(&mut S) -> R) -> Option<R> {
+        let mut state = self.lock();
+        // Read under the lock the snapshot is taken with: no change slips in
+        // after a snapshot that does not contain it.
+        if self.is_handed_over() {
+            return None;
+        }
+        Some(f(&mut state))
     }
 
     /// Locks the state. Keep the guard for short, non-async sections.
@@ -108,10 +149,13 @@ impl<S: HandoverState> Context<S> {
     }
 
     fn install_state(&self, value: S) -> StateCell<S> {
-        let cell = StateCell::new(value);
+        let cell = StateCell::new(value, Arc::clone(&self.generation.state_handed_over));
         let for_encoder = cell.clone();
         self.generation.set_state_encoder(Box::new(move |fds| {
-            encode_envelope_parts(&*for_encoder.lock(), fds)
+            let state = for_encoder.lock();
+            // The snapshot: from now on the successor owns the state.
+            for_encoder.handed_over.send_replace(true);
+            encode_envelope_parts(&*state, fds)
         }));
         *lock(&self.state) = StateSlot::Ready(cell.clone());
         cell

@@ -80,6 +80,13 @@ pub(crate) struct Generation {
     pub predecessor: Option<Arc<PredecessorLink>>,
     /// The pid file, written by the ready generation.
     pub pid_file: Option<PidFile>,
+    /// What became of the state handed over to this generation (`None`:
+    /// the service keeps no state).
+    pub state_report: Option<crate::channel::StateReport>,
+    /// True from the moment the state's snapshot is taken for a successor
+    /// until that restart fails or is rolled back: changes made meanwhile
+    /// are not carried.
+    pub state_handed_over: Arc<watch::Sender<bool>>,
     registry: Mutex<Registry>,
     ready: watch::Sender<bool>,
     /// Whether new connections are taken now.
@@ -97,6 +104,7 @@ pub(crate) struct Generation {
 pub(crate) struct GenerationParts {
     pub number: u64,
     pub state_was_handed_over: bool,
+    pub state_report: Option<crate::channel::StateReport>,
     pub registry: Registry,
     pub predecessor: Option<Arc<PredecessorLink>>,
     pub pid_file: Option<PidFile>,
@@ -116,6 +124,8 @@ impl Generation {
             tracker: TaskTracker::new(),
             predecessor: parts.predecessor,
             pid_file: parts.pid_file,
+            state_report: parts.state_report,
+            state_handed_over: Arc::new(watch::Sender::new(false)),
             registry: Mutex::new(parts.registry),
             ready,
             admission: watch::Sender::new(Admission::Open),
@@ -172,6 +182,17 @@ impl Generation {
         if self.state_encoder.set(encoder).is_err() {
             tracing::debug!("the state encoder was already installed");
         }
+    }
+
+    /// True when the service installed a state (`Context::state`).
+    pub(crate) fn keeps_state(&self) -> bool {
+        self.state_encoder.get().is_some()
+    }
+
+    /// This generation owns its state again (a restart that took its
+    /// snapshot failed or was rolled back).
+    pub(crate) fn reclaim_state(&self) {
+        self.state_handed_over.send_replace(false);
     }
 
     /// Encodes the service's state, if it has one.

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::channel::{Lineage, Received};
+use crate::channel::{StateOffer, StateReport};
 use crate::child::{self, PredecessorLink};
 use crate::config::{Config, RuntimeFlavor, SpawnerMode, StateMismatch};
 use crate::context::Context;
@@ -43,7 +44,7 @@ use crate::pidfile::PidFile;
 use crate::registry::{Registry, STATE_FD_PREFIX};
 use crate::shutdown::{self, Signals};
 use crate::spawner::{self, Spawner, SpawnerClient, SpawnerProcess};
-use crate::state::{decode_envelope, HandoverState, StateFds};
+use crate::state::{decode_envelope_with_report, HandoverState, StateFds};
 use crate::supervisor::{Limits, Supervisor, SupervisorParts};
 use crate::systemd;
 use crate::timing::{unix_ms, StartupTimes};
@@ -122,7 +123,7 @@ where
     times.spawner_forked = SystemTime::now();
     let received = match channel.as_mut() {
         None => None,
-        Some(stream) => match child::receive(stream, config.ready_timeout) {
+        Some(stream) => match child::receive(stream, config.ready_timeout, keeps_state::<S>()) {
             Ok(received) => Some(received),
             Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
         },
@@ -220,7 +221,7 @@ where
         activated,
     } = start;
     let spawner = connect_spawner(spawner, config.spawner);
-    let (number, lineage, fds, state_bytes, predecessor_pid, draining) = match received {
+    let (number, lineage, fds, state_bytes, predecessor_pid, draining, offer) = match received {
         Some(r) => (
             r.header.generation,
             r.header.lineage,
@@ -228,6 +229,7 @@ where
             r.state,
             r.header.predecessor_pid,
             r.header.draining,
+            Some(r.header.state),
         ),
         None => (
             1,
@@ -241,6 +243,7 @@ where
             None,
             0,
             Vec::new(),
+            None,
         ),
     };
     let mut registry = Registry::new(fds);
@@ -248,19 +251,47 @@ where
 
     // The handed-over state, decoded before the service's code runs.
     let state_fds = StateFds::from_vec(registry.claim_prefixed(STATE_FD_PREFIX));
-    let state: Option<S> = match state_bytes {
-        None => None,
-        Some(bytes) => {
+    let mut report = keeps_state::<S>().then(|| StateReport {
+        type_name: S::TYPE_NAME.to_owned(),
+        version: S::VERSION,
+        ..StateReport::default()
+    });
+    let state: Option<S> = match (state_bytes, offer) {
+        (Some(bytes), _) => {
             let mut state_fds = state_fds;
-            match decode_envelope::<S>(&bytes, &mut state_fds) {
-                Ok(state) => Some(state),
+            match decode_envelope_with_report::<S>(&bytes, &mut state_fds) {
+                Ok((state, decoded)) => {
+                    if let Some(report) = report.as_mut() {
+                        report.bytes = decoded.len as u64;
+                        report.migrated_from = (decoded.received_version < S::VERSION)
+                            .then_some(decoded.received_version);
+                        report.dropped = decoded.dropped;
+                    }
+                    Some(state)
+                }
                 Err(e) if e.is_mismatch() && config.on_state_mismatch == StateMismatch::Fresh => {
-                    tracing::warn!(error = %e, "handed-over state is incompatible; starting with fresh state as configured");
+                    if let Some(report) = report.as_mut() {
+                        report.bytes = bytes.len() as u64;
+                        report.not_carried = Some(format!("{e} (on_state_mismatch = \"fresh\")"));
+                    }
                     None
                 }
                 Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
             }
         }
+        (None, Some(StateOffer::Fresh { reason })) => {
+            if let Some(report) = report.as_mut() {
+                report.not_carried = Some(reason);
+            }
+            None
+        }
+        (None, Some(StateOffer::None)) => {
+            if let Some(report) = report.as_mut() {
+                report.not_carried = Some("the previous generation kept no state".to_owned());
+            }
+            None
+        }
+        (None, _) => None,
     };
 
     // The control socket, when configured (attribute or SHELLFLIP_CONTROL):
@@ -288,7 +319,7 @@ where
 
     let (predecessor, predecessor_drains) = match channel {
         None => (None, None),
-        Some(stream) => match PredecessorLink::start(stream, predecessor_pid) {
+        Some(stream) => match PredecessorLink::start(stream, predecessor_pid, report.clone()) {
             Ok((link, drains)) => (Some(link), Some(drains)),
             Err(e) => {
                 tracing::warn!(error = %e, "lost the channel to the previous generation");
@@ -300,6 +331,7 @@ where
     let (generation, ready_rx) = Generation::new(GenerationParts {
         number,
         state_was_handed_over: state.is_some(),
+        state_report: report,
         registry,
         predecessor,
         pid_file: pid_file.clone(),
@@ -413,6 +445,11 @@ where
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Whether the service keeps a state (a `Context<()>` keeps none).
+fn keeps_state<S: HandoverState>() -> bool {
+    std::any::TypeId::of::<S>() != std::any::TypeId::of::<()>()
 }
 
 /// Connects to the spawner forked at start-up, or falls back to spawning

@@ -32,7 +32,9 @@ use tokio::net::UnixStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::{self, ChildMessage, Draining, HandoverHeader, Lineage, ParentMessage};
+use crate::channel::{
+    self, ChildMessage, Draining, HandoverHeader, Lineage, ParentMessage, StateOffer, StateReport,
+};
 use crate::error::RestartError;
 use crate::launch::{describe_status, Launch};
 use crate::spawner::{NextProcess, Spawner};
@@ -46,6 +48,8 @@ pub(crate) struct Plan {
     pub lineage: Lineage,
     /// Older generations still draining, for the new one to know of.
     pub draining: Vec<Draining>,
+    /// What is offered of the state.
+    pub state: StateOffer,
     pub ready_timeout: Duration,
 }
 
@@ -71,6 +75,8 @@ pub(crate) struct NewGeneration {
     pub pid: u32,
     pub generation: u64,
     pub timings: PhaseTimings,
+    /// What became of the state, as the new generation reported.
+    pub state_report: Option<StateReport>,
     /// Not waited for: the new generation outlives this process.
     pub _process: NextProcess,
     channel: UnixStream,
@@ -139,10 +145,11 @@ impl Successor for NextProcess {
 /// Starts the next generation and supervises it until it is ready or has
 /// failed; on failure it is killed if needed and always reaped.
 ///
-/// The spawn, the state's encoding (`encode_state`) and the handover run
-/// at the same time: the handover goes into the socket's buffer before
-/// the new process exists, so it never waits for it, and encoding a large
-/// state overlaps with the new process's start-up.
+/// The spawn and the handover's header run at the same time: the header
+/// and the listeners go into the socket's buffer before the new process
+/// exists, so it never waits for them. The state is encoded
+/// (`encode_state`: the snapshot) only when the new generation asks for
+/// it, as late as possible.
 pub(crate) async fn restart(
     spawner: &Spawner,
     launch: &Launch,
@@ -177,36 +184,29 @@ pub(crate) async fn restart(
         fds,
         lineage,
         draining,
+        state,
         ready_timeout,
     } = plan;
 
-    // 2. The handover, prepared and written while the process starts.
+    // 2. The handover's header and listeners, written while the process
+    // starts.
     let prepare = async {
-        let (state, mut fds) = match encode_state.await.map_err(HandshakeError::Prepare)? {
-            Some((state, state_fds)) => {
-                let mut all = fds;
-                all.extend(state_fds);
-                (Some(state), all)
-            }
-            None => (None, fds),
-        };
         let header = HandoverHeader {
             generation,
             fd_names: fds.iter().map(|(name, _)| name.clone()).collect(),
-            state_len: state.as_ref().map(|s| s.len() as u64),
+            state,
             lineage,
             restart_began_unix_us: began_unix_us,
             predecessor_pid: std::process::id(),
             draining,
         };
         let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|(_, fd)| fd.as_fd()).collect();
-        channel::send_handover(&stream, &header, &borrowed, state.as_ref())
+        channel::send_handover(&stream, &header, &borrowed)
             .await
             .map_err(HandshakeError::Io)?;
-        // The kernel holds the descriptors in flight; these copies can go.
-        drop(borrowed);
-        fds.clear();
-        Ok::<_, HandshakeError>((header.fd_names.len(), header.state_len.unwrap_or(0)))
+        // The kernel holds the descriptors in flight; the copies go with
+        // `fds` at the end of this block.
+        Ok::<_, HandshakeError>(header.fd_names.len())
     };
     // Boxed, so it can be dropped (ending its borrow of the stream) before
     // the stream is kept for the new generation.
@@ -232,7 +232,8 @@ pub(crate) async fn restart(
         "spawned the next generation"
     );
 
-    // 3. The report, the exit, the timeout or an abort.
+    // 3. The state when the new generation asks for it, then its report,
+    // the exit, the timeout or an abort.
     let handover_sent = std::sync::OnceLock::new();
     let decision = {
         let handshake = async {
@@ -240,19 +241,49 @@ pub(crate) async fn restart(
                 Some(outcome) => outcome,
                 None => prepare.as_mut().await,
             };
-            let (fd_count, state_bytes) = outcome?;
+            let fd_count = outcome?;
             let sent = started.elapsed();
             let _ = handover_sent.set(sent);
             tracing::debug!(
                 pid,
                 fds = fd_count,
-                state_bytes,
                 handover_ms = timing::ms(sent),
-                "handover sent; waiting for the new generation's report"
+                "handover sent; waiting for the new generation"
             );
-            channel::read_child_message(&stream)
-                .await
-                .map_err(HandshakeError::Io)
+            let mut encode_state = Some(encode_state);
+            loop {
+                let message = channel::read_child_message(&stream)
+                    .await
+                    .map_err(HandshakeError::Io)?;
+                let Some(ChildMessage::SendState) = message else {
+                    return Ok(message);
+                };
+                // The snapshot: taken now, on the new generation's request.
+                let Some(encode) = encode_state.take() else {
+                    return Err(HandshakeError::Io(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the new generation asked for the state twice",
+                    )));
+                };
+                let asked = started.elapsed();
+                let Some((state, state_fds)) = encode.await.map_err(HandshakeError::Prepare)?
+                else {
+                    return Err(HandshakeError::Io(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the new generation asked for a state this service does not keep",
+                    )));
+                };
+                channel::send_state(&stream, &state, &state_fds)
+                    .await
+                    .map_err(HandshakeError::Io)?;
+                tracing::debug!(
+                    pid,
+                    state_bytes = state.len(),
+                    asked_ms = timing::ms(asked),
+                    sent_ms = timing::ms(started.elapsed()),
+                    "state snapshot sent"
+                );
+            }
         };
         tokio::pin!(handshake);
         decide(&mut process, handshake, ready_timeout, &abort).await
@@ -261,7 +292,7 @@ pub(crate) async fn restart(
 
     // 4. Ready, or why not.
     match decision {
-        Ok(()) => {
+        Ok(state_report) => {
             let timings = PhaseTimings {
                 spawned,
                 handover_sent: handover_sent.get().copied().unwrap_or_default(),
@@ -276,6 +307,7 @@ pub(crate) async fn restart(
                 pid,
                 generation,
                 timings,
+                state_report,
                 _process: process,
                 channel: stream,
             })
@@ -331,7 +363,7 @@ pub(crate) async fn decide<P: Successor>(
     mut handshake: Pin<&mut impl Future<Output = Result<Option<ChildMessage>, HandshakeError>>>,
     ready_timeout: Duration,
     abort: &CancellationToken,
-) -> Result<(), RestartError> {
+) -> Result<Option<StateReport>, RestartError> {
     let pid = process.pid();
     enum First {
         Report(Result<Option<ChildMessage>, HandshakeError>),
@@ -346,7 +378,15 @@ pub(crate) async fn decide<P: Successor>(
         _ = abort.cancelled() => First::Aborted,
     };
     match first {
-        First::Report(Ok(Some(ChildMessage::Ready))) => Ok(()),
+        First::Report(Ok(Some(ChildMessage::Ready { state }))) => Ok(state),
+        First::Report(Ok(Some(ChildMessage::SendState))) => {
+            // The handshake answers these itself: never seen here.
+            kill_and_reap(process).await;
+            Err(RestartError::Handover {
+                pid,
+                source: io::Error::new(io::ErrorKind::InvalidData, "an unexpected state request"),
+            })
+        }
         First::Report(Ok(Some(
             ChildMessage::Failed { reason } | ChildMessage::Unhealthy { reason },
         ))) => {
@@ -562,7 +602,7 @@ mod tests {
     async fn ready_is_success_at_once() {
         let (mut process, _exit, killed) = fake();
         let (mut child, handshake) = channel();
-        send(&mut child, ChildMessage::Ready).await;
+        send(&mut child, ChildMessage::Ready { state: None }).await;
         tokio::pin!(handshake);
         let abort = CancellationToken::new();
         decide(&mut process, handshake, limits(LONG), &abort)

@@ -70,6 +70,12 @@ enum Command {
         /// still complete.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
         timeout: Duration,
+        /// Start the new generation with fresh state instead of the state the service
+        /// keeps (for this restart only): for a deploy whose state cannot be carried (the
+        /// type changed without a migration, or the state was written by an older
+        /// shellflip). The answer says the state was not carried.
+        #[arg(long)]
+        fresh_state: bool,
     },
     /// Show the service's pid, generation, phase, uptime and restart history.
     #[command(after_help = AFTER_HELP)]
@@ -118,7 +124,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     ExitCode::from(match cli.command {
-        Command::Restart { socket, timeout } => restart(&socket, timeout),
+        Command::Restart {
+            socket,
+            timeout,
+            fresh_state,
+        } => restart(&socket, timeout, fresh_state),
         Command::Status {
             socket,
             json,
@@ -163,11 +173,11 @@ fn other_namespace(own: u32, answered_by: Option<u32>) -> bool {
     answered_by.is_some_and(|here| here != own)
 }
 
-fn restart(socket: &Path, timeout: Duration) -> u8 {
+fn restart(socket: &Path, timeout: Duration, fresh_state: bool) -> u8 {
     let started = Instant::now();
     let outcome = ControlClient::connect(socket).and_then(|mut client| {
         client.set_timeout(Some(timeout));
-        client.request(&Request::restart())
+        client.request(&Request::Restart { fresh_state })
     });
     match outcome {
         Ok(Response::Restarted(done)) => {
@@ -178,6 +188,12 @@ fn restart(socket: &Path, timeout: Duration) -> u8 {
                 done.generation,
                 format_ms(done.duration_ms)
             );
+            match &done.state {
+                // Loud: the service carries on without its state.
+                Some(state) if state.not_carried.is_some() => eprintln!("warning: {state}"),
+                Some(state) => println!("{state}"),
+                None => {}
+            }
             EXIT_OK
         }
         Ok(Response::RestartFailed { kind, reason }) => {
@@ -374,7 +390,7 @@ fn describe_status(status: &Status, answered_by: Option<u32>, now_ms: u64) -> St
         Some(pid) if foreign => format!("pid {pid} in the service's PID namespace"),
         Some(pid) => format!("pid {pid}"),
     };
-    format!(
+    let mut text = format!(
         "pid:             {pid}\n\
          generation:      {}\n\
          phase:           {}\n\
@@ -388,7 +404,38 @@ fn describe_status(status: &Status, answered_by: Option<u32>, now_ms: u64) -> St
         format_secs(status.uptime_secs),
         status.restarts,
         status.failed_restarts,
-    )
+    );
+    if let Some(state) = &status.state {
+        let received = match &state.not_carried {
+            None if state.bytes == 0 => "nothing received".to_owned(),
+            _ => state.to_string(),
+        };
+        text.push_str(&format!(
+            "state:           {} v{} ({received})\n",
+            state.type_name, state.version
+        ));
+    }
+    // The generations still alive, when others than the answering one.
+    if status.generations.len() > 1 {
+        text.push_str("generations:\n");
+        for g in &status.generations {
+            let marker = if foreign {
+                " (service's namespace)"
+            } else {
+                ""
+            };
+            let tasks = g.tasks.map_or_else(|| "?".to_owned(), |t| t.to_string());
+            let deadline = g.drain_deadline_unix_ms.map_or_else(String::new, |at| {
+                let left = at.saturating_sub(now_ms) as f64 / 1000.0;
+                format!(", drain ends in {}", format_secs(left))
+            });
+            text.push_str(&format!(
+                "  {:>4}  pid {}{marker}  {}, {tasks} tasks{deadline}\n",
+                g.generation, g.pid, g.phase
+            ));
+        }
+    }
+    text
 }
 
 #[cfg(test)]
@@ -438,6 +485,7 @@ mod tests {
             }),
             spawner_pid: Some(12),
             generations: Vec::new(),
+            state: None,
         };
         let text = describe_status(&status, Some(10), 6_000);
         assert!(text.contains("spawner:         pid 12\n"), "{text}");

@@ -84,6 +84,7 @@ fn answers_come_with_the_answering_process() {
                 last_restart: None,
                 spawner_pid: None,
                 generations: Vec::new(),
+                state: None,
             }),
         );
         until_client_leaves(&mut stream);

@@ -244,6 +244,53 @@ pub struct RestartSuccess {
     /// How long the restart took, from the request until the new generation
     /// was ready, in milliseconds.
     pub duration_ms: f64,
+    /// What became of the service's state (`None`: it keeps none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateReport>,
+}
+
+/// What became of a service's state in a generation: carried from the
+/// previous one (perhaps migrated, some fields dropped), or fresh, and why.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct StateReport {
+    /// The state type of the generation.
+    pub type_name: String,
+    /// Its schema version.
+    pub version: u32,
+    /// The size of the state handed over to it, in bytes (0 if none).
+    #[serde(default)]
+    pub bytes: u64,
+    /// The schema version it was migrated from, when the previous
+    /// generation's was older.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrated_from: Option<u32>,
+    /// Values of the received state this build has no field for (dropped),
+    /// by path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<String>,
+    /// Why the state was *not* carried: it started fresh. `None`: carried
+    /// (or, in a first generation, there was nothing to carry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_carried: Option<String>,
+}
+
+impl std::fmt::Display for StateReport {
+    /// `state Counters v2 carried (1.2 MB, migrated from v1, dropped: Counters.old)`
+    /// or `state Counters v2 NOT carried: <why>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "state {} v{}", self.type_name, self.version)?;
+        if let Some(why) = &self.not_carried {
+            return write!(f, " NOT carried, fresh state: {why}");
+        }
+        write!(f, " carried ({} bytes", self.bytes)?;
+        if let Some(from) = self.migrated_from {
+            write!(f, ", migrated from v{from}")?;
+        }
+        if !self.dropped.is_empty() {
+            write!(f, ", dropped: {}", self.dropped.join(", "))?;
+        }
+        f.write_str(")")
+    }
 }
 
 /// The state of a service, as answered to [`Request::Status`].
@@ -277,6 +324,11 @@ pub struct Status {
     /// handing over, and the answering one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub generations: Vec<GenerationStatus>,
+    /// The answering generation's state: its type and schema version, and
+    /// what it received from the previous generation (`None`: the service
+    /// keeps no state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateReport>,
 }
 
 /// One live generation of a service, in [`Status::generations`].
@@ -445,6 +497,7 @@ mod tests {
             last_restart: Some(sample_last_restart()),
             spawner_pid: Some(44),
             generations: Vec::new(),
+            state: None,
         }
     }
 
@@ -471,6 +524,7 @@ mod tests {
                     pid: 7,
                     generation: 2,
                     duration_ms: 1.5,
+                    state: None,
                 }),
                 r#"{"result":"restarted","pid":7,"generation":2,"duration_ms":1.5}"#,
             ),
@@ -483,6 +537,7 @@ mod tests {
                     last_restart: None,
                     spawner_pid: None,
                     generations: Vec::new(),
+                    state: None,
                     ..sample_status()
                 }),
                 r#"{"result":"status","pid":42,"generation":3,"phase":"serving","uptime_secs":12.5,"restarts":2,"failed_restarts":1,"last_restart":null,"spawner_pid":null}"#,

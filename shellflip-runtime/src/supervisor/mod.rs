@@ -123,8 +123,9 @@ pub(crate) struct Supervisor {
     took_over: CancellationToken,
     /// Cancelled if the previous generation gave this one up.
     abandoned: CancellationToken,
-    /// Restart requests that arrived before this generation took over.
-    deferred: Vec<(Trigger, Option<oneshot::Sender<Response>>)>,
+    /// Restart requests that arrived before this generation took over
+    /// (with their `fresh_state`).
+    deferred: Vec<(Trigger, Option<oneshot::Sender<Response>>, bool)>,
     control: Option<control::Serving>,
     control_tx: mpsc::Sender<ControlCommand>,
     control_rx: mpsc::Receiver<ControlCommand>,
@@ -237,7 +238,7 @@ impl Supervisor {
                 _ = progress.tick(), if self.phase == Phase::Draining => self.report_progress().await,
                 _ = drained.cancelled(), if !drained.is_cancelled() => {}
                 request = self.signals.next() => match request {
-                    SignalRequest::Restart => self.request_restart(Trigger::Signal, None),
+                    SignalRequest::Restart => self.request_restart(Trigger::Signal, None, false),
                     SignalRequest::Stop(signal) => {
                         tracing::info!(signal = signal.as_str(), "stop requested by signal");
                         self.begin_stop().await;
@@ -254,7 +255,9 @@ impl Supervisor {
 
     async fn on_control(&mut self, command: ControlCommand) {
         match command.request {
-            Request::Restart { .. } => self.request_restart(Trigger::Control, Some(command.reply)),
+            Request::Restart { fresh_state } => {
+                self.request_restart(Trigger::Control, Some(command.reply), fresh_state)
+            }
             Request::Status => {
                 let _ = command.reply.send(Response::Status(self.status()));
             }
@@ -279,6 +282,7 @@ impl Supervisor {
             last_restart: self.lineage.last_restart.clone(),
             spawner_pid: self.spawner.pid(),
             generations: self.generations(),
+            state: self.generation.state_report.clone(),
         }
     }
 
@@ -342,8 +346,8 @@ impl Supervisor {
         if group != 0 {
             launch::join_process_group(group);
         }
-        for (trigger, reply) in std::mem::take(&mut self.deferred) {
-            self.request_restart(trigger, reply);
+        for (trigger, reply, fresh_state) in std::mem::take(&mut self.deferred) {
+            self.request_restart(trigger, reply, fresh_state);
         }
     }
 
@@ -355,7 +359,7 @@ impl Supervisor {
             restart.abort.cancel();
         }
         self.phase = Phase::Stopping;
-        for (_, reply) in std::mem::take(&mut self.deferred) {
+        for (_, reply, _) in std::mem::take(&mut self.deferred) {
             Self::refuse(reply, &RestartError::ShuttingDown);
         }
         self.generation
@@ -372,6 +376,13 @@ impl Supervisor {
             "ready"
         );
         self.startup.log_phases();
+        match &self.generation.state_report {
+            Some(report) if report.not_carried.is_some() && number > 1 => {
+                tracing::warn!("{report}");
+            }
+            Some(report) if number > 1 => tracing::info!("{report}"),
+            _ => {}
+        }
         let told_predecessor = match &self.generation.predecessor {
             None => {
                 self.generation.write_pid_file();

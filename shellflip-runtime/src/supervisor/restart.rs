@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Phase, Supervisor};
-use crate::channel::{Draining, ParentMessage};
+use crate::channel::{Draining, ParentMessage, StateOffer};
 use crate::control::protocol::{Response, RestartSuccess};
 use crate::error::RestartError;
 use crate::generation::{encode_state_for_handover, Admission, Ending};
@@ -38,6 +38,9 @@ pub(super) type RestartOutcome = (
 
 pub(super) struct RunningRestart {
     trigger: Trigger,
+    /// Whether the new generation starts with fresh state (asked with
+    /// `--fresh-state`).
+    fresh_state: bool,
     pub(super) started: Instant,
     pub(super) abort: CancellationToken,
 }
@@ -59,6 +62,7 @@ impl Supervisor {
         &mut self,
         trigger: Trigger,
         reply: Option<oneshot::Sender<Response>>,
+        fresh_state: bool,
     ) {
         let refusal = match self.phase {
             Phase::Starting => RestartError::NotReady("it has not reported ready yet".to_owned()),
@@ -75,10 +79,10 @@ impl Supervisor {
                     ?trigger,
                     "restart requested before the previous generation handed over; it waits for the hand-over"
                 );
-                self.deferred.push((trigger, reply));
+                self.deferred.push((trigger, reply, fresh_state));
                 return;
             }
-            Phase::Serving => return self.start_restart(trigger, reply),
+            Phase::Serving => return self.start_restart(trigger, reply, fresh_state),
         };
         if trigger == Trigger::Signal && matches!(self.phase, Phase::Serving | Phase::Restarting) {
             // Under Type=notify-reload, systemd sent this signal and waits
@@ -96,7 +100,12 @@ impl Supervisor {
         Self::refuse(reply, &refusal);
     }
 
-    fn start_restart(&mut self, trigger: Trigger, reply: Option<oneshot::Sender<Response>>) {
+    fn start_restart(
+        &mut self,
+        trigger: Trigger,
+        reply: Option<oneshot::Sender<Response>>,
+        fresh_state: bool,
+    ) {
         let started = Instant::now();
         self.systemd.send(&Notification::reloading(
             systemd::monotonic_usec(),
@@ -105,7 +114,7 @@ impl Supervisor {
                 self.generation.number + 1
             ),
         ));
-        let plan = match self.plan() {
+        let plan = match self.plan(fresh_state) {
             Ok(plan) => plan,
             Err(error) => {
                 self.lineage.record_failure(started.elapsed(), &error);
@@ -118,12 +127,14 @@ impl Supervisor {
             ?trigger,
             generation = plan.generation,
             spawner = %self.spawner.describe(),
+            fresh_state,
             "restart started"
         );
         self.phase = Phase::Restarting;
         let abort = CancellationToken::new();
         self.restart = Some(RunningRestart {
             trigger,
+            fresh_state,
             started,
             abort: abort.clone(),
         });
@@ -148,6 +159,7 @@ impl Supervisor {
                         pid: next.pid,
                         generation: next.generation,
                         duration_ms: timing::ms(started.elapsed()),
+                        state: next.state_report.clone(),
                     });
                     let _ = outcome_tx.send((outcome, None)).await;
                     let _ = reply.send(response);
@@ -161,8 +173,9 @@ impl Supervisor {
         });
     }
 
-    /// What the restart hands over, but the state.
-    fn plan(&mut self) -> Result<Plan, RestartError> {
+    /// What the restart hands over, but the state (offered: sent when the
+    /// new generation asks).
+    fn plan(&mut self, fresh_state: bool) -> Result<Plan, RestartError> {
         let (fds, systemd_sockets) = {
             let registry = self.generation.registry();
             (registry.snapshot(), registry.socket_activated_in_use())
@@ -175,6 +188,13 @@ impl Supervisor {
                 .lineage
                 .for_successor(self.generation.number + 1, systemd_sockets),
             draining: self.older.list(),
+            state: match (self.generation.keeps_state(), fresh_state) {
+                (false, _) => StateOffer::None,
+                (true, false) => StateOffer::OnRequest,
+                (true, true) => StateOffer::Fresh {
+                    reason: "the restart was asked with --fresh-state".to_owned(),
+                },
+            },
             ready_timeout: self.limits.ready_timeout,
         })
     }
@@ -192,8 +212,16 @@ impl Supervisor {
         let elapsed = restart.started.elapsed();
         match outcome {
             Ok(next) => {
+                match &next.state_report {
+                    Some(report) if report.not_carried.is_some() => {
+                        tracing::warn!(generation = next.generation, "{report}");
+                    }
+                    Some(report) => tracing::info!(generation = next.generation, "{report}"),
+                    None => {}
+                }
                 let ms = timing::ms;
                 tracing::info!(
+                    fresh_state = restart.fresh_state,
                     trigger = ?restart.trigger,
                     pid = next.pid,
                     generation = next.generation,
@@ -217,6 +245,8 @@ impl Supervisor {
                     "restart failed; this generation keeps serving"
                 );
                 self.lineage.record_failure(elapsed, &error);
+                // A snapshot the failed generation took is void.
+                self.generation.reclaim_state();
                 if self.phase == Phase::Restarting {
                     self.phase = Phase::Serving;
                     self.back_to_serving(&error, false);
@@ -319,6 +349,7 @@ impl Supervisor {
         tracing::error!(pid, generation, "{why}; this generation serves again");
         self.handed_to = None;
         self.lineage.record_rollback(&why);
+        self.generation.reclaim_state();
         self.phase = Phase::Serving;
         self.generation.admission.send_replace(Admission::Open);
         self.resume_accepting_control();

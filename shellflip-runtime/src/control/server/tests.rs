@@ -40,6 +40,7 @@ fn sample_status(generation: u64) -> Status {
         last_restart: None,
         spawner_pid: None,
         generations: Vec::new(),
+        state: None,
     }
 }
 
@@ -71,6 +72,7 @@ fn start_server(options: ServerOptions, stop_pid: u32, restarts: Restarts) -> Te
                         pid: 4243,
                         generation,
                         duration_ms: 1.0,
+                        state: None,
                     })
                 }
                 Request::Stop => Response::Stopping { pid: stop_pid },
