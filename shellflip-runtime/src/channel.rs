@@ -34,7 +34,7 @@ use tokio::net::UnixStream;
 use crate::control::protocol::LastRestart;
 use crate::control::server::ControlSocketFile;
 use crate::fd;
-use crate::frame::{encode_frame, read_frame, FrameDecoder, FrameError, FramePart};
+use crate::frame::{encode_frame, FrameDecoder, FrameError, FramePart};
 use crate::state::EncodedState;
 use crate::timing::{self, unix_ms};
 
@@ -43,6 +43,9 @@ use crate::timing::{self, unix_ms};
 pub(crate) const ENV_HANDOVER_FD: &str = "SHELLFLIP_HANDOVER_FD";
 const MAX_HEADER_BYTES: u32 = 1 << 20;
 const MAX_MESSAGE_BYTES: u32 = 64 * 1024;
+/// The largest message from the old generation: a handed-over connection
+/// with its state and unread bytes (1 MiB at most), and its header.
+const MAX_PARENT_MESSAGE_BYTES: u32 = (1 << 20) + 4096;
 
 /// What a service's lineage carries from generation to generation.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -160,6 +163,28 @@ pub(crate) struct Draining {
     pub tasks: Option<u64>,
 }
 
+/// What kind of socket a handed-over connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum StreamKind {
+    Tcp,
+    Unix,
+}
+
+/// One connection on its way: what the old generation sends with the
+/// socket attached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ConnectionHeader {
+    /// Numbers the connections of one hand-over, for the answers.
+    pub id: u64,
+    pub kind: StreamKind,
+    /// The connection's state, as a state envelope.
+    #[serde(with = "crate::state::bytes")]
+    pub state: Vec<u8>,
+    /// Bytes read from the connection and not processed yet.
+    #[serde(with = "crate::state::bytes")]
+    pub unread: Vec<u8>,
+}
+
 /// The old generation's word to the new one after the handover.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) enum ParentMessage {
@@ -172,6 +197,8 @@ pub(crate) enum ParentMessage {
     /// How a draining generation is doing: the sender's own drain, or an
     /// older generation's, relayed.
     Progress(Draining),
+    /// A live connection, its socket attached (see `handoff`).
+    Connection(ConnectionHeader),
 }
 
 /// A new generation's report.
@@ -193,6 +220,20 @@ pub(crate) enum ChildMessage {
     /// old generation kills it and takes the service back.
     Unhealthy {
         /// The child's own explanation.
+        reason: String,
+    },
+    /// A handed-over connection arrived (the old generation closes its
+    /// copy).
+    ConnectionTaken {
+        /// Its number in the hand-over.
+        id: u64,
+    },
+    /// A handed-over connection could not be taken (the old generation
+    /// serves it on).
+    ConnectionRefused {
+        /// Its number in the hand-over.
+        id: u64,
+        /// Why.
         reason: String,
     },
 }
@@ -353,24 +394,59 @@ pub(crate) fn encode_child_message(message: &ChildMessage) -> io::Result<Vec<u8>
 
 /// Parent side: encodes a message to the new generation.
 pub(crate) fn encode_parent_message(message: &ParentMessage) -> io::Result<Vec<u8>> {
-    frame(&encode(message)?, MAX_MESSAGE_BYTES)
+    frame(&encode(message)?, MAX_PARENT_MESSAGE_BYTES)
 }
 
-/// Child side: waits for the old generation's next message. `None`: the
+/// A message from the old generation with what was attached to it.
+pub(crate) struct FromParent {
+    pub message: ParentMessage,
+    /// The descriptors attached (a handed-over connection's socket).
+    pub fds: Vec<OwnedFd>,
+    /// Descriptors were attached but lost: this process is at its
+    /// open-file limit.
+    pub fds_lost: bool,
+}
+
+/// Child side: waits for the old generation's next message, with the
+/// descriptor attached to it (a handed-over connection). `None`: the
 /// channel closed.
-pub(crate) async fn read_parent_message(
-    stream: &mut (impl tokio::io::AsyncRead + Unpin),
-) -> io::Result<Option<ParentMessage>> {
-    let payload = match read_frame(stream, MAX_MESSAGE_BYTES).await {
-        Ok(payload) => payload,
-        Err(e) if e.is_closed() => return Ok(None),
-        Err(e) => return Err(e.into()),
+pub(crate) async fn read_parent_message(stream: &UnixStream) -> io::Result<Option<FromParent>> {
+    let mut decoder = FrameDecoder::new(MAX_PARENT_MESSAGE_BYTES);
+    let mut fds = Vec::new();
+    let mut fds_lost = false;
+    let payload = loop {
+        let received = stream
+            .async_io(Interest::READABLE, || {
+                fd::recv_with_fds_or_lost(stream.as_fd(), decoder.buf())
+            })
+            .await;
+        let (n, mut got, lost) = match received {
+            Ok(received) => received,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        fds_lost |= lost;
+        fds.append(&mut got);
+        match decoder.advance(n) {
+            Ok(Some(payload)) => break payload,
+            Ok(None) => {}
+            Err(e) if e.is_closed() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
     };
-    rmp_serde::from_slice(&payload).map(Some).map_err(|e| {
-        invalid(format!(
-            "unreadable message from the previous generation: {e}"
-        ))
-    })
+    rmp_serde::from_slice(&payload)
+        .map(|message| {
+            Some(FromParent {
+                message,
+                fds,
+                fds_lost,
+            })
+        })
+        .map_err(|e| {
+            invalid(format!(
+                "unreadable message from the previous generation: {e}"
+            ))
+        })
 }
 
 /// Child side: sends a report.

@@ -33,10 +33,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::{
-    self, ChildMessage, Draining, ParentMessage, Received, StateReport, ENV_HANDOVER_FD,
+    self, ChildMessage, Draining, FromParent, ParentMessage, Received, StateReport, ENV_HANDOVER_FD,
 };
 use crate::error::Error;
 use crate::fd;
+use crate::handoff::Arrived;
 use crate::launch::ExitWatch;
 use crate::sync::lock;
 
@@ -122,6 +123,8 @@ enum ReadyReport {
 /// of another thread costs a wait for a CPU).
 pub(crate) struct PredecessorLink {
     writer: OwnedWriteHalf,
+    /// One report at a time: a message's bytes must not interleave.
+    sending: tokio::sync::Mutex<()>,
     /// What became of the state, for the READY report.
     state_report: Option<StateReport>,
     took_over: CancellationToken,
@@ -144,28 +147,32 @@ impl PredecessorLink {
         stream: StdUnixStream,
         predecessor_pid: u32,
         state_report: Option<StateReport>,
-    ) -> io::Result<(Arc<Self>, mpsc::UnboundedReceiver<Draining>)> {
+    ) -> io::Result<LinkParts> {
         stream.set_nonblocking(true)?;
         let (reader, writer) = UnixStream::from_std(stream)?.into_split();
-        let took_over = CancellationToken::new();
-        let abandoned = CancellationToken::new();
         let (drains_tx, drains) = mpsc::unbounded_channel();
+        let (arrived_tx, arrived) = mpsc::unbounded_channel();
         let predecessor = (predecessor_pid != 0).then(|| ExitWatch::new(predecessor_pid));
+        let link = Arc::new(PredecessorLink {
+            writer,
+            sending: tokio::sync::Mutex::new(()),
+            state_report,
+            took_over: CancellationToken::new(),
+            abandoned: CancellationToken::new(),
+            ready: Mutex::new(ReadyReport::NotSent),
+        });
         tokio::spawn(watch_predecessor(
             reader,
             predecessor,
-            took_over.clone(),
-            abandoned.clone(),
+            Arc::clone(&link),
             drains_tx,
+            arrived_tx,
         ));
-        let link = Arc::new(PredecessorLink {
-            writer,
-            state_report,
-            took_over,
-            abandoned,
-            ready: Mutex::new(ReadyReport::NotSent),
-        });
-        Ok((link, drains))
+        Ok(LinkParts {
+            link,
+            drains,
+            connections: arrived,
+        })
     }
 
     /// Cancelled once this generation is the service: the previous one
@@ -255,6 +262,7 @@ impl PredecessorLink {
     }
 
     async fn send(&self, mut bytes: &[u8]) -> io::Result<()> {
+        let _one = self.sending.lock().await;
         while !bytes.is_empty() {
             self.writer.writable().await?;
             match self.writer.try_write(bytes) {
@@ -267,22 +275,65 @@ impl PredecessorLink {
     }
 }
 
+/// What [`PredecessorLink::start`] returns.
+pub(crate) struct LinkParts {
+    pub link: Arc<PredecessorLink>,
+    /// The drains the previous generation reports.
+    pub drains: mpsc::UnboundedReceiver<Draining>,
+    /// The connections it hands over.
+    pub connections: mpsc::UnboundedReceiver<Arrived>,
+}
+
 async fn watch_predecessor(
-    mut reader: OwnedReadHalf,
+    reader: OwnedReadHalf,
     predecessor: Option<ExitWatch>,
-    took_over: CancellationToken,
-    abandoned: CancellationToken,
+    link: Arc<PredecessorLink>,
     drains: mpsc::UnboundedSender<Draining>,
+    connections: mpsc::UnboundedSender<Arrived>,
 ) {
+    let (took_over, abandoned) = (link.took_over.clone(), link.abandoned.clone());
     loop {
-        match channel::read_parent_message(&mut reader).await {
-            Ok(Some(ParentMessage::Commit { drain })) => {
+        match channel::read_parent_message(reader.as_ref()).await {
+            Ok(Some(FromParent {
+                message: ParentMessage::Commit { drain },
+                ..
+            })) => {
                 tracing::debug!("the previous generation handed over");
                 let _ = drains.send(drain);
                 took_over.cancel();
             }
-            Ok(Some(ParentMessage::Progress(drain))) => {
+            Ok(Some(FromParent {
+                message: ParentMessage::Progress(drain),
+                ..
+            })) => {
                 let _ = drains.send(drain);
+            }
+            Ok(Some(FromParent {
+                message: ParentMessage::Connection(header),
+                mut fds,
+                fds_lost,
+            })) => {
+                let id = header.id;
+                let taken = match (fds.pop(), fds_lost) {
+                    (Some(fd), false) if fds.is_empty() => {
+                        Arrived::new(header, fd).map_err(|e| e.to_string())
+                    }
+                    (_, true) => Err(crate::fd::FDS_LOST.to_owned()),
+                    _ => Err("the connection's socket was not attached".to_owned()),
+                };
+                let answer = match taken {
+                    Ok(arrived) => match connections.send(arrived) {
+                        Ok(()) => ChildMessage::ConnectionTaken { id },
+                        Err(_) => ChildMessage::ConnectionRefused {
+                            id,
+                            reason: "this generation is going away".to_owned(),
+                        },
+                    },
+                    Err(reason) => ChildMessage::ConnectionRefused { id, reason },
+                };
+                if let Err(e) = link.report(&answer).await {
+                    tracing::debug!(error = %e, "could not answer a handed-over connection");
+                }
             }
             Ok(None) => break,
             Err(e) => {

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::accept::{Accept, AcceptBackoff};
 use crate::error::Error;
 use crate::generation::{Admission, Generation};
+use crate::handoff::{Connections, HandOverError, HandOverFailed, HandoverStream};
 use crate::registry::RESERVED_PREFIX;
 use crate::state::{encode_envelope_parts, HandoverState};
 use crate::sync::lock;
@@ -438,6 +439,50 @@ impl<S: HandoverState> Context<S> {
         link.report_unhealthy(reason)
             .await
             .map_err(|e| Error::io("could not tell the previous generation", e))
+    }
+
+    /// Hands a live connection to the successor, with its state (same
+    /// evolution rules as the service's state: derive `HandoverState` on
+    /// it) and the bytes read from it but not processed. Call it at a
+    /// point where the connection is between requests, once
+    /// [`shutdown`](Self::shutdown) resolved: when the successor has taken
+    /// over, the connection goes to it; when this generation is stopping
+    /// there is no successor and the connection comes back
+    /// ([`HandOverError::NoSuccessor`]) to be drained as usual. On success
+    /// this generation's copy is closed: forget the connection.
+    ///
+    /// All or nothing: on any error (the successor out of descriptors, a
+    /// state too large, ...) the stream comes back in the error, untouched.
+    ///
+    /// [`HandOverError::NoSuccessor`]: crate::HandOverError::NoSuccessor
+    pub async fn hand_over<C: HandoverState>(
+        &self,
+        stream: impl Into<HandoverStream>,
+        state: &C,
+        unread: &[u8],
+    ) -> Result<(), HandOverFailed> {
+        let stream = stream.into();
+        match self.generation.successor() {
+            Some(link) => link.hand_over(stream, state, unread).await,
+            None => Err(HandOverFailed {
+                stream: Some(stream),
+                error: HandOverError::NoSuccessor,
+            }),
+        }
+    }
+
+    /// The connections the previous generation hands over (see
+    /// [`hand_over`](Self::hand_over)), as they arrive, with their state
+    /// decoded as `C`. They come once the previous generation took over's
+    /// probation ended; the stream ends when the previous generation is
+    /// gone. Take it once (a second call gets an empty stream); in a first
+    /// generation it is empty.
+    pub fn connections<C: HandoverState>(&self) -> Connections<C> {
+        let arrived = self.generation.take_connections().unwrap_or_else(|| {
+            let (_, closed) = tokio::sync::mpsc::unbounded_channel();
+            closed
+        });
+        Connections::new(arrived)
     }
 
     /// Resolves when this generation must stop accepting new work (its

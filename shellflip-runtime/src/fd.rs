@@ -62,11 +62,29 @@ pub(crate) fn send_with_fds(
 
 /// Receives into `buf`, adopting any descriptors attached (close-on-exec is
 /// set on them atomically). Returns the byte count (0 at end of stream) and
-/// the descriptors.
+/// the descriptors; descriptors lost in transit (the process is at its
+/// open-file limit) are an error.
 pub(crate) fn recv_with_fds(
     socket: BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let (bytes, fds, lost) = recv_with_fds_or_lost(socket, buf)?;
+    if lost {
+        return Err(io::Error::other(FDS_LOST));
+    }
+    Ok((bytes, fds))
+}
+
+/// What was lost when descriptors could not be installed.
+pub(crate) const FDS_LOST: &str = "file descriptors were lost in transit (control message truncated); is the process near its open-file limit?";
+
+/// [`recv_with_fds`], telling a loss of descriptors apart (`true`) instead
+/// of failing: the bytes were received all the same, so a framed stream
+/// stays in step.
+pub(crate) fn recv_with_fds_or_lost(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, Vec<OwnedFd>, bool)> {
     let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE]);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<SockaddrStorage>(
@@ -88,13 +106,7 @@ pub(crate) fn recv_with_fds(
             }
         }
     }
-    let bytes = msg.bytes;
-    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-        return Err(io::Error::other(
-            "file descriptors were lost in transit (control message truncated); is the process near its open-file limit?",
-        ));
-    }
-    Ok((bytes, fds))
+    Ok((msg.bytes, fds, msg.flags.contains(MsgFlags::MSG_CTRUNC)))
 }
 
 /// Takes ownership of a descriptor number the environment names — the

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::child::PredecessorLink;
 use crate::control::server::{self as control, ControlSocketFile};
 use crate::error::{Error, RestartError};
+use crate::handoff::{Arrived, SuccessorLink};
 use crate::pidfile::PidFile;
 use crate::registry::{Registry, CONTROL_FD_NAME, STATE_FD_PREFIX};
 use crate::state::{EncodedState, StateError, StateFds};
@@ -87,6 +88,11 @@ pub(crate) struct Generation {
     /// until that restart fails or is rolled back: changes made meanwhile
     /// are not carried.
     pub state_handed_over: Arc<watch::Sender<bool>>,
+    /// The successor once it took over: connections are handed to it.
+    successor: Mutex<Option<Arc<SuccessorLink>>>,
+    /// The connections the predecessor hands over, until the service takes
+    /// them (`Context::connections`).
+    connections: Mutex<Option<mpsc::UnboundedReceiver<Arrived>>>,
     registry: Mutex<Registry>,
     ready: watch::Sender<bool>,
     /// Whether new connections are taken now.
@@ -105,6 +111,7 @@ pub(crate) struct GenerationParts {
     pub number: u64,
     pub state_was_handed_over: bool,
     pub state_report: Option<crate::channel::StateReport>,
+    pub connections: Option<mpsc::UnboundedReceiver<Arrived>>,
     pub registry: Registry,
     pub predecessor: Option<Arc<PredecessorLink>>,
     pub pid_file: Option<PidFile>,
@@ -126,6 +133,8 @@ impl Generation {
             pid_file: parts.pid_file,
             state_report: parts.state_report,
             state_handed_over: Arc::new(watch::Sender::new(false)),
+            successor: Mutex::new(None),
+            connections: Mutex::new(parts.connections),
             registry: Mutex::new(parts.registry),
             ready,
             admission: watch::Sender::new(Admission::Open),
@@ -182,6 +191,21 @@ impl Generation {
         if self.state_encoder.set(encoder).is_err() {
             tracing::debug!("the state encoder was already installed");
         }
+    }
+
+    /// The successor took over: connections may be handed to it.
+    pub(crate) fn set_successor(&self, link: Arc<SuccessorLink>) {
+        *lock(&self.successor) = Some(link);
+    }
+
+    /// The successor taking connections, if any.
+    pub(crate) fn successor(&self) -> Option<Arc<SuccessorLink>> {
+        lock(&self.successor).clone()
+    }
+
+    /// The connections the predecessor hands over (once).
+    pub(crate) fn take_connections(&self) -> Option<mpsc::UnboundedReceiver<Arrived>> {
+        lock(&self.connections).take()
     }
 
     /// True when the service installed a state (`Context::state`).

@@ -61,6 +61,7 @@ mod error;
 mod fd;
 pub mod frame;
 mod generation;
+mod handoff;
 mod launch;
 mod lifecycle;
 mod parent;
@@ -80,6 +81,10 @@ pub use config::{Config, ConfigError, RuntimeFlavor, Signal, SpawnerMode, StateM
 pub use context::{Context, StateCell};
 pub use error::{Error, RestartError, SocketActivationError};
 pub use generation::Admission;
+pub use handoff::{
+    Connections, HandOverError, HandOverFailed, HandedOver, HandoverStream, StateUndecodable,
+    MAX_CONNECTIONS_HANDED_OVER, MAX_CONNECTION_BYTES,
+};
 pub use lifecycle::{run, MainResult};
 pub use shellflip_settings as settings;
 pub use spawner::PROCESS_NAME as SPAWNER_PROCESS_NAME;

@@ -317,13 +317,17 @@ where
     // and refused as "not ready yet" if main has not called ready().
     shutdown::unblock_handled(config.restart_signal);
 
-    let (predecessor, predecessor_drains) = match channel {
-        None => (None, None),
+    let (predecessor, predecessor_drains, connections) = match channel {
+        None => (None, None, None),
         Some(stream) => match PredecessorLink::start(stream, predecessor_pid, report.clone()) {
-            Ok((link, drains)) => (Some(link), Some(drains)),
+            Ok(parts) => (
+                Some(parts.link),
+                Some(parts.drains),
+                Some(parts.connections),
+            ),
             Err(e) => {
                 tracing::warn!(error = %e, "lost the channel to the previous generation");
-                (None, None)
+                (None, None, None)
             }
         },
     };
@@ -332,6 +336,7 @@ where
         number,
         state_was_handed_over: state.is_some(),
         state_report: report,
+        connections,
         registry,
         predecessor,
         pid_file: pid_file.clone(),

@@ -25,6 +25,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::pin::Pin;
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -36,6 +37,7 @@ use crate::channel::{
     self, ChildMessage, Draining, HandoverHeader, Lineage, ParentMessage, StateOffer, StateReport,
 };
 use crate::error::RestartError;
+use crate::handoff::SuccessorLink;
 use crate::launch::{describe_status, Launch};
 use crate::spawner::{NextProcess, Spawner};
 use crate::state::EncodedState;
@@ -79,7 +81,9 @@ pub(crate) struct NewGeneration {
     pub state_report: Option<StateReport>,
     /// Not waited for: the new generation outlives this process.
     pub _process: NextProcess,
-    channel: UnixStream,
+    channel: Arc<UnixStream>,
+    /// Messages and connections to it.
+    pub link: Arc<SuccessorLink>,
 }
 
 impl NewGeneration {
@@ -97,23 +101,13 @@ impl NewGeneration {
             channel,
             ..
         } = self;
-        let channel = &*channel;
+        let channel: &UnixStream = channel;
         probation(process, || channel::read_child_message(channel), duration).await
     }
 
     /// Sends a message to the new generation.
     pub(crate) async fn tell(&self, message: &ParentMessage) -> io::Result<()> {
-        let bytes = channel::encode_parent_message(message)?;
-        let mut rest = &bytes[..];
-        while !rest.is_empty() {
-            self.channel.writable().await?;
-            match self.channel.try_write(rest) {
-                Ok(n) => rest = &rest[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        self.link.tell(message).await
     }
 }
 
@@ -303,13 +297,15 @@ pub(crate) async fn restart(
                 ready_ms = timing::ms(timings.ready),
                 "the new generation reported ready"
             );
+            let channel = Arc::new(stream);
             Ok(NewGeneration {
                 pid,
                 generation,
                 timings,
                 state_report,
                 _process: process,
-                channel: stream,
+                link: SuccessorLink::new(Arc::clone(&channel)),
+                channel,
             })
         }
         Err(error) => {
@@ -379,12 +375,20 @@ pub(crate) async fn decide<P: Successor>(
     };
     match first {
         First::Report(Ok(Some(ChildMessage::Ready { state }))) => Ok(state),
-        First::Report(Ok(Some(ChildMessage::SendState))) => {
-            // The handshake answers these itself: never seen here.
+        First::Report(Ok(Some(
+            ChildMessage::SendState
+            | ChildMessage::ConnectionTaken { .. }
+            | ChildMessage::ConnectionRefused { .. },
+        ))) => {
+            // Out of place before READY (the handshake answers state
+            // requests itself): a confused new generation.
             kill_and_reap(process).await;
             Err(RestartError::Handover {
                 pid,
-                source: io::Error::new(io::ErrorKind::InvalidData, "an unexpected state request"),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a message out of place before READY",
+                ),
             })
         }
         First::Report(Ok(Some(

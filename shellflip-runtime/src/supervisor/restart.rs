@@ -317,6 +317,9 @@ impl Supervisor {
     /// Hands over for good: the new generation takes over (restart
     /// requests, the older generations' drains), and this one drains.
     async fn commit(&mut self, next: NewGeneration) {
+        // Connections may be handed to it from the moment shutdown fires.
+        tokio::spawn(Arc::clone(&next.link).read_answers());
+        self.generation.set_successor(Arc::clone(&next.link));
         self.generation
             .begin_shutdown(Ending::HandedOver, self.limits.drain_timeout);
         let drain = self.own_drain();
