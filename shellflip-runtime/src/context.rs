@@ -458,6 +458,17 @@ impl<S: HandoverState> Context<S> {
     pub fn task_tracker(&self) -> TaskTracker {
         self.generation.tracker.clone()
     }
+
+    /// When the drain ends, once it has begun (`None` before): in-flight
+    /// work still running then is cut by the exit. For servers that close
+    /// idle connections just before it rather than have them cut.
+    pub fn drain_deadline(&self) -> Option<tokio::time::Instant> {
+        if self.generation.shutdown.is_cancelled() {
+            Some(self.generation.drain().deadline)
+        } else {
+            None
+        }
+    }
 }
 
 fn resolve(
