@@ -143,6 +143,9 @@ pub use shellflip_macros::{restartable, HandoverState};
 #[cfg(feature = "client")]
 pub mod client;
 
+#[cfg(feature = "hyper")]
+pub mod http;
+
 #[doc(hidden)]
 pub mod __private {
     //! Paths used by the code the macros generate. Not a public API.
