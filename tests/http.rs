@@ -6,8 +6,8 @@
 //! keep-alive connection used again after that, an HTTP/2 connection whose
 //! preface comes after that.
 //!
-//! Synchronised on events: a listener's accept queue emptied
-//! (`wait_accepted`), the `ready` line of each generation, the `draining`
+//! Synchronised on events: a connection accepted by the server
+//! (`wait_accepted`: its socket got an inode), the `ready` line of each generation, the `draining`
 //! line the example prints when its drain begins.
 
 mod common;
@@ -42,7 +42,7 @@ fn restart_until_draining(service: &mut Echo) -> u32 {
 /// A connection the current generation has accepted, nothing sent on it.
 fn accepted_connection(service: &Echo) -> RawHttp {
     let connection = RawHttp::connect(service.addr).unwrap();
-    wait_accepted(service.addr);
+    wait_accepted(connection.stream());
     connection
 }
 
@@ -249,7 +249,7 @@ fn http2_clients_get_goaway_and_their_streams_in_flight_complete() {
     // B: accepted by the old generation; its preface comes after the drain
     // began (hyper's graceful shutdown would close it unread).
     let b_stream = std::net::TcpStream::connect(addr).unwrap();
-    wait_accepted(addr);
+    wait_accepted(&b_stream);
 
     let new = restart_until_draining(&mut service);
     let (b, b_connection) = rt.block_on(h2_handshake(b_stream));

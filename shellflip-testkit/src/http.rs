@@ -1,9 +1,8 @@
 //! HTTP: a load of real HTTP/1.1 clients (hyper's) across restarts —
 //! fresh connections and keep-alive ones — bounded in time, and what they
 //! saw ([`HttpLoad`]); raw HTTP/1.1 exchanges, step by step, for the races
-//! of a drain ([`RawHttp`]); and the accept queue of a listener, to know
-//! that a connection was accepted before a request is sent on it
-//! ([`wait_accepted`]).
+//! of a drain ([`RawHttp`]); and whether the server accepted a connection,
+//! to send a request on it only after that ([`wait_accepted`]).
 //!
 //! The services under test answer `GET /` with `pid=<pid> generation=<g>
 //! requests=<n>` (examples/http.rs and the benchmark's HTTP services).
@@ -453,6 +452,11 @@ impl RawHttp {
         self.read_response()
     }
 
+    /// The connection's socket.
+    pub fn stream(&self) -> &TcpStream {
+        self.reader.get_ref()
+    }
+
     /// True if the server closes the connection (a read returns end of
     /// file) within [`EVENT_TIMEOUT`]; false if it sends more bytes.
     pub fn closed_by_server(&mut self) -> bool {
@@ -461,45 +465,59 @@ impl RawHttp {
     }
 }
 
-/// The number of connections waiting in the accept queue of the TCP
-/// listener on `addr` (`/proc/net/tcp`, `/proc/net/tcp6`), if there is
-/// one.
-pub fn accept_queue_len(addr: SocketAddr) -> Option<u32> {
-    let port = format!(":{:04X}", addr.port());
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|path| std::fs::read_to_string(path).ok())
-        .flat_map(|table| {
-            table
-                .lines()
-                .skip(1)
-                .filter_map(|line| {
-                    let fields: Vec<&str> = line.split_whitespace().collect();
-                    // local_address, state (0A: listening), tx:rx queues;
-                    // a listener's rx queue is its accept queue.
-                    let (local, state, queues) = (fields.get(1)?, fields.get(3)?, fields.get(4)?);
-                    if *state != "0A" || !local.ends_with(&port) {
-                        return None;
-                    }
-                    let (_, rx) = queues.split_once(':')?;
-                    u32::from_str_radix(rx, 16).ok()
-                })
-                .collect::<Vec<_>>()
-        })
-        .next()
+/// `addr` as `/proc/net/tcp` and `/proc/net/tcp6` write it: each 32-bit
+/// word of the address in hex as the kernel stores it, `:`, the port.
+fn proc_net_addr(addr: SocketAddr) -> String {
+    let words: Vec<[u8; 4]> = match addr.ip() {
+        std::net::IpAddr::V4(ip) => vec![ip.octets()],
+        std::net::IpAddr::V6(ip) => ip
+            .octets()
+            .chunks_exact(4)
+            .map(|c| [c[0], c[1], c[2], c[3]])
+            .collect(),
+    };
+    let ip: String = words
+        .into_iter()
+        .map(|w| format!("{:08X}", u32::from_ne_bytes(w)))
+        .collect();
+    format!("{ip}:{:04X}", addr.port())
 }
 
-/// Waits until the listener on `addr` has accepted every connection made
-/// so far (its accept queue is empty): a connection opened before this
-/// call has then been taken by a generation.
+/// Whether the server side of the client connection `stream` has been
+/// accepted by the process listening (`None` if the server side is not
+/// found). A connection waiting in the listener's accept queue has no
+/// socket inode yet (`/proc/net/tcp` shows 0); `accept()` gives it one.
+pub fn is_accepted(stream: &TcpStream) -> Option<bool> {
+    let (client, server) = (stream.local_addr().ok()?, stream.peer_addr().ok()?);
+    let (client, server) = (proc_net_addr(client), proc_net_addr(server));
+    let table = if stream.peer_addr().ok()?.is_ipv4() {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/tcp6"
+    };
+    let table = std::fs::read_to_string(table).ok()?;
+    table.lines().skip(1).find_map(|line| {
+        // sl local remote state queues timer retransmits uid timeout inode
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) == Some(&server.as_str()) && fields.get(2) == Some(&client.as_str()) {
+            fields.get(9).map(|inode| *inode != "0")
+        } else {
+            None
+        }
+    })
+}
+
+/// Waits until the client connection `stream` has been accepted by the
+/// server (see [`is_accepted`]): by the generation serving when it
+/// connected, if no restart happened meanwhile.
 ///
 /// # Panics
 ///
-/// If the listener is not found, or the queue is not empty within
+/// If the server side is not found, or not accepted within
 /// [`EVENT_TIMEOUT`].
-pub fn wait_accepted(addr: SocketAddr) {
-    wait_until("the listener to accept", EVENT_TIMEOUT, || {
-        accept_queue_len(addr).unwrap_or_else(|| panic!("no listener on {addr}")) == 0
+pub fn wait_accepted(stream: &TcpStream) {
+    wait_until("the connection to be accepted", EVENT_TIMEOUT, || {
+        is_accepted(stream).unwrap_or_else(|| panic!("no server side for {stream:?}"))
     });
 }
 
@@ -520,16 +538,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_listener_s_accept_queue_is_read_from_proc() {
+    fn a_connection_is_accepted_once_the_server_calls_accept() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        assert_eq!(accept_queue_len(addr), Some(0));
-        let _client = TcpStream::connect(addr).unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         wait_until("the connection to be queued", EVENT_TIMEOUT, || {
-            accept_queue_len(addr) == Some(1)
+            is_accepted(&client) == Some(false)
         });
         let _accepted = listener.accept().unwrap();
-        wait_accepted(addr);
+        assert_eq!(is_accepted(&client), Some(true));
+        wait_accepted(&client);
+    }
+
+    #[test]
+    fn addresses_as_proc_net_writes_them() {
+        let v4: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let v6: SocketAddr = "[::1]:443".parse().unwrap();
+        if cfg!(target_endian = "little") {
+            assert_eq!(proc_net_addr(v4), "0100007F:1F90");
+            assert_eq!(proc_net_addr(v6), "00000000000000000000000001000000:01BB");
+        }
     }
 
     #[test]

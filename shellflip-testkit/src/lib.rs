@@ -15,8 +15,8 @@
 //! - [`proto`]: the lines every test service speaks (the `ready` line, the
 //!   greeting).
 //! - [`http`]: HTTP load with a real client (hyper's), fresh and
-//!   keep-alive connections; raw HTTP/1.1 exchanges; a listener's accept
-//!   queue.
+//!   keep-alive connections; raw HTTP/1.1 exchanges; whether a
+//!   connection was accepted.
 //! - [`client`]: one echo exchange, step by step or whole, with its
 //!   failures classified; a connection held open.
 //! - [`load`]: concurrent clients bounded in count and time, and their
@@ -61,7 +61,7 @@ pub mod prelude {
     };
     pub use crate::harness::{deploy_fault, start_faulty, Echo};
     pub use crate::http::{
-        accept_queue_len, wait_accepted, wait_stderr, ClientKind, HttpLoad, HttpReport, RawHttp,
+        is_accepted, wait_accepted, wait_stderr, ClientKind, HttpLoad, HttpReport, RawHttp,
         RawResponse,
     };
     pub use crate::load::{ClientReport, Load};
