@@ -35,6 +35,10 @@ pub enum ClientKind {
     /// server closed it while idle (seen before sending: counted in
     /// [`HttpReport::closed_idle`], not a failure).
     KeepAlive,
+    /// A keep-alive client that pauses between its requests, for a
+    /// pseudo-random time below the given one: its connection is often
+    /// idle, as a connection pool's is.
+    Pausing(Duration),
 }
 
 /// One request of an [`HttpLoad`].
@@ -127,6 +131,29 @@ impl HttpLoad {
         path: &str,
         max_time: Duration,
     ) -> HttpLoad {
+        Self::start_mix(
+            addr,
+            &[
+                (ClientKind::Fresh, fresh),
+                (ClientKind::KeepAlive, keep_alive),
+            ],
+            path,
+            max_time,
+        )
+    }
+
+    /// Like [`start`](Self::start), with `count` clients of each `kind`
+    /// in `clients`.
+    ///
+    /// # Panics
+    ///
+    /// If the thread or its runtime cannot be started.
+    pub fn start_mix(
+        addr: SocketAddr,
+        clients: &[(ClientKind, usize)],
+        path: &str,
+        max_time: Duration,
+    ) -> HttpLoad {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let by_pid = Arc::new(Mutex::new(HashMap::new()));
@@ -138,6 +165,10 @@ impl HttpLoad {
             by_pid: Arc::clone(&by_pid),
             deadline: Instant::now() + max_time,
         };
+        let kinds: Vec<ClientKind> = clients
+            .iter()
+            .flat_map(|&(kind, count)| std::iter::repeat_n(kind, count))
+            .collect();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -147,10 +178,10 @@ impl HttpLoad {
             .spawn(move || {
                 runtime.block_on(async move {
                     let shared = Arc::new(shared);
-                    let kinds = std::iter::repeat_n(ClientKind::Fresh, fresh)
-                        .chain(std::iter::repeat_n(ClientKind::KeepAlive, keep_alive));
                     let clients: Vec<_> = kinds
-                        .map(|kind| tokio::spawn(run_client(kind, Arc::clone(&shared))))
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, kind)| tokio::spawn(run_client(kind, i, Arc::clone(&shared))))
                         .collect();
                     let mut report = HttpReport::default();
                     for client in clients {
@@ -288,7 +319,10 @@ async fn request(sender: &mut Sender, path: &str) -> Result<(u32, bool), String>
     Ok((pid, close))
 }
 
-async fn run_client(kind: ClientKind, shared: Arc<Shared>) -> (Vec<HttpSample>, u64) {
+async fn run_client(kind: ClientKind, index: usize, shared: Arc<Shared>) -> (Vec<HttpSample>, u64) {
+    // xorshift64: the pauses of a pausing client, different for each.
+    let mut seed =
+        0x9E37_79B9_7F4A_7C15_u64 ^ (index as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D);
     let mut samples = Vec::new();
     let mut closed_idle = 0;
     let mut kept: Option<Sender> = None;
@@ -307,7 +341,7 @@ async fn run_client(kind: ClientKind, shared: Arc<Shared>) -> (Vec<HttpSample>, 
                 None => connect(shared.addr).await?,
             };
             let (pid, close) = request(&mut sender, &shared.path).await?;
-            if kind == ClientKind::KeepAlive && !close {
+            if kind != ClientKind::Fresh && !close {
                 kept = Some(sender);
             }
             Ok::<_, String>((pid, close))
@@ -327,6 +361,20 @@ async fn run_client(kind: ClientKind, shared: Arc<Shared>) -> (Vec<HttpSample>, 
             connection_close: outcome.as_ref().is_ok_and(|(_, close)| *close),
             outcome: outcome.map(|(pid, _)| pid),
         });
+        if let ClientKind::Pausing(longest) = kind {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let micros = u64::try_from(longest.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            let until = Instant::now() + Duration::from_micros(seed % micros);
+            // In short steps, to stop soon when told.
+            while shared.go_on() && Instant::now() < until {
+                let step = until.saturating_duration_since(Instant::now());
+                tokio::time::sleep(step.min(Duration::from_millis(20))).await;
+            }
+        }
     }
     (samples, closed_idle)
 }
