@@ -79,7 +79,9 @@ use crate::{Accept, Context, HandoverState};
 pub use drain::MissingDrainSignal;
 pub use drain::{DrainSignal, PeerAddr};
 
-/// The error type a served service or body may fail with.
+/// The error a served service or its response body may fail with: any
+/// error that converts into it (`std::convert::Infallible` for an
+/// `axum::Router`). A service error makes hyper close the connection.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Serves `service` on `listener` until this generation stops accepting
@@ -125,7 +127,16 @@ where
     }
 }
 
-/// A server being set up by [`serve`]; await it to run it.
+/// A server being set up by [`serve`]; await it to run it (it implements
+/// [`IntoFuture`]), after options such as
+/// [`close_idle_after`](Self::close_idle_after).
+///
+/// ```no_run
+/// # async fn f(ctx: shellflip::Context, listener: tokio::net::TcpListener, router: axum::Router) {
+/// let server = shellflip::http::serve(&ctx, listener, router);
+/// server.await; // returns once this generation is drained
+/// # }
+/// ```
 #[must_use = "a Serve does nothing until it is awaited"]
 pub struct Serve<St: HandoverState, L, S> {
     ctx: Context<St>,

@@ -82,6 +82,17 @@ impl<S: HandoverState> From<&Context<S>> for DrainSignal {
 
 impl DrainSignal {
     /// True once the drain has begun.
+    ///
+    /// ```
+    /// # fn f(drain: shellflip::http::DrainSignal) -> Vec<u8> {
+    /// // A long response stops adding chunks once the drain began.
+    /// let mut body = Vec::new();
+    /// while body.len() < 1 << 20 && !drain.is_draining() {
+    ///     body.extend_from_slice(b"data\n");
+    /// }
+    /// body
+    /// # }
+    /// ```
     pub fn is_draining(&self) -> bool {
         self.token.is_cancelled()
     }
@@ -100,6 +111,16 @@ impl DrainSignal {
 
     /// When the drain ends, once it has begun (`None` before): work still
     /// running then is cut by the process's exit.
+    ///
+    /// ```no_run
+    /// # async fn f(drain: shellflip::http::DrainSignal) {
+    /// drain.draining().await;
+    /// if let Some(deadline) = drain.deadline() {
+    ///     // Finish the stream a little before the exit cuts it.
+    ///     tokio::time::sleep_until(deadline - std::time::Duration::from_millis(100)).await;
+    /// }
+    /// # }
+    /// ```
     pub fn deadline(&self) -> Option<Instant> {
         (self.deadline)()
     }
@@ -122,7 +143,15 @@ pub struct PeerAddr<A>(pub A);
 
 /// The rejection of the [`DrainSignal`] extractor: the request was not
 /// served by [`serve`](super::serve), and no `DrainSignal` was added to it.
-/// Answers 500 Internal Server Error.
+/// Answers 500 Internal Server Error. A router served otherwise can add
+/// one:
+///
+/// ```no_run
+/// # fn f(ctx: &shellflip::Context, router: axum::Router) -> axum::Router {
+/// use shellflip::http::DrainSignal;
+/// router.layer(axum::Extension(DrainSignal::from(ctx)))
+/// # }
+/// ```
 #[cfg(feature = "axum")]
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error(
