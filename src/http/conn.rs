@@ -41,7 +41,8 @@ impl Settings {
     fn idle_close_at(&self, began: Instant, deadline: Option<Instant>) -> Option<Instant> {
         let by_deadline = deadline.map(|deadline| {
             let left = deadline.saturating_duration_since(began);
-            deadline - (left / IDLE_MARGIN_DIVISOR).min(MAX_IDLE_MARGIN)
+            let margin = (left / IDLE_MARGIN_DIVISOR).min(MAX_IDLE_MARGIN);
+            deadline.checked_sub(margin).unwrap_or(deadline)
         });
         let by_option = self
             .close_idle_after
