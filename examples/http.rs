@@ -1,23 +1,34 @@
-//! An HTTP service (axum) whose in-flight requests complete across a
-//! restart, with a request counter carried to the next generation.
+//! An HTTP service (axum) that loses no request across a restart, with a
+//! request counter carried to the next generation. Served by
+//! `shellflip::http::serve` (feature `axum`): HTTP/1.1 and HTTP/2 on one
+//! port, keep-alive connections moved to the new generation without a
+//! failed request, WebSockets told when the drain begins.
 //!
 //! ```text
-//! cargo run --example http -- --listen 127.0.0.1:8080 --control /tmp/shellflip-http.sock
+//! cargo run --example http --features axum -- --listen 127.0.0.1:8080 --control /tmp/shellflip-http.sock
 //! curl 'http://127.0.0.1:8080/slow?ms=5000' &   # still answered by the old generation
 //! shellflip restart /tmp/shellflip-http.sock
 //! curl http://127.0.0.1:8080/                   # answered by the new one; the count goes on
 //! ```
 //!
 //! `GET /` answers `pid=<pid> generation=<g> requests=<n>`; `GET /slow?ms=N`
-//! waits N milliseconds (at most 60 s) first.
+//! waits N milliseconds (at most 60 s) first. `GET /ws` is a WebSocket that
+//! echoes text messages (`sleep <ms>` is echoed after that long) and, when
+//! the drain begins, finishes the message at hand and sends a close frame
+//! (1001, "restarting"). Each generation prints `ready pid=.. generation=..
+//! listen=..` on stdout when ready and `draining pid=.. generation=..` on
+//! stderr when its drain begins.
 use std::path::PathBuf;
 use std::time::Duration;
 
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use clap::Parser;
 use serde::Deserialize;
+use shellflip::http::DrainSignal;
 use shellflip::{restartable, Context, HandoverState, StateCell};
 
 #[derive(Parser)]
@@ -47,6 +58,9 @@ struct Slow {
     ms: u64,
 }
 
+/// The longest wait `/slow` and `sleep` accept.
+const LONGEST: Duration = Duration::from_secs(60);
+
 #[restartable(drain_timeout = "70s")]
 async fn main(ctx: Context<Counters>) -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
@@ -59,16 +73,22 @@ async fn main(ctx: Context<Counters>) -> Result<(), Box<dyn std::error::Error>> 
     let router = Router::new()
         .route("/", get(hello))
         .route("/slow", get(slow))
+        .route("/ws", get(ws))
         .with_state(app);
     ctx.ready()?;
     let addr = listener.local_addr()?;
     let (pid, generation) = (std::process::id(), ctx.generation());
     println!("ready pid={pid} generation={generation} listen={addr}");
-    // Stops accepting when the next generation is ready, then waits for the
-    // requests in flight; the runtime bounds that by the drain timeout.
-    axum::serve(listener, router)
-        .with_graceful_shutdown(ctx.shutdown())
-        .await?;
+    let drain = DrainSignal::from(&ctx);
+    tokio::spawn(async move {
+        drain.draining().await;
+        eprintln!("draining pid={pid} generation={generation}");
+    });
+    // Accepts until the next generation takes over, then drains: requests
+    // in flight complete, keep-alive clients are told `Connection: close`,
+    // HTTP/2 clients get a GOAWAY; the runtime bounds it all by the drain
+    // timeout.
+    shellflip::http::serve(&ctx, listener, router).await;
     Ok(())
 }
 
@@ -85,6 +105,44 @@ async fn hello(State(app): State<App>) -> String {
 }
 
 async fn slow(state: State<App>, Query(slow): Query<Slow>) -> String {
-    tokio::time::sleep(Duration::from_millis(slow.ms.min(60_000))).await;
+    tokio::time::sleep(Duration::from_millis(slow.ms).min(LONGEST)).await;
     hello(state).await
+}
+
+async fn ws(upgrade: WebSocketUpgrade, drain: DrainSignal) -> Response {
+    upgrade.on_upgrade(move |socket| echo(socket, drain))
+}
+
+/// Echoes text messages until the client closes or the drain begins; then
+/// sends a close frame and waits (bounded by the drain) for the client's.
+async fn echo(mut socket: WebSocket, drain: DrainSignal) {
+    loop {
+        let message = tokio::select! {
+            message = socket.recv() => message,
+            () = drain.draining() => break,
+        };
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+            Some(Ok(_)) => continue,
+        };
+        if let Some(ms) = text.strip_prefix("sleep ").and_then(|ms| ms.parse().ok()) {
+            tokio::time::sleep(Duration::from_millis(ms).min(LONGEST)).await;
+        }
+        if socket.send(Message::Text(text)).await.is_err() {
+            return;
+        }
+    }
+    let close = CloseFrame {
+        code: 1001, // going away
+        reason: "restarting".into(),
+    };
+    if socket.send(Message::Close(Some(close))).await.is_err() {
+        return;
+    }
+    while let Some(Ok(message)) = socket.recv().await {
+        if let Message::Close(_) = message {
+            break;
+        }
+    }
 }

@@ -121,6 +121,16 @@
 //! representative inputs are also checked in under
 //! `shellflip-macros/tests/expand/`.
 //!
+//! ## HTTP services
+//!
+//! With the `axum` feature (or `hyper`, for any hyper or tower service),
+//! `shellflip::http::serve(&ctx, listener, router).await` serves HTTP/1.1
+//! and HTTP/2 on a restartable listener and loses no request across a
+//! restart: connections already accepted are served, keep-alive clients are
+//! told `Connection: close` during the drain, HTTP/2 clients a GOAWAY, and
+//! WebSockets are drained (see the `http` module). Both features are off by
+//! default; without them nothing of hyper or axum is compiled.
+//!
 //! ## Talking to a running service
 //!
 //! The `shellflip` command-line tool (feature `cli`, on by default) restarts,
@@ -152,6 +162,9 @@ pub use shellflip_macros::{restartable, HandoverState};
 
 #[cfg(feature = "client")]
 pub mod client;
+
+#[cfg(feature = "hyper")]
+pub mod http;
 
 #[doc(hidden)]
 pub mod __private {

@@ -1,5 +1,5 @@
 //! What a run needs, built before it starts: the root workspace's echo
-//! example and this workspace's services (`src/bin/`), in release, by
+//! and HTTP examples and this workspace's services (`src/bin/`), in release, by
 //! cargo itself, so that one command runs the benchmark from a fresh clone
 //! and never measures a stale build. For what is fresh, cargo only checks.
 
@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The benchmark's services in this workspace, by binary name.
-const SERVICES: [&str; 4] = [
+const SERVICES: [&str; 5] = [
     "peer_cf_shellflip",
     "peer_ecdysis",
     "bare_echo",
     "state_service",
+    "http_plain_axum",
 ];
 
 /// The executables a run starts.
@@ -30,6 +31,10 @@ pub struct Binaries {
     pub bare_echo: PathBuf,
     /// Ours, handing over a state of `--state-mb` MB.
     pub state_service: PathBuf,
+    /// The HTTP example: `shellflip::http::serve`.
+    pub http_example: PathBuf,
+    /// The same axum service on `axum::serve(..).with_graceful_shutdown(..)`.
+    pub http_plain_axum: PathBuf,
 }
 
 /// The cargo that runs this binary (`cargo run` sets `CARGO`), or the one
@@ -102,13 +107,16 @@ pub fn binaries(echo: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Result<Binar
     // bench/, and the repository's root above it.
     let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = bench.parent().unwrap_or(bench);
+    let targets: &[&str] = match echo {
+        Some(_) => &["--example", "http"],
+        None => &["--example", "echo", "--example", "http"],
+    };
+    let mut examples = cargo_build(&root.join("Cargo.toml"), targets)?;
     let echo = match echo {
         Some(path) => path,
-        None => take(
-            &mut cargo_build(&root.join("Cargo.toml"), &["--example", "echo"])?,
-            "echo",
-        )?,
+        None => take(&mut examples, "echo")?,
     };
+    let http_example = take(&mut examples, "http")?;
     let mut services = match bin_dir {
         Some(dir) => SERVICES
             .iter()
@@ -125,6 +133,8 @@ pub fn binaries(echo: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Result<Binar
         peer_ecdysis: take(&mut services, "peer_ecdysis")?,
         bare_echo: take(&mut services, "bare_echo")?,
         state_service: take(&mut services, "state_service")?,
+        http_example,
+        http_plain_axum: take(&mut services, "http_plain_axum")?,
     };
     for path in [
         &binaries.echo,
@@ -132,6 +142,8 @@ pub fn binaries(echo: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Result<Binar
         &binaries.peer_ecdysis,
         &binaries.bare_echo,
         &binaries.state_service,
+        &binaries.http_example,
+        &binaries.http_plain_axum,
     ] {
         if !path.is_file() {
             return Err(format!("{} does not exist", path.display()));

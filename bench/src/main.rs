@@ -1,7 +1,9 @@
 //! `shellflip-bench`: restarts three equivalent echo services under the
 //! same load, one after the other, and reports restart latency, failed
 //! connections, throughput, memory and descriptors side by side, plus the
-//! state handover and the serving overhead of ours.
+//! state handover and the serving overhead of ours, and an HTTP section:
+//! the same axum service on `shellflip::http::serve` and on plain
+//! `axum::serve` restarted under HTTP load (`src/http_section.rs`).
 //!
 //! From the repository's root (the bench is its own workspace):
 //!
@@ -21,6 +23,7 @@
 
 mod build;
 mod harness;
+mod http_section;
 mod load;
 mod plot;
 
@@ -36,8 +39,8 @@ use shellflip::control::Response;
 use shellflip::state::{decode_envelope, encode_envelope};
 use shellflip::StateFds;
 use shellflip_bench::report::{
-    markdown_table, rows, Machine, Overhead, Report, RestartRecord, RunConfig, StateResult,
-    StateSize, SystemResult,
+    fmt_num, markdown_table, rows, Machine, Overhead, Report, RestartRecord, RunConfig,
+    StateResult, StateSize, SystemResult,
 };
 use shellflip_bench::state::{BenchState, BenchStateBin};
 use shellflip_bench::stats::{median, per_second};
@@ -92,6 +95,16 @@ struct Opts {
     /// the root workspace's in release).
     #[arg(long)]
     echo: Option<PathBuf>,
+    /// Skip the HTTP section (shellflip::http vs plain axum::serve).
+    #[arg(long)]
+    no_http: bool,
+    /// HTTP section: clients of each kind (fresh connections, keep-alive,
+    /// keep-alive pausing between requests).
+    #[arg(long, default_value_t = 8)]
+    http_clients: usize,
+    /// HTTP section: restarts per system.
+    #[arg(long, default_value_t = 10)]
+    http_restarts: usize,
     /// Keep each service's stderr in this directory (ours then runs with
     /// RUST_LOG=shellflip_runtime=debug, which logs its phase timings).
     #[arg(long)]
@@ -599,6 +612,8 @@ fn main() -> std::process::ExitCode {
     let mut opts = Opts::parse();
     if opts.quick {
         opts.restarts = opts.restarts.min(3);
+        opts.http_restarts = opts.http_restarts.min(3);
+        opts.http_clients = opts.http_clients.min(4);
         opts.idle_restarts = Some(opts.idle_restarts.unwrap_or(2).min(3));
     }
     // Built before the reaper thread exists, which would reap cargo too.
@@ -689,6 +704,10 @@ fn main() -> std::process::ExitCode {
         eprintln!("serving overhead: echo example vs bare tokio listener");
         report.overhead = bench.run_overhead(&echo, &binaries.bare_echo);
     }
+    if !bench.opts.no_http {
+        eprintln!("HTTP: shellflip::http::serve vs axum::serve + with_graceful_shutdown");
+        report.http = Some(bench.run_http(&binaries.http_example, &binaries.http_plain_axum));
+    }
     if let Some(path) = &bench.opts.plot {
         let to_ms = plot_window(&report.systems);
         let panels: Vec<plot::Panel> = report
@@ -726,6 +745,47 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_default()
         ));
     }
+    if let Some(http) = &report.http {
+        let clients: Vec<String> = http
+            .clients
+            .iter()
+            .map(|(kind, n)| format!("{n} {kind}"))
+            .collect();
+        text.push_str(&format!(
+            "- HTTP: clients {} (pausing up to {} ms), drain timeout {}\n",
+            clients.join(", "),
+            http.pause_ms,
+            http.drain_timeout
+        ));
+        for s in &http.systems {
+            let kinds: Vec<String> = s
+                .requests
+                .iter()
+                .map(|(kind, n)| {
+                    let failed = s.failures.get(kind).copied().unwrap_or(0);
+                    format!("{kind} {failed} failed of {n}")
+                })
+                .collect();
+            text.push_str(&format!(
+                "- HTTP {}: {} restarts; requests: {}; idle connections closed by the server: {}; p50 steady {} ms, during restarts {} ms{}{}\n",
+                s.name,
+                s.restarts.len(),
+                kinds.join(", "),
+                s.closed_idle,
+                fmt_num(s.steady_p50_ms, 2),
+                fmt_num(s.restart_p50_ms, 2),
+                if s.failure_examples.is_empty() {
+                    String::new()
+                } else {
+                    format!("; e.g. {}", s.failure_examples.join("; "))
+                },
+                s.error
+                    .as_ref()
+                    .map(|e| format!("; stopped early: {}", e.lines().next().unwrap_or("")))
+                    .unwrap_or_default()
+            ));
+        }
+    }
     text.push_str(&format!(
         "- machine: {} × {}, {}; load average at start {}; {} clients; run took {:.0} s\n",
         report.machine.nproc,
@@ -744,7 +804,11 @@ fn main() -> std::process::ExitCode {
     } else {
         print!("{text}");
     }
-    let failed = report.systems.iter().any(|s| s.error.is_some());
+    let failed = report.systems.iter().any(|s| s.error.is_some())
+        || report
+            .http
+            .iter()
+            .any(|h| h.systems.iter().any(|s| s.error.is_some()));
     if failed {
         std::process::ExitCode::FAILURE
     } else {

@@ -14,6 +14,9 @@ pub struct Report {
     pub systems: Vec<SystemResult>,
     pub state: Option<StateResult>,
     pub overhead: Option<Overhead>,
+    /// The HTTP section (absent with `--no-http`).
+    #[serde(default)]
+    pub http: Option<HttpResult>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -136,6 +139,54 @@ pub struct Overhead {
     pub bare_rates: Vec<f64>,
 }
 
+/// The HTTP section: the same axum service served by `shellflip::http`
+/// (examples/http.rs) and by `axum::serve(..).with_graceful_shutdown(..)`,
+/// restarted under the same HTTP load.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HttpResult {
+    /// Clients of each kind (`fresh`, `keep-alive`, `pausing`).
+    pub clients: BTreeMap<String, usize>,
+    /// The longest pause of a pausing client, ms.
+    pub pause_ms: u64,
+    /// The services' drain timeout (`SHELLFLIP_DRAIN_TIMEOUT`).
+    pub drain_timeout: String,
+    pub systems: Vec<HttpSystemResult>,
+}
+
+/// One HTTP system.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HttpSystemResult {
+    /// `ours-http`, `axum-serve`.
+    pub key: String,
+    pub name: String,
+    pub restarts: Vec<HttpRestart>,
+    /// Requests sent, by client kind.
+    pub requests: BTreeMap<String, u64>,
+    /// Failed requests, by client kind.
+    pub failures: BTreeMap<String, u64>,
+    /// A few failure messages, for the curious.
+    pub failure_examples: Vec<String>,
+    /// Keep-alive connections found closed by the server before a request
+    /// was sent on them (no request lost; the client reconnected).
+    pub closed_idle: u64,
+    /// Latencies (ms) of the requests begun in the steady window.
+    pub steady_p50_ms: Option<f64>,
+    pub steady_p99_ms: Option<f64>,
+    /// Latencies (ms) of the requests begun from a trigger until the old
+    /// generation was gone (at least 100 ms).
+    pub restart_p50_ms: Option<f64>,
+    pub restart_p99_ms: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// One HTTP restart. Times in ms from the trigger.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HttpRestart {
+    pub old_gone_ms: Option<f64>,
+    /// Failed requests begun from this trigger to the next, by client kind.
+    pub failures: BTreeMap<String, u64>,
+}
+
 /// One row of the table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
@@ -251,27 +302,122 @@ fn metric_rows(
     systems: &[SystemResult],
     sample: impl Fn(&SystemResult) -> Vec<f64>,
 ) {
-    let summaries: Vec<Option<Summary>> = systems.iter().map(|s| summarize(&sample(s))).collect();
+    let named: Vec<(&str, &str, Vec<f64>)> = systems
+        .iter()
+        .map(|s| (s.key.as_str(), s.name.as_str(), sample(s)))
+        .collect();
+    keyed_rows(rows, metric, decimals, with_ratio, "ours", &named);
+}
+
+/// One metric over `(key, name, sample)` of each system; the ratio is the
+/// median of the system keyed `base` over each other's median.
+fn keyed_rows(
+    rows: &mut Vec<Row>,
+    metric: &str,
+    decimals: usize,
+    with_ratio: bool,
+    base: &str,
+    systems: &[(&str, &str, Vec<f64>)],
+) {
+    let summaries: Vec<Option<Summary>> = systems.iter().map(|s| summarize(&s.2)).collect();
     let ours = systems
         .iter()
-        .position(|s| s.key == "ours")
+        .position(|s| s.0 == base)
         .and_then(|i| summaries[i]);
-    for (system, summary) in systems.iter().zip(&summaries) {
+    for ((key, name, _), summary) in systems.iter().zip(&summaries) {
         let ratio = match (ours, summary) {
-            (Some(o), Some(s)) if with_ratio && system.key != "ours" && s.median != 0.0 => {
+            (Some(o), Some(s)) if with_ratio && *key != base && s.median != 0.0 => {
                 Some(o.median / s.median)
             }
             _ => None,
         };
         rows.push(Row {
             metric: metric.to_string(),
-            system: system.name.clone(),
+            system: name.to_string(),
             median: summary.map(|s| s.median),
             max: summary.map(|s| s.max),
             ratio,
             decimals,
         });
     }
+}
+
+/// The HTTP section's rows: per-restart failures by client kind, idle
+/// connections closed, p99 latency steady and during restarts, the drain.
+fn http_rows(rows: &mut Vec<Row>, http: &HttpResult) {
+    let systems = &http.systems;
+    let per_system = |f: &dyn Fn(&HttpSystemResult) -> Vec<f64>| -> Vec<(&str, &str, Vec<f64>)> {
+        systems
+            .iter()
+            .map(|s| (s.key.as_str(), s.name.as_str(), f(s)))
+            .collect()
+    };
+    let base = "ours-http";
+    for (kind, label) in [
+        ("fresh", "fresh connections"),
+        ("keep-alive", "keep-alive clients"),
+        ("pausing", "keep-alive clients idle between requests"),
+    ] {
+        if http.clients.get(kind).copied().unwrap_or(0) == 0 {
+            continue;
+        }
+        keyed_rows(
+            rows,
+            &format!("HTTP: failed requests per restart, {label}"),
+            0,
+            false,
+            base,
+            &per_system(&|s| {
+                s.restarts
+                    .iter()
+                    .map(|r| r.failures.get(kind).copied().unwrap_or(0) as f64)
+                    .collect()
+            }),
+        );
+    }
+    keyed_rows(
+        rows,
+        "HTTP: idle keep-alive connections closed by the server (run)",
+        0,
+        false,
+        base,
+        &per_system(&|s| vec![s.closed_idle as f64]),
+    );
+    keyed_rows(
+        rows,
+        "HTTP: p99 latency, steady (ms)",
+        2,
+        true,
+        base,
+        &per_system(&|s| s.steady_p99_ms.into_iter().collect()),
+    );
+    keyed_rows(
+        rows,
+        "HTTP: p99 latency, during restarts (ms)",
+        2,
+        true,
+        base,
+        &per_system(&|s| s.restart_p99_ms.into_iter().collect()),
+    );
+    keyed_rows(
+        rows,
+        "HTTP: p99 during restarts ÷ p99 steady (goal ≤ 1.5)",
+        2,
+        false,
+        base,
+        &per_system(&|s| match (s.restart_p99_ms, s.steady_p99_ms) {
+            (Some(r), Some(st)) if st > 0.0 => vec![r / st],
+            _ => vec![],
+        }),
+    );
+    keyed_rows(
+        rows,
+        "HTTP: trigger → old generation gone (ms)",
+        1,
+        true,
+        base,
+        &per_system(&|s| s.restarts.iter().filter_map(|r| r.old_gone_ms).collect()),
+    );
 }
 
 /// The rows of a report, in the order of the table.
@@ -498,6 +644,9 @@ pub fn rows(report: &Report) -> Vec<Row> {
             decimals: 0,
         });
     }
+    if let Some(http) = &report.http {
+        http_rows(&mut rows, http);
+    }
     rows
 }
 
@@ -615,5 +764,49 @@ mod tests {
         let json = serde_json::to_string(&report).unwrap();
         let back: Report = serde_json::from_str(&json).unwrap();
         assert_eq!(back.systems[1].restarts[2].fds, Some(12));
+    }
+
+    #[test]
+    fn http_rows_count_failures_per_restart_and_compare_latency() {
+        let restart = |fresh: u64| HttpRestart {
+            old_gone_ms: Some(10.0),
+            failures: [("fresh".to_string(), fresh)].into_iter().collect(),
+        };
+        let system = |key: &str, fresh: Vec<u64>, p99: f64| HttpSystemResult {
+            key: key.to_string(),
+            name: key.to_string(),
+            restarts: fresh.into_iter().map(restart).collect(),
+            steady_p99_ms: Some(2.0),
+            restart_p99_ms: Some(p99),
+            ..Default::default()
+        };
+        let http = HttpResult {
+            clients: [("fresh".to_string(), 4)].into_iter().collect(),
+            systems: vec![
+                system("ours-http", vec![0, 0], 2.5),
+                system("axum-serve", vec![1, 3], 5.0),
+            ],
+            ..Default::default()
+        };
+        let mut rows = Vec::new();
+        http_rows(&mut rows, &http);
+        let find = |metric: &str, system: &str| {
+            rows.iter()
+                .find(|r| r.metric.starts_with(metric) && r.system == system)
+                .unwrap_or_else(|| panic!("no row {metric} / {system}"))
+                .clone()
+        };
+        let fresh = find("HTTP: failed requests per restart, fresh", "axum-serve");
+        assert_eq!((fresh.median, fresh.max), (Some(2.0), Some(3.0)));
+        assert!(
+            !rows
+                .iter()
+                .any(|r| r.metric.starts_with("HTTP: failed") && r.metric.contains("keep-alive")),
+            "no keep-alive clients, no row for them"
+        );
+        let during = find("HTTP: p99 latency, during", "axum-serve");
+        assert_eq!(during.ratio, Some(0.5));
+        let ratio = find("HTTP: p99 during restarts ÷", "ours-http");
+        assert_eq!(ratio.median, Some(1.25));
     }
 }

@@ -42,6 +42,19 @@ pub fn summarize(values: &[f64]) -> Option<Summary> {
     })
 }
 
+/// The `p`-th percentile (0 < p ≤ 100) by the nearest-rank method: the
+/// smallest value that at least `p` % of the values are at most. NaNs are
+/// ignored; `None` for an empty sample.
+pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    Some(v[rank.clamp(1, v.len()) - 1])
+}
+
 /// Events per second of `count` events over `micros` microseconds.
 pub fn per_second(count: u64, micros: u64) -> f64 {
     if micros == 0 {
@@ -71,6 +84,16 @@ pub fn histogram(sorted_micros: &[u64], start: u64, width: u64, buckets: usize) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 99.0), Some(99.0));
+        assert_eq!(percentile(&v, 50.0), Some(50.0));
+        assert_eq!(percentile(&v, 100.0), Some(100.0));
+        assert_eq!(percentile(&[3.0, 1.0, 2.0], 99.0), Some(3.0));
+        assert_eq!(percentile(&[], 99.0), None);
+    }
 
     #[test]
     fn median_of_odd_and_even_samples() {

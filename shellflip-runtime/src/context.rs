@@ -578,6 +578,27 @@ impl<S: HandoverState> Context<S> {
     pub fn task_tracker(&self) -> TaskTracker {
         self.generation.tracker.clone()
     }
+
+    /// When the drain ends, once it has begun (`None` before): in-flight
+    /// work still running then is cut by the exit. For servers that close
+    /// idle connections just before it rather than have them cut.
+    ///
+    /// ```no_run
+    /// # async fn service(ctx: shellflip_runtime::Context) {
+    /// ctx.shutdown().await;
+    /// if let Some(deadline) = ctx.drain_deadline() {
+    ///     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    ///     println!("draining; {left:?} left");
+    /// }
+    /// # }
+    /// ```
+    pub fn drain_deadline(&self) -> Option<tokio::time::Instant> {
+        if self.generation.shutdown.is_cancelled() {
+            Some(self.generation.drain().deadline)
+        } else {
+            None
+        }
+    }
 }
 
 fn resolve(

@@ -14,6 +14,9 @@
 //!   with the outcome checked.
 //! - [`proto`]: the lines every test service speaks (the `ready` line, the
 //!   greeting).
+//! - [`http`]: HTTP load with a real client (hyper's), fresh and
+//!   keep-alive connections; raw HTTP/1.1 exchanges; whether a
+//!   connection was accepted.
 //! - [`client`]: one echo exchange, step by step or whole, with its
 //!   failures classified; a connection held open.
 //! - [`load`]: concurrent clients bounded in count and time, and their
@@ -42,6 +45,7 @@ pub mod binaries;
 pub mod client;
 pub mod control;
 pub mod harness;
+pub mod http;
 pub mod load;
 pub mod notify;
 pub mod process;
@@ -57,6 +61,10 @@ pub mod prelude {
         simultaneous_restarts, start_slow_restart,
     };
     pub use crate::harness::{deploy_fault, start_faulty, Echo};
+    pub use crate::http::{
+        is_accepted, wait_accepted, wait_stderr, ClientKind, HttpLoad, HttpReport, RawHttp,
+        RawResponse,
+    };
     pub use crate::load::{ClientReport, Load};
     pub use crate::process::{
         become_subreaper, children_of, is_alive, kill_pid, parent_of, reap_exited_spawners,
