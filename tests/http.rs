@@ -26,7 +26,10 @@ use tokio_tungstenite::tungstenite::Message;
 const LOAD_TIME: Duration = Duration::from_secs(240);
 
 fn start_http() -> Echo {
-    Echo::start_with_binary(&example_binary("http"), &[])
+    // A short probation: these tests are about the drain that follows it
+    // (a 2 s request sent before a restart is still in flight when the old
+    // generation starts draining).
+    Echo::start_with_binary(&example_binary("http"), &[("SHELLFLIP_PROBATION", "200ms")])
 }
 
 /// Restarts `service`, waits for the new generation's ready line and for
