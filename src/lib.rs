@@ -2,8 +2,10 @@
 //!
 //! Zero-downtime restarts and upgrades for Tokio services: the listening
 //! sockets are inherited by the next generation (never re-bound), typed state
-//! is handed over, the new generation is supervised until it is ready, and
-//! the old one drains and exits — or, if the new one fails, keeps serving.
+//! is handed over (matched by field name, so it may change from build to
+//! build), the new generation is supervised until it is ready and through a
+//! short probation, and the old one drains — or hands its live connections
+//! over — and exits; if the new one fails, the old one keeps serving.
 //!
 //! ## Quick start
 //!
@@ -28,11 +30,8 @@
 //!     let listener = ctx.tcp_listener("hello", "127.0.0.1:7070")?;
 //!     let state = ctx.state();
 //!     ctx.ready()?;
-//!     loop {
-//!         let (mut stream, _) = tokio::select! {
-//!             _ = ctx.shutdown() => return Ok(()),
-//!             accepted = listener.accept() => accepted?,
-//!         };
+//!     // Until a successor takes over, or a stop.
+//!     while let Some((mut stream, _)) = ctx.accept(&listener).await {
 //!         let served = state.update(|s| { s.served += 1; s.served });
 //!         let generation = ctx.generation();
 //!         ctx.spawn(async move {
@@ -40,6 +39,7 @@
 //!             let _ = stream.write_all(line.as_bytes()).await;
 //!         });
 //!     }
+//!     Ok(()) // the spawned tasks drain
 //! }
 //! ```
 //!

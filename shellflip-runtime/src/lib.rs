@@ -30,18 +30,12 @@
 //!     run(config, |ctx: Context| async move {
 //!         let listener = ctx.tcp_listener("hello", "127.0.0.1:7070")?;
 //!         ctx.ready()?;
-//!         loop {
-//!             tokio::select! {
-//!                 _ = ctx.shutdown() => break,
-//!                 accepted = listener.accept() => {
-//!                     let (mut stream, _) = accepted?;
-//!                     let generation = ctx.generation();
-//!                     ctx.spawn(async move {
-//!                         let line = format!("hello from generation {generation}\n");
-//!                         let _ = stream.write_all(line.as_bytes()).await;
-//!                     });
-//!                 }
-//!             }
+//!         while let Some((mut stream, _)) = ctx.accept(&listener).await {
+//!             let generation = ctx.generation();
+//!             ctx.spawn(async move {
+//!                 let line = format!("hello from generation {generation}\n");
+//!                 let _ = stream.write_all(line.as_bytes()).await;
+//!             });
 //!         }
 //!         Ok::<(), shellflip_runtime::Error>(())
 //!     })
