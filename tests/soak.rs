@@ -162,7 +162,9 @@ fn two_hundred_restarts_under_load_leak_nothing() {
     let started = Instant::now();
     let me = std::process::id();
 
-    let mut echo = Echo::start(&[]);
+    // A short probation (the default 2 s would make the run 400 s longer;
+    // probation itself is tested in tests/probation.rs).
+    let mut echo = Echo::start(&[("SHELLFLIP_PROBATION", "100ms")]);
     let load = Load::start(echo.addr, clients, u64::MAX, Duration::from_secs(3600));
     wait_until("load on the first generation", EVENT_TIMEOUT, || {
         load.count_from(echo.current.pid) >= clients
