@@ -1,7 +1,8 @@
 //! File-descriptor and process plumbing: passing descriptors over a Unix
 //! socket (SCM_RIGHTS), adopting the channel descriptor a parent left us,
-//! letting exactly one descriptor survive `exec` in a spawned child, and
-//! forking the spawner helper with only its own descriptor.
+//! letting exactly one descriptor survive `exec` in a spawned child,
+//! forking the spawner helper with only its own descriptor, and forking
+//! the first generation off the keeper.
 //!
 //! This is the only module of the runtime with `unsafe` code. Every block
 //! states why it is sound.
@@ -20,7 +21,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::socket::{
-    recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage,
+    recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage, UnixAddr,
 };
 
 /// The most descriptors one `sendmsg` can carry on Linux (`SCM_MAX_FD`).
@@ -33,6 +34,26 @@ pub(crate) fn send_with_fds(
     socket: BorrowedFd<'_>,
     data: &[u8],
     fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    send_message(socket, data, fds, None)
+}
+
+/// Like [`send_with_fds`], to `address`: one datagram from an unconnected
+/// datagram socket (a notification to systemd or to the keeper).
+pub(crate) fn send_with_fds_to(
+    socket: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+    address: &UnixAddr,
+) -> io::Result<usize> {
+    send_message(socket, data, fds, Some(address))
+}
+
+fn send_message(
+    socket: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+    address: Option<&UnixAddr>,
 ) -> io::Result<usize> {
     if fds.len() > MAX_FDS_PER_MESSAGE {
         return Err(io::Error::new(
@@ -50,12 +71,12 @@ pub(crate) fn send_with_fds(
     } else {
         &[ControlMessage::ScmRights(&raw)]
     };
-    sendmsg::<()>(
+    sendmsg(
         socket.as_raw_fd(),
         &iov,
         cmsgs,
         MsgFlags::MSG_NOSIGNAL,
-        None,
+        address,
     )
     .map_err(io::Error::from)
 }

@@ -18,7 +18,6 @@
 //! previous generation, which keeps serving and tells whoever asked.
 
 use std::future::Future;
-use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -45,7 +44,7 @@ use crate::shutdown::{self, Signals};
 use crate::spawner::{self, Spawner, SpawnerClient, SpawnerProcess};
 use crate::state::{decode_envelope, HandoverState, StateFds};
 use crate::supervisor::{Limits, Supervisor, SupervisorParts};
-use crate::systemd;
+use crate::systemd::{self, Passed};
 use crate::timing::{unix_ms, StartupTimes};
 
 /// What a service's `main` may return: `()` or `Result<(), E>` with a
@@ -103,8 +102,8 @@ where
         Ok(channel) => channel,
         Err(e) => return fail_start(None, &e.to_string()),
     };
-    let activated = match systemd::take_socket_activation(channel.is_none()) {
-        Ok(activated) => activated,
+    let passed = match systemd::take_socket_activation(channel.is_none()) {
+        Ok(passed) => passed,
         Err(e) => return fail_start(channel.as_mut(), &Error::from(e).to_string()),
     };
     let config = match config.apply_env() {
@@ -144,7 +143,7 @@ where
         spawner,
         channel,
         received,
-        activated,
+        passed,
     };
     let code = runtime.block_on(serve::<S, F, Fut>(config, start, main));
     runtime.shutdown_background();
@@ -199,8 +198,9 @@ struct Start {
     channel: Option<StdUnixStream>,
     /// What the previous generation handed over.
     received: Option<Received>,
-    /// The sockets systemd passed to the first generation, by name.
-    activated: Vec<(String, OwnedFd)>,
+    /// What systemd passed to the first generation, by name: sockets of
+    /// socket units and what the fd store kept.
+    passed: Passed,
 }
 
 /// Everything after start-up, inside the runtime.
@@ -217,7 +217,7 @@ where
         spawner,
         mut channel,
         received,
-        activated,
+        passed,
     } = start;
     let spawner = connect_spawner(spawner, config.spawner);
     let (number, lineage, fds, state_bytes, predecessor_pid, draining) = match received {
@@ -229,19 +229,19 @@ where
             r.header.predecessor_pid,
             r.header.draining,
         ),
-        None => (
-            1,
-            Lineage {
+        None => {
+            let Passed { activated, stored } = passed;
+            let lineage = Lineage {
                 started_at_unix_ms: unix_ms(),
                 systemd_sockets: activated.iter().map(|(name, _)| name.clone()).collect(),
                 process_group: nix::unistd::getpgrp().as_raw() as u32,
+                fd_store: systemd::stored_entries(&stored),
                 ..Lineage::default()
-            },
-            activated,
-            None,
-            0,
-            Vec::new(),
-        ),
+            };
+            let mut fds = activated;
+            fds.extend(stored);
+            (1, lineage, fds, None, 0, Vec::new())
+        }
     };
     let mut registry = Registry::new(fds);
     registry.mark_socket_activated(&lineage.systemd_sockets);
@@ -320,6 +320,7 @@ where
             probation: config.probation,
             drain_timeout: config.drain_timeout,
             max_draining: config.max_draining,
+            fd_store: config.fd_store,
         },
         launch,
         spawner,
