@@ -37,6 +37,7 @@ use crate::context::Context;
 use crate::control::server as control;
 use crate::error::Error;
 use crate::generation::{open_control_socket, Ending, Generation, GenerationParts};
+use crate::keeper::{self, Role};
 use crate::launch::Launch;
 use crate::pidfile::PidFile;
 use crate::registry::{Registry, STATE_FD_PREFIX};
@@ -89,6 +90,14 @@ where
     Fut: Future,
     Fut::Output: MainResult,
 {
+    // As PID 1 of a container, or under an init that exits with its child,
+    // this process stays as the keeper and generation 1 runs as its child
+    // (see `keeper`). Before anything else: it must fork with one thread.
+    match keeper::start(&config) {
+        Ok(Role::Service) => {}
+        Ok(Role::KeeperDone(code)) => return code,
+        Err(e) => return fail_start(None, &e.to_string()),
+    }
     let mut times = StartupTimes {
         entered: SystemTime::now(),
         ..StartupTimes::default()
