@@ -1,8 +1,12 @@
 //! The real systemd, booted as PID 1 of new namespaces, to run services
 //! under it: [`Machine`].
 //!
-//! How (`unshare --pid --fork --kill-child --mount --uts --cgroup --net
-//! --mount-proc`, then inside): `/` made rprivate; a tmpfs on `/run`, on
+//! How: first a cgroup of its own (`shellflip-machine-<pid>-<n>` at the
+//! root of the cgroup2 hierarchy, from a private mount namespace), so that
+//! its cgroup namespace — and systemd's view of the cgroup tree — is only
+//! its own: two machines, or a machine and the host, never share a unit's
+//! cgroup. Then `unshare --pid --fork --kill-child --mount --uts --cgroup
+//! --net --mount-proc`, and inside: `/` made rprivate; a tmpfs on `/run`, on
 //! `/tmp` and on `/var/tmp` (whatever runs inside never touches the host's
 //! temp files); the machine's directory bound at [`INSIDE`] and its
 //! `units/` over `/etc/systemd/system`; read-only binds of `/proc/sys` and
@@ -18,17 +22,18 @@
 //! `nsenter -t <systemd> -a` ([`Machine::run`], [`Machine::systemctl`]).
 //! Dropping the machine kills the `unshare` this process started; with
 //! `--kill-child` systemd dies with it, and the namespaces and everything
-//! in them with systemd.
+//! in them with systemd; then its cgroups are removed.
 
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::container::find_program;
-use crate::process::{become_subreaper, children_of};
+use crate::process::{become_subreaper, children_of, wait_exit};
 use crate::wait::EVENT_TIMEOUT;
 
 /// Where the machine's directory is seen inside the machine.
@@ -72,6 +77,8 @@ pub struct Machine {
     pub dir: tempfile::TempDir,
     /// systemd's pid, as the host sees it.
     pub pid: u32,
+    /// The machine's cgroup, at the root of the cgroup2 hierarchy.
+    cgroup: String,
     unshare: Option<Child>,
     console: Arc<Mutex<Vec<u8>>>,
     /// Held open so that reading the console's other end never fails
@@ -131,30 +138,33 @@ exec env -i container=shellflip-test SYSTEMD_UNIT_PATH=/etc/systemd/system \
   {SYSTEMD} --system --unit={TARGET} --log-target=console
 "#
         );
+        // In a private mount namespace: cgroup2 mounted for a moment, the
+        // machine's own cgroup made and joined; then the machine's
+        // namespaces (exec: the same pid, so --kill-child still applies).
+        let stage1 = r#"set -e
+mkdir -p "$MACHINE_DIR/cgroup"
+mount -t cgroup2 cgroup2 "$MACHINE_DIR/cgroup"
+mkdir "$MACHINE_DIR/cgroup/$MACHINE_CGROUP"
+echo $$ > "$MACHINE_DIR/cgroup/$MACHINE_CGROUP/cgroup.procs"
+umount "$MACHINE_DIR/cgroup"
+exec unshare --pid --fork --kill-child --mount --uts --cgroup --net --mount-proc sh -c "$MACHINE_SCRIPT"
+"#;
+        let cgroup = format!("shellflip-machine-{}-{}", std::process::id(), next_number());
         let mut cmd = Command::new("unshare");
-        cmd.args([
-            "--pid",
-            "--fork",
-            "--kill-child",
-            "--mount",
-            "--uts",
-            "--cgroup",
-            "--net",
-            "--mount-proc",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .env("MACHINE_DIR", dir.path())
-        .env("MACHINE_CONSOLE", &console_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        cmd.args(["--mount", "--propagation", "private", "sh", "-c", stage1])
+            .env("MACHINE_DIR", dir.path())
+            .env("MACHINE_CGROUP", &cgroup)
+            .env("MACHINE_SCRIPT", &script)
+            .env("MACHINE_CONSOLE", &console_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut unshare = cmd.spawn().unwrap_or_else(|e| panic!("spawn unshare: {e}"));
         let unshare_pid = unshare.id();
         let mut machine = Machine {
             dir,
             pid: 0,
+            cgroup,
             unshare: None,
             console,
             console_slave: Some(pty.slave),
@@ -172,9 +182,14 @@ exec env -i container=shellflip-test SYSTEMD_UNIT_PATH=/etc/systemd/system \
                 );
             }
             if machine.pid == 0 {
-                if let Some((pid, _, _)) = children_of(unshare_pid).first() {
-                    machine.pid = *pid;
-                }
+                // The child of the inner unshare: PID 1 of a new namespace
+                // (not a `mount` of the first stage).
+                let ours = std::fs::read_link("/proc/self/ns/pid").ok();
+                machine.pid = children_of(unshare_pid)
+                    .into_iter()
+                    .map(|(pid, _, _)| pid)
+                    .find(|pid| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok() != ours)
+                    .unwrap_or(0);
             }
             if machine.pid != 0 {
                 let state = machine.systemctl(&["is-system-running"]);
@@ -363,8 +378,44 @@ impl Drop for Machine {
             let _ = unshare.kill();
             let _ = unshare.wait();
         }
+        // systemd dies of --kill-child, after every process of its
+        // namespace; it is this (subreaper) process's child by then.
+        if self.pid != 0 {
+            wait_exit(self.pid, EVENT_TIMEOUT);
+        }
         // The console reader now sees the end and stops.
         self.console_slave.take();
+        remove_cgroup(self.dir.path(), &self.cgroup);
+    }
+}
+
+/// A number for each machine of this process.
+fn next_number() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Removes the machine's cgroup and those systemd made in it (deepest
+/// first), from a private mount namespace; a few tries while the last
+/// processes are being released.
+fn remove_cgroup(dir: &Path, cgroup: &str) {
+    let script = r#"mkdir -p "$MACHINE_DIR/cgroup" || exit 1
+mount -t cgroup2 cgroup2 "$MACHINE_DIR/cgroup" || exit 1
+for try in 1 2 3 4 5 6 7 8 9 10; do
+  find "$MACHINE_DIR/cgroup/$MACHINE_CGROUP" -depth -type d -exec rmdir {} + 2>/dev/null
+  [ -d "$MACHINE_DIR/cgroup/$MACHINE_CGROUP" ] || break
+  sleep 0.1
+done
+umount "$MACHINE_DIR/cgroup"
+"#;
+    let removed = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .env("MACHINE_DIR", dir)
+        .env("MACHINE_CGROUP", cgroup)
+        .stdin(Stdio::null())
+        .status();
+    if !removed.is_ok_and(|s| s.success()) {
+        eprintln!("could not remove the machine's cgroup /{cgroup}");
     }
 }
 
