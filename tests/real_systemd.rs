@@ -301,3 +301,29 @@ fn listeners_in_the_fd_store_survive_a_crash() {
         report.ok
     );
 }
+
+/// `SHELLFLIP_KEEPER=1` under systemd: the keeper is the unit's main
+/// process for good and passes the generations' notifications on without
+/// `MAINPID=`: the start completes on READY, a reload switches the serving
+/// generation while MainPID stays the keeper, and a stop ends cleanly.
+#[test]
+fn a_keeper_under_systemd_passes_notifications_on() {
+    let unit = echo_unit("Environment=SHELLFLIP_KEEPER=1");
+    let Some(machine) = boot(&[("echo.service", &unit)]) else {
+        return;
+    };
+    let addr = SocketAddr::from(ADDR);
+    machine.systemctl_ok(&["start", "echo.service"]);
+    let keeper = machine.main_pid("echo.service");
+    let first = exchange(addr, "hello").unwrap().pid;
+    assert_ne!(first, keeper, "generation 1 runs as the keeper's child");
+    assert_eq!(machine.parent_of(first), Some(keeper));
+    machine.systemctl_ok(&["reload", "echo.service"]);
+    assert_eq!(machine.main_pid("echo.service"), keeper);
+    let second = exchange(addr, "again").unwrap().pid;
+    assert_ne!(second, first);
+    let status = machine.show("echo.service", "StatusText");
+    assert!(status.contains("generation 2"), "StatusText={status}");
+    machine.systemctl_ok(&["stop", "echo.service"]);
+    assert_eq!(machine.show("echo.service", "Result"), "success");
+}
