@@ -230,7 +230,11 @@ fn the_new_generation_killed_during_the_old_ones_drain_is_restarted_by_systemd()
 /// none is refused. A `systemctl restart` under load fails none at all.
 #[test]
 fn listeners_in_the_fd_store_survive_a_crash() {
-    let unit = echo_unit("FileDescriptorStoreMax=8\nEnvironment=SHELLFLIP_FD_STORE=1");
+    // As docs/systemd.md recommends: the control socket's file outlives the
+    // restarts too, so the stored control socket is adopted, not replaced.
+    let unit = echo_unit(
+        "FileDescriptorStoreMax=8\nEnvironment=SHELLFLIP_FD_STORE=1\nRuntimeDirectoryPreserve=restart",
+    );
     let Some(machine) = boot(&[("echo.service", &unit)]) else {
         return;
     };
@@ -272,8 +276,20 @@ fn listeners_in_the_fd_store_survive_a_crash() {
         logs(&machine)
     );
     // Adopted, not bound anew (the stored socket holds the port: a bind
-    // would fail), and stored once, not twice.
+    // would fail), and stored once, not twice; the control socket too.
     assert_eq!(machine.show("echo.service", "NFileDescriptorStore"), "2");
+    let log = machine.file("echo.log");
+    assert!(!log.contains("has no file any more"), "{log}");
+    let status = machine.run(&[
+        "/run/shellflip-test/bin/shellflip",
+        "status",
+        "/run/echo/control.sock",
+    ]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     eprintln!(
         "fd store: SIGKILL under load, MainPID {first} -> {second}: {} exchanges, 0 refused, {} cut at the kill",
         report.ok,
