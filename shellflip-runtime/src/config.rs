@@ -69,6 +69,10 @@ pub struct Config {
     /// Whether the first generation keeps its listeners and the control
     /// socket in systemd's file descriptor store, so that they outlive a
     /// crash or `systemctl restart` (the unit needs `FileDescriptorStoreMax=`).
+    /// They are stored as `shellflip.stored.<name>`; a later generation
+    /// updates the store once it took over (a listener bound anew replaces
+    /// the stored one, names no longer used are removed), and the next
+    /// first generation adopts them by name. See `docs/systemd.md`.
     pub fd_store: bool,
     /// How long an old generation waits for its in-flight work after it
     /// stopped accepting, before it exits anyway.

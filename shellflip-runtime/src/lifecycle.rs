@@ -83,6 +83,14 @@ impl<E: std::fmt::Display> MainResult for Result<(), E> {
 /// In a new generation, a failure before `ready()` (a bad setting, state
 /// from an incompatible build, `main` returning an error or panicking) is
 /// reported to the previous generation, which keeps serving.
+///
+/// As PID 1 (a container), under an init that exits with its child
+/// (`tini`, `dumb-init`), or with `SHELLFLIP_KEEPER=on`, the process
+/// `run` starts in stays as a *keeper* and generation 1 runs as its
+/// child: the keeper reaps orphans, forwards signals to the serving
+/// generation and returns the last serving generation's exit code from
+/// `run` when the service is over; it never runs `main`. See
+/// `docs/containers.md`. Call `run` first thing in `main`.
 pub fn run<S, F, Fut>(config: Config, main: F) -> ExitCode
 where
     S: HandoverState,
