@@ -35,6 +35,7 @@ use crate::control::protocol::LastRestart;
 use crate::control::server::ControlSocketFile;
 use crate::fd;
 use crate::frame::{encode_frame, FrameDecoder, FrameError, FramePart};
+use crate::registry::StoredFd;
 use crate::state::EncodedState;
 use crate::timing::{self, unix_ms};
 
@@ -70,6 +71,11 @@ pub(crate) struct Lineage {
     /// group) reaches the generation that serves. 0: none.
     #[serde(default)]
     pub process_group: u32,
+    /// What systemd's fd store holds of this service's descriptors (with
+    /// `fd_store` on): kept up to date by the generation that is the
+    /// service.
+    #[serde(default)]
+    pub fd_store: Vec<StoredFd>,
 }
 
 impl Lineage {

@@ -20,8 +20,8 @@ use std::time::Duration;
 use shellflip_settings::{parse_flag, CountRule, DurationRule, Problem, RENAMED};
 
 pub use shellflip_settings::{
-    RuntimeFlavor, Signal, SpawnerMode, StateMismatch, ENV_CONTROL, ENV_DRAIN_TIMEOUT,
-    ENV_FD_STORE, ENV_MAX_DRAINING, ENV_ON_STATE_MISMATCH, ENV_PID_FILE, ENV_PROBATION,
+    KeeperMode, RuntimeFlavor, Signal, SpawnerMode, StateMismatch, ENV_CONTROL, ENV_DRAIN_TIMEOUT,
+    ENV_FD_STORE, ENV_KEEPER, ENV_MAX_DRAINING, ENV_ON_STATE_MISMATCH, ENV_PID_FILE, ENV_PROBATION,
     ENV_READY_TIMEOUT, ENV_RESTART_SIGNAL, ENV_SPAWNER, ENV_WORKER_THREADS,
 };
 
@@ -69,6 +69,10 @@ pub struct Config {
     /// Whether the first generation keeps its listeners and the control
     /// socket in systemd's file descriptor store, so that they outlive a
     /// crash or `systemctl restart` (the unit needs `FileDescriptorStoreMax=`).
+    /// They are stored as `shellflip.stored.<name>`; a later generation
+    /// updates the store once it took over (a listener bound anew replaces
+    /// the stored one, names no longer used are removed), and the next
+    /// first generation adopts them by name. See `docs/systemd.md`.
     pub fd_store: bool,
     /// How long an old generation waits for its in-flight work after it
     /// stopped accepting, before it exits anyway.
@@ -339,7 +343,9 @@ mod tests {
             assert_eq!(c, Config::default(), "{env}={value}");
             checked += 1;
         }
-        assert_eq!(checked, 10);
+        // (SHELLFLIP_KEEPER is read by the keeper, not by `Config`: its
+        // default changes nothing here either.)
+        assert_eq!(checked, 11);
     }
 
     #[test]

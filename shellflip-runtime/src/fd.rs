@@ -1,7 +1,8 @@
 //! File-descriptor and process plumbing: passing descriptors over a Unix
 //! socket (SCM_RIGHTS), adopting the channel descriptor a parent left us,
-//! letting exactly one descriptor survive `exec` in a spawned child, and
-//! forking the spawner helper with only its own descriptor.
+//! letting exactly one descriptor survive `exec` in a spawned child,
+//! forking the spawner helper with only its own descriptor, and forking
+//! the first generation off the keeper.
 //!
 //! This is the only module of the runtime with `unsafe` code. Every block
 //! states why it is sound.
@@ -20,7 +21,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::socket::{
-    recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage,
+    recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage, UnixAddr,
 };
 
 /// The most descriptors one `sendmsg` can carry on Linux (`SCM_MAX_FD`).
@@ -33,6 +34,26 @@ pub(crate) fn send_with_fds(
     socket: BorrowedFd<'_>,
     data: &[u8],
     fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    send_message(socket, data, fds, None)
+}
+
+/// Like [`send_with_fds`], to `address`: one datagram from an unconnected
+/// datagram socket (a notification to systemd or to the keeper).
+pub(crate) fn send_with_fds_to(
+    socket: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+    address: &UnixAddr,
+) -> io::Result<usize> {
+    send_message(socket, data, fds, Some(address))
+}
+
+fn send_message(
+    socket: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+    address: Option<&UnixAddr>,
 ) -> io::Result<usize> {
     if fds.len() > MAX_FDS_PER_MESSAGE {
         return Err(io::Error::new(
@@ -50,14 +71,71 @@ pub(crate) fn send_with_fds(
     } else {
         &[ControlMessage::ScmRights(&raw)]
     };
-    sendmsg::<()>(
+    sendmsg(
         socket.as_raw_fd(),
         &iov,
         cmsgs,
         MsgFlags::MSG_NOSIGNAL,
-        None,
+        address,
     )
     .map_err(io::Error::from)
+}
+
+/// One datagram received by [`recv_datagram`].
+#[derive(Debug)]
+pub(crate) struct Datagram {
+    /// Its length in the buffer.
+    pub len: usize,
+    /// The sender's pid and uid (`SCM_CREDENTIALS`: the socket needs
+    /// `SO_PASSCRED`), as the kernel vouches for them.
+    pub sender: Option<(i32, u32)>,
+    /// The descriptors it carried (close-on-exec).
+    pub fds: Vec<OwnedFd>,
+}
+
+/// Receives one datagram into `buf` with its sender's credentials and its
+/// descriptors. A datagram longer than `buf` is an error (it was cut).
+pub(crate) fn recv_datagram(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Datagram> {
+    let mut cmsg_space = nix::cmsg_space!(libc::ucred, [RawFd; MAX_FDS_PER_MESSAGE]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg_space),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    let mut sender = None;
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+        match cmsg {
+            ControlMessageOwned::ScmRights(raw_fds) => {
+                for raw in raw_fds {
+                    // SAFETY: as in `recv_with_fds`: the kernel just
+                    // installed `raw` for this message; this OwnedFd is its
+                    // only owner.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+                }
+            }
+            ControlMessageOwned::ScmCredentials(credentials) => {
+                sender = Some((credentials.pid(), credentials.uid()));
+            }
+            _ => {}
+        }
+    }
+    if msg
+        .flags
+        .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC)
+    {
+        return Err(io::Error::other(
+            "a datagram or its descriptors were cut (longer than the buffer)",
+        ));
+    }
+    Ok(Datagram {
+        len: msg.bytes,
+        sender,
+        fds,
+    })
 }
 
 /// Receives into `buf`, adopting any descriptors attached (close-on-exec is
@@ -206,6 +284,41 @@ pub(crate) fn fork_helper(
                 .unwrap_or(101);
             std::process::exit(code)
         }
+    }
+}
+
+/// Which side of [`fork_first_generation`] this process is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Forked {
+    /// The original process, which becomes the keeper; the first
+    /// generation's pid.
+    Keeper(nix::unistd::Pid),
+    /// The copy, which carries on as the service's first generation.
+    Service,
+}
+
+/// Forks this process — which must have exactly one thread — at the very
+/// start of `run`: the copy returns [`Forked::Service`] and carries on with
+/// the caller's code as the service; the original returns
+/// [`Forked::Keeper`] and must never run the service's code (it runs the
+/// keeper's loop and returns its exit code from `run`).
+///
+/// Fails, forking nothing, if the process has more than one thread.
+pub(crate) fn fork_first_generation() -> io::Result<Forked> {
+    let threads = thread_count()?;
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "the process already runs {threads} threads; call shellflip's run first thing in main"
+        )));
+    }
+    // SAFETY: the process has a single thread (checked just above; only this
+    // thread could start another meanwhile), so the copy's memory holds no
+    // lock taken by another thread and may run any code. Each side owns its
+    // copies of the descriptors; the caller closes, in the copy, those that
+    // belong to the keeper.
+    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Forked::Keeper(child)),
+        nix::unistd::ForkResult::Child => Ok(Forked::Service),
     }
 }
 

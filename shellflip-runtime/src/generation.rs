@@ -308,11 +308,22 @@ pub(crate) fn open_control_socket(
 ) -> Result<OpenControl, Error> {
     let (listener, file) = match (registry.claim(CONTROL_FD_NAME), inherited_file) {
         (Some(fd), Some(file)) => (StdUnixListener::from(fd), file.clone()),
-        (Some(fd), None) => {
-            let file = ControlSocketFile::identify(path)
-                .map_err(|e| Error::io(format!("control socket {}", path.display()), e))?;
-            (StdUnixListener::from(fd), file)
-        }
+        // Kept in systemd's fd store by an earlier first generation: adopted
+        // if its file is still there, else (a `RuntimeDirectory=` removed
+        // at the restart) replaced by a new socket, which the store then
+        // keeps instead.
+        (Some(fd), None) => match ControlSocketFile::identify(path) {
+            Ok(file) => (StdUnixListener::from(fd), file),
+            Err(e) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    error = %e,
+                    "the control socket kept in systemd's fd store has no file any more; binding a new one"
+                );
+                drop(fd);
+                control::bind_control_socket(path)?
+            }
+        },
         (None, _) => control::bind_control_socket(path)?,
     };
     registry.register(CONTROL_FD_NAME, listener.as_fd())?;

@@ -56,6 +56,7 @@ mod fd;
 pub mod frame;
 mod generation;
 mod handoff;
+mod keeper;
 mod launch;
 mod lifecycle;
 mod parent;
@@ -71,7 +72,9 @@ mod timing;
 mod unix_socket;
 
 pub use accept::{Accept, AcceptBackoff};
-pub use config::{Config, ConfigError, RuntimeFlavor, Signal, SpawnerMode, StateMismatch};
+pub use config::{
+    Config, ConfigError, KeeperMode, RuntimeFlavor, Signal, SpawnerMode, StateMismatch,
+};
 pub use context::{Context, StateCell};
 pub use error::{Error, RestartError, SocketActivationError};
 pub use generation::Admission;

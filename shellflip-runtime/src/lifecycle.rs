@@ -18,7 +18,6 @@
 //! previous generation, which keeps serving and tells whoever asked.
 
 use std::future::Future;
-use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -39,6 +38,7 @@ use crate::context::Context;
 use crate::control::server as control;
 use crate::error::Error;
 use crate::generation::{open_control_socket, Ending, Generation, GenerationParts};
+use crate::keeper::{self, Role};
 use crate::launch::Launch;
 use crate::pidfile::PidFile;
 use crate::registry::{Registry, STATE_FD_PREFIX};
@@ -46,7 +46,7 @@ use crate::shutdown::{self, Signals};
 use crate::spawner::{self, Spawner, SpawnerClient, SpawnerProcess};
 use crate::state::{decode_envelope_with_report, HandoverState, StateFds};
 use crate::supervisor::{Limits, Supervisor, SupervisorParts};
-use crate::systemd;
+use crate::systemd::{self, Passed};
 use crate::timing::{unix_ms, StartupTimes};
 
 /// What a service's `main` may return: `()` or `Result<(), E>` with a
@@ -84,6 +84,14 @@ impl<E: std::fmt::Display> MainResult for Result<(), E> {
 /// In a new generation, a failure before `ready()` (a bad setting, state
 /// from an incompatible build, `main` returning an error or panicking) is
 /// reported to the previous generation, which keeps serving.
+///
+/// As PID 1 (a container), under an init that exits with its child
+/// (`tini`, `dumb-init`), or with `SHELLFLIP_KEEPER=on`, the process
+/// `run` starts in stays as a *keeper* and generation 1 runs as its
+/// child: the keeper reaps orphans, forwards signals to the serving
+/// generation and returns the last serving generation's exit code from
+/// `run` when the service is over; it never runs `main`. See
+/// `docs/containers.md`. Call `run` first thing in `main`.
 pub fn run<S, F, Fut>(config: Config, main: F) -> ExitCode
 where
     S: HandoverState,
@@ -91,6 +99,14 @@ where
     Fut: Future,
     Fut::Output: MainResult,
 {
+    // As PID 1 of a container, or under an init that exits with its child,
+    // this process stays as the keeper and generation 1 runs as its child
+    // (see `keeper`). Before anything else: it must fork with one thread.
+    match keeper::start(&config) {
+        Ok(Role::Service) => {}
+        Ok(Role::KeeperDone(code)) => return code,
+        Err(e) => return fail_start(None, &e.to_string()),
+    }
     let mut times = StartupTimes {
         entered: SystemTime::now(),
         ..StartupTimes::default()
@@ -104,8 +120,8 @@ where
         Ok(channel) => channel,
         Err(e) => return fail_start(None, &e.to_string()),
     };
-    let activated = match systemd::take_socket_activation(channel.is_none()) {
-        Ok(activated) => activated,
+    let passed = match systemd::take_socket_activation(channel.is_none()) {
+        Ok(passed) => passed,
         Err(e) => return fail_start(channel.as_mut(), &Error::from(e).to_string()),
     };
     let config = match config.apply_env() {
@@ -145,7 +161,7 @@ where
         spawner,
         channel,
         received,
-        activated,
+        passed,
     };
     let code = runtime.block_on(serve::<S, F, Fut>(config, start, main));
     runtime.shutdown_background();
@@ -200,8 +216,9 @@ struct Start {
     channel: Option<StdUnixStream>,
     /// What the previous generation handed over.
     received: Option<Received>,
-    /// The sockets systemd passed to the first generation, by name.
-    activated: Vec<(String, OwnedFd)>,
+    /// What systemd passed to the first generation, by name: sockets of
+    /// socket units and what the fd store kept.
+    passed: Passed,
 }
 
 /// Everything after start-up, inside the runtime.
@@ -218,7 +235,7 @@ where
         spawner,
         mut channel,
         received,
-        activated,
+        passed,
     } = start;
     let spawner = connect_spawner(spawner, config.spawner);
     let (number, lineage, fds, state_bytes, predecessor_pid, draining, offer) = match received {
@@ -231,20 +248,19 @@ where
             r.header.draining,
             Some(r.header.state),
         ),
-        None => (
-            1,
-            Lineage {
+        None => {
+            let Passed { activated, stored } = passed;
+            let lineage = Lineage {
                 started_at_unix_ms: unix_ms(),
                 systemd_sockets: activated.iter().map(|(name, _)| name.clone()).collect(),
                 process_group: nix::unistd::getpgrp().as_raw() as u32,
+                fd_store: systemd::stored_entries(&stored),
                 ..Lineage::default()
-            },
-            activated,
-            None,
-            0,
-            Vec::new(),
-            None,
-        ),
+            };
+            let mut fds = activated;
+            fds.extend(stored);
+            (1, lineage, fds, None, 0, Vec::new(), None)
+        }
     };
     let mut registry = Registry::new(fds);
     registry.mark_socket_activated(&lineage.systemd_sockets);
@@ -357,6 +373,7 @@ where
             probation: config.probation,
             drain_timeout: config.drain_timeout,
             max_draining: config.max_draining,
+            fd_store: config.fd_store,
         },
         launch,
         spawner,

@@ -15,6 +15,8 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::Error;
 
 /// Names starting with this are the runtime's own.
@@ -23,6 +25,17 @@ pub(crate) const RESERVED_PREFIX: &str = "shellflip.";
 pub(crate) const CONTROL_FD_NAME: &str = "shellflip.control";
 /// The prefix of descriptors that belong to the handover state.
 pub(crate) const STATE_FD_PREFIX: &str = "shellflip.state.";
+
+/// A descriptor of the registry that systemd's fd store holds (see
+/// `systemd::sync_fd_store`), as the lineage remembers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredFd {
+    /// The registry's name (the store's `FDNAME=` is prefixed).
+    pub name: String,
+    /// The socket's inode: another inode under the same name is another
+    /// socket (bound anew), which replaces the stored one.
+    pub ino: u64,
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
@@ -102,6 +115,13 @@ impl Registry {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, fd)| fd.as_fd().try_clone_to_owned())
+    }
+
+    /// The registered descriptors, by name.
+    pub(crate) fn active(&self) -> impl Iterator<Item = (&str, BorrowedFd<'_>)> {
+        self.active
+            .iter()
+            .map(|(name, fd)| (name.as_str(), fd.as_fd()))
     }
 
     /// True when a descriptor named `name` is registered.

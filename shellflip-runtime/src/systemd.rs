@@ -1,6 +1,16 @@
-//! systemd integration: the notify protocol (`sd_notify`) and socket
-//! activation (`LISTEN_FDS`), written against the documented wire format,
-//! without linking libsystemd.
+//! systemd integration: the notify protocol (`sd_notify`), socket
+//! activation (`LISTEN_FDS`) and the file descriptor store.
+//!
+//! The messages are spelled by the `sd-notify` crate ([`NotifyState`]);
+//! they are sent by this module, because `sd_notify::notify` does not fit
+//! two rules of ours (measured with sd-notify 0.5.0): it sends on a
+//! *blocking* socket, so a sender whose messages systemd does not read
+//! fast enough blocks (after 11 datagrams to a receiver that does not read,
+//! with Linux's default `net.unix.max_dgram_qlen`), and it cannot reach an
+//! abstract `NOTIFY_SOCKET=@name` (`ENOENT`). `LISTEN_FDS` is parsed here
+//! too: `sd_notify::listen_fds_with_names` fails on variables meant for
+//! another process (`LISTEN_PID` not ours) when `LISTEN_FDNAMES` is set,
+//! where libsystemd ignores them, and its errors are untyped.
 //!
 //! Who sends what (see `docs/systemd.md` for the unit files):
 //!
@@ -11,8 +21,10 @@
 //! | the new generation is ready     | the old one      | `MAINPID=<new pid>`, `READY=1`          |
 //! | the new generation failed       | the old one      | `READY=1`                               |
 //! | a stop begins (and every 5s of its drain) | the stopping one | `STOPPING=1`, `EXTEND_TIMEOUT_USEC=…` |
+//! | with `fd_store`: the first generation is ready, a later one took over | that one | `FDSTORE=1`, `FDNAME=shellflip.stored.<name>` with the descriptor; `FDSTOREREMOVE=1` for names no longer used |
 //!
-//! Every message also carries a `STATUS=` line for `systemctl status`.
+//! Every message but the fd store's also carries a `STATUS=` line for
+//! `systemctl status`.
 //!
 //! The old generation sends `MAINPID=` itself, in one datagram with
 //! `READY=1`, while it is still the main process: systemd accepts it even
@@ -25,17 +37,20 @@
 //! it.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::fmt::Write as _;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use nix::sys::socket::UnixAddr;
+use sd_notify::NotifyState;
 use tokio::time::Instant;
 
 use crate::error::SocketActivationError;
 use crate::fd;
-use crate::registry::RESERVED_PREFIX;
+use crate::registry::{Registry, StoredFd, RESERVED_PREFIX};
 
 /// The notify socket systemd gives a `Type=notify` service.
 pub(crate) const ENV_NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
@@ -51,6 +66,12 @@ const LISTEN_FDS_START: i32 = 3;
 pub(crate) const MAX_LISTEN_FDS: usize = 4096;
 /// The name systemd gives a passed descriptor without `FileDescriptorName=`.
 const UNKNOWN_NAME: &str = "unknown";
+/// The `FDNAME=` prefix of the descriptors shellflip keeps in systemd's fd
+/// store: `shellflip.stored.echo` for the listener `echo`. It tells them
+/// apart from the sockets of socket units when systemd passes both back.
+pub(crate) const FD_STORE_PREFIX: &str = "shellflip.stored.";
+/// The longest `FDNAME=` systemd accepts (`FDNAME_MAX`).
+const MAX_FD_NAME: usize = 255;
 
 /// While a stop drains, `EXTEND_TIMEOUT_USEC` is sent this often...
 const EXTEND_PERIOD: Duration = Duration::from_secs(5);
@@ -67,6 +88,17 @@ pub(crate) enum NotifyTarget {
     Path(PathBuf),
     /// A Linux abstract socket (`@name` in `NOTIFY_SOCKET`).
     Abstract(Vec<u8>),
+}
+
+impl NotifyTarget {
+    /// The socket address to send to.
+    pub(crate) fn address(&self) -> std::io::Result<UnixAddr> {
+        match self {
+            NotifyTarget::Path(path) => UnixAddr::new(path.as_path()),
+            NotifyTarget::Abstract(name) => UnixAddr::new_abstract(name),
+        }
+        .map_err(std::io::Error::from)
+    }
 }
 
 /// Reads a `NOTIFY_SOCKET` value: `/path`, or `@name` for an abstract
@@ -116,32 +148,48 @@ impl Notifier {
     /// logged, never returned: systemd being unreachable must not affect
     /// the service.
     pub(crate) fn send(&self, notification: &Notification) {
+        self.send_with_fds(notification, &[]);
+    }
+
+    /// Sends `notification` with `fds` attached (`SCM_RIGHTS`), without
+    /// blocking. True when it was sent; failures are logged.
+    pub(crate) fn send_with_fds(
+        &self,
+        notification: &Notification,
+        fds: &[BorrowedFd<'_>],
+    ) -> bool {
         let Some(target) = &self.target else {
-            return;
+            return false;
         };
         let message = notification.to_message();
-        match send_datagram(target, message.as_bytes()) {
-            Ok(()) => tracing::debug!(message = %message.replace('\n', " "), "notified systemd"),
-            Err(e) => tracing::warn!(
-                error = %e,
-                message = %message.replace('\n', " "),
-                "could not notify systemd"
-            ),
+        match send_datagram(target, message.as_bytes(), fds) {
+            Ok(()) => {
+                tracing::debug!(message = %message.replace('\n', " "), fds = fds.len(), "notified systemd");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    message = %message.replace('\n', " "),
+                    "could not notify systemd"
+                );
+                false
+            }
         }
     }
 }
 
-fn send_datagram(target: &NotifyTarget, message: &[u8]) -> std::io::Result<()> {
+/// One datagram to `target`, from a non-blocking socket: a full queue is an
+/// error (`EAGAIN`), not a wait.
+pub(crate) fn send_datagram(
+    target: &NotifyTarget,
+    message: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> std::io::Result<()> {
     let socket = UnixDatagram::unbound()?;
     socket.set_nonblocking(true)?;
-    let sent = match target {
-        NotifyTarget::Path(path) => socket.send_to(message, path)?,
-        NotifyTarget::Abstract(name) => {
-            use std::os::linux::net::SocketAddrExt;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-            socket.send_to_addr(message, &addr)?
-        }
-    };
+    let address = target.address()?;
+    let sent = fd::send_with_fds_to(socket.as_fd(), message, fds, &address)?;
     if sent != message.len() {
         return Err(std::io::Error::other(format!(
             "only {sent} of {} bytes were sent",
@@ -151,77 +199,130 @@ fn send_datagram(target: &NotifyTarget, message: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// One assignment of a notification, owned (the `sd-notify` crate's
+/// [`NotifyState`] borrows its text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Field {
+    Ready,
+    Reloading,
+    Stopping,
+    MonotonicUsec(u64),
+    MainPid(u32),
+    ExtendTimeoutUsec(u32),
+    Status(String),
+    FdStore,
+    FdStoreRemove,
+    FdName(String),
+}
+
+impl Field {
+    fn state(&self) -> NotifyState<'_> {
+        match self {
+            Field::Ready => NotifyState::Ready,
+            Field::Reloading => NotifyState::Reloading,
+            Field::Stopping => NotifyState::Stopping,
+            Field::MonotonicUsec(usec) => NotifyState::MonotonicUsec(i128::from(*usec)),
+            Field::MainPid(pid) => NotifyState::MainPid(*pid),
+            Field::ExtendTimeoutUsec(usec) => NotifyState::ExtendTimeoutUsec(*usec),
+            Field::Status(text) => NotifyState::Status(text),
+            Field::FdStore => NotifyState::FdStore,
+            Field::FdStoreRemove => NotifyState::FdStoreRemove,
+            Field::FdName(name) => NotifyState::FdName(name),
+        }
+    }
+}
+
 /// One notification: `KEY=value` assignments, sent as one datagram.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct Notification {
-    assignments: Vec<(&'static str, String)>,
+    fields: Vec<Field>,
 }
 
 impl Notification {
-    fn with(mut self, key: &'static str, value: impl ToString) -> Self {
+    fn with(mut self, field: Field) -> Self {
+        self.fields.push(field);
+        self
+    }
+
+    fn status(self, status: &str) -> Self {
         // One assignment per line: a newline in a value would start a new
         // (bogus) assignment.
-        let value = value.to_string().replace(['\n', '\r'], " ");
-        self.assignments.push((key, value));
-        self
+        self.with(Field::Status(status.replace(['\n', '\r'], " ")))
     }
 
     /// `READY=1`: this generation serves (start-up, or a failed restart).
     pub(crate) fn ready(status: &str) -> Self {
-        Notification::default()
-            .with("READY", 1)
-            .with("STATUS", status)
+        Notification::default().with(Field::Ready).status(status)
     }
 
     /// `RELOADING=1` with the `CLOCK_MONOTONIC` time the restart began.
     pub(crate) fn reloading(monotonic_usec: u64, status: &str) -> Self {
         Notification::default()
-            .with("RELOADING", 1)
-            .with("MONOTONIC_USEC", monotonic_usec)
-            .with("STATUS", status)
+            .with(Field::Reloading)
+            .with(Field::MonotonicUsec(monotonic_usec))
+            .status(status)
     }
 
     /// `MAINPID=<pid>` and `READY=1`: the new generation `pid` took over.
     pub(crate) fn handed_over(pid: u32, status: &str) -> Self {
         Notification::default()
-            .with("MAINPID", pid)
-            .with("READY", 1)
-            .with("STATUS", status)
+            .with(Field::MainPid(pid))
+            .with(Field::Ready)
+            .status(status)
     }
 
     /// `STOPPING=1`, with time for the drain.
     pub(crate) fn stopping(extend: Duration, status: &str) -> Self {
         Notification::default()
-            .with("STOPPING", 1)
-            .with("EXTEND_TIMEOUT_USEC", extend.as_micros())
-            .with("STATUS", status)
+            .with(Field::Stopping)
+            .with(Field::ExtendTimeoutUsec(usec(extend)))
+            .status(status)
     }
 
     /// `EXTEND_TIMEOUT_USEC`: more time for the running drain.
     pub(crate) fn extend_timeout(extend: Duration) -> Self {
-        Notification::default().with("EXTEND_TIMEOUT_USEC", extend.as_micros())
+        Notification::default().with(Field::ExtendTimeoutUsec(usec(extend)))
+    }
+
+    /// `FDSTORE=1` + `FDNAME=`: keep the descriptor sent with this message
+    /// under `fd_name` (a name [`is_valid_fd_name`]).
+    pub(crate) fn fd_store(fd_name: &str) -> Self {
+        Notification::default()
+            .with(Field::FdStore)
+            .with(Field::FdName(fd_name.to_owned()))
+    }
+
+    /// `FDSTOREREMOVE=1` + `FDNAME=`: drop the descriptors kept under
+    /// `fd_name`.
+    pub(crate) fn fd_store_remove(fd_name: &str) -> Self {
+        Notification::default()
+            .with(Field::FdStoreRemove)
+            .with(Field::FdName(fd_name.to_owned()))
     }
 
     /// The datagram's text: one `KEY=value` per line.
     pub(crate) fn to_message(&self) -> String {
         let mut message = String::new();
-        for (key, value) in &self.assignments {
-            message.push_str(key);
-            message.push('=');
-            message.push_str(value);
-            message.push('\n');
+        for field in &self.fields {
+            // Writing into a String cannot fail.
+            let _ = writeln!(message, "{}", field.state());
         }
         message
     }
 }
 
-/// `CLOCK_MONOTONIC` in microseconds, as `MONOTONIC_USEC` wants it.
+/// A duration in microseconds, as `EXTEND_TIMEOUT_USEC` takes it (at most
+/// `u32::MAX` µs, 71 minutes, in the `sd-notify` crate).
+fn usec(duration: Duration) -> u32 {
+    u32::try_from(duration.as_micros()).unwrap_or(u32::MAX)
+}
+
+/// `CLOCK_MONOTONIC` in microseconds, as `MONOTONIC_USEC` wants it (0 if
+/// the clock cannot be read, which Linux never refuses).
 pub(crate) fn monotonic_usec() -> u64 {
-    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
-        Ok(now) => (now.tv_sec() as u64)
-            .saturating_mul(1_000_000)
-            .saturating_add(now.tv_nsec() as u64 / 1_000),
-        Err(_) => 0,
+    match NotifyState::monotonic_usec_now() {
+        Ok(NotifyState::MonotonicUsec(usec)) => u64::try_from(usec).unwrap_or(0),
+        _ => 0,
     }
 }
 
@@ -292,14 +393,26 @@ pub(crate) fn parse_socket_activation(
     Ok(Some(names))
 }
 
-/// Takes the sockets systemd passed to this process, named as in
+/// What systemd passed to a first generation, by name.
+#[derive(Debug, Default)]
+pub(crate) struct Passed {
+    /// The sockets of socket units, under their `FileDescriptorName=`: for
+    /// these the name wins over the address configured in the code.
+    pub activated: Vec<(String, OwnedFd)>,
+    /// What an earlier first generation kept in the fd store, under the
+    /// registry's names (the `shellflip.stored.` prefix stripped): adopted
+    /// like descriptors inherited from a previous generation.
+    pub stored: Vec<(String, OwnedFd)>,
+}
+
+/// Takes the descriptors systemd passed to this process, named as in
 /// `LISTEN_FDNAMES`, and removes the `LISTEN_*` variables from the
 /// environment (call it before the runtime starts threads). Only a first
 /// generation adopts anything: later ones get their sockets from the
 /// previous generation.
 pub(crate) fn take_socket_activation(
     first_generation: bool,
-) -> Result<Vec<(String, OwnedFd)>, SocketActivationError> {
+) -> Result<Passed, SocketActivationError> {
     let text = |name: &str| {
         std::env::var_os(name).map(|v| v.to_str().map(str::to_owned).unwrap_or_default())
     };
@@ -311,8 +424,9 @@ pub(crate) fn take_socket_activation(
     for var in [ENV_LISTEN_PID, ENV_LISTEN_FDS, ENV_LISTEN_FDNAMES] {
         std::env::remove_var(var);
     }
+    let mut passed = Passed::default();
     if !first_generation {
-        return Ok(Vec::new());
+        return Ok(passed);
     }
     let Some(names) = parse_socket_activation(
         pid.as_deref(),
@@ -321,10 +435,9 @@ pub(crate) fn take_socket_activation(
         std::process::id(),
     )?
     else {
-        return Ok(Vec::new());
+        return Ok(passed);
     };
     let count = names.len();
-    let mut adopted = Vec::with_capacity(count);
     for (index, name) in names.into_iter().enumerate() {
         let raw = LISTEN_FDS_START + index as i32;
         let owned = fd::adopt_inherited(raw).map_err(|source| SocketActivationError::NotOpen {
@@ -332,6 +445,15 @@ pub(crate) fn take_socket_activation(
             count,
             source,
         })?;
+        if let Some(own_name) = name.strip_prefix(FD_STORE_PREFIX) {
+            tracing::info!(
+                name = own_name,
+                fd = owned.as_raw_fd(),
+                "adopted a descriptor kept in systemd's fd store"
+            );
+            passed.stored.push((own_name.to_owned(), owned));
+            continue;
+        }
         if name.starts_with(RESERVED_PREFIX) {
             tracing::warn!(
                 name,
@@ -345,9 +467,106 @@ pub(crate) fn take_socket_activation(
             fd = owned.as_raw_fd(),
             "adopted a socket passed by systemd"
         );
-        adopted.push((name, owned));
+        passed.activated.push((name, owned));
     }
-    Ok(adopted)
+    Ok(passed)
+}
+
+/// True when systemd accepts `name` as an `FDNAME=`: printable ASCII
+/// without `:` (the separator of `LISTEN_FDNAMES`), at most 255 bytes.
+pub(crate) fn is_valid_fd_name(name: &str) -> bool {
+    name.len() <= MAX_FD_NAME && name.bytes().all(|b| (b' '..0x7f).contains(&b) && b != b':')
+}
+
+/// The identity of a descriptor kept in the store: its inode (sockets have
+/// one of their own in the kernel's socket file system).
+fn inode(fd: BorrowedFd<'_>) -> Option<(u64, bool)> {
+    let stat = nix::sys::stat::fstat(fd).ok()?;
+    let is_socket = stat.st_mode & libc::S_IFMT == libc::S_IFSOCK;
+    Some((stat.st_ino, is_socket))
+}
+
+/// Makes systemd's fd store hold this generation's sockets — its listeners
+/// and the control socket, but not the sockets of socket units, which
+/// systemd holds anyway — under `shellflip.stored.<name>`, and nothing else
+/// of ours: a name no longer used, or whose socket was replaced (bound
+/// anew at another address), is removed (`FDSTOREREMOVE=1`) first.
+/// `stored` is what the store holds (as the lineage knows it) and is
+/// updated. With `enabled` false, everything shellflip stored is removed.
+///
+/// Called by the generation that is the service: the first one when it is
+/// ready, a later one when it took over. Without `NOTIFY_SOCKET`, nothing
+/// is sent and nothing recorded.
+pub(crate) fn sync_fd_store(
+    notifier: &Notifier,
+    enabled: bool,
+    registry: &Registry,
+    stored: &mut Vec<StoredFd>,
+) {
+    if !notifier.is_enabled() || (!enabled && stored.is_empty()) {
+        return;
+    }
+    let mut wanted: Vec<(String, BorrowedFd<'_>, u64)> = Vec::new();
+    if enabled {
+        for (name, fd) in registry.active() {
+            if registry.is_socket_activated(name) {
+                continue;
+            }
+            let Some((ino, true)) = inode(fd) else {
+                continue; // not a socket: a file or a pipe kept with Context::fd
+            };
+            if !is_valid_fd_name(&format!("{FD_STORE_PREFIX}{name}")) {
+                tracing::warn!(
+                    name,
+                    "this descriptor's name cannot be an FDNAME= (printable ASCII without ':', at most 255 bytes); it is not kept in systemd's fd store"
+                );
+                continue;
+            }
+            wanted.push((name.to_owned(), fd, ino));
+        }
+    }
+    let mut now_stored = Vec::new();
+    for old in stored.iter() {
+        let same = wanted
+            .iter()
+            .any(|(name, _, ino)| *name == old.name && *ino == old.ino);
+        if same {
+            now_stored.push(old.clone());
+        } else {
+            notifier.send(&Notification::fd_store_remove(&format!(
+                "{FD_STORE_PREFIX}{}",
+                old.name
+            )));
+        }
+    }
+    for (name, fd, ino) in &wanted {
+        if now_stored.iter().any(|s| s.name == *name) {
+            continue;
+        }
+        let fd_name = format!("{FD_STORE_PREFIX}{name}");
+        if notifier.send_with_fds(&Notification::fd_store(&fd_name), &[*fd]) {
+            now_stored.push(StoredFd {
+                name: name.clone(),
+                ino: *ino,
+            });
+        }
+    }
+    let names: Vec<&str> = now_stored.iter().map(|s| s.name.as_str()).collect();
+    tracing::debug!(?names, "systemd's fd store holds these descriptors");
+    *stored = now_stored;
+}
+
+/// The store entries of descriptors adopted from the fd store.
+pub(crate) fn stored_entries(stored: &[(String, OwnedFd)]) -> Vec<StoredFd> {
+    stored
+        .iter()
+        .filter_map(|(name, fd)| {
+            inode(fd.as_fd()).map(|(ino, _)| StoredFd {
+                name: name.clone(),
+                ino,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -384,6 +603,100 @@ mod tests {
             Notification::extend_timeout(Duration::from_millis(1)).to_message(),
             "EXTEND_TIMEOUT_USEC=1000\n"
         );
+    }
+
+    #[test]
+    fn fd_store_messages() {
+        assert_eq!(
+            Notification::fd_store("shellflip.stored.echo").to_message(),
+            "FDSTORE=1\nFDNAME=shellflip.stored.echo\n"
+        );
+        assert_eq!(
+            Notification::fd_store_remove("shellflip.stored.echo").to_message(),
+            "FDSTOREREMOVE=1\nFDNAME=shellflip.stored.echo\n"
+        );
+        assert!(is_valid_fd_name("shellflip.stored.echo two"));
+        assert!(!is_valid_fd_name("a:b"));
+        assert!(!is_valid_fd_name("tab\there"));
+        assert!(!is_valid_fd_name("é"));
+        assert!(!is_valid_fd_name(&"x".repeat(256)));
+    }
+
+    /// The fd store holds the registry's sockets, replaces one bound anew,
+    /// removes names no longer used, and leaves socket units' sockets and
+    /// non-sockets alone.
+    #[test]
+    fn the_store_follows_the_registry() {
+        use std::os::unix::net::UnixListener;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let receiver = UnixDatagram::bind(&path).unwrap();
+        receiver.set_nonblocking(true).unwrap();
+        let notifier = Notifier::to(NotifyTarget::Path(path));
+        let received = || {
+            let mut messages = Vec::new();
+            let mut buf = [0u8; 512];
+            while let Ok((n, fds)) = fd::recv_with_fds(receiver.as_fd(), &mut buf) {
+                messages.push((
+                    String::from_utf8_lossy(&buf[..n]).replace('\n', " "),
+                    fds.len(),
+                ));
+            }
+            messages
+        };
+        let listener = |name: &str| UnixListener::bind(dir.path().join(name)).unwrap();
+        let (echo, admin, unit) = (listener("echo"), listener("admin"), listener("unit"));
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let mut registry = Registry::new(vec![("unit".into(), OwnedFd::from(unit))]);
+        registry.mark_socket_activated(&["unit".into()]);
+        let unit = registry.claim("unit").unwrap();
+        registry.register("unit", unit.as_fd()).unwrap();
+        registry.register("echo", echo.as_fd()).unwrap();
+        registry.register("admin", admin.as_fd()).unwrap();
+        registry.register("file", file.as_fd()).unwrap();
+        let mut stored = Vec::new();
+        sync_fd_store(&notifier, true, &registry, &mut stored);
+        assert_eq!(
+            received(),
+            vec![
+                ("FDSTORE=1 FDNAME=shellflip.stored.echo ".to_owned(), 1),
+                ("FDSTORE=1 FDNAME=shellflip.stored.admin ".to_owned(), 1),
+            ]
+        );
+        let names: Vec<&str> = stored.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["echo", "admin"]);
+        // Nothing changed: nothing sent.
+        sync_fd_store(&notifier, true, &registry, &mut stored);
+        assert_eq!(received(), vec![]);
+        // `echo` bound anew, `admin` gone.
+        let mut next = Registry::new(Vec::new());
+        let echo2 = listener("echo2");
+        next.register("echo", echo2.as_fd()).unwrap();
+        sync_fd_store(&notifier, true, &next, &mut stored);
+        assert_eq!(
+            received(),
+            vec![
+                (
+                    "FDSTOREREMOVE=1 FDNAME=shellflip.stored.echo ".to_owned(),
+                    0
+                ),
+                (
+                    "FDSTOREREMOVE=1 FDNAME=shellflip.stored.admin ".to_owned(),
+                    0
+                ),
+                ("FDSTORE=1 FDNAME=shellflip.stored.echo ".to_owned(), 1),
+            ]
+        );
+        // Turned off: everything of ours leaves the store.
+        sync_fd_store(&notifier, false, &next, &mut stored);
+        assert_eq!(
+            received(),
+            vec![(
+                "FDSTOREREMOVE=1 FDNAME=shellflip.stored.echo ".to_owned(),
+                0
+            )]
+        );
+        assert!(stored.is_empty());
     }
 
     #[test]
@@ -435,6 +748,20 @@ mod tests {
         notifier.send(&Notification::ready("x"));
         assert!(!Notifier::default().is_enabled());
         Notifier::default().send(&Notification::ready("x"));
+    }
+
+    /// A receiver that does not read makes notifications fail (and be
+    /// logged), never wait: `sd_notify::notify` would block here.
+    #[test]
+    fn a_full_queue_never_blocks_the_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let _receiver = UnixDatagram::bind(&path).unwrap();
+        let target = NotifyTarget::Path(path);
+        let failed = (0..1_000)
+            .filter(|_| send_datagram(&target, b"STATUS=x\n", &[]).is_err())
+            .count();
+        assert!(failed > 0, "the queue never filled up");
     }
 
     #[test]

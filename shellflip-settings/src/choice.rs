@@ -147,6 +147,45 @@ choices! {
     }
 }
 
+choices! {
+    /// Whether the process `run` starts in stays as a *keeper*: a small
+    /// init for containers that reaps every orphan, forwards signals to the
+    /// generation that serves, and exits with its exit code when the
+    /// service is over (generation 1 then runs as its child). Read from
+    /// `SHELLFLIP_KEEPER` only, at start-up: it is a property of where the
+    /// service runs, not of its code.
+    pub enum KeeperMode for "SHELLFLIP_KEEPER" {
+        /// Keep when the process is PID 1 (of a container's PID namespace),
+        /// or when its parent is a minimal init that exits with its child
+        /// (`tini`, `docker-init`, `dumb-init`, `catatonit`).
+        #[default]
+        Auto = "auto" ("keep when PID 1 or under tini, dumb-init and the like"),
+        /// Always keep (the environment also takes `1`, `true`, `yes`).
+        On = "on" ("always keep"),
+        /// Never keep (the environment also takes `0`, `false`, `no`).
+        Off = "off" ("never keep"),
+    }
+}
+
+impl KeeperMode {
+    /// Parses `SHELLFLIP_KEEPER`: `auto`, or a yes/no value (`on`/`off`,
+    /// `1`/`0`, `true`/`false`, `yes`/`no`).
+    ///
+    /// ```
+    /// use shellflip_settings::KeeperMode;
+    /// assert_eq!(KeeperMode::parse_env("1"), Ok(KeeperMode::On));
+    /// assert_eq!(KeeperMode::parse_env(" Auto "), Ok(KeeperMode::Auto));
+    /// assert!(KeeperMode::parse_env("sometimes").is_err());
+    /// ```
+    pub fn parse_env(text: &str) -> Result<Self, SettingError> {
+        match crate::parse_flag(crate::ENV_KEEPER, text) {
+            Ok(true) => Ok(KeeperMode::On),
+            Ok(false) => Ok(KeeperMode::Off),
+            Err(_) => Self::parse(crate::ENV_KEEPER, text),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

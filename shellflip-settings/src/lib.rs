@@ -89,14 +89,14 @@ mod error;
 mod signal;
 mod table;
 
-pub use choice::{Choice, RuntimeFlavor, SpawnerMode, StateMismatch};
+pub use choice::{Choice, KeeperMode, RuntimeFlavor, SpawnerMode, StateMismatch};
 pub use count::CountRule;
 pub use duration::{format_duration, DurationRule, FormattedDuration, MAX_DURATION, MIN_DURATION};
 pub use error::{Problem, SettingError};
 pub use signal::{RefusedSignal, Signal, REFUSED_SIGNALS};
 pub use table::{
     markdown_table, parse_flag, renamed, Kind, Setting, ENV_CONTROL, ENV_DRAIN_TIMEOUT,
-    ENV_FD_STORE, ENV_MAX_DRAINING, ENV_ON_STATE_MISMATCH, ENV_PID_FILE, ENV_PROBATION,
+    ENV_FD_STORE, ENV_KEEPER, ENV_MAX_DRAINING, ENV_ON_STATE_MISMATCH, ENV_PID_FILE, ENV_PROBATION,
     ENV_READY_TIMEOUT, ENV_RESTART_SIGNAL, ENV_SPAWNER, ENV_WORKER_THREADS, RENAMED, SETTINGS,
 };
 

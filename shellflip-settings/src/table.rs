@@ -4,7 +4,7 @@
 //! (and tests keep them equal), and the macros take their option names and
 //! usage examples from it.
 
-use crate::choice::{Choice, RuntimeFlavor, SpawnerMode, StateMismatch};
+use crate::choice::{Choice, KeeperMode, RuntimeFlavor, SpawnerMode, StateMismatch};
 use crate::count::CountRule;
 use crate::duration::DurationRule;
 use crate::signal::Signal;
@@ -31,6 +31,9 @@ pub const ENV_ON_STATE_MISMATCH: &str = "SHELLFLIP_ON_STATE_MISMATCH";
 pub const ENV_WORKER_THREADS: &str = "SHELLFLIP_WORKER_THREADS";
 /// Environment variable overriding what starts the next generation.
 pub const ENV_SPAWNER: &str = "SHELLFLIP_SPAWNER";
+/// Environment variable saying whether the first process stays as a keeper
+/// (containers).
+pub const ENV_KEEPER: &str = "SHELLFLIP_KEEPER";
 
 /// One setting of a restartable service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +222,18 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "Keep the listeners and the control socket in systemd's file descriptor \
                   store, so that they outlive a crash or `systemctl restart` (the unit needs \
                   `FileDescriptorStoreMax=`).",
+    },
+    Setting {
+        name: "keeper",
+        option: None,
+        env: Some(ENV_KEEPER),
+        kind: Kind::Choice(KeeperMode::CHOICES),
+        default: "auto",
+        example: "on",
+        meaning: "Whether the process started stays as a tiny init that reaps orphans, \
+                  forwards signals to the serving generation and exits with its exit code \
+                  (containers; see docs/containers.md). The environment also takes 1/0, \
+                  true/false, yes/no.",
     },
 ];
 

@@ -24,6 +24,10 @@
 //! - [`process`]: `/proc` and `waitpid` helpers: parents, children, the
 //!   spawner, zombies, liveness, reaping.
 //! - [`wait`]: the event timeout and the polling wait.
+//! - [`container`]: a service as PID 1 of a PID namespace, bare or under
+//!   `tini`/`dumb-init`, seen from the host.
+//! - [`machine`]: the real systemd booted in namespaces of its own, to run
+//!   services under it.
 //!
 //! Everything synchronises on events (a line on a pipe, a socket
 //! answering, a process reaped) with a bound, never on a fixed sleep; only
@@ -43,10 +47,12 @@
 
 pub mod binaries;
 pub mod client;
+pub mod container;
 pub mod control;
 pub mod harness;
 pub mod http;
 pub mod load;
+pub mod machine;
 pub mod notify;
 pub mod process;
 pub mod proto;

@@ -82,6 +82,8 @@ pub(crate) struct Limits {
     pub probation: Duration,
     pub drain_timeout: Duration,
     pub max_draining: usize,
+    /// Keep the sockets in systemd's fd store (`systemd::sync_fd_store`).
+    pub fd_store: bool,
 }
 
 /// What the supervisor starts with.
@@ -346,6 +348,9 @@ impl Supervisor {
         if group != 0 {
             launch::join_process_group(group);
         }
+        if self.generation.number > 1 {
+            self.sync_fd_store();
+        }
         for (trigger, reply, fresh_state) in std::mem::take(&mut self.deferred) {
             self.request_restart(trigger, reply, fresh_state);
         }
@@ -402,6 +407,7 @@ impl Supervisor {
         let status = format!("serving: generation {number}, pid {pid}");
         if number == 1 {
             self.systemd.send(&Notification::ready(&status));
+            self.sync_fd_store();
         } else if !told_predecessor {
             // The previous generation would have sent MAINPID; it is gone.
             self.systemd.send(&Notification::handed_over(pid, &status));
@@ -419,6 +425,18 @@ impl Supervisor {
             self.phase = Phase::Serving;
         }
         self.start_accepting_control();
+    }
+
+    /// systemd's fd store holds this generation's sockets (or none, with
+    /// `fd_store` off); see `systemd::sync_fd_store`.
+    fn sync_fd_store(&mut self) {
+        let registry = self.generation.registry();
+        systemd::sync_fd_store(
+            &self.systemd,
+            self.limits.fd_store,
+            &registry,
+            &mut self.lineage.fd_store,
+        );
     }
 
     fn start_accepting_control(&mut self) {

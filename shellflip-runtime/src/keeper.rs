@@ -1,0 +1,591 @@
+//! The keeper: what stays of the first process when the service runs as
+//! PID 1 of a container, or under an init that exits with its child
+//! (`tini`, `docker --init`, `dumb-init`).
+//!
+//! Why: at a restart the old generation exits after its drain. As PID 1
+//! that ends the PID namespace, and every later generation with it; under
+//! `tini --` or `dumb-init --`, the init exits with its direct child and
+//! the container stops. So `run` keeps the original process as a keeper
+//! and runs generation 1 as its child. The keeper:
+//!
+//! - has no Tokio runtime and runs none of the service's code: a `poll`
+//!   loop over a signalfd, a private notify socket and a pidfd;
+//! - is a child subreaper (and, as PID 1, the namespace's reaper): every
+//!   generation whose spawner is gone, and every orphan, is re-parented to
+//!   it, and it reaps them all;
+//! - learns the current main pid the way systemd does: generation 1 is its
+//!   child, and each generation's notifications (`MAINPID=`, from the
+//!   generation handing over or taking the service back) reach it on a
+//!   private abstract socket it gives them as `NOTIFY_SOCKET`. Only
+//!   processes of its own tree are believed (`SCM_CREDENTIALS`, checked
+//!   against `/proc`). When the keeper itself runs under a service manager
+//!   (`NOTIFY_SOCKET` was set), every notification is passed on to it —
+//!   descriptors for the fd store included — without `MAINPID=`: to that
+//!   manager the keeper is the service's main process;
+//! - forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and
+//!   SIGWINCH (so the restart signal too) to the current main pid;
+//! - ends when the service is over: when the current main pid has exited
+//!   and no generation took the service back (`MAINPID=` within
+//!   [`ROLLBACK_WINDOW`], as a generation on probation does when its
+//!   successor dies). It then forwards SIGTERM to what is left (an older
+//!   generation still draining finishes its drain; anything else stops),
+//!   waits for it up to the drain timeout plus [`EXIT_MARGIN`], kills what
+//!   still runs, reaps everything and exits with the last main pid's exit
+//!   code (128 + the signal number if a signal killed it; 1 if it was not
+//!   the keeper's child, so the keeper could not learn its status).
+//!
+//! It is not a supervisor: it never restarts a crashed service. That is
+//! the container runtime's job (`restart: always`, a Deployment).
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::config::{Config, ConfigError, KeeperMode, ENV_KEEPER};
+use crate::fd::{self, Forked};
+use crate::systemd::{self, NotifyTarget, ENV_LISTEN_PID, ENV_NOTIFY_SOCKET};
+
+/// The signals the keeper passes on to the current main pid.
+const FORWARDED: [Signal; 7] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// After the main pid exits, how long a generation that is still alive has
+/// to take the service back (`MAINPID=`) before the keeper ends the
+/// service. A generation whose successor dies during the probation does so
+/// within milliseconds.
+pub(crate) const ROLLBACK_WINDOW: Duration = Duration::from_secs(2);
+
+/// After the stop is forwarded to what is left, how long beyond the drain
+/// timeout the keeper waits before it kills it.
+pub(crate) const EXIT_MARGIN: Duration = Duration::from_secs(5);
+
+/// The parents that exit when their direct child exits: under them the
+/// keeper is on in `auto` mode.
+const MINIMAL_INITS: [&str; 4] = ["tini", "docker-init", "dumb-init", "catatonit"];
+
+/// Which role this process has after [`start`].
+#[derive(Debug)]
+pub(crate) enum Role {
+    /// Carry on as the service (no keeper, or the keeper's child).
+    Service,
+    /// This process was the keeper; the service is over: exit with this.
+    KeeperDone(ExitCode),
+}
+
+/// Becomes the keeper if `SHELLFLIP_KEEPER` (default `auto`: when PID 1 or
+/// under a minimal init) asks for one: forks generation 1, which returns
+/// [`Role::Service`], and runs the keeper's loop in this process until the
+/// service is over. Call it first thing in `run`, while the process has a
+/// single thread.
+///
+/// A malformed `SHELLFLIP_KEEPER` is an error. If the keeper cannot be set
+/// up (the process already runs threads, no socket), this process runs the
+/// service itself, with a warning on stderr.
+pub(crate) fn start(config: &Config) -> Result<Role, ConfigError> {
+    if std::env::var_os(crate::channel::ENV_HANDOVER_FD).is_some() {
+        return Ok(Role::Service); // a new generation: never a keeper
+    }
+    let mode = match std::env::var_os(ENV_KEEPER) {
+        None => KeeperMode::Auto,
+        Some(value) => KeeperMode::parse_env(&value.to_string_lossy())?,
+    };
+    let wanted = match mode {
+        KeeperMode::On => true,
+        KeeperMode::Off => false,
+        KeeperMode::Auto => std::process::id() == 1 || parent_is_minimal_init(),
+    };
+    if !wanted {
+        return Ok(Role::Service);
+    }
+    // The drain timeout bounds the wait for what is left at the end; a
+    // malformed override is the service's to report.
+    let drain_timeout = config
+        .clone()
+        .apply_env()
+        .map(|c| c.drain_timeout)
+        .unwrap_or(config.drain_timeout);
+    let setup = match Setup::new() {
+        Ok(setup) => setup,
+        Err(e) => {
+            eprintln!(
+                "shellflip: could not start the keeper ({e}); this process runs the service itself"
+            );
+            return Ok(Role::Service);
+        }
+    };
+    let keeper_pid = std::process::id();
+    match fd::fork_first_generation() {
+        Ok(Forked::Service) => {
+            setup.into_service(keeper_pid);
+            Ok(Role::Service)
+        }
+        Ok(Forked::Keeper(first)) => {
+            let code = Keeper::new(setup, first, drain_timeout).run();
+            Ok(Role::KeeperDone(ExitCode::from(code)))
+        }
+        Err(e) => {
+            eprintln!(
+                "shellflip: could not start the keeper ({e}); this process runs the service itself"
+            );
+            setup.restore_mask();
+            Ok(Role::Service)
+        }
+    }
+}
+
+/// True when the parent is one of [`MINIMAL_INITS`].
+fn parent_is_minimal_init() -> bool {
+    let parent = nix::unistd::getppid();
+    std::fs::read_to_string(format!("/proc/{parent}/comm"))
+        .map(|comm| MINIMAL_INITS.contains(&comm.trim()))
+        .unwrap_or(false)
+}
+
+/// What the keeper opens before it forks generation 1.
+struct Setup {
+    /// The signal mask before the keeper blocked its signals.
+    old_mask: SigSet,
+    signals: SignalFd,
+    /// The private notify socket (abstract, SO_PASSCRED).
+    socket: UnixDatagram,
+    /// Its abstract name.
+    name: String,
+    /// The service manager's notify socket, if the keeper runs under one.
+    upstream: Option<NotifyTarget>,
+}
+
+impl Setup {
+    fn new() -> std::io::Result<Setup> {
+        let upstream = std::env::var_os(ENV_NOTIFY_SOCKET)
+            .and_then(|value| systemd::parse_notify_socket(&value).ok());
+        let mut mask = SigSet::empty();
+        for signal in FORWARDED {
+            mask.add(signal);
+        }
+        mask.add(Signal::SIGCHLD);
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .map_err(std::io::Error::from)?;
+        let old_mask = mask
+            .thread_swap_mask(SigmaskHow::SIG_BLOCK)
+            .map_err(std::io::Error::from)?;
+        let name = format!(
+            "shellflip-keeper/{}/{:016x}",
+            std::process::id(),
+            RandomState::new().build_hasher().finish()
+        );
+        let bound = SocketAddr::from_abstract_name(name.as_bytes())
+            .and_then(|address| UnixDatagram::bind_addr(&address))
+            .and_then(|socket| {
+                socket.set_nonblocking(true)?;
+                setsockopt(&socket, sockopt::PassCred, &true).map_err(std::io::Error::from)?;
+                Ok(socket)
+            });
+        let socket = match bound {
+            Ok(socket) => socket,
+            Err(e) => {
+                let _ = old_mask.thread_set_mask();
+                return Err(e);
+            }
+        };
+        // Orphans of the service are re-parented here, not to the init
+        // above (a no-op for PID 1, which gets them anyway).
+        let _ = nix::sys::prctl::set_child_subreaper(true);
+        Ok(Setup {
+            old_mask,
+            signals,
+            socket,
+            name,
+            upstream,
+        })
+    }
+
+    fn restore_mask(&self) {
+        let _ = self.old_mask.thread_set_mask();
+    }
+
+    /// In generation 1 (the forked copy): closes the keeper's descriptors,
+    /// restores the signal mask, and points the service at the keeper.
+    fn into_service(self, keeper_pid: u32) {
+        self.restore_mask();
+        let name = self.name.clone();
+        drop(self);
+        std::env::set_var(ENV_NOTIFY_SOCKET, format!("@{name}"));
+        // Socket activation meant for the keeper is this process's now.
+        if std::env::var(ENV_LISTEN_PID).ok().as_deref() == Some(&keeper_pid.to_string()) {
+            std::env::set_var(ENV_LISTEN_PID, std::process::id().to_string());
+        }
+        std::env::remove_var(ENV_KEEPER);
+    }
+}
+
+/// The process the keeper follows: the service's main process.
+struct Main {
+    pid: u32,
+    /// Readable once it exits (whoever its parent is).
+    pidfd: Option<OwnedFd>,
+}
+
+impl Main {
+    fn new(pid: u32) -> Main {
+        Main {
+            pid,
+            pidfd: fd::pidfd_open(pid).ok(),
+        }
+    }
+}
+
+/// The keeper's loop. See the module docs.
+struct Keeper {
+    setup: Setup,
+    main: Main,
+    /// The exit code of the main pid once it exited (`None`: running).
+    main_exit: Option<u8>,
+    drain_timeout: Duration,
+    me: u32,
+}
+
+/// What one wait of the loop saw.
+#[derive(Default)]
+struct Events {
+    signals: bool,
+    notify: bool,
+    main_gone: bool,
+}
+
+impl Keeper {
+    fn new(setup: Setup, first: Pid, drain_timeout: Duration) -> Keeper {
+        Keeper {
+            setup,
+            main: Main::new(first.as_raw() as u32),
+            main_exit: None,
+            drain_timeout,
+            me: std::process::id(),
+        }
+    }
+
+    /// Runs until the service is over; returns the exit code.
+    fn run(mut self) -> u8 {
+        loop {
+            // Serving: until the main pid exits.
+            while self.main_exit.is_none() {
+                let events = self.wait(None);
+                self.handle(&events);
+            }
+            // The main pid is gone: does another generation take the
+            // service back?
+            let deadline = Instant::now() + ROLLBACK_WINDOW;
+            while self.main_exit.is_some() && self.has_children() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                let events = self.wait(Some(left));
+                self.handle(&events);
+            }
+            if self.main_exit.is_some() {
+                break;
+            }
+        }
+        let code = self.main_exit.unwrap_or(1);
+        self.finish();
+        code
+    }
+
+    /// Waits for a signal, a notification or the main pid's exit.
+    fn wait(&self, timeout: Option<Duration>) -> Events {
+        let mut fds = vec![
+            PollFd::new(self.setup.signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.setup.socket.as_fd(), PollFlags::POLLIN),
+        ];
+        if let (None, Some(pidfd)) = (self.main_exit, &self.main.pidfd) {
+            fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
+        }
+        let millis = timeout.map_or(-1, |t| {
+            i32::try_from(t.as_millis().max(1)).unwrap_or(i32::MAX)
+        });
+        let timeout =
+            nix::poll::PollTimeout::try_from(millis).unwrap_or(nix::poll::PollTimeout::NONE);
+        match poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => return Events::default(),
+            Err(e) => {
+                eprintln!("shellflip keeper: poll failed: {e}");
+                // Nothing sensible to wait on: look at everything once.
+                return Events {
+                    signals: true,
+                    notify: true,
+                    main_gone: false,
+                };
+            }
+        }
+        let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+        Events {
+            signals: ready(&fds[0]),
+            notify: ready(&fds[1]),
+            main_gone: fds.get(2).is_some_and(ready),
+        }
+    }
+
+    fn handle(&mut self, events: &Events) {
+        if events.notify {
+            self.read_notifications();
+        }
+        if events.signals {
+            self.read_signals();
+        }
+        if events.main_gone {
+            // Reap it if it is our child; otherwise its parent (a spawner)
+            // did, and its status is lost to us.
+            self.reap();
+            if self.main_exit.is_none() {
+                self.main_exit = Some(1);
+            }
+        }
+    }
+
+    fn read_signals(&mut self) {
+        loop {
+            match self.setup.signals.read_signal() {
+                Ok(Some(info)) => {
+                    let number = info.ssi_signo as i32;
+                    if number == Signal::SIGCHLD as i32 {
+                        self.reap();
+                    } else if self.main_exit.is_none() {
+                        self.forward(number);
+                    } else {
+                        // The service is ending: pass it on to everything
+                        // left.
+                        self.signal_children(number);
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    eprintln!("shellflip keeper: could not read a signal: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends `signal` to the main pid (through its pidfd when there is one:
+    /// never to another process that reused the number).
+    fn forward(&self, signal: i32) {
+        let sent = match &self.main.pidfd {
+            Some(pidfd) => fd::pidfd_send_signal(pidfd.as_fd(), signal),
+            None => Signal::try_from(signal)
+                .map_err(std::io::Error::from)
+                .and_then(|s| {
+                    nix::sys::signal::kill(Pid::from_raw(self.main.pid as i32), s)
+                        .map_err(std::io::Error::from)
+                }),
+        };
+        if let Err(e) = sent {
+            eprintln!(
+                "shellflip keeper: could not forward signal {signal} to pid {}: {e}",
+                self.main.pid
+            );
+        }
+    }
+
+    /// Reaps every exited child, noting the main pid's status.
+    fn reap(&mut self) {
+        loop {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => {
+                    self.reaped(pid, (code & 0xff) as u8);
+                }
+                Ok(WaitStatus::Signaled(pid, signal, _)) => {
+                    self.reaped(pid, 128u8.saturating_add(signal as i32 as u8));
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn reaped(&mut self, pid: Pid, code: u8) {
+        if pid.as_raw() as u32 == self.main.pid && self.main_exit.is_none() {
+            self.main_exit = Some(code);
+        }
+    }
+
+    fn read_notifications(&mut self) {
+        let mut buf = vec![0u8; 8192];
+        loop {
+            let datagram = match fd::recv_datagram(self.setup.socket.as_fd(), &mut buf) {
+                Ok(datagram) => datagram,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    eprintln!("shellflip keeper: dropped a notification: {e}");
+                    continue;
+                }
+            };
+            let Some((sender, _uid)) = datagram.sender else {
+                continue;
+            };
+            if sender <= 0 || !self.is_ours(sender as u32) {
+                eprintln!("shellflip keeper: ignored a notification from pid {sender}, which is not a process of this service");
+                continue;
+            }
+            let text = String::from_utf8_lossy(&buf[..datagram.len]).into_owned();
+            let mut passed_on = String::new();
+            for line in text.lines() {
+                match line.strip_prefix("MAINPID=") {
+                    Some(pid) => self.main_pid_is(pid.trim()),
+                    None => {
+                        passed_on.push_str(line);
+                        passed_on.push('\n');
+                    }
+                }
+            }
+            if let Some(upstream) = &self.setup.upstream {
+                if !passed_on.is_empty() {
+                    let fds: Vec<_> = datagram.fds.iter().map(|fd| fd.as_fd()).collect();
+                    if let Err(e) = systemd::send_datagram(upstream, passed_on.as_bytes(), &fds) {
+                        eprintln!("shellflip keeper: could not pass a notification on to the service manager: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// `MAINPID=<pid>` from a process of the service.
+    fn main_pid_is(&mut self, pid: &str) {
+        let Ok(pid) = pid.parse::<u32>() else {
+            return;
+        };
+        if pid == self.main.pid && self.main_exit.is_none() {
+            return;
+        }
+        if pid <= 1 || !self.is_ours(pid) {
+            eprintln!("shellflip keeper: ignored MAINPID={pid}: not a process of this service");
+            return;
+        }
+        self.main = Main::new(pid);
+        self.main_exit = None;
+    }
+
+    /// True when `pid` is this keeper's descendant (walking up `/proc`).
+    fn is_ours(&self, pid: u32) -> bool {
+        let mut current = pid;
+        for _ in 0..64 {
+            match parent_of(current) {
+                Some(parent) if parent == self.me => return true,
+                Some(parent) if parent > 1 => current = parent,
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    fn children(&self) -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/self/task/{}/children", self.me))
+            .map(|text| {
+                text.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn has_children(&self) -> bool {
+        !self.children().is_empty()
+    }
+
+    fn signal_children(&self, signal: i32) {
+        let Ok(signal) = Signal::try_from(signal) else {
+            return;
+        };
+        for child in self.children() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(child as i32), signal);
+        }
+    }
+
+    /// The service is over: a stop for what is left, bounded; then kill,
+    /// reap, done.
+    fn finish(&mut self) {
+        self.reap();
+        if !self.has_children() {
+            return;
+        }
+        self.signal_children(Signal::SIGTERM as i32);
+        let deadline = Instant::now() + self.drain_timeout + EXIT_MARGIN;
+        while self.has_children() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let left_over = self.children();
+                eprintln!(
+                    "shellflip keeper: killing what is left of the service after the drain timeout: {left_over:?}"
+                );
+                self.signal_children(Signal::SIGKILL as i32);
+                break;
+            }
+            let events = self.wait(Some(left.min(Duration::from_millis(500))));
+            if events.signals {
+                self.read_signals();
+            }
+            if events.notify {
+                // Drained, never acted on: the service is over.
+                let mut buf = [0u8; 512];
+                while fd::recv_datagram(self.setup.socket.as_fd(), &mut buf).is_ok() {}
+            }
+            self.reap();
+        }
+        // Whatever the last kill left: reap until no child is left, bounded.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.has_children() && Instant::now() < deadline {
+            let _ = self.wait(Some(Duration::from_millis(50)));
+            self.reap();
+        }
+    }
+}
+
+/// The parent of `pid`, from `/proc/<pid>/stat`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: the fields
+    // after the last ')' are `state ppid ...`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parent_of_this_process_is_read_from_proc() {
+        assert_eq!(
+            parent_of(std::process::id()),
+            Some(nix::unistd::getppid().as_raw() as u32)
+        );
+        assert_eq!(parent_of(u32::MAX), None);
+    }
+
+    #[test]
+    fn keeper_mode_values() {
+        assert_eq!(KeeperMode::parse_env("1"), Ok(KeeperMode::On));
+        assert_eq!(KeeperMode::parse_env("off"), Ok(KeeperMode::Off));
+        assert_eq!(KeeperMode::parse_env("AUTO"), Ok(KeeperMode::Auto));
+        assert!(KeeperMode::parse_env("sometimes").is_err());
+    }
+}
