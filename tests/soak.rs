@@ -90,13 +90,20 @@ fn fd_counts(pid: u32) -> (usize, usize) {
 }
 
 /// The smallest fd counts over a few samples (a leak persists, a
-/// connection being set up or torn down does not).
-fn settled_fd_counts(pid: u32) -> (usize, usize) {
+/// connection being set up or torn down does not). With `down_to`, sampling
+/// goes on until the count without client connections is at most that, or
+/// for `EVENT_TIMEOUT`: a descriptor that the new generation closes once it
+/// notices its predecessor's exit (the channel, the predecessor's pidfd) may
+/// still be open right after the exit; a leaked one stays.
+fn settled_fd_counts(pid: u32, down_to: Option<usize>) -> (usize, usize) {
+    let started = Instant::now();
     let mut best = fd_counts(pid);
-    for _ in 0..4 {
+    let mut samples = 1;
+    while samples < 5 || down_to.is_some_and(|d| best.1 > d && started.elapsed() < EVENT_TIMEOUT) {
         std::thread::sleep(Duration::from_millis(10));
         let (total, base) = fd_counts(pid);
         best = (best.0.min(total), best.1.min(base));
+        samples += 1;
     }
     best
 }
@@ -171,7 +178,7 @@ fn two_hundred_restarts_under_load_leak_nothing() {
     });
 
     let mut generation_pids: HashSet<u32> = HashSet::from([echo.current.pid]);
-    let (fds, fds_base) = settled_fd_counts(echo.current.pid);
+    let (fds, fds_base) = settled_fd_counts(echo.current.pid, None);
     let mut samples = vec![Sample {
         restart: 0,
         pid: echo.current.pid,
@@ -191,6 +198,7 @@ fn two_hundred_restarts_under_load_leak_nothing() {
     let mut zombies_seen = Vec::new();
     let mut restart_ms = Vec::new();
     let mut old = echo.current;
+    let warmup = restarts.min(5);
     for restart in 1..=restarts {
         let old_spawner = spawner_of(old.pid)
             .unwrap_or_else(|| panic!("restart {restart}: generation {} has no spawner", old.pid));
@@ -237,7 +245,10 @@ fn two_hundred_restarts_under_load_leak_nothing() {
         });
         zombies_seen.extend(zombies_of(&HashSet::from([me, ready.pid])));
 
-        let (fds, fds_base) = settled_fd_counts(ready.pid);
+        // After the first few generations (allocator and runtime warm-up),
+        // the count of the first settled one is the bar.
+        let bar = samples.get(warmup).map(|s| s.fds_base);
+        let (fds, fds_base) = settled_fd_counts(ready.pid, bar);
         let sample = Sample {
             restart,
             pid: ready.pid,
@@ -281,8 +292,6 @@ fn two_hundred_restarts_under_load_leak_nothing() {
     let fds_range = range(|s| s.fds as u64);
     let base_range = range(|s| s.fds_base as u64);
     let rss_range = range(|s| s.rss_kb);
-    // After the first few generations (allocator and runtime warm-up).
-    let warmup = restarts.min(5);
     let settled: Vec<&Sample> = samples.iter().filter(|s| s.restart >= warmup).collect();
     let settled_base: HashSet<usize> = settled.iter().map(|s| s.fds_base).collect();
     let settled_rss = (
@@ -327,10 +336,11 @@ fn two_hundred_restarts_under_load_leak_nothing() {
     assert_eq!(status.generation, restarts as u64 + 1);
     assert_eq!(status.restarts, restarts as u64);
     assert_eq!(status.failed_restarts, 0);
-    assert_eq!(
-        settled_base.len(),
-        1,
-        "descriptors (without client connections) differ between generations: {settled_base:?}"
+    let bar = samples[warmup].fds_base;
+    assert!(
+        settled_base.iter().all(|&n| n <= bar),
+        "descriptors (without client connections) grew beyond the {bar} of restart {warmup}: \
+         {settled_base:?}"
     );
     assert!(
         settled_rss.1 <= settled_rss.0 + settled_rss.0 / 2,

@@ -2,8 +2,14 @@
 //! them: from the handover (those its predecessor knew of), its
 //! predecessor's `Commit`, and the progress reports relayed along the
 //! chain of channels. Watched through their pids: an entry goes when its
-//! process exits. The newest generation lists them in `status` and ends the
-//! oldest drains beyond `max_draining`.
+//! process exits (a task per entry waits for the exit, and the supervisor
+//! forgets it then, closing its pidfd; see [`DrainingGenerations::next_exit`]).
+//! The newest generation lists them in `status` and ends the oldest drains
+//! beyond `max_draining`.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
 
 use crate::channel::Draining;
 use crate::control::protocol::{GenerationStatus, Phase};
@@ -12,24 +18,50 @@ use crate::launch::ExitWatch;
 /// One older generation still draining.
 struct Entry {
     info: Draining,
-    watch: ExitWatch,
+    /// Shared with the task that waits for its exit (which ends then).
+    watch: Arc<ExitWatch>,
 }
 
 /// See the module docs.
-#[derive(Default)]
 pub(crate) struct DrainingGenerations {
     /// Oldest first.
     entries: Vec<Entry>,
+    /// The generation numbers of entries whose process exited.
+    exited_tx: mpsc::UnboundedSender<u64>,
+    exited_rx: mpsc::UnboundedReceiver<u64>,
 }
 
 impl DrainingGenerations {
     /// Starts from what the handover said. Inside the runtime.
     pub(crate) fn new(known: Vec<Draining>) -> Self {
-        let mut draining = DrainingGenerations::default();
+        let (exited_tx, exited_rx) = mpsc::unbounded_channel();
+        let mut draining = DrainingGenerations {
+            entries: Vec::new(),
+            exited_tx,
+            exited_rx,
+        };
         for info in known {
             draining.update(info);
         }
         draining
+    }
+
+    /// Resolves when the process of an entry exits, with its generation
+    /// number; pass it to [`forget`](Self::forget). Cancel-safe (a select
+    /// branch of the supervisor's loop).
+    pub(crate) async fn next_exit(&mut self) -> u64 {
+        match self.exited_rx.recv().await {
+            Some(generation) => generation,
+            // Never: `self` holds a sender.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Drops the entry of `generation` if its process has exited (and with
+    /// it the pidfd that watched it).
+    pub(crate) fn forget(&mut self, generation: u64) {
+        self.entries
+            .retain(|e| e.info.generation != generation || !e.watch.has_exited());
     }
 
     /// Records (or refreshes) what a draining generation reported.
@@ -42,8 +74,14 @@ impl DrainingGenerations {
         {
             Some(entry) => entry.info = info,
             None => {
-                let watch = ExitWatch::new(info.pid);
+                let watch = Arc::new(ExitWatch::new(info.pid));
                 if !watch.has_exited() {
+                    let (generation, exited_tx) = (info.generation, self.exited_tx.clone());
+                    let waiting = Arc::clone(&watch);
+                    tokio::spawn(async move {
+                        waiting.exited().await;
+                        let _ = exited_tx.send(generation);
+                    });
                     self.entries.push(Entry { info, watch });
                     self.entries.sort_by_key(|e| e.info.generation);
                 }
@@ -133,6 +171,21 @@ mod tests {
         assert_eq!(statuses.len(), 1);
         assert_eq!(statuses[0].generation, 2);
         two.kill().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_entry_whose_process_exits_is_forgotten_without_being_asked() {
+        let mut one = sleeper();
+        let pid = one.id().unwrap();
+        let mut generations = DrainingGenerations::new(vec![draining(4, pid, 1)]);
+        one.kill().await.unwrap();
+        let exited =
+            tokio::time::timeout(std::time::Duration::from_secs(60), generations.next_exit())
+                .await
+                .expect("the exit is noticed");
+        assert_eq!(exited, 4);
+        generations.forget(exited);
+        assert!(generations.entries.is_empty(), "its pidfd is closed");
     }
 
     fn draining_entry(generation: u64, pid: u32) -> Draining {

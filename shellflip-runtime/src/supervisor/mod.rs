@@ -237,6 +237,7 @@ impl Supervisor {
                 }
                 Some(command) = self.control_rx.recv() => self.on_control(command).await,
                 Some(drain) = recv(&mut drains) => self.on_older_drain(drain).await,
+                generation = self.older.next_exit() => self.older.forget(generation),
                 _ = progress.tick(), if self.phase == Phase::Draining => self.report_progress().await,
                 _ = drained.cancelled(), if !drained.is_cancelled() => {}
                 request = self.signals.next() => match request {
