@@ -242,11 +242,28 @@ impl Bench {
             .map(|d| d.join(format!("{key}.log")))
     }
 
-    fn env_for(&self, key: &str) -> Vec<(&'static str, &'static str)> {
+    /// The environment of one of our services: the debug log when logs
+    /// are kept, and `SHELLFLIP_PROBATION` if given (else the default).
+    fn ours_env<'a>(&self, probation: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
         let mut env = vec![];
-        if key.starts_with("ours") && self.opts.log_dir.is_some() {
+        if self.opts.log_dir.is_some() {
             env.push(("RUST_LOG", "shellflip_runtime=debug,info"));
         }
+        if let Some(probation) = probation {
+            env.push(("SHELLFLIP_PROBATION", probation));
+        }
+        env
+    }
+
+    /// The environment of a system of the side-by-side comparison. Ours
+    /// runs with the probation off: the peers have none, and it would only
+    /// add its length to "old generation gone" (the accept-gap section
+    /// measures it).
+    fn env_for(&self, key: &str) -> Vec<(&'static str, &'static str)> {
+        if !key.starts_with("ours") {
+            return vec![];
+        }
+        let mut env = self.ours_env(Some("0"));
         if key == "ours-inline" {
             env.push(("SHELLFLIP_SPAWNER", "inline"));
         }
@@ -256,6 +273,26 @@ impl Bench {
     /// One restart: trigger, the initiator's answer, the new ready line,
     /// the old generation reaped, then RSS and fds of the new one.
     fn restart_once(
+        &self,
+        service: &mut Service,
+        trigger: Trigger,
+        index: usize,
+    ) -> Result<(u64, RestartRecord), String> {
+        let (t0, mut rec) = self.restart_until_ready(service, trigger, index)?;
+        let gone = self.reaper.wait_gone(rec.old_pid, Duration::from_secs(40));
+        rec.old_gone_ms = gone.map(|g| ms(t0, g));
+        if let Some(pid) = rec.new_pid {
+            rec.rss_kib = rss_kib(pid);
+            rec.spawner_pss_kib = spawner_pss_kib(pid);
+            rec.fds = fd_count(pid);
+        }
+        Ok((t0, rec))
+    }
+
+    /// The first half of [`restart_once`](Self::restart_once): trigger,
+    /// the initiator's answer and the new ready line; the old generation
+    /// may still be running.
+    fn restart_until_ready(
         &self,
         service: &mut Service,
         trigger: Trigger,
@@ -272,7 +309,6 @@ impl Bench {
         if ready.pid == old.pid {
             return Err(format!("restart {index}: the same pid answered"));
         }
-        let gone = self.reaper.wait_gone(old.pid, Duration::from_secs(40));
         Ok((
             t0,
             RestartRecord {
@@ -283,14 +319,9 @@ impl Bench {
                 told_ms: Some(ms(t0, told)),
                 outcome,
                 ready_ms: Some(ms(t0, ready_at)),
-                new_answer_ms: None,
-                old_gone_ms: gone.map(|g| ms(t0, g)),
-                failures: 0,
-                rss_kib: rss_kib(ready.pid),
-                spawner_pss_kib: spawner_pss_kib(ready.pid),
-                fds: fd_count(ready.pid),
                 startup_cpu_ms: sched.map(|s| s.cpu_ms),
                 startup_wait_ms: sched.map(|s| s.wait_ms),
+                ..Default::default()
             },
         ))
     }
@@ -303,6 +334,11 @@ impl Bench {
             ..Default::default()
         };
         let env = self.env_for(system.key);
+        result.env = env
+            .iter()
+            .filter(|(k, _)| *k != "RUST_LOG")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let mut service = match Service::start(
             &system.exe,
             &[],
@@ -729,8 +765,13 @@ fn main() -> std::process::ExitCode {
             .map(|(k, v)| format!("{k}: {v}"))
             .collect();
         text.push_str(&format!(
-            "- {}: {} exchanges, {} restarts under load + {} idle; failed connections: {}{}\n",
+            "- {}{}: {} exchanges, {} restarts under load + {} idle; failed connections: {}{}\n",
             s.name,
+            if s.env.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", s.env.join(" "))
+            },
             s.exchanges,
             s.restarts.len(),
             s.idle_restarts.len(),

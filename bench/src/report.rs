@@ -46,6 +46,10 @@ pub struct SystemResult {
     pub name: String,
     /// How the driver triggers a restart.
     pub trigger: String,
+    /// Environment the driver set for the service (`SHELLFLIP_PROBATION=0`
+    /// for ours, ...).
+    #[serde(default)]
+    pub env: Vec<String>,
     /// Restarts under load.
     pub restarts: Vec<RestartRecord>,
     /// Restarts with nothing in flight.
