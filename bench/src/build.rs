@@ -1,7 +1,8 @@
-//! What a run needs, built before it starts: the root workspace's echo
-//! and HTTP examples and this workspace's services (`src/bin/`), in release, by
-//! cargo itself, so that one command runs the benchmark from a fresh clone
-//! and never measures a stale build. For what is fresh, cargo only checks.
+//! What a run needs, built before it starts: the root workspace's echo,
+//! HTTP and sessions examples and this workspace's services (`src/bin/`),
+//! in release, by cargo itself, so that one command runs the benchmark
+//! from a fresh clone and never measures a stale build. For what is
+//! fresh, cargo only checks.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -35,6 +36,8 @@ pub struct Binaries {
     pub http_example: PathBuf,
     /// The same axum service on `axum::serve(..).with_graceful_shutdown(..)`.
     pub http_plain_axum: PathBuf,
+    /// The sessions example: live connections handed over.
+    pub sessions: PathBuf,
 }
 
 /// The cargo that runs this binary (`cargo run` sets `CARGO`), or the one
@@ -108,8 +111,15 @@ pub fn binaries(echo: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Result<Binar
     let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = bench.parent().unwrap_or(bench);
     let targets: &[&str] = match echo {
-        Some(_) => &["--example", "http"],
-        None => &["--example", "echo", "--example", "http"],
+        Some(_) => &["--example", "http", "--example", "sessions"],
+        None => &[
+            "--example",
+            "echo",
+            "--example",
+            "http",
+            "--example",
+            "sessions",
+        ],
     };
     let mut examples = cargo_build(&root.join("Cargo.toml"), targets)?;
     let echo = match echo {
@@ -117,6 +127,7 @@ pub fn binaries(echo: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Result<Binar
         None => take(&mut examples, "echo")?,
     };
     let http_example = take(&mut examples, "http")?;
+    let sessions = take(&mut examples, "sessions")?;
     let mut services = match bin_dir {
         Some(dir) => SERVICES
             .iter()
@@ -135,6 +146,7 @@ pub fn binaries(echo: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Result<Binar
         state_service: take(&mut services, "state_service")?,
         http_example,
         http_plain_axum: take(&mut services, "http_plain_axum")?,
+        sessions,
     };
     for path in [
         &binaries.echo,
@@ -144,6 +156,7 @@ pub fn binaries(echo: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Result<Binar
         &binaries.state_service,
         &binaries.http_example,
         &binaries.http_plain_axum,
+        &binaries.sessions,
     ] {
         if !path.is_file() {
             return Err(format!("{} does not exist", path.display()));

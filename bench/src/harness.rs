@@ -241,18 +241,55 @@ pub fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
+/// Raises this process's soft limit of open files to its hard limit (the
+/// services it starts inherit it) and returns the soft limit then.
+pub fn raise_open_file_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Err(_) => 1024,
+    }
+}
+
+/// A field of `/proc/<pid>/smaps_rollup` (`Pss`, `Rss`...), in KiB.
+fn rollup_kib(pid: u32, field: &str) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Proportional set size of a process, in KiB: its private pages plus its
+/// share of the pages it shares (with its spawner, its predecessor...).
+pub fn pss_kib(pid: u32) -> Option<u64> {
+    rollup_kib(pid, "Pss")
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes.
+pub fn mem_available_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+}
+
 /// Proportional set size (PSS) of the helper process named
 /// `shellflip-spawn` among the children of `pid`, in KiB: the memory the
 /// spawner really adds (it shares its pages with the service it was forked
 /// from, which RSS would count twice).
 pub fn spawner_pss_kib(pid: u32) -> Option<u64> {
-    let spawner = spawner_of(pid)?;
-    let rollup = std::fs::read_to_string(format!("/proc/{spawner}/smaps_rollup")).ok()?;
-    rollup
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
+    pss_kib(spawner_of(pid)?)
 }
 
 /// CPU time and run-queue wait of a process so far, summed over its

@@ -1,31 +1,38 @@
 //! `shellflip-bench`: restarts three equivalent echo services under the
 //! same load, one after the other, and reports restart latency, failed
-//! connections, throughput, memory and descriptors side by side, plus the
-//! state handover and the serving overhead of ours, and an HTTP section:
-//! the same axum service on `shellflip::http::serve` and on plain
-//! `axum::serve` restarted under HTTP load (`src/http_section.rs`).
+//! connections, throughput, memory and descriptors side by side, plus, for
+//! ours: the state handover against `rmp_serde` (`src/state_section.rs`),
+//! the serving overhead, an HTTP section (the same axum service on
+//! `shellflip::http::serve` and on plain `axum::serve` restarted under HTTP
+//! load, `src/http_section.rs`), live sessions handed over and the memory
+//! of a generation draining held connections (`src/sessions_section.rs`),
+//! and the longest accept gap around a restart with the probation on and
+//! off (`src/accept_gap.rs`).
 //!
 //! From the repository's root (the bench is its own workspace):
 //!
 //! ```text
 //! cargo run --release --manifest-path bench/Cargo.toml -- --plot docs/bench.svg  # K=20, 32 clients
-//! cargo run --release --manifest-path bench/Cargo.toml -- --quick                # K=3, < 60 s
+//! cargo run --release --manifest-path bench/Cargo.toml -- --quick                # K=3, ~1 min
 //! cargo run --release --manifest-path bench/Cargo.toml -- --json > run.json      # machines
 //! ```
 //!
 //! Before it runs, it has cargo build (in release) what it starts: the root
-//! workspace's echo example and the services in `src/bin/`; fresh builds
-//! are left as they are. `--echo` and `--bin-dir` use given binaries
-//! instead.
+//! workspace's echo, HTTP and sessions examples and the services in
+//! `src/bin/`; fresh builds are left as they are. `--echo` and `--bin-dir`
+//! use given binaries instead.
 //!
 //! Loopback only. The driver is a child subreaper and reaps every
 //! generation; it signals only processes it started, by pid.
 
+mod accept_gap;
 mod build;
 mod harness;
 mod http_section;
 mod load;
 mod plot;
+mod sessions_section;
+mod state_section;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read};
@@ -36,13 +43,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use shellflip::client::ControlClient;
 use shellflip::control::Response;
-use shellflip::state::{decode_envelope, encode_envelope};
-use shellflip::StateFds;
 use shellflip_bench::report::{
-    fmt_num, markdown_table, rows, Machine, Overhead, Report, RestartRecord, RunConfig,
-    StateResult, StateSize, SystemResult,
+    fmt_num, markdown_table, rows, size_label, Machine, Overhead, Report, RestartRecord, RunConfig,
+    SystemResult,
 };
-use shellflip_bench::state::{BenchState, BenchStateBin};
 use shellflip_bench::stats::{median, per_second};
 use shellflip_testkit::process::{fd_count, rss_kib};
 
@@ -83,9 +87,24 @@ struct Opts {
     /// Skip the serving overhead benchmark.
     #[arg(long)]
     no_overhead: bool,
-    /// State sizes in MB for the handover benchmark.
-    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 100])]
-    state_mb: Vec<usize>,
+    /// State sizes in MiB for the handover benchmark (default: 100,1024;
+    /// 1,4 with --quick). A size is skipped, with a note, when the
+    /// machine's available memory is below about 8 times it.
+    #[arg(long, value_delimiter = ',')]
+    state_mb: Option<Vec<usize>>,
+    /// Skip the sessions section: N idle sessions handed over
+    /// (examples/sessions.rs) and the memory of a generation draining N
+    /// held connections (the echo example).
+    #[arg(long)]
+    no_sessions: bool,
+    /// Sessions section: idle connections held (default 10000; 200 with
+    /// --quick). Lowered to fit the open-file limit if needed.
+    #[arg(long)]
+    sessions: Option<usize>,
+    /// Skip the accept-gap section (the echo example's longest accept gap
+    /// around a restart, probation on and off).
+    #[arg(long)]
+    no_accept_gap: bool,
     /// Use the bench's services (peer_cf_shellflip, peer_ecdysis,
     /// bare_echo, state_service) in this directory as they are (default:
     /// have cargo build them in release).
@@ -120,6 +139,15 @@ struct Timing {
     overhead_window: Duration,
     state_restarts: usize,
     codec_reps: usize,
+    /// The shortest steady window before a state restart (the prober's
+    /// baseline).
+    state_lead: Duration,
+    /// Restarts of each service in the sessions section.
+    session_restarts: usize,
+    /// Restarts with N held connections (memory of draining).
+    drain_restarts: usize,
+    /// Restarts per setting in the accept-gap section.
+    gap_restarts: usize,
 }
 
 impl Timing {
@@ -133,6 +161,10 @@ impl Timing {
                 overhead_window: Duration::from_millis(1000),
                 state_restarts: 2,
                 codec_reps: 2,
+                state_lead: Duration::from_millis(200),
+                session_restarts: 2,
+                drain_restarts: 1,
+                gap_restarts: 1,
             }
         } else {
             Timing {
@@ -143,6 +175,10 @@ impl Timing {
                 overhead_window: Duration::from_secs(2),
                 state_restarts: 5,
                 codec_reps: 3,
+                state_lead: Duration::from_millis(500),
+                session_restarts: 5,
+                drain_restarts: 3,
+                gap_restarts: 5,
             }
         }
     }
@@ -242,11 +278,28 @@ impl Bench {
             .map(|d| d.join(format!("{key}.log")))
     }
 
-    fn env_for(&self, key: &str) -> Vec<(&'static str, &'static str)> {
+    /// The environment of one of our services: the debug log when logs
+    /// are kept, and `SHELLFLIP_PROBATION` if given (else the default).
+    fn ours_env<'a>(&self, probation: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
         let mut env = vec![];
-        if key.starts_with("ours") && self.opts.log_dir.is_some() {
+        if self.opts.log_dir.is_some() {
             env.push(("RUST_LOG", "shellflip_runtime=debug,info"));
         }
+        if let Some(probation) = probation {
+            env.push(("SHELLFLIP_PROBATION", probation));
+        }
+        env
+    }
+
+    /// The environment of a system of the side-by-side comparison. Ours
+    /// runs with the probation off: the peers have none, and it would only
+    /// add its length to "old generation gone" (the accept-gap section
+    /// measures it).
+    fn env_for(&self, key: &str) -> Vec<(&'static str, &'static str)> {
+        if !key.starts_with("ours") {
+            return vec![];
+        }
+        let mut env = self.ours_env(Some("0"));
         if key == "ours-inline" {
             env.push(("SHELLFLIP_SPAWNER", "inline"));
         }
@@ -256,6 +309,26 @@ impl Bench {
     /// One restart: trigger, the initiator's answer, the new ready line,
     /// the old generation reaped, then RSS and fds of the new one.
     fn restart_once(
+        &self,
+        service: &mut Service,
+        trigger: Trigger,
+        index: usize,
+    ) -> Result<(u64, RestartRecord), String> {
+        let (t0, mut rec) = self.restart_until_ready(service, trigger, index)?;
+        let gone = self.reaper.wait_gone(rec.old_pid, Duration::from_secs(40));
+        rec.old_gone_ms = gone.map(|g| ms(t0, g));
+        if let Some(pid) = rec.new_pid {
+            rec.rss_kib = rss_kib(pid);
+            rec.spawner_pss_kib = spawner_pss_kib(pid);
+            rec.fds = fd_count(pid);
+        }
+        Ok((t0, rec))
+    }
+
+    /// The first half of [`restart_once`](Self::restart_once): trigger,
+    /// the initiator's answer and the new ready line; the old generation
+    /// may still be running.
+    fn restart_until_ready(
         &self,
         service: &mut Service,
         trigger: Trigger,
@@ -272,7 +345,6 @@ impl Bench {
         if ready.pid == old.pid {
             return Err(format!("restart {index}: the same pid answered"));
         }
-        let gone = self.reaper.wait_gone(old.pid, Duration::from_secs(40));
         Ok((
             t0,
             RestartRecord {
@@ -283,14 +355,9 @@ impl Bench {
                 told_ms: Some(ms(t0, told)),
                 outcome,
                 ready_ms: Some(ms(t0, ready_at)),
-                new_answer_ms: None,
-                old_gone_ms: gone.map(|g| ms(t0, g)),
-                failures: 0,
-                rss_kib: rss_kib(ready.pid),
-                spawner_pss_kib: spawner_pss_kib(ready.pid),
-                fds: fd_count(ready.pid),
                 startup_cpu_ms: sched.map(|s| s.cpu_ms),
                 startup_wait_ms: sched.map(|s| s.wait_ms),
+                ..Default::default()
             },
         ))
     }
@@ -303,6 +370,11 @@ impl Bench {
             ..Default::default()
         };
         let env = self.env_for(system.key);
+        result.env = env
+            .iter()
+            .filter(|(k, _)| *k != "RUST_LOG")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let mut service = match Service::start(
             &system.exe,
             &[],
@@ -398,77 +470,6 @@ impl Bench {
         }
         service.stop(self.reaper);
         (result, Some(Trace { seen, triggers }))
-    }
-
-    fn run_state(&self, exe: &Path) -> StateResult {
-        let mut out = StateResult::default();
-        for &mb in &self.opts.state_mb {
-            let mut size = StateSize {
-                megabytes: mb,
-                ..Default::default()
-            };
-            // The encoder and decoder alone, in this process.
-            let state = BenchState::of_size(mb << 20);
-            for _ in 0..self.timing.codec_reps {
-                let mut fds = StateFds::default();
-                let start = Instant::now();
-                let bytes = encode_envelope(&state, &mut fds).expect("encode the state");
-                let encode = start.elapsed().as_secs_f64();
-                let start = Instant::now();
-                let back: BenchState = decode_envelope(&bytes, &mut fds).expect("decode");
-                let decode = start.elapsed().as_secs_f64();
-                assert_eq!(back.blob.len(), state.blob.len());
-                size.envelope_bytes = bytes.len();
-                size.encode_mb_per_s.push(bytes.len() as f64 / 1e6 / encode);
-                size.decode_mb_per_s.push(bytes.len() as f64 / 1e6 / decode);
-            }
-            let state = BenchStateBin::from(state);
-            for _ in 0..self.timing.codec_reps {
-                let mut fds = StateFds::default();
-                let start = Instant::now();
-                let bytes = encode_envelope(&state, &mut fds).expect("encode the state");
-                let encode = start.elapsed().as_secs_f64();
-                let start = Instant::now();
-                let back: BenchStateBin = decode_envelope(&bytes, &mut fds).expect("decode");
-                let decode = start.elapsed().as_secs_f64();
-                assert_eq!(back.blob.0.len(), state.blob.0.len());
-                size.bin_envelope_bytes = bytes.len();
-                size.bin_encode_mb_per_s
-                    .push(bytes.len() as f64 / 1e6 / encode);
-                size.bin_decode_mb_per_s
-                    .push(bytes.len() as f64 / 1e6 / decode);
-            }
-            drop(state);
-            // The whole handover, trigger → READY.
-            let extra = ["--state-mb".to_string(), mb.to_string()];
-            let env = self.env_for("ours");
-            let log = self.log_for(&format!("state-{mb}mb"));
-            match Service::start(exe, &extra, &env, log.as_deref(), self.clock, self.reaper) {
-                Ok(mut service) => {
-                    for i in 1..=self.timing.state_restarts {
-                        progress(&format!(
-                            "state {mb} MB: restart {i}/{}",
-                            self.timing.state_restarts
-                        ));
-                        match self.restart_once(&mut service, Trigger::Ours, i) {
-                            Ok((_, rec)) => {
-                                size.trigger_to_ready_ms.extend(rec.ready_ms);
-                                size.trigger_to_told_ms.extend(rec.told_ms);
-                            }
-                            Err(e) => {
-                                eprintln!("state {mb} MB: {e}\n{}", tail(&service.log));
-                                break;
-                            }
-                        }
-                    }
-                    progress("done\n");
-                    service.stop(self.reaper);
-                }
-                Err(e) => eprintln!("state {mb} MB: {e}"),
-            }
-            out.sizes.push(size);
-        }
-        out
     }
 
     fn run_overhead(&self, echo: &Path, bare: &Path) -> Option<Overhead> {
@@ -608,6 +609,59 @@ fn plot_window(results: &[SystemResult]) -> i64 {
     (latest as i64 + 40).clamp(50, 200)
 }
 
+/// The notes under the table for the state, sessions and accept-gap
+/// sections: what ran how, what was skipped, what stopped early.
+fn section_notes(report: &Report) -> String {
+    let mut text = String::new();
+    let stopped = |e: &Option<String>| {
+        e.as_ref()
+            .map(|e| format!("; stopped early: {}", e.lines().next().unwrap_or("")))
+            .unwrap_or_default()
+    };
+    if let Some(state) = &report.state {
+        for size in &state.sizes {
+            let label = size_label(size.megabytes);
+            match &size.skipped {
+                Some(why) => text.push_str(&format!("- {label} state: skipped: {why}\n")),
+                None => text.push_str(&format!(
+                    "- {label} state: restarts: {} (SHELLFLIP_PROBATION={}), prober only; prober connections failed: {}\n",
+                    size.trigger_to_ready_ms.len(),
+                    state.probation,
+                    size.prober_failures
+                )),
+            }
+        }
+    }
+    if let Some(s) = &report.sessions {
+        text.push_str(&format!(
+            "- sessions: {} idle sessions; restarts: {} with them, {} without, alternated (SHELLFLIP_PROBATION={}){}\n",
+            s.sessions,
+            s.handed.len(),
+            s.plain.len(),
+            s.probation,
+            stopped(&s.error)
+        ));
+    }
+    if let Some(m) = &report.drain_memory {
+        text.push_str(&format!(
+            "- draining memory: the echo example holding {} connections, restarts: {} (SHELLFLIP_PROBATION={}), sampled 200 ms after READY{}\n",
+            m.connections,
+            m.samples.len(),
+            m.probation,
+            stopped(&m.error)
+        ));
+    }
+    if let Some(g) = &report.accept_gap {
+        text.push_str(&format!(
+            "- accept gap: the echo example, a prober alone (every ms), restarts: {} with the probation, {} without{}\n",
+            g.on_ms.len(),
+            g.off_ms.len(),
+            stopped(&g.error)
+        ));
+    }
+    text
+}
+
 fn main() -> std::process::ExitCode {
     let mut opts = Opts::parse();
     if opts.quick {
@@ -615,6 +669,29 @@ fn main() -> std::process::ExitCode {
         opts.http_restarts = opts.http_restarts.min(3);
         opts.http_clients = opts.http_clients.min(4);
         opts.idle_restarts = Some(opts.idle_restarts.unwrap_or(2).min(3));
+    }
+    if opts.state_mb.is_none() {
+        opts.state_mb = Some(if opts.quick {
+            vec![1, 4]
+        } else {
+            vec![100, 1024]
+        });
+    }
+    // Thousands of held connections need as many descriptors, here and in
+    // the services (which inherit the limit; the sessions example raises
+    // its own too).
+    let open_files = harness::raise_open_file_limit();
+    if !opts.no_sessions {
+        let wanted = opts
+            .sessions
+            .unwrap_or(if opts.quick { 200 } else { 10_000 });
+        let room = open_files.saturating_sub(256) as usize;
+        if wanted > room {
+            eprintln!(
+                "note: {wanted} sessions need more descriptors than the open-file limit ({open_files}) leaves; {room} are used"
+            );
+        }
+        opts.sessions = Some(wanted.min(room));
     }
     // Built before the reaper thread exists, which would reap cargo too.
     let binaries = match build::binaries(opts.echo.clone(), opts.bin_dir.clone()) {
@@ -708,6 +785,17 @@ fn main() -> std::process::ExitCode {
         eprintln!("HTTP: shellflip::http::serve vs axum::serve + with_graceful_shutdown");
         report.http = Some(bench.run_http(&binaries.http_example, &binaries.http_plain_axum));
     }
+    if !bench.opts.no_sessions {
+        let n = bench.opts.sessions.unwrap_or(0);
+        eprintln!("sessions: {n} idle sessions handed over (examples/sessions.rs)");
+        report.sessions = Some(bench.run_sessions(&binaries.sessions));
+        eprintln!("memory: the echo example draining {n} held connections");
+        report.drain_memory = Some(bench.run_drain_memory(&echo));
+    }
+    if !bench.opts.no_accept_gap {
+        eprintln!("accept gap around a restart: the echo example, probation on and off");
+        report.accept_gap = Some(bench.run_accept_gap(&echo));
+    }
     if let Some(path) = &bench.opts.plot {
         let to_ms = plot_window(&report.systems);
         let panels: Vec<plot::Panel> = report
@@ -729,8 +817,13 @@ fn main() -> std::process::ExitCode {
             .map(|(k, v)| format!("{k}: {v}"))
             .collect();
         text.push_str(&format!(
-            "- {}: {} exchanges, {} restarts under load + {} idle; failed connections: {}{}\n",
+            "- {}{}: {} exchanges, {} restarts under load + {} idle; failed connections: {}{}\n",
             s.name,
+            if s.env.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", s.env.join(" "))
+            },
             s.exchanges,
             s.restarts.len(),
             s.idle_restarts.len(),
@@ -786,6 +879,7 @@ fn main() -> std::process::ExitCode {
             ));
         }
     }
+    text.push_str(&section_notes(&report));
     text.push_str(&format!(
         "- machine: {} × {}, {}; load average at start {}; {} clients; run took {:.0} s\n",
         report.machine.nproc,
@@ -808,7 +902,10 @@ fn main() -> std::process::ExitCode {
         || report
             .http
             .iter()
-            .any(|h| h.systems.iter().any(|s| s.error.is_some()));
+            .any(|h| h.systems.iter().any(|s| s.error.is_some()))
+        || report.sessions.iter().any(|s| s.error.is_some())
+        || report.drain_memory.iter().any(|m| m.error.is_some())
+        || report.accept_gap.iter().any(|g| g.error.is_some());
     if failed {
         std::process::ExitCode::FAILURE
     } else {

@@ -17,6 +17,17 @@ pub struct Report {
     /// The HTTP section (absent with `--no-http`).
     #[serde(default)]
     pub http: Option<HttpResult>,
+    /// Live connections handed over (absent with `--no-sessions`).
+    #[serde(default)]
+    pub sessions: Option<SessionsResult>,
+    /// Memory of a generation draining held connections (absent with
+    /// `--no-sessions`).
+    #[serde(default)]
+    pub drain_memory: Option<DrainMemoryResult>,
+    /// The accept gap around a restart, probation on and off (absent with
+    /// `--no-accept-gap`).
+    #[serde(default)]
+    pub accept_gap: Option<AcceptGapResult>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -46,6 +57,10 @@ pub struct SystemResult {
     pub name: String,
     /// How the driver triggers a restart.
     pub trigger: String,
+    /// Environment the driver set for the service (`SHELLFLIP_PROBATION=0`
+    /// for ours, ...).
+    #[serde(default)]
+    pub env: Vec<String>,
     /// Restarts under load.
     pub restarts: Vec<RestartRecord>,
     /// Restarts with nothing in flight.
@@ -110,25 +125,126 @@ impl RestartRecord {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StateResult {
     pub sizes: Vec<StateSize>,
+    /// `SHELLFLIP_PROBATION` of the state service (`0`: off, so that the
+    /// old generation is gone right after READY).
+    #[serde(default)]
+    pub probation: String,
 }
 
+/// One state size. Throughputs are MB (10^6 bytes) of state data (the
+/// state's nominal size, the same for both codecs) per second.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StateSize {
+    /// The state's data, in MiB (`--state-mb`).
     pub megabytes: usize,
+    /// Why this size was not run (not enough memory), if it was not.
+    #[serde(default)]
+    pub skipped: Option<String>,
+    /// The state's nominal size in bytes.
+    #[serde(default)]
+    pub data_bytes: usize,
+    /// The envelope (`encode_envelope`), bytes.
     pub envelope_bytes: usize,
+    /// `rmp_serde::to_vec` of the same data, bytes.
+    #[serde(default)]
+    pub rmp_bytes: usize,
     /// Trigger → the new generation's ready line, per restart.
     pub trigger_to_ready_ms: Vec<f64>,
     /// Trigger → initiator told, per restart.
     pub trigger_to_told_ms: Vec<f64>,
-    /// `encode_envelope` alone, in-process, MB/s per repetition.
+    /// `encode_envelope` alone, in-process, per repetition.
     pub encode_mb_per_s: Vec<f64>,
-    /// `decode_envelope` alone, in-process, MB/s per repetition.
+    /// `decode_envelope` alone, in-process, per repetition.
     pub decode_mb_per_s: Vec<f64>,
-    /// The same state with the blob serialized as MessagePack `bin`
-    /// (`BinBlob`): envelope size, encode and decode MB/s.
-    pub bin_envelope_bytes: usize,
-    pub bin_encode_mb_per_s: Vec<f64>,
-    pub bin_decode_mb_per_s: Vec<f64>,
+    /// `rmp_serde::to_vec` of the same data, alternated with the above.
+    #[serde(default)]
+    pub rmp_encode_mb_per_s: Vec<f64>,
+    /// `rmp_serde::from_slice` of it.
+    #[serde(default)]
+    pub rmp_decode_mb_per_s: Vec<f64>,
+    /// Per restart: the longest interval without a prober answer that
+    /// overlaps trigger → READY (the old generation alone serves and
+    /// encodes), ms.
+    #[serde(default)]
+    pub prober_gap_handover_ms: Vec<f64>,
+    /// Per restart: the same over as long a window just before the
+    /// trigger, ms.
+    #[serde(default)]
+    pub prober_gap_steady_ms: Vec<f64>,
+    /// Prober connections that failed during this size's restarts.
+    #[serde(default)]
+    pub prober_failures: u64,
+}
+
+/// Live connections handed over: the sessions example holding N idle
+/// sessions, restarted, against the same restart with no session.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SessionsResult {
+    /// Idle sessions held by the driver.
+    pub sessions: usize,
+    /// `SHELLFLIP_PROBATION` of the service (`0`: off).
+    pub probation: String,
+    /// Restarts with no session open.
+    pub plain: Vec<RestartRecord>,
+    /// Restarts with the N sessions open (each hands all of them over).
+    pub handed: Vec<RestartRecord>,
+    /// Per restart with sessions: sessions not answered by the new
+    /// generation with their count continued (closed, wrong count, old pid).
+    pub lost: Vec<u64>,
+    /// Per restart with sessions, after the old generation was gone: one
+    /// `incr` sent on every session, until the last answer, ms.
+    pub check_ms: Vec<f64>,
+    pub error: Option<String>,
+}
+
+/// Memory of a draining generation holding connections: the echo example
+/// with N connections open (greeted, idle), restarted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DrainMemoryResult {
+    /// Connections held open by the driver.
+    pub connections: usize,
+    /// `SHELLFLIP_PROBATION` of the service.
+    pub probation: String,
+    pub samples: Vec<DrainSample>,
+    pub error: Option<String>,
+}
+
+/// One restart with held connections. KiB.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DrainSample {
+    /// The generation's RSS before the connections were opened.
+    pub idle_rss_kib: Option<u64>,
+    /// Its RSS holding them, before the restart.
+    pub holding_rss_kib: Option<u64>,
+    /// Its RSS after the new generation's READY, draining them.
+    pub draining_rss_kib: Option<u64>,
+    /// Its PSS then.
+    pub draining_pss_kib: Option<u64>,
+    /// The new generation's RSS and PSS at the same moment.
+    pub new_rss_kib: Option<u64>,
+    pub new_pss_kib: Option<u64>,
+}
+
+/// The longest accept gap around a restart of the echo example, with the
+/// default probation and without.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AcceptGapResult {
+    /// The window after each trigger (and before it, for the steady
+    /// baseline), ms.
+    pub window_ms: f64,
+    /// The probation of the "on" runs (the default).
+    pub probation: String,
+    /// Per restart, probation on: the longest interval without a prober
+    /// answer overlapping trigger → trigger + window, ms.
+    pub on_ms: Vec<f64>,
+    /// The same, probation off.
+    pub off_ms: Vec<f64>,
+    /// The same over the window just before each trigger (both runs).
+    pub steady_ms: Vec<f64>,
+    /// Prober connections that failed, per run.
+    pub failures_on: u64,
+    pub failures_off: u64,
+    pub error: Option<String>,
 }
 
 /// Throughput of the echo example vs the same accept loop on a bare tokio
@@ -420,6 +536,285 @@ fn http_rows(rows: &mut Vec<Row>, http: &HttpResult) {
     );
 }
 
+/// A state size for the table: `100 MiB`, `1 GiB`.
+pub fn size_label(mebibytes: usize) -> String {
+    if mebibytes >= 1024 && mebibytes % 1024 == 0 {
+        format!("{} GiB", mebibytes / 1024)
+    } else {
+        format!("{mebibytes} MiB")
+    }
+}
+
+/// Issue 11's goal for trigger → READY: 100 ms for 100 MB, 1 s for 1 GB.
+fn ready_goal_ms(mebibytes: usize) -> Option<u64> {
+    match mebibytes {
+        100 => Some(100),
+        1000 | 1024 => Some(1000),
+        _ => None,
+    }
+}
+
+/// One row of a single sample.
+fn single_row(rows: &mut Vec<Row>, metric: &str, system: &str, sample: &[f64], decimals: usize) {
+    keyed_rows(
+        rows,
+        metric,
+        decimals,
+        false,
+        "",
+        &[("", system, sample.to_vec())],
+    );
+}
+
+fn mib(kib: Option<u64>) -> Option<f64> {
+    kib.map(|k| k as f64 / 1024.0)
+}
+
+/// The state section: per size, the whole handover (probation off), the
+/// codec against rmp_serde alone, sizes, and the prober's longest gap
+/// while the old generation encodes.
+fn state_rows(rows: &mut Vec<Row>, state: &StateResult) {
+    let ours = "shellflip (ours), probation off";
+    for size in state.sizes.iter().filter(|s| s.skipped.is_none()) {
+        let label = size_label(size.megabytes);
+        let goal = ready_goal_ms(size.megabytes)
+            .map(|g| format!("; goal ≤ {g}"))
+            .unwrap_or_default();
+        single_row(
+            rows,
+            &format!("{label} state: trigger → READY (ms{goal})"),
+            ours,
+            &size.trigger_to_ready_ms,
+            1,
+        );
+        single_row(
+            rows,
+            &format!("{label} state: trigger → initiator told (ms)"),
+            ours,
+            &size.trigger_to_told_ms,
+            1,
+        );
+        let pair = |a: &'static str, av: &[f64], b: &'static str, bv: &[f64]| {
+            vec![("a", a, av.to_vec()), ("b", b, bv.to_vec())]
+        };
+        keyed_rows(
+            rows,
+            &format!("{label} state: encode (MB of state/s)"),
+            0,
+            true,
+            "a",
+            &pair(
+                "encode_envelope (ours)",
+                &size.encode_mb_per_s,
+                "rmp_serde::to_vec alone",
+                &size.rmp_encode_mb_per_s,
+            ),
+        );
+        keyed_rows(
+            rows,
+            &format!("{label} state: decode (MB of state/s)"),
+            0,
+            true,
+            "a",
+            &pair(
+                "decode_envelope (ours)",
+                &size.decode_mb_per_s,
+                "rmp_serde::from_slice alone",
+                &size.rmp_decode_mb_per_s,
+            ),
+        );
+        let mb = |bytes: usize| {
+            if bytes == 0 {
+                vec![]
+            } else {
+                vec![bytes as f64 / 1e6]
+            }
+        };
+        keyed_rows(
+            rows,
+            &format!("{label} state: encoded size (MB)"),
+            1,
+            true,
+            "a",
+            &pair(
+                "envelope (ours)",
+                &mb(size.envelope_bytes),
+                "rmp_serde::to_vec",
+                &mb(size.rmp_bytes),
+            ),
+        );
+        keyed_rows(
+            rows,
+            &format!("{label} state: longest gap between prober answers (ms)"),
+            1,
+            true,
+            "a",
+            &pair(
+                "trigger → READY (old generation encoding)",
+                &size.prober_gap_handover_ms,
+                "as long just before the trigger",
+                &size.prober_gap_steady_ms,
+            ),
+        );
+    }
+}
+
+/// The sessions section: N idle sessions handed over against a plain
+/// restart.
+fn sessions_rows(rows: &mut Vec<Row>, s: &SessionsResult) {
+    let n = s.sessions;
+    let handed = "handed over (examples/sessions.rs), probation off";
+    let plain = "no session open (plain restart)";
+    let both = |f: &dyn Fn(&RestartRecord) -> Option<f64>| {
+        vec![
+            ("a", handed, values(&s.handed, f)),
+            ("b", plain, values(&s.plain, f)),
+        ]
+    };
+    keyed_rows(
+        rows,
+        &format!("{n} idle sessions: trigger → old generation gone (ms)"),
+        1,
+        true,
+        "a",
+        &both(&|r| r.old_gone_ms),
+    );
+    let gone = |v: &[RestartRecord]| summarize(&values(v, |r| r.old_gone_ms));
+    let (cost_median, cost_max) = match (gone(&s.handed), gone(&s.plain)) {
+        (Some(h), Some(p)) => (Some(h.median - p.median), Some(h.max - p.median)),
+        _ => (None, None),
+    };
+    rows.push(Row {
+        metric: format!("{n} idle sessions: hand-over beyond a plain restart (ms; goal ≤ 100)"),
+        system: handed.to_string(),
+        median: cost_median,
+        max: cost_max,
+        ratio: None,
+        decimals: 1,
+    });
+    keyed_rows(
+        rows,
+        &format!("{n} idle sessions: trigger → READY (ms)"),
+        1,
+        true,
+        "a",
+        &both(&|r| r.ready_ms),
+    );
+    single_row(
+        rows,
+        &format!("{n} idle sessions: sessions lost per restart"),
+        handed,
+        &s.lost.iter().map(|&l| l as f64).collect::<Vec<_>>(),
+        0,
+    );
+    single_row(
+        rows,
+        &format!("{n} idle sessions: then one incr on each, until the last answer (ms)"),
+        handed,
+        &s.check_ms,
+        1,
+    );
+}
+
+/// Memory of a generation draining N held connections.
+fn drain_memory_rows(rows: &mut Vec<Row>, m: &DrainMemoryResult) {
+    let n = m.connections;
+    let sample = |f: &dyn Fn(&DrainSample) -> Option<f64>| -> Vec<f64> {
+        m.samples.iter().filter_map(f).collect()
+    };
+    keyed_rows(
+        rows,
+        &format!("echo example, {n} held connections: RSS (MiB)"),
+        1,
+        false,
+        "",
+        &[
+            (
+                "",
+                "old generation draining them",
+                sample(&|d| mib(d.draining_rss_kib)),
+            ),
+            (
+                "",
+                "the same before the restart",
+                sample(&|d| mib(d.holding_rss_kib)),
+            ),
+            (
+                "",
+                "the same before they were opened",
+                sample(&|d| mib(d.idle_rss_kib)),
+            ),
+            (
+                "",
+                "new generation (none held)",
+                sample(&|d| mib(d.new_rss_kib)),
+            ),
+        ],
+    );
+    keyed_rows(
+        rows,
+        &format!("echo example, {n} held connections: PSS (MiB)"),
+        1,
+        false,
+        "",
+        &[
+            (
+                "",
+                "old generation draining them",
+                sample(&|d| mib(d.draining_pss_kib)),
+            ),
+            (
+                "",
+                "new generation (none held)",
+                sample(&|d| mib(d.new_pss_kib)),
+            ),
+        ],
+    );
+    single_row(
+        rows,
+        &format!("echo example, {n} held connections: RSS per connection, draining (KiB)"),
+        "old generation draining them",
+        &sample(&|d| match (d.draining_rss_kib, d.idle_rss_kib) {
+            (Some(dr), Some(idle)) if n > 0 => Some((dr as f64 - idle as f64) / n as f64),
+            _ => None,
+        }),
+        2,
+    );
+}
+
+/// The longest accept gap around a restart, probation on and off.
+fn accept_gap_rows(rows: &mut Vec<Row>, g: &AcceptGapResult) {
+    let window = g.window_ms / 1000.0;
+    let on = format!("probation on ({}, the default)", g.probation);
+    keyed_rows(
+        rows,
+        &format!("longest interval without a successful accept, trigger → +{window:.1} s (ms)"),
+        1,
+        true,
+        "on",
+        &[
+            ("on", on.as_str(), g.on_ms.clone()),
+            ("off", "probation off", g.off_ms.clone()),
+            (
+                "steady",
+                &format!("no restart ({window:.1} s before a trigger)"),
+                g.steady_ms.clone(),
+            ),
+        ],
+    );
+    keyed_rows(
+        rows,
+        "prober connections failed around the restarts",
+        0,
+        false,
+        "",
+        &[
+            ("", on.as_str(), vec![g.failures_on as f64]),
+            ("", "probation off", vec![g.failures_off as f64]),
+        ],
+    );
+}
+
 /// The rows of a report, in the order of the table.
 pub fn rows(report: &Report) -> Vec<Row> {
     let systems = &report.systems;
@@ -563,63 +958,7 @@ pub fn rows(report: &Report) -> Vec<Row> {
         },
     );
     if let Some(state) = &report.state {
-        let ours = systems
-            .iter()
-            .find(|s| s.key == "ours")
-            .map(|s| s.name.clone())
-            .unwrap_or_else(|| "shellflip (ours)".to_string());
-        for size in &state.sizes {
-            let mb = size.megabytes;
-            let mut push = |metric: String, sample: &[f64], decimals: usize| {
-                let s = summarize(sample);
-                rows.push(Row {
-                    metric,
-                    system: ours.clone(),
-                    median: s.map(|s| s.median),
-                    max: s.map(|s| s.max),
-                    ratio: None,
-                    decimals,
-                });
-            };
-            push(
-                format!("{mb} MB state: trigger → READY (ms)"),
-                &size.trigger_to_ready_ms,
-                1,
-            );
-            push(
-                format!("{mb} MB state: trigger → initiator told (ms)"),
-                &size.trigger_to_told_ms,
-                1,
-            );
-            push(
-                format!(
-                    "{mb} MB state: encode_envelope alone (MB/s; envelope {:.1} MB)",
-                    size.envelope_bytes as f64 / 1e6
-                ),
-                &size.encode_mb_per_s,
-                0,
-            );
-            push(
-                format!("{mb} MB state: decode_envelope alone (MB/s)"),
-                &size.decode_mb_per_s,
-                0,
-            );
-            if !size.bin_encode_mb_per_s.is_empty() {
-                push(
-                    format!(
-                        "{mb} MB state, blob as MessagePack bin: encode_envelope (MB/s; envelope {:.1} MB)",
-                        size.bin_envelope_bytes as f64 / 1e6
-                    ),
-                    &size.bin_encode_mb_per_s,
-                    0,
-                );
-                push(
-                    format!("{mb} MB state, blob as MessagePack bin: decode_envelope (MB/s)"),
-                    &size.bin_decode_mb_per_s,
-                    0,
-                );
-            }
-        }
+        state_rows(&mut rows, state);
     }
     if let Some(o) = &report.overhead {
         let ours = summarize(&o.ours_rates);
@@ -646,6 +985,15 @@ pub fn rows(report: &Report) -> Vec<Row> {
     }
     if let Some(http) = &report.http {
         http_rows(&mut rows, http);
+    }
+    if let Some(sessions) = &report.sessions {
+        sessions_rows(&mut rows, sessions);
+    }
+    if let Some(memory) = &report.drain_memory {
+        drain_memory_rows(&mut rows, memory);
+    }
+    if let Some(gap) = &report.accept_gap {
+        accept_gap_rows(&mut rows, gap);
     }
     rows
 }
@@ -808,5 +1156,137 @@ mod tests {
         assert_eq!(during.ratio, Some(0.5));
         let ratio = find("HTTP: p99 during restarts ÷", "ours-http");
         assert_eq!(ratio.median, Some(1.25));
+    }
+
+    fn find<'a>(rows: &'a [Row], metric: &str, system: &str) -> &'a Row {
+        rows.iter()
+            .find(|r| r.metric.starts_with(metric) && r.system.starts_with(system))
+            .unwrap_or_else(|| panic!("no row {metric} / {system}"))
+    }
+
+    #[test]
+    fn state_rows_compare_with_rmp_serde_and_skip_what_did_not_run() {
+        let size = StateSize {
+            megabytes: 100,
+            data_bytes: 100 << 20,
+            envelope_bytes: 99_000_000,
+            rmp_bytes: 90_000_000,
+            trigger_to_ready_ms: vec![80.0, 120.0, 90.0],
+            encode_mb_per_s: vec![1000.0, 1200.0],
+            rmp_encode_mb_per_s: vec![500.0, 600.0],
+            decode_mb_per_s: vec![800.0],
+            rmp_decode_mb_per_s: vec![1600.0],
+            prober_gap_handover_ms: vec![3.0],
+            prober_gap_steady_ms: vec![1.5],
+            ..Default::default()
+        };
+        let skipped = StateSize {
+            megabytes: 1024,
+            skipped: Some("not enough memory".into()),
+            ..Default::default()
+        };
+        let mut rows = Vec::new();
+        state_rows(
+            &mut rows,
+            &StateResult {
+                sizes: vec![size, skipped],
+                probation: "0".into(),
+            },
+        );
+        assert!(rows.iter().all(|r| r.metric.starts_with("100 MiB state")));
+        let ready = find(&rows, "100 MiB state: trigger → READY (ms; goal ≤ 100)", "");
+        assert_eq!((ready.median, ready.max), (Some(90.0), Some(120.0)));
+        let encode = find(&rows, "100 MiB state: encode", "rmp_serde");
+        assert_eq!(encode.ratio, Some(2.0));
+        let decode = find(&rows, "100 MiB state: decode", "rmp_serde");
+        assert_eq!(decode.ratio, Some(0.5));
+        let size = find(&rows, "100 MiB state: encoded size", "rmp_serde");
+        assert_eq!(size.ratio, Some(1.1));
+        let gap = find(&rows, "100 MiB state: longest gap", "as long");
+        assert_eq!(gap.ratio, Some(2.0));
+        assert_eq!(size_label(1024), "1 GiB");
+        assert_eq!(size_label(100), "100 MiB");
+    }
+
+    #[test]
+    fn sessions_rows_subtract_the_plain_restart() {
+        let gone = |ms: f64| RestartRecord {
+            old_gone_ms: Some(ms),
+            ready_ms: Some(5.0),
+            ..Default::default()
+        };
+        let sessions = SessionsResult {
+            sessions: 10,
+            plain: vec![gone(10.0), gone(12.0), gone(11.0)],
+            handed: vec![gone(60.0), gone(80.0), gone(70.0)],
+            lost: vec![0, 1, 0],
+            check_ms: vec![4.0],
+            ..Default::default()
+        };
+        let mut rows = Vec::new();
+        sessions_rows(&mut rows, &sessions);
+        let cost = find(&rows, "10 idle sessions: hand-over beyond", "");
+        assert_eq!((cost.median, cost.max), (Some(59.0), Some(69.0)));
+        let gone = find(
+            &rows,
+            "10 idle sessions: trigger → old generation gone",
+            "no session",
+        );
+        assert_eq!(gone.ratio, Some(70.0 / 11.0));
+        let lost = find(&rows, "10 idle sessions: sessions lost", "");
+        assert_eq!(lost.max, Some(1.0));
+    }
+
+    #[test]
+    fn drain_memory_and_accept_gap_rows() {
+        let memory = DrainMemoryResult {
+            connections: 1024,
+            samples: vec![DrainSample {
+                idle_rss_kib: Some(5 * 1024),
+                draining_rss_kib: Some(15 * 1024),
+                draining_pss_kib: Some(12 * 1024),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let gap = AcceptGapResult {
+            window_ms: 2500.0,
+            probation: "2s".into(),
+            on_ms: vec![4.0],
+            off_ms: vec![2.0],
+            steady_ms: vec![1.0, 1.0],
+            ..Default::default()
+        };
+        let mut rows = Vec::new();
+        drain_memory_rows(&mut rows, &memory);
+        accept_gap_rows(&mut rows, &gap);
+        let per = find(&rows, "echo example, 1024 held connections: RSS per", "");
+        assert_eq!(per.median, Some(10.0));
+        let rss = find(
+            &rows,
+            "echo example, 1024 held connections: RSS (MiB)",
+            "old",
+        );
+        assert_eq!(rss.median, Some(15.0));
+        let off = find(
+            &rows,
+            "longest interval without a successful accept",
+            "probation off",
+        );
+        assert_eq!(off.ratio, Some(2.0));
+        let steady = find(
+            &rows,
+            "longest interval without a successful accept",
+            "no restart",
+        );
+        assert_eq!(steady.ratio, Some(4.0));
+        // The JSON of a report with every section round-trips.
+        let report = Report {
+            drain_memory: Some(memory),
+            accept_gap: Some(gap),
+            ..Default::default()
+        };
+        let back: Report = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
+        assert_eq!(back.accept_gap.unwrap().on_ms, vec![4.0]);
     }
 }

@@ -81,6 +81,32 @@ pub fn histogram(sorted_micros: &[u64], start: u64, width: u64, buckets: usize) 
     out
 }
 
+/// The longest interval without an event that overlaps `[from, to]`, in
+/// the same unit as the times: between consecutive sorted `times`, the
+/// last one at or before `from` (or `from` itself, if none) and the first
+/// one at or after `to` (or `to`, if none) included. So a stall that began
+/// before `from` or ended after `to` counts whole; `None` if `to < from`.
+pub fn longest_gap(sorted_times: &[u64], from: u64, to: u64) -> Option<u64> {
+    if to < from {
+        return None;
+    }
+    let first = sorted_times.partition_point(|&t| t <= from);
+    let start = if first > 0 {
+        sorted_times[first - 1]
+    } else {
+        from
+    };
+    let after = sorted_times.partition_point(|&t| t < to).max(first);
+    let end = sorted_times.get(after).copied().unwrap_or(to);
+    let mut longest = 0;
+    let mut previous = start;
+    for &t in &sorted_times[first..after] {
+        longest = longest.max(t - previous);
+        previous = t;
+    }
+    Some(longest.max(end - previous))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +137,23 @@ mod tests {
         let s = summarize(&[1.0, 2.0, 10.0]).unwrap();
         assert_eq!((s.median, s.max, s.n), (2.0, 10.0, 3));
         assert!(summarize(&[f64::NAN]).is_none());
+    }
+
+    #[test]
+    fn longest_gaps_overlap_the_window() {
+        let t = [10, 11, 12, 20, 21, 40];
+        // Inside: 12 → 20.
+        assert_eq!(longest_gap(&t, 11, 21), Some(8));
+        // A stall that ends after the window counts whole: 21 → 40.
+        assert_eq!(longest_gap(&t, 19, 25), Some(19));
+        // One that began before it too: 12 → 20.
+        assert_eq!(longest_gap(&t, 15, 16), Some(8));
+        // No event before the window: from `from`; none after: to `to`.
+        assert_eq!(longest_gap(&t, 0, 5), Some(10));
+        assert_eq!(longest_gap(&t, 40, 50), Some(10));
+        assert_eq!(longest_gap(&[], 3, 7), Some(4));
+        assert_eq!(longest_gap(&t, 5, 3), None);
+        assert_eq!(longest_gap(&t, 20, 20), Some(1));
     }
 
     #[test]
