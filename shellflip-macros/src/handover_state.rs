@@ -585,7 +585,7 @@ fn expand_state(state: &State) -> TokenStream {
         .iter()
         .any(|p| matches!(p, GenericParam::Type(_)));
     if has_type_params {
-        predicates.push(quote!(Self: ::core::marker::Send + 'static));
+        predicates.push(quote!(Self: ::core::marker::Send + ::core::marker::Sync + 'static));
     }
     for field in &state.fields {
         let bounds = match field.role {

@@ -191,7 +191,7 @@ pub fn restartable(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// Structs with named fields, tuple structs (their fields are matched by
 /// index) and unit structs. Generic structs work: the impl requires of each
-/// field type what its role needs (and `Self: Send + 'static`). Lifetime
+/// field type what its role needs (and `Self: Send + Sync + 'static`). Lifetime
 /// parameters, enums and unions are refused.
 ///
 /// # What it expands to

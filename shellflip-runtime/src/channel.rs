@@ -545,13 +545,13 @@ fn name_fds(names: &[String], fds: Vec<OwnedFd>) -> io::Result<Vec<(String, Owne
 fn read_state(stream: &mut StdUnixStream, state_len: u64) -> io::Result<Vec<u8>> {
     if state_len > crate::state::MAX_STATE_BYTES {
         return Err(invalid(format!(
-            "handover state of {state_len} bytes, more than {}",
+            "handover state of {state_len} bytes, more than {} (MAX_STATE_BYTES)",
             crate::state::MAX_STATE_BYTES
         )));
     }
     // Announced by the (trusted) previous generation and bounded above:
     // allocated once rather than grown and copied.
-    let mut state = Vec::with_capacity(state_len as usize);
+    let mut state = state_buffer(state_len)?;
     let read = stream.by_ref().take(state_len).read_to_end(&mut state)?;
     if read as u64 != state_len {
         return Err(io::Error::new(
@@ -560,6 +560,24 @@ fn read_state(stream: &mut StdUnixStream, state_len: u64) -> io::Result<Vec<u8>>
         ));
     }
     Ok(state)
+}
+
+/// A buffer for a state of `len` bytes: an error naming the size, rather
+/// than an abort, if the memory cannot be had; backed by huge pages when
+/// large (receiving is mostly faulting fresh memory in).
+fn state_buffer(len: u64) -> io::Result<Vec<u8>> {
+    let out_of_memory = |why: String| {
+        io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!(
+                "cannot allocate {len} bytes ({:.2} GiB) to receive the handover state: {why}; give the service more memory, or have the old generation keep less state",
+                len as f64 / f64::from(1u32 << 30)
+            ),
+        )
+    };
+    let len = usize::try_from(len)
+        .map_err(|_| out_of_memory("more than the address space".to_owned()))?;
+    fd::huge_buffer(len).map_err(|e| out_of_memory(e.to_string()))
 }
 
 #[cfg(test)]
@@ -708,6 +726,19 @@ mod tests {
         let err = offered_then(&state_header_frame(announced, &[])).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("more than"), "{err}");
+    }
+
+    #[test]
+    fn a_state_that_cannot_be_allocated_is_an_error_naming_its_size() {
+        let len = u64::MAX >> 1;
+        let err = state_buffer(len).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory);
+        assert!(
+            err.to_string()
+                .contains(&format!("cannot allocate {len} bytes")),
+            "{err}"
+        );
+        assert!(state_buffer(1000).unwrap().capacity() >= 1000);
     }
 
     #[test]

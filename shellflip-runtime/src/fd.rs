@@ -2,7 +2,8 @@
 //! socket (SCM_RIGHTS), adopting the channel descriptor a parent left us,
 //! letting exactly one descriptor survive `exec` in a spawned child,
 //! forking the spawner helper with only its own descriptor, and forking
-//! the first generation off the keeper.
+//! the first generation off the keeper; and one piece of memory plumbing,
+//! asking for huge pages behind the large buffers of a state handover.
 //!
 //! This is the only module of the runtime with `unsafe` code. Every block
 //! states why it is sound.
@@ -322,6 +323,66 @@ pub(crate) fn fork_first_generation() -> io::Result<Forked> {
     }
 }
 
+/// Buffers smaller than this are left to the allocator's usual pages.
+pub(crate) const HUGE_PAGE_MIN: usize = 4 << 20;
+
+/// Asks the kernel to back the spare capacity of `buf`, memory about to be
+/// written in one go, with transparent huge pages where it can
+/// (`madvise(MADV_HUGEPAGE)`): one page fault per 2 MiB rather than one
+/// per 4 KiB. Writing 100 MB of fresh memory then takes about a third of
+/// the time. Only for spare capacities of [`HUGE_PAGE_MIN`] and more. Advice
+/// only: nothing changes if the kernel does not take it (huge pages
+/// disabled, none free), and the contents never change.
+pub(crate) fn advise_huge_pages(buf: &mut Vec<u8>) {
+    let spare = buf.spare_capacity_mut();
+    if spare.len() < HUGE_PAGE_MIN {
+        return;
+    }
+    let page = page_size();
+    let start = spare.as_mut_ptr() as usize;
+    let end = start + spare.len();
+    // The whole pages inside the spare capacity.
+    let first = start.next_multiple_of(page);
+    let last = end - end % page;
+    if last <= first {
+        return;
+    }
+    // SAFETY: [first, last) lies inside the spare capacity of `buf`, memory
+    // this `Vec` owns and that is borrowed exclusively here; no Rust value
+    // lives there yet. MADV_HUGEPAGE only changes how the kernel backs these
+    // pages from now on: it never changes their contents, their protection
+    // or the mapping's address, so nothing points to freed or changed
+    // memory afterwards. A failure (EINVAL where huge pages are not built
+    // in) leaves the memory as it was, so the result is ignored.
+    let _ = unsafe {
+        libc::madvise(
+            first as *mut libc::c_void,
+            last - first,
+            libc::MADV_HUGEPAGE,
+        )
+    };
+}
+
+/// An empty buffer of `capacity` bytes, backed by huge pages where the
+/// kernel can (see [`advise_huge_pages`]); an error rather than an abort if
+/// the memory cannot be had.
+pub(crate) fn huge_buffer(capacity: usize) -> Result<Vec<u8>, std::collections::TryReserveError> {
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(capacity)?;
+    advise_huge_pages(&mut buf);
+    Ok(buf)
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf reads a configuration value; it takes and returns
+    // plain integers.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size)
+        .ok()
+        .filter(|size| size.is_power_of_two())
+        .unwrap_or(4096)
+}
+
 /// A pidfd of process `pid` (`pidfd_open(2)`, Linux 5.3+): readable once
 /// the process has exited, whoever its parent is, and immune to pid reuse.
 /// Close-on-exec.
@@ -472,5 +533,18 @@ mod tests {
     fn adopting_a_closed_or_standard_fd_fails() {
         assert!(adopt_inherited(1).is_err());
         assert!(adopt_inherited(99_999).is_err());
+    }
+
+    #[test]
+    fn huge_buffers_hold_what_is_written() {
+        let mut buf = huge_buffer(HUGE_PAGE_MIN + 12_345).unwrap();
+        assert!(buf.capacity() >= HUGE_PAGE_MIN + 12_345);
+        buf.extend((0..HUGE_PAGE_MIN + 12_345).map(|i| i as u8));
+        assert!(buf.iter().enumerate().all(|(i, &b)| b == i as u8));
+        // Small or full buffers are left alone.
+        let mut small = vec![1u8; 10];
+        advise_huge_pages(&mut small);
+        assert_eq!(small, [1u8; 10]);
+        assert!(huge_buffer(usize::MAX).is_err());
     }
 }

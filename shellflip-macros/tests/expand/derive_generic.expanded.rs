@@ -26,7 +26,7 @@ const _: () = {
     impl<T: Clone, const N: usize> ::shellflip::HandoverState for Registry<T, N>
     where
         T: std::fmt::Debug,
-        Self: ::core::marker::Send + 'static,
+        Self: ::core::marker::Send + ::core::marker::Sync + 'static,
         Vec<
             T,
         >: ::shellflip::__private::serde::Serialize

@@ -22,6 +22,7 @@ use serde::ser::{self, Serialize};
 
 use super::wire::{self, Shape, ShapeKind, TooLong};
 use super::MAX_STATE_DEPTH;
+use crate::fd;
 
 /// An encoding error (turned into [`super::StateError::Encode`]).
 #[derive(Debug)]
@@ -161,20 +162,75 @@ fn same(a: &str, b: &str) -> bool {
     (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
 }
 
-/// The serializer. Appends to `out`.
+/// The smallest step the output grows by.
+const MIN_GROWTH: usize = 64 * 1024;
+
+/// The serializer. Appends to `out`, which it grows itself: by doubling,
+/// fallibly, never past `limit` bytes, and backed by huge pages once large
+/// (fewer page faults: writing the envelope of a large state is mostly
+/// faulting fresh memory in).
 pub(crate) struct Encoder<'a> {
     pub out: &'a mut Vec<u8>,
     pub schema: &'a mut Schema,
     depth: usize,
+    /// The most bytes `out` may hold.
+    limit: usize,
 }
 
 impl<'a> Encoder<'a> {
-    pub(crate) fn new(out: &'a mut Vec<u8>, schema: &'a mut Schema) -> Self {
+    pub(crate) fn new(out: &'a mut Vec<u8>, schema: &'a mut Schema, limit: usize) -> Self {
         Encoder {
             out,
             schema,
             depth: 0,
+            limit,
         }
+    }
+
+    /// Appends `bytes`.
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.reserve(bytes.len())?;
+        self.out.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Makes room for `additional` bytes.
+    #[inline]
+    fn reserve(&mut self, additional: usize) -> Result<()> {
+        if self.out.capacity() - self.out.len() < additional {
+            self.grow(additional)?;
+        }
+        Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, additional: usize) -> Result<()> {
+        let len = self.out.len();
+        let needed = len
+            .checked_add(additional)
+            .filter(|&needed| needed <= self.limit)
+            .ok_or_else(|| {
+                EncodeError(format!(
+                    "the encoded state grows past {} bytes, the most a generation accepts (MAX_STATE_BYTES); keep less state, or hand the rest over another way (a file, a database)",
+                    self.limit
+                ))
+            })?;
+        let target = needed.max(
+            self.out
+                .capacity()
+                .saturating_mul(2)
+                .max(MIN_GROWTH)
+                .min(self.limit),
+        );
+        self.out.try_reserve_exact(target - len).map_err(|e| {
+            EncodeError(format!(
+                "could not allocate {target} bytes for the encoded state ({e}); the old generation lacks the memory to encode its state"
+            ))
+        })?;
+        fd::advise_huge_pages(self.out);
+        Ok(())
     }
 
     #[inline]
@@ -193,13 +249,19 @@ impl<'a> Encoder<'a> {
         self.depth -= 1;
     }
 
+    /// Writes a shape reference; returns where its id is, for patching.
     #[inline]
-    fn shape_ref(&mut self, id: u32) -> usize {
-        self.out
-            .extend_from_slice(&[wire::FIXEXT4, wire::EXT_SHAPE]);
-        let at = self.out.len();
-        self.out.extend_from_slice(&id.to_be_bytes());
-        at
+    fn shape_ref(&mut self, id: u32) -> Result<usize> {
+        let [a, b, c, d] = id.to_be_bytes();
+        self.put(&[wire::FIXEXT4, wire::EXT_SHAPE, a, b, c, d])?;
+        Ok(self.out.len() - 4)
+    }
+
+    /// Writes an array header.
+    #[inline]
+    fn array_len(&mut self, len: usize) -> Result<()> {
+        self.reserve(5)?;
+        Ok(wire::write_array_len(self.out, len)?)
     }
 
     /// Starts a struct or struct variant: the array header and a shape
@@ -213,12 +275,12 @@ impl<'a> Encoder<'a> {
         len: usize,
     ) -> Result<StructEncoder<'e, 'a>> {
         self.enter()?;
-        wire::write_array_len(self.out, len + 1)?;
+        self.array_len(len + 1)?;
         let predicted = self.schema.predict(name, tag).filter(|&id| {
             let shape = &self.schema.shapes[id as usize];
             shape.kind == kind && same(shape.variant, variant)
         });
-        let id_at = self.shape_ref(predicted.unwrap_or(0));
+        let id_at = self.shape_ref(predicted.unwrap_or(0))?;
         let building = match predicted {
             Some(_) => None,
             None => Some(self.schema.spare.pop().unwrap_or_default()),
@@ -467,6 +529,7 @@ impl<'e, 'a> Encoder<'a> {
         what: &'static str,
     ) -> Result<SeqEncoder<'e, 'a>> {
         self.enter()?;
+        self.reserve(5)?;
         let header_at = self.out.len();
         match (len, map) {
             (Some(len), false) => wire::write_array_len(self.out, len)?,
@@ -481,6 +544,17 @@ impl<'e, 'a> Encoder<'a> {
             header_at,
             what,
         })
+    }
+}
+
+impl Encoder<'_> {
+    /// A marker and a big-endian value, in one write.
+    #[inline]
+    fn scalar<const N: usize>(&mut self, marker: u8, value: [u8; N]) -> Result<()> {
+        self.reserve(N + 1)?;
+        self.out.push(marker);
+        self.out.extend_from_slice(&value);
+        Ok(())
     }
 }
 
@@ -501,132 +575,106 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
 
     #[inline]
     fn serialize_bool(self, v: bool) -> Result<()> {
-        self.out.push(if v { wire::TRUE } else { wire::FALSE });
-        Ok(())
+        self.put(&[if v { wire::TRUE } else { wire::FALSE }])
     }
 
     #[inline]
     fn serialize_i8(self, v: i8) -> Result<()> {
-        self.out.extend_from_slice(&[wire::I8, v as u8]);
-        Ok(())
+        self.put(&[wire::I8, v as u8])
     }
 
     #[inline]
     fn serialize_i16(self, v: i16) -> Result<()> {
-        self.out.push(wire::I16);
-        self.out.extend_from_slice(&v.to_be_bytes());
-        Ok(())
+        self.scalar(wire::I16, v.to_be_bytes())
     }
 
     #[inline]
     fn serialize_i32(self, v: i32) -> Result<()> {
-        self.out.push(wire::I32);
-        self.out.extend_from_slice(&v.to_be_bytes());
-        Ok(())
+        self.scalar(wire::I32, v.to_be_bytes())
     }
 
     #[inline]
     fn serialize_i64(self, v: i64) -> Result<()> {
-        self.out.push(wire::I64);
-        self.out.extend_from_slice(&v.to_be_bytes());
-        Ok(())
+        self.scalar(wire::I64, v.to_be_bytes())
     }
 
     fn serialize_i128(self, v: i128) -> Result<()> {
-        self.out
-            .extend_from_slice(&[wire::FIXEXT16, wire::EXT_I128]);
-        self.out.extend_from_slice(&v.to_be_bytes());
-        Ok(())
+        self.put(&[wire::FIXEXT16, wire::EXT_I128])?;
+        self.put(&v.to_be_bytes())
     }
 
     #[inline]
     fn serialize_u8(self, v: u8) -> Result<()> {
-        self.out.extend_from_slice(&[wire::U8, v]);
-        Ok(())
+        self.put(&[wire::U8, v])
     }
 
     #[inline]
     fn serialize_u16(self, v: u16) -> Result<()> {
-        self.out.push(wire::U16);
-        self.out.extend_from_slice(&v.to_be_bytes());
-        Ok(())
+        self.scalar(wire::U16, v.to_be_bytes())
     }
 
     #[inline]
     fn serialize_u32(self, v: u32) -> Result<()> {
-        self.out.push(wire::U32);
-        self.out.extend_from_slice(&v.to_be_bytes());
-        Ok(())
+        self.scalar(wire::U32, v.to_be_bytes())
     }
 
     #[inline]
     fn serialize_u64(self, v: u64) -> Result<()> {
-        self.out.push(wire::U64);
-        self.out.extend_from_slice(&v.to_be_bytes());
-        Ok(())
+        self.scalar(wire::U64, v.to_be_bytes())
     }
 
     fn serialize_u128(self, v: u128) -> Result<()> {
-        self.out
-            .extend_from_slice(&[wire::FIXEXT16, wire::EXT_U128]);
-        self.out.extend_from_slice(&v.to_be_bytes());
-        Ok(())
+        self.put(&[wire::FIXEXT16, wire::EXT_U128])?;
+        self.put(&v.to_be_bytes())
     }
 
     #[inline]
     fn serialize_f32(self, v: f32) -> Result<()> {
-        self.out.push(wire::F32);
-        self.out.extend_from_slice(&v.to_be_bytes());
-        Ok(())
+        self.scalar(wire::F32, v.to_be_bytes())
     }
 
     #[inline]
     fn serialize_f64(self, v: f64) -> Result<()> {
-        self.out.push(wire::F64);
-        self.out.extend_from_slice(&v.to_be_bytes());
-        Ok(())
+        self.scalar(wire::F64, v.to_be_bytes())
     }
 
     fn serialize_char(self, v: char) -> Result<()> {
-        self.out.extend_from_slice(&[wire::FIXEXT4, wire::EXT_CHAR]);
-        self.out.extend_from_slice(&u32::from(v).to_be_bytes());
-        Ok(())
+        let [a, b, c, d] = u32::from(v).to_be_bytes();
+        self.put(&[wire::FIXEXT4, wire::EXT_CHAR, a, b, c, d])
     }
 
     #[inline]
     fn serialize_str(self, v: &str) -> Result<()> {
+        self.reserve(v.len().saturating_add(5))?;
         Ok(wire::write_str(self.out, v)?)
     }
 
     #[inline]
     fn serialize_bytes(self, v: &[u8]) -> Result<()> {
+        self.reserve(v.len().saturating_add(5))?;
         Ok(wire::write_bin(self.out, v)?)
     }
 
     #[inline]
     fn serialize_none(self) -> Result<()> {
-        self.out.push(wire::NIL);
-        Ok(())
+        self.put(&[wire::NIL])
     }
 
     #[inline]
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<()> {
         self.enter()?;
-        self.out
-            .extend_from_slice(&[0x92, wire::FIXEXT1, wire::EXT_SOME, 0]);
+        self.put(&[0x92, wire::FIXEXT1, wire::EXT_SOME, 0])?;
         value.serialize(&mut *self)?;
         self.leave();
         Ok(())
     }
 
     fn serialize_unit(self) -> Result<()> {
-        self.out.push(wire::NIL);
-        Ok(())
+        self.put(&[wire::NIL])
     }
 
     fn serialize_unit_struct(self, _name: &'static str) -> Result<()> {
-        self.out.push(wire::NIL);
-        Ok(())
+        self.put(&[wire::NIL])
     }
 
     fn serialize_unit_variant(
@@ -638,7 +686,7 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
         let id = self
             .schema
             .variant(ShapeKind::UnitVariant, name, variant_index, variant)?;
-        self.shape_ref(id);
+        self.shape_ref(id)?;
         Ok(())
     }
 
@@ -662,8 +710,8 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
             .schema
             .variant(ShapeKind::NewtypeVariant, name, variant_index, variant)?;
         self.enter()?;
-        self.out.push(0x92);
-        self.shape_ref(id);
+        self.put(&[0x92])?;
+        self.shape_ref(id)?;
         value.serialize(&mut *self)?;
         self.leave();
         Ok(())
@@ -696,8 +744,8 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
             .schema
             .variant(ShapeKind::TupleVariant, name, variant_index, variant)?;
         self.enter()?;
-        wire::write_array_len(self.out, len + 1)?;
-        self.shape_ref(id);
+        self.array_len(len + 1)?;
+        self.shape_ref(id)?;
         Ok(SeqEncoder {
             enc: self,
             expected: Some(len),

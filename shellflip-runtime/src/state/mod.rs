@@ -69,8 +69,16 @@ pub const STATE_FORMAT_VERSION: u16 = 2;
 const MAGIC: &[u8; 4] = b"SFST";
 /// Bytes of the header before the type name.
 const HEADER_FIXED: usize = 4 + 2 + 4 + 8 + 2;
-/// The largest envelope a generation accepts (1 GiB).
-pub const MAX_STATE_BYTES: u64 = 1 << 30;
+/// The largest envelope a generation accepts (16 GiB).
+///
+/// A bound on what a damaged or hostile header can make the new generation
+/// allocate, well above what a handover can carry in practice: the old
+/// generation holds the state and its envelope at once, the new one the
+/// envelope and the decoded state, and a gigabyte takes about a second
+/// each way. The old generation refuses to send a larger state (the
+/// restart fails, naming the size, and it keeps serving); the new one
+/// refuses to receive one.
+pub const MAX_STATE_BYTES: u64 = 16 << 30;
 /// How deeply values may nest (arrays, maps, structs, variants and `Some`
 /// inside one another). The limit keeps encoding and decoding within a
 /// small thread stack whatever the input; real states stay far below it.
@@ -79,7 +87,9 @@ pub const MAX_STATE_DEPTH: usize = 128;
 /// State that survives a restart.
 ///
 /// Implemented by `#[derive(HandoverState)]`; implement it by hand only
-/// for special needs. `()` implements it for services that keep no state
+/// for special needs. A state is `Send + Sync`: the service's tasks share
+/// it behind a read-write lock ([`StateCell`](crate::StateCell)), and
+/// readers on several threads read it at once. `()` implements it for services that keep no state
 /// (it accepts and drops whatever the previous generation sent).
 ///
 /// ```
@@ -111,7 +121,7 @@ pub const MAX_STATE_DEPTH: usize = 128;
     label = "`{Self}` does not implement `HandoverState`",
     note = "add `#[derive(shellflip::HandoverState)]` to `{Self}` (or use `Context<()>` for a service without state)"
 )]
-pub trait HandoverState: Sized + Send + 'static {
+pub trait HandoverState: Sized + Send + Sync + 'static {
     /// The type's name, shown in error messages and sent in the envelope.
     const TYPE_NAME: &'static str;
 
@@ -190,6 +200,8 @@ impl HandoverState for () {
 pub struct StateEncoder<'a> {
     out: &'a mut Vec<u8>,
     payload_start: usize,
+    /// The most bytes `out` may hold.
+    limit: usize,
     schema: encode::Schema,
     fds: &'a mut StateFds,
     type_name: &'static str,
@@ -206,7 +218,7 @@ impl StateEncoder<'_> {
             });
         }
         self.data_written = true;
-        let mut encoder = encode::Encoder::new(self.out, &mut self.schema);
+        let mut encoder = encode::Encoder::new(self.out, &mut self.schema, self.limit);
         value
             .serialize(&mut encoder)
             .map_err(|e| StateError::Encode {
@@ -251,26 +263,28 @@ pub struct EnvelopeInfo {
     pub schema_len: usize,
 }
 
-fn too_large(type_name: &'static str, len: usize) -> StateError {
+fn too_large(type_name: &'static str, len: usize, max: u64) -> StateError {
     StateError::Encode {
         type_name,
         reason: format!(
-            "the encoded state is {len} bytes, more than the {MAX_STATE_BYTES} bytes a generation accepts"
+            "the encoded state is {len} bytes, more than the {max} bytes a generation accepts (MAX_STATE_BYTES); keep less state, or hand the rest over another way (a file, a database)"
         ),
     }
 }
 
-/// Appends the payload and then the schema table of `state` to `out`;
-/// returns their lengths.
+/// Appends the payload and then the schema table of `state` to `out`, the
+/// payload growing `out` to `limit` bytes at most; returns their lengths.
 fn encode_body<S: HandoverState>(
     state: &S,
     fds: &mut StateFds,
     out: &mut Vec<u8>,
+    limit: usize,
 ) -> Result<(usize, usize), StateError> {
     let payload_start = out.len();
     let mut encoder = StateEncoder {
         out: &mut *out,
         payload_start,
+        limit,
         schema: encode::Schema::default(),
         fds,
         type_name: S::TYPE_NAME,
@@ -310,15 +324,16 @@ pub fn encode_envelope_into<S: HandoverState>(
     out: &mut Vec<u8>,
 ) -> Result<EnvelopeInfo, StateError> {
     let start = out.len();
+    let limit = start.saturating_add(max_state_len());
     let result = (|| {
         write_header::<S>(out, 0)?;
         let header_len = out.len() - start;
-        let (payload_len, schema_len) = encode_body(state, fds, out)?;
+        let (payload_len, schema_len) = encode_body(state, fds, out, limit)?;
         let len_at = start + HEADER_FIXED - 2 - 8;
         out[len_at..len_at + 8].copy_from_slice(&(payload_len as u64).to_be_bytes());
         let len = header_len + payload_len + schema_len;
         if len as u64 > MAX_STATE_BYTES {
-            return Err(too_large(S::TYPE_NAME, len));
+            return Err(too_large(S::TYPE_NAME, len, MAX_STATE_BYTES));
         }
         Ok(EnvelopeInfo {
             type_name: S::TYPE_NAME,
@@ -360,18 +375,38 @@ impl EncodedState {
     }
 }
 
-/// [`encode_envelope`] as a header and a body.
+/// [`MAX_STATE_BYTES`] as a `usize` (all of memory where it does not fit).
+fn max_state_len() -> usize {
+    usize::try_from(MAX_STATE_BYTES).unwrap_or(usize::MAX)
+}
+
+/// [`encode_envelope`] as a header and a body, refused before anything is
+/// sent if larger than [`MAX_STATE_BYTES`].
 pub(crate) fn encode_envelope_parts<S: HandoverState>(
     state: &S,
     fds: &mut StateFds,
 ) -> Result<EncodedState, StateError> {
+    encode_envelope_parts_within(state, fds, MAX_STATE_BYTES)
+}
+
+/// [`encode_envelope_parts`] with a cap of `max` bytes: the encoding stops
+/// as soon as it passes it, without holding more memory than that.
+fn encode_envelope_parts_within<S: HandoverState>(
+    state: &S,
+    fds: &mut StateFds,
+    max: u64,
+) -> Result<EncodedState, StateError> {
+    let header_len = HEADER_FIXED + S::TYPE_NAME.len();
+    let limit = usize::try_from(max)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(header_len);
     let mut payload = Vec::new();
-    let (payload_len, _) = encode_body(state, fds, &mut payload)?;
-    let mut header = Vec::with_capacity(HEADER_FIXED + S::TYPE_NAME.len());
+    let (payload_len, _) = encode_body(state, fds, &mut payload, limit)?;
+    let mut header = Vec::with_capacity(header_len);
     write_header::<S>(&mut header, payload_len)?;
     let encoded = EncodedState { header, payload };
-    if encoded.len() as u64 > MAX_STATE_BYTES {
-        return Err(too_large(S::TYPE_NAME, encoded.len()));
+    if encoded.len() as u64 > max {
+        return Err(too_large(S::TYPE_NAME, encoded.len(), max));
     }
     Ok(encoded)
 }
@@ -716,6 +751,7 @@ pub mod bytes {
     use serde::Serializer;
 
     use super::Received;
+    use crate::fd;
 
     /// Writes `value` as one byte string.
     pub fn serialize<T, S>(value: &T, serializer: S) -> Result<S::Ok, S::Error>
@@ -755,7 +791,19 @@ pub mod bytes {
         }
 
         fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-            Ok(v.to_vec())
+            if v.len() < fd::HUGE_PAGE_MIN {
+                return Ok(v.to_vec());
+            }
+            // A large blob: its copy is mostly faulting fresh memory in,
+            // which huge pages make about three times faster.
+            let mut blob = fd::huge_buffer(v.len()).map_err(|e| {
+                E::custom(format!(
+                    "could not allocate {} bytes for a byte blob ({e}); the new generation lacks the memory to take the state",
+                    v.len()
+                ))
+            })?;
+            blob.extend_from_slice(v);
+            Ok(blob)
         }
 
         fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {

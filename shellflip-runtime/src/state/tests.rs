@@ -15,7 +15,7 @@ struct Data<T, const V: u32 = 1>(T);
 
 impl<T, const V: u32> HandoverState for Data<T, V>
 where
-    T: Serialize + DeserializeOwned + Send + 'static,
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     const TYPE_NAME: &'static str = "State";
     const VERSION: u32 = V;
@@ -32,7 +32,7 @@ where
 /// A state this build only reads: decoded as a `T` named `State`.
 struct Read<T>(T);
 
-impl<T: DeserializeOwned + Send + 'static> HandoverState for Read<T> {
+impl<T: DeserializeOwned + Send + Sync + 'static> HandoverState for Read<T> {
     const TYPE_NAME: &'static str = "State";
 
     fn encode_state(&self, _state: &mut StateEncoder<'_>) -> Result<(), StateError> {
@@ -44,23 +44,23 @@ impl<T: DeserializeOwned + Send + 'static> HandoverState for Read<T> {
     }
 }
 
-fn envelope<T: Serialize + DeserializeOwned + Send + 'static>(value: T) -> Vec<u8> {
+fn envelope<T: Serialize + DeserializeOwned + Send + Sync + 'static>(value: T) -> Vec<u8> {
     encode_envelope(&Data::<T>(value), &mut StateFds::default()).expect("encodes")
 }
 
 /// Encodes `value` (one build's type) and decodes it as `B` (another's).
 fn carry<A, B>(value: A) -> Result<B, StateError>
 where
-    A: Serialize + DeserializeOwned + Send + 'static,
-    B: DeserializeOwned + Send + 'static,
+    A: Serialize + DeserializeOwned + Send + Sync + 'static,
+    B: DeserializeOwned + Send + Sync + 'static,
 {
     carry_report(value).map(|(b, _)| b)
 }
 
 fn carry_report<A, B>(value: A) -> Result<(B, DecodeReport), StateError>
 where
-    A: Serialize + DeserializeOwned + Send + 'static,
-    B: DeserializeOwned + Send + 'static,
+    A: Serialize + DeserializeOwned + Send + Sync + 'static,
+    B: DeserializeOwned + Send + Sync + 'static,
 {
     let bytes = envelope(value);
     decode_envelope_with_report::<Read<B>>(&bytes, &mut StateFds::default())
@@ -259,7 +259,7 @@ fn scalars_carry_their_declared_type() {
         c: 3,
         d: 0.5,
     }
-    .serialize(&mut encode::Encoder::new(&mut out, &mut schema))
+    .serialize(&mut encode::Encoder::new(&mut out, &mut schema, usize::MAX))
     .unwrap();
     assert_eq!(
         out,
@@ -1346,4 +1346,68 @@ fn fds_travel_by_name() {
     let back: std::os::unix::net::UnixStream = fds.take_field("peer").unwrap();
     assert!(back.peer_addr().is_ok());
     assert!(fds.is_empty());
+}
+
+#[test]
+fn a_state_over_the_cap_is_refused_before_sending_naming_its_size() {
+    #[derive(Serialize, Deserialize)]
+    struct Big {
+        #[serde(with = "crate::state::bytes")]
+        blob: Vec<u8>,
+        values: Vec<u64>,
+    }
+    let state: Data<Big> = Data(Big {
+        blob: vec![7; 600],
+        values: (0..100).collect(),
+    });
+    let mut fds = StateFds::default();
+    // A blob past the cap (500 bytes less the 25 of the header): refused before it is copied.
+    let error = encode_envelope_parts_within(&state, &mut fds, 500).unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, StateError::Encode { .. }), "{error:?}");
+    assert!(message.contains("past 475 bytes"), "{message}");
+    assert!(message.contains("MAX_STATE_BYTES"), "{message}");
+    // Small values that add up past the cap: refused as the output grows.
+    let error = encode_envelope_parts_within(&state, &mut fds, 1000).unwrap_err();
+    assert!(error.to_string().contains("past 975 bytes"), "{error}");
+    // Just over, with the schema table: refused when the envelope is done.
+    let fits = encode_envelope_parts(&state, &mut fds).unwrap();
+    let error = encode_envelope_parts_within(&state, &mut fds, fits.len() as u64 - 1).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("the encoded state is {} bytes", fits.len())),
+        "{error}"
+    );
+    assert!(encode_envelope_parts_within(&state, &mut fds, fits.len() as u64).is_ok());
+}
+
+#[test]
+fn a_large_blob_round_trips_through_huge_page_buffers() {
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct Blobs {
+        #[serde(with = "crate::state::bytes")]
+        big: Vec<u8>,
+        #[serde(with = "crate::state::bytes")]
+        small: Vec<u8>,
+        tail: Vec<u64>,
+    }
+    let value = Blobs {
+        big: (0..crate::fd::HUGE_PAGE_MIN * 2 + 3)
+            .map(|i| (i % 251) as u8)
+            .collect(),
+        small: vec![1, 2, 3],
+        tail: (0..100_000).collect(),
+    };
+    let bytes = envelope(value);
+    let back: Read<Blobs> = decode_envelope(&bytes, &mut StateFds::default()).unwrap();
+    assert_eq!(back.0.big.len(), crate::fd::HUGE_PAGE_MIN * 2 + 3);
+    assert!(back
+        .0
+        .big
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == (i % 251) as u8));
+    assert_eq!(back.0.small, [1, 2, 3]);
+    assert_eq!(back.0.tail, (0..100_000).collect::<Vec<u64>>());
 }
