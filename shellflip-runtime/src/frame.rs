@@ -604,10 +604,13 @@ mod tests {
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
     }
 
+    /// Frames read, each with the stream offset it starts at.
+    type Frames = Vec<(u64, Vec<u8>)>;
+
     /// Feeds `wire` to a buffer `chunk` bytes at a time (as much of
     /// `spare` as the chunk allows); the frames with their offsets, and
     /// what `filled` returned for each chunk.
-    fn buffer_all(wire: &[u8], chunk: usize) -> (Vec<(u64, Vec<u8>)>, Vec<Option<u64>>) {
+    fn buffer_all(wire: &[u8], chunk: usize) -> (Frames, Vec<Option<u64>>) {
         let mut input = wire;
         let mut frames = Vec::new();
         let mut starts = Vec::new();
