@@ -7,13 +7,39 @@
 //! child -> parent   [u32 BE n][n bytes: MessagePack ChildMessage]     SendState, if the header offers state
 //! parent -> child   [u32 BE n][n bytes: MessagePack StateHeader]      (the state's fds attached)
 //!                   [len bytes: the state envelope]                     snapshot taken on SendState
-//! child -> parent   [u32 BE n][n bytes: MessagePack ChildMessage]     (Ready with what became of the state,
-//!                                                                      or Failed with a reason)
+//! child -> parent   [u32 BE n][n bytes: MessagePack ChildMessage]     (Ready with what became of the state
+//!                                                                      and whether it takes connections in
+//!                                                                      batches, or Failed with a reason)
 //! child -> parent   (later, during the probation) Unhealthy with a reason: roll back
 //! parent -> child   [u32 BE n][n bytes: MessagePack ParentMessage]    (Commit once the probation is
 //!                   over; then, while the old generation drains, Progress: its own and that of
 //!                   older generations still draining, relayed)
+//! parent -> child   [u32 BE n][n bytes: MessagePack ParentMessage]    Connections: live connections
+//!                   handed over, up to 253 per message, their sockets attached in order (see
+//!                   `handoff`); Connection, one at a time, to a new generation of an older build
+//! child -> parent   [u32 BE n][n bytes: MessagePack ChildMessage]     ConnectionsAnswered for a batch
+//!                   (the ids taken, the ids refused with why); ConnectionTaken / ConnectionRefused
+//!                   for a Connection
 //! ```
+//!
+//! | message (direction)                      | when                                   | max bytes |
+//! |------------------------------------------|----------------------------------------|----------:|
+//! | `HandoverHeader` (old → new, fds)        | first, while the new process starts    |     1 MiB |
+//! | `ChildMessage::SendState` (new → old)    | the new generation wants the state     |    64 KiB |
+//! | `StateHeader` + envelope (old → new, fds)| on `SendState`                         |  1 MiB + state |
+//! | `ChildMessage::Ready` / `Failed`         | the report                             |    64 KiB |
+//! | `ChildMessage::Unhealthy`                | during the probation                   |    64 KiB |
+//! | `ParentMessage::Commit` / `Progress`     | after the probation, while draining    | 1 MiB + 4 KiB |
+//! | `ParentMessage::Connections` (fds)       | draining, to a new generation that said `connection_batches` | 1 MiB + 4 KiB |
+//! | `ParentMessage::Connection` (one fd)     | draining, to an older new generation   | 1 MiB + 4 KiB |
+//! | `ChildMessage::ConnectionsAnswered`      | once per batch                         |     1 MiB |
+//! | `ChildMessage::ConnectionTaken` / `ConnectionRefused` | once per `Connection`     |    64 KiB |
+//!
+//! The old generation's messages after the READY are read by a buffered
+//! reader ([`ParentReader`]: several messages per read); the descriptors
+//! received with a read belong to the last message that starts in it (a
+//! `sendmsg` carrying descriptors always begins a message, and the kernel
+//! ends a read after the bytes that came with descriptors).
 //!
 //! The new generation takes over — answers restart requests, may start a
 //! generation of its own — only on `Commit`, or when the channel closes
@@ -22,6 +48,7 @@
 //! side (say the ready timeout passed): the new generation must not serve,
 //! and exits.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -34,7 +61,7 @@ use tokio::net::UnixStream;
 use crate::control::protocol::LastRestart;
 use crate::control::server::ControlSocketFile;
 use crate::fd;
-use crate::frame::{encode_frame, FrameDecoder, FrameError, FramePart};
+use crate::frame::{encode_frame, FrameBuffer, FrameDecoder, FrameError, FramePart};
 use crate::registry::StoredFd;
 use crate::state::EncodedState;
 use crate::timing::{self, unix_ms};
@@ -45,8 +72,14 @@ pub(crate) const ENV_HANDOVER_FD: &str = "SHELLFLIP_HANDOVER_FD";
 const MAX_HEADER_BYTES: u32 = 1 << 20;
 const MAX_MESSAGE_BYTES: u32 = 64 * 1024;
 /// The largest message from the old generation: a handed-over connection
-/// with its state and unread bytes (1 MiB at most), and its header.
-const MAX_PARENT_MESSAGE_BYTES: u32 = (1 << 20) + 4096;
+/// with its state and unread bytes (1 MiB at most), and its header; or a
+/// batch of connections, bounded alike (see `handoff`).
+pub(crate) const MAX_PARENT_MESSAGE_BYTES: u32 = (1 << 20) + 4096;
+/// The largest answer about a batch of connections (253 ids with reasons
+/// of at most [`MAX_REASON_BYTES`] fit many times over).
+const MAX_ANSWER_BYTES: u32 = 1 << 20;
+/// The longest reason for refusing a connection, in an answer.
+pub(crate) const MAX_REASON_BYTES: usize = 1024;
 
 /// What a service's lineage carries from generation to generation.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -203,8 +236,13 @@ pub(crate) enum ParentMessage {
     /// How a draining generation is doing: the sender's own drain, or an
     /// older generation's, relayed.
     Progress(Draining),
-    /// A live connection, its socket attached (see `handoff`).
+    /// A live connection, its socket attached (see `handoff`). Sent to a
+    /// new generation of an older build, which knows no batches.
     Connection(ConnectionHeader),
+    /// Live connections, their sockets attached in the same order, one
+    /// each (see `handoff`). Sent only to a new generation whose READY
+    /// said `connection_batches`.
+    Connections(Vec<ConnectionHeader>),
 }
 
 /// A new generation's report.
@@ -216,6 +254,10 @@ pub(crate) enum ChildMessage {
     Ready {
         /// `None`: the service keeps no state.
         state: Option<StateReport>,
+        /// It reads `ParentMessage::Connections` (builds before batches
+        /// leave it out: they are sent one connection per message).
+        #[serde(default)]
+        connection_batches: bool,
     },
     /// Could not start; the reason is shown to whoever asked for the restart.
     Failed {
@@ -242,6 +284,24 @@ pub(crate) enum ChildMessage {
         /// Why.
         reason: String,
     },
+    /// The answer about a batch (`ParentMessage::Connections`): every
+    /// connection of it is either taken (the old generation closes its
+    /// copy) or refused (it serves it on).
+    ConnectionsAnswered {
+        /// The numbers of the connections taken.
+        taken: Vec<u64>,
+        /// The connections refused, by reason.
+        refused: Vec<Refusal>,
+    },
+}
+
+/// Connections of a batch refused for the same reason.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Refusal {
+    /// Why (at most [`MAX_REASON_BYTES`]).
+    pub reason: String,
+    /// Their numbers in the hand-over.
+    pub ids: Vec<u64>,
 }
 
 /// What the old generation offers of its state.
@@ -395,7 +455,11 @@ pub(crate) async fn read_child_message(stream: &UnixStream) -> io::Result<Option
 
 /// Child side: encodes a report.
 pub(crate) fn encode_child_message(message: &ChildMessage) -> io::Result<Vec<u8>> {
-    frame(&encode(message)?, MAX_MESSAGE_BYTES)
+    let max = match message {
+        ChildMessage::ConnectionsAnswered { .. } => MAX_ANSWER_BYTES,
+        _ => MAX_MESSAGE_BYTES,
+    };
+    frame(&encode(message)?, max)
 }
 
 /// Parent side: encodes a message to the new generation.
@@ -406,53 +470,160 @@ pub(crate) fn encode_parent_message(message: &ParentMessage) -> io::Result<Vec<u
 /// A message from the old generation with what was attached to it.
 pub(crate) struct FromParent {
     pub message: ParentMessage,
-    /// The descriptors attached (a handed-over connection's socket).
+    /// The descriptors attached (a handed-over connection's socket, or a
+    /// batch's, in order).
     pub fds: Vec<OwnedFd>,
-    /// Descriptors were attached but lost: this process is at its
-    /// open-file limit.
+    /// Descriptors were attached but some (the last ones) were lost: this
+    /// process is at its open-file limit.
     pub fds_lost: bool,
 }
 
-/// Child side: waits for the old generation's next message, with the
-/// descriptor attached to it (a handed-over connection). `None`: the
-/// channel closed.
-pub(crate) async fn read_parent_message(stream: &UnixStream) -> io::Result<Option<FromParent>> {
-    let mut decoder = FrameDecoder::new(MAX_PARENT_MESSAGE_BYTES);
-    let mut fds = Vec::new();
-    let mut fds_lost = false;
-    let payload = loop {
-        let received = stream
-            .async_io(Interest::READABLE, || {
-                fd::recv_with_fds_or_lost(stream.as_fd(), decoder.buf())
-            })
-            .await;
-        let (n, mut got, lost) = match received {
-            Ok(received) => received,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        fds_lost |= lost;
-        fds.append(&mut got);
-        match decoder.advance(n) {
-            Ok(Some(payload)) => break payload,
-            Ok(None) => {}
-            Err(e) if e.is_closed() => return Ok(None),
-            Err(e) => return Err(e.into()),
+/// Child side: the old generation's messages once the handover is
+/// received, with the descriptors attached to them. Buffered: one read
+/// takes in as many messages as the socket holds (a burst of batches,
+/// progress reports); the surplus waits here for the next call, so keep
+/// one reader for the channel's whole life.
+#[derive(Debug)]
+pub(crate) struct ParentReader {
+    frames: FrameBuffer,
+    /// Descriptors received, by the stream offset of the message they came
+    /// with, oldest first.
+    attached: VecDeque<Attached>,
+}
+
+#[derive(Debug)]
+struct Attached {
+    message: u64,
+    fds: Vec<OwnedFd>,
+    lost: bool,
+}
+
+impl ParentReader {
+    pub(crate) fn new() -> Self {
+        ParentReader {
+            frames: FrameBuffer::new(MAX_PARENT_MESSAGE_BYTES),
+            attached: VecDeque::new(),
         }
-    };
-    rmp_serde::from_slice(&payload)
-        .map(|message| {
-            Some(FromParent {
-                message,
-                fds,
-                fds_lost,
-            })
-        })
-        .map_err(|e| {
-            invalid(format!(
-                "unreadable message from the previous generation: {e}"
-            ))
-        })
+    }
+
+    /// The next message, with the descriptors attached to it (a
+    /// handed-over connection's socket, a batch's sockets). `None`: the
+    /// channel closed (between messages or inside one). Cancel-safe: what
+    /// was read stays in the reader.
+    pub(crate) async fn next(&mut self, stream: &UnixStream) -> io::Result<Option<FromParent>> {
+        loop {
+            if let Some((offset, payload)) = self.frames.next_frame() {
+                let (fds, fds_lost) = self.take_attached(offset);
+                let message = rmp_serde::from_slice(&payload).map_err(|e| {
+                    invalid(format!(
+                        "unreadable message from the previous generation: {e}"
+                    ))
+                })?;
+                return Ok(Some(FromParent {
+                    message,
+                    fds,
+                    fds_lost,
+                }));
+            }
+            let frames = &mut self.frames;
+            let received = stream
+                .async_io(Interest::READABLE, || {
+                    fd::recv_with_fds_or_lost(stream.as_fd(), frames.spare())
+                })
+                .await;
+            let (n, fds, lost) = match received {
+                Ok(received) => received,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                return Ok(None);
+            }
+            let starts = self.frames.filled(n).map_err(|e| match e {
+                FrameError::TooLarge { len, max } => invalid(format!(
+                    "the previous generation sent a {len}-byte message, more than {max}"
+                )),
+                e => e.into(),
+            })?;
+            if fds.is_empty() && !lost {
+                continue;
+            }
+            // Descriptors come with the first byte of the sendmsg that
+            // carried them, which is the first byte of a message, and the
+            // kernel ends the read after that sendmsg's bytes: they belong
+            // to the last message starting in this read.
+            let Some(message) = starts else {
+                return Err(invalid(
+                    "descriptors arrived in the middle of a message from the previous generation"
+                        .to_owned(),
+                ));
+            };
+            self.attached.push_back(Attached { message, fds, lost });
+        }
+    }
+
+    fn take_attached(&mut self, message: u64) -> (Vec<OwnedFd>, bool) {
+        // Each message takes its own, so none is left for an earlier one.
+        while let Some(first) = self.attached.front() {
+            if first.message > message {
+                break;
+            }
+            if let Some(attached) = self.attached.pop_front() {
+                if attached.message == message {
+                    return (attached.fds, attached.lost);
+                }
+            }
+        }
+        (Vec::new(), false)
+    }
+}
+
+/// Parent side, once the new generation took over: its answers about
+/// handed-over connections. Buffered like [`ParentReader`]; keep one
+/// reader for the channel's remaining life.
+#[derive(Debug)]
+pub(crate) struct ChildReader {
+    frames: FrameBuffer,
+}
+
+impl ChildReader {
+    pub(crate) fn new() -> Self {
+        ChildReader {
+            frames: FrameBuffer::new(MAX_ANSWER_BYTES),
+        }
+    }
+
+    /// The next message. `None`: the channel closed (between messages or
+    /// inside one). Cancel-safe.
+    pub(crate) async fn next(&mut self, stream: &UnixStream) -> io::Result<Option<ChildMessage>> {
+        loop {
+            if let Some((_, payload)) = self.frames.next_frame() {
+                return rmp_serde::from_slice(&payload).map(Some).map_err(|e| {
+                    invalid(format!("unreadable message from the new generation: {e}"))
+                });
+            }
+            stream.readable().await?;
+            let n = match stream.try_read(self.frames.spare()) {
+                Ok(0) => return Ok(None),
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            };
+            self.frames.filled(n).map_err(|e| match e {
+                FrameError::TooLarge { len, max } => invalid(format!(
+                    "the new generation sent a {len}-byte message, more than {max}"
+                )),
+                e => e.into(),
+            })?;
+        }
+    }
 }
 
 /// Child side: sends a report.
@@ -683,6 +854,7 @@ mod tests {
         };
         let ready = ChildMessage::Ready {
             state: Some(report),
+            connection_batches: true,
         };
         send_child_message(&mut a, &ready).await.unwrap();
         drop(a);

@@ -33,11 +33,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::{
-    self, ChildMessage, Draining, FromParent, ParentMessage, Received, StateReport, ENV_HANDOVER_FD,
+    self, ChildMessage, Draining, FromParent, ParentMessage, ParentReader, Received, StateReport,
+    ENV_HANDOVER_FD,
 };
 use crate::error::Error;
 use crate::fd;
-use crate::handoff::Arrived;
+use crate::handoff::{self, Arrived};
 use crate::launch::ExitWatch;
 use crate::sync::lock;
 
@@ -232,6 +233,7 @@ impl PredecessorLink {
     fn ready_message(&self) -> ChildMessage {
         ChildMessage::Ready {
             state: self.state_report.clone(),
+            connection_batches: true,
         }
     }
 
@@ -292,8 +294,9 @@ async fn watch_predecessor(
     connections: mpsc::UnboundedSender<Arrived>,
 ) {
     let (took_over, abandoned) = (link.took_over.clone(), link.abandoned.clone());
+    let mut messages = ParentReader::new();
     loop {
-        match channel::read_parent_message(reader.as_ref()).await {
+        match messages.next(reader.as_ref()).await {
             Ok(Some(FromParent {
                 message: ParentMessage::Commit { drain },
                 ..
@@ -309,28 +312,22 @@ async fn watch_predecessor(
                 let _ = drains.send(drain);
             }
             Ok(Some(FromParent {
-                message: ParentMessage::Connection(header),
-                mut fds,
+                message: ParentMessage::Connections(headers),
+                fds,
                 fds_lost,
             })) => {
-                let id = header.id;
-                let taken = match (fds.pop(), fds_lost) {
-                    (Some(fd), false) if fds.is_empty() => {
-                        Arrived::new(header, fd).map_err(|e| e.to_string())
-                    }
-                    (_, true) => Err(crate::fd::FDS_LOST.to_owned()),
-                    _ => Err("the connection's socket was not attached".to_owned()),
-                };
-                let answer = match taken {
-                    Ok(arrived) => match connections.send(arrived) {
-                        Ok(()) => ChildMessage::ConnectionTaken { id },
-                        Err(_) => ChildMessage::ConnectionRefused {
-                            id,
-                            reason: "this generation is going away".to_owned(),
-                        },
-                    },
-                    Err(reason) => ChildMessage::ConnectionRefused { id, reason },
-                };
+                let answer = handoff::take_connections(headers, fds, fds_lost, &connections);
+                if let Err(e) = link.report(&answer).await {
+                    tracing::debug!(error = %e, "could not answer a batch of handed-over connections");
+                }
+            }
+            Ok(Some(FromParent {
+                message: ParentMessage::Connection(header),
+                fds,
+                fds_lost,
+            })) => {
+                // From an older build: one connection per message.
+                let answer = handoff::take_connection(header, fds, fds_lost, &connections);
                 if let Err(e) = link.report(&answer).await {
                     tracing::debug!(error = %e, "could not answer a handed-over connection");
                 }

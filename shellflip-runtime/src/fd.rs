@@ -21,9 +21,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-use nix::sys::socket::{
-    recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage, UnixAddr,
-};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
 
 /// The most descriptors one `sendmsg` can carry on Linux (`SCM_MAX_FD`).
 pub(crate) const MAX_FDS_PER_MESSAGE: usize = 253;
@@ -157,26 +155,69 @@ pub(crate) fn recv_with_fds(
 /// What was lost when descriptors could not be installed.
 pub(crate) const FDS_LOST: &str = "file descriptors were lost in transit (control message truncated); is the process near its open-file limit?";
 
+/// Room for the control message of one [`recv_with_fds_or_lost`]:
+/// [`MAX_FDS_PER_MESSAGE`] descriptors.
+// SAFETY: CMSG_SPACE is arithmetic on its argument; it reads no memory.
+const FDS_CMSG_SPACE: usize = unsafe {
+    libc::CMSG_SPACE((MAX_FDS_PER_MESSAGE * std::mem::size_of::<RawFd>()) as libc::c_uint)
+} as usize;
+
 /// [`recv_with_fds`], telling a loss of descriptors apart (`true`) instead
 /// of failing: the bytes were received all the same, so a framed stream
-/// stays in step.
+/// stays in step, and the descriptors that were installed are returned.
+/// (At its open-file limit, the kernel installs the first descriptors of a
+/// message, drops the rest and sets `MSG_CTRUNC`.)
+///
+/// Written against libc rather than nix: nix refuses to walk the control
+/// messages once `MSG_CTRUNC` is set, which would leave the installed
+/// descriptors without an owner.
 pub(crate) fn recv_with_fds_or_lost(
     socket: BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> io::Result<(usize, Vec<OwnedFd>, bool)> {
-    let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE]);
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<SockaddrStorage>(
-        socket.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg_space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(io::Error::from)?;
+    // In u64 words, so that the buffer is aligned for `cmsghdr`.
+    let mut control = [0u64; FDS_CMSG_SPACE.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is a plain C struct for which all zeroes (null
+    // pointers, zero lengths) is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = FDS_CMSG_SPACE as _;
+    // SAFETY: `msg` points to one iovec describing `buf` (writable for its
+    // length) and to `control` (writable for `msg_controllen` bytes), both
+    // alive for the whole call; recvmsg writes only within them and
+    // updates `msg`'s lengths and flags.
+    let received = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    let bytes = usize::try_from(received).map_err(|_| io::Error::last_os_error())?;
+    let control_start = control.as_ptr() as usize;
+    let control_end = control_start + (msg.msg_controllen as usize).min(FDS_CMSG_SPACE);
     let mut fds = Vec::new();
-    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(raw_fds) = cmsg {
-            for raw in raw_fds {
+    // SAFETY: `msg` is as recvmsg left it: CMSG_FIRSTHDR returns the first
+    // header if `msg_controllen` has room for one (within `control`), else
+    // null.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR only return headers that lie
+        // whole within the `msg_controllen` bytes of `control`; read
+        // without assuming alignment.
+        let header = unsafe { std::ptr::read_unaligned(cmsg) };
+        // SAFETY: CMSG_DATA is pointer arithmetic past the header, which
+        // lies within `control`.
+        let data = unsafe { libc::CMSG_DATA(cmsg) } as usize;
+        let data_len = (header.cmsg_len as usize).saturating_sub(data - cmsg as usize);
+        let within = data.saturating_add(data_len) <= control_end;
+        if within && header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
+            for i in 0..data_len / std::mem::size_of::<RawFd>() {
+                let at = (data + i * std::mem::size_of::<RawFd>()) as *const RawFd;
+                // SAFETY: `at` and the descriptor number after it lie
+                // within the header's data, inside `control` (checked
+                // above); read without assuming alignment.
+                let raw = unsafe { std::ptr::read_unaligned(at) };
                 // SAFETY: the kernel just installed `raw` in our descriptor
                 // table for this SCM_RIGHTS message; nothing else in the
                 // process knows the number yet, so this OwnedFd is its only
@@ -184,8 +225,12 @@ pub(crate) fn recv_with_fds_or_lost(
                 fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
             }
         }
+        // SAFETY: `msg` as recvmsg left it and `cmsg` one of its headers:
+        // CMSG_NXTHDR returns the next header within `msg_controllen`, or
+        // null.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
     }
-    Ok((msg.bytes, fds, msg.flags.contains(MsgFlags::MSG_CTRUNC)))
+    Ok((bytes, fds, msg.msg_flags & libc::MSG_CTRUNC != 0))
 }
 
 /// Takes ownership of a descriptor number the environment names — the
@@ -506,6 +551,29 @@ mod tests {
         let mut one = [0u8; 1];
         received.read_exact(&mut one).unwrap();
         assert_eq!(&one, b"x");
+    }
+
+    #[test]
+    fn the_most_fds_one_message_carries_cross_in_one_receive() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let pairs: Vec<(UnixStream, UnixStream)> = (0..MAX_FDS_PER_MESSAGE)
+            .map(|_| UnixStream::pair().unwrap())
+            .collect();
+        let sent: Vec<BorrowedFd<'_>> = pairs.iter().map(|(_, theirs)| theirs.as_fd()).collect();
+        assert_eq!(send_with_fds(a.as_fd(), b"batch", &sent).unwrap(), 5);
+        let mut buf = [0u8; 16];
+        let (n, fds, lost) = recv_with_fds_or_lost(b.as_fd(), &mut buf).unwrap();
+        assert_eq!(
+            (&buf[..n], fds.len(), lost),
+            (&b"batch"[..], MAX_FDS_PER_MESSAGE, false)
+        );
+        // In order: the last one received is the last one sent.
+        let mut last = UnixStream::from(fds.into_iter().next_back().unwrap());
+        let mut peer = &pairs[MAX_FDS_PER_MESSAGE - 1].0;
+        peer.write_all(b"z").unwrap();
+        let mut one = [0u8; 1];
+        last.read_exact(&mut one).unwrap();
+        assert_eq!(&one, b"z");
     }
 
     #[test]

@@ -17,9 +17,11 @@
 //! next bytes go and takes note of how many arrived, and [`encode_frame`];
 //! [`read_frame`]/[`write_frame`] (Tokio) and
 //! [`read_frame_blocking`]/[`write_frame_blocking`] (std) are thin loops
-//! around them. A caller with its own way of reading (one that receives file
-//! descriptors or credentials alongside the bytes) drives the decoder
-//! itself:
+//! around them. [`FrameBuffer`] is the other core, for a reader that takes
+//! in a burst of frames with one read and keeps the surplus for the next
+//! (the decoder never reads beyond its frame). A caller with its own way of
+//! reading (one that receives file descriptors or credentials alongside the
+//! bytes) drives the decoder itself:
 //!
 //! ```
 //! use shellflip_runtime::frame::{encode_frame, FrameDecoder};
@@ -233,6 +235,186 @@ impl FrameDecoder {
     }
 }
 
+/// How much a [`FrameBuffer`] offers to read at a time, at least.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Frames out of a byte stream read in chunks of any size. Unlike
+/// [`FrameDecoder`], which never reads beyond its frame, one read may take
+/// in several frames (one system call for a burst of messages); the bytes
+/// beyond a frame are kept for the next ones. Sans-I/O like the decoder:
+/// [`spare`](Self::spare) is where the next bytes go,
+/// [`filled`](Self::filled) takes note of how many arrived, and
+/// [`next_frame`](Self::next_frame) hands out the complete frames.
+///
+/// Every byte has an offset in the stream (the first byte's is 0).
+/// `filled` returns the offset of the last frame that *starts* in the
+/// bytes just read, and `next_frame` the offset of each frame: a reader
+/// that receives something alongside the bytes — descriptors, which
+/// arrive with the first byte of the `sendmsg` that carried them — can
+/// attach it to the frame it belongs to.
+///
+/// ```
+/// use shellflip_runtime::frame::{encode_frame, FrameBuffer};
+///
+/// # fn main() -> Result<(), shellflip_runtime::frame::FrameError> {
+/// let mut wire = encode_frame(b"one", 1024)?;
+/// wire.extend(encode_frame(b"two", 1024)?);
+/// let mut frames = FrameBuffer::new(1024);
+/// // Both frames in one read: the last one starts at offset 7.
+/// frames.spare()[..wire.len()].copy_from_slice(&wire);
+/// assert_eq!(frames.filled(wire.len())?, Some(7));
+/// assert_eq!(frames.next_frame(), Some((0, b"one".to_vec())));
+/// assert_eq!(frames.next_frame(), Some((7, b"two".to_vec())));
+/// assert_eq!(frames.next_frame(), None);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct FrameBuffer {
+    max: u32,
+    /// `buf[start..end]`: received, not handed out; `buf[end..]`: room.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The stream offset of `buf[0]`.
+    base: u64,
+    /// The stream offset of the first frame whose end is not known yet
+    /// (its length is not all in) or lies beyond the bytes received.
+    boundary: u64,
+}
+
+impl FrameBuffer {
+    /// A buffer for frames of at most `max` bytes each.
+    pub fn new(max: u32) -> Self {
+        FrameBuffer {
+            max,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            base: 0,
+            boundary: 0,
+        }
+    }
+
+    /// Where the next bytes go: never empty; at least the rest of the
+    /// frame being read when its length is known, and at least 64 KiB.
+    pub fn spare(&mut self) -> &mut [u8] {
+        if self.start > 0 {
+            // What was handed out makes room.
+            self.buf.copy_within(self.start..self.end, 0);
+            self.base += self.start as u64;
+            self.end -= self.start;
+            self.start = 0;
+            if self.end == 0 && self.buf.len() > 2 * READ_CHUNK {
+                // After a large frame, the buffer does not stay large.
+                self.buf.truncate(READ_CHUNK);
+                self.buf.shrink_to(READ_CHUNK);
+            }
+        }
+        let rest_of_frame = match self.frame_len(0) {
+            Some(len) => (HEADER_BYTES + len).saturating_sub(self.end),
+            None => 0,
+        };
+        let wanted = self.end + rest_of_frame.max(READ_CHUNK);
+        if self.buf.len() < wanted {
+            self.buf.resize(wanted, 0);
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Takes note that `n` bytes were put at the start of the last
+    /// [`spare`](Self::spare). Returns the stream offset of the last frame
+    /// that starts in them (`None`: they all continue a frame begun
+    /// earlier). A frame announced above `max` is
+    /// [`FrameError::TooLarge`] as soon as its 4 length bytes are in.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is larger than the last [`spare`](Self::spare) (a bug of the
+    /// caller).
+    pub fn filled(&mut self, n: usize) -> Result<Option<u64>, FrameError> {
+        let room = self.buf.len() - self.end;
+        assert!(n <= room, "filled {n} bytes, only {room} were offered");
+        let first = self.offset(self.end);
+        self.end += n;
+        let received = self.offset(self.end);
+        let mut last = None;
+        while self.boundary < received {
+            if self.boundary >= first {
+                last = Some(self.boundary);
+            }
+            // `boundary` is never before `base`: it passes a frame once
+            // its length is in, and frames are handed out (and their bytes
+            // dropped) only once all their bytes are in.
+            let Some(len) = self.frame_len(self.index(self.boundary)) else {
+                break;
+            };
+            self.boundary += (HEADER_BYTES + len) as u64;
+        }
+        // The walk stops at a frame whose length is not all in, or above
+        // `max`: which one?
+        let at = self.index(self.boundary);
+        if at.saturating_add(HEADER_BYTES) <= self.end {
+            let mut len = [0; HEADER_BYTES];
+            len.copy_from_slice(&self.buf[at..at + HEADER_BYTES]);
+            check_len(u64::from(u32::from_be_bytes(len)), self.max)?;
+        }
+        Ok(last)
+    }
+
+    /// The next complete frame: its offset in the stream, and its payload.
+    pub fn next_frame(&mut self) -> Option<(u64, Vec<u8>)> {
+        let len = self.frame_len(self.start)?;
+        let payload_at = self.start + HEADER_BYTES;
+        if payload_at + len > self.end {
+            return None;
+        }
+        let payload = self.buf[payload_at..payload_at + len].to_vec();
+        let offset = self.offset(self.start);
+        self.start = payload_at + len;
+        Some((offset, payload))
+    }
+
+    /// What the end of the stream means here: [`FrameError::Eof`] between
+    /// frames, [`FrameError::Truncated`] inside one.
+    pub fn end_of_stream(&self) -> FrameError {
+        let got = self.end - self.start;
+        match self.frame_len(self.start) {
+            _ if got == 0 => FrameError::Eof,
+            None => FrameError::Truncated {
+                part: FramePart::Length,
+                got,
+                expected: HEADER_BYTES,
+            },
+            Some(len) => FrameError::Truncated {
+                part: FramePart::Payload,
+                got: got - HEADER_BYTES,
+                expected: len,
+            },
+        }
+    }
+
+    fn offset(&self, index: usize) -> u64 {
+        self.base + index as u64
+    }
+
+    fn index(&self, offset: u64) -> usize {
+        usize::try_from(offset.saturating_sub(self.base)).unwrap_or(usize::MAX)
+    }
+
+    /// The length announced by a frame starting at `buf[at]`, if its 4
+    /// bytes are in and it is within `max` (one above `max` is reported by
+    /// [`filled`](Self::filled)).
+    fn frame_len(&self, at: usize) -> Option<usize> {
+        if at.checked_add(HEADER_BYTES)? > self.end {
+            return None;
+        }
+        let mut len = [0; HEADER_BYTES];
+        len.copy_from_slice(&self.buf[at..at + HEADER_BYTES]);
+        check_len(u64::from(u32::from_be_bytes(len)), self.max).ok()
+    }
+}
+
 /// Reads one frame of at most `max` bytes and returns its payload.
 ///
 /// An announcement above `max` is rejected with [`FrameError::TooLarge`]
@@ -420,6 +602,147 @@ mod tests {
         assert!(wire.is_empty());
         let error = io::Error::from(encode_frame(&payload, MAX).unwrap_err());
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+    }
+
+    /// Frames read, each with the stream offset it starts at.
+    type Frames = Vec<(u64, Vec<u8>)>;
+
+    /// Feeds `wire` to a buffer `chunk` bytes at a time (as much of
+    /// `spare` as the chunk allows); the frames with their offsets, and
+    /// what `filled` returned for each chunk.
+    fn buffer_all(wire: &[u8], chunk: usize) -> (Frames, Vec<Option<u64>>) {
+        let mut input = wire;
+        let mut frames = Vec::new();
+        let mut starts = Vec::new();
+        let mut buffer = FrameBuffer::new(MAX);
+        while !input.is_empty() {
+            let spare = buffer.spare();
+            assert!(!spare.is_empty());
+            let n = spare.len().min(input.len()).min(chunk);
+            spare[..n].copy_from_slice(&input[..n]);
+            input = &input[n..];
+            starts.push(buffer.filled(n).unwrap());
+            while let Some(frame) = buffer.next_frame() {
+                frames.push(frame);
+            }
+        }
+        assert!(matches!(buffer.end_of_stream(), FrameError::Eof));
+        (frames, starts)
+    }
+
+    #[test]
+    fn a_buffer_hands_out_frames_and_their_offsets_in_any_chunking() {
+        let payloads: [&[u8]; 5] = [
+            b"hello",
+            b"",
+            &[7u8; 1000],
+            &vec![b'x'; MAX as usize],
+            b"end",
+        ];
+        let mut wire = Vec::new();
+        let mut offsets = Vec::new();
+        for payload in payloads {
+            offsets.push(wire.len() as u64);
+            wire.extend(encode_frame(payload, MAX).unwrap());
+        }
+        for chunk in [1, 2, 3, 4, 5, 7, 4096, 70_000, usize::MAX] {
+            let (frames, _) = buffer_all(&wire, chunk);
+            let got: Vec<u64> = frames.iter().map(|(offset, _)| *offset).collect();
+            assert_eq!(got, offsets, "chunk {chunk}");
+            for ((_, payload), expected) in frames.iter().zip(payloads) {
+                assert_eq!(&payload[..], expected, "chunk {chunk}");
+            }
+        }
+    }
+
+    #[test]
+    fn filled_names_the_last_frame_starting_in_the_bytes() {
+        // Frames at 0 (5 bytes), 5 (6 bytes) and 11 (7 bytes).
+        let mut wire = encode_frame(b"a", MAX).unwrap();
+        wire.extend(encode_frame(b"bb", MAX).unwrap());
+        wire.extend(encode_frame(b"ccc", MAX).unwrap());
+        let mut buffer = FrameBuffer::new(MAX);
+        let mut feed = |bytes: &[u8]| {
+            buffer.spare()[..bytes.len()].copy_from_slice(bytes);
+            buffer.filled(bytes.len()).unwrap()
+        };
+        // Half a length prefix: the frame starts here all the same.
+        assert_eq!(feed(&wire[..2]), Some(0));
+        // The rest of frame 0, all of frame 1, the start of frame 2.
+        assert_eq!(feed(&wire[2..12]), Some(11));
+        // Only the rest of frame 2.
+        assert_eq!(feed(&wire[12..]), None);
+        assert_eq!(buffer.next_frame(), Some((0, b"a".to_vec())));
+        assert_eq!(buffer.next_frame(), Some((5, b"bb".to_vec())));
+        // Room is made; offsets go on.
+        assert!(buffer.spare().len() >= READ_CHUNK);
+        assert_eq!(buffer.next_frame(), Some((11, b"ccc".to_vec())));
+        assert_eq!(buffer.next_frame(), None);
+        let next = encode_frame(b"d", MAX).unwrap();
+        buffer.spare()[..next.len()].copy_from_slice(&next);
+        assert_eq!(buffer.filled(next.len()).unwrap(), Some(18));
+        assert_eq!(buffer.next_frame(), Some((18, b"d".to_vec())));
+    }
+
+    #[test]
+    fn a_buffer_rejects_an_oversized_frame_once_its_length_is_in() {
+        let mut wire = encode_frame(b"fine", MAX).unwrap();
+        wire.extend_from_slice(&(MAX + 1).to_be_bytes()[..2]);
+        let mut buffer = FrameBuffer::new(MAX);
+        buffer.spare()[..wire.len()].copy_from_slice(&wire);
+        // Two bytes of the length: not known yet.
+        assert_eq!(buffer.filled(wire.len()).unwrap(), Some(8));
+        buffer.spare()[..2].copy_from_slice(&(MAX + 1).to_be_bytes()[2..]);
+        match buffer.filled(2) {
+            Err(FrameError::TooLarge { len, max }) => {
+                assert_eq!((len, max), (u64::from(MAX) + 1, MAX));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The frame before it is intact.
+        assert_eq!(buffer.next_frame(), Some((0, b"fine".to_vec())));
+    }
+
+    #[test]
+    fn a_buffer_says_where_the_stream_ended() {
+        let wire = encode_frame(b"0123456789", MAX).unwrap();
+        for (cut, expected) in [
+            (0, None),
+            (2, Some((FramePart::Length, 2, 4))),
+            (6, Some((FramePart::Payload, 2, 10))),
+        ] {
+            let mut buffer = FrameBuffer::new(MAX);
+            buffer.spare()[..cut].copy_from_slice(&wire[..cut]);
+            buffer.filled(cut).unwrap();
+            match (buffer.end_of_stream(), expected) {
+                (FrameError::Eof, None) => {}
+                (
+                    FrameError::Truncated {
+                        part,
+                        got,
+                        expected: whole,
+                    },
+                    Some(expected),
+                ) => assert_eq!((part, got, whole), expected),
+                (other, _) => panic!("cut at {cut}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_frame_is_read_in_one_go_and_the_buffer_shrinks_after() {
+        const LARGE: usize = 1 << 20;
+        let wire = encode_frame(&vec![1u8; LARGE], LARGE as u32).unwrap();
+        let mut buffer = FrameBuffer::new(LARGE as u32);
+        buffer.spare()[..HEADER_BYTES].copy_from_slice(&wire[..HEADER_BYTES]);
+        buffer.filled(HEADER_BYTES).unwrap();
+        // Room for the whole rest of the frame.
+        let spare = buffer.spare();
+        assert!(spare.len() >= LARGE, "{}", spare.len());
+        spare[..LARGE].copy_from_slice(&wire[HEADER_BYTES..]);
+        assert_eq!(buffer.filled(LARGE).unwrap(), None);
+        assert_eq!(buffer.next_frame().map(|(_, p)| p.len()), Some(LARGE));
+        assert_eq!(buffer.spare().len(), READ_CHUNK);
     }
 
     // The entry points are thin loops around the core: one check each that

@@ -3,8 +3,10 @@
 //! (between requests), the runtime carries the descriptor.
 //!
 //! ```text
-//! old -> new   [frame: ParentMessage::Connection { id, kind, state, unread }]  (the socket attached)
-//! new -> old   [frame: ChildMessage::ConnectionTaken { id }]  or  ConnectionRefused { id, reason }
+//! old -> new   [frame: ParentMessage::Connections [header, header, ...]]   (their sockets attached, in order)
+//! new -> old   [frame: ChildMessage::ConnectionsAnswered { taken: [id, ...], refused: [{ reason, ids }] }]
+//!
+//! header = ConnectionHeader { id, kind, state, unread }
 //! ```
 //!
 //! All or nothing per connection: the old generation closes its copy only
@@ -12,14 +14,33 @@
 //! for the answer); if the new one could not take it (out of descriptors,
 //! say), the caller gets its stream back and serves it on.
 //!
+//! In batches: every task handing a connection over puts it in a queue;
+//! one writer task sends what has queued up, up to 253 connections
+//! (the kernel's `SCM_MAX_FD`, [`fd::MAX_FDS_PER_MESSAGE`]) and about
+//! [`MAX_BATCH_BYTES`] per message (a connection larger than that goes
+//! alone), without waiting for the answers to earlier ones. The new
+//! generation receives a batch with one `recvmsg`, pairs the descriptors
+//! with the headers in order and answers the whole batch in one message.
+//! At its open-file limit the kernel installs the first descriptors of a
+//! message and drops the rest (`MSG_CTRUNC`): the headers left without
+//! one are refused ([`fd::FDS_LOST`]), and the framing stays intact.
+//!
+//! Older builds: a new generation whose READY does not say
+//! `connection_batches` gets `ParentMessage::Connection`, one connection
+//! per message, and answers each with `ConnectionTaken` or
+//! `ConnectionRefused`; a new generation of this build answers an older
+//! one's `Connection` messages the same way.
+//!
 //! The old side is [`SuccessorLink`] (the write half of the channel to the
-//! successor, shared by every task handing a connection over); the new
-//! side is [`Connections`], fed by the channel's watcher in `child`.
+//! successor, shared by every task handing a connection over; its writer
+//! and its reader of the answers), the new side [`take_connections`] and
+//! [`take_connection`], called by the channel's watcher in `child`, and
+//! [`Connections`], which the service reads.
 
 use std::collections::HashMap;
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -27,7 +48,10 @@ use tokio::io::Interest;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::channel::{self, ChildMessage, ConnectionHeader, ParentMessage, StreamKind};
+use crate::channel::{
+    self, ChildMessage, ChildReader, ConnectionHeader, ParentMessage, Refusal, StreamKind,
+    MAX_REASON_BYTES,
+};
 use crate::fd;
 use crate::state::{decode_envelope, encode_envelope, HandoverState, StateError, StateFds};
 use crate::sync::lock;
@@ -37,6 +61,18 @@ pub const MAX_CONNECTION_BYTES: usize = 1 << 20;
 
 /// The most connections one generation hands to its successor.
 pub const MAX_CONNECTIONS_HANDED_OVER: u64 = 1 << 20;
+
+/// About the most bytes of connections' state and unread bytes one batch
+/// carries: connections are added while the batch stays within it (the
+/// first always is, so one larger connection goes alone).
+pub(crate) const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// What a connection adds to a batch, at most, besides its state and
+/// unread bytes: its header's fields and names in MessagePack.
+const HEADER_OVERHEAD_BYTES: usize = 64;
+
+/// Why a connection is refused when the new generation is gone.
+const GONE: &str = "the new generation is gone (its channel closed)";
 
 /// A connected stream a generation can hand over.
 #[derive(Debug)]
@@ -134,37 +170,130 @@ pub struct HandOverFailed {
     pub error: HandOverError,
 }
 
-type Answer = oneshot::Sender<Result<(), String>>;
-
-/// The old generation's end of the channel to its successor, once the
-/// successor took over: progress reports and connections go through it,
-/// one message at a time.
+/// One connection on its way, from [`SuccessorLink::hand_over`] to the
+/// writer.
 #[derive(Debug)]
-pub(crate) struct SuccessorLink {
+struct Outgoing {
+    header: ConnectionHeader,
+    fd: OwnedFd,
+    outcome: oneshot::Sender<Outcome>,
+}
+
+impl Outgoing {
+    /// The connection stays here: its descriptor goes back to its task.
+    fn back(self, error: HandOverError) {
+        let _ = self.outcome.send(Outcome::Back(self.fd, error));
+    }
+}
+
+/// What became of a connection, for the task waiting in `hand_over`.
+#[derive(Debug)]
+enum Outcome {
+    /// The successor has it: this is this generation's copy, to close.
+    Taken(OwnedFd),
+    /// It stays here: the descriptor back, and why.
+    Back(OwnedFd, HandOverError),
+}
+
+/// A connection sent, waiting for the successor's answer.
+#[derive(Debug)]
+struct Waiting {
+    fd: OwnedFd,
+    outcome: oneshot::Sender<Outcome>,
+}
+
+/// Answers of the successor, from the reader to the writer: each
+/// connection's number, and `Err(reason)` if it was refused.
+type Answers = Vec<(u64, Result<(), String>)>;
+
+/// The write half of the channel: one message at a time.
+#[derive(Debug)]
+struct Wire {
     channel: Arc<UnixStream>,
     /// One sender at a time: a message's bytes must not interleave.
     sending: tokio::sync::Mutex<()>,
+}
+
+impl Wire {
+    /// Sends `bytes` (one whole message), `fds` attached to the first of
+    /// them.
+    async fn send(&self, mut bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        let _one = self.sending.lock().await;
+        let channel = &self.channel;
+        if !fds.is_empty() {
+            let sent = channel
+                .async_io(Interest::WRITABLE, || {
+                    fd::send_with_fds(channel.as_fd(), bytes, fds)
+                })
+                .await?;
+            bytes = &bytes[sent..];
+        }
+        while !bytes.is_empty() {
+            channel.writable().await?;
+            match channel.try_write(bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The old generation's end of the channel to its successor, once the
+/// successor took over: progress reports and connections go through it.
+#[derive(Debug)]
+pub(crate) struct SuccessorLink {
+    wire: Arc<Wire>,
     next_id: AtomicU64,
-    pending: Mutex<HashMap<u64, Answer>>,
+    queue: mpsc::UnboundedSender<Outgoing>,
+    /// The writer's end of the queue and the format, until [`start`](Self::start).
+    unstarted: Mutex<Option<(mpsc::UnboundedReceiver<Outgoing>, bool)>>,
 }
 
 impl SuccessorLink {
-    /// Wraps the channel; [`read_answers`](Self::read_answers) must run
-    /// (spawned) for connections to be handed over.
-    pub(crate) fn new(channel: Arc<UnixStream>) -> Arc<Self> {
+    /// Wraps the channel; `batches`: the successor takes connections in
+    /// batches (its READY said so). Connections are sent once
+    /// [`start`](Self::start) ran.
+    pub(crate) fn new(channel: Arc<UnixStream>, batches: bool) -> Arc<Self> {
+        let (queue, queued) = mpsc::unbounded_channel();
         Arc::new(SuccessorLink {
-            channel,
-            sending: tokio::sync::Mutex::new(()),
+            wire: Arc::new(Wire {
+                channel,
+                sending: tokio::sync::Mutex::new(()),
+            }),
             next_id: AtomicU64::new(0),
-            pending: Mutex::default(),
+            queue,
+            unstarted: Mutex::new(Some((queued, batches))),
         })
+    }
+
+    /// Starts the two tasks that hand connections over: the writer, which
+    /// sends what [`hand_over`](Self::hand_over) queues, and the reader of
+    /// the successor's answers. Call it once the successor took over (until
+    /// then the supervisor reads the channel); later calls do nothing. The
+    /// tasks end when the channel closes, or when this link is dropped and
+    /// every connection sent was answered.
+    pub(crate) fn start(&self) {
+        let Some((queued, batches)) = lock(&self.unstarted).take() else {
+            return;
+        };
+        let (answers_tx, answers) = mpsc::unbounded_channel();
+        let writer = Writer {
+            wire: Arc::clone(&self.wire),
+            batches,
+            waiting: HashMap::new(),
+            broken: None,
+        };
+        tokio::spawn(writer.run(queued, answers));
+        tokio::spawn(read_answers(Arc::clone(&self.wire.channel), answers_tx));
     }
 
     /// Sends a message to the successor.
     pub(crate) async fn tell(&self, message: &ParentMessage) -> io::Result<()> {
         let bytes = channel::encode_parent_message(message)?;
-        let _one = self.sending.lock().await;
-        self.send(&bytes, None).await
+        self.wire.send(&bytes, &[]).await
     }
 
     /// Hands `stream` to the successor with `state` and `unread`, and waits
@@ -203,78 +332,223 @@ impl SuccessorLink {
             Ok(taken) => taken,
             Err(e) => return Err(lost(e)),
         };
-        let message = ParentMessage::Connection(ConnectionHeader {
-            id,
-            kind,
-            state: encoded,
-            unread: unread.to_vec(),
-        });
-        let (answer_tx, answer) = oneshot::channel();
-        lock(&self.pending).insert(id, answer_tx);
-        let sent = match channel::encode_parent_message(&message) {
-            Ok(bytes) => {
-                let _one = self.sending.lock().await;
-                self.send(&bytes, Some(&fd)).await
-            }
-            Err(e) => Err(e),
-        };
-        let outcome = match sent {
-            Ok(()) => match answer.await {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(reason)) => HandOverError::Refused(reason),
-                Err(_) => HandOverError::Refused("the new generation is gone".to_owned()),
+        let (outcome_tx, outcome) = oneshot::channel();
+        let outgoing = Outgoing {
+            header: ConnectionHeader {
+                id,
+                kind,
+                state: encoded,
+                unread: unread.to_vec(),
             },
-            Err(e) => HandOverError::Io(e),
+            fd,
+            outcome: outcome_tx,
         };
-        lock(&self.pending).remove(&id);
+        let (fd, error) = match self.queue.send(outgoing) {
+            Err(mpsc::error::SendError(outgoing)) => {
+                (outgoing.fd, HandOverError::Refused(GONE.to_owned()))
+            }
+            Ok(()) => match outcome.await {
+                // This generation's copy closes here.
+                Ok(Outcome::Taken(_copy)) => return Ok(()),
+                Ok(Outcome::Back(fd, error)) => (fd, error),
+                Err(_) => {
+                    return Err(lost(io::Error::other(
+                        "the hand-over's writer ended without answering (the runtime is shutting down); the connection was closed",
+                    )))
+                }
+            },
+        };
         match HandoverStream::from_fd(fd, kind) {
-            Ok(stream) => Err(failed(stream, outcome)),
+            Ok(stream) => Err(failed(stream, error)),
             Err(e) => Err(lost(e)),
         }
     }
+}
 
-    /// Reads the successor's answers about connections until the channel
-    /// closes; then every connection still waiting is refused.
-    pub(crate) async fn read_answers(self: Arc<Self>) {
+/// The writer of a [`SuccessorLink`]: sends the queued connections in
+/// batches and, as the reader passes the answers on, tells each task what
+/// became of its connection. The one owner of the descriptors in flight.
+struct Writer {
+    wire: Arc<Wire>,
+    /// Batches (`ParentMessage::Connections`), or one `Connection` per
+    /// message for an older successor.
+    batches: bool,
+    /// Sent, not answered yet.
+    waiting: HashMap<u64, Waiting>,
+    /// Why the channel can take no more (a write failed mid-message).
+    broken: Option<(io::ErrorKind, String)>,
+}
+
+impl Writer {
+    async fn run(
+        mut self,
+        mut queue: mpsc::UnboundedReceiver<Outgoing>,
+        mut answers: mpsc::UnboundedReceiver<Answers>,
+    ) {
+        let per_message = if self.batches {
+            fd::MAX_FDS_PER_MESSAGE
+        } else {
+            1
+        };
+        let mut queued = Vec::with_capacity(per_message);
+        let mut link_dropped = false;
         loop {
-            match channel::read_child_message(&self.channel).await {
-                Ok(Some(ChildMessage::ConnectionTaken { id })) => self.answer(id, Ok(())),
-                Ok(Some(ChildMessage::ConnectionRefused { id, reason })) => {
-                    self.answer(id, Err(reason));
+            tokio::select! {
+                // Answers first: they free descriptors.
+                biased;
+                answered = answers.recv() => match answered {
+                    Some(answered) => self.settle(answered),
+                    // The successor is gone: nothing more is answered.
+                    None => break,
+                },
+                n = queue.recv_many(&mut queued, per_message), if !link_dropped => {
+                    if n == 0 {
+                        link_dropped = true;
+                    } else {
+                        self.send(&mut queued).await;
+                    }
+                },
+            }
+            if link_dropped && self.waiting.is_empty() {
+                return;
+            }
+        }
+        for (_, waiting) in self.waiting.drain() {
+            let _ = waiting.outcome.send(Outcome::Back(
+                waiting.fd,
+                HandOverError::Refused(GONE.to_owned()),
+            ));
+        }
+        // What is still queued comes back too, and nothing more is queued.
+        queue.close();
+        while let Some(outgoing) = queue.recv().await {
+            outgoing.back(HandOverError::Refused(GONE.to_owned()));
+        }
+    }
+
+    /// Sends `queued` (emptied), as many messages as the bounds need.
+    async fn send(&mut self, queued: &mut Vec<Outgoing>) {
+        while !queued.is_empty() {
+            let mut count = 0;
+            let mut bytes = 0;
+            for outgoing in queued.iter() {
+                let size = outgoing.header.state.len()
+                    + outgoing.header.unread.len()
+                    + HEADER_OVERHEAD_BYTES;
+                if count > 0 && (!self.batches || bytes + size > MAX_BATCH_BYTES) {
+                    break;
                 }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
+                count += 1;
+                bytes += size;
             }
-        }
-        lock(&self.pending).clear();
-    }
-
-    fn answer(&self, id: u64, outcome: Result<(), String>) {
-        if let Some(waiting) = lock(&self.pending).remove(&id) {
-            let _ = waiting.send(outcome);
+            let batch: Vec<Outgoing> = queued.drain(..count).collect();
+            self.send_batch(batch).await;
         }
     }
 
-    async fn send(&self, mut bytes: &[u8], fd: Option<&OwnedFd>) -> io::Result<()> {
-        if let Some(fd) = fd {
-            // The descriptor travels with the first bytes.
-            let channel = &self.channel;
-            let sent = channel
-                .async_io(Interest::WRITABLE, || {
-                    fd::send_with_fds(channel.as_fd(), bytes, &[fd.as_fd()])
-                })
-                .await?;
-            bytes = &bytes[sent..];
+    /// Sends one message: a batch, or one connection to an older successor.
+    async fn send_batch(&mut self, batch: Vec<Outgoing>) {
+        if let Some((kind, why)) = &self.broken {
+            for outgoing in batch {
+                outgoing.back(HandOverError::Io(io::Error::new(*kind, why.clone())));
+            }
+            return;
         }
-        while !bytes.is_empty() {
-            self.channel.writable().await?;
-            match self.channel.try_write(bytes) {
-                Ok(n) => bytes = &bytes[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+        let mut headers = Vec::with_capacity(batch.len());
+        let mut sent = Vec::with_capacity(batch.len());
+        for Outgoing {
+            header,
+            fd,
+            outcome,
+        } in batch
+        {
+            sent.push((header.id, Waiting { fd, outcome }));
+            headers.push(header);
+        }
+        let message = match headers.pop() {
+            Some(header) if !self.batches && headers.is_empty() => {
+                ParentMessage::Connection(header)
+            }
+            Some(header) => {
+                headers.push(header);
+                ParentMessage::Connections(headers)
+            }
+            None => return,
+        };
+        let result = match channel::encode_parent_message(&message) {
+            // Nothing was written: the channel is still in step.
+            Err(e) => Err(e),
+            Ok(bytes) => {
+                let fds: Vec<BorrowedFd<'_>> = sent.iter().map(|(_, w)| w.fd.as_fd()).collect();
+                let written = self.wire.send(&bytes, &fds).await;
+                if let Err(e) = &written {
+                    // Maybe in the middle of the message: nothing more can
+                    // follow it.
+                    self.broken = Some((
+                        e.kind(),
+                        format!("the channel to the new generation failed: {e}"),
+                    ));
+                }
+                written
+            }
+        };
+        match result {
+            Ok(()) => self.waiting.extend(sent),
+            Err(e) => {
+                for (_, waiting) in sent {
+                    let error = HandOverError::Io(io::Error::new(e.kind(), e.to_string()));
+                    let _ = waiting.outcome.send(Outcome::Back(waiting.fd, error));
+                }
             }
         }
-        Ok(())
+    }
+
+    /// Tells the tasks whose connections were answered.
+    fn settle(&mut self, answered: Answers) {
+        for (id, answer) in answered {
+            let Some(waiting) = self.waiting.remove(&id) else {
+                continue;
+            };
+            let outcome = match answer {
+                Ok(()) => Outcome::Taken(waiting.fd),
+                Err(reason) => Outcome::Back(waiting.fd, HandOverError::Refused(reason)),
+            };
+            // A task no longer waiting (its future dropped): the
+            // descriptor closes with the outcome.
+            let _ = waiting.outcome.send(outcome);
+        }
+    }
+}
+
+/// Reads the successor's answers about connections and passes them to the
+/// writer, until the channel closes (or the writer is gone).
+async fn read_answers(channel: Arc<UnixStream>, answers: mpsc::UnboundedSender<Answers>) {
+    let mut reader = ChildReader::new();
+    loop {
+        let message = tokio::select! {
+            message = reader.next(&channel) => message,
+            () = answers.closed() => return,
+        };
+        let answered = match message {
+            Ok(Some(ChildMessage::ConnectionsAnswered { taken, refused })) => {
+                let mut answered: Answers = taken.into_iter().map(|id| (id, Ok(()))).collect();
+                for Refusal { reason, ids } in refused {
+                    answered.extend(ids.into_iter().map(|id| (id, Err(reason.clone()))));
+                }
+                answered
+            }
+            Ok(Some(ChildMessage::ConnectionTaken { id })) => vec![(id, Ok(()))],
+            Ok(Some(ChildMessage::ConnectionRefused { id, reason })) => vec![(id, Err(reason))],
+            Ok(Some(_)) => continue,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the new generation's answers about handed-over connections failed; those waiting come back");
+                return;
+            }
+        };
+        if answers.send(answered).is_err() {
+            return;
+        }
     }
 }
 
@@ -317,6 +591,106 @@ impl Arrived {
             unread: header.unread,
         })
     }
+}
+
+/// Why a connection without a descriptor is refused.
+const NOT_ATTACHED: &str = "the connection's socket was not attached";
+
+/// Why a connection is refused when the service's end of the connections
+/// is gone.
+const GOING_AWAY: &str = "this generation is going away";
+
+/// New side: takes the connections of a batch. The descriptors go with the
+/// headers in order; headers left without one are refused — with
+/// [`fd::FDS_LOST`] if the kernel dropped descriptors (this process at its
+/// open-file limit installs the first ones only). Each connection taken
+/// goes to `to`. Returns the answer for the whole batch.
+pub(crate) fn take_connections(
+    headers: Vec<ConnectionHeader>,
+    fds: Vec<OwnedFd>,
+    fds_lost: bool,
+    to: &mpsc::UnboundedSender<Arrived>,
+) -> ChildMessage {
+    if fds.len() > headers.len() {
+        tracing::warn!(
+            connections = headers.len(),
+            descriptors = fds.len(),
+            "a batch of connections came with more descriptors than connections; the extra ones were closed"
+        );
+    }
+    let mut fds = fds.into_iter();
+    let mut taken = Vec::with_capacity(headers.len());
+    let mut refused: Vec<Refusal> = Vec::new();
+    for header in headers {
+        let id = header.id;
+        let result = match fds.next() {
+            Some(fd) => take(header, fd, to),
+            None if fds_lost => Err(fd::FDS_LOST.to_owned()),
+            None => Err(NOT_ATTACHED.to_owned()),
+        };
+        match result {
+            Ok(()) => taken.push(id),
+            Err(reason) => {
+                let reason = bounded_reason(reason);
+                match refused.iter_mut().find(|r| r.reason == reason) {
+                    Some(same) => same.ids.push(id),
+                    None => refused.push(Refusal {
+                        reason,
+                        ids: vec![id],
+                    }),
+                }
+            }
+        }
+    }
+    ChildMessage::ConnectionsAnswered { taken, refused }
+}
+
+/// New side: takes one connection sent alone (by an older build), which
+/// must come with exactly one descriptor. Returns the answer.
+pub(crate) fn take_connection(
+    header: ConnectionHeader,
+    mut fds: Vec<OwnedFd>,
+    fds_lost: bool,
+    to: &mpsc::UnboundedSender<Arrived>,
+) -> ChildMessage {
+    let id = header.id;
+    let result = match (fds.pop(), fds_lost) {
+        (Some(fd), false) if fds.is_empty() => take(header, fd, to),
+        (_, true) => Err(fd::FDS_LOST.to_owned()),
+        _ => Err(NOT_ATTACHED.to_owned()),
+    };
+    match result {
+        Ok(()) => ChildMessage::ConnectionTaken { id },
+        Err(reason) => ChildMessage::ConnectionRefused {
+            id,
+            reason: bounded_reason(reason),
+        },
+    }
+}
+
+/// Rebuilds a connection and passes it on to the service.
+fn take(
+    header: ConnectionHeader,
+    fd: OwnedFd,
+    to: &mpsc::UnboundedSender<Arrived>,
+) -> Result<(), String> {
+    let arrived = Arrived::new(header, fd)
+        .map_err(|e| format!("could not adopt the connection's socket: {e}"))?;
+    // Refused, the connection closes here; the old generation serves its
+    // own copy on.
+    to.send(arrived).map_err(|_| GOING_AWAY.to_owned())
+}
+
+/// `reason`, cut to [`MAX_REASON_BYTES`] (a batch's answer stays bounded).
+fn bounded_reason(mut reason: String) -> String {
+    if reason.len() > MAX_REASON_BYTES {
+        let mut end = MAX_REASON_BYTES;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
 }
 
 /// The connections the previous generation hands over, as they arrive
@@ -374,8 +748,11 @@ pub struct StateUndecodable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channel::{Draining, FromParent, ParentReader};
     use crate::state::{StateDecoder, StateEncoder};
+    use std::collections::BTreeMap;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::task::JoinHandle;
 
     #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
     struct Session {
@@ -402,94 +779,234 @@ mod tests {
         (accepted.unwrap().0, client.unwrap())
     }
 
-    /// The new generation's side, minimal: reads one message, answers with
-    /// `refuse` or takes the connection.
-    async fn successor_side(theirs: UnixStream, refuse: Option<&'static str>) -> Option<Arrived> {
-        let from = channel::read_parent_message(&theirs)
-            .await
+    /// How many connections wait in a link's queue (before `start`).
+    fn queued(link: &SuccessorLink) -> usize {
+        lock(&link.unstarted)
+            .as_ref()
+            .map_or(0, |(queue, _)| queue.len())
+    }
+
+    /// Hands `n` connections over, each from a task of its own, session
+    /// `i` with `count: 100 + i` and the unread bytes `u<i>` (plus
+    /// `padding` bytes), and returns once all are queued: the tasks, and
+    /// the peers by session. `start` the link then.
+    async fn queue_connections(
+        link: &Arc<SuccessorLink>,
+        n: u64,
+        padding: usize,
+    ) -> (
+        Vec<JoinHandle<Result<(), HandOverFailed>>>,
+        BTreeMap<u64, tokio::net::TcpStream>,
+    ) {
+        let mut tasks = Vec::new();
+        let mut peers = BTreeMap::new();
+        for i in 0..n {
+            let (served, peer) = tcp_pair().await;
+            peers.insert(i, peer);
+            let link = Arc::clone(link);
+            let mut unread = format!("u{i}").into_bytes();
+            unread.resize(unread.len() + padding, b'.');
+            tasks.push(tokio::spawn(async move {
+                let session = Session {
+                    id: i,
+                    count: 100 + i,
+                };
+                link.hand_over(served.into(), &session, &unread).await
+            }));
+        }
+        // Queued once each task ran up to its wait for the answer.
+        while queued(link) < n as usize {
+            tokio::task::yield_now().await;
+        }
+        (tasks, peers)
+    }
+
+    /// What the successor saw of one message.
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        /// A batch: the connections' numbers, the descriptors attached.
+        Batch {
+            ids: Vec<u64>,
+            fds: usize,
+        },
+        /// One connection, the old way.
+        Single {
+            id: u64,
+            fds: usize,
+        },
+        Progress,
+    }
+
+    /// The new generation's side: reads messages until `connections`
+    /// connections and `progress` progress reports came, answering every
+    /// connection — taken, or refused with `refuse(its session)`'s reason.
+    /// What each message carried, and the connections taken.
+    async fn successor(
+        theirs: UnixStream,
+        connections: usize,
+        progress: usize,
+        refuse: impl Fn(u64) -> Option<&'static str>,
+    ) -> (Vec<Seen>, Vec<HandedOver<Session>>) {
+        let mut reader = ParentReader::new();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut seen = Vec::new();
+        let (mut got, mut reports) = (0, 0);
+        while got < connections || reports < progress {
+            let FromParent {
+                message,
+                fds,
+                fds_lost,
+            } = reader.next(&theirs).await.unwrap().expect("a message");
+            assert!(!fds_lost);
+            let answer = match message {
+                ParentMessage::Connections(headers) => {
+                    seen.push(Seen::Batch {
+                        ids: headers.iter().map(|h| h.id).collect(),
+                        fds: fds.len(),
+                    });
+                    got += headers.len();
+                    let mut taken = Vec::new();
+                    let mut refused: Vec<Refusal> = Vec::new();
+                    for (header, fd) in headers.into_iter().zip(fds) {
+                        match refuse(session_of(&header)) {
+                            Some(reason) => refused.push(Refusal {
+                                reason: reason.to_owned(),
+                                ids: vec![header.id],
+                            }),
+                            None => {
+                                taken.push(header.id);
+                                tx.send(Arrived::new(header, fd).unwrap()).unwrap();
+                            }
+                        }
+                    }
+                    ChildMessage::ConnectionsAnswered { taken, refused }
+                }
+                ParentMessage::Connection(header) => {
+                    seen.push(Seen::Single {
+                        id: header.id,
+                        fds: fds.len(),
+                    });
+                    got += 1;
+                    match refuse(session_of(&header)) {
+                        Some(reason) => ChildMessage::ConnectionRefused {
+                            id: header.id,
+                            reason: reason.to_owned(),
+                        },
+                        None => take_connection(header, fds, false, &tx),
+                    }
+                }
+                ParentMessage::Progress(_) => {
+                    seen.push(Seen::Progress);
+                    reports += 1;
+                    continue;
+                }
+                ParentMessage::Commit { .. } => panic!("no commit here"),
+            };
+            send_answer(&theirs, &answer).await;
+        }
+        drop(tx);
+        let mut handed = Vec::new();
+        let mut arrived = Connections::<Session>::new(rx);
+        while let Some(connection) = arrived.next().await {
+            handed.push(connection.unwrap());
+        }
+        (seen, handed)
+    }
+
+    /// The session a header carries.
+    fn session_of(header: &ConnectionHeader) -> u64 {
+        decode_envelope::<Session>(&header.state, &mut StateFds::default())
             .unwrap()
-            .unwrap();
-        let ParentMessage::Connection(header) = from.message else {
-            panic!("not a connection");
-        };
-        let id = header.id;
-        let mut fds = from.fds;
-        let (answer, arrived) = match refuse {
-            Some(reason) => (
-                ChildMessage::ConnectionRefused {
-                    id,
-                    reason: reason.into(),
-                },
-                None,
-            ),
-            None => {
-                let arrived = Arrived::new(header, fds.pop().unwrap()).unwrap();
-                (ChildMessage::ConnectionTaken { id }, Some(arrived))
+            .id
+    }
+
+    async fn send_answer(theirs: &UnixStream, answer: &ChildMessage) {
+        let bytes = channel::encode_child_message(answer).unwrap();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            theirs.writable().await.unwrap();
+            match theirs.try_write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
             }
+        }
+    }
+
+    /// The connection taken is `peer`'s: what one writes, the other reads.
+    async fn same_connection(
+        stream: HandoverStream,
+        peer: &mut tokio::net::TcpStream,
+        what: &[u8],
+    ) {
+        let HandoverStream::Tcp(mut stream) = stream else {
+            panic!("a TCP connection");
         };
-        let bytes = channel::encode_child_message(&answer).unwrap();
-        theirs.writable().await.unwrap();
-        assert_eq!(theirs.try_write(&bytes).unwrap(), bytes.len());
-        arrived
+        peer.write_all(what).await.unwrap();
+        let mut buf = vec![0u8; what.len()];
+        stream.read_exact(&mut buf).await.unwrap();
+        assert_eq!(buf, what);
+    }
+
+    fn progress() -> ParentMessage {
+        ParentMessage::Progress(Draining {
+            generation: 1,
+            pid: 1,
+            deadline_unix_ms: 0,
+            tasks: Some(1),
+        })
     }
 
     #[tokio::test]
     async fn a_connection_arrives_with_its_state_and_unread_bytes() {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let link = SuccessorLink::new(Arc::new(ours));
-        tokio::spawn(Arc::clone(&link).read_answers());
+        let link = SuccessorLink::new(Arc::new(ours), true);
+        link.start();
         let (served, mut client) = tcp_pair().await;
         let state = Session { id: 7, count: 41 };
-        let successor = tokio::spawn(successor_side(theirs, None));
+        let successor = tokio::spawn(successor(theirs, 1, 0, |_| None));
         link.hand_over(served.into(), &state, b"in").await.unwrap();
-        let arrived = successor.await.unwrap().unwrap();
-        assert_eq!(arrived.unread, b"in");
-        let (tx, rx) = mpsc::unbounded_channel();
-        tx.send(arrived).unwrap();
-        drop(tx);
-        let mut connections = Connections::<Session>::new(rx);
-        let handed = connections.next().await.unwrap().unwrap();
+        let (seen, mut handed) = successor.await.unwrap();
+        assert_eq!(
+            seen,
+            [Seen::Batch {
+                ids: vec![0],
+                fds: 1
+            }]
+        );
+        let handed = handed.pop().unwrap();
         assert_eq!(handed.state, state);
+        assert_eq!(handed.unread, b"in");
         // The same connection: what the client writes, the new side reads.
-        let HandoverStream::Tcp(mut stream) = handed.stream else {
-            panic!("a TCP connection");
-        };
-        client.write_all(b"cr\n").await.unwrap();
-        let mut buf = [0u8; 3];
-        stream.read_exact(&mut buf).await.unwrap();
-        assert_eq!(&buf, b"cr\n");
-        assert!(connections.next().await.is_none());
+        same_connection(handed.stream, &mut client, b"cr\n").await;
     }
 
     #[tokio::test]
     async fn a_refused_connection_comes_back_untouched() {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let link = SuccessorLink::new(Arc::new(ours));
-        tokio::spawn(Arc::clone(&link).read_answers());
+        let link = SuccessorLink::new(Arc::new(ours), true);
+        link.start();
         let (served, mut client) = tcp_pair().await;
-        let successor = tokio::spawn(successor_side(theirs, Some("out of descriptors")));
+        let successor = tokio::spawn(successor(theirs, 1, 0, |_| Some("out of descriptors")));
         let failed = link
             .hand_over(served.into(), &Session { id: 1, count: 0 }, b"")
             .await
             .unwrap_err();
-        assert!(successor.await.unwrap().is_none());
+        assert!(successor.await.unwrap().1.is_empty());
         assert!(
             matches!(&failed.error, HandOverError::Refused(reason) if reason == "out of descriptors"),
             "{failed}"
         );
-        let Some(HandoverStream::Tcp(mut stream)) = failed.stream else {
+        let Some(stream) = failed.stream else {
             panic!("the stream comes back");
         };
-        client.write_all(b"x").await.unwrap();
-        let mut buf = [0u8; 1];
-        stream.read_exact(&mut buf).await.unwrap();
-        assert_eq!(&buf, b"x");
+        same_connection(stream, &mut client, b"x").await;
     }
 
     #[tokio::test]
     async fn too_large_a_connection_is_refused_before_anything_is_sent() {
         let (ours, _theirs) = UnixStream::pair().unwrap();
-        let link = SuccessorLink::new(Arc::new(ours));
+        let link = SuccessorLink::new(Arc::new(ours), true);
         let (served, _client) = tcp_pair().await;
         let unread = vec![0u8; MAX_CONNECTION_BYTES + 1];
         let failed = link
@@ -501,28 +1018,405 @@ mod tests {
             "{failed}"
         );
         assert!(failed.stream.is_some());
+        assert_eq!(queued(&link), 0, "nothing was queued");
     }
 
     #[tokio::test]
     async fn a_successor_gone_refuses_every_waiting_connection() {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let link = SuccessorLink::new(Arc::new(ours));
-        tokio::spawn(Arc::clone(&link).read_answers());
+        let link = SuccessorLink::new(Arc::new(ours), true);
+        let (tasks, _peers) = queue_connections(&link, 3, 0).await;
+        link.start();
+        // The successor reads the batch, then dies without answering.
+        let mut reader = ParentReader::new();
+        let from = reader.next(&theirs).await.unwrap().unwrap();
+        assert_eq!(from.fds.len(), 3);
+        drop((from, theirs));
+        for task in tasks {
+            let failed = task.await.unwrap().unwrap_err();
+            assert!(
+                matches!(&failed.error, HandOverError::Refused(reason) if reason == GONE),
+                "{failed}"
+            );
+            assert!(failed.stream.is_some());
+        }
+        // And what comes later comes back at once.
         let (served, _client) = tcp_pair().await;
-        // The successor reads the connection, then dies without answering.
-        let successor = tokio::spawn(async move {
-            let _ = channel::read_parent_message(&theirs).await;
-            drop(theirs);
-        });
         let failed = link
-            .hand_over(served.into(), &Session { id: 1, count: 0 }, b"")
+            .hand_over(served.into(), &Session { id: 9, count: 0 }, b"")
             .await
             .unwrap_err();
-        successor.await.unwrap();
         assert!(
             matches!(failed.error, HandOverError::Refused(_)),
             "{failed}"
         );
         assert!(failed.stream.is_some());
+    }
+
+    #[tokio::test]
+    async fn connections_queued_together_go_in_one_message_and_one_answer() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let link = SuccessorLink::new(Arc::new(ours), true);
+        let (tasks, mut peers) = queue_connections(&link, 10, 0).await;
+        link.start();
+        // Odd sessions are taken, even ones refused: one answer says both.
+        let refuse = |session: u64| (session % 2 == 0).then_some("no room for it");
+        let (seen, handed) = successor(theirs, 10, 0, refuse).await;
+        let [Seen::Batch { ids, fds }] = &seen[..] else {
+            panic!("one batch: {seen:?}");
+        };
+        assert_eq!((ids.len(), *fds), (10, 10));
+        // Every descriptor went with its own header.
+        assert_eq!(handed.len(), 5);
+        for taken in handed {
+            let i = taken.state.id;
+            assert_eq!(i % 2, 1);
+            assert_eq!(taken.state.count, 100 + i);
+            assert_eq!(taken.unread, format!("u{i}").as_bytes());
+            let peer = peers.get_mut(&i).unwrap();
+            same_connection(taken.stream, peer, format!("to {i}").as_bytes()).await;
+        }
+        for (i, task) in tasks.into_iter().enumerate() {
+            let i = i as u64;
+            match task.await.unwrap() {
+                Ok(()) => assert_eq!(i % 2, 1, "session {i} taken"),
+                Err(failed) => {
+                    assert_eq!(i % 2, 0, "session {i} refused");
+                    assert!(
+                        matches!(&failed.error, HandOverError::Refused(r) if r == "no room for it"),
+                        "{failed}"
+                    );
+                    let stream = failed.stream.expect("the stream comes back");
+                    let peer = peers.get_mut(&i).unwrap();
+                    same_connection(stream, peer, b"still here").await;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_bounded_in_bytes() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let link = SuccessorLink::new(Arc::new(ours), true);
+        // Two fit in a batch, not three.
+        let (tasks, _peers) = queue_connections(&link, 3, MAX_BATCH_BYTES * 2 / 5).await;
+        link.start();
+        let (seen, handed) = successor(theirs, 3, 0, |_| None).await;
+        let sizes: Vec<(usize, usize)> = seen
+            .iter()
+            .map(|s| match s {
+                Seen::Batch { ids, fds } => (ids.len(), *fds),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(sizes, [(2, 2), (1, 1)]);
+        assert_eq!(handed.len(), 3);
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn progress_reports_go_alongside_the_batches() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let link = SuccessorLink::new(Arc::new(ours), true);
+        link.tell(&progress()).await.unwrap();
+        let (tasks, _peers) = queue_connections(&link, 4, 0).await;
+        link.start();
+        let successor = tokio::spawn(successor(theirs, 4, 2, |_| None));
+        link.tell(&progress()).await.unwrap();
+        let (seen, handed) = successor.await.unwrap();
+        // The first report before the batch; the second before or after.
+        assert_eq!(seen.first(), Some(&Seen::Progress));
+        assert_eq!(seen.iter().filter(|s| **s == Seen::Progress).count(), 2);
+        let batches: Vec<&Seen> = seen.iter().filter(|s| **s != Seen::Progress).collect();
+        assert!(
+            matches!(batches[..], [Seen::Batch { ref ids, fds: 4 }] if ids.len() == 4),
+            "{seen:?}"
+        );
+        // Each connection with its own state and socket.
+        let mut sessions: Vec<u64> = handed.iter().map(|h| h.state.id).collect();
+        sessions.sort_unstable();
+        assert_eq!(sessions, [0, 1, 2, 3]);
+        for handed in &handed {
+            assert_eq!(handed.unread, format!("u{}", handed.state.id).as_bytes());
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn an_older_successor_gets_one_connection_per_message() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let link = SuccessorLink::new(Arc::new(ours), false);
+        let (tasks, _peers) = queue_connections(&link, 3, 0).await;
+        link.start();
+        let (seen, handed) = successor(theirs, 3, 0, |s| (s == 1).then_some("not this one")).await;
+        assert_eq!(seen.len(), 3);
+        assert!(
+            seen.iter()
+                .all(|s| matches!(s, Seen::Single { fds: 1, .. })),
+            "{seen:?}"
+        );
+        assert_eq!(handed.len(), 2);
+        let outcomes: Vec<bool> = {
+            let mut outcomes = Vec::new();
+            for task in tasks {
+                outcomes.push(task.await.unwrap().is_ok());
+            }
+            outcomes
+        };
+        assert_eq!(outcomes, [true, false, true]);
+    }
+
+    /// `n` Unix socket pairs: the ends to send, and the peers.
+    fn unix_pairs(n: usize) -> (Vec<OwnedFd>, Vec<std::os::unix::net::UnixStream>) {
+        (0..n)
+            .map(|_| {
+                let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+                (OwnedFd::from(a), b)
+            })
+            .unzip()
+    }
+
+    fn unix_header(id: u64) -> ConnectionHeader {
+        let state = Session { id, count: 0 };
+        ConnectionHeader {
+            id,
+            kind: StreamKind::Unix,
+            state: encode_envelope(&state, &mut StateFds::default()).unwrap(),
+            unread: format!("u{id}").into_bytes(),
+        }
+    }
+
+    #[tokio::test]
+    async fn descriptors_lost_from_a_batch_refuse_exactly_the_connections_without_one() {
+        // Five connections, three descriptors installed before the limit.
+        let headers: Vec<ConnectionHeader> = (10..15).map(unix_header).collect();
+        let (fds, mut peers) = unix_pairs(3);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let answer = take_connections(headers, fds, true, &tx);
+        assert_eq!(
+            answer,
+            ChildMessage::ConnectionsAnswered {
+                taken: vec![10, 11, 12],
+                refused: vec![Refusal {
+                    reason: fd::FDS_LOST.to_owned(),
+                    ids: vec![13, 14],
+                }],
+            }
+        );
+        // The first descriptors went with the first headers, in order.
+        for (i, peer) in peers.iter_mut().enumerate() {
+            let arrived = rx.try_recv().unwrap();
+            assert_eq!(arrived.unread, format!("u{}", 10 + i).as_bytes());
+            let HandoverStream::Unix(mut stream) = arrived.stream else {
+                panic!("a Unix stream");
+            };
+            std::io::Write::write_all(peer, &[i as u8]).unwrap();
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).await.unwrap();
+            assert_eq!(byte, [i as u8]);
+        }
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_batch_without_enough_descriptors_or_with_too_many() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // Missing, none lost: a sender's mistake, said so.
+        let (fds, _peers) = unix_pairs(1);
+        let answer = take_connections(vec![unix_header(0), unix_header(1)], fds, false, &tx);
+        assert_eq!(
+            answer,
+            ChildMessage::ConnectionsAnswered {
+                taken: vec![0],
+                refused: vec![Refusal {
+                    reason: NOT_ATTACHED.to_owned(),
+                    ids: vec![1],
+                }],
+            }
+        );
+        // Too many: every connection taken, the extra descriptor closed.
+        let (fds, mut peers) = unix_pairs(2);
+        let answer = take_connections(vec![unix_header(2)], fds, false, &tx);
+        assert_eq!(
+            answer,
+            ChildMessage::ConnectionsAnswered {
+                taken: vec![2],
+                refused: vec![],
+            }
+        );
+        let mut buf = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut peers[1], &mut buf).unwrap(), 0);
+        // The service gone: refused, not lost.
+        while rx.try_recv().is_ok() {}
+        drop(rx);
+        let (fds, _peers) = unix_pairs(1);
+        let answer = take_connections(vec![unix_header(3)], fds, false, &tx);
+        assert_eq!(
+            answer,
+            ChildMessage::ConnectionsAnswered {
+                taken: vec![],
+                refused: vec![Refusal {
+                    reason: GOING_AWAY.to_owned(),
+                    ids: vec![3],
+                }],
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_single_connection_from_an_older_build_is_answered_alone() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (fds, _peers) = unix_pairs(1);
+        assert_eq!(
+            take_connection(unix_header(4), fds, false, &tx),
+            ChildMessage::ConnectionTaken { id: 4 }
+        );
+        assert!(rx.try_recv().is_ok());
+        assert_eq!(
+            take_connection(unix_header(5), Vec::new(), true, &tx),
+            ChildMessage::ConnectionRefused {
+                id: 5,
+                reason: fd::FDS_LOST.to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn a_batch_answer_stays_within_its_bound() {
+        // 253 connections refused, each for a long reason of its own.
+        let refused = (0..fd::MAX_FDS_PER_MESSAGE as u64)
+            .map(|id| Refusal {
+                reason: bounded_reason(format!("{id}: {}", "é".repeat(MAX_REASON_BYTES))),
+                ids: vec![u64::MAX - id],
+            })
+            .collect::<Vec<_>>();
+        assert!(refused.iter().all(|r| r.reason.len() <= MAX_REASON_BYTES));
+        let answer = ChildMessage::ConnectionsAnswered {
+            taken: Vec::new(),
+            refused,
+        };
+        channel::encode_child_message(&answer).unwrap();
+    }
+
+    /// Set in the process that plays the new generation at its open-file
+    /// limit: the path of the socket to connect to.
+    const AT_THE_LIMIT: &str = "SHELLFLIP_TEST_HANDOFF_AT_THE_LIMIT";
+
+    /// The kernel itself drops descriptors: a new generation with room for
+    /// three more receives a batch of ten. The first three connections are
+    /// taken, the other seven come back refused, and the next message still
+    /// reads.
+    #[test]
+    fn at_the_open_file_limit_the_connections_beyond_it_come_back() {
+        if let Some(path) = std::env::var_os(AT_THE_LIMIT) {
+            return receive_at_the_limit(std::path::Path::new(&path));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("channel.sock");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let listener = tokio::net::UnixListener::bind(&path).unwrap();
+            let receiver = tokio::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "handoff::tests::at_the_open_file_limit_the_connections_beyond_it_come_back",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(AT_THE_LIMIT, &path)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            let (ours, _) = listener.accept().await.unwrap();
+            let link = SuccessorLink::new(Arc::new(ours), true);
+            let (tasks, _peers) = queue_connections(&link, 10, 0).await;
+            link.start();
+            let mut outcomes = Vec::new();
+            for task in tasks {
+                outcomes.push(match task.await.unwrap() {
+                    Ok(()) => "taken".to_owned(),
+                    Err(failed) => {
+                        assert!(failed.stream.is_some(), "{failed}");
+                        failed.error.to_string()
+                    }
+                });
+            }
+            let lost = HandOverError::Refused(fd::FDS_LOST.to_owned()).to_string();
+            let mut expected = vec!["taken".to_owned(); 3];
+            expected.extend(std::iter::repeat_n(lost, 7));
+            assert_eq!(outcomes, expected);
+            // The framing held: the receiver reads this and exits.
+            link.tell(&progress()).await.unwrap();
+            let output = receiver.wait_with_output().await.unwrap();
+            assert!(
+                output.status.success(),
+                "the receiver failed ({}):\n{}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        });
+    }
+
+    /// The receiving side of the test above, in a process of its own.
+    fn receive_at_the_limit(path: &std::path::Path) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let channel = UnixStream::connect(path).await.unwrap();
+            let mut reader = ParentReader::new();
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            leave_room_for(3);
+            let from = reader.next(&channel).await.unwrap().unwrap();
+            let ParentMessage::Connections(headers) = from.message else {
+                panic!("a batch");
+            };
+            assert_eq!(headers.len(), 10);
+            assert_eq!((from.fds.len(), from.fds_lost), (3, true));
+            let first: Vec<Vec<u8>> = headers[..3].iter().map(|h| h.unread.clone()).collect();
+            let answer = take_connections(headers, from.fds, from.fds_lost, &tx);
+            send_answer(&channel, &answer).await;
+            for unread in first {
+                assert_eq!(rx.try_recv().unwrap().unread, unread);
+            }
+            let next = reader.next(&channel).await.unwrap().unwrap();
+            assert!(matches!(next.message, ParentMessage::Progress(_)));
+        });
+    }
+
+    /// Lowers this process's open-file limit so that exactly `room` more
+    /// descriptors can be opened.
+    fn leave_room_for(room: usize) {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        let open: std::collections::BTreeSet<u64> = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        // The directory's own descriptor is closed by now.
+        let mut limit = 0;
+        let mut free = 0;
+        while free < room {
+            if !open.contains(&limit) || !fd_is_open(limit) {
+                free += 1;
+            }
+            limit += 1;
+        }
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        setrlimit(Resource::RLIMIT_NOFILE, limit, hard).unwrap();
+    }
+
+    fn fd_is_open(fd: u64) -> bool {
+        std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists()
     }
 }

@@ -70,6 +70,16 @@ pub(crate) struct PhaseTimings {
     pub ready: Duration,
 }
 
+/// What a new generation's READY says.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Readiness {
+    /// What became of the state (`None`: the service keeps none).
+    pub state: Option<StateReport>,
+    /// It takes handed-over connections in batches (builds before batches
+    /// do not say so: they get one connection per message).
+    pub connection_batches: bool,
+}
+
 /// A new generation that reported ready. Keep it until this process exits:
 /// the channel closing tells the new generation that this one is gone.
 #[derive(Debug)]
@@ -286,7 +296,7 @@ pub(crate) async fn restart(
 
     // 4. Ready, or why not.
     match decision {
-        Ok(state_report) => {
+        Ok(readiness) => {
             let timings = PhaseTimings {
                 spawned,
                 handover_sent: handover_sent.get().copied().unwrap_or_default(),
@@ -302,9 +312,9 @@ pub(crate) async fn restart(
                 pid,
                 generation,
                 timings,
-                state_report,
+                state_report: readiness.state,
                 _process: process,
-                link: SuccessorLink::new(Arc::clone(&channel)),
+                link: SuccessorLink::new(Arc::clone(&channel), readiness.connection_batches),
                 channel,
             })
         }
@@ -359,7 +369,7 @@ pub(crate) async fn decide<P: Successor>(
     mut handshake: Pin<&mut impl Future<Output = Result<Option<ChildMessage>, HandshakeError>>>,
     ready_timeout: Duration,
     abort: &CancellationToken,
-) -> Result<Option<StateReport>, RestartError> {
+) -> Result<Readiness, RestartError> {
     let pid = process.pid();
     enum First {
         Report(Result<Option<ChildMessage>, HandshakeError>),
@@ -374,11 +384,18 @@ pub(crate) async fn decide<P: Successor>(
         _ = abort.cancelled() => First::Aborted,
     };
     match first {
-        First::Report(Ok(Some(ChildMessage::Ready { state }))) => Ok(state),
+        First::Report(Ok(Some(ChildMessage::Ready {
+            state,
+            connection_batches,
+        }))) => Ok(Readiness {
+            state,
+            connection_batches,
+        }),
         First::Report(Ok(Some(
             ChildMessage::SendState
             | ChildMessage::ConnectionTaken { .. }
-            | ChildMessage::ConnectionRefused { .. },
+            | ChildMessage::ConnectionRefused { .. }
+            | ChildMessage::ConnectionsAnswered { .. },
         ))) => {
             // Out of place before READY (the handshake answers state
             // requests itself): a confused new generation.
@@ -606,12 +623,27 @@ mod tests {
     async fn ready_is_success_at_once() {
         let (mut process, _exit, killed) = fake();
         let (mut child, handshake) = channel();
-        send(&mut child, ChildMessage::Ready { state: None }).await;
+        send(
+            &mut child,
+            ChildMessage::Ready {
+                state: None,
+                connection_batches: true,
+            },
+        )
+        .await;
         tokio::pin!(handshake);
         let abort = CancellationToken::new();
-        decide(&mut process, handshake, limits(LONG), &abort)
+        let readiness = decide(&mut process, handshake, limits(LONG), &abort)
             .await
             .unwrap();
+        // What the READY said reaches the caller (the hand-over's format).
+        assert_eq!(
+            readiness,
+            Readiness {
+                state: None,
+                connection_batches: true
+            }
+        );
         assert!(!killed.load(Ordering::SeqCst));
         assert!(!process.reaped, "a ready generation is not waited for");
     }

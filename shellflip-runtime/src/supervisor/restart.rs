@@ -318,7 +318,7 @@ impl Supervisor {
     /// requests, the older generations' drains), and this one drains.
     async fn commit(&mut self, next: NewGeneration) {
         // Connections may be handed to it from the moment shutdown fires.
-        tokio::spawn(Arc::clone(&next.link).read_answers());
+        next.link.start();
         self.generation.set_successor(Arc::clone(&next.link));
         self.generation
             .begin_shutdown(Ending::HandedOver, self.limits.drain_timeout);
