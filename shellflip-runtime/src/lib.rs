@@ -65,6 +65,7 @@ mod registry;
 mod shutdown;
 mod spawner;
 pub mod state;
+mod state_cell;
 mod supervisor;
 mod sync;
 mod systemd;
@@ -75,7 +76,7 @@ pub use accept::{Accept, AcceptBackoff};
 pub use config::{
     Config, ConfigError, KeeperMode, RuntimeFlavor, Signal, SpawnerMode, StateMismatch,
 };
-pub use context::{Context, StateCell};
+pub use context::Context;
 pub use error::{Error, RestartError, SocketActivationError};
 pub use generation::Admission;
 pub use handoff::{
@@ -86,6 +87,7 @@ pub use lifecycle::{run, MainResult};
 pub use shellflip_settings as settings;
 pub use spawner::PROCESS_NAME as SPAWNER_PROCESS_NAME;
 pub use state::{HandoverFd, HandoverState, StateDecoder, StateEncoder, StateError, StateFds};
+pub use state_cell::StateCell;
 pub use tokio_util::sync::CancellationToken;
 pub use tokio_util::task::TaskTracker;
 pub use unix_socket::UnixSocketError;

@@ -144,3 +144,40 @@ fn uses_are_read_from_code_not_comments() {
     let expected: BTreeSet<String> = ["a", "c::d"].iter().map(|s| s.to_string()).collect();
     assert_eq!(found, expected);
 }
+
+/// The most lines of code (without its unit tests) one module file may
+/// have: a module a reader can hold in their head.
+const MAX_MODULE_LINES: usize = 600;
+
+/// The lines of `source` before its unit tests (`#[cfg(test)]` followed by
+/// `mod tests`).
+fn code_lines(source: &str) -> usize {
+    let lines: Vec<&str> = source.lines().collect();
+    lines
+        .windows(2)
+        .position(|pair| pair[0].trim() == "#[cfg(test)]" && pair[1].starts_with("mod tests"))
+        .unwrap_or(lines.len())
+}
+
+#[test]
+fn no_module_is_longer_than_600_lines_of_code() {
+    let too_long: Vec<String> = module_files()
+        .iter()
+        .filter_map(|(module, path)| {
+            let lines = code_lines(&std::fs::read_to_string(path).unwrap());
+            (lines > MAX_MODULE_LINES).then(|| format!("{module}: {lines} lines"))
+        })
+        .collect();
+    assert!(
+        too_long.is_empty(),
+        "split these modules (at most {MAX_MODULE_LINES} lines of code each, unit tests aside):\n{}",
+        too_long.join("\n")
+    );
+}
+
+#[test]
+fn unit_tests_do_not_count_as_code() {
+    let source = "fn a() {}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn t() {}\n}\n";
+    assert_eq!(code_lines(source), 2);
+    assert_eq!(code_lines("fn a() {}\nfn b() {}\n"), 2);
+}

@@ -1,0 +1,398 @@
+//! The old side of a hand-over: [`SuccessorLink`], its writer (which sends
+//! queued connections in batches) and the reader of the successor's answers.
+
+use super::*;
+
+/// One connection on its way, from [`SuccessorLink::hand_over`] to the
+/// writer.
+#[derive(Debug)]
+pub(super) struct Outgoing {
+    pub(super) header: ConnectionHeader,
+    pub(super) fd: OwnedFd,
+    pub(super) outcome: oneshot::Sender<Outcome>,
+}
+
+impl Outgoing {
+    /// The connection stays here: its descriptor goes back to its task.
+    pub(super) fn back(self, error: HandOverError) {
+        let _ = self.outcome.send(Outcome::Back(self.fd, error));
+    }
+}
+
+/// What became of a connection, for the task waiting in `hand_over`.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// The successor has it: this is this generation's copy, to close.
+    Taken(OwnedFd),
+    /// It stays here: the descriptor back, and why.
+    Back(OwnedFd, HandOverError),
+}
+
+/// A connection sent, waiting for the successor's answer.
+#[derive(Debug)]
+pub(super) struct Waiting {
+    pub(super) fd: OwnedFd,
+    pub(super) outcome: oneshot::Sender<Outcome>,
+}
+
+/// Answers of the successor, from the reader to the writer: each
+/// connection's number, and `Err(reason)` if it was refused.
+pub(super) type Answers = Vec<(u64, Result<(), String>)>;
+
+/// The write half of the channel: one message at a time.
+#[derive(Debug)]
+pub(super) struct Wire {
+    pub(super) channel: Arc<UnixStream>,
+    /// One sender at a time: a message's bytes must not interleave.
+    pub(super) sending: tokio::sync::Mutex<()>,
+}
+
+impl Wire {
+    /// Sends `bytes` (one whole message), `fds` attached to the first of
+    /// them.
+    pub(super) async fn send(&self, mut bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        let _one = self.sending.lock().await;
+        let channel = &self.channel;
+        if !fds.is_empty() {
+            let sent = channel
+                .async_io(Interest::WRITABLE, || {
+                    fd::send_with_fds(channel.as_fd(), bytes, fds)
+                })
+                .await?;
+            bytes = &bytes[sent..];
+        }
+        while !bytes.is_empty() {
+            channel.writable().await?;
+            match channel.try_write(bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The old generation's end of the channel to its successor, once the
+/// successor took over: progress reports and connections go through it.
+#[derive(Debug)]
+pub(crate) struct SuccessorLink {
+    pub(super) wire: Arc<Wire>,
+    pub(super) next_id: AtomicU64,
+    pub(super) queue: mpsc::UnboundedSender<Outgoing>,
+    /// The writer's end of the queue and the format, until [`start`](Self::start).
+    pub(super) unstarted: Mutex<Option<(mpsc::UnboundedReceiver<Outgoing>, bool)>>,
+}
+
+impl SuccessorLink {
+    /// Wraps the channel; `batches`: the successor takes connections in
+    /// batches (its READY said so). Connections are sent once
+    /// [`start`](Self::start) ran.
+    pub(crate) fn new(channel: Arc<UnixStream>, batches: bool) -> Arc<Self> {
+        let (queue, queued) = mpsc::unbounded_channel();
+        Arc::new(SuccessorLink {
+            wire: Arc::new(Wire {
+                channel,
+                sending: tokio::sync::Mutex::new(()),
+            }),
+            next_id: AtomicU64::new(0),
+            queue,
+            unstarted: Mutex::new(Some((queued, batches))),
+        })
+    }
+
+    /// Starts the two tasks that hand connections over: the writer, which
+    /// sends what [`hand_over`](Self::hand_over) queues, and the reader of
+    /// the successor's answers. Call it once the successor took over (until
+    /// then the supervisor reads the channel); later calls do nothing. The
+    /// tasks end when the channel closes, or when this link is dropped and
+    /// every connection sent was answered.
+    pub(crate) fn start(&self) {
+        let Some((queued, batches)) = lock(&self.unstarted).take() else {
+            return;
+        };
+        let (answers_tx, answers) = mpsc::unbounded_channel();
+        let writer = Writer {
+            wire: Arc::clone(&self.wire),
+            batches,
+            waiting: HashMap::new(),
+            broken: None,
+        };
+        tokio::spawn(writer.run(queued, answers));
+        tokio::spawn(read_answers(Arc::clone(&self.wire.channel), answers_tx));
+    }
+
+    /// Sends a message to the successor.
+    pub(crate) async fn tell(&self, message: &ParentMessage) -> io::Result<()> {
+        let bytes = channel::encode_parent_message(message)?;
+        self.wire.send(&bytes, &[]).await
+    }
+
+    /// Hands `stream` to the successor with `state` and `unread`, and waits
+    /// until it has it; this generation's copy is closed then. On an error
+    /// the stream comes back.
+    pub(crate) async fn hand_over<C: HandoverState>(
+        &self,
+        stream: HandoverStream,
+        state: &C,
+        unread: &[u8],
+    ) -> Result<(), HandOverFailed> {
+        let failed = |stream, error| HandOverFailed {
+            stream: Some(stream),
+            error,
+        };
+        let encoded = match encode_envelope(state, &mut StateFds::default()) {
+            Ok(encoded) => encoded,
+            Err(e) => return Err(failed(stream, e.into())),
+        };
+        let bytes = encoded.len() + unread.len();
+        if bytes > MAX_CONNECTION_BYTES {
+            let error = HandOverError::TooLarge {
+                bytes,
+                max: MAX_CONNECTION_BYTES,
+            };
+            return Err(failed(stream, error));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if id >= MAX_CONNECTIONS_HANDED_OVER {
+            let error = HandOverError::TooMany {
+                max: MAX_CONNECTIONS_HANDED_OVER,
+            };
+            return Err(failed(stream, error));
+        }
+        let (fd, kind) = match stream.into_fd() {
+            Ok(taken) => taken,
+            Err(e) => return Err(lost(e)),
+        };
+        let (outcome_tx, outcome) = oneshot::channel();
+        let outgoing = Outgoing {
+            header: ConnectionHeader {
+                id,
+                kind,
+                state: encoded,
+                unread: unread.to_vec(),
+            },
+            fd,
+            outcome: outcome_tx,
+        };
+        let (fd, error) = match self.queue.send(outgoing) {
+            Err(mpsc::error::SendError(outgoing)) => {
+                (outgoing.fd, HandOverError::Refused(GONE.to_owned()))
+            }
+            Ok(()) => match outcome.await {
+                // This generation's copy closes here.
+                Ok(Outcome::Taken(_copy)) => return Ok(()),
+                Ok(Outcome::Back(fd, error)) => (fd, error),
+                Err(_) => {
+                    return Err(lost(io::Error::other(
+                        "the hand-over's writer ended without answering (the runtime is shutting down); the connection was closed",
+                    )))
+                }
+            },
+        };
+        match HandoverStream::from_fd(fd, kind) {
+            Ok(stream) => Err(failed(stream, error)),
+            Err(e) => Err(lost(e)),
+        }
+    }
+}
+
+/// The writer of a [`SuccessorLink`]: sends the queued connections in
+/// batches and, as the reader passes the answers on, tells each task what
+/// became of its connection. The one owner of the descriptors in flight.
+pub(super) struct Writer {
+    pub(super) wire: Arc<Wire>,
+    /// Batches (`ParentMessage::Connections`), or one `Connection` per
+    /// message for an older successor.
+    pub(super) batches: bool,
+    /// Sent, not answered yet.
+    pub(super) waiting: HashMap<u64, Waiting>,
+    /// Why the channel can take no more (a write failed mid-message).
+    pub(super) broken: Option<(io::ErrorKind, String)>,
+}
+
+impl Writer {
+    pub(super) async fn run(
+        mut self,
+        mut queue: mpsc::UnboundedReceiver<Outgoing>,
+        mut answers: mpsc::UnboundedReceiver<Answers>,
+    ) {
+        let per_message = if self.batches {
+            fd::MAX_FDS_PER_MESSAGE
+        } else {
+            1
+        };
+        let mut queued = Vec::with_capacity(per_message);
+        let mut link_dropped = false;
+        loop {
+            tokio::select! {
+                // Answers first: they free descriptors.
+                biased;
+                answered = answers.recv() => match answered {
+                    Some(answered) => self.settle(answered),
+                    // The successor is gone: nothing more is answered.
+                    None => break,
+                },
+                n = queue.recv_many(&mut queued, per_message), if !link_dropped => {
+                    if n == 0 {
+                        link_dropped = true;
+                    } else {
+                        self.send(&mut queued).await;
+                    }
+                },
+            }
+            if link_dropped && self.waiting.is_empty() {
+                return;
+            }
+        }
+        for (_, waiting) in self.waiting.drain() {
+            let _ = waiting.outcome.send(Outcome::Back(
+                waiting.fd,
+                HandOverError::Refused(GONE.to_owned()),
+            ));
+        }
+        // What is still queued comes back too, and nothing more is queued.
+        queue.close();
+        while let Some(outgoing) = queue.recv().await {
+            outgoing.back(HandOverError::Refused(GONE.to_owned()));
+        }
+    }
+
+    /// Sends `queued` (emptied), as many messages as the bounds need.
+    pub(super) async fn send(&mut self, queued: &mut Vec<Outgoing>) {
+        while !queued.is_empty() {
+            let mut count = 0;
+            let mut bytes = 0;
+            for outgoing in queued.iter() {
+                let size = outgoing.header.state.len()
+                    + outgoing.header.unread.len()
+                    + HEADER_OVERHEAD_BYTES;
+                if count > 0 && (!self.batches || bytes + size > MAX_BATCH_BYTES) {
+                    break;
+                }
+                count += 1;
+                bytes += size;
+            }
+            let batch: Vec<Outgoing> = queued.drain(..count).collect();
+            self.send_batch(batch).await;
+        }
+    }
+
+    /// Sends one message: a batch, or one connection to an older successor.
+    pub(super) async fn send_batch(&mut self, batch: Vec<Outgoing>) {
+        if let Some((kind, why)) = &self.broken {
+            for outgoing in batch {
+                outgoing.back(HandOverError::Io(io::Error::new(*kind, why.clone())));
+            }
+            return;
+        }
+        let mut headers = Vec::with_capacity(batch.len());
+        let mut sent = Vec::with_capacity(batch.len());
+        for Outgoing {
+            header,
+            fd,
+            outcome,
+        } in batch
+        {
+            sent.push((header.id, Waiting { fd, outcome }));
+            headers.push(header);
+        }
+        let message = match headers.pop() {
+            Some(header) if !self.batches && headers.is_empty() => {
+                ParentMessage::Connection(header)
+            }
+            Some(header) => {
+                headers.push(header);
+                ParentMessage::Connections(headers)
+            }
+            None => return,
+        };
+        let result = match channel::encode_parent_message(&message) {
+            // Nothing was written: the channel is still in step.
+            Err(e) => Err(e),
+            Ok(bytes) => {
+                let fds: Vec<BorrowedFd<'_>> = sent.iter().map(|(_, w)| w.fd.as_fd()).collect();
+                let written = self.wire.send(&bytes, &fds).await;
+                if let Err(e) = &written {
+                    // Maybe in the middle of the message: nothing more can
+                    // follow it.
+                    self.broken = Some((
+                        e.kind(),
+                        format!("the channel to the new generation failed: {e}"),
+                    ));
+                }
+                written
+            }
+        };
+        match result {
+            Ok(()) => self.waiting.extend(sent),
+            Err(e) => {
+                for (_, waiting) in sent {
+                    let error = HandOverError::Io(io::Error::new(e.kind(), e.to_string()));
+                    let _ = waiting.outcome.send(Outcome::Back(waiting.fd, error));
+                }
+            }
+        }
+    }
+
+    /// Tells the tasks whose connections were answered.
+    pub(super) fn settle(&mut self, answered: Answers) {
+        for (id, answer) in answered {
+            let Some(waiting) = self.waiting.remove(&id) else {
+                continue;
+            };
+            let outcome = match answer {
+                Ok(()) => Outcome::Taken(waiting.fd),
+                Err(reason) => Outcome::Back(waiting.fd, HandOverError::Refused(reason)),
+            };
+            // A task no longer waiting (its future dropped): the
+            // descriptor closes with the outcome.
+            let _ = waiting.outcome.send(outcome);
+        }
+    }
+}
+
+/// Reads the successor's answers about connections and passes them to the
+/// writer, until the channel closes (or the writer is gone).
+pub(super) async fn read_answers(
+    channel: Arc<UnixStream>,
+    answers: mpsc::UnboundedSender<Answers>,
+) {
+    let mut reader = ChildReader::new();
+    loop {
+        let message = tokio::select! {
+            message = reader.next(&channel) => message,
+            () = answers.closed() => return,
+        };
+        let answered = match message {
+            Ok(Some(ChildMessage::ConnectionsAnswered { taken, refused })) => {
+                let mut answered: Answers = taken.into_iter().map(|id| (id, Ok(()))).collect();
+                for Refusal { reason, ids } in refused {
+                    answered.extend(ids.into_iter().map(|id| (id, Err(reason.clone()))));
+                }
+                answered
+            }
+            Ok(Some(ChildMessage::ConnectionTaken { id })) => vec![(id, Ok(()))],
+            Ok(Some(ChildMessage::ConnectionRefused { id, reason })) => vec![(id, Err(reason))],
+            Ok(Some(_)) => continue,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the new generation's answers about handed-over connections failed; those waiting come back");
+                return;
+            }
+        };
+        if answers.send(answered).is_err() {
+            return;
+        }
+    }
+}
+
+/// A failure that lost the stream on the way out of (or back into) the
+/// runtime.
+pub(super) fn lost(error: io::Error) -> HandOverFailed {
+    HandOverFailed {
+        stream: None,
+        error: HandOverError::Io(error),
+    }
+}

@@ -1,0 +1,112 @@
+//! Errors: what went wrong, and where.
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/// What went wrong, before the path is known.
+#[derive(Debug)]
+pub(crate) enum Problem {
+    /// The bytes are not what the encoder writes.
+    Read(ReadError),
+    /// Nested deeper than [`MAX_STATE_DEPTH`].
+    TooDeep,
+    /// A value of another type than this build declares.
+    Type { expected: String, received: String },
+    /// A field of this build's struct that was not received.
+    MissingField(&'static str),
+    /// A variant this build's enum does not have.
+    UnknownVariant {
+        variant: String,
+        expected: &'static [&'static str],
+    },
+    /// Anything else a type refused (lengths, its own checks).
+    Other(String),
+}
+
+/// A decoding error with the path where it happened.
+pub(crate) struct DeError(pub(super) Box<(Problem, Option<String>)>);
+
+impl DeError {
+    pub(super) fn new(problem: Problem) -> Self {
+        DeError(Box::new((problem, None)))
+    }
+
+    pub(crate) fn problem(&self) -> &Problem {
+        &self.0 .0
+    }
+
+    /// The path (`State.inner.x`), when known.
+    pub(crate) fn path(&self) -> Option<&str> {
+        self.0 .1.as_deref()
+    }
+}
+
+impl From<ReadError> for DeError {
+    fn from(e: ReadError) -> Self {
+        DeError::new(Problem::Read(e))
+    }
+}
+
+impl fmt::Debug for DeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} at {:?}", self.0 .0, self.0 .1)
+    }
+}
+
+impl fmt::Display for DeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(path) = self.path() {
+            write!(f, "`{path}`: ")?;
+        }
+        match self.problem() {
+            Problem::Read(e) => write!(f, "{e}"),
+            Problem::TooDeep => write!(
+                f,
+                "nested more than {MAX_STATE_DEPTH} levels deep (the depth limit)"
+            ),
+            Problem::Type { expected, received } => {
+                write!(f, "this build expects {expected}, received {received}")
+            }
+            Problem::MissingField(field) => write!(f, "missing field `{field}`"),
+            Problem::UnknownVariant { variant, .. } => write!(f, "unknown variant `{variant}`"),
+            Problem::Other(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for DeError {}
+
+impl de::Error for DeError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        DeError::new(Problem::Other(msg.to_string()))
+    }
+
+    fn invalid_type(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
+        DeError::new(Problem::Type {
+            expected: exp.to_string(),
+            received: unexp.to_string(),
+        })
+    }
+
+    fn invalid_length(len: usize, exp: &dyn de::Expected) -> Self {
+        DeError::new(Problem::Other(format!(
+            "received {len} elements, this build expects {exp}"
+        )))
+    }
+
+    fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
+        DeError::new(Problem::UnknownVariant {
+            variant: variant.to_owned(),
+            expected,
+        })
+    }
+
+    fn missing_field(field: &'static str) -> Self {
+        DeError::new(Problem::MissingField(field))
+    }
+}
+
+pub(super) type Result<T> = std::result::Result<T, DeError>;

@@ -1,0 +1,473 @@
+//! The value deserializer: one value of the payload, presented to serde.
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// The value deserializer
+// ---------------------------------------------------------------------------
+
+/// One value at a path; its head is read on first use (or was read
+/// already).
+pub(super) struct Value<'a, 'p, 'de> {
+    pub(super) d: &'a mut Decoder<'de>,
+    pub(super) at: &'p Frame<'p, 'de>,
+    pub(super) head: Option<Head<'de>>,
+}
+
+impl<'de> Value<'_, '_, 'de> {
+    #[inline]
+    pub(super) fn take_head(&mut self) -> Result<Head<'de>> {
+        match self.head.take() {
+            Some(head) => Ok(head),
+            None => self.d.head(self.at),
+        }
+    }
+
+    pub(super) fn mismatch<T>(&self, expected: impl Into<String>, head: &Head<'de>) -> Result<T> {
+        Err(self.d.type_error(self.at, expected, head))
+    }
+
+    /// Visits a plain sequence of `len` elements; `trailing` says what to
+    /// do with elements the visitor did not take.
+    pub(super) fn seq<V: Visitor<'de>>(
+        self,
+        visitor: V,
+        len: usize,
+        trailing: Trailing,
+    ) -> Result<V::Value> {
+        let Value { d, at, .. } = self;
+        d.enter(at)?;
+        let mut elements = Elements {
+            d,
+            at,
+            index: 0,
+            len,
+        };
+        let value = visitor
+            .visit_seq(&mut elements)
+            .map_err(|e| elements.d.locate(at, e))?;
+        elements.finish(trailing)?;
+        elements.d.leave();
+        Ok(value)
+    }
+
+    pub(super) fn bytes_as_seq<V: Visitor<'de>>(
+        self,
+        visitor: V,
+        bytes: &'de [u8],
+    ) -> Result<V::Value> {
+        let Value { d, at, .. } = self;
+        let mut elements = BinElements {
+            d,
+            at,
+            bytes,
+            index: 0,
+        };
+        let value = visitor
+            .visit_seq(&mut elements)
+            .map_err(|e| elements.d.locate(at, e))?;
+        if elements.index != bytes.len() {
+            return Err(elements.d.fail(
+                at,
+                Problem::Other(format!(
+                    "received {} bytes, this build takes only {}",
+                    bytes.len(),
+                    elements.index
+                )),
+            ));
+        }
+        Ok(value)
+    }
+
+    pub(super) fn map<V: Visitor<'de>>(self, visitor: V, len: usize) -> Result<V::Value> {
+        let Value { d, at, .. } = self;
+        d.enter(at)?;
+        let mut entries = Entries {
+            d,
+            at,
+            index: 0,
+            len,
+            key: &[],
+        };
+        let value = visitor
+            .visit_map(&mut entries)
+            .map_err(|e| entries.d.locate(at, e))?;
+        let rest = 2 * (entries.len - entries.index) as u64;
+        entries.d.skip(at, rest)?;
+        entries.d.leave();
+        Ok(value)
+    }
+
+    /// Visits a struct (or struct variant) of shape `id`: positionally when
+    /// its fields are the target's, otherwise as a map by name.
+    pub(super) fn fields<V: Visitor<'de>>(
+        self,
+        visitor: V,
+        id: u32,
+        len: usize,
+        target: Option<&'static [&'static str]>,
+    ) -> Result<V::Value> {
+        let Value { d, at, .. } = self;
+        d.enter(at)?;
+        let positional = target.is_some_and(|fields| d.positional(id, fields));
+        let mut fields = Fields {
+            d,
+            at,
+            shape: id,
+            index: 0,
+            len,
+            target,
+        };
+        let value = if positional {
+            visitor.visit_seq(&mut fields)
+        } else {
+            visitor.visit_map(&mut fields)
+        }
+        .map_err(|e| fields.d.locate(at, e))?;
+        fields.finish()?;
+        fields.d.leave();
+        Ok(value)
+    }
+}
+
+/// What to do with sequence elements the visitor left.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Trailing {
+    /// An error: a tuple's or a sequence's length is part of its type.
+    Refuse,
+    /// Dropped and logged: a tuple struct lost trailing fields.
+    Drop,
+}
+
+macro_rules! scalar {
+    ($method:ident, $visit:ident, $t:ty, $expected:literal, [$($ok:ident),*]) => {
+        #[inline]
+        fn $method<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
+            let head = self.take_head()?;
+            let result = match head {
+                $(Head::$ok(x) => visitor.$visit(x as $t),)*
+                other => return self.mismatch($expected, &other),
+            };
+            result.map_err(|e| self.d.locate(self.at, e))
+        }
+    };
+}
+
+impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
+    type Error = DeError;
+
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+
+    fn deserialize_any<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
+        let head = self.take_head()?;
+        let result = match head {
+            Head::Nil => visitor.visit_unit(),
+            Head::Bool(b) => visitor.visit_bool(b),
+            Head::U8(x) => visitor.visit_u8(x),
+            Head::U16(x) => visitor.visit_u16(x),
+            Head::U32(x) => visitor.visit_u32(x),
+            Head::U64(x) => visitor.visit_u64(x),
+            Head::U128(x) => visitor.visit_u128(x),
+            Head::I8(x) => visitor.visit_i8(x),
+            Head::I16(x) => visitor.visit_i16(x),
+            Head::I32(x) => visitor.visit_i32(x),
+            Head::I64(x) => visitor.visit_i64(x),
+            Head::I128(x) => visitor.visit_i128(x),
+            Head::F32(x) => visitor.visit_f32(x),
+            Head::F64(x) => visitor.visit_f64(x),
+            Head::Char(c) => visitor.visit_char(c),
+            Head::Str(s) => visitor.visit_borrowed_str(s),
+            Head::Bin(b) => visitor.visit_borrowed_bytes(b),
+            Head::Seq(n) => return self.seq(visitor, n, Trailing::Refuse),
+            Head::Map(n) => return self.map(visitor, n),
+            Head::Struct { shape, len } => return self.fields(visitor, shape, len, None),
+            Head::Variant { shape, len } => {
+                let entry = &self.d.shapes[shape as usize];
+                if entry.kind == ShapeKind::UnitVariant {
+                    visitor.visit_borrowed_str(entry.variant)
+                } else {
+                    let Value { d, at, .. } = self;
+                    d.enter(at)?;
+                    let value = visitor
+                        .visit_map(VariantAsMap {
+                            d: &mut *d,
+                            at,
+                            shape,
+                            len,
+                            done: false,
+                        })
+                        .map_err(|e| d.locate(at, e))?;
+                    d.leave();
+                    return Ok(value);
+                }
+            }
+            Head::Some => return self.some(visitor),
+        };
+        result.map_err(|e| self.d.locate(self.at, e))
+    }
+
+    scalar!(deserialize_bool, visit_bool, bool, "a bool", [Bool]);
+    scalar!(deserialize_u8, visit_u8, u8, "u8", [U8]);
+    scalar!(deserialize_u16, visit_u16, u16, "u16", [U8, U16]);
+    scalar!(deserialize_u32, visit_u32, u32, "u32", [U8, U16, U32]);
+    scalar!(deserialize_u64, visit_u64, u64, "u64", [U8, U16, U32, U64]);
+    scalar!(
+        deserialize_u128,
+        visit_u128,
+        u128,
+        "u128",
+        [U8, U16, U32, U64, U128]
+    );
+    scalar!(deserialize_i8, visit_i8, i8, "i8", [I8]);
+    scalar!(deserialize_i16, visit_i16, i16, "i16", [I8, I16, U8]);
+    scalar!(
+        deserialize_i32,
+        visit_i32,
+        i32,
+        "i32",
+        [I8, I16, I32, U8, U16]
+    );
+    scalar!(
+        deserialize_i64,
+        visit_i64,
+        i64,
+        "i64",
+        [I8, I16, I32, I64, U8, U16, U32]
+    );
+    scalar!(
+        deserialize_i128,
+        visit_i128,
+        i128,
+        "i128",
+        [I8, I16, I32, I64, I128, U8, U16, U32, U64]
+    );
+    scalar!(
+        deserialize_f32,
+        visit_f32,
+        f32,
+        "f32",
+        [F32, U8, U16, I8, I16]
+    );
+    scalar!(
+        deserialize_f64,
+        visit_f64,
+        f64,
+        "f64",
+        [F64, F32, U8, U16, U32, I8, I16, I32]
+    );
+
+    fn deserialize_char<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
+        match self.take_head()? {
+            Head::Char(c) => visitor.visit_char(c).map_err(|e| self.d.locate(self.at, e)),
+            other => self.mismatch("a char", &other),
+        }
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
+        match self.take_head()? {
+            Head::Str(s) => visitor
+                .visit_borrowed_str(s)
+                .map_err(|e| self.d.locate(self.at, e)),
+            // `char` -> `String`.
+            Head::Char(c) => visitor.visit_char(c).map_err(|e| self.d.locate(self.at, e)),
+            other => self.mismatch("a string", &other),
+        }
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_bytes<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
+        match self.take_head()? {
+            Head::Bin(b) => visitor
+                .visit_borrowed_bytes(b)
+                .map_err(|e| self.d.locate(self.at, e)),
+            Head::Seq(n) => self.seq(visitor, n, Trailing::Refuse),
+            other => self.mismatch("bytes", &other),
+        }
+    }
+
+    fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.deserialize_bytes(visitor)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
+        match self.take_head()? {
+            Head::Nil => visitor.visit_none().map_err(|e| self.d.locate(self.at, e)),
+            Head::Some => self.some(visitor),
+            // `T` received where this build has `Option<T>`.
+            other => {
+                let at = self.at;
+                let d = self.d;
+                visitor
+                    .visit_some(Value {
+                        d: &mut *d,
+                        at,
+                        head: Some(other),
+                    })
+                    .map_err(|e| d.locate(at, e))
+            }
+        }
+    }
+
+    fn deserialize_unit<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
+        match self.take_head()? {
+            Head::Nil => visitor.visit_unit().map_err(|e| self.d.locate(self.at, e)),
+            other => self.mismatch("a unit", &other),
+        }
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        mut self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value> {
+        match self.take_head()? {
+            Head::Nil => visitor.visit_unit().map_err(|e| self.d.locate(self.at, e)),
+            other => self.mismatch(format!("unit struct `{name}`"), &other),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value> {
+        let at = self.at;
+        let d = self.d;
+        visitor
+            .visit_newtype_struct(Value {
+                d: &mut *d,
+                at,
+                head: self.head,
+            })
+            .map_err(|e| d.locate(at, e))
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
+        match self.take_head()? {
+            Head::Seq(n) => self.seq(visitor, n, Trailing::Refuse),
+            Head::Bin(b) => self.bytes_as_seq(visitor, b),
+            other => self.mismatch("a sequence", &other),
+        }
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(mut self, len: usize, visitor: V) -> Result<V::Value> {
+        match self.take_head()? {
+            Head::Seq(n) => self.seq(visitor, n, Trailing::Refuse),
+            other => self.mismatch(format!("a tuple of {len}"), &other),
+        }
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        mut self,
+        name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value> {
+        match self.take_head()? {
+            Head::Seq(n) => self.seq(visitor, n, Trailing::Drop),
+            other => self.mismatch(format!("tuple struct `{name}` of {len}"), &other),
+        }
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
+        match self.take_head()? {
+            Head::Map(n) => self.map(visitor, n),
+            Head::Struct { shape, len } => self.fields(visitor, shape, len, None),
+            other => self.mismatch("a map", &other),
+        }
+    }
+
+    #[inline]
+    fn deserialize_struct<V: Visitor<'de>>(
+        mut self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value> {
+        match self.take_head()? {
+            Head::Struct { shape, len } => self.fields(visitor, shape, len, Some(fields)),
+            // A struct written as a map (`#[serde(flatten)]`, hand-written
+            // impls).
+            Head::Map(n) => self.map(visitor, n),
+            other => self.mismatch(format!("struct `{name}`"), &other),
+        }
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        mut self,
+        name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value> {
+        match self.take_head()? {
+            Head::Variant { shape, len } => {
+                let Value { d, at, .. } = self;
+                let container = d.shapes[shape as usize].kind.is_container();
+                if container {
+                    d.enter(at)?;
+                }
+                let value = visitor
+                    .visit_enum(Enum {
+                        d: &mut *d,
+                        at,
+                        shape,
+                        len,
+                    })
+                    .map_err(|e| d.locate(at, e))?;
+                if container {
+                    d.leave();
+                }
+                Ok(value)
+            }
+            other => self.mismatch(format!("enum `{name}`"), &other),
+        }
+    }
+
+    fn deserialize_identifier<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
+        let result = match self.take_head()? {
+            Head::Str(s) => visitor.visit_borrowed_str(s),
+            Head::U8(x) => visitor.visit_u64(u64::from(x)),
+            Head::U16(x) => visitor.visit_u64(u64::from(x)),
+            Head::U32(x) => visitor.visit_u64(u64::from(x)),
+            Head::U64(x) => visitor.visit_u64(x),
+            other => return self.mismatch("a field or variant name", &other),
+        };
+        result.map_err(|e| self.d.locate(self.at, e))
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
+        if matches!(self.at.seg, Seg::Field { .. } | Seg::Key(_)) {
+            self.d.dropped(self.at, "has no such field");
+        }
+        let head = self.take_head()?;
+        let contained = Decoder::contained(&head);
+        if contained > 0 {
+            self.d.enter(self.at)?;
+            self.d.skip(self.at, contained)?;
+            self.d.leave();
+        }
+        visitor.visit_unit()
+    }
+}
+
+impl<'de> Value<'_, '_, 'de> {
+    /// `Some`: the value follows.
+    pub(super) fn some<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        let Value { d, at, .. } = self;
+        d.enter(at)?;
+        let value = visitor
+            .visit_some(Value {
+                d: &mut *d,
+                at,
+                head: None,
+            })
+            .map_err(|e| d.locate(at, e))?;
+        d.leave();
+        Ok(value)
+    }
+}

@@ -1,0 +1,227 @@
+//! The compound serializers: structs (recording their shape) and sequences, tuples and maps.
+
+use super::*;
+
+pub(crate) struct StructEncoder<'e, 'a> {
+    pub(super) enc: &'e mut Encoder<'a>,
+    pub(super) kind: ShapeKind,
+    pub(super) name: &'static str,
+    pub(super) tag: u32,
+    pub(super) variant: &'static str,
+    /// The predicted shape, while `building` is `None`.
+    pub(super) predicted: u32,
+    /// The field names so far, once the prediction failed.
+    pub(super) building: Option<Vec<&'static str>>,
+    pub(super) index: usize,
+    pub(super) len: usize,
+    pub(super) id_at: usize,
+}
+
+impl StructEncoder<'_, '_> {
+    #[inline]
+    pub(super) fn field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<()> {
+        match &mut self.building {
+            Some(fields) => fields.push(key),
+            None => {
+                let fields = &self.enc.schema.shapes[self.predicted as usize].fields;
+                if !fields.get(self.index).is_some_and(|f| same(f, key)) {
+                    let mut built = self.enc.schema.spare.pop().unwrap_or_default();
+                    built.clear();
+                    built.extend_from_slice(&fields[..self.index]);
+                    built.push(key);
+                    self.building = Some(built);
+                }
+            }
+        }
+        self.index += 1;
+        value.serialize(&mut *self.enc)
+    }
+
+    pub(super) fn finish(mut self) -> Result<()> {
+        if self.index != self.len {
+            return Err(EncodeError(format!(
+                "`{}` announced {} fields but wrote {}",
+                self.name, self.len, self.index
+            )));
+        }
+        if self.building.is_none()
+            && self.enc.schema.shapes[self.predicted as usize].fields.len() != self.index
+        {
+            let fields = &self.enc.schema.shapes[self.predicted as usize].fields;
+            self.building = Some(fields[..self.index].to_vec());
+        }
+        if let Some(mut fields) = self.building.take() {
+            let id = self.enc.schema.intern(Shape {
+                kind: self.kind,
+                name: self.name,
+                variant: self.variant,
+                fields: fields.clone(),
+            })?;
+            self.enc.out[self.id_at..self.id_at + 4].copy_from_slice(&id.to_be_bytes());
+            self.enc.schema.remember(self.name, self.tag, id);
+            fields.clear();
+            self.enc.schema.spare.push(fields);
+        }
+        self.enc.leave();
+        Ok(())
+    }
+}
+
+impl ser::SerializeStruct for StructEncoder<'_, '_> {
+    type Ok = ();
+    type Error = EncodeError;
+
+    #[inline]
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<()> {
+        self.field(key, value)
+    }
+
+    fn end(self) -> Result<()> {
+        self.finish()
+    }
+}
+
+impl ser::SerializeStructVariant for StructEncoder<'_, '_> {
+    type Ok = ();
+    type Error = EncodeError;
+
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<()> {
+        self.field(key, value)
+    }
+
+    fn end(self) -> Result<()> {
+        self.finish()
+    }
+}
+
+/// A sequence, tuple or map being written. With a known length the header
+/// is already written and the count is checked at the end; otherwise a
+/// 32-bit header is patched.
+pub(crate) struct SeqEncoder<'e, 'a> {
+    pub(super) enc: &'e mut Encoder<'a>,
+    pub(super) expected: Option<usize>,
+    pub(super) count: usize,
+    pub(super) header_at: usize,
+    /// Elements per entry (1, or 2 for a map's key and value).
+    pub(super) what: &'static str,
+}
+
+impl SeqEncoder<'_, '_> {
+    #[inline]
+    pub(super) fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.count += 1;
+        value.serialize(&mut *self.enc)
+    }
+
+    pub(super) fn finish(self, entries: usize) -> Result<()> {
+        match self.expected {
+            Some(expected) if expected != entries => {
+                return Err(EncodeError(format!(
+                    "a {} announced {expected} elements but wrote {entries}",
+                    self.what
+                )))
+            }
+            Some(_) => {}
+            None => {
+                let len = u32::try_from(entries).map_err(|_| TooLong(entries))?;
+                self.enc.out[self.header_at + 1..self.header_at + 5]
+                    .copy_from_slice(&len.to_be_bytes());
+            }
+        }
+        self.enc.leave();
+        Ok(())
+    }
+}
+
+impl ser::SerializeSeq for SeqEncoder<'_, '_> {
+    type Ok = ();
+    type Error = EncodeError;
+
+    #[inline]
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.element(value)
+    }
+
+    fn end(self) -> Result<()> {
+        let n = self.count;
+        self.finish(n)
+    }
+}
+
+impl ser::SerializeTuple for SeqEncoder<'_, '_> {
+    type Ok = ();
+    type Error = EncodeError;
+
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.element(value)
+    }
+
+    fn end(self) -> Result<()> {
+        let n = self.count;
+        self.finish(n)
+    }
+}
+
+impl ser::SerializeTupleStruct for SeqEncoder<'_, '_> {
+    type Ok = ();
+    type Error = EncodeError;
+
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.element(value)
+    }
+
+    fn end(self) -> Result<()> {
+        let n = self.count;
+        self.finish(n)
+    }
+}
+
+impl ser::SerializeTupleVariant for SeqEncoder<'_, '_> {
+    type Ok = ();
+    type Error = EncodeError;
+
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.element(value)
+    }
+
+    fn end(self) -> Result<()> {
+        // The shape reference counts as the first element.
+        let n = self.count;
+        self.finish(n)
+    }
+}
+
+impl ser::SerializeMap for SeqEncoder<'_, '_> {
+    type Ok = ();
+    type Error = EncodeError;
+
+    #[inline]
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<()> {
+        self.element(key)
+    }
+
+    #[inline]
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.element(value)
+    }
+
+    fn end(self) -> Result<()> {
+        if self.count % 2 != 0 {
+            return Err(EncodeError("a map key without a value".to_owned()));
+        }
+        let n = self.count / 2;
+        self.finish(n)
+    }
+}

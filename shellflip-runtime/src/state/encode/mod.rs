@@ -1,0 +1,344 @@
+//! The encoder: a serde `Serializer` writing MessagePack in which every
+//! value carries the marker of its *declared* type, and every struct and
+//! enum variant refers to an entry of a schema table built on the way.
+//!
+//! - Integers always use the fixed-width marker of their Rust type (`u8` is
+//!   `0xcc xx` even for 3), floats `0xca`/`0xcb`: the receiver sees what
+//!   the sender declared, not the smallest form of a value.
+//! - A struct is `[SHAPE(id), v1, v2, ...]`: positional, like an array, with
+//!   its field names once in the schema table. The shape of a struct type is
+//!   predicted from the last value of the same type (a pointer compare per
+//!   field); when a field list differs (`skip_serializing_if`) the
+//!   fixed-width reference is patched when the struct ends.
+//! - Enum variants are shapes too, so that they are matched by name.
+//! - `Some(v)` is `[SOME, v]`, `None` is nil; a newtype struct is its
+//!   content; a byte blob is one `bin` (one copy); a `char` is an
+//!   extension value of its own (a one-letter string is not a `char`).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::ser::{self, Serialize};
+
+use super::wire::{self, Shape, ShapeKind, TooLong};
+use super::MAX_STATE_DEPTH;
+use crate::fd;
+
+mod compound;
+mod serializer;
+
+pub(crate) use compound::*;
+
+/// An encoding error (turned into [`super::StateError::Encode`]).
+#[derive(Debug)]
+pub(crate) struct EncodeError(pub String);
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EncodeError {}
+
+impl ser::Error for EncodeError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        EncodeError(msg.to_string())
+    }
+}
+
+impl From<TooLong> for EncodeError {
+    fn from(e: TooLong) -> Self {
+        EncodeError(format!(
+            "a value of {} elements or bytes is longer than MessagePack allows (4 GiB)",
+            e.0
+        ))
+    }
+}
+
+pub(super) type Result<T> = std::result::Result<T, EncodeError>;
+
+/// `variant index` of a struct in the prediction cache.
+pub(super) const STRUCT_TAG: u32 = u32::MAX;
+pub(super) const CACHE_SLOTS: usize = 64;
+
+/// One slot of the prediction cache: the last shape used for a type name
+/// (by address) and variant index.
+/// The name is kept as its address, only ever compared.
+#[derive(Clone, Copy)]
+pub(super) struct Slot {
+    pub(super) name: usize,
+    pub(super) tag: u32,
+    pub(super) id: u32,
+}
+
+/// The schema table being built and the prediction cache.
+pub(crate) struct Schema {
+    pub(super) shapes: Vec<Shape<'static>>,
+    pub(super) ids: HashMap<Shape<'static>, u32>,
+    pub(super) cache: [Slot; CACHE_SLOTS],
+    /// Spare field lists, reused when a struct's shape is being built.
+    pub(super) spare: Vec<Vec<&'static str>>,
+}
+
+impl Default for Schema {
+    fn default() -> Self {
+        Schema {
+            shapes: Vec::new(),
+            ids: HashMap::new(),
+            cache: [Slot {
+                name: 0,
+                tag: 0,
+                id: u32::MAX,
+            }; CACHE_SLOTS],
+            spare: Vec::new(),
+        }
+    }
+}
+
+impl Schema {
+    /// The table, for the envelope.
+    pub(crate) fn shapes(&self) -> &[Shape<'static>] {
+        &self.shapes
+    }
+
+    #[inline]
+    pub(super) fn slot(name: &'static str, tag: u32) -> usize {
+        let addr = name.as_ptr() as usize;
+        ((addr >> 3) ^ (tag as usize).wrapping_mul(31)) % CACHE_SLOTS
+    }
+
+    #[inline]
+    pub(super) fn predict(&self, name: &'static str, tag: u32) -> Option<u32> {
+        let slot = self.cache[Self::slot(name, tag)];
+        (slot.name == name.as_ptr() as usize && slot.tag == tag && slot.id != u32::MAX)
+            .then_some(slot.id)
+    }
+
+    pub(super) fn remember(&mut self, name: &'static str, tag: u32, id: u32) {
+        self.cache[Self::slot(name, tag)] = Slot {
+            name: name.as_ptr() as usize,
+            tag,
+            id,
+        };
+    }
+
+    pub(super) fn intern(&mut self, shape: Shape<'static>) -> Result<u32> {
+        if let Some(&id) = self.ids.get(&shape) {
+            return Ok(id);
+        }
+        let id = u32::try_from(self.shapes.len())
+            .ok()
+            .filter(|&id| id != u32::MAX)
+            .ok_or_else(|| EncodeError("more than 4 billion struct shapes".to_owned()))?;
+        self.shapes.push(shape.clone());
+        self.ids.insert(shape, id);
+        Ok(id)
+    }
+
+    /// The id of a variant without fields (unit, newtype, tuple).
+    pub(super) fn variant(
+        &mut self,
+        kind: ShapeKind,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+    ) -> Result<u32> {
+        if let Some(id) = self.predict(name, index) {
+            let shape = &self.shapes[id as usize];
+            if shape.kind == kind && same(shape.variant, variant) {
+                return Ok(id);
+            }
+        }
+        let id = self.intern(Shape {
+            kind,
+            name,
+            variant,
+            fields: Vec::new(),
+        })?;
+        self.remember(name, index, id);
+        Ok(id)
+    }
+}
+
+/// Two field names are the same: usually the very same static string.
+#[inline]
+pub(super) fn same(a: &str, b: &str) -> bool {
+    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
+}
+
+/// The smallest step the output grows by.
+pub(super) const MIN_GROWTH: usize = 64 * 1024;
+
+/// The serializer. Appends to `out`, which it grows itself: by doubling,
+/// fallibly, never past `limit` bytes, and backed by huge pages once large
+/// (fewer page faults: writing the envelope of a large state is mostly
+/// faulting fresh memory in).
+pub(crate) struct Encoder<'a> {
+    pub out: &'a mut Vec<u8>,
+    pub schema: &'a mut Schema,
+    pub(super) depth: usize,
+    /// The most bytes `out` may hold.
+    pub(super) limit: usize,
+}
+
+impl<'a> Encoder<'a> {
+    pub(crate) fn new(out: &'a mut Vec<u8>, schema: &'a mut Schema, limit: usize) -> Self {
+        Encoder {
+            out,
+            schema,
+            depth: 0,
+            limit,
+        }
+    }
+
+    /// Appends `bytes`.
+    #[inline]
+    pub(super) fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.reserve(bytes.len())?;
+        self.out.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Makes room for `additional` bytes.
+    #[inline]
+    pub(super) fn reserve(&mut self, additional: usize) -> Result<()> {
+        if self.out.capacity() - self.out.len() < additional {
+            self.grow(additional)?;
+        }
+        Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    pub(super) fn grow(&mut self, additional: usize) -> Result<()> {
+        let len = self.out.len();
+        let needed = len
+            .checked_add(additional)
+            .filter(|&needed| needed <= self.limit)
+            .ok_or_else(|| {
+                EncodeError(format!(
+                    "the encoded state grows past {} bytes, the most a generation accepts (MAX_STATE_BYTES); keep less state, or hand the rest over another way (a file, a database)",
+                    self.limit
+                ))
+            })?;
+        let target = needed.max(
+            self.out
+                .capacity()
+                .saturating_mul(2)
+                .max(MIN_GROWTH)
+                .min(self.limit),
+        );
+        self.out.try_reserve_exact(target - len).map_err(|e| {
+            EncodeError(format!(
+                "could not allocate {target} bytes for the encoded state ({e}); the old generation lacks the memory to encode its state"
+            ))
+        })?;
+        fd::advise_huge_pages(self.out);
+        Ok(())
+    }
+
+    #[inline]
+    pub(super) fn enter(&mut self) -> Result<()> {
+        self.depth += 1;
+        if self.depth > MAX_STATE_DEPTH {
+            return Err(EncodeError(format!(
+                "the state is nested more than {MAX_STATE_DEPTH} levels deep (the depth limit), which the next generation would refuse"
+            )));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    pub(super) fn leave(&mut self) {
+        self.depth -= 1;
+    }
+
+    /// Writes a shape reference; returns where its id is, for patching.
+    #[inline]
+    pub(super) fn shape_ref(&mut self, id: u32) -> Result<usize> {
+        let [a, b, c, d] = id.to_be_bytes();
+        self.put(&[wire::FIXEXT4, wire::EXT_SHAPE, a, b, c, d])?;
+        Ok(self.out.len() - 4)
+    }
+
+    /// Writes an array header.
+    #[inline]
+    pub(super) fn array_len(&mut self, len: usize) -> Result<()> {
+        self.reserve(5)?;
+        Ok(wire::write_array_len(self.out, len)?)
+    }
+
+    /// Starts a struct or struct variant: the array header and a shape
+    /// reference predicted from the last value of the same type.
+    pub(super) fn begin_struct<'e>(
+        &'e mut self,
+        kind: ShapeKind,
+        name: &'static str,
+        tag: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<StructEncoder<'e, 'a>> {
+        self.enter()?;
+        self.array_len(len + 1)?;
+        let predicted = self.schema.predict(name, tag).filter(|&id| {
+            let shape = &self.schema.shapes[id as usize];
+            shape.kind == kind && same(shape.variant, variant)
+        });
+        let id_at = self.shape_ref(predicted.unwrap_or(0))?;
+        let building = match predicted {
+            Some(_) => None,
+            None => Some(self.schema.spare.pop().unwrap_or_default()),
+        };
+        Ok(StructEncoder {
+            enc: self,
+            kind,
+            name,
+            tag,
+            variant,
+            predicted: predicted.unwrap_or(0),
+            building,
+            index: 0,
+            len,
+            id_at,
+        })
+    }
+}
+
+/// A struct (or struct variant) being written.
+impl<'e, 'a> Encoder<'a> {
+    pub(super) fn begin_seq(
+        &'e mut self,
+        len: Option<usize>,
+        map: bool,
+        what: &'static str,
+    ) -> Result<SeqEncoder<'e, 'a>> {
+        self.enter()?;
+        self.reserve(5)?;
+        let header_at = self.out.len();
+        match (len, map) {
+            (Some(len), false) => wire::write_array_len(self.out, len)?,
+            (Some(len), true) => wire::write_map_len(self.out, len)?,
+            (None, false) => self.out.extend_from_slice(&[wire::ARRAY32, 0, 0, 0, 0]),
+            (None, true) => self.out.extend_from_slice(&[wire::MAP32, 0, 0, 0, 0]),
+        }
+        Ok(SeqEncoder {
+            enc: self,
+            expected: len,
+            count: 0,
+            header_at,
+            what,
+        })
+    }
+}
+
+impl Encoder<'_> {
+    /// A marker and a big-endian value, in one write.
+    #[inline]
+    pub(super) fn scalar<const N: usize>(&mut self, marker: u8, value: [u8; N]) -> Result<()> {
+        self.reserve(N + 1)?;
+        self.out.push(marker);
+        self.out.extend_from_slice(&value);
+        Ok(())
+    }
+}

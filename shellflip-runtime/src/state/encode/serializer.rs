@@ -1,0 +1,220 @@
+//! The `Serializer` impl: each serde data model type as the wire writes it.
+
+use super::*;
+
+impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
+    type Ok = ();
+    type Error = EncodeError;
+    type SerializeSeq = SeqEncoder<'e, 'a>;
+    type SerializeTuple = SeqEncoder<'e, 'a>;
+    type SerializeTupleStruct = SeqEncoder<'e, 'a>;
+    type SerializeTupleVariant = SeqEncoder<'e, 'a>;
+    type SerializeMap = SeqEncoder<'e, 'a>;
+    type SerializeStruct = StructEncoder<'e, 'a>;
+    type SerializeStructVariant = StructEncoder<'e, 'a>;
+
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+
+    #[inline]
+    fn serialize_bool(self, v: bool) -> Result<()> {
+        self.put(&[if v { wire::TRUE } else { wire::FALSE }])
+    }
+
+    #[inline]
+    fn serialize_i8(self, v: i8) -> Result<()> {
+        self.put(&[wire::I8, v as u8])
+    }
+
+    #[inline]
+    fn serialize_i16(self, v: i16) -> Result<()> {
+        self.scalar(wire::I16, v.to_be_bytes())
+    }
+
+    #[inline]
+    fn serialize_i32(self, v: i32) -> Result<()> {
+        self.scalar(wire::I32, v.to_be_bytes())
+    }
+
+    #[inline]
+    fn serialize_i64(self, v: i64) -> Result<()> {
+        self.scalar(wire::I64, v.to_be_bytes())
+    }
+
+    fn serialize_i128(self, v: i128) -> Result<()> {
+        self.put(&[wire::FIXEXT16, wire::EXT_I128])?;
+        self.put(&v.to_be_bytes())
+    }
+
+    #[inline]
+    fn serialize_u8(self, v: u8) -> Result<()> {
+        self.put(&[wire::U8, v])
+    }
+
+    #[inline]
+    fn serialize_u16(self, v: u16) -> Result<()> {
+        self.scalar(wire::U16, v.to_be_bytes())
+    }
+
+    #[inline]
+    fn serialize_u32(self, v: u32) -> Result<()> {
+        self.scalar(wire::U32, v.to_be_bytes())
+    }
+
+    #[inline]
+    fn serialize_u64(self, v: u64) -> Result<()> {
+        self.scalar(wire::U64, v.to_be_bytes())
+    }
+
+    fn serialize_u128(self, v: u128) -> Result<()> {
+        self.put(&[wire::FIXEXT16, wire::EXT_U128])?;
+        self.put(&v.to_be_bytes())
+    }
+
+    #[inline]
+    fn serialize_f32(self, v: f32) -> Result<()> {
+        self.scalar(wire::F32, v.to_be_bytes())
+    }
+
+    #[inline]
+    fn serialize_f64(self, v: f64) -> Result<()> {
+        self.scalar(wire::F64, v.to_be_bytes())
+    }
+
+    fn serialize_char(self, v: char) -> Result<()> {
+        let [a, b, c, d] = u32::from(v).to_be_bytes();
+        self.put(&[wire::FIXEXT4, wire::EXT_CHAR, a, b, c, d])
+    }
+
+    #[inline]
+    fn serialize_str(self, v: &str) -> Result<()> {
+        self.reserve(v.len().saturating_add(5))?;
+        Ok(wire::write_str(self.out, v)?)
+    }
+
+    #[inline]
+    fn serialize_bytes(self, v: &[u8]) -> Result<()> {
+        self.reserve(v.len().saturating_add(5))?;
+        Ok(wire::write_bin(self.out, v)?)
+    }
+
+    #[inline]
+    fn serialize_none(self) -> Result<()> {
+        self.put(&[wire::NIL])
+    }
+
+    #[inline]
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<()> {
+        self.enter()?;
+        self.put(&[0x92, wire::FIXEXT1, wire::EXT_SOME, 0])?;
+        value.serialize(&mut *self)?;
+        self.leave();
+        Ok(())
+    }
+
+    fn serialize_unit(self) -> Result<()> {
+        self.put(&[wire::NIL])
+    }
+
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<()> {
+        self.put(&[wire::NIL])
+    }
+
+    fn serialize_unit_variant(
+        self,
+        name: &'static str,
+        variant_index: u32,
+        variant: &'static str,
+    ) -> Result<()> {
+        let id = self
+            .schema
+            .variant(ShapeKind::UnitVariant, name, variant_index, variant)?;
+        self.shape_ref(id)?;
+        Ok(())
+    }
+
+    #[inline]
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<()> {
+        value.serialize(self)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        variant_index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<()> {
+        let id = self
+            .schema
+            .variant(ShapeKind::NewtypeVariant, name, variant_index, variant)?;
+        self.enter()?;
+        self.put(&[0x92])?;
+        self.shape_ref(id)?;
+        value.serialize(&mut *self)?;
+        self.leave();
+        Ok(())
+    }
+
+    fn serialize_seq(self, len: Option<usize>) -> Result<Self::SerializeSeq> {
+        self.begin_seq(len, false, "sequence")
+    }
+
+    fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple> {
+        self.begin_seq(Some(len), false, "tuple")
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeTupleStruct> {
+        self.begin_seq(Some(len), false, "tuple struct")
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        name: &'static str,
+        variant_index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeTupleVariant> {
+        let id = self
+            .schema
+            .variant(ShapeKind::TupleVariant, name, variant_index, variant)?;
+        self.enter()?;
+        self.array_len(len + 1)?;
+        self.shape_ref(id)?;
+        Ok(SeqEncoder {
+            enc: self,
+            expected: Some(len),
+            count: 0,
+            header_at: 0,
+            what: "tuple variant",
+        })
+    }
+
+    fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap> {
+        self.begin_seq(len, true, "map")
+    }
+
+    #[inline]
+    fn serialize_struct(self, name: &'static str, len: usize) -> Result<Self::SerializeStruct> {
+        self.begin_struct(ShapeKind::Struct, name, STRUCT_TAG, "", len)
+    }
+
+    fn serialize_struct_variant(
+        self,
+        name: &'static str,
+        variant_index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeStructVariant> {
+        self.begin_struct(ShapeKind::StructVariant, name, variant_index, variant, len)
+    }
+}
