@@ -1383,6 +1383,29 @@ fn a_state_over_the_cap_is_refused_before_sending_naming_its_size() {
 }
 
 #[test]
+fn a_small_state_takes_a_small_buffer() {
+    // A connection's state, encoded once per connection handed over.
+    #[derive(Serialize, Deserialize)]
+    struct Session {
+        id: u64,
+        count: u64,
+    }
+    let mut out = Vec::new();
+    encode_envelope_into(
+        &Data::<Session>(Session { id: 1, count: 2 }),
+        &mut StateFds::default(),
+        &mut out,
+    )
+    .unwrap();
+    assert!(out.len() < 100, "{} bytes", out.len());
+    assert!(
+        out.capacity() <= 1024,
+        "a buffer of {} bytes",
+        out.capacity()
+    );
+}
+
+#[test]
 fn a_large_blob_round_trips_through_huge_page_buffers() {
     #[derive(Serialize, Deserialize, PartialEq, Debug)]
     struct Blobs {

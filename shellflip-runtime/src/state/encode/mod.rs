@@ -167,8 +167,11 @@ pub(super) fn same(a: &str, b: &str) -> bool {
     (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
 }
 
-/// The smallest step the output grows by.
-pub(super) const MIN_GROWTH: usize = 64 * 1024;
+/// The smallest step the output grows by. Small: a connection handed over
+/// encodes its own small state, and 10,000 of them at once must not each
+/// hold a large buffer (64 KiB each made 640 MB and doubled the hand-over's
+/// time); doubling from there reaches large sizes in a few steps.
+pub(super) const MIN_GROWTH: usize = 256;
 
 /// The serializer. Appends to `out`, which it grows itself: by doubling,
 /// fallibly, never past `limit` bytes, and backed by huge pages once large
