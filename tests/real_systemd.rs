@@ -2,8 +2,9 @@
 //! namespaces (`shellflip_testkit::machine`), with the unit files of
 //! docs/systemd.md: start, reloads under load, a failing reload, a stop
 //! with a held connection, socket activation by name, the new generation
-//! killed while the old one drains (systemd restarts the service), and
-//! listeners kept in the fd store across a crash.
+//! killed while the old one drains (systemd restarts the service), the
+//! new generation killed during its probation (MainPID back to the old
+//! one), and listeners kept in the fd store across a crash.
 //!
 //! Needs root, `unshare`, `nsenter`, `ip`, systemd and cgroup2 (skipped
 //! with a message otherwise; `.ci/run` installs what a fresh Debian
@@ -220,6 +221,61 @@ fn the_new_generation_killed_during_the_old_ones_drain_is_restarted_by_systemd()
     assert_eq!(exchange(addr, "back").unwrap().pid, third);
     eprintln!(
         "new generation {new} killed during {old}'s drain: NRestarts={restarts}, MainPID {third}"
+    );
+}
+
+/// A new generation that dies during its probation (SIGKILLed by systemd
+/// itself, as `MainPID` then names it) under load: the old generation takes
+/// the service back and tells systemd (`MAINPID=` the old pid, `READY=1`,
+/// the reason in `StatusText`). The unit stays active without a restart,
+/// and from then on every connection is served by the old generation.
+#[test]
+fn a_new_generation_killed_during_its_probation_hands_mainpid_back() {
+    let unit = echo_unit("").replace("SHELLFLIP_PROBATION=200ms", "SHELLFLIP_PROBATION=60s");
+    let Some(machine) = boot(&[("echo.service", &unit)]) else {
+        return;
+    };
+    let addr = SocketAddr::from(ADDR);
+    machine.systemctl_ok(&["start", "echo.service"]);
+    let old = machine.main_pid("echo.service");
+    let load = Load::start(addr, 4, 1_000_000, EVENT_TIMEOUT);
+    wait_until("load on the old generation", EVENT_TIMEOUT, || {
+        load.count_from(old) > 8
+    });
+    machine.systemctl_ok(&["reload", "echo.service"]);
+    let new = machine.main_pid("echo.service");
+    assert_ne!(new, old);
+    machine.systemctl_ok(&[
+        "kill",
+        "--kill-whom=main",
+        "--signal=SIGKILL",
+        "echo.service",
+    ]);
+    machine.wait_show("echo.service", "MainPID", EVENT_TIMEOUT, |p| {
+        p == old.to_string()
+    });
+    let status = machine.show("echo.service", "StatusText");
+    assert!(
+        status.contains("during its probation; rolled back"),
+        "StatusText={status}\n{}",
+        logs(&machine)
+    );
+    assert_eq!(machine.show("echo.service", "ActiveState"), "active");
+    assert_eq!(machine.show("echo.service", "NRestarts"), "0");
+    let during = load.stop();
+    // Only the connections the killed process held may have failed.
+    let after = Load::start(addr, 4, 50, EVENT_TIMEOUT);
+    let seen = after.seen.clone();
+    after.stop().assert_no_failures(&logs(&machine));
+    assert!(
+        seen.lock().unwrap().iter().all(|g| g.pid == old),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    eprintln!(
+        "new generation {new} killed during its probation: MainPID back to {old}, StatusText={status}; {} exchanges under load, {} failed (held by the killed process)",
+        during.ok,
+        during.failures.len()
     );
 }
 
