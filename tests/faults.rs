@@ -286,7 +286,12 @@ fn control_socket_abuse_is_answered_or_refused() {
     // mode were opened up by mistake.
     std::fs::set_permissions(service.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&service.control, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let out = std::process::Command::new(cli_binary())
+    // The CLI from a place that user can reach: the build's own directory
+    // may not be (a checkout under a 0700 directory, as `mktemp -d` makes).
+    let cli_for_nobody = service.dir.path().join("shellflip");
+    std::fs::copy(cli_binary(), &cli_for_nobody).unwrap();
+    std::fs::set_permissions(&cli_for_nobody, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(&cli_for_nobody)
         .arg("status")
         .arg(&service.control)
         .uid(65534)
