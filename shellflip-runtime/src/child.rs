@@ -250,12 +250,20 @@ impl PredecessorLink {
 
     /// Writes as much of `message` as the socket takes without waiting;
     /// returns the bytes left to send (none, unless the buffer is full).
+    ///
+    /// A plain non-blocking `write(2)`, not Tokio's `try_write`: a socket
+    /// just registered with the runtime reads as not writable until the
+    /// reactor has polled it once, and READY would wait for that for
+    /// nothing.
     fn try_send(&self, message: &ChildMessage) -> io::Result<Vec<u8>> {
         let bytes = channel::encode_child_message(message)?;
-        match self.writer.try_write(&bytes) {
-            Ok(n) => Ok(bytes[n..].to_vec()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(bytes),
-            Err(e) => Err(e),
+        loop {
+            return match nix::unistd::write(self.writer.as_ref(), &bytes) {
+                Ok(n) => Ok(bytes[n..].to_vec()),
+                Err(nix::errno::Errno::EAGAIN) => Ok(bytes),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => Err(e.into()),
+            };
         }
     }
 
@@ -263,8 +271,24 @@ impl PredecessorLink {
         self.send(&channel::encode_child_message(message)?).await
     }
 
-    async fn send(&self, mut bytes: &[u8]) -> io::Result<()> {
+    /// Sends `bytes`, one whole message, after what is left of the READY
+    /// report: a report that follows READY (an Unhealthy report, answers
+    /// about connections) never overtakes it or cuts into it on the wire.
+    async fn send(&self, bytes: &[u8]) -> io::Result<()> {
         let _one = self.sending.lock().await;
+        let ready_rest = match &mut *lock(&self.ready) {
+            ReadyReport::Started { rest } => std::mem::take(rest),
+            _ => Vec::new(),
+        };
+        if let Err(e) = self.write_all(&ready_rest).await {
+            *lock(&self.ready) = ReadyReport::Failed(e.to_string());
+            return Err(e);
+        }
+        self.write_all(bytes).await
+    }
+
+    /// Writes all of `bytes`; the caller holds `sending`.
+    async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
         while !bytes.is_empty() {
             self.writer.writable().await?;
             match self.writer.try_write(bytes) {
@@ -357,6 +381,81 @@ async fn watch_predecessor(
                 "the previous generation closed the channel without handing over and is still running: it gave this restart up (see its log for why); exiting"
             );
             abandoned.cancel();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready() -> ChildMessage {
+        ChildMessage::Ready {
+            state: None,
+            connection_batches: true,
+        }
+    }
+
+    /// The link on one end of a socketpair, the previous generation's end
+    /// as a Tokio stream.
+    fn linked() -> (LinkParts, UnixStream) {
+        let (ours, theirs) = StdUnixStream::pair().unwrap();
+        let parts = PredecessorLink::start(ours, 0, None).unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        (parts, UnixStream::from_std(theirs).unwrap())
+    }
+
+    async fn next(theirs: &UnixStream) -> ChildMessage {
+        channel::read_child_message(theirs).await.unwrap().unwrap()
+    }
+
+    /// READY goes out from `ready()` at once, before the runtime has polled
+    /// the new socket even once.
+    #[tokio::test]
+    async fn ready_is_written_at_once_on_a_socket_just_registered() {
+        let (parts, theirs) = linked();
+        parts.link.report_ready_now(|| ());
+        assert!(
+            matches!(&*lock(&parts.link.ready), ReadyReport::Started { rest } if rest.is_empty()),
+            "READY was left for later: {:?}",
+            lock(&parts.link.ready)
+        );
+        assert_eq!(next(&theirs).await, ready());
+        assert_eq!(parts.link.finish_ready_report(|| ()).await, Ok(true));
+    }
+
+    /// What `ready()` could not write at once goes before a report that
+    /// follows it, whole: the previous generation reads READY, then
+    /// Unhealthy (it once read Unhealthy first, as a failure to start).
+    #[tokio::test]
+    async fn a_report_after_ready_never_overtakes_it() {
+        let bytes = channel::encode_child_message(&ready()).unwrap();
+        for written in [0, 3] {
+            let (parts, theirs) = linked();
+            // As if the socket had taken only `written` bytes of READY.
+            nix::unistd::write(parts.link.writer.as_ref(), &bytes[..written]).unwrap();
+            *lock(&parts.link.ready) = ReadyReport::Started {
+                rest: bytes[written..].to_vec(),
+            };
+            parts
+                .link
+                .report_unhealthy("the warm-up check failed".to_owned())
+                .await
+                .unwrap();
+            assert_eq!(
+                next(&theirs).await,
+                ready(),
+                "{written} bytes written first"
+            );
+            assert_eq!(
+                next(&theirs).await,
+                ChildMessage::Unhealthy {
+                    reason: "the warm-up check failed".to_owned()
+                }
+            );
+            // The supervisor's end of the report: already told, nothing more
+            // is sent.
+            assert_eq!(parts.link.finish_ready_report(|| ()).await, Ok(true));
         }
     }
 }
