@@ -289,7 +289,7 @@ fn control_socket_abuse_is_answered_or_refused() {
     // The CLI from a place that user can reach: the build's own directory
     // may not be (a checkout under a 0700 directory, as `mktemp -d` makes).
     let cli_for_nobody = service.dir.path().join("shellflip");
-    std::fs::copy(cli_binary(), &cli_for_nobody).unwrap();
+    copy_executable(&cli_binary(), &cli_for_nobody).unwrap();
     std::fs::set_permissions(&cli_for_nobody, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = std::process::Command::new(&cli_for_nobody)
         .arg("status")
@@ -468,7 +468,7 @@ fn the_cli_shows_and_waits_for_pids_across_pid_namespaces() {
     become_subreaper();
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("echo");
-    std::fs::copy(example_binary("echo"), &exe).unwrap();
+    copy_executable(&example_binary("echo"), &exe).unwrap();
     let control = dir.path().join("control.sock");
     // PID 1 inside is a keeper (sleep) that outlives the generations; the
     // service is its child.

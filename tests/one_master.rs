@@ -75,7 +75,7 @@ fn a_wrapper_without_exec_is_killed_whole_at_the_ready_timeout() {
     let service = start_faulty(&[], &[("SHELLFLIP_READY_TIMEOUT", "1s")]);
     let old = service.current;
     let real = service.dir.path().join("faulty.real");
-    std::fs::copy(example_binary("faulty"), &real).unwrap();
+    copy_executable(&example_binary("faulty"), &real).unwrap();
     service.replace_with_script(&format!(
         "#!/bin/sh\n\"{}\" \"$@\" --fault slow-init=3000\necho wrapper done\n",
         real.display()

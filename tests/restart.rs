@@ -115,7 +115,7 @@ fn the_child_failure_message_reaches_the_initiator() {
     // environment of the script) fails with its own message.
     let exe = echo.exe.display().to_string();
     let real = echo.dir.path().join("echo.real");
-    std::fs::copy(&echo.exe, &real).unwrap();
+    copy_executable(&echo.exe, &real).unwrap();
     echo.replace_with_script(&format!(
         "#!/bin/sh\nexec {} --listen 256.0.0.1:1 --control {}\n",
         real.display(),

@@ -351,7 +351,7 @@ fn ids_are_never_given_twice_across_a_slow_restart() {
     ];
     let mut service = Echo::start_in(dir, &example_binary("ids"), &args, &[]);
     let real = service.dir.path().join("ids.real");
-    std::fs::copy(example_binary("ids"), &real).unwrap();
+    copy_executable(&example_binary("ids"), &real).unwrap();
     service.replace_with_script(&format!(
         "#!/bin/sh\nexec \"{}\" \"$@\" --slow-init-ms 800\n",
         real.display()

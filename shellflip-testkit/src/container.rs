@@ -135,7 +135,8 @@ impl Container {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("create a temp dir: {e}"));
         let name = binary.file_name().unwrap_or_else(|| panic!("no file name"));
         let exe = dir.path().join(name);
-        std::fs::copy(binary, &exe).unwrap_or_else(|e| panic!("copy {}: {e}", binary.display()));
+        crate::process::copy_executable(binary, &exe)
+            .unwrap_or_else(|e| panic!("copy {}: {e}", binary.display()));
         let control = dir.path().join("control.sock");
         let mut args: Vec<OsString> = ["--pid", "--fork", "--kill-child", "--mount-proc"]
             .iter()

@@ -122,7 +122,7 @@ impl Echo {
             .file_name()
             .unwrap_or_else(|| panic!("{} has no file name", binary.display()));
         let exe = dir.path().join(name);
-        std::fs::copy(binary, &exe)
+        crate::process::copy_executable(binary, &exe)
             .unwrap_or_else(|e| panic!("copy {} to {}: {e}", binary.display(), exe.display()));
         let control = dir.path().join("control.sock");
         let mut cmd = Command::new(&exe);
@@ -279,7 +279,7 @@ impl Echo {
     pub fn replace_with_binary(&self, binary: &Path) {
         let tmp = self.dir.path().join("echo.new");
         let deploy = || -> std::io::Result<()> {
-            std::fs::copy(binary, &tmp)?;
+            crate::process::copy_executable(binary, &tmp)?;
             std::fs::rename(&tmp, &self.exe)
         };
         deploy().unwrap_or_else(|e| {
@@ -367,7 +367,7 @@ pub fn deploy_fault(service: &Echo, fault: &str) {
     let real = service.dir.path().join("faulty.real");
     if !real.exists() {
         let faulty = example_binary("faulty");
-        std::fs::copy(&faulty, &real)
+        crate::process::copy_executable(&faulty, &real)
             .unwrap_or_else(|e| panic!("copy {} to {}: {e}", faulty.display(), real.display()));
     }
     service.replace_with_script(&format!(

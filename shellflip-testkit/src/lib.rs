@@ -73,8 +73,8 @@ pub mod prelude {
     };
     pub use crate::load::{ClientReport, Load};
     pub use crate::process::{
-        become_subreaper, children_of, is_alive, kill_pid, parent_of, reap_exited_spawners,
-        spawn_retrying_busy, spawner_of, wait_exit, zombies_of,
+        become_subreaper, children_of, copy_executable, is_alive, kill_pid, parent_of,
+        reap_exited_spawners, spawn_retrying_busy, spawner_of, wait_exit, zombies_of,
     };
     pub use crate::proto::{parse_greeting, parse_ready, Greeting, Ready};
     pub use crate::wait::{wait_until, EVENT_TIMEOUT};

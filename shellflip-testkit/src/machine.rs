@@ -225,7 +225,7 @@ exec unshare --pid --fork --kill-child --mount --uts --cgroup --net --mount-proc
     /// If the copy fails.
     pub fn install(&self, binary: &Path, name: &str) -> String {
         let to = self.dir.path().join("bin").join(name);
-        std::fs::copy(binary, &to)
+        crate::process::copy_executable(binary, &to)
             .unwrap_or_else(|e| panic!("copy {} to {}: {e}", binary.display(), to.display()));
         format!("{INSIDE}/bin/{name}")
     }
@@ -239,7 +239,8 @@ exec unshare --pid --fork --kill-child --mount --uts --cgroup --net --mount-proc
     pub fn deploy(&self, binary: &Path, name: &str) {
         let bin = self.dir.path().join("bin");
         let temp = bin.join(format!(".{name}.new"));
-        std::fs::copy(binary, &temp).unwrap_or_else(|e| panic!("copy {}: {e}", binary.display()));
+        crate::process::copy_executable(binary, &temp)
+            .unwrap_or_else(|e| panic!("copy {}: {e}", binary.display()));
         std::fs::rename(&temp, bin.join(name)).unwrap_or_else(|e| panic!("rename: {e}"));
     }
 
