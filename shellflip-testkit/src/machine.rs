@@ -183,13 +183,22 @@ exec unshare --pid --fork --kill-child --mount --uts --cgroup --net --mount-proc
             }
             if machine.pid == 0 {
                 // The child of the inner unshare: PID 1 of a new namespace
-                // (not a `mount` of the first stage).
+                // (not a `mount` of the first stage). A child whose
+                // namespace cannot be read has exited (a short-lived
+                // command of the first stage): not it.
                 let ours = std::fs::read_link("/proc/self/ns/pid").ok();
                 machine.pid = children_of(unshare_pid)
                     .into_iter()
                     .map(|(pid, _, _)| pid)
-                    .find(|pid| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok() != ours)
+                    .find(|pid| {
+                        std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+                            .is_ok_and(|ns| Some(ns) != ours)
+                    })
                     .unwrap_or(0);
+            }
+            if machine.pid != 0 && !crate::process::is_alive(machine.pid) {
+                // Gone (it was not PID 1 of the machine after all): look again.
+                machine.pid = 0;
             }
             if machine.pid != 0 {
                 let state = machine.systemctl(&["is-system-running"]);
