@@ -327,13 +327,21 @@ fn start_activated_with(socket: &impl AsRawFd) -> (std::process::ExitStatus, Str
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // SAFETY: between fork and exec, only dup2 (async-signal-safe) of a
-    // descriptor the parent keeps open until spawn returns.
+    // SAFETY: between fork and exec, only dup2 or fcntl (async-signal-safe)
+    // on a descriptor the parent keeps open until spawn returns.
     unsafe {
         command.pre_exec(move || {
             if raw != 3 {
                 let new = nix::unistd::dup2_raw(BorrowedFd::borrow_raw(raw), 3)?;
                 std::mem::forget(new);
+            } else {
+                // Already at 3 (the test process had few descriptors open):
+                // dup2 would change nothing, so clear its close-on-exec
+                // flag, or the service would find 3 closed.
+                nix::fcntl::fcntl(
+                    BorrowedFd::borrow_raw(raw),
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                )?;
             }
             Ok(())
         });
