@@ -71,7 +71,7 @@ pub mod prelude {
         is_accepted, wait_accepted, wait_stderr, ClientKind, HttpLoad, HttpReport, RawHttp,
         RawResponse,
     };
-    pub use crate::load::{ClientReport, Load};
+    pub use crate::load::{ClientReport, CpuContention, Load};
     pub use crate::process::{
         become_subreaper, children_of, copy_executable, is_alive, kill_pid, parent_of,
         reap_exited_spawners, spawn_retrying_busy, spawner_of, wait_exit, zombies_of,

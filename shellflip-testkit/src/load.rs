@@ -1,5 +1,7 @@
 //! Load: concurrent clients looping on [`exchange`] until stopped, bounded
-//! in count and in time, and what they saw.
+//! in count and in time, and what they saw; and [`CpuContention`], threads
+//! that keep the CPUs busy so that a race shows on a quiet machine as it
+//! would on a loaded one.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +20,44 @@ pub struct Load {
     /// The greeting of every successful exchange so far, in no particular
     /// order across clients.
     pub seen: Arc<Mutex<Vec<Greeting>>>,
+}
+
+/// Threads spinning on the CPUs until dropped, or for at most a given time:
+/// the service's threads are then preempted at any point, as on a busy CI
+/// machine, which makes an ordering race show in a test on a quiet machine.
+#[derive(Debug)]
+pub struct CpuContention {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl CpuContention {
+    /// Starts `threads` spinning threads, each stopping by itself after
+    /// `at_most`.
+    pub fn start(threads: usize, at_most: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let until = Instant::now() + at_most;
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        CpuContention { stop, threads }
+    }
+}
+
+impl Drop for CpuContention {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// What the clients of a [`Load`] did.

@@ -149,27 +149,10 @@ impl Supervisor {
             // starts.
             let encode = encode_state_for_handover(generation);
             let outcome = parent::restart(&spawner, &launch, plan, encode, abort).await;
-            match (&outcome, reply) {
-                (Ok(next), Some(reply)) => {
-                    // The initiator hears of a success from here, a hop
-                    // sooner than through the supervisor, but only once
-                    // the outcome is queued for it: any request the
-                    // initiator sends next is handled after the outcome.
-                    let response = Response::Restarted(RestartSuccess {
-                        pid: next.pid,
-                        generation: next.generation,
-                        duration_ms: timing::ms(started.elapsed()),
-                        state: next.state_report.clone(),
-                    });
-                    let _ = outcome_tx.send((outcome, None)).await;
-                    let _ = reply.send(response);
-                }
-                // A failure is answered by the supervisor, after it has
-                // rewritten the pid file and told systemd.
-                (_, reply) => {
-                    let _ = outcome_tx.send((outcome, reply)).await;
-                }
-            }
+            // The supervisor answers the initiator: a success once this
+            // generation takes no new work, a failure once the pid file and
+            // systemd are set right again.
+            let _ = outcome_tx.send((outcome, reply)).await;
         });
     }
 
@@ -232,10 +215,21 @@ impl Supervisor {
                     probation = %humantime::format_duration(self.limits.probation),
                     "restart succeeded; the new generation is on probation"
                 );
-                // (The restart task answered the initiator; `reply` is set
-                // only for a failure.)
-                drop(reply);
+                let answer = Response::Restarted(RestartSuccess {
+                    pid: next.pid,
+                    generation: next.generation,
+                    duration_ms: ms(elapsed),
+                    state: next.state_report.clone(),
+                });
                 self.begin_probation(next).await;
+                // Only now: this generation accepts no connection and no
+                // control request any more, so whatever the initiator sends
+                // once answered reaches the new generation (answered
+                // sooner, a request or a connection could still be taken
+                // here, and be refused or drained with this generation).
+                if let Some(reply) = reply {
+                    let _ = reply.send(answer);
+                }
             }
             Err(error) => {
                 tracing::error!(
