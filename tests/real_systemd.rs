@@ -374,6 +374,32 @@ fn listeners_in_the_fd_store_survive_a_crash() {
     );
 }
 
+/// `SHELLFLIP_KEEPER=1`, a stop right after a reload, while the new
+/// generation is on probation: the new generation (the keeper's main pid)
+/// exits before the old one released its spawner, so the spawner reaps it,
+/// not the keeper; the spawner reports its status to the keeper, and the
+/// unit ends with `Result=success` (it ended `exit-code` in 2 of 6 such
+/// stops before the report existed). Eight rounds.
+#[test]
+fn a_keeper_stopped_during_a_probation_reports_the_real_exit() {
+    let unit = echo_unit("Environment=SHELLFLIP_KEEPER=1");
+    let Some(machine) = boot(&[("echo.service", &unit)]) else {
+        return;
+    };
+    for round in 1..=8 {
+        machine.systemctl_ok(&["start", "echo.service"]);
+        machine.systemctl_ok(&["reload", "echo.service"]);
+        machine.systemctl_ok(&["stop", "echo.service"]);
+        assert_eq!(
+            machine.show("echo.service", "Result"),
+            "success",
+            "round {round}: ExecMainStatus={}; echo.log:\n{}",
+            machine.show("echo.service", "ExecMainStatus"),
+            machine.file("echo.log")
+        );
+    }
+}
+
 /// `SHELLFLIP_KEEPER=1` under systemd: the keeper is the unit's main
 /// process for good and passes the generations' notifications on without
 /// `MAINPID=`: the start completes on READY, a reload switches the serving

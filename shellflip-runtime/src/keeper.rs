@@ -31,8 +31,11 @@
 //!   generation still draining finishes its drain; anything else stops),
 //!   waits for it up to the drain timeout plus [`EXIT_MARGIN`], kills what
 //!   still runs, reaps everything and exits with the last main pid's exit
-//!   code (128 + the signal number if a signal killed it; 1 if it was not
-//!   the keeper's child, so the keeper could not learn its status).
+//!   code (128 + the signal number if a signal killed it). A main pid that
+//!   exits before its spawner is reaped by that spawner, which reports its
+//!   status to the keeper ([`EXIT_REPORT`]); a spawner that exits first
+//!   leaves it to the keeper, the subreaper. Only if neither happens (the
+//!   spawner killed between the two) is the code 1.
 //!
 //! It is not a supervisor: it never restarts a crashed service. That is
 //! the container runtime's job (`restart: always`, a Deployment).
@@ -259,6 +262,9 @@ struct Keeper {
     main: Main,
     /// The exit code of the main pid once it exited (`None`: running).
     main_exit: Option<u8>,
+    /// False while `main_exit` is a stand-in (1): the main pid exited but
+    /// another process reaped it, and its spawner's report has not come.
+    main_exit_known: bool,
     drain_timeout: Duration,
     me: u32,
 }
@@ -277,6 +283,7 @@ impl Keeper {
             setup,
             main: Main::new(first.as_raw() as u32),
             main_exit: None,
+            main_exit_known: false,
             drain_timeout,
             me: std::process::id(),
         }
@@ -305,9 +312,11 @@ impl Keeper {
                 break;
             }
         }
-        let code = self.main_exit.unwrap_or(1);
         self.finish();
-        code
+        // A spawner that reaped the main pid reported its status before it
+        // exited: it is in the socket by now.
+        self.take_exit_reports();
+        self.main_exit.unwrap_or(1)
     }
 
     /// Waits for a signal, a notification or the main pid's exit.
@@ -357,7 +366,10 @@ impl Keeper {
             // did, and its status is lost to us.
             self.reap();
             if self.main_exit.is_none() {
+                // Its spawner reaped it: 1 until the spawner's report of
+                // its status comes (`EXIT_REPORT`).
                 self.main_exit = Some(1);
+                self.main_exit_known = false;
             }
         }
     }
@@ -423,8 +435,36 @@ impl Keeper {
     }
 
     fn reaped(&mut self, pid: Pid, code: u8) {
-        if pid.as_raw() as u32 == self.main.pid && self.main_exit.is_none() {
+        // Also after the exit was seen: a spawner that exits before it
+        // reaped the main pid leaves it to this keeper (the subreaper).
+        if pid.as_raw() as u32 == self.main.pid && !self.main_exit_known {
             self.main_exit = Some(code);
+            self.main_exit_known = true;
+        }
+    }
+
+    /// A spawner's report that it reaped `pid` with exit `code`: the main
+    /// pid's status, when the main pid was not this keeper's child.
+    fn exit_reported(&mut self, pid: u32, code: u8) {
+        if pid == self.main.pid && !self.main_exit_known {
+            self.main_exit = Some(code);
+            self.main_exit_known = true;
+        }
+    }
+
+    /// Reads what is queued on the notify socket for exit reports only
+    /// (the service is over: nothing is passed on any more).
+    fn take_exit_reports(&mut self) {
+        let mut buf = [0u8; 512];
+        let me = nix::unistd::geteuid().as_raw();
+        while let Ok(datagram) = fd::recv_datagram(self.setup.socket.as_fd(), &mut buf) {
+            if !matches!(datagram.sender, Some((_, uid)) if uid == 0 || uid == me) {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&buf[..datagram.len]).into_owned();
+            for (pid, code) in text.lines().filter_map(parse_exit_report) {
+                self.exit_reported(pid, code);
+            }
         }
     }
 
@@ -439,14 +479,23 @@ impl Keeper {
                     continue;
                 }
             };
-            let Some((sender, _uid)) = datagram.sender else {
+            let Some((sender, uid)) = datagram.sender else {
                 continue;
             };
+            let text = String::from_utf8_lossy(&buf[..datagram.len]).into_owned();
+            if let Some((pid, code)) = text.lines().find_map(parse_exit_report) {
+                // From a spawner, which may have exited since it sent it
+                // (so it is no longer seen as a process of the service):
+                // taken from this user (or root) alone.
+                if uid == 0 || uid == nix::unistd::geteuid().as_raw() {
+                    self.exit_reported(pid, code);
+                }
+                continue;
+            }
             if sender <= 0 || !self.is_ours(sender as u32) {
                 eprintln!("shellflip keeper: ignored a notification from pid {sender}, which is not a process of this service");
                 continue;
             }
-            let text = String::from_utf8_lossy(&buf[..datagram.len]).into_owned();
             let mut passed_on = String::new();
             for line in text.lines() {
                 match line.strip_prefix("MAINPID=") {
@@ -482,6 +531,7 @@ impl Keeper {
         }
         self.main = Main::new(pid);
         self.main_exit = None;
+        self.main_exit_known = false;
     }
 
     /// True when `pid` is this keeper's descendant (walking up `/proc`).
@@ -544,9 +594,8 @@ impl Keeper {
                 self.read_signals();
             }
             if events.notify {
-                // Drained, never acted on: the service is over.
-                let mut buf = [0u8; 512];
-                while fd::recv_datagram(self.setup.socket.as_fd(), &mut buf).is_ok() {}
+                // The service is over: only exit reports are acted on.
+                self.take_exit_reports();
             }
             self.reap();
         }
@@ -557,6 +606,49 @@ impl Keeper {
             self.reap();
         }
     }
+}
+
+/// The line a spawner sends to the keeper's notify socket when it reaped a
+/// generation: `X_SHELLFLIP_EXITED=<pid> <code>`, the code as the keeper
+/// reports it (128 + the signal number for a signal). A generation the
+/// keeper follows as the main pid may be reaped by its spawner instead of
+/// the keeper (it exits before its spawner does: stopped during its
+/// probation, say); the keeper learns its status from this. Never passed on.
+pub(crate) const EXIT_REPORT: &str = "X_SHELLFLIP_EXITED=";
+
+/// The prefix of the keeper's notify socket name, as the service sees it
+/// in `NOTIFY_SOCKET`.
+const SOCKET_PREFIX: &str = "@shellflip-keeper/";
+
+/// Tells the keeper, if this process runs under one, that `pid` was
+/// reaped with `wait_status` (as `waitpid` returned it, raw). Best effort:
+/// without the report the keeper exits 1 for a main pid it could not reap.
+pub(crate) fn report_exit(pid: u32, wait_status: i32) {
+    let Some(value) = std::env::var_os(ENV_NOTIFY_SOCKET) else {
+        return;
+    };
+    if !value.to_string_lossy().starts_with(SOCKET_PREFIX) {
+        return;
+    }
+    let Ok(target) = systemd::parse_notify_socket(&value) else {
+        return;
+    };
+    let code = if libc::WIFSIGNALED(wait_status) {
+        128u8.saturating_add(libc::WTERMSIG(wait_status) as u8)
+    } else {
+        (libc::WEXITSTATUS(wait_status) & 0xff) as u8
+    };
+    let _ = systemd::send_datagram(
+        &target,
+        format!("{EXIT_REPORT}{pid} {code}\n").as_bytes(),
+        &[],
+    );
+}
+
+/// `(pid, code)` from an [`EXIT_REPORT`] line.
+fn parse_exit_report(line: &str) -> Option<(u32, u8)> {
+    let (pid, code) = line.strip_prefix(EXIT_REPORT)?.trim().split_once(' ')?;
+    Some((pid.parse().ok()?, code.parse().ok()?))
 }
 
 /// The parent of `pid`, from `/proc/<pid>/stat`.
@@ -579,6 +671,17 @@ mod tests {
             Some(nix::unistd::getppid().as_raw() as u32)
         );
         assert_eq!(parent_of(u32::MAX), None);
+    }
+
+    #[test]
+    fn exit_reports_are_parsed() {
+        assert_eq!(parse_exit_report("X_SHELLFLIP_EXITED=42 0"), Some((42, 0)));
+        assert_eq!(
+            parse_exit_report("X_SHELLFLIP_EXITED=7 143"),
+            Some((7, 143))
+        );
+        assert_eq!(parse_exit_report("X_SHELLFLIP_EXITED=7"), None);
+        assert_eq!(parse_exit_report("READY=1"), None);
     }
 
     #[test]

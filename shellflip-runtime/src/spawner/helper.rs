@@ -170,5 +170,9 @@ async fn spawn_and_watch(
         }
         _ => None,
     };
+    if let Some(status) = wait_status {
+        // Under a keeper, this may have been the service's main pid.
+        crate::keeper::report_exit(pid, status);
+    }
     let _ = events.send(Event::Exited { pid, wait_status });
 }
