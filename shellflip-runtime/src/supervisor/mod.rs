@@ -146,6 +146,10 @@ pub(crate) struct Supervisor {
     /// While a successor is on probation: cancelling it ends the probation
     /// at once, as passed.
     probation: Option<CancellationToken>,
+    /// A stop was asked during the successor's probation: carried out even
+    /// if the probation ends in a rollback (the successor, stopped by the
+    /// same signal, exited meanwhile).
+    stop_after_probation: bool,
     /// Older generations still draining.
     older: DrainingGenerations,
     predecessor_drains: Option<mpsc::UnboundedReceiver<Draining>>,
@@ -193,6 +197,7 @@ impl Supervisor {
             successor: None,
             handed_to: None,
             probation: None,
+            stop_after_probation: false,
             older: DrainingGenerations::new(parts.draining),
             predecessor_drains: parts.predecessor_drains,
             signals: parts.signals,
@@ -470,6 +475,7 @@ impl Supervisor {
             // The successor is the service already (for systemd too): this
             // generation ends its hold as if the probation had passed.
             tracing::info!("stop asked during the successor's probation: handing over at once");
+            self.stop_after_probation = true;
             if let Some(cut_short) = &self.probation {
                 cut_short.cancel();
             }

@@ -306,6 +306,12 @@ impl Supervisor {
                 .await;
             }
         }
+        if std::mem::take(&mut self.stop_after_probation) && self.phase == Phase::Serving {
+            // Rolled back after a stop was asked: the stop still holds
+            // (the successor most likely exited of the same SIGTERM).
+            tracing::info!("a stop was asked during the probation: this generation stops too");
+            self.begin_stop().await;
+        }
     }
 
     /// Hands over for good: the new generation takes over (restart
