@@ -33,32 +33,31 @@
 //!   still runs, reaps everything and exits with the last main pid's exit
 //!   code (128 + the signal number if a signal killed it). A main pid that
 //!   exits before its spawner is reaped by that spawner, which reports its
-//!   status to the keeper ([`EXIT_REPORT`]); a spawner that exits first
+//!   status to the keeper (`X_SHELLFLIP_EXITED=`, see `notify`); a spawner that exits first
 //!   leaves it to the keeper, the subreaper. Only if neither happens (the
 //!   spawner killed between the two) is the code 1.
 //!
 //! It is not a supervisor: it never restarts a crashed service. That is
 //! the container runtime's job (`restart: always`, a Deployment).
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+mod notify;
+
+pub(crate) use notify::report_exit;
+use notify::{parse_exit_report, Setup};
+
 use crate::config::{Config, ConfigError, KeeperMode, ENV_KEEPER};
 use crate::fd::{self, Forked};
-use crate::systemd::{self, NotifyTarget, ENV_LISTEN_PID, ENV_NOTIFY_SOCKET};
+use crate::systemd;
 
 /// The signals the keeper passes on to the current main pid.
 const FORWARDED: [Signal; 7] = [
@@ -161,83 +160,6 @@ fn parent_is_minimal_init() -> bool {
     std::fs::read_to_string(format!("/proc/{parent}/comm"))
         .map(|comm| MINIMAL_INITS.contains(&comm.trim()))
         .unwrap_or(false)
-}
-
-/// What the keeper opens before it forks generation 1.
-struct Setup {
-    /// The signal mask before the keeper blocked its signals.
-    old_mask: SigSet,
-    signals: SignalFd,
-    /// The private notify socket (abstract, SO_PASSCRED).
-    socket: UnixDatagram,
-    /// Its abstract name.
-    name: String,
-    /// The service manager's notify socket, if the keeper runs under one.
-    upstream: Option<NotifyTarget>,
-}
-
-impl Setup {
-    fn new() -> std::io::Result<Setup> {
-        let upstream = std::env::var_os(ENV_NOTIFY_SOCKET)
-            .and_then(|value| systemd::parse_notify_socket(&value).ok());
-        let mut mask = SigSet::empty();
-        for signal in FORWARDED {
-            mask.add(signal);
-        }
-        mask.add(Signal::SIGCHLD);
-        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-            .map_err(std::io::Error::from)?;
-        let old_mask = mask
-            .thread_swap_mask(SigmaskHow::SIG_BLOCK)
-            .map_err(std::io::Error::from)?;
-        let name = format!(
-            "shellflip-keeper/{}/{:016x}",
-            std::process::id(),
-            RandomState::new().build_hasher().finish()
-        );
-        let bound = SocketAddr::from_abstract_name(name.as_bytes())
-            .and_then(|address| UnixDatagram::bind_addr(&address))
-            .and_then(|socket| {
-                socket.set_nonblocking(true)?;
-                setsockopt(&socket, sockopt::PassCred, &true).map_err(std::io::Error::from)?;
-                Ok(socket)
-            });
-        let socket = match bound {
-            Ok(socket) => socket,
-            Err(e) => {
-                let _ = old_mask.thread_set_mask();
-                return Err(e);
-            }
-        };
-        // Orphans of the service are re-parented here, not to the init
-        // above (a no-op for PID 1, which gets them anyway).
-        let _ = nix::sys::prctl::set_child_subreaper(true);
-        Ok(Setup {
-            old_mask,
-            signals,
-            socket,
-            name,
-            upstream,
-        })
-    }
-
-    fn restore_mask(&self) {
-        let _ = self.old_mask.thread_set_mask();
-    }
-
-    /// In generation 1 (the forked copy): closes the keeper's descriptors,
-    /// restores the signal mask, and points the service at the keeper.
-    fn into_service(self, keeper_pid: u32) {
-        self.restore_mask();
-        let name = self.name.clone();
-        drop(self);
-        std::env::set_var(ENV_NOTIFY_SOCKET, format!("@{name}"));
-        // Socket activation meant for the keeper is this process's now.
-        if std::env::var(ENV_LISTEN_PID).ok().as_deref() == Some(&keeper_pid.to_string()) {
-            std::env::set_var(ENV_LISTEN_PID, std::process::id().to_string());
-        }
-        std::env::remove_var(ENV_KEEPER);
-    }
 }
 
 /// The process the keeper follows: the service's main process.
@@ -608,49 +530,6 @@ impl Keeper {
     }
 }
 
-/// The line a spawner sends to the keeper's notify socket when it reaped a
-/// generation: `X_SHELLFLIP_EXITED=<pid> <code>`, the code as the keeper
-/// reports it (128 + the signal number for a signal). A generation the
-/// keeper follows as the main pid may be reaped by its spawner instead of
-/// the keeper (it exits before its spawner does: stopped during its
-/// probation, say); the keeper learns its status from this. Never passed on.
-pub(crate) const EXIT_REPORT: &str = "X_SHELLFLIP_EXITED=";
-
-/// The prefix of the keeper's notify socket name, as the service sees it
-/// in `NOTIFY_SOCKET`.
-const SOCKET_PREFIX: &str = "@shellflip-keeper/";
-
-/// Tells the keeper, if this process runs under one, that `pid` was
-/// reaped with `wait_status` (as `waitpid` returned it, raw). Best effort:
-/// without the report the keeper exits 1 for a main pid it could not reap.
-pub(crate) fn report_exit(pid: u32, wait_status: i32) {
-    let Some(value) = std::env::var_os(ENV_NOTIFY_SOCKET) else {
-        return;
-    };
-    if !value.to_string_lossy().starts_with(SOCKET_PREFIX) {
-        return;
-    }
-    let Ok(target) = systemd::parse_notify_socket(&value) else {
-        return;
-    };
-    let code = if libc::WIFSIGNALED(wait_status) {
-        128u8.saturating_add(libc::WTERMSIG(wait_status) as u8)
-    } else {
-        (libc::WEXITSTATUS(wait_status) & 0xff) as u8
-    };
-    let _ = systemd::send_datagram(
-        &target,
-        format!("{EXIT_REPORT}{pid} {code}\n").as_bytes(),
-        &[],
-    );
-}
-
-/// `(pid, code)` from an [`EXIT_REPORT`] line.
-fn parse_exit_report(line: &str) -> Option<(u32, u8)> {
-    let (pid, code) = line.strip_prefix(EXIT_REPORT)?.trim().split_once(' ')?;
-    Some((pid.parse().ok()?, code.parse().ok()?))
-}
-
 /// The parent of `pid`, from `/proc/<pid>/stat`.
 fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -671,17 +550,6 @@ mod tests {
             Some(nix::unistd::getppid().as_raw() as u32)
         );
         assert_eq!(parent_of(u32::MAX), None);
-    }
-
-    #[test]
-    fn exit_reports_are_parsed() {
-        assert_eq!(parse_exit_report("X_SHELLFLIP_EXITED=42 0"), Some((42, 0)));
-        assert_eq!(
-            parse_exit_report("X_SHELLFLIP_EXITED=7 143"),
-            Some((7, 143))
-        );
-        assert_eq!(parse_exit_report("X_SHELLFLIP_EXITED=7"), None);
-        assert_eq!(parse_exit_report("READY=1"), None);
     }
 
     #[test]
