@@ -52,8 +52,8 @@ use nix::unistd::Pid;
 
 mod notify;
 
-pub(crate) use notify::report_exit;
-use notify::{parse_exit_report, Setup};
+pub(crate) use notify::{exit_code, report_exit};
+use notify::{is_trusted_reporter, parse_exit_report, Setup};
 
 use crate::config::{Config, ConfigError, KeeperMode, ENV_KEEPER};
 use crate::fd::{self, Forked};
@@ -289,7 +289,7 @@ impl Keeper {
             self.reap();
             if self.main_exit.is_none() {
                 // Its spawner reaped it: 1 until the spawner's report of
-                // its status comes (`EXIT_REPORT`).
+                // its status comes (`X_SHELLFLIP_EXITED=`).
                 self.main_exit = Some(1);
                 self.main_exit_known = false;
             }
@@ -344,14 +344,12 @@ impl Keeper {
     fn reap(&mut self) {
         loop {
             match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => {
-                    self.reaped(pid, (code & 0xff) as u8);
-                }
-                Ok(WaitStatus::Signaled(pid, signal, _)) => {
-                    self.reaped(pid, 128u8.saturating_add(signal as i32 as u8));
-                }
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(_) => {}
+                Ok(status) => {
+                    if let (Some(pid), Some(code)) = (status.pid(), exit_code(&status)) {
+                        self.reaped(pid, code);
+                    }
+                }
             }
         }
     }
@@ -378,9 +376,11 @@ impl Keeper {
     /// (the service is over: nothing is passed on any more).
     fn take_exit_reports(&mut self) {
         let mut buf = [0u8; 512];
-        let me = nix::unistd::geteuid().as_raw();
         while let Ok(datagram) = fd::recv_datagram(self.setup.socket.as_fd(), &mut buf) {
-            if !matches!(datagram.sender, Some((_, uid)) if uid == 0 || uid == me) {
+            if !datagram
+                .sender
+                .is_some_and(|(_, uid)| is_trusted_reporter(uid))
+            {
                 continue;
             }
             let text = String::from_utf8_lossy(&buf[..datagram.len]).into_owned();
@@ -406,10 +406,7 @@ impl Keeper {
             };
             let text = String::from_utf8_lossy(&buf[..datagram.len]).into_owned();
             if let Some((pid, code)) = text.lines().find_map(parse_exit_report) {
-                // From a spawner, which may have exited since it sent it
-                // (so it is no longer seen as a process of the service):
-                // taken from this user (or root) alone.
-                if uid == 0 || uid == nix::unistd::geteuid().as_raw() {
+                if is_trusted_reporter(uid) {
                     self.exit_reported(pid, code);
                 }
                 continue;

@@ -9,6 +9,7 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::wait::WaitStatus;
 
 use super::FORWARDED;
 use crate::config::ENV_KEEPER;
@@ -103,10 +104,20 @@ pub(crate) const EXIT_REPORT: &str = "X_SHELLFLIP_EXITED=";
 /// in `NOTIFY_SOCKET`.
 const SOCKET_PREFIX: &str = "@shellflip-keeper/";
 
+/// The exit code the keeper reports for a process that ended with
+/// `status`: its own code, or 128 + the signal number for a signal.
+pub(crate) fn exit_code(status: &WaitStatus) -> Option<u8> {
+    match *status {
+        WaitStatus::Exited(_, code) => Some((code & 0xff) as u8),
+        WaitStatus::Signaled(_, signal, _) => Some(128u8.saturating_add(signal as i32 as u8)),
+        _ => None,
+    }
+}
+
 /// Tells the keeper, if this process runs under one, that `pid` was
-/// reaped with `wait_status` (as `waitpid` returned it, raw). Best effort:
-/// without the report the keeper exits 1 for a main pid it could not reap.
-pub(crate) fn report_exit(pid: u32, wait_status: i32) {
+/// reaped with exit `code` (see [`exit_code`]). Best effort: without the
+/// report the keeper exits 1 for a main pid it could not reap.
+pub(crate) fn report_exit(pid: u32, code: u8) {
     let Some(value) = std::env::var_os(ENV_NOTIFY_SOCKET) else {
         return;
     };
@@ -116,16 +127,18 @@ pub(crate) fn report_exit(pid: u32, wait_status: i32) {
     let Ok(target) = systemd::parse_notify_socket(&value) else {
         return;
     };
-    let code = if libc::WIFSIGNALED(wait_status) {
-        128u8.saturating_add(libc::WTERMSIG(wait_status) as u8)
-    } else {
-        (libc::WEXITSTATUS(wait_status) & 0xff) as u8
-    };
     let _ = systemd::send_datagram(
         &target,
         format!("{EXIT_REPORT}{pid} {code}\n").as_bytes(),
         &[],
     );
+}
+
+/// True for a report's sender `uid` the keeper believes: its own user or
+/// root (a spawner may have exited since it sent the report, so it cannot
+/// be checked as a process of the service).
+pub(super) fn is_trusted_reporter(uid: u32) -> bool {
+    uid == 0 || uid == nix::unistd::geteuid().as_raw()
 }
 
 /// `(pid, code)` from an [`EXIT_REPORT`] line.

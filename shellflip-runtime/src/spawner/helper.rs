@@ -163,16 +163,17 @@ async fn spawn_and_watch(
     let _ = events.send(Event::Spawned { pid });
     // Not reaped before this: the pid cannot be reused meanwhile.
     ExitWatch::new(pid).exited().await;
-    let wait_status = match waitpid(Pid::from_raw(pid as i32), None) {
+    let waited = waitpid(Pid::from_raw(pid as i32), None);
+    let wait_status = match waited {
         Ok(WaitStatus::Exited(_, code)) => Some(code << 8),
         Ok(WaitStatus::Signaled(_, signal, core)) => {
             Some(signal as i32 | if core { 0x80 } else { 0 })
         }
         _ => None,
     };
-    if let Some(status) = wait_status {
+    if let Some(code) = waited.as_ref().ok().and_then(crate::keeper::exit_code) {
         // Under a keeper, this may have been the service's main pid.
-        crate::keeper::report_exit(pid, status);
+        crate::keeper::report_exit(pid, code);
     }
     let _ = events.send(Event::Exited { pid, wait_status });
 }
