@@ -182,13 +182,35 @@ impl Main {
 struct Keeper {
     setup: Setup,
     main: Main,
-    /// The exit code of the main pid once it exited (`None`: running).
-    main_exit: Option<u8>,
-    /// False while `main_exit` is a stand-in (1): the main pid exited but
-    /// another process reaped it, and its spawner's report has not come.
-    main_exit_known: bool,
+    main_exit: MainExit,
     drain_timeout: Duration,
     me: u32,
+}
+
+/// What the keeper knows of the main pid's end.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MainExit {
+    Running,
+    /// Exited, reaped by another process (its spawner), whose report of
+    /// the status (`X_SHELLFLIP_EXITED=`) has not come.
+    Unreported,
+    /// Exited with this code.
+    Code(u8),
+}
+
+impl MainExit {
+    fn has_exited(self) -> bool {
+        self != MainExit::Running
+    }
+
+    /// The keeper's own exit code: the main pid's, or 1 when it is not
+    /// known.
+    fn code(self) -> u8 {
+        match self {
+            MainExit::Code(code) => code,
+            MainExit::Running | MainExit::Unreported => 1,
+        }
+    }
 }
 
 /// What one wait of the loop saw.
@@ -204,8 +226,7 @@ impl Keeper {
         Keeper {
             setup,
             main: Main::new(first.as_raw() as u32),
-            main_exit: None,
-            main_exit_known: false,
+            main_exit: MainExit::Running,
             drain_timeout,
             me: std::process::id(),
         }
@@ -215,14 +236,14 @@ impl Keeper {
     fn run(mut self) -> u8 {
         loop {
             // Serving: until the main pid exits.
-            while self.main_exit.is_none() {
+            while !self.main_exit.has_exited() {
                 let events = self.wait(None);
                 self.handle(&events);
             }
             // The main pid is gone: does another generation take the
             // service back?
             let deadline = Instant::now() + ROLLBACK_WINDOW;
-            while self.main_exit.is_some() && self.has_children() {
+            while self.main_exit.has_exited() && self.has_children() {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
@@ -230,7 +251,7 @@ impl Keeper {
                 let events = self.wait(Some(left));
                 self.handle(&events);
             }
-            if self.main_exit.is_some() {
+            if self.main_exit.has_exited() {
                 break;
             }
         }
@@ -238,7 +259,7 @@ impl Keeper {
         // A spawner that reaped the main pid reported its status before it
         // exited: it is in the socket by now.
         self.take_exit_reports();
-        self.main_exit.unwrap_or(1)
+        self.main_exit.code()
     }
 
     /// Waits for a signal, a notification or the main pid's exit.
@@ -247,7 +268,7 @@ impl Keeper {
             PollFd::new(self.setup.signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(self.setup.socket.as_fd(), PollFlags::POLLIN),
         ];
-        if let (None, Some(pidfd)) = (self.main_exit, &self.main.pidfd) {
+        if let (MainExit::Running, Some(pidfd)) = (self.main_exit, &self.main.pidfd) {
             fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
         }
         let millis = timeout.map_or(-1, |t| {
@@ -287,11 +308,9 @@ impl Keeper {
             // Reap it if it is our child; otherwise its parent (a spawner)
             // did, and its status is lost to us.
             self.reap();
-            if self.main_exit.is_none() {
-                // Its spawner reaped it: 1 until the spawner's report of
-                // its status comes (`X_SHELLFLIP_EXITED=`).
-                self.main_exit = Some(1);
-                self.main_exit_known = false;
+            if self.main_exit == MainExit::Running {
+                // Its spawner reaped it and reports its status.
+                self.main_exit = MainExit::Unreported;
             }
         }
     }
@@ -303,7 +322,7 @@ impl Keeper {
                     let number = info.ssi_signo as i32;
                     if number == Signal::SIGCHLD as i32 {
                         self.reap();
-                    } else if self.main_exit.is_none() {
+                    } else if !self.main_exit.has_exited() {
                         self.forward(number);
                     } else {
                         // The service is ending: pass it on to everything
@@ -347,29 +366,35 @@ impl Keeper {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(status) => {
                     if let (Some(pid), Some(code)) = (status.pid(), exit_code(&status)) {
-                        self.reaped(pid, code);
+                        self.exit_learned(pid.as_raw() as u32, code);
                     }
                 }
             }
         }
     }
 
-    fn reaped(&mut self, pid: Pid, code: u8) {
-        // Also after the exit was seen: a spawner that exits before it
-        // reaped the main pid leaves it to this keeper (the subreaper).
-        if pid.as_raw() as u32 == self.main.pid && !self.main_exit_known {
-            self.main_exit = Some(code);
-            self.main_exit_known = true;
+    /// `pid` ended with exit `code`: reaped by this keeper, or by a spawner
+    /// that reported it. Taken also after the exit was seen: a spawner that
+    /// exits before it reaped the main pid leaves it to this keeper (the
+    /// subreaper).
+    fn exit_learned(&mut self, pid: u32, code: u8) {
+        if pid == self.main.pid && !matches!(self.main_exit, MainExit::Code(_)) {
+            self.main_exit = MainExit::Code(code);
         }
     }
 
-    /// A spawner's report that it reaped `pid` with exit `code`: the main
-    /// pid's status, when the main pid was not this keeper's child.
-    fn exit_reported(&mut self, pid: u32, code: u8) {
-        if pid == self.main.pid && !self.main_exit_known {
-            self.main_exit = Some(code);
-            self.main_exit_known = true;
+    /// Applies the exit reports in a datagram from `uid` if the keeper
+    /// believes that sender; true if the datagram held any (such a datagram
+    /// is never passed on).
+    fn exit_reports_in(&mut self, uid: u32, text: &str) -> bool {
+        let mut any = false;
+        for (pid, code) in text.lines().filter_map(parse_exit_report) {
+            any = true;
+            if is_trusted_reporter(uid) {
+                self.exit_learned(pid, code);
+            }
         }
+        any
     }
 
     /// Reads what is queued on the notify socket for exit reports only
@@ -377,15 +402,9 @@ impl Keeper {
     fn take_exit_reports(&mut self) {
         let mut buf = [0u8; 512];
         while let Ok(datagram) = fd::recv_datagram(self.setup.socket.as_fd(), &mut buf) {
-            if !datagram
-                .sender
-                .is_some_and(|(_, uid)| is_trusted_reporter(uid))
-            {
-                continue;
-            }
-            let text = String::from_utf8_lossy(&buf[..datagram.len]).into_owned();
-            for (pid, code) in text.lines().filter_map(parse_exit_report) {
-                self.exit_reported(pid, code);
+            if let Some((_, uid)) = datagram.sender {
+                let text = String::from_utf8_lossy(&buf[..datagram.len]).into_owned();
+                self.exit_reports_in(uid, &text);
             }
         }
     }
@@ -405,10 +424,7 @@ impl Keeper {
                 continue;
             };
             let text = String::from_utf8_lossy(&buf[..datagram.len]).into_owned();
-            if let Some((pid, code)) = text.lines().find_map(parse_exit_report) {
-                if is_trusted_reporter(uid) {
-                    self.exit_reported(pid, code);
-                }
+            if self.exit_reports_in(uid, &text) {
                 continue;
             }
             if sender <= 0 || !self.is_ours(sender as u32) {
@@ -441,7 +457,7 @@ impl Keeper {
         let Ok(pid) = pid.parse::<u32>() else {
             return;
         };
-        if pid == self.main.pid && self.main_exit.is_none() {
+        if pid == self.main.pid && !self.main_exit.has_exited() {
             return;
         }
         if pid <= 1 || !self.is_ours(pid) {
@@ -449,8 +465,7 @@ impl Keeper {
             return;
         }
         self.main = Main::new(pid);
-        self.main_exit = None;
-        self.main_exit_known = false;
+        self.main_exit = MainExit::Running;
     }
 
     /// True when `pid` is this keeper's descendant (walking up `/proc`).
