@@ -149,14 +149,21 @@ fn uses_are_read_from_code_not_comments() {
 /// have: a module a reader can hold in their head.
 const MAX_MODULE_LINES: usize = 600;
 
-/// The lines of `source` before its unit tests (`#[cfg(test)]` followed by
-/// `mod tests`).
+/// True for a line that holds code: not blank, not only a comment.
+fn is_code(line: &str) -> bool {
+    let line = line.trim();
+    !line.is_empty() && !line.starts_with("//")
+}
+
+/// The lines of code of `source` (blank lines and comments do not count)
+/// before its unit tests (`#[cfg(test)]` followed by `mod tests`).
 fn code_lines(source: &str) -> usize {
     let lines: Vec<&str> = source.lines().collect();
-    lines
+    let end = lines
         .windows(2)
         .position(|pair| pair[0].trim() == "#[cfg(test)]" && pair[1].starts_with("mod tests"))
-        .unwrap_or(lines.len())
+        .unwrap_or(lines.len());
+    lines[..end].iter().filter(|line| is_code(line)).count()
 }
 
 #[test]
@@ -175,9 +182,97 @@ fn no_module_is_longer_than_600_lines_of_code() {
     );
 }
 
+/// The most lines of code one function may have: a function a reader can
+/// take in at once.
+const MAX_FUNCTION_LINES: usize = 80;
+
+/// The functions of `source` (outside `#[cfg(test)]` modules) with their
+/// lines of code, counted as [`code_lines`] does.
+fn function_lengths(source: &str) -> Vec<(String, usize)> {
+    use syn::visit::Visit;
+
+    struct Functions<'a> {
+        lines: Vec<&'a str>,
+        found: Vec<(String, usize)>,
+    }
+
+    impl Functions<'_> {
+        fn record(&mut self, name: String, span: proc_macro2::Span) {
+            let (start, end) = (span.start().line, span.end().line);
+            let code = self.lines[start - 1..end]
+                .iter()
+                .filter(|line| is_code(line))
+                .count();
+            self.found.push((name, code));
+        }
+    }
+
+    impl<'ast> Visit<'ast> for Functions<'_> {
+        fn visit_item_mod(&mut self, module: &'ast syn::ItemMod) {
+            let is_test = module.attrs.iter().any(|attr| {
+                attr.path().is_ident("cfg")
+                    && attr
+                        .parse_args::<syn::Ident>()
+                        .is_ok_and(|ident| ident == "test")
+            });
+            if !is_test {
+                syn::visit::visit_item_mod(self, module);
+            }
+        }
+
+        fn visit_item_fn(&mut self, item: &'ast syn::ItemFn) {
+            self.record(
+                item.sig.ident.to_string(),
+                syn::spanned::Spanned::span(item),
+            );
+            syn::visit::visit_item_fn(self, item);
+        }
+
+        fn visit_impl_item_fn(&mut self, item: &'ast syn::ImplItemFn) {
+            self.record(
+                item.sig.ident.to_string(),
+                syn::spanned::Spanned::span(item),
+            );
+            syn::visit::visit_impl_item_fn(self, item);
+        }
+    }
+
+    let file = syn::parse_file(source).expect("a module that parses");
+    let mut functions = Functions {
+        lines: source.lines().collect(),
+        found: Vec::new(),
+    };
+    functions.visit_file(&file);
+    functions.found
+}
+
+#[test]
+fn no_function_is_longer_than_80_lines_of_code() {
+    let too_long: Vec<String> = module_files()
+        .iter()
+        .flat_map(|(module, path)| {
+            function_lengths(&std::fs::read_to_string(path).unwrap())
+                .into_iter()
+                .filter(|(_, lines)| *lines > MAX_FUNCTION_LINES)
+                .map(move |(name, lines)| format!("{module}::{name}: {lines} lines"))
+        })
+        .collect();
+    assert!(
+        too_long.is_empty(),
+        "split these functions (at most {MAX_FUNCTION_LINES} lines of code each):\n{}",
+        too_long.join("\n")
+    );
+}
+
+#[test]
+fn functions_are_measured_in_lines_of_code() {
+    let source = "fn a() {\n    // a comment\n\n    let x = 1;\n}\n\n#[cfg(test)]\nmod tests {\n    fn t() {}\n}\n";
+    assert_eq!(function_lengths(source), vec![("a".to_owned(), 3)]);
+}
+
 #[test]
 fn unit_tests_do_not_count_as_code() {
-    let source = "fn a() {}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn t() {}\n}\n";
-    assert_eq!(code_lines(source), 2);
+    let source = "fn a() {}\n\n// b\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn t() {}\n}\n";
+    assert_eq!(code_lines(source), 1);
     assert_eq!(code_lines("fn a() {}\nfn b() {}\n"), 2);
 }

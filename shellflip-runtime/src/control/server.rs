@@ -369,72 +369,14 @@ impl Connection {
             self.send(&mut stream, Response::error(message)).await;
             return;
         }
-        let timeout = self.options.request_timeout;
         let mut answered = 0u64;
         let mut next_wait = Some(first_wait);
         loop {
             let waiting = next_wait
                 .take()
                 .unwrap_or_else(|| WaitingForRequest::enter(&self.waiting));
-            let read = tokio::time::timeout(timeout, read_frame(&mut stream, MAX_FRAME_BYTES));
-            // The first request is always waited for, even when the
-            // generation stops accepting meanwhile: the client connected to
-            // this generation and is owed an answer. Between requests, a
-            // generation that stops accepting lets the client go.
-            let frame = tokio::select! {
-                biased;
-                () = waiting.pushed_out.cancelled() => None,
-                () = self.stop_accepting.cancelled(), if answered > 0 => {
-                    debug!("control socket: closing an idle connection; this generation stopped accepting");
-                    return;
-                }
-                frame = read => Some(frame),
-            };
-            drop(waiting);
-            let Some(frame) = frame else {
-                debug!("control socket: pushed out a connection waiting for a request");
-                answer_now(
-                    &stream,
-                    &format!(
-                        "too many control connections (at most {} at once): this one had waited \
-                         longest for a request and was closed to make room for a new one; send \
-                         the request right after connecting",
-                        self.options.max_connections
-                    ),
-                );
+            let Some(request) = self.next_request(&mut stream, waiting, answered > 0).await else {
                 return;
-            };
-            let payload = match frame {
-                Ok(Ok(payload)) => payload,
-                Ok(Err(error)) if error.is_closed() => return,
-                Ok(Err(FrameError::Io(error))) => {
-                    debug!(%error, "control socket: read failed");
-                    return;
-                }
-                Ok(Err(error)) => {
-                    warn!(%error, "control socket: bad request frame");
-                    let message = format!("request rejected: {error}");
-                    self.send(&mut stream, Response::error(message)).await;
-                    return;
-                }
-                Err(_elapsed) => {
-                    warn!("control socket: no complete request within {timeout:?}");
-                    let message = format!(
-                        "timed out: no complete request within {}; closing the connection",
-                        humantime::format_duration(timeout)
-                    );
-                    self.send(&mut stream, Response::error(message)).await;
-                    return;
-                }
-            };
-            let request = match decode_request(&payload) {
-                Ok(request) => request,
-                Err(error) => {
-                    warn!("control socket: {error}");
-                    self.send(&mut stream, Response::error(error.to_string()))
-                        .await;
-                    return;
-                }
             };
             debug!(?request, "control socket: request");
             let response = self.dispatch(request).await;
@@ -460,6 +402,75 @@ impl Connection {
             }
             answered += 1;
         }
+    }
+
+    /// The next request on the connection; `None` when the connection
+    /// ends (closed, pushed out, idle while this generation stops
+    /// accepting, or a bad or late request, which is answered with the
+    /// reason).
+    ///
+    /// The first request is always waited for, even when the generation
+    /// stops accepting meanwhile: the client connected to this generation
+    /// and is owed an answer. Between requests (`answered_before`), a
+    /// generation that stops accepting lets the client go.
+    async fn next_request(
+        &self,
+        stream: &mut UnixStream,
+        waiting: WaitingForRequest,
+        answered_before: bool,
+    ) -> Option<Request> {
+        let timeout = self.options.request_timeout;
+        let read = tokio::time::timeout(timeout, read_frame(&mut *stream, MAX_FRAME_BYTES));
+        let frame = tokio::select! {
+            biased;
+            () = waiting.pushed_out.cancelled() => None,
+            () = self.stop_accepting.cancelled(), if answered_before => {
+                debug!("control socket: closing an idle connection; this generation stopped accepting");
+                return None;
+            }
+            frame = read => Some(frame),
+        };
+        drop(waiting);
+        let Some(frame) = frame else {
+            debug!("control socket: pushed out a connection waiting for a request");
+            answer_now(
+                stream,
+                &format!(
+                    "too many control connections (at most {} at once): this one had waited \
+                     longest for a request and was closed to make room for a new one; send \
+                     the request right after connecting",
+                    self.options.max_connections
+                ),
+            );
+            return None;
+        };
+        let refusal = match frame {
+            Ok(Ok(payload)) => match decode_request(&payload) {
+                Ok(request) => return Some(request),
+                Err(error) => {
+                    warn!("control socket: {error}");
+                    error.to_string()
+                }
+            },
+            Ok(Err(error)) if error.is_closed() => return None,
+            Ok(Err(FrameError::Io(error))) => {
+                debug!(%error, "control socket: read failed");
+                return None;
+            }
+            Ok(Err(error)) => {
+                warn!(%error, "control socket: bad request frame");
+                format!("request rejected: {error}")
+            }
+            Err(_elapsed) => {
+                warn!("control socket: no complete request within {timeout:?}");
+                format!(
+                    "timed out: no complete request within {}; closing the connection",
+                    humantime::format_duration(timeout)
+                )
+            }
+        };
+        self.send(stream, Response::error(refusal)).await;
+        None
     }
 
     fn check_peer(&self, stream: &UnixStream) -> Result<(), String> {

@@ -115,17 +115,8 @@ pub(super) fn read_head<'de>(
         wire::NIL => Head::Nil,
         wire::FALSE => Head::Bool(false),
         wire::TRUE => Head::Bool(true),
-        wire::BIN8 => {
-            let len = usize::from(r.byte()?);
-            Head::Bin(r.take(len)?)
-        }
-        wire::BIN16 => {
-            let len = usize::from(r.u16()?);
-            Head::Bin(r.take(len)?)
-        }
-        wire::BIN32 => {
-            let len = r.u32()? as usize;
-            Head::Bin(r.take(len)?)
+        wire::BIN8 | wire::BIN16 | wire::BIN32 | wire::STR8 | wire::STR16 | wire::STR32 => {
+            read_sized(r, marker)?
         }
         wire::F32 => Head::F32(f32::from_be_bytes(r.array()?)),
         wire::F64 => Head::F64(f64::from_be_bytes(r.array()?)),
@@ -137,43 +128,7 @@ pub(super) fn read_head<'de>(
         wire::I16 => Head::I16(i16::from_be_bytes(r.array()?)),
         wire::I32 => Head::I32(i32::from_be_bytes(r.array()?)),
         wire::I64 => Head::I64(i64::from_be_bytes(r.array()?)),
-        wire::FIXEXT4 => {
-            let ty = r.byte()?;
-            let id = r.u32()?;
-            if ty == wire::EXT_CHAR {
-                return char::from_u32(id)
-                    .map(Head::Char)
-                    .ok_or_else(|| malformed(format!("{id:#x} is not a char")));
-            }
-            if ty != wire::EXT_SHAPE {
-                return Err(malformed(format!("unknown extension type {ty}")));
-            }
-            if shape(shapes, id)?.kind.is_container() {
-                return Err(malformed("a struct or variant reference outside its array"));
-            }
-            Head::Variant { shape: id, len: 0 }
-        }
-        wire::FIXEXT16 => {
-            let ty = r.byte()?;
-            let bytes: [u8; 16] = r.array()?;
-            match ty {
-                wire::EXT_U128 => Head::U128(u128::from_be_bytes(bytes)),
-                wire::EXT_I128 => Head::I128(i128::from_be_bytes(bytes)),
-                other => return Err(malformed(format!("unknown extension type {other}"))),
-            }
-        }
-        wire::STR8 => {
-            let len = usize::from(r.byte()?);
-            Head::Str(r.str_of_len(len)?)
-        }
-        wire::STR16 => {
-            let len = usize::from(r.u16()?);
-            Head::Str(r.str_of_len(len)?)
-        }
-        wire::STR32 => {
-            let len = r.u32()? as usize;
-            Head::Str(r.str_of_len(len)?)
-        }
+        wire::FIXEXT4 | wire::FIXEXT16 => read_ext(r, shapes, marker)?,
         wire::ARRAY16 => {
             let len = usize::from(r.u16()?);
             read_array(r, shapes, len)?
@@ -191,6 +146,51 @@ pub(super) fn read_head<'de>(
             )))
         }
     })
+}
+
+/// A string or a byte string whose length follows `marker` (8, 16 or 32
+/// bits).
+fn read_sized<'de>(r: &mut Reader<'de>, marker: u8) -> std::result::Result<Head<'de>, ReadError> {
+    let len = match marker {
+        wire::BIN8 | wire::STR8 => usize::from(r.byte()?),
+        wire::BIN16 | wire::STR16 => usize::from(r.u16()?),
+        _ => r.u32()? as usize,
+    };
+    Ok(match marker {
+        wire::BIN8 | wire::BIN16 | wire::BIN32 => Head::Bin(r.take(len)?),
+        _ => Head::Str(r.str_of_len(len)?),
+    })
+}
+
+/// An extension value (`marker`: FIXEXT4 or FIXEXT16): a char, a reference
+/// to a unit variant's shape, or a 128-bit integer.
+fn read_ext<'de>(
+    r: &mut Reader<'de>,
+    shapes: &[Shape<'de>],
+    marker: u8,
+) -> std::result::Result<Head<'de>, ReadError> {
+    let ty = r.byte()?;
+    if marker == wire::FIXEXT16 {
+        let bytes: [u8; 16] = r.array()?;
+        return match ty {
+            wire::EXT_U128 => Ok(Head::U128(u128::from_be_bytes(bytes))),
+            wire::EXT_I128 => Ok(Head::I128(i128::from_be_bytes(bytes))),
+            other => Err(malformed(format!("unknown extension type {other}"))),
+        };
+    }
+    let id = r.u32()?;
+    if ty == wire::EXT_CHAR {
+        return char::from_u32(id)
+            .map(Head::Char)
+            .ok_or_else(|| malformed(format!("{id:#x} is not a char")));
+    }
+    if ty != wire::EXT_SHAPE {
+        return Err(malformed(format!("unknown extension type {ty}")));
+    }
+    if shape(shapes, id)?.kind.is_container() {
+        return Err(malformed("a struct or variant reference outside its array"));
+    }
+    Ok(Head::Variant { shape: id, len: 0 })
 }
 
 /// An array of `len` elements: a struct, a container variant or `Some` when
