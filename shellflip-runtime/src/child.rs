@@ -5,21 +5,24 @@
 //!    generation.
 //! 2. [`receive`]: read the handover — the named descriptors and the encoded
 //!    state — before the Tokio runtime and the service's code exist.
-//! 3. If start-up fails, [`report_failure_blocking`] tells the previous
+//! 3. [`decode_state`]: the state, matched by field name, and the report of
+//!    what became of it (inside the runtime, before the service's code).
+//!    If start-up fails, [`report_failure_blocking`] tells the previous
 //!    generation why (it keeps serving and tells whoever asked).
 //! 4. Inside the runtime, a [`PredecessorLink`] carries the report: `ready()`
 //!    writes READY on the caller's thread at once ([`PredecessorLink::report_ready_now`]),
 //!    the supervisor finishes it ([`PredecessorLink::finish_ready_report`]);
 //!    a failure of `main` before `ready()` is reported with
 //!    [`PredecessorLink::report_failure`].
-//! 5. The link watches the channel. This generation takes over — answers
-//!    restart requests itself — when the previous one says `Commit` (it has
-//!    stopped accepting and told systemd), or when the channel closes and the
-//!    previous generation's process is really gone (it died). A channel
-//!    closed by a previous generation that is still alive means that it
-//!    gave this one up (the restart failed on its side, say at the ready
-//!    timeout): this generation is *abandoned* and must exit at once, or two
-//!    generations would serve.
+//! 5. The link watches the channel and tells the supervisor what the
+//!    previous generation does ([`FromPredecessor`]): it committed (this
+//!    generation is the service now), it was stopped during this one's
+//!    probation (the service stops), it died (this one takes over), or it
+//!    closed the channel while still alive (it gave this one up: this one
+//!    exits, or two generations would serve). A stop that reaches this
+//!    generation during its probation is reported back
+//!    ([`PredecessorLink::report_stopping`]), so that the previous one stops
+//!    too. What each means is the `machine`'s decision.
 
 use std::io::{self, Write};
 use std::os::fd::RawFd;
@@ -33,13 +36,17 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::{
-    self, ChildMessage, Draining, FromParent, ParentMessage, ParentReader, Received, StateReport,
-    ENV_HANDOVER_FD,
+    self, ChildMessage, Draining, FromParent, ParentMessage, ParentReader, Received, StateOffer,
+    StateReport, ENV_HANDOVER_FD,
 };
+use crate::config::StateMismatch;
 use crate::error::Error;
 use crate::fd;
 use crate::handoff::{self, Arrived};
 use crate::launch::ExitWatch;
+use crate::machine::Claim;
+use crate::registry::{Registry, STATE_FD_PREFIX};
+use crate::state::{decode_envelope_with_report, HandoverState, StateError, StateFds};
 use crate::sync::lock;
 
 /// Reads and removes [`ENV_HANDOVER_FD`]; adopts the channel it names.
@@ -92,6 +99,61 @@ pub(crate) fn receive(
     Ok(received)
 }
 
+/// Decodes the handed-over state (`bytes`, with its descriptors from the
+/// registry) as the previous generation offered it (`offer`; `None` in a
+/// first generation), and says what became of it: `Ok((None, _))` when
+/// there is none (or an incompatible one, with `on_state_mismatch =
+/// "fresh"`), `Err` when it cannot be carried.
+pub(crate) fn decode_state<S: HandoverState>(
+    bytes: Option<&[u8]>,
+    offer: Option<StateOffer>,
+    registry: &mut Registry,
+    on_mismatch: StateMismatch,
+) -> Result<(Option<S>, Option<StateReport>), StateError> {
+    let mut state_fds = StateFds::from_vec(registry.claim_prefixed(STATE_FD_PREFIX));
+    let keeps_state = std::any::TypeId::of::<S>() != std::any::TypeId::of::<()>();
+    let mut report = keeps_state.then(|| StateReport {
+        type_name: S::TYPE_NAME.to_owned(),
+        version: S::VERSION,
+        ..StateReport::default()
+    });
+    let state = match (bytes, offer) {
+        (Some(bytes), _) => match decode_envelope_with_report::<S>(bytes, &mut state_fds) {
+            Ok((state, decoded)) => {
+                if let Some(report) = report.as_mut() {
+                    report.bytes = decoded.len as u64;
+                    report.migrated_from =
+                        (decoded.received_version < S::VERSION).then_some(decoded.received_version);
+                    report.dropped = decoded.dropped;
+                }
+                Some(state)
+            }
+            Err(e) if e.is_mismatch() && on_mismatch == StateMismatch::Fresh => {
+                if let Some(report) = report.as_mut() {
+                    report.bytes = bytes.len() as u64;
+                    report.not_carried = Some(format!("{e} (on_state_mismatch = \"fresh\")"));
+                }
+                None
+            }
+            Err(e) => return Err(e),
+        },
+        (None, Some(StateOffer::Fresh { reason })) => {
+            if let Some(report) = report.as_mut() {
+                report.not_carried = Some(reason);
+            }
+            None
+        }
+        (None, Some(StateOffer::None)) => {
+            if let Some(report) = report.as_mut() {
+                report.not_carried = Some("the previous generation kept no state".to_owned());
+            }
+            None
+        }
+        (None, _) => None,
+    };
+    Ok((state, report))
+}
+
 /// Reports a failure before the runtime runs (blocking, best effort: if
 /// the previous generation is gone there is nobody to tell).
 pub(crate) fn report_failure_blocking(stream: &mut StdUnixStream, reason: &str) {
@@ -129,7 +191,8 @@ pub(crate) struct PredecessorLink {
     /// What became of the state, for the READY report.
     state_report: Option<StateReport>,
     took_over: CancellationToken,
-    abandoned: CancellationToken,
+    /// The previous generation's process (`None`: its pid is unknown).
+    predecessor: Option<Arc<ExitWatch>>,
     ready: Mutex<ReadyReport>,
 }
 
@@ -141,9 +204,8 @@ impl PredecessorLink {
     /// Splits the channel and watches its read half (see the module docs).
     /// `predecessor_pid` is the previous generation's pid (0: unknown, from
     /// an older build: a closed channel then means that it is gone). The
-    /// receiver gets the drains the previous generation reports (its own,
-    /// once it committed, and older generations', relayed). Must be called
-    /// inside the runtime.
+    /// supervisor gets what the previous generation does as
+    /// [`FromPredecessor`] events. Must be called inside the runtime.
     pub(crate) fn start(
         stream: StdUnixStream,
         predecessor_pid: u32,
@@ -151,27 +213,27 @@ impl PredecessorLink {
     ) -> io::Result<LinkParts> {
         stream.set_nonblocking(true)?;
         let (reader, writer) = UnixStream::from_std(stream)?.into_split();
-        let (drains_tx, drains) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
         let (arrived_tx, arrived) = mpsc::unbounded_channel();
-        let predecessor = (predecessor_pid != 0).then(|| ExitWatch::new(predecessor_pid));
+        let predecessor = (predecessor_pid != 0).then(|| Arc::new(ExitWatch::new(predecessor_pid)));
         let link = Arc::new(PredecessorLink {
             writer,
             sending: tokio::sync::Mutex::new(()),
             state_report,
             took_over: CancellationToken::new(),
-            abandoned: CancellationToken::new(),
+            predecessor: predecessor.clone(),
             ready: Mutex::new(ReadyReport::NotSent),
         });
         tokio::spawn(watch_predecessor(
             reader,
             predecessor,
             Arc::clone(&link),
-            drains_tx,
+            events_tx,
             arrived_tx,
         ));
         Ok(LinkParts {
             link,
-            drains,
+            events,
             connections: arrived,
         })
     }
@@ -182,9 +244,9 @@ impl PredecessorLink {
         &self.took_over
     }
 
-    /// Cancelled if the previous generation, still alive, gave this one up.
-    pub(crate) fn abandoned(&self) -> &CancellationToken {
-        &self.abandoned
+    /// The previous generation's process, watched for its exit.
+    pub(crate) fn predecessor(&self) -> Option<&ExitWatch> {
+        self.predecessor.as_deref()
     }
 
     /// Starts the READY report on the caller's thread: runs `before` (the
@@ -240,6 +302,12 @@ impl PredecessorLink {
     /// Reports that this generation failed before it was ready.
     pub(crate) async fn report_failure(&self, reason: String) -> io::Result<()> {
         self.report(&ChildMessage::Failed { reason }).await
+    }
+
+    /// Reports that this generation, on probation, was stopped: the
+    /// previous generation stops too instead of taking the service back.
+    pub(crate) async fn report_stopping(&self, claim: Claim) -> io::Result<()> {
+        self.report(&ChildMessage::Stopping { claim }).await
     }
 
     /// Reports that this generation, ready, is unfit: during its probation
@@ -304,85 +372,105 @@ impl PredecessorLink {
 /// What [`PredecessorLink::start`] returns.
 pub(crate) struct LinkParts {
     pub link: Arc<PredecessorLink>,
-    /// The drains the previous generation reports.
-    pub drains: mpsc::UnboundedReceiver<Draining>,
+    /// What the previous generation does, for the supervisor.
+    pub events: mpsc::UnboundedReceiver<FromPredecessor>,
     /// The connections it hands over.
     pub connections: mpsc::UnboundedReceiver<Arrived>,
 }
 
+/// What the previous generation did, as the supervisor learns it.
+#[derive(Debug)]
+pub(crate) enum FromPredecessor {
+    /// It handed over for good (its probation of this generation passed)
+    /// and drains as said.
+    Committed(Draining),
+    /// How a drain goes: its own, or an older generation's, relayed.
+    Progress(Draining),
+    /// It was stopped while holding its listeners: the service stops; its
+    /// claim to exit last.
+    Stop(Claim),
+    /// It died before handing over (its channel closed, its process gone).
+    Gone,
+    /// It closed the channel without handing over and is still alive: it
+    /// gave this generation up.
+    GaveUp,
+}
+
 async fn watch_predecessor(
     reader: OwnedReadHalf,
-    predecessor: Option<ExitWatch>,
+    predecessor: Option<Arc<ExitWatch>>,
     link: Arc<PredecessorLink>,
-    drains: mpsc::UnboundedSender<Draining>,
+    events: mpsc::UnboundedSender<FromPredecessor>,
     connections: mpsc::UnboundedSender<Arrived>,
 ) {
-    let (took_over, abandoned) = (link.took_over.clone(), link.abandoned.clone());
+    let took_over = link.took_over.clone();
     let mut messages = ParentReader::new();
     loop {
-        match messages.next(reader.as_ref()).await {
-            Ok(Some(FromParent {
-                message: ParentMessage::Commit { drain },
-                ..
-            })) => {
-                tracing::debug!("the previous generation handed over");
-                let _ = drains.send(drain);
-                took_over.cancel();
-            }
-            Ok(Some(FromParent {
-                message: ParentMessage::Progress(drain),
-                ..
-            })) => {
-                let _ = drains.send(drain);
-            }
-            Ok(Some(FromParent {
-                message: ParentMessage::Connections(headers),
-                fds,
-                fds_lost,
-            })) => {
-                let answer = handoff::take_connections(headers, fds, fds_lost, &connections);
-                if let Err(e) = link.report(&answer).await {
-                    tracing::debug!(error = %e, "could not answer a batch of handed-over connections");
-                }
-            }
-            Ok(Some(FromParent {
-                message: ParentMessage::Connection(header),
-                fds,
-                fds_lost,
-            })) => {
-                // From an older build: one connection per message.
-                let answer = handoff::take_connection(header, fds, fds_lost, &connections);
-                if let Err(e) = link.report(&answer).await {
-                    tracing::debug!(error = %e, "could not answer a handed-over connection");
-                }
-            }
+        let FromParent {
+            message,
+            fds,
+            fds_lost,
+        } = match messages.next(reader.as_ref()).await {
+            Ok(Some(received)) => received,
             Ok(None) => break,
             Err(e) => {
                 tracing::warn!(error = %e, "the channel to the previous generation failed");
                 break;
             }
-        }
+        };
+        let event = match message {
+            ParentMessage::Commit { drain } => {
+                tracing::debug!("the previous generation handed over");
+                took_over.cancel();
+                FromPredecessor::Committed(drain)
+            }
+            ParentMessage::Progress(drain) => FromPredecessor::Progress(drain),
+            ParentMessage::Stop { claim } => {
+                tracing::info!("the previous generation was stopped during this one's probation: the service stops");
+                FromPredecessor::Stop(claim)
+            }
+            ParentMessage::Connections(headers) => {
+                let answer = handoff::take_connections(headers, fds, fds_lost, &connections);
+                if let Err(e) = link.report(&answer).await {
+                    tracing::debug!(error = %e, "could not answer a batch of handed-over connections");
+                }
+                continue;
+            }
+            ParentMessage::Connection(header) => {
+                // From an older build: one connection per message.
+                let answer = handoff::take_connection(header, fds, fds_lost, &connections);
+                if let Err(e) = link.report(&answer).await {
+                    tracing::debug!(error = %e, "could not answer a handed-over connection");
+                }
+                continue;
+            }
+        };
+        let _ = events.send(event);
     }
     if took_over.is_cancelled() {
         return;
     }
-    match predecessor {
-        None => took_over.cancel(),
+    let event = match predecessor {
+        None => FromPredecessor::Gone,
         Some(watch) if watch.exits_within(EXIT_AFTER_CLOSE).await => {
             tracing::warn!(
                 pid = watch.pid(),
                 "the previous generation died before it handed over; this one takes over"
             );
-            took_over.cancel();
+            FromPredecessor::Gone
         }
         Some(watch) => {
             tracing::error!(
                 pid = watch.pid(),
                 "the previous generation closed the channel without handing over and is still running: it gave this restart up (see its log for why); exiting"
             );
-            abandoned.cancel();
+            FromPredecessor::GaveUp
         }
+    };
+    if matches!(event, FromPredecessor::Gone) {
+        took_over.cancel();
     }
+    let _ = events.send(event);
 }
 
 #[cfg(test)]

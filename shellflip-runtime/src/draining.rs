@@ -64,6 +64,13 @@ impl DrainingGenerations {
             .retain(|e| e.info.generation != generation || !e.watch.has_exited());
     }
 
+    /// Resolves once every generation listed has exited.
+    pub(crate) async fn all_exited(&self) {
+        for entry in &self.entries {
+            entry.watch.exited().await;
+        }
+    }
+
     /// Records (or refreshes) what a draining generation reported.
     pub(crate) fn update(&mut self, info: Draining) {
         self.forget_exited();

@@ -19,6 +19,7 @@ use crate::child::PredecessorLink;
 use crate::control::server::{self as control, ControlSocketFile};
 use crate::error::{Error, RestartError};
 use crate::handoff::{Arrived, SuccessorLink};
+pub(crate) use crate::machine::Ending;
 use crate::pidfile::PidFile;
 use crate::registry::{Registry, CONTROL_FD_NAME, STATE_FD_PREFIX};
 use crate::state::{EncodedState, StateError, StateFds};
@@ -27,18 +28,6 @@ use crate::sync::lock;
 /// Encodes the service's state, putting its descriptors into the `StateFds`.
 pub(crate) type StateEncoder =
     Box<dyn Fn(&mut StateFds) -> Result<EncodedState, StateError> + Send + Sync>;
-
-/// Why a generation is ending.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ending {
-    /// A successor is ready: drain and exit, keep the control socket file.
-    HandedOver,
-    /// Stopped: drain, exit, remove the control socket file and pid file.
-    Stopped,
-    /// Given up by the previous generation (a failed restart): exit at once
-    /// and leave its control socket file and pid file alone.
-    Abandoned,
-}
 
 /// When shutdown began, when the drain must end, and why.
 #[derive(Debug, Clone, Copy)]

@@ -59,6 +59,7 @@ mod handoff;
 mod keeper;
 mod launch;
 mod lifecycle;
+mod machine;
 mod parent;
 mod pidfile;
 mod registry;

@@ -30,10 +30,9 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::channel::{Lineage, Received};
-use crate::channel::{StateOffer, StateReport};
+use crate::channel::{Lineage, Received, StateOffer};
 use crate::child::{self, PredecessorLink};
-use crate::config::{Config, RuntimeFlavor, SpawnerMode, StateMismatch};
+use crate::config::{Config, RuntimeFlavor, SpawnerMode};
 use crate::context::Context;
 use crate::control::server as control;
 use crate::error::Error;
@@ -41,11 +40,11 @@ use crate::generation::{open_control_socket, Ending, Generation, GenerationParts
 use crate::keeper::{self, Role};
 use crate::launch::Launch;
 use crate::pidfile::PidFile;
-use crate::registry::{Registry, STATE_FD_PREFIX};
+use crate::registry::Registry;
 use crate::shutdown::{self, Signals};
 use crate::spawner::{self, Spawner, SpawnerClient, SpawnerProcess};
-use crate::state::{decode_envelope_with_report, HandoverState, StateFds};
-use crate::supervisor::{Limits, Supervisor, SupervisorParts};
+use crate::state::HandoverState;
+use crate::supervisor::{Finished, Limits, MainOutcome, Supervisor, SupervisorParts};
 use crate::systemd::{self, Passed};
 use crate::timing::{unix_ms, StartupTimes};
 
@@ -221,7 +220,9 @@ struct Start {
     passed: Passed,
 }
 
-/// Everything after start-up, inside the runtime.
+/// Everything after start-up, inside the runtime: the generation is built
+/// from what was inherited, the supervisor runs beside `main`, the drain
+/// follows shutdown, and what the exit leaves is cleaned up.
 async fn serve<S, F, Fut>(config: Config, start: Start, main: F) -> ExitCode
 where
     S: HandoverState,
@@ -238,164 +239,229 @@ where
         passed,
     } = start;
     let spawner = connect_spawner(spawner, config.spawner);
-    let (number, lineage, fds, state_bytes, predecessor_pid, draining, offer) = match received {
-        Some(r) => (
-            r.header.generation,
-            r.header.lineage,
-            r.fds,
-            r.state,
-            r.header.predecessor_pid,
-            r.header.draining,
-            Some(r.header.state),
-        ),
-        None => {
-            let Passed { activated, stored } = passed;
-            let lineage = Lineage {
-                started_at_unix_ms: unix_ms(),
-                systemd_sockets: activated.iter().map(|(name, _)| name.clone()).collect(),
-                process_group: nix::unistd::getpgrp().as_raw() as u32,
-                fd_store: systemd::stored_entries(&stored),
-                ..Lineage::default()
-            };
-            let mut fds = activated;
-            fds.extend(stored);
-            (1, lineage, fds, None, 0, Vec::new(), None)
-        }
+    let inherited = match received {
+        Some(received) => Inherited::from_predecessor(received),
+        None => Inherited::first_generation(passed),
     };
-    let mut registry = Registry::new(fds);
-    registry.mark_socket_activated(&lineage.systemd_sockets);
+    let built = match build_generation::<S>(&config, inherited, &mut channel) {
+        Ok(built) => built,
+        Err(reason) => return fail_start(channel.as_mut(), &reason),
+    };
+    let Built {
+        generation,
+        ready_rx,
+        state,
+        lineage,
+        draining,
+        predecessor_events,
+        signals,
+    } = built;
+    let context = Context::<S>::new(Arc::clone(&generation), state);
+    let (main_outcome_tx, main_outcome_rx) = oneshot::channel();
+    let control_connections = TaskTracker::new();
+    let drained = CancellationToken::new();
+    let supervisor = tokio::spawn(
+        Supervisor::new(SupervisorParts {
+            generation: Arc::clone(&generation),
+            ready_rx,
+            main_outcome: main_outcome_rx,
+            limits: Limits::of(&config),
+            launch,
+            spawner,
+            lineage,
+            draining,
+            predecessor_events,
+            signals,
+            startup: times,
+            control_connections: control_connections.clone(),
+            drained: drained.clone(),
+        })
+        .run(),
+    );
+    tracing::info!(
+        generation = generation.number,
+        pid = std::process::id(),
+        "generation starting"
+    );
+    let main_outcome = run_main(&generation, main(context)).await;
+    let failed = matches!(main_outcome, Some(Err(_)));
+    let _ = main_outcome_tx.send(main_outcome);
+    drain(&generation, drained).await;
+    // The supervisor ends once the machine says to exit: the last
+    // generation of a stopped service waits for the older ones first.
+    let bound = config.drain_timeout.saturating_mul(2) + LAST_WORDS * 10;
+    let finished = wait_for(supervisor, bound).await;
+    control_connections.close();
+    let _ = tokio::time::timeout(LAST_WORDS, control_connections.wait()).await;
+    clean_up(finished.as_ref(), generation.pid_file.as_ref());
+    exit_code(failed, finished.as_ref())
+}
 
-    // The handed-over state, decoded before the service's code runs.
-    let state_fds = StateFds::from_vec(registry.claim_prefixed(STATE_FD_PREFIX));
-    let mut report = keeps_state::<S>().then(|| StateReport {
-        type_name: S::TYPE_NAME.to_owned(),
-        version: S::VERSION,
-        ..StateReport::default()
-    });
-    let state: Option<S> = match (state_bytes, offer) {
-        (Some(bytes), _) => {
-            let mut state_fds = state_fds;
-            match decode_envelope_with_report::<S>(&bytes, &mut state_fds) {
-                Ok((state, decoded)) => {
-                    if let Some(report) = report.as_mut() {
-                        report.bytes = decoded.len as u64;
-                        report.migrated_from = (decoded.received_version < S::VERSION)
-                            .then_some(decoded.received_version);
-                        report.dropped = decoded.dropped;
-                    }
-                    Some(state)
-                }
-                Err(e) if e.is_mismatch() && config.on_state_mismatch == StateMismatch::Fresh => {
-                    if let Some(report) = report.as_mut() {
-                        report.bytes = bytes.len() as u64;
-                        report.not_carried = Some(format!("{e} (on_state_mismatch = \"fresh\")"));
-                    }
-                    None
-                }
-                Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
-            }
-        }
-        (None, Some(StateOffer::Fresh { reason })) => {
-            if let Some(report) = report.as_mut() {
-                report.not_carried = Some(reason);
-            }
+/// The supervisor's end, within `bound`.
+async fn wait_for(
+    supervisor: tokio::task::JoinHandle<Finished>,
+    bound: Duration,
+) -> Option<Finished> {
+    match tokio::time::timeout(bound, supervisor).await {
+        Ok(Ok(finished)) => Some(finished),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the supervisor task failed");
             None
         }
-        (None, Some(StateOffer::None)) => {
-            if let Some(report) = report.as_mut() {
-                report.not_carried = Some("the previous generation kept no state".to_owned());
-            }
+        Err(_) => {
+            tracing::warn!("the supervisor did not finish in time after the drain; exiting anyway");
             None
         }
-        (None, _) => None,
-    };
+    }
+}
 
-    // The control socket, when configured (attribute or SHELLFLIP_CONTROL):
-    // inherited, or bound by the first generation. Otherwise the service may
-    // open it from its main with `Context::control_socket`.
-    let inherited_control_file = lineage.control_socket_file.clone();
-    let mut control = None;
-    if let Some(path) = config.control_socket.as_deref() {
-        match open_control_socket(&mut registry, inherited_control_file.as_ref(), path) {
-            Ok(opened) => control = Some(opened),
-            Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
+/// 1 if `main` failed or this generation gave the service back.
+fn exit_code(main_failed: bool, finished: Option<&Finished>) -> ExitCode {
+    if main_failed || finished.is_some_and(|f| f.ending == Ending::GaveBack) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// What a generation starts from: handed over by its predecessor, or found
+/// by a first generation (systemd's sockets and fd store).
+struct Inherited {
+    number: u64,
+    lineage: Lineage,
+    fds: Vec<(String, std::os::fd::OwnedFd)>,
+    state: Option<Vec<u8>>,
+    offer: Option<StateOffer>,
+    predecessor_pid: u32,
+    draining: Vec<crate::channel::Draining>,
+}
+
+impl Inherited {
+    fn from_predecessor(received: Received) -> Inherited {
+        Inherited {
+            number: received.header.generation,
+            lineage: received.header.lineage,
+            fds: received.fds,
+            state: received.state,
+            offer: Some(received.header.state),
+            predecessor_pid: received.header.predecessor_pid,
+            draining: received.header.draining,
         }
     }
 
-    let signals = match Signals::install(config.restart_signal) {
-        Ok(signals) => signals,
-        Err(e) => {
-            let e = Error::io("could not install signal handlers", e);
-            return fail_start(channel.as_mut(), &e.to_string());
+    fn first_generation(passed: Passed) -> Inherited {
+        let Passed { activated, stored } = passed;
+        let lineage = Lineage {
+            started_at_unix_ms: unix_ms(),
+            systemd_sockets: activated.iter().map(|(name, _)| name.clone()).collect(),
+            process_group: nix::unistd::getpgrp().as_raw() as u32,
+            fd_store: systemd::stored_entries(&stored),
+            ..Lineage::default()
+        };
+        let mut fds = activated;
+        fds.extend(stored);
+        Inherited {
+            number: 1,
+            lineage,
+            fds,
+            state: None,
+            offer: None,
+            predecessor_pid: 0,
+            draining: Vec::new(),
         }
+    }
+}
+
+/// A generation built, ready for `main` and the supervisor.
+struct Built<S> {
+    generation: Arc<Generation>,
+    ready_rx: tokio::sync::watch::Receiver<bool>,
+    state: Option<S>,
+    lineage: Lineage,
+    draining: Vec<crate::channel::Draining>,
+    predecessor_events: Option<tokio::sync::mpsc::UnboundedReceiver<child::FromPredecessor>>,
+    signals: Signals,
+}
+
+/// Decodes the state, adopts the descriptors, opens the control socket,
+/// installs the signal handlers and links to the predecessor. `Err`: why
+/// the generation cannot start.
+fn build_generation<S: HandoverState>(
+    config: &Config,
+    inherited: Inherited,
+    channel: &mut Option<StdUnixStream>,
+) -> Result<Built<S>, String> {
+    let mut registry = Registry::new(inherited.fds);
+    registry.mark_socket_activated(&inherited.lineage.systemd_sockets);
+    let (state, report) = child::decode_state::<S>(
+        inherited.state.as_deref(),
+        inherited.offer,
+        &mut registry,
+        config.on_state_mismatch,
+    )
+    .map_err(|e| e.to_string())?;
+    // The control socket, when configured (attribute or SHELLFLIP_CONTROL):
+    // inherited, or bound by the first generation. Otherwise the service may
+    // open it from its main with `Context::control_socket`.
+    let inherited_control_file = inherited.lineage.control_socket_file.clone();
+    let control = match config.control_socket.as_deref() {
+        Some(path) => Some(
+            open_control_socket(&mut registry, inherited_control_file.as_ref(), path)
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
     };
+    let signals = Signals::install(config.restart_signal)
+        .map_err(|e| Error::io("could not install signal handlers", e).to_string())?;
     // Handled now: a restart signal that arrived meanwhile is delivered,
     // and refused as "not ready yet" if main has not called ready().
     shutdown::unblock_handled(config.restart_signal);
-
-    let (predecessor, predecessor_drains, connections) = match channel {
+    let link = channel.take().and_then(|stream| {
+        PredecessorLink::start(stream, inherited.predecessor_pid, report.clone())
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "lost the channel to the previous generation"),
+            )
+            .ok()
+    });
+    let (link, predecessor_events, connections) = match link {
+        Some(parts) => (
+            Some(parts.link),
+            Some(parts.events),
+            Some(parts.connections),
+        ),
         None => (None, None, None),
-        Some(stream) => match PredecessorLink::start(stream, predecessor_pid, report.clone()) {
-            Ok(parts) => (
-                Some(parts.link),
-                Some(parts.drains),
-                Some(parts.connections),
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "lost the channel to the previous generation");
-                (None, None, None)
-            }
-        },
     };
-    let pid_file = config.pid_file.as_ref().map(PidFile::new);
     let (generation, ready_rx) = Generation::new(GenerationParts {
-        number,
+        number: inherited.number,
         state_was_handed_over: state.is_some(),
         state_report: report,
         connections,
         registry,
-        predecessor,
-        pid_file: pid_file.clone(),
+        predecessor: link,
+        pid_file: config.pid_file.as_ref().map(PidFile::new),
         inherited_control_file,
         control,
     });
-    let context = Context::<S>::new(Arc::clone(&generation), state);
-
-    let (main_outcome_tx, main_outcome_rx) = oneshot::channel();
-    let control_connections = TaskTracker::new();
-    let drained = CancellationToken::new();
-    let supervisor = Supervisor::new(SupervisorParts {
-        generation: Arc::clone(&generation),
+    Ok(Built {
+        generation,
         ready_rx,
-        main_outcome: main_outcome_rx,
-        limits: Limits {
-            ready_timeout: config.ready_timeout,
-            probation: config.probation,
-            drain_timeout: config.drain_timeout,
-            max_draining: config.max_draining,
-            fd_store: config.fd_store,
-        },
-        launch,
-        spawner,
-        lineage,
-        draining,
-        predecessor_drains,
+        state,
+        lineage: inherited.lineage,
+        draining: inherited.draining,
+        predecessor_events,
         signals,
-        startup: times,
-        control_connections: control_connections.clone(),
-        drained: drained.clone(),
-    });
-    let supervisor = tokio::spawn(supervisor.run());
-    tracing::info!(
-        generation = number,
-        pid = std::process::id(),
-        "generation starting"
-    );
+    })
+}
 
-    // The service's main, until it returns or shutdown begins; then until
-    // the drain deadline at most.
-    let mut main_future = CatchUnwind(Box::pin(main(context)));
-    let main_outcome = tokio::select! {
+/// Runs the service's `main` until it returns or shutdown begins; then
+/// until the drain deadline at most. `None`: it had not returned by then.
+async fn run_main<Fut>(generation: &Generation, main: Fut) -> MainOutcome
+where
+    Fut: Future,
+    Fut::Output: MainResult,
+{
+    let mut main_future = CatchUnwind(Box::pin(main));
+    let outcome = tokio::select! {
         outcome = &mut main_future => Some(outcome),
         _ = generation.shutdown.cancelled() => {
             let deadline = generation.drain().deadline;
@@ -408,16 +474,16 @@ where
             }
         }
     };
-    drop(main_future);
-    let main_outcome = main_outcome.map(|o| o.and_then(MainResult::into_main_result));
-    if let Some(Err(reason)) = &main_outcome {
+    let outcome = outcome.map(|o| o.and_then(MainResult::into_main_result));
+    if let Some(Err(reason)) = &outcome {
         report_fatal(&format!("the service's main failed: {reason}"));
     }
-    let failed = matches!(main_outcome, Some(Err(_)));
-    let _ = main_outcome_tx.send(main_outcome);
+    outcome
+}
 
-    // Drain: tracked tasks until the deadline; then the supervisor stops
-    // answering the control socket, and replies in flight get a moment.
+/// Once shutdown began: the tracked tasks until the drain deadline; then
+/// `drained` tells the supervisor.
+async fn drain(generation: &Generation, drained: CancellationToken) {
     generation.shutdown.cancelled().await;
     let drain = generation.drain();
     let report = shutdown::drain(&generation.tracker, drain.began, drain.deadline).await;
@@ -429,43 +495,34 @@ where
         );
     }
     tracing::info!(
-        generation = number,
+        generation = generation.number,
         ending = ?drain.ending,
         drain_ms = report.duration.as_millis() as u64,
         tasks_cut = report.tasks_cut,
-        "generation exiting"
+        "generation drained"
     );
-    let finished = match tokio::time::timeout(LAST_WORDS, supervisor).await {
-        Ok(Ok(finished)) => Some(finished),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "the supervisor task failed");
-            None
-        }
-        Err(_) => {
-            tracing::warn!("the supervisor did not finish within 1s of the drain; exiting anyway");
-            None
-        }
+}
+
+/// At a stop, the pid file goes if it names this process, and the last
+/// generation removes the control socket file (if it is still ours).
+fn clean_up(finished: Option<&Finished>, pid_file: Option<&PidFile>) {
+    let Some(finished) = finished else {
+        return;
     };
-    control_connections.close();
-    let _ = tokio::time::timeout(LAST_WORDS, control_connections.wait()).await;
-    if drain.ending == Ending::Stopped {
-        if let Some(file) = finished.as_ref().and_then(|f| f.control_file.as_ref()) {
-            control::remove_control_socket(file);
-        }
-        if let Some(pid_file) = &pid_file {
-            // Only if it still names this process: never another's pid file.
-            match pid_file.remove_if_names(std::process::id()) {
-                Ok(removed) => {
-                    tracing::debug!(removed, path = %pid_file.path().display(), "pid file")
-                }
-                Err(e) => tracing::warn!(error = %e, "could not remove the pid file"),
-            }
-        }
+    if finished.ending != Ending::Stopped {
+        return;
     }
-    if failed || drain.ending == Ending::Abandoned {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+    if let (true, Some(file)) = (finished.last, finished.control_file.as_ref()) {
+        control::remove_control_socket(file);
+    }
+    if let Some(pid_file) = pid_file {
+        // Only if it still names this process: never another's pid file.
+        match pid_file.remove_if_names(std::process::id()) {
+            Ok(removed) => {
+                tracing::debug!(removed, path = %pid_file.path().display(), "pid file")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not remove the pid file"),
+        }
     }
 }
 

@@ -2,22 +2,18 @@
 //!
 //! 1. A socketpair is opened; its far end goes to the new process, which
 //!    the spawner (or this process, inline) starts from the executable path.
-//! 2. Meanwhile the state is encoded (on the blocking pool) and the named
-//!    descriptors and the state are written into the socket, before the new
-//!    process even exists: the socket buffers them.
+//! 2. Meanwhile the header and the named descriptors are written into the
+//!    socket, before the new process even exists: the socket buffers them.
+//!    The state is encoded (on the blocking pool) and sent when the new
+//!    generation asks for it: the snapshot is taken as late as possible.
 //! 3. [`decide`] waits for the new generation's report, its exit, the ready
 //!    timeout or an abort — the decision table of a restart, unit-tested
 //!    below against a fake process. Whatever fails, the new process is
 //!    killed if needed and always reaped.
-//! 4. On READY the caller (the supervisor) gets a [`NewGeneration`]: it tells
-//!    systemd the new main pid, answers the initiator and pauses accepting.
-//!    On failure it gets the [`RestartError`] saying why, and this
-//!    generation serves on.
-//! 5. [`probation`]: for a while after READY this generation holds its
-//!    listeners and watches the new one; if it exits or reports itself
-//!    unhealthy, the supervisor takes the service back. Otherwise
-//!    [`NewGeneration::commit`] hands over for good and this generation
-//!    drains, reporting its progress ([`NewGeneration::tell`]).
+//! 4. On READY the caller (the supervisor) gets a [`NewGeneration`]; on
+//!    failure the [`RestartError`] saying why, and this generation serves
+//!    on. What follows READY — the probation, the commit or the rollback —
+//!    is the `machine`'s decision, carried out by the `supervisor`.
 
 use std::future::Future;
 use std::io;
@@ -89,8 +85,9 @@ pub(crate) struct NewGeneration {
     pub timings: PhaseTimings,
     /// What became of the state, as the new generation reported.
     pub state_report: Option<StateReport>,
-    /// Not waited for: the new generation outlives this process.
-    pub _process: NextProcess,
+    /// Its process: watched during its probation (see `supervisor`), then
+    /// kept, not waited for: the new generation outlives this process.
+    process: Option<NextProcess>,
     channel: Arc<UnixStream>,
     /// Messages and connections to it.
     pub link: Arc<SuccessorLink>,
@@ -104,15 +101,29 @@ impl NewGeneration {
         self.tell(&ParentMessage::Commit { drain }).await
     }
 
-    /// Watches the new generation for `duration` (see [`probation`]).
-    pub(crate) async fn probation(&mut self, duration: Duration) -> Verdict {
-        let NewGeneration {
-            _process: process,
-            channel,
-            ..
-        } = self;
-        let channel: &UnixStream = channel;
-        probation(process, || channel::read_child_message(channel), duration).await
+    /// How it ended, if it has exited already (it may die right after its
+    /// READY, before this generation takes that in).
+    pub(crate) async fn exited(&mut self) -> Option<String> {
+        let process = self.process.as_mut()?;
+        if !process.has_exited() {
+            return None;
+        }
+        Some(describe_status(process.wait().await))
+    }
+
+    /// Its process, to watch during the probation.
+    pub(crate) fn take_process(&mut self) -> Option<NextProcess> {
+        self.process.take()
+    }
+
+    /// Keeps its process (after the probation) until this one exits.
+    pub(crate) fn keep_process(&mut self, process: NextProcess) {
+        self.process = Some(process);
+    }
+
+    /// The channel to it, on which it reports.
+    pub(crate) fn channel(&self) -> Arc<UnixStream> {
+        Arc::clone(&self.channel)
     }
 
     /// Sends a message to the new generation.
@@ -162,172 +173,167 @@ pub(crate) async fn restart(
     abort: CancellationToken,
 ) -> Result<NewGeneration, RestartError> {
     let started = Instant::now();
-    let began_unix_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
-    let spawn_failed = |source: io::Error| RestartError::Spawn {
+    // 1. The channel, and the new process started while the header and the
+    // listeners are written into it.
+    let (stream, theirs) = open_channel().map_err(|source| RestartError::Spawn {
         exe: launch.exe.clone(),
         source,
-    };
-    // 1. The channel: non-blocking on this end only (the flag belongs to
-    // each end's open file); the new generation reads its end blocking.
-    let (ours, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| spawn_failed(e.into()))?;
-    let ours = StdUnixStream::from(ours);
-    let stream = ours
-        .set_nonblocking(true)
-        .and_then(|()| UnixStream::from_std(ours))
-        .map_err(spawn_failed)?;
+    })?;
     let Plan {
         generation,
         fds,
-        lineage,
-        draining,
-        state,
         ready_timeout,
-    } = plan;
-
-    // 2. The handover's header and listeners, written while the process
-    // starts.
-    let prepare = async {
-        let header = HandoverHeader {
-            generation,
-            fd_names: fds.iter().map(|(name, _)| name.clone()).collect(),
-            state,
-            lineage,
-            restart_began_unix_us: began_unix_us,
-            predecessor_pid: std::process::id(),
-            draining,
-        };
-        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|(_, fd)| fd.as_fd()).collect();
+        ..
+    } = &plan;
+    let (generation, ready_timeout) = (*generation, *ready_timeout);
+    let header = header_of(&plan, fds);
+    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|(_, fd)| fd.as_fd()).collect();
+    let mut prepare = Box::pin(async {
         channel::send_handover(&stream, &header, &borrowed)
             .await
-            .map_err(HandshakeError::Io)?;
-        // The kernel holds the descriptors in flight; the copies go with
-        // `fds` at the end of this block.
-        Ok::<_, HandshakeError>(header.fd_names.len())
-    };
-    // Boxed, so it can be dropped (ending its borrow of the stream) before
-    // the stream is kept for the new generation.
-    let mut prepare = Box::pin(prepare);
-    let mut prepared = None;
-    let mut process = {
-        let spawn = spawner.spawn(launch, theirs);
-        tokio::pin!(spawn);
-        loop {
-            tokio::select! {
-                biased;
-                spawned = &mut spawn => break spawned?,
-                done = &mut prepare, if prepared.is_none() => prepared = Some(done),
-            }
-        }
-    };
+            .map_err(HandshakeError::Io)
+            .map(|()| header.fd_names.len())
+    });
+    let (mut process, mut prepared) =
+        spawn_while(spawner.spawn(launch, theirs), &mut prepare).await?;
     let pid = process.pid();
     let spawned = started.elapsed();
-    tracing::debug!(
-        pid,
-        exe = %launch.exe.display(),
-        spawn_ms = timing::ms(spawned),
-        "spawned the next generation"
-    );
+    tracing::debug!(pid, exe = %launch.exe.display(), spawn_ms = timing::ms(spawned), "spawned the next generation");
 
-    // 3. The state when the new generation asks for it, then its report,
+    // 2. The state when the new generation asks for it, then its report,
     // the exit, the timeout or an abort.
     let handover_sent = std::sync::OnceLock::new();
     let decision = {
         let handshake = async {
-            let outcome = match prepared.take() {
+            let fd_count = match prepared.take() {
                 Some(outcome) => outcome,
                 None => prepare.as_mut().await,
-            };
-            let fd_count = outcome?;
-            let sent = started.elapsed();
-            let _ = handover_sent.set(sent);
+            }?;
+            let _ = handover_sent.set(started.elapsed());
             tracing::debug!(
                 pid,
                 fds = fd_count,
-                handover_ms = timing::ms(sent),
                 "handover sent; waiting for the new generation"
             );
-            let mut encode_state = Some(encode_state);
-            loop {
-                let message = channel::read_child_message(&stream)
-                    .await
-                    .map_err(HandshakeError::Io)?;
-                let Some(ChildMessage::SendState) = message else {
-                    return Ok(message);
-                };
-                // The snapshot: taken now, on the new generation's request.
-                let Some(encode) = encode_state.take() else {
-                    return Err(HandshakeError::Io(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "the new generation asked for the state twice",
-                    )));
-                };
-                let asked = started.elapsed();
-                let Some((state, state_fds)) = encode.await.map_err(HandshakeError::Prepare)?
-                else {
-                    return Err(HandshakeError::Io(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "the new generation asked for a state this service does not keep",
-                    )));
-                };
-                channel::send_state(&stream, &state, &state_fds)
-                    .await
-                    .map_err(HandshakeError::Io)?;
-                tracing::debug!(
-                    pid,
-                    state_bytes = state.len(),
-                    asked_ms = timing::ms(asked),
-                    sent_ms = timing::ms(started.elapsed()),
-                    "state snapshot sent"
-                );
-            }
+            serve_state_requests(&stream, pid, encode_state, started).await
         };
         tokio::pin!(handshake);
         decide(&mut process, handshake, ready_timeout, &abort).await
     };
     drop(prepare);
 
-    // 4. Ready, or why not.
-    match decision {
-        Ok(readiness) => {
-            let timings = PhaseTimings {
-                spawned,
-                handover_sent: handover_sent.get().copied().unwrap_or_default(),
-                ready: started.elapsed(),
-            };
-            tracing::debug!(
-                pid,
-                ready_ms = timing::ms(timings.ready),
-                "the new generation reported ready"
-            );
-            let channel = Arc::new(stream);
-            Ok(NewGeneration {
-                pid,
-                generation,
-                timings,
-                state_report: readiness.state,
-                _process: process,
-                link: SuccessorLink::new(Arc::clone(&channel), readiness.connection_batches),
-                channel,
-            })
+    // 3. Ready, or why not.
+    let readiness = decision.inspect_err(|error| {
+        tracing::debug!(pid, elapsed_ms = timing::ms(started.elapsed()), reason = %error, "the new generation failed");
+    })?;
+    let timings = PhaseTimings {
+        spawned,
+        handover_sent: handover_sent.get().copied().unwrap_or_default(),
+        ready: started.elapsed(),
+    };
+    tracing::debug!(
+        pid,
+        ready_ms = timing::ms(timings.ready),
+        "the new generation reported ready"
+    );
+    let channel = Arc::new(stream);
+    Ok(NewGeneration {
+        pid,
+        generation,
+        timings,
+        state_report: readiness.state,
+        process: Some(process),
+        link: SuccessorLink::new(Arc::clone(&channel), readiness.connection_batches),
+        channel,
+    })
+}
+
+/// The channel to the new generation: this end non-blocking for Tokio (the
+/// flag belongs to each end's open file; the new generation reads its end
+/// blocking), the other end for the new process.
+fn open_channel() -> io::Result<(UnixStream, OwnedFd)> {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    let ours = StdUnixStream::from(ours);
+    ours.set_nonblocking(true)?;
+    Ok((UnixStream::from_std(ours)?, theirs))
+}
+
+/// The hand-over's first message.
+fn header_of(plan: &Plan, fds: &[(String, OwnedFd)]) -> HandoverHeader {
+    HandoverHeader {
+        generation: plan.generation,
+        fd_names: fds.iter().map(|(name, _)| name.clone()).collect(),
+        state: plan.state.clone(),
+        lineage: plan.lineage.clone(),
+        restart_began_unix_us: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64),
+        predecessor_pid: std::process::id(),
+        draining: plan.draining.clone(),
+    }
+}
+
+/// Runs `spawn` while `prepare` writes the header; returns the process and
+/// `prepare`'s outcome if it finished first.
+async fn spawn_while<T>(
+    spawn: impl Future<Output = Result<NextProcess, RestartError>>,
+    prepare: &mut Pin<Box<impl Future<Output = T>>>,
+) -> Result<(NextProcess, Option<T>), RestartError> {
+    tokio::pin!(spawn);
+    let mut prepared = None;
+    loop {
+        tokio::select! {
+            biased;
+            spawned = &mut spawn => return Ok((spawned?, prepared)),
+            done = prepare.as_mut(), if prepared.is_none() => prepared = Some(done),
         }
-        Err(error) => {
-            tracing::debug!(
-                pid,
-                elapsed_ms = timing::ms(started.elapsed()),
-                handover_sent = handover_sent.get().is_some(),
-                reason = %error,
-                "the new generation failed"
-            );
-            Err(error)
-        }
+    }
+}
+
+/// Answers the new generation's request for the state (once: the snapshot
+/// is taken then), and returns its next report.
+async fn serve_state_requests(
+    stream: &UnixStream,
+    pid: u32,
+    encode_state: impl Future<Output = Result<EncodedStateParts, RestartError>>,
+    started: Instant,
+) -> Result<Option<ChildMessage>, HandshakeError> {
+    let mut encode_state = Some(encode_state);
+    loop {
+        let message = channel::read_child_message(stream)
+            .await
+            .map_err(HandshakeError::Io)?;
+        let Some(ChildMessage::SendState) = message else {
+            return Ok(message);
+        };
+        let invalid =
+            |what: &str| HandshakeError::Io(io::Error::new(io::ErrorKind::InvalidData, what));
+        let encode = encode_state
+            .take()
+            .ok_or_else(|| invalid("the new generation asked for the state twice"))?;
+        let asked = started.elapsed();
+        let (state, state_fds) =
+            encode
+                .await
+                .map_err(HandshakeError::Prepare)?
+                .ok_or_else(|| {
+                    invalid("the new generation asked for a state this service does not keep")
+                })?;
+        channel::send_state(stream, &state, &state_fds)
+            .await
+            .map_err(HandshakeError::Io)?;
+        tracing::debug!(
+            pid,
+            state_bytes = state.len(),
+            asked_ms = timing::ms(asked),
+            sent_ms = timing::ms(started.elapsed()),
+            "state snapshot sent"
+        );
     }
 }
 
@@ -355,7 +361,7 @@ const LATE_REPORT: Duration = Duration::from_millis(200);
 ///
 /// | first event                     | then                                   | outcome                         |
 /// |---------------------------------|----------------------------------------|---------------------------------|
-/// | READY                           | —                                      | ready (then the [`probation`])  |
+/// | READY                           | —                                      | ready (then the probation)      |
 /// | FAILED                          | exits (else killed after 5 s)          | `ChildFailed` with its reason   |
 /// | channel closed, no report       | exits within 5 s                       | `ChildExited` with its status   |
 /// | channel closed, no report       | still alive after 5 s                  | killed, `ClosedWithoutReport`   |
@@ -370,13 +376,6 @@ pub(crate) async fn decide<P: Successor>(
     ready_timeout: Duration,
     abort: &CancellationToken,
 ) -> Result<Readiness, RestartError> {
-    let pid = process.pid();
-    enum First {
-        Report(Result<Option<ChildMessage>, HandshakeError>),
-        Exited(io::Result<ExitStatus>),
-        Timeout,
-        Aborted,
-    }
     let first = tokio::select! {
         report = &mut handshake => First::Report(report),
         status = process.wait() => First::Exited(status),
@@ -384,19 +383,65 @@ pub(crate) async fn decide<P: Successor>(
         _ = abort.cancelled() => First::Aborted,
     };
     match first {
-        First::Report(Ok(Some(ChildMessage::Ready {
+        First::Report(report) => conclude_report(process, report).await,
+        First::Exited(status) => {
+            // A FAILED report may already sit in the socket buffer.
+            let late = tokio::time::timeout(LATE_REPORT, &mut handshake).await;
+            match late {
+                Ok(Ok(Some(ChildMessage::Failed { reason }))) => Err(RestartError::ChildFailed {
+                    pid: process.pid(),
+                    reason,
+                }),
+                _ => Err(RestartError::ChildExited {
+                    pid: process.pid(),
+                    status: describe_status(status),
+                }),
+            }
+        }
+        First::Timeout => {
+            kill_and_reap(process).await;
+            Err(RestartError::ReadyTimeout {
+                pid: process.pid(),
+                timeout: ready_timeout,
+            })
+        }
+        First::Aborted => {
+            kill_and_reap(process).await;
+            Err(RestartError::Aborted { pid: process.pid() })
+        }
+    }
+}
+
+/// What came first in [`decide`].
+enum First {
+    Report(Result<Option<ChildMessage>, HandshakeError>),
+    Exited(io::Result<ExitStatus>),
+    Timeout,
+    Aborted,
+}
+
+/// The decision when the handshake ended first: with a report, the
+/// channel closed, or an error.
+async fn conclude_report<P: Successor>(
+    process: &mut P,
+    report: Result<Option<ChildMessage>, HandshakeError>,
+) -> Result<Readiness, RestartError> {
+    let pid = process.pid();
+    match report {
+        Ok(Some(ChildMessage::Ready {
             state,
             connection_batches,
-        }))) => Ok(Readiness {
+        })) => Ok(Readiness {
             state,
             connection_batches,
         }),
-        First::Report(Ok(Some(
+        Ok(Some(
             ChildMessage::SendState
+            | ChildMessage::Stopping { .. }
             | ChildMessage::ConnectionTaken { .. }
             | ChildMessage::ConnectionRefused { .. }
             | ChildMessage::ConnectionsAnswered { .. },
-        ))) => {
+        )) => {
             // Out of place before READY (the handshake answers state
             // requests itself): a confused new generation.
             kill_and_reap(process).await;
@@ -408,98 +453,23 @@ pub(crate) async fn decide<P: Successor>(
                 ),
             })
         }
-        First::Report(Ok(Some(
-            ChildMessage::Failed { reason } | ChildMessage::Unhealthy { reason },
-        ))) => {
+        Ok(Some(ChildMessage::Failed { reason } | ChildMessage::Unhealthy { reason })) => {
             let _ = reap_within(process, EXIT_AFTER_REPORT).await;
             Err(RestartError::ChildFailed { pid, reason })
         }
-        First::Report(Ok(None)) => match reap_within(process, EXIT_AFTER_REPORT).await {
+        Ok(None) => match reap_within(process, EXIT_AFTER_REPORT).await {
             Some(status) => Err(RestartError::ChildExited { pid, status }),
             None => Err(RestartError::ClosedWithoutReport { pid }),
         },
-        First::Report(Err(HandshakeError::Prepare(error))) => {
+        Err(HandshakeError::Prepare(error)) => {
             kill_and_reap(process).await;
             Err(error)
         }
-        First::Report(Err(HandshakeError::Io(source))) => {
+        Err(HandshakeError::Io(source)) => {
             match reap_within(process, EXIT_AFTER_BROKEN_CHANNEL).await {
                 Some(status) => Err(RestartError::ChildExited { pid, status }),
                 None => Err(RestartError::Handover { pid, source }),
             }
-        }
-        First::Exited(status) => {
-            // A FAILED report may already sit in the socket buffer.
-            let late = tokio::time::timeout(LATE_REPORT, &mut handshake).await;
-            match late {
-                Ok(Ok(Some(ChildMessage::Failed { reason }))) => {
-                    Err(RestartError::ChildFailed { pid, reason })
-                }
-                _ => Err(RestartError::ChildExited {
-                    pid,
-                    status: describe_status(status),
-                }),
-            }
-        }
-        First::Timeout => {
-            kill_and_reap(process).await;
-            Err(RestartError::ReadyTimeout {
-                pid,
-                timeout: ready_timeout,
-            })
-        }
-        First::Aborted => {
-            kill_and_reap(process).await;
-            Err(RestartError::Aborted { pid })
-        }
-    }
-}
-
-/// How a new generation's probation ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    /// It stayed alive and healthy throughout: it takes over.
-    Passed,
-    /// It exited ("exited with status 7", "was killed by signal SIGKILL").
-    Exited(String),
-    /// It reported itself unhealthy; it was killed and reaped.
-    Unhealthy(String),
-}
-
-/// The probation of a ready new generation: watches it for `probation`
-/// (its exit, an `Unhealthy` report on the channel `reports` reads) while
-/// this generation still holds the listeners.
-///
-/// | first event            | verdict                                  |
-/// |------------------------|------------------------------------------|
-/// | the probation ends     | `Passed`                                 |
-/// | it exits               | `Exited` with its status                 |
-/// | it reports Unhealthy   | it is killed and reaped; `Unhealthy`     |
-/// | its channel closes     | whichever of its exit or the end comes   |
-pub(crate) async fn probation<P: Successor, R>(
-    process: &mut P,
-    mut reports: impl FnMut() -> R,
-    probation: Duration,
-) -> Verdict
-where
-    R: Future<Output = io::Result<Option<ChildMessage>>>,
-{
-    let end = tokio::time::sleep(probation);
-    tokio::pin!(end);
-    let mut channel_open = true;
-    loop {
-        tokio::select! {
-            biased;
-            status = process.wait() => return Verdict::Exited(describe_status(status)),
-            () = &mut end => return Verdict::Passed,
-            report = reports(), if channel_open => match report {
-                Ok(Some(ChildMessage::Unhealthy { reason })) => {
-                    kill_and_reap(process).await;
-                    return Verdict::Unhealthy(reason);
-                }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => channel_open = false,
-            },
         }
     }
 }
@@ -854,84 +824,5 @@ mod tests {
         );
         assert!(killed.load(Ordering::SeqCst));
         assert!(process.reaped);
-    }
-
-    /// The reports of the new generation's end of a channel, for
-    /// `probation`.
-    fn reports<'a>(
-        ours: &'a UnixStream,
-    ) -> impl FnMut() -> Pin<Box<dyn Future<Output = io::Result<Option<ChildMessage>>> + 'a>> + 'a
-    {
-        move || Box::pin(channel::read_child_message(ours))
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_generation_alive_through_its_probation_passes() {
-        let (mut process, _exit, killed) = fake();
-        let (ours, _theirs) = UnixStream::pair().unwrap();
-        let verdict = probation(&mut process, reports(&ours), Duration::from_secs(2)).await;
-        assert_eq!(verdict, Verdict::Passed);
-        assert!(!killed.load(Ordering::SeqCst));
-        assert!(!process.reaped);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_exit_within_the_probation_fails_it_with_the_status() {
-        let (mut process, exit, _) = fake();
-        let (ours, _theirs) = UnixStream::pair().unwrap();
-        let verdict = probation(&mut process, reports(&ours), Duration::from_secs(2));
-        tokio::pin!(verdict);
-        tokio::select! {
-            _ = &mut verdict => panic!("decided before the exit"),
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                exit.0.send_replace(Some(nix::sys::signal::Signal::SIGKILL as i32));
-            }
-        }
-        assert_eq!(
-            verdict.await,
-            Verdict::Exited("was killed by signal SIGKILL".into())
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_unhealthy_report_kills_and_reaps() {
-        let (mut process, _exit, killed) = fake();
-        let (ours, mut theirs) = UnixStream::pair().unwrap();
-        send(
-            &mut theirs,
-            ChildMessage::Unhealthy {
-                reason: "database unreachable".into(),
-            },
-        )
-        .await;
-        let verdict = probation(&mut process, reports(&ours), Duration::from_secs(2)).await;
-        assert_eq!(verdict, Verdict::Unhealthy("database unreachable".into()));
-        assert!(killed.load(Ordering::SeqCst));
-        assert!(process.reaped);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_closed_channel_still_waits_for_the_exit_or_the_end() {
-        let (mut process, exit, _) = fake();
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        drop(theirs);
-        let verdict = probation(&mut process, reports(&ours), Duration::from_secs(2));
-        tokio::pin!(verdict);
-        tokio::select! {
-            _ = &mut verdict => panic!("decided on the closed channel alone"),
-            _ = tokio::time::sleep(Duration::from_millis(100)) => exit.exit_with(7),
-        }
-        assert_eq!(
-            verdict.await,
-            Verdict::Exited("exited with status 7".into())
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn no_probation_passes_at_once() {
-        let (mut process, _exit, _) = fake();
-        let (ours, _theirs) = UnixStream::pair().unwrap();
-        let verdict = probation(&mut process, reports(&ours), Duration::ZERO).await;
-        assert_eq!(verdict, Verdict::Passed);
     }
 }

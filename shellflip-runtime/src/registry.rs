@@ -109,6 +109,11 @@ impl Registry {
         Ok(())
     }
 
+    /// Stops handing over the descriptor named `name` (closing this copy).
+    pub(crate) fn forget(&mut self, name: &str) {
+        self.active.retain(|(n, _)| n != name);
+    }
+
     /// A duplicate of the registered descriptor named `name`, if any.
     pub(crate) fn duplicate(&self, name: &str) -> Option<std::io::Result<OwnedFd>> {
         self.active

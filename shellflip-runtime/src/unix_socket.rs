@@ -194,6 +194,11 @@ impl SocketFile {
         })
     }
 
+    /// True when nothing is at the path any more (the file was removed).
+    pub(crate) fn is_missing(&self) -> bool {
+        matches!(fs::symlink_metadata(&self.path), Err(e) if e.kind() == io::ErrorKind::NotFound)
+    }
+
     /// Removes the socket file if `path` still refers to it (same device
     /// and inode, still a socket). Best-effort: returns whether it removed
     /// the file, and never fails.

@@ -55,6 +55,8 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::machine::Claim;
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 
@@ -146,19 +148,6 @@ impl Lineage {
         });
     }
 
-    /// Records a restart rolled back after its READY (see `why`).
-    pub(crate) fn record_rollback(&mut self, why: &str) {
-        self.failed_restarts += 1;
-        self.last_restart = Some(LastRestart {
-            ok: false,
-            at_unix_ms: unix_ms(),
-            duration_ms: 0.0,
-            pid: None,
-            generation: None,
-            error: Some(why.to_owned()),
-        });
-    }
-
     /// Completes the record of the restart that started this generation
     /// (pid `pid`), now that it is ready.
     pub(crate) fn record_success(&mut self, pid: u32) {
@@ -240,6 +229,10 @@ pub(crate) enum ParentMessage {
     /// How a draining generation is doing: the sender's own drain, or an
     /// older generation's, relayed.
     Progress(Draining),
+    /// The old generation was stopped during the new one's probation: the
+    /// service stops, the new generation too; whichever claim is higher
+    /// exits last.
+    Stop { claim: Claim },
     /// A live connection, its socket attached (see `handoff`). Sent to a
     /// new generation of an older build, which knows no batches.
     Connection(ConnectionHeader),
@@ -274,6 +267,10 @@ pub(crate) enum ChildMessage {
         /// The child's own explanation.
         reason: String,
     },
+    /// Ready and on probation, it was stopped: the service stops, and the
+    /// old generation stops too instead of taking the service back when it
+    /// exits; whichever claim is higher exits last.
+    Stopping { claim: Claim },
     /// A handed-over connection arrived (the old generation closes its
     /// copy).
     ConnectionTaken {

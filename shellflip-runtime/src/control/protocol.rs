@@ -21,7 +21,8 @@
 //! stop began): reconnect to reach the generation that is serving now.
 //!
 //! After [`Response::Stopping`] the service keeps the connection open,
-//! without sending anything more, until its process exits: the client sees
+//! without sending anything more, until its process exits — and that
+//! process exits after every other process of the service: the client sees
 //! end-of-file when the service is gone. That end-of-file is the one sign
 //! of the exit that means the same in every PID namespace.
 //!
@@ -64,9 +65,10 @@ pub enum Request {
     },
     /// Ask for the service's state. Answered with [`Response::Status`].
     Status,
-    /// Stop the service gracefully (stop accepting, drain, exit). Answered
-    /// with [`Response::Stopping`]; the connection is then held open until
-    /// the process exits.
+    /// Stop the whole service gracefully (stop accepting, drain, exit).
+    /// Answered with [`Response::Stopping`]; the connection is then held
+    /// open until the process exits, which it does after every other
+    /// process of the service.
     Stop,
 }
 

@@ -514,7 +514,9 @@ mod tests {
                     reports += 1;
                     continue;
                 }
-                ParentMessage::Commit { .. } => panic!("no commit here"),
+                ParentMessage::Commit { .. } | ParentMessage::Stop { .. } => {
+                    panic!("no commit or stop here")
+                }
             };
             send_answer(&theirs, &answer).await;
         }

@@ -27,7 +27,8 @@
 //! - ends when the service is over: when the current main pid has exited
 //!   and no generation took the service back (`MAINPID=` within
 //!   [`ROLLBACK_WINDOW`], as a generation on probation does when its
-//!   successor dies). It then forwards SIGTERM to what is left (an older
+//!   successor dies) — at once if the keeper passed a stop (SIGTERM,
+//!   SIGINT) on: after a stop nothing takes the service back. It then forwards SIGTERM to what is left (an older
 //!   generation still draining finishes its drain; anything else stops),
 //!   waits for it up to the drain timeout plus [`EXIT_MARGIN`], kills what
 //!   still runs, reaps everything and exits with the last main pid's exit
@@ -183,6 +184,10 @@ struct Keeper {
     setup: Setup,
     main: Main,
     main_exit: MainExit,
+    /// A stop (SIGTERM, SIGINT) was passed on: once the main pid exits no
+    /// generation may take the service back, so the keeper does not wait
+    /// for one.
+    stopping: bool,
     drain_timeout: Duration,
     me: u32,
 }
@@ -227,6 +232,7 @@ impl Keeper {
             setup,
             main: Main::new(first.as_raw() as u32),
             main_exit: MainExit::Running,
+            stopping: false,
             drain_timeout,
             me: std::process::id(),
         }
@@ -241,9 +247,9 @@ impl Keeper {
                 self.handle(&events);
             }
             // The main pid is gone: does another generation take the
-            // service back?
+            // service back? Never after a stop.
             let deadline = Instant::now() + ROLLBACK_WINDOW;
-            while self.main_exit.has_exited() && self.has_children() {
+            while self.main_exit.has_exited() && !self.stopping && self.has_children() {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
@@ -323,6 +329,9 @@ impl Keeper {
                     if number == Signal::SIGCHLD as i32 {
                         self.reap();
                     } else if !self.main_exit.has_exited() {
+                        if number == Signal::SIGTERM as i32 || number == Signal::SIGINT as i32 {
+                            self.stopping = true;
+                        }
                         self.forward(number);
                     } else {
                         // The service is ending: pass it on to everything
@@ -458,6 +467,10 @@ impl Keeper {
             return;
         };
         if pid == self.main.pid && !self.main_exit.has_exited() {
+            return;
+        }
+        if self.stopping && self.main_exit.has_exited() {
+            eprintln!("shellflip keeper: ignored MAINPID={pid}: the service was stopped");
             return;
         }
         if pid <= 1 || !self.is_ours(pid) {

@@ -412,6 +412,25 @@ impl Spawner {
         }
     }
 
+    /// Lets the spawner process go and waits (up to `within`) until it has
+    /// exited and was reaped: at this generation's exit, so that no process
+    /// of the service outlives the generations.
+    pub(crate) async fn release_and_wait(&self, within: std::time::Duration) {
+        if let Spawner::Process(client) = self {
+            client.release();
+            let mut gone = client.gone_rx.clone();
+            if tokio::time::timeout(within, gone.wait_for(|gone| *gone))
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    pid = client.pid(),
+                    "the spawner did not exit when released; exiting anyway"
+                );
+            }
+        }
+    }
+
     /// Starts `launch` with `channel` as the new process's end of the
     /// handover channel.
     pub(crate) async fn spawn(
@@ -466,6 +485,14 @@ impl NextProcess {
         match self {
             NextProcess::Inline { child, .. } => child.wait().await,
             NextProcess::Spawned(spawned) => spawned.wait().await,
+        }
+    }
+
+    /// True once it has exited (reaped or not), without waiting.
+    pub(crate) fn has_exited(&mut self) -> bool {
+        match self {
+            NextProcess::Inline { child, .. } => !matches!(child.try_wait(), Ok(None)),
+            NextProcess::Spawned(spawned) => spawned.watch.has_exited(),
         }
     }
 

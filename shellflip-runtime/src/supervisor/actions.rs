@@ -1,0 +1,395 @@
+//! What the supervisor does for each of the machine's actions, and the
+//! exit: the I/O side of the decisions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::channel::ParentMessage;
+use crate::control::protocol::{Response, RestartSuccess};
+use crate::control::server as control;
+use crate::generation::Admission;
+use crate::launch;
+use crate::machine::{Action, Ending, Failure, Notice, ReplyTo, Successor};
+use crate::registry::CONTROL_FD_NAME;
+use crate::systemd::{self, Notification};
+use crate::timing;
+
+use super::successor::Watcher;
+use super::{Finished, Supervisor};
+
+/// Beyond the drain timeout, how long the last generation of a stopped
+/// service waits for the older ones to exit.
+const OLDER_EXIT_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long a generation waits for its spawner to exit once released.
+const SPAWNER_EXIT: Duration = Duration::from_secs(2);
+
+impl Supervisor {
+    /// Carries out one action.
+    pub(super) async fn carry_out(&mut self, action: Action) {
+        match action {
+            Action::Notify(notice) => self.notify(notice),
+            Action::Answer(reply, outcome) => self.answer(reply, outcome),
+            Action::Refuse(reply, failure) => {
+                tracing::info!(reason = %failure.reason, "restart refused");
+                if let Some(reply) = reply {
+                    self.answer(reply, Err(failure));
+                }
+            }
+            Action::StartRestart { fresh_state } => self.start_restart(fresh_state),
+            Action::AbortRestart => {
+                if let Some(restart) = &self.restart {
+                    restart.abort.cancel();
+                }
+            }
+            Action::ServeReady => self.serve_ready().await,
+            Action::BecomeService => self.become_service(),
+            Action::Pause => {
+                self.generation.admission.send_replace(Admission::Paused);
+                self.stop_accepting_control().await;
+            }
+            Action::Resume => {
+                self.generation.admission.send_replace(Admission::Open);
+                self.resume_accepting_control();
+            }
+            Action::WatchSuccessor => self.watch_successor(),
+            Action::KillSuccessor => {
+                if let Some(watcher) = &self.watcher {
+                    watcher.kill();
+                }
+            }
+            Action::Commit => self.commit().await,
+            Action::TellSuccessorToStop(claim) => {
+                if let Some(next) = &self.successor {
+                    if let Err(e) = next.tell(&ParentMessage::Stop { claim }).await {
+                        tracing::debug!(error = %e, pid = next.pid, "could not tell the new generation to stop (gone?)");
+                    }
+                }
+            }
+            Action::TellPredecessorStopping(claim) => {
+                if let Some(link) = &self.generation.predecessor {
+                    if let Err(e) = link.report_stopping(claim).await {
+                        tracing::debug!(error = %e, "could not tell the previous generation that the service stops (gone?)");
+                    }
+                }
+            }
+            Action::Shutdown(ending) => {
+                let timeout = match ending {
+                    Ending::GaveBack => Duration::ZERO,
+                    Ending::HandedOver | Ending::Stopped => self.limits.drain_timeout,
+                };
+                self.generation.begin_shutdown(ending, timeout);
+            }
+            Action::WritePidFile => self.generation.write_pid_file(),
+            Action::RecordFailure(reason) => {
+                let took = self
+                    .restart
+                    .as_ref()
+                    .map(|r| r.started.elapsed())
+                    .unwrap_or_default();
+                self.lineage.record_failure(took, &reason);
+            }
+            Action::ReclaimState => self.generation.reclaim_state(),
+            Action::Exit { ending, last } => self.exit = Some((ending, last)),
+        }
+    }
+
+    fn notify(&self, notice: Notice) {
+        let notification = match notice {
+            Notice::Ready(status) => Notification::ready(&status),
+            Notice::Reloading(status) => {
+                Notification::reloading(systemd::monotonic_usec(), &status)
+            }
+            Notice::ReloadRefused(status) => {
+                self.systemd
+                    .send(&Notification::reloading(systemd::monotonic_usec(), &status));
+                Notification::ready(&status)
+            }
+            Notice::MainPid(pid, status) => Notification::handed_over(pid, &status),
+            Notice::Stopping => {
+                let drain = self.limits.drain_timeout;
+                if self.systemd.is_enabled() {
+                    tokio::spawn(systemd::keep_extending_stop_timeout(
+                        self.systemd.clone(),
+                        tokio::time::Instant::now() + drain,
+                    ));
+                }
+                Notification::stopping(
+                    systemd::drain_extension(drain),
+                    &format!(
+                        "stopping: draining for up to {}",
+                        humantime::format_duration(drain)
+                    ),
+                )
+            }
+        };
+        self.systemd.send(&notification);
+    }
+
+    fn answer(&mut self, reply: ReplyTo, outcome: Result<Successor, Failure>) {
+        let Some(sender) = self.replies.remove(&reply) else {
+            return;
+        };
+        let response = match outcome {
+            Ok(successor) => {
+                let next = self.successor.as_ref().filter(|n| n.pid == successor.pid);
+                Response::Restarted(RestartSuccess {
+                    pid: successor.pid,
+                    generation: successor.generation,
+                    duration_ms: self
+                        .restart
+                        .as_ref()
+                        .map(|r| timing::ms(r.started.elapsed()))
+                        .unwrap_or_default(),
+                    state: next.and_then(|n| n.state_report.clone()),
+                })
+            }
+            Err(Failure { kind, reason }) => Response::RestartFailed { kind, reason },
+        };
+        let _ = sender.send(response);
+    }
+
+    /// This generation is ready: the READY report is finished, the control
+    /// socket is served, what was inherited and not claimed is closed.
+    async fn serve_ready(&mut self) {
+        let pid = std::process::id();
+        let number = self.generation.number;
+        tracing::info!(
+            generation = number,
+            pid,
+            startup_ms = timing::ms(self.epoch.elapsed()),
+            "ready"
+        );
+        self.startup.log_phases();
+        match &self.generation.state_report {
+            Some(report) if report.not_carried.is_some() && number > 1 => {
+                tracing::warn!("{report}");
+            }
+            Some(report) if number > 1 => tracing::info!("{report}"),
+            _ => {}
+        }
+        if let Some(link) = &self.generation.predecessor {
+            if let Err(reason) = link
+                .finish_ready_report(|| self.generation.write_pid_file())
+                .await
+            {
+                tracing::warn!(error = %reason, "could not tell the previous generation that this one is ready; it is probably gone");
+            }
+        } else {
+            self.generation.write_pid_file();
+        }
+        if number > 1 {
+            self.lineage.record_success(pid);
+        }
+        for name in self.generation.registry().close_unclaimed() {
+            tracing::warn!(
+                name,
+                "an inherited descriptor was not claimed by this generation; closed it"
+            );
+        }
+        self.start_accepting_control();
+    }
+
+    /// This generation is the service: it joins the service's process
+    /// group, and systemd's fd store holds its sockets.
+    fn become_service(&mut self) {
+        if self.generation.number > 1 {
+            tracing::debug!(
+                "the previous generation handed over (or is gone); this one is the service"
+            );
+            let group = self.lineage.process_group;
+            if group != 0 {
+                launch::join_process_group(group);
+            }
+        }
+        let registry = self.generation.registry();
+        systemd::sync_fd_store(
+            &self.systemd,
+            self.limits.fd_store,
+            &registry,
+            &mut self.lineage.fd_store,
+        );
+    }
+
+    fn watch_successor(&mut self) {
+        let Some(next) = self.successor.as_mut() else {
+            return;
+        };
+        let Some(process) = next.take_process() else {
+            return;
+        };
+        self.watcher = Some(Watcher::start(
+            process,
+            next.channel(),
+            self.successor_tx.clone(),
+        ));
+    }
+
+    /// Hands over for good: the successor may take connections, shutdown
+    /// begins, `Commit` says how the drain goes, the older generations'
+    /// drains are relayed, the spawner is released (the successor is
+    /// re-parented to the service manager, which then sees it die if it
+    /// does).
+    async fn commit(&mut self) {
+        if let Some(watcher) = self.watcher.take() {
+            if let (Some(process), Some(next)) = (watcher.release().await, &mut self.successor) {
+                next.keep_process(process);
+            }
+        }
+        let Some(next) = &self.successor else {
+            return;
+        };
+        next.link.start();
+        self.generation.set_successor(Arc::clone(&next.link));
+        self.generation
+            .begin_shutdown(Ending::HandedOver, self.limits.drain_timeout);
+        if let Err(e) = next.commit(self.own_drain()).await {
+            tracing::warn!(error = %e, pid = next.pid, "could not tell the new generation that the hand-over is complete; it takes over when this one exits");
+        }
+        for older in self.older.list() {
+            let _ = next.tell(&ParentMessage::Progress(older)).await;
+        }
+        tracing::info!(
+            pid = next.pid,
+            generation = next.generation,
+            "handed over; draining"
+        );
+        self.spawner.release();
+    }
+
+    fn start_accepting_control(&mut self) {
+        let Some(open) = self.generation.take_control() else {
+            return;
+        };
+        self.lineage.control_socket_file = Some(open.file.clone());
+        match control::Serving::start(
+            open.file,
+            open.listener,
+            self.control_tx.clone(),
+            self.control_connections.clone(),
+        ) {
+            Ok(serving) => self.control = Some(serving),
+            Err(e) => tracing::error!(error = %e, "could not serve the control socket"),
+        }
+    }
+
+    pub(super) async fn stop_accepting_control(&mut self) {
+        if let Some(control) = self.control.as_mut() {
+            control.stop().await;
+        }
+    }
+
+    /// Serves the control socket again after a rollback: from the
+    /// registry's copy of the listener, or — if its file was removed
+    /// meanwhile — from a new socket bound at the same path, which later
+    /// generations then inherit.
+    fn resume_accepting_control(&mut self) {
+        let Some(file) = self.control.as_ref().map(|c| c.file().clone()) else {
+            return;
+        };
+        let (listener, file) = if file.is_missing() {
+            match self.rebind_control(&file) {
+                Some(rebound) => rebound,
+                None => return,
+            }
+        } else {
+            match self.generation.registry().duplicate(CONTROL_FD_NAME) {
+                Some(Ok(fd)) => (std::os::unix::net::UnixListener::from(fd), file),
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "could not serve the control socket again");
+                    return;
+                }
+                None => return,
+            }
+        };
+        self.lineage.control_socket_file = Some(file.clone());
+        match control::Serving::start(
+            file,
+            listener,
+            self.control_tx.clone(),
+            self.control_connections.clone(),
+        ) {
+            Ok(serving) => self.control = Some(serving),
+            Err(e) => tracing::error!(error = %e, "could not serve the control socket again"),
+        }
+    }
+
+    /// The control socket's file is gone: binds a new socket at its path
+    /// and registers it for later generations.
+    fn rebind_control(
+        &mut self,
+        lost: &control::ControlSocketFile,
+    ) -> Option<(std::os::unix::net::UnixListener, control::ControlSocketFile)> {
+        let path = lost.path.clone();
+        tracing::warn!(path = %path.display(), "the control socket's file is gone; binding a new one at the same path");
+        let (listener, file) = match control::bind_control_socket(&path) {
+            Ok(bound) => bound,
+            Err(e) => {
+                tracing::error!(error = %e, "could not bind the control socket again; the service cannot be reached on it");
+                return None;
+            }
+        };
+        let mut registry = self.generation.registry();
+        registry.forget(CONTROL_FD_NAME);
+        if let Err(e) = registry.register(CONTROL_FD_NAME, std::os::fd::AsFd::as_fd(&listener)) {
+            tracing::warn!(error = %e, "could not register the new control socket for later generations");
+        }
+        drop(registry);
+        let listener = match listener.try_clone() {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, "could not serve the new control socket");
+                return None;
+            }
+        };
+        Some((listener, file))
+    }
+
+    /// The end: the last generation of a stopped service waits for the
+    /// older ones to exit (so that `stop` returns when none is left); every
+    /// generation releases its spawner and waits for it to exit.
+    pub(super) async fn finish(mut self) -> Finished {
+        let (ending, last) = self.exit.unwrap_or((Ending::Stopped, false));
+        if last {
+            self.wait_for_older().await;
+        }
+        self.spawner.release_and_wait(SPAWNER_EXIT).await;
+        self.stop_accepting_control().await;
+        Finished {
+            ending,
+            last,
+            control_file: self.control.as_ref().map(|c| c.file().clone()),
+            _successor: self.successor.take(),
+        }
+    }
+
+    /// Waits until the predecessor and the older generations still
+    /// draining have exited, up to the latest of their drain deadlines and
+    /// this generation's drain timeout, plus a margin.
+    async fn wait_for_older(&mut self) {
+        let until = tokio::time::Instant::now() + self.limits.drain_timeout + OLDER_EXIT_MARGIN;
+        let latest = self
+            .older
+            .list()
+            .iter()
+            .map(|d| d.deadline_unix_ms.saturating_sub(timing::unix_ms()))
+            .max()
+            .map(Duration::from_millis)
+            .unwrap_or_default();
+        let until = until.max(tokio::time::Instant::now() + latest + OLDER_EXIT_MARGIN);
+        let predecessor = self
+            .generation
+            .predecessor
+            .as_ref()
+            .and_then(|link| link.predecessor());
+        let all = async {
+            if let Some(watch) = predecessor {
+                watch.exited().await;
+            }
+            self.older.all_exited().await;
+        };
+        if tokio::time::timeout_at(until, all).await.is_err() {
+            tracing::warn!("older generations of the service were still running at the end of the stop's wait; exiting anyway");
+        }
+    }
+}
