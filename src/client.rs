@@ -37,7 +37,10 @@
 //! [`ControlClient::stop_and_wait`] does not look the service's pid up in
 //! `/proc` (in another PID namespace that number is another process): the
 //! service keeps the connection of a stop request open until its process
-//! exits, and the client waits for that end-of-file.
+//! exits, and the client waits for that end-of-file. The generation that
+//! answers exits last: after every other generation of the service (one
+//! on probation, those still draining) and their spawners, so the
+//! end-of-file means that no process of the service is left.
 
 use std::fs;
 use std::io::{self, Read};
@@ -358,7 +361,8 @@ impl ControlClient {
     }
 
     /// Connects to `path`, asks the service to stop, and waits until its
-    /// process has exited; returns that process's pid, as this process
+    /// processes have exited (the answering one exits last); returns that
+    /// process's pid, as this process
     /// sees it when the kernel says (see [`ControlClient::answered_by`]),
     /// otherwise as the service reported it.
     ///

@@ -518,7 +518,10 @@ fn the_cli_shows_and_waits_for_pids_across_pid_namespaces() {
     // Before the fix this waited the whole timeout for the process that
     // has the inside pid's number out here.
     let stopped = run("stop", &["--timeout", "20s"]);
-    assert_eq!(stopped, format!("stopped: pid={second_outside}\n"));
+    assert_eq!(
+        stopped,
+        format!("stopped: pid={second_outside}; no process of the service is left\n")
+    );
     wait_until("the service to exit", EVENT_TIMEOUT, || {
         !is_alive(second_outside)
     });

@@ -96,7 +96,8 @@ enum Command {
     #[command(
         long_about = "Stop the service gracefully and wait until it has exited.\n\n\
             The service stops accepting, lets in-flight work finish (bounded by its drain \
-            timeout) and exits; this command returns once its process is gone.",
+            timeout) and exits — every generation, including one on probation or still \
+            draining, and their spawner processes; this command returns once none is left.",
         after_help = AFTER_HELP
     )]
     Stop {
@@ -294,7 +295,7 @@ fn status(socket: &Path, json: bool, timeout: Duration) -> u8 {
 fn stop(socket: &Path, timeout: Duration) -> u8 {
     match ControlClient::stop_and_wait(socket, timeout) {
         Ok(pid) => {
-            println!("stopped: pid={pid}");
+            println!("stopped: pid={pid}; no process of the service is left");
             EXIT_OK
         }
         Err(
