@@ -214,11 +214,12 @@ impl Received {
     }
 
     /// Records from now on, forgetting what was recorded before.
-    fn arm(&self) {
+    pub(crate) fn arm(&self) {
         *lock(&self.inodes) = Some(HashSet::new());
     }
 
-    fn disarm(&self) {
+    /// Records nothing from now on.
+    pub(crate) fn disarm(&self) {
         *lock(&self.inodes) = None;
     }
 
@@ -231,7 +232,8 @@ impl Received {
         }
     }
 
-    fn contains(&self, inode: u64) -> bool {
+    /// True when the socket `inode` was recorded since the record was armed.
+    pub(crate) fn contains(&self, inode: u64) -> bool {
         lock(&self.inodes)
             .as_ref()
             .is_some_and(|inodes| inodes.contains(&inode))
@@ -252,6 +254,18 @@ impl Drop for Disarm {
 /// connections accepted here. Cheap when no watch is armed.
 pub(crate) fn received(fds: &[OwnedFd]) {
     RECEIVED.record(fds);
+}
+
+/// The process's record of received sockets (for tests elsewhere).
+#[cfg(test)]
+pub(crate) fn process_record() -> &'static Received {
+    &RECEIVED
+}
+
+/// The inode of the socket `fd` (for tests elsewhere).
+#[cfg(test)]
+pub(crate) fn socket_inode_of(fd: impl AsFd) -> Option<u64> {
+    inode_of(fd)
 }
 
 /// A connection accepted on `listener` while paused.
@@ -403,22 +417,23 @@ pub(crate) fn start<A: Send + Sync + 'static>(watched: Watched<A>, shared: Arc<A
     runtime.spawn(async move {
         let generation = watched.generation;
         if let Some(accepted) = watch_admission(watched, &shared, &RECEIVED).await {
+            let pid = std::process::id();
             tracing::warn!(
-                pid = std::process::id(),
+                pid,
                 generation,
                 listener = %accepted.listener.name,
                 address = %accepted.listener.address,
                 "{}",
-                warning(generation, &accepted.listener)
+                warning(pid, generation, &accepted.listener)
             );
         }
     });
 }
 
 /// The warning for a connection accepted on `listener` while paused.
-pub(crate) fn warning(generation: u64, listener: &Listener) -> String {
+pub(crate) fn warning(pid: u32, generation: u64, listener: &Listener) -> String {
     format!(
-        "generation {generation} accepted a connection on listener `{}` ({}) while paused for \
+        "generation {generation} (pid {pid}) accepted a connection on listener `{}` ({}) while paused for \
          its successor's probation: its accept loop ignores the pause, so it takes connections \
          meant for the new generation, and what they change in the state is not carried. \
          Accept with `ctx.accept(&listener)` (it waits during a probation and returns None at \
@@ -483,13 +498,14 @@ async fn watch_pause<A>(
         accepted = scanning => PauseEnd::Accepted(accepted),
     };
     if !matches!(end, PauseEnd::Accepted(_)) {
+        let scans = shared
+            .scans
+            .load(Ordering::Relaxed)
+            .saturating_sub(scans_before);
         tracing::debug!(
-            pid = std::process::id(),
-            scans = shared
-                .scans
-                .load(Ordering::Relaxed)
-                .saturating_sub(scans_before),
-            "accept watch: the pause is over, no connection was accepted during it"
+            "accept watch of pid {}: the pause is over after {scans} scans; no connection was \
+             accepted during it",
+            std::process::id()
         );
     }
     end
@@ -518,9 +534,10 @@ async fn scan_while_paused(
         None => return std::future::pending().await,
     };
     tracing::debug!(
-        pid = std::process::id(),
         sockets = scanner.known.len(),
-        "accept watch: paused for the successor's probation; watching for connections accepted meanwhile"
+        "accept watch of pid {}: paused for the successor's probation; watching for connections \
+         accepted meanwhile",
+        std::process::id()
     );
     let mut every = SCAN_EVERY;
     loop {
@@ -883,9 +900,9 @@ mod tests {
             address: inet("127.0.0.1:7000"),
             inode: 1,
         };
-        let text = warning(3, &listener);
+        let text = warning(42, 3, &listener);
         for part in [
-            "generation 3",
+            "generation 3 (pid 42)",
             "listener `echo` (127.0.0.1:7000)",
             "ctx.accept(&listener)",
             "shellflip::http::serve",
