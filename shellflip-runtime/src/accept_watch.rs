@@ -503,8 +503,8 @@ async fn watch_pause<A>(
             .load(Ordering::Relaxed)
             .saturating_sub(scans_before);
         tracing::debug!(
-            "accept watch of pid {}: the pause is over after {scans} scans; no connection was \
-             accepted during it",
+            "accept watch of pid {}: the pause is over after {scans} scans; no connection \
+             accepted during it was seen",
             std::process::id()
         );
     }
@@ -555,6 +555,11 @@ async fn scan_while_paused(
             return std::future::pending().await;
         };
         shared.scans.fetch_add(1, Ordering::Relaxed);
+        // A service that looked at its admission since the pause began
+        // (its accept loop, say) is trusted too.
+        if shared.is_consulted() {
+            return std::future::pending().await;
+        }
         if let Some(accepted) = found {
             return accepted;
         }
