@@ -417,17 +417,27 @@ pub(crate) fn start<A: Send + Sync + 'static>(watched: Watched<A>, shared: Arc<A
     runtime.spawn(async move {
         let generation = watched.generation;
         if let Some(accepted) = watch_admission(watched, &shared, &RECEIVED).await {
-            let pid = std::process::id();
-            tracing::warn!(
-                pid,
-                generation,
-                listener = %accepted.listener.name,
-                address = %accepted.listener.address,
-                "{}",
-                warning(pid, generation, &accepted.listener)
-            );
+            warn(generation, &accepted.listener);
         }
     });
+}
+
+/// Gives the warning: through `tracing`, or on stderr when the service
+/// installed no subscriber (the warning is for its author).
+fn warn(generation: u64, listener: &Listener) {
+    let pid = std::process::id();
+    let text = warning(pid, generation, listener);
+    if tracing::dispatcher::has_been_set() {
+        tracing::warn!(
+            pid,
+            generation,
+            listener = %listener.name,
+            address = %listener.address,
+            "{text}"
+        );
+    } else {
+        eprintln!("shellflip: warning: {text}");
+    }
 }
 
 /// The warning for a connection accepted on `listener` while paused.
