@@ -13,12 +13,14 @@
 //! How: once paused, the socket inodes open in this process
 //! (`/proc/self/fd`) are the baseline. Every [`SCAN_EVERY`] while paused
 //! the sockets opened since are looked at: one whose local address is the
-//! one of a registered stream listener, without being that listener, is a
-//! connection accepted on it (an accepted TCP socket has the listener's
-//! address, a specific one when the listener is on a wildcard address; an
-//! accepted Unix socket names the listener's path). A socket the service
-//! opens as a client has an ephemeral port, or no name. Three kinds of
-//! sockets look accepted while paused but were not, and are left out:
+//! one of a registered stream listener (`Context::tcp_listener`,
+//! `unix_listener`, or a listening stream socket kept with `Context::fd`;
+//! not the runtime's own), without being that listener, is a connection
+//! accepted on it (an accepted TCP socket has the listener's address, a
+//! specific one when the listener is on a wildcard address; an accepted
+//! Unix socket names the listener's path). A socket the service opens as a
+//! client has an ephemeral port, or no name. Three kinds of sockets look
+//! accepted while paused but were not, and are left out:
 //!
 //! - a connection `Context::accept` took in the instant the pause began:
 //!   the baseline is taken after [`SETTLE`] and at a moment when no poll of
@@ -31,6 +33,10 @@
 //!   and not recorded (the record follows the receipt by a moment);
 //! - every socket of a service that looks at `Context::admission()`: it
 //!   pauses by itself ([`AcceptWatch::consulted`]), and is not watched.
+//!
+//! Not told apart (the socket type of a descriptor number cannot be read
+//! without `unsafe`): a UDP socket bound during the pause to the port of a
+//! TCP listener, or a second listener bound there with `SO_REUSEPORT`.
 //!
 //! The cost: nothing while admission is open. While paused, each scan lists
 //! `/proc/self/fd` and reads one link per descriptor; only new sockets get
