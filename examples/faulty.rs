@@ -117,11 +117,7 @@ async fn main(ctx: Context<Served>) -> Result<(), Box<dyn std::error::Error>> {
         "ready pid={pid} generation={generation} listen={}",
         listener.local_addr()?
     );
-    loop {
-        let (mut stream, _) = tokio::select! {
-            _ = ctx.shutdown() => return Ok(()),
-            accepted = listener.accept() => accepted?,
-        };
+    while let Some((mut stream, _)) = ctx.accept(&listener).await {
         let served = state.update(|s| {
             s.count += 1;
             s.count
@@ -137,4 +133,5 @@ async fn main(ctx: Context<Served>) -> Result<(), Box<dyn std::error::Error>> {
             Ok::<(), std::io::Error>(())
         });
     }
+    Ok(())
 }

@@ -70,18 +70,19 @@ async fn main(ctx: Context<EchoState>) -> Result<(), BoxError> {
         Ok(status) => return Err(format!("not locked down: /bin/true ran ({status})").into()),
     }
 
-    loop {
-        tokio::select! {
-            _ = ctx.shutdown() => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let served = state.update(|s| { s.served += 1; s.served });
-                    ctx.spawn(echo(stream, format!("pid={pid} generation={generation} served={served}\n")));
-                }
-                Err(e) => tracing::warn!(%e, "accept failed"),
-            },
-        }
+    // Until a successor takes over or a stop (paused while a successor is on probation; failed
+    // accepts are retried and logged by `ctx.accept`).
+    while let Some((stream, _)) = ctx.accept(&listener).await {
+        let served = state.update(|s| {
+            s.served += 1;
+            s.served
+        });
+        ctx.spawn(echo(
+            stream,
+            format!("pid={pid} generation={generation} served={served}\n"),
+        ));
     }
+    Ok(())
 }
 
 /// Installs the filters on every thread of the process (threads started later inherit them).

@@ -44,12 +44,19 @@ async fn main(ctx: Context) -> Result<(), Box<dyn std::error::Error>> {
     let mut datagram = vec![0u8; 64 * 1024];
     loop {
         tokio::select! {
-            _ = ctx.shutdown() => return Ok(()),
-            accepted = unix.accept() => {
-                let (mut stream, _) = accepted?;
+            // Connections: none while a successor is on probation; `None`
+            // once this generation stops accepting for good, which ends the
+            // datagrams too.
+            accepted = ctx.accept(&unix) => {
+                let Some((mut stream, _)) = accepted else {
+                    return Ok(());
+                };
                 let line = format!("{tag}\n");
                 ctx.spawn(async move { stream.write_all(line.as_bytes()).await });
             }
+            // Datagrams have no accept to pause: during a successor's
+            // probation this generation keeps reading the shared socket, so
+            // each datagram is answered by one generation or the other.
             received = udp.recv_from(&mut datagram) => {
                 let (len, peer) = received?;
                 let mut answer = format!("{tag} ").into_bytes();

@@ -59,11 +59,7 @@ async fn serve(ctx: Context<State>) -> Result<(), Box<dyn std::error::Error>> {
         "ready pid={pid} generation={generation} listen={}",
         listener.local_addr()?
     );
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = ctx.shutdown() => return Ok(()),
-            accepted = listener.accept() => accepted?,
-        };
+    while let Some((stream, _)) = ctx.accept(&listener).await {
         let greeting = state.update(|s| {
             let served = s.served();
             *served += 1;
@@ -72,6 +68,7 @@ async fn serve(ctx: Context<State>) -> Result<(), Box<dyn std::error::Error>> {
         });
         ctx.spawn(echo(stream, greeting));
     }
+    Ok(())
 }
 
 async fn echo(stream: TcpStream, greeting: String) -> std::io::Result<()> {

@@ -57,11 +57,7 @@ async fn main(ctx: Context<State>) -> Result<(), Box<dyn std::error::Error>> {
         "ready pid={pid} generation={generation} listen={}",
         listener.local_addr()?
     );
-    loop {
-        let (mut stream, _) = tokio::select! {
-            _ = ctx.shutdown() => return Ok(()),
-            accepted = listener.accept() => accepted?,
-        };
+    while let Some((mut stream, _)) = ctx.accept(&listener).await {
         let line = state.update(|s| -> std::io::Result<String> {
             let visits = s.record_visit();
             s.seen += 1;
@@ -75,4 +71,5 @@ async fn main(ctx: Context<State>) -> Result<(), Box<dyn std::error::Error>> {
         })?;
         ctx.spawn(async move { stream.write_all(line.as_bytes()).await });
     }
+    Ok(())
 }

@@ -40,7 +40,9 @@ use proc_macro::TokenStream;
 /// async fn main(ctx: Context<State>) -> Result<(), shellflip::Error> {
 ///     let listener = ctx.tcp_listener("echo", "127.0.0.1:7000")?;
 ///     ctx.ready()?;
-///     // accept until ctx.shutdown() ...
+///     while let Some((stream, _peer)) = ctx.accept(&listener).await {
+///         // serve `stream` (ctx.spawn it: the drain waits for it)
+///     }
 ///     Ok(())
 /// }
 /// ```

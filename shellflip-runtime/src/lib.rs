@@ -45,6 +45,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 mod accept;
+mod accept_watch;
 mod channel;
 mod child;
 pub mod config;

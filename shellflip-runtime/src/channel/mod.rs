@@ -782,6 +782,31 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
+    #[tokio::test]
+    async fn descriptors_from_the_previous_generation_are_recorded_for_the_accept_watch() {
+        let (parent, child) = UnixStream::pair().unwrap();
+        let (passed, _peer) = StdUnixStream::pair().unwrap();
+        let inode = crate::accept_watch::socket_inode_of(&passed).unwrap();
+        let record = crate::accept_watch::process_record();
+        record.arm();
+        let message = encode_parent_message(&ParentMessage::Progress(Draining {
+            generation: 1,
+            pid: 1,
+            deadline_unix_ms: 0,
+            tasks: None,
+        }))
+        .unwrap();
+        fd::send_with_fds(parent.as_fd(), &message, &[passed.as_fd()]).unwrap();
+        let got = reading::ParentReader::new()
+            .next(&child)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.fds.len(), 1);
+        assert!(record.contains(inode));
+        record.disarm();
+    }
+
     #[test]
     fn eof_before_handover_is_reported() {
         let (parent, mut child) = StdUnixStream::pair().unwrap();

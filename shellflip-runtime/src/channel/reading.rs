@@ -72,6 +72,8 @@ impl ParentReader {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            // Handed-over connections: not accepted here (see accept_watch).
+            crate::accept_watch::received(&fds);
             if n == 0 {
                 return Ok(None);
             }

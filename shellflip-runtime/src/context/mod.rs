@@ -12,6 +12,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 use crate::accept::{Accept, AcceptBackoff};
+use crate::accept_watch::{self, AcceptWatch, Listener, Watched};
 use crate::error::Error;
 use crate::generation::{Admission, Generation};
 use crate::handoff::{Connections, HandOverError, HandOverFailed, HandoverStream};
@@ -38,6 +39,7 @@ pub(crate) enum StateSlot<S> {
 pub struct Context<S: HandoverState = ()> {
     generation: Arc<Generation>,
     state: Arc<Mutex<StateSlot<S>>>,
+    accept_watch: Arc<AcceptWatch>,
 }
 
 impl<S: HandoverState> Clone for Context<S> {
@@ -45,6 +47,7 @@ impl<S: HandoverState> Clone for Context<S> {
         Context {
             generation: Arc::clone(&self.generation),
             state: Arc::clone(&self.state),
+            accept_watch: Arc::clone(&self.accept_watch),
         }
     }
 }
@@ -61,6 +64,7 @@ impl<S: HandoverState> std::fmt::Debug for Context<S> {
 impl<S: HandoverState> Context<S> {
     pub(crate) fn new(generation: Arc<Generation>, handed_over: Option<S>) -> Self {
         let context = Context {
+            accept_watch: watch_accepts(&generation),
             generation,
             state: Arc::new(Mutex::new(StateSlot::Empty)),
         };
@@ -404,9 +408,11 @@ impl<S: HandoverState> Context<S> {
     }
 
     /// Resolves when this generation must stop accepting new work (its
-    /// successor is ready, or a stop was requested). Accept loops should
-    /// `select!` on it and return; in-flight work then has the drain timeout
-    /// to finish.
+    /// successor took over, or a stop was requested); in-flight work then
+    /// has the drain timeout to finish. Accept with [`accept`](Self::accept)
+    /// rather than `select!` on this and `listener.accept()`: such a loop
+    /// also accepts while a successor is on probation, when this generation
+    /// must not (a warning says so at the first connection it takes then).
     pub fn shutdown(&self) -> WaitForCancellationFutureOwned {
         self.generation.shutdown.clone().cancelled_owned()
     }
@@ -446,6 +452,17 @@ impl<S: HandoverState> Context<S> {
     ///
     /// [`AcceptBackoff`]: crate::AcceptBackoff
     pub async fn accept<L: Accept>(&self, listener: &L) -> Option<L::Connection> {
+        // Each poll is counted: the accept watch takes its baseline when
+        // none is under way (a poll begun before a pause may still accept).
+        let mut accepting = std::pin::pin!(self.accept_while_admitted(listener));
+        std::future::poll_fn(|cx| {
+            let _polling = self.accept_watch.polling();
+            accepting.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    async fn accept_while_admitted<L: Accept>(&self, listener: &L) -> Option<L::Connection> {
         let shutdown = &self.generation.shutdown;
         let mut admission = self.generation.admission.subscribe();
         let mut backoff = AcceptBackoff::default();
@@ -470,13 +487,20 @@ impl<S: HandoverState> Context<S> {
     }
 
     /// Whether this generation takes new connections now: for accept
-    /// loops that do not use [`accept`](Self::accept).
+    /// loops that do not use [`accept`](Self::accept). Such a loop must not
+    /// accept while this is [`Admission::Paused`] (a successor is on
+    /// probation); [`admission_changed`](Self::admission_changed) says when
+    /// to look again. A service that calls either is trusted to pause by
+    /// itself: its accept loops are not watched for connections taken
+    /// during a probation.
     pub fn admission(&self) -> Admission {
+        self.accept_watch.consulted();
         *self.generation.admission.borrow()
     }
 
     /// Resolves when [`admission`](Self::admission) changes.
     pub async fn admission_changed(&self) {
+        self.accept_watch.consulted();
         let mut admission = self.generation.admission.subscribe();
         admission.borrow_and_update();
         let _ = admission.changed().await;
@@ -517,4 +541,31 @@ impl<S: HandoverState> Context<S> {
             None
         }
     }
+}
+
+/// Starts the accept watch of this generation (see `accept_watch`): it
+/// follows the admission and the service's stream listeners.
+fn watch_accepts(generation: &Arc<Generation>) -> Arc<AcceptWatch> {
+    let shared = Arc::new(AcceptWatch::default());
+    let registry_of = Arc::downgrade(generation);
+    let listeners = move || {
+        let Some(generation) = registry_of.upgrade() else {
+            return Vec::new();
+        };
+        let registry = generation.registry();
+        registry
+            .active()
+            .filter(|(name, _)| !name.starts_with(RESERVED_PREFIX))
+            .filter_map(|(name, fd)| Listener::of(name, fd))
+            .collect()
+    };
+    let watched = Watched {
+        generation: generation.number,
+        admission: generation.admission.subscribe(),
+        is_paused: |admission| *admission == Admission::Paused,
+        shutdown: generation.shutdown.clone(),
+        listeners: Arc::new(listeners),
+    };
+    accept_watch::start(watched, Arc::clone(&shared));
+    shared
 }
