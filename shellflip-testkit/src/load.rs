@@ -166,10 +166,10 @@ impl Load {
     /// # Panics
     ///
     /// If a client thread panicked.
-    pub fn stop(self) -> ClientReport {
+    pub fn stop(mut self) -> ClientReport {
         self.stop.store(true, Ordering::Relaxed);
         let mut total = ClientReport::default();
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             let r = t
                 .join()
                 .unwrap_or_else(|_| panic!("a client thread panicked"));
@@ -177,6 +177,14 @@ impl Load {
             total.failures.extend(r.failures);
         }
         total
+    }
+}
+
+/// Clients dropped without [`Load::stop`] (a test that failed midway) stop
+/// after their current exchange instead of running on to their bounds.
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
