@@ -10,6 +10,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use nix::sys::signal::Signal;
 use shellflip_testkit::container::{cannot_unshare, find_program, Container};
@@ -81,6 +83,34 @@ fn as_pid_1_restarts_keep_serving_and_sigterm_stops_gracefully() {
     assert_ne!(container.current.pid, 1);
     restarts_keep_serving(&mut container, &[]);
     sigterm_stops_gracefully(container);
+}
+
+/// Issue 22, the container report: `docker stop` (SIGTERM to PID 1, the
+/// keeper) within the probation after a restart. The keeper forwarded it to
+/// the new generation, the old one took the service back, and the keeper
+/// stayed up: 12 s later the container still served. Now the container
+/// ends within the probation, the drain timeout and a margin, with status
+/// 0 (a graceful stop), and its port refuses.
+#[test]
+fn sigterm_to_pid_1_right_after_a_restart_stops_the_container() {
+    if skip() {
+        return;
+    }
+    let env = [
+        ("SHELLFLIP_PROBATION", "2s"),
+        ("SHELLFLIP_DRAIN_TIMEOUT", "3s"),
+    ];
+    let mut container = Container::start(&example_binary("echo"), &[], &env);
+    container.restart();
+    container.signal_init(Signal::SIGTERM);
+    let status = container.wait(Duration::from_secs(2 + 3 + 10));
+    assert_eq!(status.code(), Some(0), "{}", container.stderr());
+    assert_eq!(
+        shellflip_testkit::ended::tcp_refused(container.addr),
+        Ok(()),
+        "{}",
+        container.stderr()
+    );
 }
 
 /// The serving generation killed: the keeper does not restart it (that is
