@@ -88,6 +88,31 @@ fn sigterm_to_the_new_generation_during_its_probation_ends_the_whole_service() {
     load.stop();
 }
 
+/// The other stop signals of issue 22's specification: SIGTERM to the old
+/// generation during the probation (the pid the pid file named before the
+/// restart), and SIGINT to either side. Each ends the whole service. (The
+/// old side stopped and the new one took over and served on; SIGINT to
+/// the new side was the orphan of the second report.)
+#[test]
+fn a_stop_signal_to_either_side_of_a_probation_ends_the_whole_service() {
+    for (side, signal) in [
+        ("old", Signal::SIGTERM),
+        ("old", Signal::SIGINT),
+        ("new", Signal::SIGINT),
+    ] {
+        let service = Echo::start(&env(&[]));
+        let old = service.current.pid;
+        let (new, _) = restart_ok(&service);
+        let pid = if side == "old" { old } else { new };
+        assert!(service.census.signal(pid, signal));
+        service.assert_ended_within(
+            &format!("{signal} to the {side} generation (pid {pid}) during the probation"),
+            ENDED_WITHIN,
+            &[],
+        );
+    }
+}
+
 /// Issue 22, a fault probe: a restart and a stop racing. The new
 /// generation starts slowly (300 ms); the stop is sent while the restart
 /// still runs — once as soon as the new generation has started (before its
