@@ -113,15 +113,16 @@ fn a_stop_signal_to_either_side_of_a_probation_ends_the_whole_service() {
     }
 }
 
-/// Issue 22, a fault probe: a restart and a stop racing. The new
-/// generation starts slowly (300 ms); the stop is sent while the restart
-/// still runs — once as soon as the new generation has started (before its
-/// READY: the restart is aborted), once as soon as it printed its ready
-/// line (racing the restart's answer: the stop can reach either
-/// generation). Either way the whole service ends, and `stop` returns once
-/// nothing of it is left. Before the fix the second left the old
-/// generation serving on (4 rounds of 4), and the first returned from
-/// `stop` while the old generation was still running (2 rounds of 3).
+/// Issue 22, a fault probe: a restart and a stop racing. The stop is sent
+/// while the restart still runs: once as soon as the new generation has
+/// started (it takes 5 s to be ready: the stop lands before its READY and
+/// the restart is aborted), once as soon as the new generation (ready
+/// after 300 ms) printed its ready line (racing the restart's answer: the
+/// stop may reach either generation). Either way the whole service ends,
+/// and `stop` returns once nothing of it is left. Before the fix the
+/// second left the old generation serving on (4 rounds of 4), and the
+/// first returned from `stop` while the old generation was still running
+/// (2 rounds of 3).
 #[test]
 fn a_stop_racing_a_restart_ends_the_whole_service() {
     for round in 1..=3 {
@@ -132,7 +133,8 @@ fn a_stop_racing_a_restart_ends_the_whole_service() {
                 format!("round {round}, stop sent while the new generation starts")
             };
             let mut service = start_faulty(&[], &env(&[]));
-            let (initiator, child) = start_slow_restart(&service, 300);
+            let slow_init_ms = if at_ready_line { 300 } else { 5_000 };
+            let (initiator, child) = start_slow_restart(&service, slow_init_ms);
             if at_ready_line {
                 assert_eq!(service.next_ready().pid, child);
             }
