@@ -245,5 +245,9 @@ fn a_spawner_killed_around_a_restart_then_a_stop_leaves_no_orphan() {
         Ok(Response::Restarted(done)) => assert_eq!(done.pid, new_pid),
         other => panic!("the new generation lives, but the restart says {other:?}"),
     }
-    cli_stop_leaves_nothing(&service, "the stop after the spawner's death");
+    let what = "the stop after the spawner's death";
+    // Who takes new connections from the stop on: never the old one.
+    let watch = Load::start(service.addr, 1, 50_000, Duration::from_secs(60));
+    cli_stop_leaves_nothing(&service, what);
+    watch.stop_expecting_none_from(old.pid, what, &service.stderr());
 }

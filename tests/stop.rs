@@ -51,11 +51,23 @@ fn env<'a>(more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
 fn cli_stop_right_after_a_cli_restart_ends_the_whole_service() {
     for round in 1..=3 {
         let service = Echo::start(&env(&[]));
+        let old = service.current.pid;
         let load = Load::start(service.addr, 2, 100_000, Duration::from_secs(60));
         cli_restart_ok(&service);
-        cli_stop_leaves_nothing(&service, &format!("round {round}"));
+        let what = format!("round {round}");
+        let watch = watch(&service);
+        cli_stop_leaves_nothing(&service, &what);
+        watch.stop_expecting_none_from(old, &what, &service.stderr());
         load.stop();
     }
+}
+
+/// A client connecting again and again from now on (bounded: once the
+/// port refuses, each attempt fails at once): shows which generations
+/// still take new connections, e.g. one that took the service back after a
+/// stop.
+fn watch(service: &Echo) -> Load {
+    Load::start(service.addr, 1, 50_000, Duration::from_secs(60))
 }
 
 /// The pid the pid file names.
@@ -76,15 +88,15 @@ fn sigterm_to_the_new_generation_during_its_probation_ends_the_whole_service() {
     let files = tempfile::tempdir().unwrap();
     let pid_file = files.path().join("echo.pid");
     let service = Echo::start(&env(&[("SHELLFLIP_PID_FILE", pid_file.to_str().unwrap())]));
+    let old = service.current.pid;
     let load = Load::start(service.addr, 2, 100_000, Duration::from_secs(60));
     let (new_pid, _) = restart_ok(&service);
     assert_eq!(pid_file_pid(&pid_file), new_pid);
+    let what = "SIGTERM to the new generation during its probation";
     assert!(service.census.signal(new_pid, Signal::SIGTERM));
-    service.assert_ended_within(
-        "SIGTERM to the new generation during its probation",
-        ENDED_WITHIN,
-        &[],
-    );
+    let watch = watch(&service);
+    service.assert_ended_within(what, ENDED_WITHIN, &[]);
+    watch.stop_expecting_none_from(old, what, &service.stderr());
     load.stop();
 }
 
@@ -104,12 +116,13 @@ fn a_stop_signal_to_either_side_of_a_probation_ends_the_whole_service() {
         let old = service.current.pid;
         let (new, _) = restart_ok(&service);
         let pid = if side == "old" { old } else { new };
+        let what = format!("{signal} to the {side} generation (pid {pid}) during the probation");
         assert!(service.census.signal(pid, signal));
-        service.assert_ended_within(
-            &format!("{signal} to the {side} generation (pid {pid}) during the probation"),
-            ENDED_WITHIN,
-            &[],
-        );
+        let watch = watch(&service);
+        service.assert_ended_within(&what, ENDED_WITHIN, &[]);
+        if side == "new" {
+            watch.stop_expecting_none_from(old, &what, &service.stderr());
+        }
     }
 }
 
