@@ -29,9 +29,15 @@
 //! checks: a stopped service left no process and its port refuses; a
 //! serving one has exactly one generation, which answers every new
 //! connection and is the pid `status` names; no live process of the
-//! service has an unreaped child.
+//! service has an unreaped child. Along the way, `status` and `restart`
+//! against a service that must be serving must be answered, and
+//! `shellflip stop` must find nothing of the service left when it returns.
+//! Once a stop reached the service, the schedule's later SIGTERMs and
+//! SIGKILLs to generations are skipped: they could end a generation that
+//! wrongly serves on, and hide it.
 //!
-//! Every schedule prints its seed and its steps before it runs. A failing
+//! The seeds are random in each run. Every schedule prints its seed and its
+//! steps before it runs. A failing
 //! schedule prints what happened and its replay command:
 //! `SHELLFLIP_SCHEDULE_SEED=<seed> cargo test --test schedules -- --nocapture`
 //! runs exactly that one. `SHELLFLIP_SCHEDULES=<n>` runs `n` random ones
