@@ -41,6 +41,23 @@ fn env<'a>(more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     env
 }
 
+/// `shellflip stop` returns only once nothing of the service is left, its
+/// spawner included, also for a plain stop of a lone generation under
+/// load. Ten rounds: before the fix `stop` returned while the generation
+/// was still exiting or its spawner still ran in about one stop of five.
+#[test]
+fn a_plain_stop_returns_once_nothing_of_the_service_is_left() {
+    for round in 1..=10 {
+        let service = Echo::start(&env(&[]));
+        let load = Load::start(service.addr, 2, 100_000, Duration::from_secs(60));
+        wait_until("load on the service", EVENT_TIMEOUT, || {
+            load.count_from(service.current.pid) > 8
+        });
+        cli_stop_leaves_nothing(&service, &format!("round {round}"));
+        load.stop();
+    }
+}
+
 /// Issue 22, first report: `shellflip restart S && shellflip stop S`. The
 /// stop reaches the new generation during its probation; it stops, and the
 /// old generation took the service back ("exited with status 0 during its
