@@ -44,7 +44,7 @@ fn env<'a>(more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
 /// `shellflip stop` returns only once nothing of the service is left, its
 /// spawner included, also for a plain stop of a lone generation under
 /// load. Ten rounds: before the fix `stop` returned while the generation
-/// was still exiting or its spawner still ran in about one stop of five.
+/// was still exiting or its spawner still ran in one stop of three to five.
 #[test]
 fn a_plain_stop_returns_once_nothing_of_the_service_is_left() {
     for round in 1..=10 {
