@@ -10,6 +10,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use nix::sys::signal::Signal;
 use shellflip_testkit::container::{cannot_unshare, find_program, Container};
@@ -81,6 +83,52 @@ fn as_pid_1_restarts_keep_serving_and_sigterm_stops_gracefully() {
     assert_ne!(container.current.pid, 1);
     restarts_keep_serving(&mut container, &[]);
     sigterm_stops_gracefully(container);
+}
+
+/// Issue 22, the container report: `docker stop` (SIGTERM to PID 1, the
+/// keeper) within the probation after a restart. The keeper forwarded it to
+/// the new generation, the old one took the service back, and the keeper
+/// stayed up: 12 s later the container still served (in the other half of
+/// the runs the keeper ended it 2 s later, after the old generation had
+/// served again meanwhile). Now no generation serves after the stop: a
+/// client connecting from the moment the signal is sent is never answered
+/// by the old generation, and the container ends within the probation, the
+/// drain timeout and a margin, with status 0 (a graceful stop), its port
+/// refusing.
+#[test]
+fn sigterm_to_pid_1_right_after_a_restart_stops_the_container() {
+    if skip() {
+        return;
+    }
+    let env = [
+        ("SHELLFLIP_PROBATION", "2s"),
+        ("SHELLFLIP_DRAIN_TIMEOUT", "3s"),
+    ];
+    let mut container = Container::start(&example_binary("echo"), &[], &env);
+    let old = container.current.pid;
+    container.restart();
+    container.signal_init(Signal::SIGTERM);
+    // Who answers new connections from now on, until the container ends
+    // (bounded: once the port refuses, each attempt fails at once).
+    let watch = Load::start(container.addr, 1, 50_000, Duration::from_secs(30));
+    let status = container.wait(Duration::from_secs(2 + 3 + 10));
+    let seen = watch.seen.clone();
+    watch.stop();
+    let by_old = seen.lock().unwrap().iter().filter(|g| g.pid == old).count();
+    assert_eq!(
+        by_old,
+        0,
+        "the old generation (pid {old} in the container) took the service back after the \
+         stop and answered {by_old} new connections\n{}",
+        container.stderr()
+    );
+    assert_eq!(status.code(), Some(0), "{}", container.stderr());
+    assert_eq!(
+        shellflip_testkit::ended::tcp_refused(container.addr),
+        Ok(()),
+        "{}",
+        container.stderr()
+    );
 }
 
 /// The serving generation killed: the keeper does not restart it (that is

@@ -221,3 +221,33 @@ fn an_error_from_main_reaches_stderr_without_a_subscriber() {
         "printed once: {stderr}"
     );
 }
+
+/// Issue 22, a fault probe: the spawner SIGKILLed around a restart, then a
+/// stop. The spawner dies while the new generation (its child, re-parented
+/// here) starts; the restart succeeds; the stop is sent right after its
+/// answer, within the probation. The old generation took the service back
+/// and served on, an orphan that nothing could stop or query. Now the whole
+/// service ends and `stop` returns once nothing of it is left.
+#[test]
+fn a_spawner_killed_around_a_restart_then_a_stop_leaves_no_orphan() {
+    let service = start_faulty(
+        &[],
+        &[
+            ("SHELLFLIP_PROBATION", "2s"),
+            ("SHELLFLIP_DRAIN_TIMEOUT", "3s"),
+        ],
+    );
+    let old = service.current;
+    let spawner = spawner_of(old.pid).expect("the old generation's spawner");
+    let (initiator, new_pid) = start_slow_restart(&service, 500);
+    assert!(service.census.signal(spawner, Signal::SIGKILL));
+    match initiator.join().unwrap() {
+        Ok(Response::Restarted(done)) => assert_eq!(done.pid, new_pid),
+        other => panic!("the new generation lives, but the restart says {other:?}"),
+    }
+    let what = "the stop after the spawner's death";
+    // Who takes new connections from the stop on: never the old one.
+    let watch = Load::start(service.addr, 1, 50_000, Duration::from_secs(60));
+    cli_stop_leaves_nothing(&service, what);
+    watch.stop_expecting_none_from(old.pid, what, &service.stderr());
+}

@@ -37,6 +37,41 @@ pub fn cli_restart_ok(service: &Echo) -> Output {
     out
 }
 
+/// `shellflip stop` through the CLI (bounded by 60 s), which must exit 0
+/// and return only once nothing of the service is left: no process of it
+/// alive when it returns (generations, spawners: its [`Census`]), its port
+/// refusing, its control socket gone or refusing. `what` names the case in
+/// a failure.
+///
+/// [`Census`]: crate::census::Census
+///
+/// # Panics
+///
+/// If any of that does not hold, with the service's stderr.
+#[track_caller]
+pub fn cli_stop_leaves_nothing(service: &Echo, what: &str) -> Output {
+    let out = cli(service, "stop", &["--timeout", "60s"]);
+    // First: what is left the moment it returned.
+    let left = service.census.processes();
+    assert!(
+        out.status.success(),
+        "{what}: `shellflip stop` failed ({}): {}\nstderr of the service:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        service.stderr()
+    );
+    assert!(
+        left.is_empty(),
+        "{what}: `shellflip stop` returned ({}) while processes of the service were still \
+         running: {}\nstderr of the service:\n{}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        crate::census::describe(&left),
+        service.stderr()
+    );
+    service.assert_ended(what, &[]);
+    out
+}
+
 /// `shellflip restart` through the CLI, which must fail (exit 1) with each
 /// of `expected` in its stderr; returns that stderr.
 ///

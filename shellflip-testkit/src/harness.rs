@@ -4,7 +4,8 @@
 //! dir (so that a test can put another build at that path, as a deploy
 //! would), follows its generations through the `ready ...` line each one
 //! prints, collects its stderr, and kills and reaps every generation it saw
-//! when dropped. The calling process becomes a child subreaper, so every
+//! when dropped — and whatever else of the service still runs, found by
+//! the marker it was started with ([`Census`]). The calling process becomes a child subreaper, so every
 //! generation becomes its child once the generation before it and that
 //! one's spawner (the new generation's parent) have exited, and is reaped
 //! here; so are the spawners.
@@ -13,6 +14,7 @@
 //! ([`crate::proto`]): the faulty, stateful, HTTP, Unix + UDP and
 //! locked-down examples.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -28,6 +30,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::binaries::example_binary;
+use crate::census::Census;
 use crate::client::{exchange, ExchangeError};
 use crate::process::{
     become_subreaper, is_alive, reap_exited_spawners, spawn_retrying_busy, spawner_of, wait_exit,
@@ -53,9 +56,13 @@ pub struct Echo {
     /// Everything the generations wrote on stderr so far.
     pub stderr: Arc<Mutex<String>>,
     pids: Arc<Mutex<Vec<u32>>>,
+    ready_at: Arc<Mutex<HashMap<u32, Instant>>>,
     first: Option<Child>,
     /// The generation whose ready line came last.
     pub current: Ready,
+    /// Every process of the service (generations, spawners, a wrapper
+    /// script), found by the marker the service was started with.
+    pub census: Census,
 }
 
 /// Locks `m`, even if a reader thread panicked while holding it.
@@ -125,9 +132,12 @@ impl Echo {
         crate::process::copy_executable(binary, &exe)
             .unwrap_or_else(|e| panic!("copy {} to {}: {e}", binary.display(), exe.display()));
         let control = dir.path().join("control.sock");
+        let census = Census::new();
+        let (marker_var, marker) = census.env();
         let mut cmd = Command::new(&exe);
         cmd.args(args)
             .env("RUST_LOG", "shellflip_runtime=debug,info")
+            .env(marker_var, marker)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -146,6 +156,8 @@ impl Echo {
         let (init_tx, init_rx) = mpsc::channel();
         let pids = Arc::new(Mutex::new(vec![child.id()]));
         let pids_reader = Arc::clone(&pids);
+        let ready_at = Arc::new(Mutex::new(HashMap::new()));
+        let ready_at_reader = Arc::clone(&ready_at);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
@@ -153,6 +165,7 @@ impl Echo {
                     let _ = init_tx.send(pid);
                 }
                 if let Some(ready) = parse_ready(&line) {
+                    lock(&ready_at_reader).insert(ready.pid, Instant::now());
                     lock(&pids_reader).push(ready.pid);
                     if tx.send(ready).is_err() {
                         break;
@@ -188,8 +201,10 @@ impl Echo {
             init_rx,
             stderr,
             pids,
+            ready_at,
             first: Some(child),
             current: first,
+            census,
         }
     }
 
@@ -208,6 +223,62 @@ impl Echo {
             });
         self.current = ready;
         ready
+    }
+
+    /// The next generation's ready line if one came already, which then
+    /// becomes [`Echo::current`]; never waits.
+    pub fn try_next_ready(&mut self) -> Option<Ready> {
+        let ready = self.ready_rx.try_recv().ok()?;
+        self.current = ready;
+        Some(ready)
+    }
+
+    /// When the ready line of the generation `pid` was read (an upper
+    /// bound of when it reported READY: it prints the line once `ready()`
+    /// returned).
+    pub fn ready_seen_at(&self, pid: u32) -> Option<Instant> {
+        lock(&self.ready_at).get(&pid).copied()
+    }
+
+    /// The service's own sockets: its TCP port (none for a service
+    /// without `listen=`) and its control socket.
+    fn own_sockets(&self) -> (Option<SocketAddr>, PathBuf) {
+        let tcp = (self.addr.port() != 0).then_some(self.addr);
+        (tcp, self.control.clone())
+    }
+
+    /// Asserts that the service is over *now*: no process of it is alive
+    /// (generations, spawners), its port refuses connections, and its
+    /// control socket and each of `unix` are gone or refuse.
+    ///
+    /// # Panics
+    ///
+    /// If not, naming `what` and what is left, with the stderr.
+    #[track_caller]
+    pub fn assert_ended(&self, what: &str, unix: &[&Path]) {
+        let (tcp, control) = self.own_sockets();
+        let mut sockets = vec![control.as_path()];
+        sockets.extend_from_slice(unix);
+        if let Err(problem) = crate::ended::check_ended(&self.census, tcp, &sockets) {
+            panic!("{what}: {problem}; stderr:\n{}", self.stderr());
+        }
+    }
+
+    /// Waits up to `bound` for every process of the service to exit, then
+    /// [`Echo::assert_ended`].
+    ///
+    /// # Panics
+    ///
+    /// If a process of the service is still alive at `bound`, or a socket
+    /// still answers.
+    #[track_caller]
+    pub fn assert_ended_within(&self, what: &str, bound: Duration, unix: &[&Path]) {
+        let (tcp, control) = self.own_sockets();
+        let mut sockets = vec![control.as_path()];
+        sockets.extend_from_slice(unix);
+        if let Err(problem) = crate::ended::wait_ended(&self.census, bound, tcp, &sockets) {
+            panic!("{what}: {problem}; stderr:\n{}", self.stderr());
+        }
     }
 
     /// Waits for an `init pid=<pid>` line (printed by services that
@@ -335,6 +406,10 @@ impl Drop for Echo {
         for spawner in spawners {
             wait_exit(spawner, Duration::from_secs(5));
         }
+        // Whatever else of the service still runs (a generation that
+        // never printed its ready line, one re-parented away from here),
+        // found by its marker.
+        self.census.kill_all();
         reap_exited_spawners();
     }
 }

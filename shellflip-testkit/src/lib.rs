@@ -17,10 +17,15 @@
 //! - [`http`]: HTTP load with a real client (hyper's), fresh and
 //!   keep-alive connections; raw HTTP/1.1 exchanges; whether a
 //!   connection was accepted.
+//! - [`ended`]: whether a service is over: no process left, its sockets
+//!   refusing.
 //! - [`client`]: one echo exchange, step by step or whole, with its
 //!   failures classified; a connection held open.
 //! - [`load`]: concurrent clients bounded in count and time, and their
 //!   report.
+//! - [`census`]: every process of one service (generations, spawners,
+//!   wrappers), wherever it was re-parented, found by a marker in its
+//!   environment.
 //! - [`process`]: `/proc` and `waitpid` helpers: parents, children, the
 //!   spawner, zombies, liveness, reaping.
 //! - [`wait`]: the event timeout and the polling wait.
@@ -46,9 +51,11 @@
 #![warn(missing_docs)]
 
 pub mod binaries;
+pub mod census;
 pub mod client;
 pub mod container;
 pub mod control;
+pub mod ended;
 pub mod harness;
 pub mod http;
 pub mod load;
@@ -61,10 +68,11 @@ pub mod wait;
 /// What a test file usually needs, for `use shellflip_testkit::prelude::*`.
 pub mod prelude {
     pub use crate::binaries::{cli_binary, example_binary};
+    pub use crate::census::{Census, ServiceProcess};
     pub use crate::client::{exchange, hold_connection, Held};
     pub use crate::control::{
-        cli, cli_restart_ok, restart_failing, restart_fails_with, restart_ok, restart_refused_with,
-        simultaneous_restarts, start_slow_restart,
+        cli, cli_restart_ok, cli_stop_leaves_nothing, restart_failing, restart_fails_with,
+        restart_ok, restart_refused_with, simultaneous_restarts, start_slow_restart,
     };
     pub use crate::harness::{deploy_fault, start_faulty, Echo};
     pub use crate::http::{

@@ -160,16 +160,37 @@ impl Load {
         lock(&self.seen).iter().filter(|g| g.pid == pid).count()
     }
 
+    /// [`Load::stop`], asserting that `pid` answered none of the
+    /// exchanges: a generation that must not serve any more (started after
+    /// a stop, a load shows whether any generation takes the service
+    /// back).
+    ///
+    /// # Panics
+    ///
+    /// If `pid` answered any, naming `what` and adding `context` (a
+    /// service's stderr, say).
+    #[track_caller]
+    pub fn stop_expecting_none_from(self, pid: u32, what: &str, context: &str) -> ClientReport {
+        let by_pid = self.count_from(pid);
+        let report = self.stop();
+        assert_eq!(
+            by_pid, 0,
+            "{what}: pid {pid} answered {by_pid} new connections, but must not serve any more\n\
+             {context}"
+        );
+        report
+    }
+
     /// Stops the clients (each finishes its current exchange) and adds up
     /// their reports.
     ///
     /// # Panics
     ///
     /// If a client thread panicked.
-    pub fn stop(self) -> ClientReport {
+    pub fn stop(mut self) -> ClientReport {
         self.stop.store(true, Ordering::Relaxed);
         let mut total = ClientReport::default();
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             let r = t
                 .join()
                 .unwrap_or_else(|_| panic!("a client thread panicked"));
@@ -177,6 +198,14 @@ impl Load {
             total.failures.extend(r.failures);
         }
         total
+    }
+}
+
+/// Clients dropped without [`Load::stop`] (a test that failed midway) stop
+/// after their current exchange instead of running on to their bounds.
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

@@ -187,9 +187,17 @@ pub fn zombies_of(pid: u32) -> Vec<u32> {
 /// Reaps the spawners that ended up as this process's children (as a
 /// subreaper: a spawner outlives its generation by a moment) and exited.
 pub fn reap_exited_spawners() {
+    reap_exited_children_named(SPAWNER_NAME);
+}
+
+/// Reaps the children of this process named `name` that exited: the
+/// generations of services that ended up here (as a subreaper) and died
+/// before anyone saw them alive. Only for a test binary whose every child
+/// of that name is a service's: their exit status is lost.
+pub fn reap_exited_children_named(name: &str) {
     let me = std::process::id();
     for (child, comm, state) in children_of(me) {
-        if comm == SPAWNER_NAME && state == "Z" {
+        if comm == name && state == "Z" {
             let _ = waitpid(Pid::from_raw(child as i32), Some(WaitPidFlag::WNOHANG));
         }
     }
