@@ -230,6 +230,20 @@ fn is_timeout(error: &io::Error) -> bool {
     )
 }
 
+/// True when `pid` is gone or a zombie (it has exited; its parent has not
+/// reaped it yet), as `/proc` says.
+fn has_exited(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and
+        // may hold anything.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| matches!(state, 'Z' | 'X')),
+        Err(_) => true,
+    }
+}
+
 fn is_closed(error: &io::Error) -> bool {
     matches!(
         error.kind(),
@@ -387,11 +401,13 @@ impl ControlClient {
         loop {
             client.set_read_deadline(deadline, timeout, Waiting::Exit { pid })?;
             match client.stream.read(&mut buf) {
-                Ok(0) => return Ok(pid),
+                Ok(0) => return client.exited(deadline, timeout).map(|()| pid),
                 // Nothing more is sent after `Stopping`; ignore it if it is.
                 Ok(_) => {}
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) if is_closed(&error) => return Ok(pid),
+                Err(error) if is_closed(&error) => {
+                    return client.exited(deadline, timeout).map(|()| pid)
+                }
                 Err(error) if is_timeout(&error) => {
                     return Err(client.timeout(Waiting::Exit { pid }, timeout))
                 }
@@ -520,6 +536,22 @@ impl ControlClient {
             return Err(self.timeout(waiting, timeout));
         }
         Ok(remaining)
+    }
+
+    /// After the end-of-file of a stop: the kernel closes the connection
+    /// while the process exits; waits (up to the deadline) until it has
+    /// exited for good, where this process can see it (`answered_by`).
+    fn exited(&self, deadline: Instant, timeout: Duration) -> Result<(), ClientError> {
+        let Some(pid) = self.answered_by else {
+            return Ok(());
+        };
+        while !has_exited(pid) {
+            if Instant::now() >= deadline {
+                return Err(self.timeout(Waiting::Exit { pid }, timeout));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
     }
 
     fn set_read_deadline(

@@ -97,6 +97,20 @@ pub(crate) fn remove_control_socket(file: &ControlSocketFile) -> bool {
     file.remove()
 }
 
+/// The connections of stop requests: never closed by this process, so the
+/// kernel closes them as it ends it, and the client sees end-of-file only
+/// then (a task holding them would drop them when the runtime shuts down,
+/// a moment before the exit).
+static HELD_UNTIL_EXIT: Mutex<Vec<std::os::fd::OwnedFd>> = Mutex::new(Vec::new());
+
+/// Keeps a stop request's connection open until this process exits.
+fn hold_until_exit(stream: UnixStream) {
+    match stream.into_std() {
+        Ok(stream) => lock(&HELD_UNTIL_EXIT).push(stream.into()),
+        Err(error) => debug!(%error, "control socket: could not keep a stop's connection open"),
+    }
+}
+
 /// Tunables of the server; tests shorten them.
 #[derive(Debug, Clone, Copy)]
 struct ServerOptions {
@@ -392,12 +406,7 @@ impl Connection {
                 return;
             }
             if stopping {
-                // Held outside `connections`, so the drain does not wait for
-                // it: the client sees end-of-file when the process is gone.
-                tokio::spawn(async move {
-                    let _held = stream;
-                    std::future::pending::<()>().await
-                });
+                hold_until_exit(stream);
                 return;
             }
             answered += 1;
