@@ -230,10 +230,15 @@ impl Generation {
         if self.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
+        // Ready for the supervisor first, READY to the predecessor after:
+        // whatever reaches this generation once the predecessor has read
+        // READY (a stop, a request its initiator sent once answered) finds
+        // it ready. Whichever of the two writes READY first, it is written
+        // once, after the pid file.
+        self.ready.send_replace(true);
         if let Some(link) = &self.predecessor {
             link.report_ready_now(|| self.write_pid_file());
         }
-        self.ready.send_replace(true);
         Ok(())
     }
 
