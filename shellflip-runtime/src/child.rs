@@ -45,6 +45,7 @@ use crate::fd;
 use crate::handoff::{self, Arrived};
 use crate::launch::ExitWatch;
 use crate::machine::Claim;
+use crate::profile::{self, Hop};
 use crate::registry::{Registry, STATE_FD_PREFIX};
 use crate::state::{decode_envelope_with_report, HandoverState, StateError, StateFds};
 use crate::sync::lock;
@@ -264,6 +265,7 @@ impl PredecessorLink {
             Ok(rest) => ReadyReport::Started { rest },
             Err(e) => ReadyReport::Failed(e.to_string()),
         };
+        profile::mark(Hop::ReadyWritten);
     }
 
     /// Finishes the READY report (the supervisor calls this once the
@@ -284,10 +286,9 @@ impl PredecessorLink {
                 .map_err(|e| e.to_string()),
             ReadyReport::NotSent => {
                 before();
-                self.report(&self.ready_message())
-                    .await
-                    .map(|()| true)
-                    .map_err(|e| e.to_string())
+                let sent = self.report(&self.ready_message()).await;
+                profile::mark(Hop::ReadyWritten);
+                sent.map(|()| true).map_err(|e| e.to_string())
             }
         }
     }

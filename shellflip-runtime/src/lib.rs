@@ -63,6 +63,7 @@ mod lifecycle;
 mod machine;
 mod parent;
 mod pidfile;
+mod profile;
 mod registry;
 mod shutdown;
 mod spawner;

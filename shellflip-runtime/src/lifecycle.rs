@@ -40,6 +40,7 @@ use crate::generation::{open_control_socket, Ending, Generation, GenerationParts
 use crate::keeper::{self, Role};
 use crate::launch::Launch;
 use crate::pidfile::PidFile;
+use crate::profile::{self, Hop};
 use crate::registry::Registry;
 use crate::shutdown::{self, Signals};
 use crate::spawner::{self, Spawner, SpawnerClient, SpawnerProcess};
@@ -110,6 +111,7 @@ where
         entered: SystemTime::now(),
         ..StartupTimes::default()
     };
+    profile::mark_at(Hop::ExecDone, times.entered);
     // Until its handler exists, the restart signal waits instead of
     // killing the process (a new generation starts with it blocked
     // already). Every thread started from here on inherits the mask; the
@@ -154,6 +156,7 @@ where
         Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
     };
     times.runtime_built = SystemTime::now();
+    profile::mark_at(Hop::RuntimeBuilt, times.runtime_built);
     let start = Start {
         times,
         launch,
@@ -247,6 +250,7 @@ where
         Ok(built) => built,
         Err(reason) => return fail_start(channel.as_mut(), &reason),
     };
+    profile::mark(Hop::Adopted);
     let Built {
         generation,
         ready_rx,

@@ -35,6 +35,7 @@ use crate::channel::{
 use crate::error::RestartError;
 use crate::handoff::SuccessorLink;
 use crate::launch::{describe_status, Launch};
+use crate::profile::{self, Hop};
 use crate::spawner::{NextProcess, Spawner};
 use crate::state::EncodedState;
 use crate::timing;
@@ -194,6 +195,7 @@ pub(crate) async fn restart(
             .map_err(HandshakeError::Io)
             .map(|()| header.fd_names.len())
     });
+    profile::mark(Hop::SpawnAsked);
     let (mut process, mut prepared) =
         spawn_while(spawner.spawn(launch, theirs), &mut prepare).await?;
     let pid = process.pid();
@@ -226,6 +228,7 @@ pub(crate) async fn restart(
     let readiness = decision.inspect_err(|error| {
         tracing::debug!(pid, elapsed_ms = timing::ms(started.elapsed()), reason = %error, "the new generation failed");
     })?;
+    profile::mark(Hop::ReadyRead);
     let timings = PhaseTimings {
         spawned,
         handover_sent: handover_sent.get().copied().unwrap_or_default(),
@@ -317,6 +320,7 @@ async fn serve_state_requests(
             .take()
             .ok_or_else(|| invalid("the new generation asked for the state twice"))?;
         let asked = started.elapsed();
+        profile::mark(Hop::StateAsked);
         let (state, state_fds) =
             encode
                 .await
@@ -327,6 +331,7 @@ async fn serve_state_requests(
         channel::send_state(stream, &state, &state_fds)
             .await
             .map_err(HandshakeError::Io)?;
+        profile::mark(Hop::StateSent);
         tracing::debug!(
             pid,
             state_bytes = state.len(),

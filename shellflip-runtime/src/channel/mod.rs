@@ -57,6 +57,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::machine::Claim;
+use crate::profile::{self, Hop};
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 
@@ -489,6 +490,7 @@ pub(crate) fn receive_handover(
     let header: HandoverHeader = rmp_serde::from_slice(&payload)
         .map_err(|e| invalid(format!("unreadable handover header: {e}")))?;
     let mut fds = name_fds(&header.fd_names, fds)?;
+    profile::mark(Hop::HandoverRead);
     let state = match header.state {
         StateOffer::OnRequest if wants_state => {
             std::io::Write::write_all(stream, &encode_child_message(&ChildMessage::SendState)?)?;
@@ -497,7 +499,9 @@ pub(crate) fn receive_handover(
             let state_header: StateHeader = rmp_serde::from_slice(&payload)
                 .map_err(|e| invalid(format!("unreadable state header: {e}")))?;
             fds.extend(name_fds(&state_header.fd_names, state_fds)?);
-            Some(read_state(stream, state_header.len)?)
+            let state = read_state(stream, state_header.len)?;
+            profile::mark(Hop::StateReceived);
+            Some(state)
         }
         _ => None,
     };

@@ -40,6 +40,7 @@ use crate::control::protocol::{
 };
 use crate::error::Error;
 use crate::frame::{encode_frame, read_frame, FrameError};
+use crate::profile::{self, Hop};
 use crate::sync::lock;
 use crate::unix_socket::{self, Access};
 
@@ -392,6 +393,9 @@ impl Connection {
             let Some(request) = self.next_request(&mut stream, waiting, answered > 0).await else {
                 return;
             };
+            if let Request::Restart { .. } = request {
+                profile::mark(Hop::TriggerRead);
+            }
             debug!(?request, "control socket: request");
             let response = self.dispatch(request).await;
             debug!(?response, "control socket: answer");
@@ -402,8 +406,12 @@ impl Connection {
                 // this connection ready to make room.
                 next_wait = Some(WaitingForRequest::enter(&self.waiting));
             }
+            let restarted = matches!(response, Response::Restarted(_));
             if !self.send(&mut stream, response).await {
                 return;
+            }
+            if restarted {
+                profile::mark(Hop::AnswerWritten);
             }
             if stopping {
                 hold_until_exit(stream);

@@ -10,6 +10,7 @@ use crate::control::server as control;
 use crate::generation::Admission;
 use crate::launch;
 use crate::machine::{Action, Ending, Failure, Notice, ReplyTo, Successor};
+use crate::profile::{self, Hop};
 use crate::registry::CONTROL_FD_NAME;
 use crate::systemd::{self, Notification};
 use crate::timing;
@@ -47,6 +48,7 @@ impl Supervisor {
             Action::Pause => {
                 self.generation.admission.send_replace(Admission::Paused);
                 self.stop_accepting_control().await;
+                profile::mark(Hop::Paused);
             }
             Action::Resume => {
                 self.generation.admission.send_replace(Admission::Open);

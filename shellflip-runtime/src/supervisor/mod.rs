@@ -32,6 +32,7 @@ use crate::generation::Generation;
 use crate::launch::Launch;
 use crate::machine::{self, Ending, Event, Machine, ReplyTo, RestartAsk, Trigger};
 use crate::parent::NewGeneration;
+use crate::profile::{self, Hop};
 use crate::shutdown::{SignalRequest, Signals};
 use crate::spawner::Spawner;
 use crate::systemd::Notifier;
@@ -240,11 +241,14 @@ impl Supervisor {
                     Event::Drained
                 }
                 request = self.signals.next() => match request {
-                    SignalRequest::Restart => Event::RestartAsked(RestartAsk {
+                    SignalRequest::Restart => {
+                        profile::mark(Hop::TriggerRead);
+                        Event::RestartAsked(RestartAsk {
                         trigger: Trigger::Signal,
                         reply: None,
                         fresh_state: false,
-                    }),
+                    })
+                    }
                     SignalRequest::Stop(signal) => {
                         tracing::info!(signal = signal.as_str(), "stop requested by signal");
                         Event::StopAsked { control: false }

@@ -1,0 +1,92 @@
+//! Hop-by-hop timestamps of a restart, for profiling (the benchmark's hop
+//! table): with `SHELLFLIP_PROFILE=<file>` in the environment, every
+//! process of the service appends one line per hop to that file,
+//! `<Unix time in µs> <pid> <hop>`, in one `write` on an `O_APPEND` file
+//! (so lines of several processes never interleave). Without it, a hop
+//! costs one look at a `OnceLock`.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The environment variable naming the profile file.
+pub(crate) const ENV_PROFILE: &str = "SHELLFLIP_PROFILE";
+
+/// A step of a restart, in the order they happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hop {
+    /// Old generation: the restart request read (or the signal taken).
+    TriggerRead,
+    /// Old generation: the new process asked of the spawner.
+    SpawnAsked,
+    /// New generation: its `run` entered (the exec is done).
+    ExecDone,
+    /// New generation: the hand-over's header and descriptors read.
+    HandoverRead,
+    /// Old generation: the new one asked for the state.
+    StateAsked,
+    /// Old generation: the state sent.
+    StateSent,
+    /// New generation: the state received.
+    StateReceived,
+    /// New generation: the Tokio runtime built.
+    RuntimeBuilt,
+    /// New generation: the inherited descriptors adopted, the control
+    /// socket and signals set up (just before `main` runs).
+    Adopted,
+    /// New generation: READY written.
+    ReadyWritten,
+    /// Old generation: READY read.
+    ReadyRead,
+    /// Old generation: accepting paused.
+    Paused,
+    /// Old generation: the initiator's answer written.
+    AnswerWritten,
+}
+
+impl Hop {
+    fn name(self) -> &'static str {
+        match self {
+            Hop::TriggerRead => "trigger_read",
+            Hop::SpawnAsked => "spawn_asked",
+            Hop::ExecDone => "exec_done",
+            Hop::HandoverRead => "handover_read",
+            Hop::StateAsked => "state_asked",
+            Hop::StateSent => "state_sent",
+            Hop::StateReceived => "state_received",
+            Hop::RuntimeBuilt => "runtime_built",
+            Hop::Adopted => "adopted",
+            Hop::ReadyWritten => "ready_written",
+            Hop::ReadyRead => "ready_read",
+            Hop::Paused => "paused",
+            Hop::AnswerWritten => "answer_written",
+        }
+    }
+}
+
+/// The profile file, when one is asked for (opened once per process).
+fn file() -> Option<&'static File> {
+    static FILE: OnceLock<Option<File>> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = std::env::var_os(ENV_PROFILE).filter(|p| !p.is_empty())?;
+        OpenOptions::new().create(true).append(true).open(path).ok()
+    })
+    .as_ref()
+}
+
+/// Records that `hop` happened now (nothing without `SHELLFLIP_PROFILE`).
+pub(crate) fn mark(hop: Hop) {
+    mark_at(hop, SystemTime::now());
+}
+
+/// Records that `hop` happened at `at`.
+pub(crate) fn mark_at(hop: Hop, at: SystemTime) {
+    let Some(mut file) = file() else {
+        return;
+    };
+    let micros = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    let line = format!("{micros} {} {}\n", std::process::id(), hop.name());
+    // Best effort: a profile must never fail the service.
+    let _ = file.write_all(line.as_bytes());
+}
