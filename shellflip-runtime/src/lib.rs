@@ -60,6 +60,7 @@ mod handoff;
 mod keeper;
 mod launch;
 mod lifecycle;
+mod lifecycle_thread;
 mod machine;
 mod parent;
 mod pidfile;

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -39,6 +40,7 @@ use crate::error::Error;
 use crate::generation::{open_control_socket, Ending, Generation, GenerationParts};
 use crate::keeper::{self, Role};
 use crate::launch::Launch;
+use crate::lifecycle_thread::LifecycleThread;
 use crate::pidfile::PidFile;
 use crate::profile::{self, Hop};
 use crate::registry::Registry;
@@ -138,6 +140,7 @@ where
             .map_err(|e| format!("the spawner process could not be started: {e}")),
     };
     times.spawner_forked = SystemTime::now();
+    profile::mark_at(Hop::SpawnerForked, times.spawner_forked);
     let received = match channel.as_mut() {
         None => None,
         Some(stream) => match child::receive(stream, config.ready_timeout, keeps_state::<S>()) {
@@ -155,6 +158,13 @@ where
         Ok(runtime) => runtime,
         Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
     };
+    let lifecycle = match LifecycleThread::start() {
+        Ok(lifecycle) => lifecycle,
+        Err(e) => {
+            let e = Error::io("could not start the lifecycle thread", e);
+            return fail_start(channel.as_mut(), &e.to_string());
+        }
+    };
     times.runtime_built = SystemTime::now();
     profile::mark_at(Hop::RuntimeBuilt, times.runtime_built);
     let start = Start {
@@ -164,8 +174,10 @@ where
         channel,
         received,
         passed,
+        lifecycle: lifecycle.handle().clone(),
     };
     let code = runtime.block_on(serve::<S, F, Fut>(config, start, main));
+    drop(lifecycle);
     runtime.shutdown_background();
     tracing::debug!("process exit");
     code
@@ -221,6 +233,8 @@ struct Start {
     /// What systemd passed to the first generation, by name: sockets of
     /// socket units and what the fd store kept.
     passed: Passed,
+    /// The lifecycle thread's runtime (see `lifecycle_thread`).
+    lifecycle: Handle,
 }
 
 /// Everything after start-up, inside the runtime: the generation is built
@@ -240,13 +254,17 @@ where
         mut channel,
         received,
         passed,
+        lifecycle,
     } = start;
-    let spawner = connect_spawner(spawner, config.spawner);
+    let spawner = {
+        let _lifecycle = lifecycle.enter();
+        connect_spawner(spawner, config.spawner)
+    };
     let inherited = match received {
         Some(received) => Inherited::from_predecessor(received),
         None => Inherited::first_generation(passed),
     };
-    let built = match build_generation::<S>(&config, inherited, &mut channel) {
+    let built = match build_generation::<S>(&config, inherited, &mut channel, &lifecycle) {
         Ok(built) => built,
         Err(reason) => return fail_start(channel.as_mut(), &reason),
     };
@@ -264,24 +282,24 @@ where
     let (main_outcome_tx, main_outcome_rx) = oneshot::channel();
     let control_connections = TaskTracker::new();
     let drained = CancellationToken::new();
-    let supervisor = tokio::spawn(
-        Supervisor::new(SupervisorParts {
-            generation: Arc::clone(&generation),
-            ready_rx,
-            main_outcome: main_outcome_rx,
-            limits: Limits::of(&config),
-            launch,
-            spawner,
-            lineage,
-            draining,
-            predecessor_events,
-            signals,
-            startup: times,
-            control_connections: control_connections.clone(),
-            drained: drained.clone(),
-        })
-        .run(),
-    );
+    let parts = SupervisorParts {
+        generation: Arc::clone(&generation),
+        ready_rx,
+        main_outcome: main_outcome_rx,
+        limits: Limits::of(&config),
+        launch,
+        spawner,
+        lineage,
+        draining,
+        predecessor_events,
+        signals,
+        startup: times,
+        control_connections: control_connections.clone(),
+        drained: drained.clone(),
+    };
+    // On the lifecycle thread: a restart's steps never wait behind the
+    // service's own tasks.
+    let supervisor = lifecycle.spawn(async move { Supervisor::new(parts).run().await });
     tracing::info!(
         generation = generation.number,
         pid = std::process::id(),
@@ -388,12 +406,13 @@ struct Built<S> {
 }
 
 /// Decodes the state, adopts the descriptors, opens the control socket,
-/// installs the signal handlers and links to the predecessor. `Err`: why
-/// the generation cannot start.
+/// installs the signal handlers and links to the predecessor (those two on
+/// the lifecycle thread's runtime). `Err`: why the generation cannot start.
 fn build_generation<S: HandoverState>(
     config: &Config,
     inherited: Inherited,
     channel: &mut Option<StdUnixStream>,
+    lifecycle: &Handle,
 ) -> Result<Built<S>, String> {
     let mut registry = Registry::new(inherited.fds);
     registry.mark_socket_activated(&inherited.lineage.systemd_sockets);
@@ -415,6 +434,7 @@ fn build_generation<S: HandoverState>(
         ),
         None => None,
     };
+    let _lifecycle = lifecycle.enter();
     let signals = Signals::install(config.restart_signal)
         .map_err(|e| Error::io("could not install signal handlers", e).to_string())?;
     // Handled now: a restart signal that arrived meanwhile is delivered,

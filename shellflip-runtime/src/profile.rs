@@ -22,6 +22,8 @@ pub(crate) enum Hop {
     SpawnAsked,
     /// New generation: its `run` entered (the exec is done).
     ExecDone,
+    /// New generation: its own spawner forked.
+    SpawnerForked,
     /// New generation: the hand-over's header and descriptors read.
     HandoverRead,
     /// Old generation: the new one asked for the state.
@@ -51,6 +53,7 @@ impl Hop {
             Hop::TriggerRead => "trigger_read",
             Hop::SpawnAsked => "spawn_asked",
             Hop::ExecDone => "exec_done",
+            Hop::SpawnerForked => "spawner_forked",
             Hop::HandoverRead => "handover_read",
             Hop::StateAsked => "state_asked",
             Hop::StateSent => "state_sent",
