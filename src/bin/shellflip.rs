@@ -178,12 +178,23 @@ fn restart(socket: &Path, timeout: Duration, fresh_state: bool) -> u8 {
     let started = Instant::now();
     let outcome = ControlClient::connect(socket).and_then(|mut client| {
         client.set_timeout(Some(timeout));
-        client.request(&Request::Restart { fresh_state })
+        let answer = client.request(&Request::Restart { fresh_state })?;
+        Ok((answer, client.answered_by()))
     });
+    let (outcome, answered_by) = match outcome {
+        Ok((answer, answered_by)) => (Ok(answer), answered_by),
+        Err(error) => (Err(error), None),
+    };
     match outcome {
         Ok(Response::Restarted(done)) => {
-            let left = timeout.saturating_sub(started.elapsed());
-            let pid = new_generation_pid(socket, &done, left.min(STATUS_TIMEOUT));
+            let pid = match answered_by.filter(|&old| same_pid_namespace(old)) {
+                // The service's pids are this namespace's: nothing to ask.
+                Some(_) => Pid::Here(done.pid),
+                None => {
+                    let left = timeout.saturating_sub(started.elapsed());
+                    new_generation_pid(socket, &done, left.min(STATUS_TIMEOUT))
+                }
+            };
             println!(
                 "restarted: pid={pid} generation={} in {}",
                 done.generation,
@@ -230,7 +241,16 @@ fn restart(socket: &Path, timeout: Duration, fresh_state: bool) -> u8 {
     }
 }
 
-/// The new generation's pid as this process sees it. The answer to the
+/// True when `pid` (as this process sees it) runs in this process's PID
+/// namespace, as `/proc` says (false when it cannot tell).
+fn same_pid_namespace(pid: u32) -> bool {
+    let ours = std::fs::read_link("/proc/self/ns/pid");
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/pid"));
+    matches!((ours, theirs), (Ok(ours), Ok(theirs)) if ours == theirs)
+}
+
+/// The new generation's pid as this process sees it, from another PID
+/// namespace than the service's (or where that cannot be told). The answer to the
 /// restart comes from the old generation, so the kernel's translation is
 /// that of the old pid; the new generation tells its own when asked for its
 /// status. A few tries: the old generation may still take a connection or
@@ -442,6 +462,15 @@ fn describe_status(status: &Status, answered_by: Option<u32>, now_ms: u64) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A restart answered from this PID namespace needs no second
+    /// connection to name the new pid; one whose namespace cannot be read
+    /// falls back to asking.
+    #[test]
+    fn the_pid_namespace_of_a_process_is_read_from_proc() {
+        assert!(same_pid_namespace(std::process::id()));
+        assert!(!same_pid_namespace(u32::MAX));
+    }
 
     #[test]
     fn durations_need_a_unit_and_are_bounded() {
