@@ -112,9 +112,10 @@ struct Opts {
     /// around a restart, probation on and off).
     #[arg(long)]
     no_accept_gap: bool,
-    /// Use the bench's services (peer_cf_shellflip, peer_ecdysis,
-    /// bare_echo, state_service) in this directory as they are (default:
-    /// have cargo build them in release).
+    /// Use the bench's services and restart commands (peer_cf_shellflip,
+    /// peer_ecdysis, bare_echo, state_service, http_plain_axum, ours_pid,
+    /// trigger_cf_shellflip, trigger_ecdysis) in this directory as they are
+    /// (default: have cargo build them in release).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
     /// Use this echo example binary as it is (default: have cargo build
