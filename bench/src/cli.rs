@@ -97,12 +97,14 @@ pub const CLI_SPAWNED: &str = "trigger process spawned";
 pub const CLI_EXITED: &str = "trigger process exited";
 
 /// The rows of the hop table, in the order of a restart, with the side
-/// that writes each. The runtime's hops are `shellflip-runtime/src/profile.rs`'s.
-pub const HOPS: [(&str, &str); 15] = [
+/// that writes each. The runtime's hops are `shellflip-runtime/src/profile.rs`'s;
+/// a hop of a profile missing here gets a row too ([`hop_rows`]).
+pub const HOPS: [(&str, &str); 16] = [
     (CLI_SPAWNED, "driver"),
     ("trigger_read", "old"),
     ("spawn_asked", "old"),
     ("exec_done", "new"),
+    ("spawner_forked", "new"),
     ("handover_read", "new"),
     ("state_asked", "old"),
     ("state_sent", "old"),
@@ -115,6 +117,29 @@ pub const HOPS: [(&str, &str); 15] = [
     ("answer_written", "old"),
     (CLI_EXITED, "driver"),
 ];
+
+/// The rows of a hop table over these restarts: [`HOPS`], and before the
+/// last one every other hop the restarts have, in the order first seen,
+/// with the side it came from.
+pub fn hop_rows<'a>(restarts: impl IntoIterator<Item = &'a HopRestart>) -> Vec<(String, String)> {
+    let mut rows: Vec<(String, String)> = HOPS
+        .iter()
+        .map(|(h, side)| (h.to_string(), side.to_string()))
+        .collect();
+    let mut extra: Vec<(String, String)> = Vec::new();
+    for r in restarts {
+        for m in &r.marks {
+            let known = rows.iter().chain(&extra).any(|(h, _)| *h == m.hop);
+            if !known {
+                extra.push((m.hop.clone(), m.side.clone()));
+            }
+        }
+    }
+    let last = rows.pop();
+    rows.extend(extra);
+    rows.extend(last);
+    rows
+}
 
 /// One line of a profile file: `<Unix time in µs> <pid> <hop>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,9 +230,9 @@ pub struct HopStat {
     pub n: usize,
 }
 
-/// The statistics of every hop of [`HOPS`] over `restarts`.
-pub fn hop_stats(restarts: &[HopRestart]) -> Vec<HopStat> {
-    HOPS.iter()
+/// The statistics of every hop of `rows` ([`hop_rows`]) over `restarts`.
+pub fn hop_stats(rows: &[(String, String)], restarts: &[HopRestart]) -> Vec<HopStat> {
+    rows.iter()
         .enumerate()
         .map(|(i, (hop, _))| {
             let mut since_trigger = Vec::new();
@@ -217,7 +242,7 @@ pub fn hop_stats(restarts: &[HopRestart]) -> Vec<HopStat> {
                 if let Some(t) = r.at("trigger_read") {
                     since_trigger.push(at - t);
                 }
-                let previous = HOPS[..i].iter().rev().find_map(|(h, _)| r.at(h));
+                let previous = rows[..i].iter().rev().find_map(|(h, _)| r.at(h));
                 if let Some(p) = previous {
                     since_previous.push(at - p);
                 }
@@ -242,7 +267,8 @@ pub fn hop_table(cli: &CliResult, key: &str) -> Option<String> {
     if profiled.is_empty() {
         return None;
     }
-    let stats: Vec<Vec<HopStat>> = profiled.iter().map(|s| hop_stats(&s.hops)).collect();
+    let rows = hop_rows(profiled.iter().flat_map(|s| &s.hops));
+    let stats: Vec<Vec<HopStat>> = profiled.iter().map(|s| hop_stats(&rows, &s.hops)).collect();
     let mut header = vec!["hop".to_string(), "side".to_string()];
     for s in &profiled {
         header.push(format!(
@@ -253,8 +279,8 @@ pub fn hop_table(cli: &CliResult, key: &str) -> Option<String> {
         header.push(format!("{}: since previous hop (ms)", s.flavor));
     }
     let mut cells = Vec::new();
-    for (i, (hop, side)) in HOPS.iter().enumerate() {
-        let mut row = vec![hop.to_string(), side.to_string()];
+    for (i, (hop, side)) in rows.iter().enumerate() {
+        let mut row = vec![hop.clone(), side.clone()];
         for st in &stats {
             let missing = |v: Option<f64>| match (v, st[i].n) {
                 (_, 0) => "—".to_string(),
@@ -657,8 +683,10 @@ garbage
                 ("exec_done", 4.0),
             ]),
         ];
-        let stats = hop_stats(&restarts);
-        let of = |hop: &str| stats[HOPS.iter().position(|(h, _)| *h == hop).unwrap()];
+        let rows = hop_rows(&restarts);
+        assert_eq!(rows.len(), HOPS.len());
+        let stats = hop_stats(&rows, &restarts);
+        let of = |hop: &str| stats[rows.iter().position(|(h, _)| *h == hop).unwrap()];
         assert_eq!(of(CLI_SPAWNED).since_trigger_ms, Some(-1.0));
         assert_eq!(of("trigger_read").since_previous_ms, Some(1.0));
         assert_eq!(of("spawn_asked").since_trigger_ms, Some(0.75));
@@ -682,6 +710,29 @@ garbage
         let widths: Vec<usize> = table.lines().map(|l| l.chars().count()).collect();
         assert!(widths.iter().all(|w| *w == widths[0]), "{table}");
         assert!(hop_table(&cli, "ecdysis").is_none());
+    }
+
+    #[test]
+    fn a_hop_the_table_does_not_know_gets_a_row_before_the_commands_exit() {
+        let mark = |hop: &str, side: &str, ms: f64| HopMark {
+            hop: hop.into(),
+            side: side.into(),
+            ms,
+        };
+        let restart = HopRestart {
+            marks: vec![
+                mark("trigger_read", "old", 1.0),
+                mark("drain_begun", "old", 3.0),
+                mark(CLI_EXITED, "driver", 4.0),
+            ],
+        };
+        let rows = hop_rows([&restart]);
+        assert_eq!(rows.len(), HOPS.len() + 1);
+        assert_eq!(rows[rows.len() - 2], ("drain_begun".into(), "old".into()));
+        assert_eq!(rows[rows.len() - 1].0, CLI_EXITED);
+        let stats = hop_stats(&rows, &[restart]);
+        assert_eq!(stats[rows.len() - 2].since_trigger_ms, Some(2.0));
+        assert_eq!(stats[rows.len() - 1].since_previous_ms, Some(1.0));
     }
 
     #[test]
