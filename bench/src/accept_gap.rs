@@ -132,7 +132,7 @@ impl Bench {
 }
 
 /// `2s`, `500ms`: a duration as the settings write it.
-fn humanize(d: Duration) -> String {
+pub(crate) fn humanize(d: Duration) -> String {
     if d.subsec_millis() == 0 {
         format!("{}s", d.as_secs())
     } else {

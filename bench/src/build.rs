@@ -1,5 +1,6 @@
 //! What a run needs, built before it starts: the root workspace's echo,
-//! HTTP and sessions examples and this workspace's services (`src/bin/`),
+//! HTTP and sessions examples and its CLI (`shellflip`), and this
+//! workspace's services and restart commands (`src/bin/`),
 //! in release, by cargo itself, so that one command runs the benchmark
 //! from a fresh clone and never measures a stale build. For what is
 //! fresh, cargo only checks.
@@ -10,13 +11,17 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// The benchmark's services in this workspace, by binary name.
-const SERVICES: [&str; 5] = [
+/// The benchmark's services and restart commands in this workspace, by
+/// binary name.
+const SERVICES: [&str; 8] = [
     "peer_cf_shellflip",
     "peer_ecdysis",
     "bare_echo",
     "state_service",
     "http_plain_axum",
+    "ours_pid",
+    "trigger_cf_shellflip",
+    "trigger_ecdysis",
 ];
 
 /// The executables a run starts.
@@ -38,6 +43,15 @@ pub struct Binaries {
     pub http_plain_axum: PathBuf,
     /// The sessions example: live connections handed over.
     pub sessions: PathBuf,
+    /// The root workspace's CLI: `shellflip restart SOCKET`.
+    pub cli: PathBuf,
+    /// Ours serving the pid protocol (`shellflip::run`, `--flavor`).
+    pub ours_pid: PathBuf,
+    /// crates.io shellflip's restart command: `request_restart`.
+    pub trigger_cf_shellflip: PathBuf,
+    /// ecdysis' restart command: connect to the upgrade socket, wait for
+    /// its close.
+    pub trigger_ecdysis: PathBuf,
 }
 
 /// The cargo that runs this binary (`cargo run` sets `CARGO`), or the one
@@ -111,7 +125,14 @@ pub fn binaries(echo: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Result<Binar
     let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = bench.parent().unwrap_or(bench);
     let targets: &[&str] = match echo {
-        Some(_) => &["--example", "http", "--example", "sessions"],
+        Some(_) => &[
+            "--example",
+            "http",
+            "--example",
+            "sessions",
+            "--bin",
+            "shellflip",
+        ],
         None => &[
             "--example",
             "echo",
@@ -119,6 +140,8 @@ pub fn binaries(echo: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Result<Binar
             "http",
             "--example",
             "sessions",
+            "--bin",
+            "shellflip",
         ],
     };
     let mut examples = cargo_build(&root.join("Cargo.toml"), targets)?;
@@ -128,6 +151,7 @@ pub fn binaries(echo: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Result<Binar
     };
     let http_example = take(&mut examples, "http")?;
     let sessions = take(&mut examples, "sessions")?;
+    let cli = take(&mut examples, "shellflip")?;
     let mut services = match bin_dir {
         Some(dir) => SERVICES
             .iter()
@@ -147,6 +171,10 @@ pub fn binaries(echo: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Result<Binar
         http_example,
         http_plain_axum: take(&mut services, "http_plain_axum")?,
         sessions,
+        cli,
+        ours_pid: take(&mut services, "ours_pid")?,
+        trigger_cf_shellflip: take(&mut services, "trigger_cf_shellflip")?,
+        trigger_ecdysis: take(&mut services, "trigger_ecdysis")?,
     };
     for path in [
         &binaries.echo,
@@ -157,6 +185,10 @@ pub fn binaries(echo: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Result<Binar
         &binaries.http_example,
         &binaries.http_plain_axum,
         &binaries.sessions,
+        &binaries.cli,
+        &binaries.ours_pid,
+        &binaries.trigger_cf_shellflip,
+        &binaries.trigger_ecdysis,
     ] {
         if !path.is_file() {
             return Err(format!("{} does not exist", path.display()));

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Condvar, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
@@ -34,11 +34,40 @@ impl Clock {
     pub fn now(&self) -> u64 {
         self.0.elapsed().as_micros() as u64
     }
+    /// `now()` and the Unix time in µs, read together: what relates this
+    /// clock to times other processes write (the runtime's profile).
+    pub fn now_with_unix(&self) -> (u64, u64) {
+        let now = self.now();
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        (now, unix)
+    }
 }
 
-/// Exits recorded by the reaper thread.
+/// One exit recorded by the reaper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// Its place among all exits recorded ([`Reaper::seq`]).
+    pub seq: u64,
+    /// When it was reaped ([`Clock`] µs).
+    pub at: u64,
+    /// Its exit code, or `None` if a signal ended it.
+    pub code: Option<i32>,
+}
+
+#[derive(Default)]
+struct Exits {
+    by_pid: HashMap<u32, Vec<Exit>>,
+    next_seq: u64,
+}
+
+/// Exits recorded by the reaper thread. A pid may be used again by a later
+/// process (pid_max may be as low as 32768): each exit is numbered, and a
+/// waiter that noted [`Reaper::seq`] before the process it waits for
+/// existed sees only that process's exit.
 pub struct Reaper {
-    exited: Mutex<HashMap<u32, u64>>,
+    exited: Mutex<Exits>,
     changed: Condvar,
 }
 
@@ -49,7 +78,7 @@ impl Reaper {
         static REAPER: OnceLock<Reaper> = OnceLock::new();
         static STARTED: std::sync::Once = std::sync::Once::new();
         let reaper = REAPER.get_or_init(|| Reaper {
-            exited: Mutex::new(HashMap::new()),
+            exited: Mutex::new(Exits::default()),
             changed: Condvar::new(),
         });
         STARTED.call_once(|| {
@@ -68,12 +97,21 @@ impl Reaper {
         loop {
             match waitpid(None::<Pid>, None) {
                 Ok(status) => {
-                    let pid = match status {
-                        WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _) => pid,
+                    let (pid, code) = match status {
+                        WaitStatus::Exited(pid, code) => (pid, Some(code)),
+                        WaitStatus::Signaled(pid, _, _) => (pid, None),
                         _ => continue,
                     };
-                    let t = clock.now();
-                    self.exited.lock().unwrap().insert(pid.as_raw() as u32, t);
+                    let at = clock.now();
+                    let mut exited = self.exited.lock().unwrap();
+                    let seq = exited.next_seq;
+                    exited.next_seq += 1;
+                    exited
+                        .by_pid
+                        .entry(pid.as_raw() as u32)
+                        .or_default()
+                        .push(Exit { seq, at, code });
+                    drop(exited);
                     self.changed.notify_all();
                 }
                 Err(Errno::ECHILD) => std::thread::sleep(Duration::from_millis(2)),
@@ -86,13 +124,39 @@ impl Reaper {
         }
     }
 
-    /// When `pid` exited (reaped here), waiting at most `timeout`.
+    /// The number the next exit recorded will get: note it before starting
+    /// (or triggering the end of) a process, then wait with
+    /// [`wait_exit`](Self::wait_exit).
+    pub fn seq(&self) -> u64 {
+        self.exited.lock().unwrap().next_seq
+    }
+
+    /// The first exit of `pid` numbered `since` or later, waiting at most
+    /// `timeout`.
+    pub fn wait_exit(&self, pid: u32, since: u64, timeout: Duration) -> Option<Exit> {
+        let deadline = Instant::now() + timeout;
+        let mut exited = self.exited.lock().unwrap();
+        loop {
+            let found = exited
+                .by_pid
+                .get(&pid)
+                .and_then(|v| v.iter().find(|e| e.seq >= since));
+            if let Some(exit) = found {
+                return Some(*exit);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            exited = self.changed.wait_timeout(exited, left).unwrap().0;
+        }
+    }
+
+    /// When `pid` exited (reaped here; its latest exit), waiting at most
+    /// `timeout`.
     pub fn wait_gone(&self, pid: u32, timeout: Duration) -> Option<u64> {
         let deadline = Instant::now() + timeout;
         let mut exited = self.exited.lock().unwrap();
         loop {
-            if let Some(t) = exited.get(&pid) {
-                return Some(*t);
+            if let Some(exit) = exited.by_pid.get(&pid).and_then(|v| v.last()) {
+                return Some(exit.at);
             }
             let left = deadline.checked_duration_since(Instant::now())?;
             exited = self.changed.wait_timeout(exited, left).unwrap().0;
@@ -100,7 +164,7 @@ impl Reaper {
     }
 
     pub fn has_exited(&self, pid: u32) -> bool {
-        self.exited.lock().unwrap().contains_key(&pid)
+        self.exited.lock().unwrap().by_pid.contains_key(&pid)
     }
 }
 

@@ -1,13 +1,16 @@
-//! The load: concurrent clients doing echo exchanges, and a prober that
-//! asks every millisecond who answers. Every loop is bounded in count and
-//! in time. One exchange is the test kit's [`Connection`], timed here.
+//! The load: concurrent clients doing exchanges, and a prober that asks
+//! every millisecond who answers. Every loop is bounded in count and in
+//! time. An echo exchange is the test kit's [`Connection`], timed here; a
+//! pid exchange ([`pid_exchange`]) is a plain socket's.
 
-use std::net::SocketAddr;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use shellflip_bench::service::{parse_pid_line, Protocol, MAX_PID_LINE};
 use shellflip_testkit::client::{Connection, Timeouts};
 
 use crate::harness::Clock;
@@ -20,11 +23,12 @@ const MAX_EXCHANGES_PER_CLIENT: u64 = 20_000_000;
 /// One answered connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Answer {
-    /// When the greeting arrived (µs).
+    /// When the greeting arrived (µs); in the pid protocol, the answer.
     pub greeted: u64,
     /// When the exchange completed (µs).
     pub done: u64,
     pub pid: u32,
+    /// 0 in the pid protocol (its answer has none).
     pub generation: u64,
     /// From the prober (a greeting only) rather than a client.
     pub probe: bool,
@@ -79,6 +83,24 @@ impl Load {
         clock: Clock,
         max_time: Duration,
     ) -> Load {
+        Load::start_speaking(Protocol::Echo, addr, clients, probe, clock, max_time)
+    }
+
+    /// The same in `protocol`: the echo exchange ([`exchange`]; the prober
+    /// reads the greeting only) or the pid exchange ([`pid_exchange`]; the
+    /// prober does the same as a client).
+    pub fn start_speaking(
+        protocol: Protocol,
+        addr: SocketAddr,
+        clients: usize,
+        probe: bool,
+        clock: Clock,
+        max_time: Duration,
+    ) -> Load {
+        let exchange_once = move |line: &str, probe: bool| match protocol {
+            Protocol::Echo => exchange(addr, line, clock, probe),
+            Protocol::Pid => pid_exchange(addr, line, clock, probe),
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let deadline = clock.now() + max_time.as_micros() as u64;
         let mut threads = Vec::new();
@@ -94,7 +116,7 @@ impl Load {
                             if stop.load(Ordering::Relaxed) || clock.now() > deadline {
                                 break;
                             }
-                            match exchange(addr, &line, clock, false) {
+                            match exchange_once(&line, false) {
                                 Ok(a) => seen.answers.push(a),
                                 Err(kind) => seen.failures.push(Failure {
                                     at: clock.now(),
@@ -120,7 +142,7 @@ impl Load {
                             if stop.load(Ordering::Relaxed) || clock.now() > deadline {
                                 break;
                             }
-                            match exchange(addr, "", clock, true) {
+                            match exchange_once("probe", true) {
                                 Ok(a) => seen.answers.push(a),
                                 Err(kind) => seen.failures.push(Failure {
                                     at: clock.now(),
@@ -183,6 +205,60 @@ pub fn exchange(
         done: clock.now(),
         pid: greeting.pid,
         generation: greeting.generation,
+        probe,
+    })
+}
+
+/// One exchange of the pid protocol: connects, sends `line`, reads the
+/// answer until the server closes, and checks it is `pid=<pid>`. A failure
+/// is its class: `connect: refused`, `reset before the pid`, `closed before
+/// the pid`, `bad pid answer`...
+pub fn pid_exchange(
+    addr: SocketAddr,
+    line: &str,
+    clock: Clock,
+    probe: bool,
+) -> Result<Answer, &'static str> {
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).map_err(|e| match e.kind() {
+        ErrorKind::ConnectionRefused => "connect: refused",
+        ErrorKind::ConnectionReset => "connect: reset",
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => "connect: timeout",
+        _ => "connect: other",
+    })?;
+    let setup = stream
+        .set_nodelay(true)
+        .and_then(|()| stream.set_read_timeout(Some(IO_TIMEOUT)))
+        .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)));
+    setup.map_err(|_| "connect: other")?;
+    stream
+        .write_all(format!("{line}\n").as_bytes())
+        .map_err(|e| match e.kind() {
+            ErrorKind::ConnectionReset | ErrorKind::BrokenPipe => "reset before the line was sent",
+            ErrorKind::TimedOut | ErrorKind::WouldBlock => "timeout sending the line",
+            _ => "error sending the line",
+        })?;
+    let mut answer = Vec::new();
+    (&mut stream)
+        .take(MAX_PID_LINE)
+        .read_to_end(&mut answer)
+        .map_err(|e| match e.kind() {
+            ErrorKind::ConnectionReset => "reset before the pid",
+            ErrorKind::TimedOut | ErrorKind::WouldBlock => "timeout before the pid",
+            _ => "error before the pid",
+        })?;
+    let answered = clock.now();
+    if answer.is_empty() {
+        return Err("closed before the pid");
+    }
+    let pid = std::str::from_utf8(&answer)
+        .ok()
+        .and_then(parse_pid_line)
+        .ok_or("bad pid answer")?;
+    Ok(Answer {
+        greeted: answered,
+        done: answered,
+        pid,
+        generation: 0,
         probe,
     })
 }

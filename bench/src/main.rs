@@ -7,7 +7,10 @@
 //! load, `src/http_section.rs`), live sessions handed over and the memory
 //! of a generation draining held connections (`src/sessions_section.rs`),
 //! and the longest accept gap around a restart with the probation on and
-//! off (`src/accept_gap.rs`).
+//! off (`src/accept_gap.rs`); and the restart-command section (issue 23,
+//! `src/cli_section.rs`): the pid protocol on both Tokio flavors, each
+//! restart triggered by starting a process (ours: `shellflip restart`),
+//! with ours' hop-by-hop profile and the issue's goals.
 //!
 //! From the repository's root (the bench is its own workspace):
 //!
@@ -15,6 +18,7 @@
 //! cargo run --release --manifest-path bench/Cargo.toml -- --plot docs/bench.svg  # K=20, 32 clients
 //! cargo run --release --manifest-path bench/Cargo.toml -- --quick                # K=3, ~1 min
 //! cargo run --release --manifest-path bench/Cargo.toml -- --json > run.json      # machines
+//! cargo run --release --manifest-path bench/Cargo.toml -- --goals                # issue 23 only
 //! ```
 //!
 //! Before it runs, it has cargo build (in release) what it starts: the root
@@ -27,6 +31,7 @@
 
 mod accept_gap;
 mod build;
+mod cli_section;
 mod harness;
 mod http_section;
 mod load;
@@ -43,10 +48,12 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use shellflip::client::ControlClient;
 use shellflip::control::Response;
+use shellflip_bench::cli::{goals, goals_table, hop_table, OURS};
 use shellflip_bench::report::{
     fmt_num, markdown_table, rows, size_label, Machine, Overhead, Report, RestartRecord, RunConfig,
     SystemResult,
 };
+use shellflip_bench::service::Flavor;
 use shellflip_bench::stats::{median, per_second};
 use shellflip_testkit::process::{fd_count, rss_kib};
 
@@ -105,9 +112,10 @@ struct Opts {
     /// around a restart, probation on and off).
     #[arg(long)]
     no_accept_gap: bool,
-    /// Use the bench's services (peer_cf_shellflip, peer_ecdysis,
-    /// bare_echo, state_service) in this directory as they are (default:
-    /// have cargo build them in release).
+    /// Use the bench's services and restart commands (peer_cf_shellflip,
+    /// peer_ecdysis, bare_echo, state_service, http_plain_axum, ours_pid,
+    /// trigger_cf_shellflip, trigger_ecdysis) in this directory as they are
+    /// (default: have cargo build them in release).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
     /// Use this echo example binary as it is (default: have cargo build
@@ -125,9 +133,34 @@ struct Opts {
     #[arg(long, default_value_t = 10)]
     http_restarts: usize,
     /// Keep each service's stderr in this directory (ours then runs with
-    /// RUST_LOG=shellflip_runtime=debug, which logs its phase timings).
+    /// RUST_LOG=shellflip_runtime=debug, which logs its phase timings; the
+    /// restart-command section's hop profiles are kept there too).
     #[arg(long)]
     log_dir: Option<PathBuf>,
+    /// Skip the restart-command section (issue 23: the pid protocol on
+    /// both Tokio flavors, each restart triggered by starting a process).
+    #[arg(long)]
+    no_cli: bool,
+    /// Run the restart-command section only, and print its table, ours'
+    /// hop table and the issue's goals (met or missed, per flavor).
+    #[arg(long)]
+    goals: bool,
+    /// Restart-command section: restarts per system and flavor (3 with
+    /// --quick).
+    #[arg(long, default_value_t = 10)]
+    cli_restarts: usize,
+    /// Restart-command section: systems, comma-separated:
+    /// ours,ours-probation,cf-shellflip,ecdysis (ours-probation: ours with
+    /// the default probation, beside the goals).
+    #[arg(long, value_delimiter = ',', default_values_t = ["ours".to_string(), "ours-probation".to_string(), "cf-shellflip".to_string(), "ecdysis".to_string()])]
+    cli_systems: Vec<String>,
+    /// Restart-command section: Tokio flavors, comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = cli_section::parse_flavor, default_values = ["current_thread", "multi_thread"])]
+    flavors: Vec<Flavor>,
+    /// Restart-command section: run ours without the hop profile
+    /// (SHELLFLIP_PROFILE), and print no hop table.
+    #[arg(long)]
+    no_hops: bool,
 }
 
 /// Phase lengths of a run.
@@ -659,12 +692,85 @@ fn section_notes(report: &Report) -> String {
             stopped(&g.error)
         ));
     }
+    if let Some(cli) = &report.cli {
+        text.push_str(&format!(
+            "- restart command: pid protocol, {} clients + a prober (every ms), {} restarts per system and flavor, the next {} ms after each restart's end; ratios against ours (probation off) of the same flavor\n",
+            cli.clients, cli.restarts, cli.gap_ms
+        ));
+        for s in &cli.systems {
+            let failures: Vec<String> = s
+                .failures
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            text.push_str(&format!(
+                "- restart command, {}{}: {} exchanges, {} restarts by {}; failed connections: {}{}\n",
+                s.label(),
+                if s.env.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", s.env.join(" "))
+                },
+                s.exchanges,
+                s.restarts.len(),
+                s.trigger,
+                if failures.is_empty() {
+                    "none".to_string()
+                } else {
+                    failures.join(", ")
+                },
+                stopped(&s.error)
+            ));
+        }
+    }
+    text
+}
+
+/// After the notes: ours' hop table and the goals, when the
+/// restart-command section ran.
+fn cli_tail(report: &Report) -> String {
+    let Some(cli) = &report.cli else {
+        return String::new();
+    };
+    let mut text = String::new();
+    if let Some(table) = hop_table(cli, OURS) {
+        let n = cli
+            .systems
+            .iter()
+            .find(|s| s.key == OURS)
+            .map_or(0, |s| s.hops.len());
+        text.push_str(&format!(
+            "\nHops of ours' restarts (SHELLFLIP_PROFILE; probation off; medians over {n} restarts per flavor; ms since the old generation read the restart request, and since the hop above; `—`: not seen):\n\n"
+        ));
+        text.push_str(&table);
+    }
+    if !report.goals.is_empty() {
+        text.push_str(
+            "\nGoals (issue 23): ours (probation off, restarted by `shellflip restart`) against the fastest peer of the same flavor (memory: the smallest), medians of this run:\n\n",
+        );
+        text.push_str(&goals_table(&report.goals));
+    }
     text
 }
 
 fn main() -> std::process::ExitCode {
     let mut opts = Opts::parse();
+    if let Err(e) = cli_section::check_systems(&opts.cli_systems) {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::from(2);
+    }
+    if opts.goals {
+        // The restart-command section alone.
+        opts.no_cli = false;
+        opts.systems.clear();
+        opts.no_state = true;
+        opts.no_overhead = true;
+        opts.no_http = true;
+        opts.no_sessions = true;
+        opts.no_accept_gap = true;
+    }
     if opts.quick {
+        opts.cli_restarts = opts.cli_restarts.min(3);
         opts.restarts = opts.restarts.min(3);
         opts.http_restarts = opts.http_restarts.min(3);
         opts.http_clients = opts.http_clients.min(4);
@@ -772,6 +878,16 @@ fn main() -> std::process::ExitCode {
         }
         traces.push(trace);
         report.systems.push(result);
+    }
+    if !bench.opts.no_cli {
+        let flavors: Vec<&str> = bench.opts.flavors.iter().map(|f| f.name()).collect();
+        eprintln!(
+            "restart command: the pid protocol, each restart by starting a process; flavors: {}",
+            flavors.join(", ")
+        );
+        let cli = bench.run_cli(&binaries);
+        report.goals = goals(&cli);
+        report.cli = Some(cli);
     }
     if !bench.opts.no_state {
         eprintln!("state handover (ours)");
@@ -889,6 +1005,7 @@ fn main() -> std::process::ExitCode {
         report.config.clients,
         started.elapsed().as_secs_f64()
     ));
+    text.push_str(&cli_tail(&report));
     if bench.opts.json {
         eprint!("{text}");
         println!(
@@ -905,7 +1022,11 @@ fn main() -> std::process::ExitCode {
             .any(|h| h.systems.iter().any(|s| s.error.is_some()))
         || report.sessions.iter().any(|s| s.error.is_some())
         || report.drain_memory.iter().any(|m| m.error.is_some())
-        || report.accept_gap.iter().any(|g| g.error.is_some());
+        || report.accept_gap.iter().any(|g| g.error.is_some())
+        || report
+            .cli
+            .iter()
+            .any(|c| c.systems.iter().any(|s| s.error.is_some()));
     if failed {
         std::process::ExitCode::FAILURE
     } else {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cli::{cli_rows, CliResult, Goal};
 use crate::stats::{summarize, Summary};
 
 /// Everything one run measured (the `--json` output).
@@ -28,6 +29,13 @@ pub struct Report {
     /// `--no-accept-gap`).
     #[serde(default)]
     pub accept_gap: Option<AcceptGapResult>,
+    /// Restarts triggered by a process, pid protocol, both runtime flavors
+    /// (absent with `--no-cli`).
+    #[serde(default)]
+    pub cli: Option<CliResult>,
+    /// The goals, computed from `cli`.
+    #[serde(default)]
+    pub goals: Vec<Goal>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -957,6 +965,9 @@ pub fn rows(report: &Report) -> Vec<Row> {
             _ => vec![],
         },
     );
+    if let Some(cli) = &report.cli {
+        cli_rows(&mut rows, cli);
+    }
     if let Some(state) = &report.state {
         state_rows(&mut rows, state);
     }

@@ -1,6 +1,9 @@
-//! The echo service on crates.io `shellflip` 2.1 (Cloudflare's), written as
-//! its docs and `examples/restarter.rs` intend, plus what that crate leaves
-//! to its user: passing the listening socket to the new process.
+//! The benchmarked service on crates.io `shellflip` 2.1 (Cloudflare's),
+//! written as its docs and `examples/restarter.rs` intend, plus what that
+//! crate leaves to its user: passing the listening socket to the new
+//! process. It speaks the echo protocol, or the pid protocol with
+//! `--protocol pid`, with the bench's shared handler (`service::serve`), on
+//! the Tokio runtime chosen by `--flavor` (`multi_thread` unless given).
 //!
 //! shellflip 2.1 spawns the new process itself and gives the old one a
 //! one-way handover pipe (`LifecycleHandler::send_to_new_process`); a pipe
@@ -10,8 +13,9 @@
 //! it. The child adopts that number and sets `FD_CLOEXEC` on it again.
 //!
 //! Trigger: shellflip's restart coordination socket (`--control`), the
-//! crate's `RestartConfig::request_restart`; the answer is the new pid once
-//! the new process reported startup complete.
+//! crate's `RestartConfig::request_restart` (from the driver, or from the
+//! `trigger_cf_shellflip` process); the answer is the new pid once the new
+//! process reported startup complete.
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,8 +23,8 @@ use std::sync::Arc;
 use cf_shellflip::lifecycle::{receive_from_old_process, LifecycleHandler, PipeWriter};
 use cf_shellflip::{RestartConfig, ShutdownCoordinator};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-use shellflip_bench::service::{echo, Args, DRAIN_TIMEOUT};
-use shellflip_testkit::proto::{greeting, ready_line};
+use shellflip_bench::service::{serve, Args, DRAIN_TIMEOUT};
+use shellflip_testkit::proto::ready_line;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -69,9 +73,12 @@ fn set_cloexec(fd: &impl AsFd) -> std::io::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::from_env();
+    args.flavor.builder().build()?.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (listener, generation, served) = match receive_from_old_process() {
         Some(mut pipe) => {
             let fd = pipe.read_u64().await? as RawFd;
@@ -117,8 +124,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Ok((stream, _)) => {
                     let n = served.fetch_add(1, Ordering::Relaxed) + 1;
                     let handle = shutdown.handle();
+                    let protocol = args.protocol;
                     tokio::spawn(async move {
-                        let result = echo(stream, greeting(pid, generation, n)).await;
+                        let result = serve(protocol, stream, pid, generation, n).await;
                         drop(handle);
                         result
                     });

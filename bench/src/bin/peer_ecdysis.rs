@@ -1,15 +1,18 @@
-//! The echo service on crates.io `ecdysis` 1.1 (Cloudflare's), written as
-//! its docs and `examples/tokio_echo.rs` intend: the listener comes from
+//! The benchmarked service on crates.io `ecdysis` 1.1 (Cloudflare's),
+//! written as its docs and `examples/tokio_echo.rs` intend: the listener comes from
 //! `TokioEcdysisBuilder::listen_tcp` (bound by the first process, inherited
 //! by address after), the upgrade is triggered by a connection to the
 //! `upgrade_on_socket` path (`--control`), which ecdysis closes once the
 //! upgrade is over, and the generation is counted in an environment
-//! variable the way the example counts its reloads.
+//! variable the way the example counts its reloads. It speaks the echo
+//! protocol, or the pid protocol with `--protocol pid`, with the bench's
+//! shared handler (`service::serve`), on the Tokio runtime chosen by
+//! `--flavor` (`multi_thread` unless given).
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ecdysis::tokio_ecdysis::{SignalKind, StopOnShutdown, TokioEcdysisBuilder};
-use shellflip_bench::service::{echo, Args, DRAIN_TIMEOUT};
-use shellflip_testkit::proto::{greeting, ready_line};
+use shellflip_bench::service::{serve, Args, DRAIN_TIMEOUT};
+use shellflip_testkit::proto::ready_line;
 use tokio_stream::StreamExt;
 use tokio_util::task::TaskTracker;
 
@@ -24,13 +27,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|g| g.parse::<u64>().ok())
         .map_or(1, |g| g + 1);
     std::env::set_var(GENERATION_VAR, generation.to_string());
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+    args.flavor
+        .builder()
         .build()?
-        .block_on(serve(args, generation))
+        .block_on(run(args, generation))
 }
 
-async fn serve(args: Args, generation: u64) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(args: Args, generation: u64) -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = TokioEcdysisBuilder::new(SignalKind::hangup())?;
     builder.upgrade_on_socket(&args.control)?;
     let mut stream = builder.listen_tcp(StopOnShutdown::Yes, args.listen)?;
@@ -45,7 +48,7 @@ async fn serve(args: Args, generation: u64) -> Result<(), Box<dyn std::error::Er
             match accepted {
                 Ok(client) => {
                     let n = served.fetch_add(1, Ordering::Relaxed) + 1;
-                    tasks.spawn(echo(client, greeting(pid, generation, n)));
+                    tasks.spawn(serve(args.protocol, client, pid, generation, n));
                 }
                 Err(e) => eprintln!("accept failed: {e}"),
             }
