@@ -543,6 +543,30 @@ mod tests {
         channel::read_child_message(theirs).await.unwrap().unwrap()
     }
 
+    /// A connection handed over is answered, and the supervisor learns that
+    /// one more was taken (`shellflip_connections_handed_over_total`).
+    #[tokio::test]
+    async fn a_connection_taken_over_is_counted_for_the_supervisor() {
+        use std::os::fd::AsFd;
+        let (mut parts, theirs) = linked();
+        let (handed, _peer) = StdUnixStream::pair().unwrap();
+        let message =
+            channel::encode_parent_message(&ParentMessage::Connection(channel::ConnectionHeader {
+                id: 7,
+                kind: channel::StreamKind::Unix,
+                state: Vec::new(),
+                unread: Vec::new(),
+            }))
+            .unwrap();
+        fd::send_with_fds(theirs.as_fd(), &message, &[handed.as_fd()]).unwrap();
+        assert_eq!(next(&theirs).await, ChildMessage::ConnectionTaken { id: 7 });
+        match parts.events.recv().await {
+            Some(FromPredecessor::ConnectionsTaken(1)) => {}
+            other => panic!("expected one connection taken, got {other:?}"),
+        }
+        assert!(parts.connections.recv().await.is_some());
+    }
+
     /// READY goes out from `ready()` at once, before the runtime has polled
     /// the new socket even once.
     #[tokio::test]
