@@ -18,6 +18,20 @@
 //! (1001, "restarting"). Each generation prints `ready pid=.. generation=..
 //! listen=..` on stdout when ready and `draining pid=.. generation=..` on
 //! stderr when its drain begins.
+//!
+//! With the `metrics` feature, `--metrics ADDR` serves shellflip's restart
+//! metrics (and any others the service records) in the Prometheus text
+//! format at `http://ADDR/metrics`, through `metrics-exporter-prometheus`.
+//! That listener is inherited like any other, so every generation serves it
+//! and the counters go on across restarts:
+//!
+//! ```text
+//! cargo run --example http --features axum,metrics -- --metrics 127.0.0.1:9100
+//! shellflip restart /tmp/shellflip-http.sock
+//! curl -s http://127.0.0.1:9100/metrics | grep shellflip_restarts_total
+//! ```
+//!
+//! The ready line then ends with `metrics=<addr>`.
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -39,6 +53,10 @@ struct Args {
     /// Control socket path.
     #[arg(long, default_value = "/tmp/shellflip-http.sock")]
     control: PathBuf,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[cfg(feature = "metrics")]
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 /// Carried across restarts.
@@ -75,10 +93,22 @@ async fn main(ctx: Context<Counters>) -> Result<(), Box<dyn std::error::Error>> 
         .route("/slow", get(slow))
         .route("/ws", get(ws))
         .with_state(app);
+    // Before ready(): the runtime records its metrics from then on.
+    #[cfg(feature = "metrics")]
+    let metrics = match &args.metrics {
+        Some(addr) => Some(prometheus::listen(&ctx, addr)?),
+        None => None,
+    };
+    #[cfg(not(feature = "metrics"))]
+    let metrics: Option<(tokio::net::TcpListener, Router)> = None;
     ctx.ready()?;
     let addr = listener.local_addr()?;
     let (pid, generation) = (std::process::id(), ctx.generation());
-    println!("ready pid={pid} generation={generation} listen={addr}");
+    let metrics_addr = match &metrics {
+        Some((listener, _)) => format!(" metrics={}", listener.local_addr()?),
+        None => String::new(),
+    };
+    println!("ready pid={pid} generation={generation} listen={addr}{metrics_addr}");
     let drain = DrainSignal::from(&ctx);
     tokio::spawn(async move {
         drain.draining().await;
@@ -88,8 +118,50 @@ async fn main(ctx: Context<Counters>) -> Result<(), Box<dyn std::error::Error>> 
     // in flight complete, keep-alive clients are told `Connection: close`,
     // HTTP/2 clients get a GOAWAY; the runtime bounds it all by the drain
     // timeout.
-    shellflip::http::serve(&ctx, listener, router).await;
+    let serve_metrics = async {
+        if let Some((listener, router)) = metrics {
+            shellflip::http::serve(&ctx, listener, router).await;
+        }
+    };
+    tokio::join!(
+        shellflip::http::serve(&ctx, listener, router),
+        serve_metrics
+    );
     Ok(())
+}
+
+/// `--metrics`: a Prometheus recorder, and its page on a listener of its own.
+#[cfg(feature = "metrics")]
+mod prometheus {
+    use axum::routing::get;
+    use axum::Router;
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use shellflip::Context;
+
+    /// Buckets for the restart durations (seconds): a restart takes a few
+    /// milliseconds to the ready timeout.
+    const RESTART_BUCKETS: &[f64] = &[
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ];
+
+    /// Installs the recorder (histograms with buckets, so that PromQL's
+    /// `histogram_quantile` works) and returns the listener named `metrics`
+    /// (inherited by every generation) with the router serving `/metrics`.
+    pub fn listen(
+        ctx: &Context<super::Counters>,
+        addr: &str,
+    ) -> Result<(tokio::net::TcpListener, Router), Box<dyn std::error::Error>> {
+        let listener = ctx.tcp_listener("metrics", addr)?;
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Prefix("shellflip_restart".to_owned()),
+                RESTART_BUCKETS,
+            )?
+            .install_recorder()?;
+        let render = move || std::future::ready(handle.render());
+        let router = Router::new().route("/metrics", get(render));
+        Ok((listener, router))
+    }
 }
 
 async fn hello(State(app): State<App>) -> String {

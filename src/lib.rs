@@ -131,6 +131,18 @@
 //! WebSockets are drained (see the `http` module). Both features are off by
 //! default; without them nothing of hyper or axum is compiled.
 //!
+//! ## Metrics
+//!
+//! With the `metrics` feature (off by default; without it no `metrics`
+//! crate is compiled) the runtime records restarts through the `metrics`
+//! facade — `shellflip_restarts_total{outcome}`, the restart durations, the
+//! generation, the generations draining, the state's size, the connections
+//! handed over, the probation rollbacks — to the recorder the service
+//! installs before `ready()` (say `metrics-exporter-prometheus`; see
+//! `examples/http.rs`). The counters go on across generations: each
+//! generation exposes its predecessors' totals and its own, never less than
+//! was exposed before. The README's Metrics section lists them, with PromQL.
+//!
 //! ## Talking to a running service
 //!
 //! The `shellflip` command-line tool (feature `cli`, on by default) restarts,

@@ -253,6 +253,7 @@ impl Service {
                 generation: 0,
                 listen: None,
                 udp: None,
+                metrics: None,
             },
             pids: vec![first_pid],
         };

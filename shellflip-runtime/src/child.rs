@@ -49,6 +49,7 @@ use crate::profile::{self, Hop};
 use crate::registry::{Registry, STATE_FD_PREFIX};
 use crate::state::{decode_envelope_with_report, HandoverState, StateError, StateFds};
 use crate::sync::lock;
+use crate::telemetry::{self, RestartId, Totals};
 
 /// Reads and removes [`ENV_HANDOVER_FD`]; adopts the channel it names.
 /// `Ok(None)`: this is a first generation.
@@ -206,11 +207,13 @@ impl PredecessorLink {
     /// `predecessor_pid` is the previous generation's pid (0: unknown, from
     /// an older build: a closed channel then means that it is gone). The
     /// supervisor gets what the previous generation does as
-    /// [`FromPredecessor`] events. Must be called inside the runtime.
+    /// [`FromPredecessor`] events; the link's lines carry `restart`'s id.
+    /// Must be called inside the runtime.
     pub(crate) fn start(
         stream: StdUnixStream,
         predecessor_pid: u32,
         state_report: Option<StateReport>,
+        restart: Option<RestartId>,
     ) -> io::Result<LinkParts> {
         stream.set_nonblocking(true)?;
         let (reader, writer) = UnixStream::from_std(stream)?.into_split();
@@ -229,8 +232,11 @@ impl PredecessorLink {
             reader,
             predecessor,
             Arc::clone(&link),
-            events_tx,
-            arrived_tx,
+            Channels {
+                events: events_tx,
+                connections: arrived_tx,
+            },
+            restart,
         ));
         Ok(LinkParts {
             link,
@@ -383,8 +389,11 @@ pub(crate) struct LinkParts {
 #[derive(Debug)]
 pub(crate) enum FromPredecessor {
     /// It handed over for good (its probation of this generation passed)
-    /// and drains as said.
-    Committed(Draining),
+    /// and drains as said; its final totals, which this one carries on
+    /// (`None`: an older build did not say).
+    Committed(Draining, Option<Totals>),
+    /// It handed over live connections, of which this many were taken.
+    ConnectionsTaken(u64),
     /// How a drain goes: its own, or an older generation's, relayed.
     Progress(Draining),
     /// It was stopped while holding its listeners: the service stops; its
@@ -397,14 +406,27 @@ pub(crate) enum FromPredecessor {
     GaveUp,
 }
 
+/// Where the link sends what it reads.
+struct Channels {
+    /// What the previous generation does, for the supervisor.
+    events: mpsc::UnboundedSender<FromPredecessor>,
+    /// The connections it hands over, for the service.
+    connections: mpsc::UnboundedSender<Arrived>,
+}
+
+/// Reads the previous generation's messages until the channel closes; then
+/// tells whether it died or gave this generation up. The lines about the
+/// restart carry its id (`restart`): each in a span made as it is logged,
+/// the service's subscriber being installed only after this task started.
 async fn watch_predecessor(
     reader: OwnedReadHalf,
     predecessor: Option<Arc<ExitWatch>>,
     link: Arc<PredecessorLink>,
-    events: mpsc::UnboundedSender<FromPredecessor>,
-    connections: mpsc::UnboundedSender<Arrived>,
+    to: Channels,
+    restart: Option<RestartId>,
 ) {
     let took_over = link.took_over.clone();
+    let in_span = |log: &dyn Fn()| telemetry::span_of(restart).in_scope(log);
     let mut messages = ParentReader::new();
     loop {
         let FromParent {
@@ -415,38 +437,38 @@ async fn watch_predecessor(
             Ok(Some(received)) => received,
             Ok(None) => break,
             Err(e) => {
-                tracing::warn!(error = %e, "the channel to the previous generation failed");
+                in_span(
+                    &|| tracing::warn!(error = %e, "the channel to the previous generation failed"),
+                );
                 break;
             }
         };
         let event = match message {
-            ParentMessage::Commit { drain } => {
-                tracing::debug!("the previous generation handed over");
+            ParentMessage::Commit { drain, totals } => {
+                in_span(&|| tracing::debug!("the previous generation handed over"));
                 took_over.cancel();
-                FromPredecessor::Committed(drain)
+                FromPredecessor::Committed(drain, totals)
             }
             ParentMessage::Progress(drain) => FromPredecessor::Progress(drain),
             ParentMessage::Stop { claim } => {
-                tracing::info!("the previous generation was stopped during this one's probation: the service stops");
+                in_span(&|| {
+                    tracing::info!("the previous generation was stopped during this one's probation: the service stops")
+                });
                 FromPredecessor::Stop(claim)
             }
             ParentMessage::Connections(headers) => {
-                let answer = handoff::take_connections(headers, fds, fds_lost, &connections);
-                if let Err(e) = link.report(&answer).await {
-                    tracing::debug!(error = %e, "could not answer a batch of handed-over connections");
-                }
+                let answer = handoff::take_connections(headers, fds, fds_lost, &to.connections);
+                answered(&link, &to.events, answer).await;
                 continue;
             }
             ParentMessage::Connection(header) => {
                 // From an older build: one connection per message.
-                let answer = handoff::take_connection(header, fds, fds_lost, &connections);
-                if let Err(e) = link.report(&answer).await {
-                    tracing::debug!(error = %e, "could not answer a handed-over connection");
-                }
+                let answer = handoff::take_connection(header, fds, fds_lost, &to.connections);
+                answered(&link, &to.events, answer).await;
                 continue;
             }
         };
-        let _ = events.send(event);
+        let _ = to.events.send(event);
     }
     if took_over.is_cancelled() {
         return;
@@ -454,24 +476,48 @@ async fn watch_predecessor(
     let event = match predecessor {
         None => FromPredecessor::Gone,
         Some(watch) if watch.exits_within(EXIT_AFTER_CLOSE).await => {
-            tracing::warn!(
-                pid = watch.pid(),
-                "the previous generation died before it handed over; this one takes over"
-            );
+            in_span(&|| {
+                tracing::warn!(
+                    pid = watch.pid(),
+                    "the previous generation died before it handed over; this one takes over"
+                )
+            });
             FromPredecessor::Gone
         }
         Some(watch) => {
-            tracing::error!(
-                pid = watch.pid(),
-                "the previous generation closed the channel without handing over and is still running: it gave this restart up (see its log for why); exiting"
-            );
+            in_span(&|| {
+                tracing::error!(
+                    pid = watch.pid(),
+                    "the previous generation closed the channel without handing over and is still running: it gave this restart up (see its log for why); exiting"
+                )
+            });
             FromPredecessor::GaveUp
         }
     };
     if matches!(event, FromPredecessor::Gone) {
         took_over.cancel();
     }
-    let _ = events.send(event);
+    let _ = to.events.send(event);
+}
+
+/// Answers the previous generation about connections it handed over, and
+/// tells the supervisor how many were taken.
+async fn answered(
+    link: &PredecessorLink,
+    events: &mpsc::UnboundedSender<FromPredecessor>,
+    answer: ChildMessage,
+) {
+    let taken = match &answer {
+        ChildMessage::ConnectionsAnswered { taken, .. } => taken.len() as u64,
+        ChildMessage::ConnectionTaken { .. } => 1,
+        _ => 0,
+    };
+    if let Err(e) = link.report(&answer).await {
+        tracing::debug!(error = %e, "could not answer handed-over connections");
+    }
+    if taken > 0 {
+        let _ = events.send(FromPredecessor::ConnectionsTaken(taken));
+    }
 }
 
 #[cfg(test)]
@@ -489,13 +535,37 @@ mod tests {
     /// as a Tokio stream.
     fn linked() -> (LinkParts, UnixStream) {
         let (ours, theirs) = StdUnixStream::pair().unwrap();
-        let parts = PredecessorLink::start(ours, 0, None).unwrap();
+        let parts = PredecessorLink::start(ours, 0, None, None).unwrap();
         theirs.set_nonblocking(true).unwrap();
         (parts, UnixStream::from_std(theirs).unwrap())
     }
 
     async fn next(theirs: &UnixStream) -> ChildMessage {
         channel::read_child_message(theirs).await.unwrap().unwrap()
+    }
+
+    /// A connection handed over is answered, and the supervisor learns that
+    /// one more was taken (`shellflip_connections_handed_over_total`).
+    #[tokio::test]
+    async fn a_connection_taken_over_is_counted_for_the_supervisor() {
+        use std::os::fd::AsFd;
+        let (mut parts, theirs) = linked();
+        let (handed, _peer) = StdUnixStream::pair().unwrap();
+        let message =
+            channel::encode_parent_message(&ParentMessage::Connection(channel::ConnectionHeader {
+                id: 7,
+                kind: channel::StreamKind::Unix,
+                state: Vec::new(),
+                unread: Vec::new(),
+            }))
+            .unwrap();
+        fd::send_with_fds(theirs.as_fd(), &message, &[handed.as_fd()]).unwrap();
+        assert_eq!(next(&theirs).await, ChildMessage::ConnectionTaken { id: 7 });
+        match parts.events.recv().await {
+            Some(FromPredecessor::ConnectionsTaken(1)) => {}
+            other => panic!("expected one connection taken, got {other:?}"),
+        }
+        assert!(parts.connections.recv().await.is_some());
     }
 
     /// READY goes out from `ready()` at once, before the runtime has polled

@@ -24,6 +24,7 @@ use crate::pidfile::PidFile;
 use crate::registry::{Registry, CONTROL_FD_NAME, STATE_FD_PREFIX};
 use crate::state::{EncodedState, StateError, StateFds};
 use crate::sync::lock;
+use crate::telemetry::{self, Gauges, RestartId, Totals};
 
 /// Encodes the service's state, putting its descriptors into the `StateFds`.
 pub(crate) type StateEncoder =
@@ -35,6 +36,8 @@ pub(crate) struct Drain {
     pub began: Instant,
     pub deadline: Instant,
     pub ending: Ending,
+    /// The restart that began it (its lines carry the restart's id).
+    pub restart: Option<RestartId>,
 }
 
 /// Whether a generation takes new connections now (see
@@ -93,6 +96,8 @@ pub(crate) struct Generation {
     control: Mutex<Option<OpenControl>>,
     /// Set once, when shutdown begins.
     drain: OnceLock<Drain>,
+    /// The restart metrics as the supervisor last published them.
+    metrics: Mutex<(Totals, Gauges)>,
 }
 
 /// What a new [`Generation`] starts with.
@@ -131,6 +136,7 @@ impl Generation {
             inherited_control_file: parts.inherited_control_file,
             control: Mutex::new(parts.control),
             drain: OnceLock::new(),
+            metrics: Mutex::new((Totals::default(), Gauges::default())),
         };
         (Arc::new(generation), ready_rx)
     }
@@ -235,11 +241,22 @@ impl Generation {
         // READY (a stop, a request its initiator sent once answered) finds
         // it ready. Whichever of the two writes READY first, it is written
         // once, after the pid file.
+        // The service installed its recorder by now: whoever hears of the
+        // READY (and scrapes this generation) finds the metrics there.
+        let (totals, gauges) = *lock(&self.metrics);
+        telemetry::publish(&totals, &gauges);
         self.ready.send_replace(true);
         if let Some(link) = &self.predecessor {
             link.report_ready_now(|| self.write_pid_file());
         }
         Ok(())
+    }
+
+    /// Records the restart metrics through the `metrics` facade (with that
+    /// feature), and keeps them for `ready()` to record again.
+    pub(crate) fn publish_metrics(&self, totals: Totals, gauges: Gauges) {
+        *lock(&self.metrics) = (totals, gauges);
+        telemetry::publish(&totals, &gauges);
     }
 
     /// True once `ready()` was called.
@@ -258,14 +275,21 @@ impl Generation {
         }
     }
 
-    /// Begins shutdown (once): records the drain, closes the registry's
-    /// descriptors and cancels the shutdown token.
-    pub(crate) fn begin_shutdown(&self, ending: Ending, drain_timeout: Duration) {
+    /// Begins shutdown (once): records the drain (begun by `restart`, if
+    /// one did), closes the registry's descriptors and cancels the shutdown
+    /// token.
+    pub(crate) fn begin_shutdown(
+        &self,
+        ending: Ending,
+        drain_timeout: Duration,
+        restart: Option<RestartId>,
+    ) {
         let began = Instant::now();
         let _ = self.drain.set(Drain {
             began,
             deadline: deadline_after(began, drain_timeout),
             ending,
+            restart,
         });
         self.registry().close_all();
         self.shutdown.cancel();
@@ -279,6 +303,7 @@ impl Generation {
                 began: now,
                 deadline: now,
                 ending: Ending::Stopped,
+                restart: None,
             }
         })
     }

@@ -18,6 +18,12 @@
 //! [`SpawnerMode::Inline`] starts the next generation from the service
 //! process instead.
 //!
+//! With the `metrics` feature the runtime records restarts (outcomes,
+//! durations, the generation, the state's size, ...) through the `metrics`
+//! facade, the counters carried from generation to generation; every log
+//! line about one restart is in a `restart` span whose `restart_id` both
+//! generations share.
+//!
 //! Most services use the `#[restartable]` attribute of the `shellflip` crate,
 //! which expands to a call of [`run`]; this crate is what it calls.
 //!
@@ -73,6 +79,7 @@ mod state_cell;
 mod supervisor;
 mod sync;
 mod systemd;
+mod telemetry;
 mod timing;
 mod unix_socket;
 

@@ -30,6 +30,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::channel::{Lineage, Received, StateOffer};
 use crate::child::{self, PredecessorLink};
@@ -49,6 +50,7 @@ use crate::spawner::{self, Spawner, SpawnerClient, SpawnerProcess};
 use crate::state::HandoverState;
 use crate::supervisor::{Finished, Limits, MainOutcome, Supervisor, SupervisorParts};
 use crate::systemd::{self, Passed};
+use crate::telemetry::{self, RestartId, Totals};
 use crate::timing::{unix_ms, StartupTimes};
 
 /// What a service's `main` may return: `()` or `Result<(), E>` with a
@@ -277,6 +279,8 @@ where
         draining,
         predecessor_events,
         signals,
+        restart_id,
+        totals,
     } = built;
     let context = Context::<S>::new(Arc::clone(&generation), state);
     let (main_outcome_tx, main_outcome_rx) = oneshot::channel();
@@ -293,6 +297,8 @@ where
         draining,
         predecessor_events,
         signals,
+        restart_id,
+        totals,
         startup: times,
         control_connections: control_connections.clone(),
         drained: drained.clone(),
@@ -356,6 +362,10 @@ struct Inherited {
     offer: Option<StateOffer>,
     predecessor_pid: u32,
     draining: Vec<crate::channel::Draining>,
+    /// The restart that started this generation (`None` in a first one).
+    restart_id: Option<RestartId>,
+    /// The predecessor's totals (`None` in a first generation).
+    totals: Option<Totals>,
 }
 
 impl Inherited {
@@ -368,6 +378,8 @@ impl Inherited {
             offer: Some(received.header.state),
             predecessor_pid: received.header.predecessor_pid,
             draining: received.header.draining,
+            restart_id: received.header.restart_id,
+            totals: Some(received.header.totals),
         }
     }
 
@@ -390,6 +402,8 @@ impl Inherited {
             offer: None,
             predecessor_pid: 0,
             draining: Vec::new(),
+            restart_id: None,
+            totals: None,
         }
     }
 }
@@ -403,6 +417,8 @@ struct Built<S> {
     draining: Vec<crate::channel::Draining>,
     predecessor_events: Option<tokio::sync::mpsc::UnboundedReceiver<child::FromPredecessor>>,
     signals: Signals,
+    restart_id: Option<RestartId>,
+    totals: Option<Totals>,
 }
 
 /// Decodes the state, adopts the descriptors, opens the control socket,
@@ -441,11 +457,14 @@ fn build_generation<S: HandoverState>(
     // and refused as "not ready yet" if main has not called ready().
     shutdown::unblock_handled(config.restart_signal);
     let link = channel.take().and_then(|stream| {
-        PredecessorLink::start(stream, inherited.predecessor_pid, report.clone())
-            .inspect_err(
-                |e| tracing::warn!(error = %e, "lost the channel to the previous generation"),
-            )
-            .ok()
+        PredecessorLink::start(
+            stream,
+            inherited.predecessor_pid,
+            report.clone(),
+            inherited.restart_id,
+        )
+        .inspect_err(|e| tracing::warn!(error = %e, "lost the channel to the previous generation"))
+        .ok()
     });
     let (link, predecessor_events, connections) = match link {
         Some(parts) => (
@@ -474,6 +493,8 @@ fn build_generation<S: HandoverState>(
         draining: inherited.draining,
         predecessor_events,
         signals,
+        restart_id: inherited.restart_id,
+        totals: inherited.totals,
     })
 }
 
@@ -506,11 +527,16 @@ where
 }
 
 /// Once shutdown began: the tracked tasks until the drain deadline; then
-/// `drained` tells the supervisor.
+/// `drained` tells the supervisor. The lines of a drain that a restart
+/// began carry its id.
 async fn drain(generation: &Generation, drained: CancellationToken) {
     generation.shutdown.cancelled().await;
     let drain = generation.drain();
-    let report = shutdown::drain(&generation.tracker, drain.began, drain.deadline).await;
+    let span = telemetry::span_of(drain.restart);
+    let report = shutdown::drain(&generation.tracker, drain.began, drain.deadline)
+        .instrument(span.clone())
+        .await;
+    let _in_span = span.entered();
     drained.cancel();
     if report.tasks_cut > 0 {
         tracing::warn!(

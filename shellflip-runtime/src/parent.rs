@@ -38,6 +38,7 @@ use crate::launch::{describe_status, Launch};
 use crate::profile::{self, Hop};
 use crate::spawner::{NextProcess, Spawner};
 use crate::state::EncodedState;
+use crate::telemetry::{RestartId, Totals};
 use crate::timing;
 
 /// What a restart hands over, but the state.
@@ -50,6 +51,10 @@ pub(crate) struct Plan {
     /// What is offered of the state.
     pub state: StateOffer,
     pub ready_timeout: Duration,
+    /// This restart, for the new generation's log lines.
+    pub restart_id: RestartId,
+    /// The totals the new generation exposes until it takes over.
+    pub totals: Totals,
 }
 
 /// The encoded state to hand over, with the descriptors it holds (already
@@ -65,6 +70,9 @@ pub(crate) struct PhaseTimings {
     pub handover_sent: Duration,
     /// Until it reported ready.
     pub ready: Duration,
+    /// From its request for the state until the snapshot was sent (`None`:
+    /// no state was sent).
+    pub state: Option<Duration>,
 }
 
 /// What a new generation's READY says.
@@ -97,9 +105,14 @@ pub(crate) struct NewGeneration {
 impl NewGeneration {
     /// Tells the new generation that the hand-over is complete: this one
     /// stopped accepting for good and drains as `drain` says, so the new one
-    /// is the service (until then it does not take over: see `child`).
-    pub(crate) async fn commit(&self, drain: Draining) -> io::Result<()> {
-        self.tell(&ParentMessage::Commit { drain }).await
+    /// is the service (until then it does not take over: see `child`); it
+    /// carries `totals` on.
+    pub(crate) async fn commit(&self, drain: Draining, totals: Totals) -> io::Result<()> {
+        self.tell(&ParentMessage::Commit {
+            drain,
+            totals: Some(totals),
+        })
+        .await
     }
 
     /// How it ended, if it has exited already (it may die right after its
@@ -205,6 +218,7 @@ pub(crate) async fn restart(
     // 2. The state when the new generation asks for it, then its report,
     // the exit, the timeout or an abort.
     let handover_sent = std::sync::OnceLock::new();
+    let state_sent = std::sync::OnceLock::new();
     let decision = {
         let handshake = async {
             let fd_count = match prepared.take() {
@@ -217,7 +231,7 @@ pub(crate) async fn restart(
                 fds = fd_count,
                 "handover sent; waiting for the new generation"
             );
-            serve_state_requests(&stream, pid, encode_state, started).await
+            serve_state_requests(&stream, pid, encode_state, started, &state_sent).await
         };
         tokio::pin!(handshake);
         decide(&mut process, handshake, ready_timeout, &abort).await
@@ -233,6 +247,7 @@ pub(crate) async fn restart(
         spawned,
         handover_sent: handover_sent.get().copied().unwrap_or_default(),
         ready: started.elapsed(),
+        state: state_sent.get().copied(),
     };
     tracing::debug!(
         pid,
@@ -278,6 +293,8 @@ fn header_of(plan: &Plan, fds: &[(String, OwnedFd)]) -> HandoverHeader {
             .map_or(0, |d| d.as_micros() as u64),
         predecessor_pid: std::process::id(),
         draining: plan.draining.clone(),
+        restart_id: Some(plan.restart_id),
+        totals: plan.totals,
     }
 }
 
@@ -299,12 +316,14 @@ async fn spawn_while<T>(
 }
 
 /// Answers the new generation's request for the state (once: the snapshot
-/// is taken then), and returns its next report.
+/// is taken then; `state_sent` says how long from the request), and
+/// returns its next report.
 async fn serve_state_requests(
     stream: &UnixStream,
     pid: u32,
     encode_state: impl Future<Output = Result<EncodedStateParts, RestartError>>,
     started: Instant,
+    state_sent: &std::sync::OnceLock<Duration>,
 ) -> Result<Option<ChildMessage>, HandshakeError> {
     let mut encode_state = Some(encode_state);
     loop {
@@ -332,6 +351,7 @@ async fn serve_state_requests(
             .await
             .map_err(HandshakeError::Io)?;
         profile::mark(Hop::StateSent);
+        let _ = state_sent.set(started.elapsed().saturating_sub(asked));
         tracing::debug!(
             pid,
             state_bytes = state.len(),

@@ -193,6 +193,7 @@ impl Container {
                 generation: 0,
                 listen: None,
                 udp: None,
+                metrics: None,
             },
             ready_rx,
             stderr,

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 
-/// A `ready pid=.. generation=.. [listen=..] [udp=..]` line.
+/// A `ready pid=.. generation=.. [listen=..] [udp=..] [metrics=..]` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ready {
     /// The process of the generation that is ready.
@@ -19,6 +19,9 @@ pub struct Ready {
     pub listen: Option<SocketAddr>,
     /// `udp=` (the Unix + UDP example).
     pub udp: Option<SocketAddr>,
+    /// `metrics=` (the HTTP example with `--metrics`): where `/metrics` is
+    /// served.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The greeting of one echo connection.
@@ -57,6 +60,7 @@ pub fn parse_ready(line: &str) -> Option<Ready> {
         generation: field(rest, "generation")?.parse().ok()?,
         listen: field(rest, "listen").and_then(|v| v.parse().ok()),
         udp: field(rest, "udp").and_then(|v| v.parse().ok()),
+        metrics: field(rest, "metrics").and_then(|v| v.parse().ok()),
     })
 }
 
@@ -86,6 +90,9 @@ mod tests {
             (r.listen, r.udp),
             (None, Some("127.0.0.1:9".parse().unwrap()))
         );
+        let r =
+            parse_ready("ready pid=1 generation=1 listen=127.0.0.1:8 metrics=127.0.0.1:9").unwrap();
+        assert_eq!(r.metrics, Some("127.0.0.1:9".parse().unwrap()));
     }
 
     #[test]

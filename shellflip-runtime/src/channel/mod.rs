@@ -67,6 +67,7 @@ use crate::fd;
 use crate::frame::{encode_frame, FrameBuffer, FrameDecoder, FrameError, FramePart};
 use crate::registry::StoredFd;
 use crate::state::EncodedState;
+use crate::telemetry::{RestartId, Totals};
 use crate::timing::{self, unix_ms};
 
 mod reading;
@@ -181,6 +182,14 @@ pub(crate) struct HandoverHeader {
     /// The generations older than the sender that still drain.
     #[serde(default)]
     pub draining: Vec<Draining>,
+    /// The restart that starts the new generation: the new generation's
+    /// lines about it carry this id too (`None` from an older build).
+    #[serde(default)]
+    pub restart_id: Option<RestartId>,
+    /// The sender's totals at the restart's start, which the new generation
+    /// exposes (and adds to) until it takes over (see `telemetry`).
+    #[serde(default)]
+    pub totals: Totals,
 }
 
 /// A generation that drains, as the newest generation learns of it.
@@ -226,6 +235,10 @@ pub(crate) enum ParentMessage {
     Commit {
         /// The old generation's drain.
         drain: Draining,
+        /// The old generation's final totals (this restart counted), which
+        /// the new one carries on (`None` from an older build).
+        #[serde(default)]
+        totals: Option<Totals>,
     },
     /// How a draining generation is doing: the sender's own drain, or an
     /// older generation's, relayed.
@@ -615,6 +628,14 @@ mod tests {
                 deadline_unix_ms: 1_700_000_000_000,
                 tasks: Some(3),
             }],
+            restart_id: Some(RestartId {
+                generation: 1,
+                ordinal: 2,
+            }),
+            totals: Totals {
+                succeeded: 5,
+                ..Totals::default()
+            },
         }
     }
 
@@ -809,6 +830,50 @@ mod tests {
         assert_eq!(got.fds.len(), 1);
         assert!(record.contains(inode));
         record.disarm();
+    }
+
+    /// The messages of an older build, without the totals and the restart
+    /// id, still read: the totals as none (zeros in the header).
+    #[test]
+    fn an_older_builds_header_and_commit_still_read() {
+        #[derive(Serialize)]
+        enum Older {
+            Commit { drain: Draining },
+        }
+        let drain = Draining {
+            generation: 1,
+            pid: 41,
+            deadline_unix_ms: 7,
+            tasks: None,
+        };
+        let bytes = encode(&Older::Commit {
+            drain: drain.clone(),
+        })
+        .unwrap();
+        let read: ParentMessage = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(
+            read,
+            ParentMessage::Commit {
+                drain,
+                totals: None
+            }
+        );
+        #[derive(Serialize)]
+        struct OlderHeader {
+            generation: u64,
+            fd_names: Vec<String>,
+            state: StateOffer,
+            lineage: Lineage,
+        }
+        let bytes = encode(&OlderHeader {
+            generation: 2,
+            fd_names: Vec::new(),
+            state: StateOffer::None,
+            lineage: Lineage::default(),
+        })
+        .unwrap();
+        let read: HandoverHeader = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!((read.restart_id, read.totals), (None, Totals::default()));
     }
 
     #[test]

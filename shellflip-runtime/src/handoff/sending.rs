@@ -2,6 +2,7 @@
 //! queued connections in batches) and the reader of the successor's answers.
 
 use super::*;
+use tracing::Instrument;
 
 /// One connection on its way, from [`SuccessorLink::hand_over`] to the
 /// writer.
@@ -119,8 +120,11 @@ impl SuccessorLink {
             waiting: HashMap::new(),
             broken: None,
         };
-        tokio::spawn(writer.run(queued, answers));
-        tokio::spawn(read_answers(Arc::clone(&self.wire.channel), answers_tx));
+        // In the caller's span: the lines of a drain carry the id of the
+        // restart that began it.
+        let span = tracing::Span::current();
+        tokio::spawn(writer.run(queued, answers).instrument(span.clone()));
+        tokio::spawn(read_answers(Arc::clone(&self.wire.channel), answers_tx).instrument(span));
     }
 
     /// Sends a message to the successor.

@@ -80,7 +80,8 @@ impl Supervisor {
                     Ending::GaveBack => Duration::ZERO,
                     Ending::HandedOver | Ending::Stopped => self.limits.drain_timeout,
                 };
-                self.generation.begin_shutdown(ending, timeout);
+                let restart = self.record.drain_begun_by(ending);
+                self.generation.begin_shutdown(ending, timeout, restart);
             }
             Action::WritePidFile => self.generation.write_pid_file(),
             Action::RecordFailure(reason) => {
@@ -243,9 +244,13 @@ impl Supervisor {
         };
         next.link.start();
         self.generation.set_successor(Arc::clone(&next.link));
-        self.generation
-            .begin_shutdown(Ending::HandedOver, self.limits.drain_timeout);
-        if let Err(e) = next.commit(self.own_drain()).await {
+        self.generation.begin_shutdown(
+            Ending::HandedOver,
+            self.limits.drain_timeout,
+            self.record.current,
+        );
+        let totals = self.record.ledger.exposed();
+        if let Err(e) = next.commit(self.own_drain(), totals).await {
             tracing::warn!(error = %e, pid = next.pid, "could not tell the new generation that the hand-over is complete; it takes over when this one exits");
         }
         for older in self.older.list() {

@@ -11,6 +11,7 @@
 //! generation's side).
 
 mod actions;
+mod record;
 mod restart;
 mod successor;
 
@@ -22,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::channel::{Draining, Lineage, ParentMessage};
 use crate::child::FromPredecessor;
@@ -36,6 +38,7 @@ use crate::profile::{self, Hop};
 use crate::shutdown::{SignalRequest, Signals};
 use crate::spawner::Spawner;
 use crate::systemd::Notifier;
+use crate::telemetry::{self, RestartId, Totals};
 use crate::timing::{self, StartupTimes};
 
 /// How `main` ended: `None` if it had not returned by the end of the drain.
@@ -93,6 +96,11 @@ pub(crate) struct SupervisorParts {
     /// What the previous generation does (`None` in a first generation).
     pub predecessor_events: Option<mpsc::UnboundedReceiver<FromPredecessor>>,
     pub signals: Signals,
+    /// The restart that started this generation (`None` in a first one).
+    pub restart_id: Option<RestartId>,
+    /// The predecessor's totals as handed over (`None` in a first
+    /// generation).
+    pub totals: Option<Totals>,
     pub startup: StartupTimes,
     /// Control connections, which the drain waits for.
     pub control_connections: TaskTracker,
@@ -139,6 +147,8 @@ pub(crate) struct Supervisor {
     drained: CancellationToken,
     /// Set once the machine says to exit.
     exit: Option<(Ending, bool)>,
+    /// Outcomes, durations, the restart id of the lines (`record.rs`).
+    record: record::Record,
 }
 
 impl Supervisor {
@@ -155,7 +165,8 @@ impl Supervisor {
             },
             parts.generation.predecessor.is_some(),
         );
-        Supervisor {
+        let record = record::Record::new(&parts.generation, parts.restart_id, parts.totals);
+        let mut supervisor = Supervisor {
             machine,
             epoch: Instant::now(),
             generation: parts.generation,
@@ -186,7 +197,11 @@ impl Supervisor {
             signals: parts.signals,
             drained: parts.drained,
             exit: None,
-        }
+            record,
+        };
+        // For `ready()`, which may come before this task first runs.
+        supervisor.publish_metrics();
+        supervisor
     }
 
     /// Takes events until the machine says to exit; then waits for what
@@ -197,6 +212,9 @@ impl Supervisor {
         let mut drained_seen = false;
         let drained = self.drained.clone();
         while self.exit.is_none() {
+            // After every event: the recorder the service installed (before
+            // ready()) sees the totals from the first event on.
+            self.publish_metrics();
             // Readiness first: a request that arrives just after main called
             // ready() must find this generation ready.
             if *self.ready_rx.borrow_and_update() && self.is_starting() {
@@ -211,7 +229,10 @@ impl Supervisor {
             let event = tokio::select! {
                 biased;
                 Ok(()) = self.ready_rx.changed(), if self.is_starting() => continue,
-                Some(outcome) = self.outcome_rx.recv() => self.on_restart_outcome(outcome).await,
+                Some(outcome) = self.outcome_rx.recv() => {
+                    let span = self.restart_span();
+                    self.on_restart_outcome(outcome).instrument(span).await
+                }
                 Some(event) = self.successor_rx.recv() => event,
                 Some(news) = recv(&mut self.predecessor_events) => {
                     match self.on_predecessor_news(news).await {
@@ -274,10 +295,12 @@ impl Supervisor {
             );
         }
         let actions = self.machine.handle(event.clone(), self.epoch.elapsed());
-        tracing::debug!(?event, phase = ?before, next = ?self.machine.phase(), ?actions, "lifecycle");
-        for action in actions {
-            self.carry_out(action).await;
-        }
+        let about = self.record.about(&actions, self.generation.number);
+        telemetry::span_of(about).in_scope(|| {
+            tracing::debug!(?event, phase = ?before, next = ?self.machine.phase(), ?actions, "lifecycle");
+        });
+        let settled = record::settled_by(&before, &event, self.machine.phase());
+        self.carry_out_all(actions, settled).await;
         if matches!(event, Event::RestartSucceeded(_) | Event::RestartFailed(_)) {
             self.restart = None;
         }
@@ -315,9 +338,14 @@ impl Supervisor {
     /// of a drain, recorded here).
     async fn on_predecessor_news(&mut self, news: FromPredecessor) -> Option<Event> {
         match news {
-            FromPredecessor::Committed(drain) => {
+            FromPredecessor::Committed(drain, totals) => {
                 self.older.update(drain);
+                self.record.committed = totals;
                 Some(Event::PredecessorCommitted)
+            }
+            FromPredecessor::ConnectionsTaken(n) => {
+                self.record.ledger.count_connections(n);
+                None
             }
             FromPredecessor::Progress(drain) => {
                 self.on_older_drain(drain).await;

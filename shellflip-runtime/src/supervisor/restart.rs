@@ -10,13 +10,15 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::Supervisor;
 use crate::channel::StateOffer;
 use crate::error::RestartError;
 use crate::generation::encode_state_for_handover;
-use crate::machine::{Event, Failure, Successor};
+use crate::machine::{Event, Failure, Phase, Successor, Trigger};
 use crate::parent::{self, NewGeneration, Plan};
+use crate::telemetry::RestartId;
 use crate::timing;
 
 /// A restart's result.
@@ -52,8 +54,14 @@ impl Supervisor {
                 return;
             }
         };
+        let trigger = match self.machine.phase() {
+            Phase::Restarting { ask } if ask.trigger == Trigger::Signal => "signal",
+            Phase::Restarting { .. } => "control socket",
+            _ => "unknown",
+        };
         tracing::info!(
             generation = plan.generation,
+            trigger,
             spawner = %self.spawner.describe(),
             fresh_state,
             "restart started"
@@ -62,14 +70,16 @@ impl Supervisor {
         let spawner = self.spawner.clone();
         let outcome_tx = self.outcome_tx.clone();
         let generation = Arc::clone(&self.generation);
-        tokio::spawn(async move {
+        let restart = async move {
             // Encoding a large state takes a while: done on the blocking
             // pool (when the new generation asks), not in the supervisor,
             // which keeps answering status requests and signals meanwhile.
             let encode = encode_state_for_handover(generation);
             let outcome = parent::restart(&spawner, &launch, plan, encode, abort).await;
             let _ = outcome_tx.send(outcome).await;
-        });
+        };
+        // In this restart's span: its lines carry its id.
+        tokio::spawn(restart.instrument(tracing::Span::current()));
     }
 
     /// What the restart hands over, but the state (offered: sent when the
@@ -95,6 +105,11 @@ impl Supervisor {
                 },
             },
             ready_timeout: self.limits.ready_timeout,
+            restart_id: self.record.current.unwrap_or(RestartId {
+                generation: self.generation.number,
+                ordinal: 0,
+            }),
+            totals: self.record.ledger.exposed(),
         })
     }
 
@@ -127,6 +142,7 @@ impl Supervisor {
                     Some(report) => tracing::info!(generation = next.generation, "{report}"),
                     None => {}
                 }
+                self.record_ready(&next.timings, next.state_report.as_ref().map(|r| r.bytes));
                 let ms = timing::ms;
                 tracing::info!(
                     fresh_state,

@@ -13,6 +13,7 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::channel::{self, ChildMessage};
 use crate::launch::describe_status;
@@ -39,13 +40,11 @@ impl Watcher {
         events: mpsc::UnboundedSender<Event>,
     ) -> Watcher {
         let (kill, release) = (CancellationToken::new(), CancellationToken::new());
-        let task = tokio::spawn(watch(
-            process,
-            channel,
-            events,
-            kill.clone(),
-            release.clone(),
-        ));
+        // In the span of the restart (see `record`).
+        let task = tokio::spawn(
+            watch(process, channel, events, kill.clone(), release.clone())
+                .instrument(tracing::Span::current()),
+        );
         Watcher {
             kill,
             release,
