@@ -156,6 +156,7 @@ impl Launch {
         )?;
         let actions = PosixSpawnFileActions::init()?;
         let pid = posix_spawn(self.exe.as_path(), &actions, &attr, &argv, &envp)?;
+        crate::profile::mark(crate::profile::Hop::Spawned);
         Ok(pid.as_raw() as u32)
     }
 

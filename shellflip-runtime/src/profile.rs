@@ -3,9 +3,9 @@
 //! process of the service appends one line per hop to that file,
 //! `<Unix time in µs> <pid> <hop>`, in one `write` on an `O_APPEND` file
 //! (so lines of several processes never interleave). Without it, a hop
-//! costs one look at a `OnceLock`.
+//! costs one look at a `OnceLock`; with it, an open, a write and a close.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,6 +20,10 @@ pub(crate) enum Hop {
     TriggerRead,
     /// Old generation: the new process asked of the spawner.
     SpawnAsked,
+    /// The spawner: the request read.
+    SpawnRead,
+    /// The spawner (or the old generation, inline): `posix_spawn` returned.
+    Spawned,
     /// New generation: its `run` entered (the exec is done).
     ExecDone,
     /// New generation: its own spawner forked.
@@ -52,6 +56,8 @@ impl Hop {
         match self {
             Hop::TriggerRead => "trigger_read",
             Hop::SpawnAsked => "spawn_asked",
+            Hop::SpawnRead => "spawn_read",
+            Hop::Spawned => "spawned",
             Hop::ExecDone => "exec_done",
             Hop::SpawnerForked => "spawner_forked",
             Hop::HandoverRead => "handover_read",
@@ -68,14 +74,13 @@ impl Hop {
     }
 }
 
-/// The profile file, when one is asked for (opened once per process).
-fn file() -> Option<&'static File> {
-    static FILE: OnceLock<Option<File>> = OnceLock::new();
-    FILE.get_or_init(|| {
-        let path = std::env::var_os(ENV_PROFILE).filter(|p| !p.is_empty())?;
-        OpenOptions::new().create(true).append(true).open(path).ok()
-    })
-    .as_ref()
+/// The profile file's path, when one is asked for (read once per process).
+/// The file is opened at each hop: a forked helper (the spawner) closes
+/// every descriptor it inherits.
+fn path() -> Option<&'static std::ffi::OsStr> {
+    static PATH: OnceLock<Option<std::ffi::OsString>> = OnceLock::new();
+    PATH.get_or_init(|| std::env::var_os(ENV_PROFILE).filter(|p| !p.is_empty()))
+        .as_deref()
 }
 
 /// Records that `hop` happened now (nothing without `SHELLFLIP_PROFILE`).
@@ -85,7 +90,10 @@ pub(crate) fn mark(hop: Hop) {
 
 /// Records that `hop` happened at `at`.
 pub(crate) fn mark_at(hop: Hop, at: SystemTime) {
-    let Some(mut file) = file() else {
+    let Some(path) = path() else {
+        return;
+    };
+    let Ok(mut file) = OpenOptions::new().create(true).append(true).open(path) else {
         return;
     };
     let micros = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());

@@ -96,6 +96,7 @@ async fn serve(socket: OwnedFd, launch: Launch) {
                 };
                 match decode::<Request>(&buf[..len]) {
                     Ok(Request::Spawn) if fds.len() == 1 => {
+                        crate::profile::mark(crate::profile::Hop::SpawnRead);
                         let channel = fds.remove(0);
                         tokio::spawn(spawn_and_watch(
                             Arc::clone(&launch),
