@@ -199,115 +199,81 @@ pub(crate) fn send_datagram(
     Ok(())
 }
 
-/// One assignment of a notification, owned (the `sd-notify` crate's
-/// [`NotifyState`] borrows its text).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Field {
-    Ready,
-    Reloading,
-    Stopping,
-    MonotonicUsec(u64),
-    MainPid(u32),
-    ExtendTimeoutUsec(u32),
-    Status(String),
-    FdStore,
-    FdStoreRemove,
-    FdName(String),
-}
-
-impl Field {
-    fn state(&self) -> NotifyState<'_> {
-        match self {
-            Field::Ready => NotifyState::Ready,
-            Field::Reloading => NotifyState::Reloading,
-            Field::Stopping => NotifyState::Stopping,
-            Field::MonotonicUsec(usec) => NotifyState::MonotonicUsec(i128::from(*usec)),
-            Field::MainPid(pid) => NotifyState::MainPid(*pid),
-            Field::ExtendTimeoutUsec(usec) => NotifyState::ExtendTimeoutUsec(*usec),
-            Field::Status(text) => NotifyState::Status(text),
-            Field::FdStore => NotifyState::FdStore,
-            Field::FdStoreRemove => NotifyState::FdStoreRemove,
-            Field::FdName(name) => NotifyState::FdName(name),
-        }
-    }
-}
-
-/// One notification: `KEY=value` assignments, sent as one datagram.
+/// One notification: `KEY=value` assignments, one per line (each spelled
+/// by the `sd-notify` crate's [`NotifyState`]), sent as one datagram.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct Notification {
-    fields: Vec<Field>,
+    message: String,
 }
 
 impl Notification {
-    fn with(mut self, field: Field) -> Self {
-        self.fields.push(field);
+    fn with(mut self, state: NotifyState<'_>) -> Self {
+        // Writing into a String cannot fail.
+        let _ = writeln!(self.message, "{state}");
         self
     }
 
     fn status(self, status: &str) -> Self {
         // One assignment per line: a newline in a value would start a new
         // (bogus) assignment.
-        self.with(Field::Status(status.replace(['\n', '\r'], " ")))
+        self.with(NotifyState::Status(&status.replace(['\n', '\r'], " ")))
     }
 
-    /// `READY=1`: this generation serves (start-up, or a failed restart).
+/// `READY=1`: this generation serves (start-up, or a failed restart).
     pub(crate) fn ready(status: &str) -> Self {
-        Notification::default().with(Field::Ready).status(status)
+        Notification::default()
+            .with(NotifyState::Ready)
+            .status(status)
     }
 
     /// `RELOADING=1` with the `CLOCK_MONOTONIC` time the restart began.
     pub(crate) fn reloading(monotonic_usec: u64, status: &str) -> Self {
         Notification::default()
-            .with(Field::Reloading)
-            .with(Field::MonotonicUsec(monotonic_usec))
+            .with(NotifyState::Reloading)
+            .with(NotifyState::MonotonicUsec(i128::from(monotonic_usec)))
             .status(status)
     }
 
     /// `MAINPID=<pid>` and `READY=1`: the new generation `pid` took over.
     pub(crate) fn handed_over(pid: u32, status: &str) -> Self {
         Notification::default()
-            .with(Field::MainPid(pid))
-            .with(Field::Ready)
+            .with(NotifyState::MainPid(pid))
+            .with(NotifyState::Ready)
             .status(status)
     }
 
     /// `STOPPING=1`, with time for the drain.
     pub(crate) fn stopping(extend: Duration, status: &str) -> Self {
         Notification::default()
-            .with(Field::Stopping)
-            .with(Field::ExtendTimeoutUsec(usec(extend)))
+            .with(NotifyState::Stopping)
+            .with(NotifyState::ExtendTimeoutUsec(usec(extend)))
             .status(status)
     }
 
     /// `EXTEND_TIMEOUT_USEC`: more time for the running drain.
     pub(crate) fn extend_timeout(extend: Duration) -> Self {
-        Notification::default().with(Field::ExtendTimeoutUsec(usec(extend)))
+        Notification::default().with(NotifyState::ExtendTimeoutUsec(usec(extend)))
     }
 
     /// `FDSTORE=1` + `FDNAME=`: keep the descriptor sent with this message
     /// under `fd_name` (a name [`is_valid_fd_name`]).
     pub(crate) fn fd_store(fd_name: &str) -> Self {
         Notification::default()
-            .with(Field::FdStore)
-            .with(Field::FdName(fd_name.to_owned()))
+            .with(NotifyState::FdStore)
+            .with(NotifyState::FdName(fd_name))
     }
 
     /// `FDSTOREREMOVE=1` + `FDNAME=`: drop the descriptors kept under
     /// `fd_name`.
     pub(crate) fn fd_store_remove(fd_name: &str) -> Self {
         Notification::default()
-            .with(Field::FdStoreRemove)
-            .with(Field::FdName(fd_name.to_owned()))
+            .with(NotifyState::FdStoreRemove)
+            .with(NotifyState::FdName(fd_name))
     }
 
     /// The datagram's text: one `KEY=value` per line.
     pub(crate) fn to_message(&self) -> String {
-        let mut message = String::new();
-        for field in &self.fields {
-            // Writing into a String cannot fail.
-            let _ = writeln!(message, "{}", field.state());
-        }
-        message
+        self.message.clone()
     }
 }
 
