@@ -204,8 +204,8 @@ const EXIT_AFTER_CLOSE: Duration = Duration::from_secs(2);
 
 impl PredecessorLink {
     /// Splits the channel and watches its read half (see the module docs).
-    /// `predecessor_pid` is the previous generation's pid (0: unknown, from
-    /// an older build: a closed channel then means that it is gone). The
+    /// `predecessor_pid` is the previous generation's pid (0: unknown — in
+    /// tests — and a closed channel then means that it is gone). The
     /// supervisor gets what the previous generation does as
     /// [`FromPredecessor`] events; the link's lines carry `restart`'s id.
     /// Must be called inside the runtime.
@@ -302,7 +302,6 @@ impl PredecessorLink {
     fn ready_message(&self) -> ChildMessage {
         ChildMessage::Ready {
             state: self.state_report.clone(),
-            connection_batches: true,
         }
     }
 
@@ -389,9 +388,8 @@ pub(crate) struct LinkParts {
 #[derive(Debug)]
 pub(crate) enum FromPredecessor {
     /// It handed over for good (its probation of this generation passed)
-    /// and drains as said; its final totals, which this one carries on
-    /// (`None`: an older build did not say).
-    Committed(Draining, Option<Totals>),
+    /// and drains as said; its final totals, which this one carries on.
+    Committed(Draining, Totals),
     /// It handed over live connections, of which this many were taken.
     ConnectionsTaken(u64),
     /// How a drain goes: its own, or an older generation's, relayed.
@@ -461,12 +459,6 @@ async fn watch_predecessor(
                 answered(&link, &to.events, answer).await;
                 continue;
             }
-            ParentMessage::Connection(header) => {
-                // From an older build: one connection per message.
-                let answer = handoff::take_connection(header, fds, fds_lost, &to.connections);
-                answered(&link, &to.events, answer).await;
-                continue;
-            }
         };
         let _ = to.events.send(event);
     }
@@ -509,7 +501,6 @@ async fn answered(
 ) {
     let taken = match &answer {
         ChildMessage::ConnectionsAnswered { taken, .. } => taken.len() as u64,
-        ChildMessage::ConnectionTaken { .. } => 1,
         _ => 0,
     };
     if let Err(e) = link.report(&answer).await {
@@ -525,10 +516,7 @@ mod tests {
     use super::*;
 
     fn ready() -> ChildMessage {
-        ChildMessage::Ready {
-            state: None,
-            connection_batches: true,
-        }
+        ChildMessage::Ready { state: None }
     }
 
     /// The link on one end of a socketpair, the previous generation's end
@@ -551,16 +539,23 @@ mod tests {
         use std::os::fd::AsFd;
         let (mut parts, theirs) = linked();
         let (handed, _peer) = StdUnixStream::pair().unwrap();
-        let message =
-            channel::encode_parent_message(&ParentMessage::Connection(channel::ConnectionHeader {
+        let message = channel::encode_parent_message(&ParentMessage::Connections(vec![
+            channel::ConnectionHeader {
                 id: 7,
                 kind: channel::StreamKind::Unix,
                 state: Vec::new(),
                 unread: Vec::new(),
-            }))
-            .unwrap();
+            },
+        ]))
+        .unwrap();
         fd::send_with_fds(theirs.as_fd(), &message, &[handed.as_fd()]).unwrap();
-        assert_eq!(next(&theirs).await, ChildMessage::ConnectionTaken { id: 7 });
+        assert_eq!(
+            next(&theirs).await,
+            ChildMessage::ConnectionsAnswered {
+                taken: vec![7],
+                refused: Vec::new()
+            }
+        );
         match parts.events.recv().await {
             Some(FromPredecessor::ConnectionsTaken(1)) => {}
             other => panic!("expected one connection taken, got {other:?}"),

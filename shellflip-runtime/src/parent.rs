@@ -80,9 +80,6 @@ pub(crate) struct PhaseTimings {
 pub(crate) struct Readiness {
     /// What became of the state (`None`: the service keeps none).
     pub state: Option<StateReport>,
-    /// It takes handed-over connections in batches (builds before batches
-    /// do not say so: they get one connection per message).
-    pub connection_batches: bool,
 }
 
 /// A new generation that reported ready. Keep it until this process exits:
@@ -108,11 +105,7 @@ impl NewGeneration {
     /// is the service (until then it does not take over: see `child`); it
     /// carries `totals` on.
     pub(crate) async fn commit(&self, drain: Draining, totals: Totals) -> io::Result<()> {
-        self.tell(&ParentMessage::Commit {
-            drain,
-            totals: Some(totals),
-        })
-        .await
+        self.tell(&ParentMessage::Commit { drain, totals }).await
     }
 
     /// How it ended, if it has exited already (it may die right after its
@@ -261,7 +254,7 @@ pub(crate) async fn restart(
         timings,
         state_report: readiness.state,
         process: Some(process),
-        link: SuccessorLink::new(Arc::clone(&channel), readiness.connection_batches),
+        link: SuccessorLink::new(Arc::clone(&channel)),
         channel,
     })
 }
@@ -453,18 +446,10 @@ async fn conclude_report<P: Successor>(
 ) -> Result<Readiness, RestartError> {
     let pid = process.pid();
     match report {
-        Ok(Some(ChildMessage::Ready {
-            state,
-            connection_batches,
-        })) => Ok(Readiness {
-            state,
-            connection_batches,
-        }),
+        Ok(Some(ChildMessage::Ready { state })) => Ok(Readiness { state }),
         Ok(Some(
             ChildMessage::SendState
             | ChildMessage::Stopping { .. }
-            | ChildMessage::ConnectionTaken { .. }
-            | ChildMessage::ConnectionRefused { .. }
             | ChildMessage::ConnectionsAnswered { .. },
         )) => {
             // Out of place before READY (the handshake answers state
@@ -618,27 +603,14 @@ mod tests {
     async fn ready_is_success_at_once() {
         let (mut process, _exit, killed) = fake();
         let (mut child, handshake) = channel();
-        send(
-            &mut child,
-            ChildMessage::Ready {
-                state: None,
-                connection_batches: true,
-            },
-        )
-        .await;
+        send(&mut child, ChildMessage::Ready { state: None }).await;
         tokio::pin!(handshake);
         let abort = CancellationToken::new();
         let readiness = decide(&mut process, handshake, limits(LONG), &abort)
             .await
             .unwrap();
         // What the READY said reaches the caller (the hand-over's format).
-        assert_eq!(
-            readiness,
-            Readiness {
-                state: None,
-                connection_batches: true
-            }
-        );
+        assert_eq!(readiness, Readiness { state: None });
         assert!(!killed.load(Ordering::SeqCst));
         assert!(!process.reaped, "a ready generation is not waited for");
     }

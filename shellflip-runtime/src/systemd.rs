@@ -219,7 +219,7 @@ impl Notification {
         self.with(NotifyState::Status(&status.replace(['\n', '\r'], " ")))
     }
 
-/// `READY=1`: this generation serves (start-up, or a failed restart).
+    /// `READY=1`: this generation serves (start-up, or a failed restart).
     pub(crate) fn ready(status: &str) -> Self {
         Notification::default()
             .with(NotifyState::Ready)

@@ -442,7 +442,7 @@ mod tests {
     fn taking_over_never_lowers_a_total() {
         let mut new = Ledger::inherited(totals(3, 1));
         new.count_connections(2);
-        // A predecessor of an older build sends no totals: zeros.
+        // A predecessor whose totals are lower than what this one shows.
         new.take_over(Some(Totals::default()));
         assert_eq!(new.exposed().succeeded, 3);
         assert_eq!(new.exposed().connections_handed_over, 2);

@@ -7,19 +7,17 @@
 //! child -> parent   [u32 BE n][n bytes: MessagePack ChildMessage]     SendState, if the header offers state
 //! parent -> child   [u32 BE n][n bytes: MessagePack StateHeader]      (the state's fds attached)
 //!                   [len bytes: the state envelope]                     snapshot taken on SendState
-//! child -> parent   [u32 BE n][n bytes: MessagePack ChildMessage]     (Ready with what became of the state
-//!                                                                      and whether it takes connections in
-//!                                                                      batches, or Failed with a reason)
+//! child -> parent   [u32 BE n][n bytes: MessagePack ChildMessage]     (Ready with what became of the state,
+//!                                                                      or Failed with a reason)
 //! child -> parent   (later, during the probation) Unhealthy with a reason: roll back
 //! parent -> child   [u32 BE n][n bytes: MessagePack ParentMessage]    (Commit once the probation is
 //!                   over; then, while the old generation drains, Progress: its own and that of
 //!                   older generations still draining, relayed)
 //! parent -> child   [u32 BE n][n bytes: MessagePack ParentMessage]    Connections: live connections
 //!                   handed over, up to 253 per message, their sockets attached in order (see
-//!                   `handoff`); Connection, one at a time, to a new generation of an older build
+//!                   `handoff`)
 //! child -> parent   [u32 BE n][n bytes: MessagePack ChildMessage]     ConnectionsAnswered for a batch
-//!                   (the ids taken, the ids refused with why); ConnectionTaken / ConnectionRefused
-//!                   for a Connection
+//!                   (the ids taken, the ids refused with why)
 //! ```
 //!
 //! | message (direction)                      | when                                   | max bytes |
@@ -30,10 +28,8 @@
 //! | `ChildMessage::Ready` / `Failed`         | the report                             |    64 KiB |
 //! | `ChildMessage::Unhealthy`                | during the probation                   |    64 KiB |
 //! | `ParentMessage::Commit` / `Progress`     | after the probation, while draining    | 1 MiB + 4 KiB |
-//! | `ParentMessage::Connections` (fds)       | draining, to a new generation that said `connection_batches` | 1 MiB + 4 KiB |
-//! | `ParentMessage::Connection` (one fd)     | draining, to an older new generation   | 1 MiB + 4 KiB |
+//! | `ParentMessage::Connections` (fds)       | while draining                         | 1 MiB + 4 KiB |
 //! | `ChildMessage::ConnectionsAnswered`      | once per batch                         |     1 MiB |
-//! | `ChildMessage::ConnectionTaken` / `ConnectionRefused` | once per `Connection`     |    64 KiB |
 //!
 //! The old generation's messages after the READY are read by a buffered
 //! reader ([`ParentReader`]: several messages per read); the descriptors
@@ -105,17 +101,14 @@ pub(crate) struct Lineage {
     pub control_socket_file: Option<ControlSocketFile>,
     /// Names of the listeners systemd passed by socket activation (to the
     /// first generation): adopted by name, whatever the configured address.
-    #[serde(default)]
     pub systemd_sockets: Vec<String>,
     /// The process group of the first generation: each generation joins it
     /// once it took over, so that a terminal's Ctrl-C (or a signal to the
     /// group) reaches the generation that serves. 0: none.
-    #[serde(default)]
     pub process_group: u32,
     /// What systemd's fd store holds of this service's descriptors (with
     /// `fd_store` on): kept up to date by the generation that is the
     /// service.
-    #[serde(default)]
     pub fd_store: Vec<StoredFd>,
 }
 
@@ -173,22 +166,17 @@ pub(crate) struct HandoverHeader {
     pub lineage: Lineage,
     /// When the previous generation began this restart (Unix time, µs):
     /// the new generation logs how long its start-up took from there.
-    #[serde(default)]
     pub restart_began_unix_us: u64,
     /// The pid of the generation sending this handover, which the new one
     /// watches to tell its death from a failed restart.
-    #[serde(default)]
     pub predecessor_pid: u32,
     /// The generations older than the sender that still drain.
-    #[serde(default)]
     pub draining: Vec<Draining>,
     /// The restart that starts the new generation: the new generation's
-    /// lines about it carry this id too (`None` from an older build).
-    #[serde(default)]
+    /// lines about it carry this id too (`None` in a first generation).
     pub restart_id: Option<RestartId>,
     /// The sender's totals at the restart's start, which the new generation
     /// exposes (and adds to) until it takes over (see `telemetry`).
-    #[serde(default)]
     pub totals: Totals,
 }
 
@@ -236,9 +224,8 @@ pub(crate) enum ParentMessage {
         /// The old generation's drain.
         drain: Draining,
         /// The old generation's final totals (this restart counted), which
-        /// the new one carries on (`None` from an older build).
-        #[serde(default)]
-        totals: Option<Totals>,
+        /// the new one carries on.
+        totals: Totals,
     },
     /// How a draining generation is doing: the sender's own drain, or an
     /// older generation's, relayed.
@@ -247,12 +234,8 @@ pub(crate) enum ParentMessage {
     /// service stops, the new generation too; whichever claim is higher
     /// exits last.
     Stop { claim: Claim },
-    /// A live connection, its socket attached (see `handoff`). Sent to a
-    /// new generation of an older build, which knows no batches.
-    Connection(ConnectionHeader),
     /// Live connections, their sockets attached in the same order, one
-    /// each (see `handoff`). Sent only to a new generation whose READY
-    /// said `connection_batches`.
+    /// each (see `handoff`).
     Connections(Vec<ConnectionHeader>),
 }
 
@@ -265,10 +248,6 @@ pub(crate) enum ChildMessage {
     Ready {
         /// `None`: the service keeps no state.
         state: Option<StateReport>,
-        /// It reads `ParentMessage::Connections` (builds before batches
-        /// leave it out: they are sent one connection per message).
-        #[serde(default)]
-        connection_batches: bool,
     },
     /// Could not start; the reason is shown to whoever asked for the restart.
     Failed {
@@ -285,20 +264,6 @@ pub(crate) enum ChildMessage {
     /// old generation stops too instead of taking the service back when it
     /// exits; whichever claim is higher exits last.
     Stopping { claim: Claim },
-    /// A handed-over connection arrived (the old generation closes its
-    /// copy).
-    ConnectionTaken {
-        /// Its number in the hand-over.
-        id: u64,
-    },
-    /// A handed-over connection could not be taken (the old generation
-    /// serves it on).
-    ConnectionRefused {
-        /// Its number in the hand-over.
-        id: u64,
-        /// Why.
-        reason: String,
-    },
     /// The answer about a batch (`ParentMessage::Connections`): every
     /// connection of it is either taken (the old generation closes its
     /// copy) or refused (it serves it on).
@@ -721,7 +686,6 @@ mod tests {
         };
         let ready = ChildMessage::Ready {
             state: Some(report),
-            connection_batches: true,
         };
         send_child_message(&mut a, &ready).await.unwrap();
         drop(a);
@@ -830,50 +794,6 @@ mod tests {
         assert_eq!(got.fds.len(), 1);
         assert!(record.contains(inode));
         record.disarm();
-    }
-
-    /// The messages of an older build, without the totals and the restart
-    /// id, still read: the totals as none (zeros in the header).
-    #[test]
-    fn an_older_builds_header_and_commit_still_read() {
-        #[derive(Serialize)]
-        enum Older {
-            Commit { drain: Draining },
-        }
-        let drain = Draining {
-            generation: 1,
-            pid: 41,
-            deadline_unix_ms: 7,
-            tasks: None,
-        };
-        let bytes = encode(&Older::Commit {
-            drain: drain.clone(),
-        })
-        .unwrap();
-        let read: ParentMessage = rmp_serde::from_slice(&bytes).unwrap();
-        assert_eq!(
-            read,
-            ParentMessage::Commit {
-                drain,
-                totals: None
-            }
-        );
-        #[derive(Serialize)]
-        struct OlderHeader {
-            generation: u64,
-            fd_names: Vec<String>,
-            state: StateOffer,
-            lineage: Lineage,
-        }
-        let bytes = encode(&OlderHeader {
-            generation: 2,
-            fd_names: Vec::new(),
-            state: StateOffer::None,
-            lineage: Lineage::default(),
-        })
-        .unwrap();
-        let read: HandoverHeader = rmp_serde::from_slice(&bytes).unwrap();
-        assert_eq!((read.restart_id, read.totals), (None, Totals::default()));
     }
 
     #[test]

@@ -25,12 +25,6 @@
 //! message and drops the rest (`MSG_CTRUNC`): the headers left without
 //! one are refused ([`fd::FDS_LOST`]), and the framing stays intact.
 //!
-//! Older builds: a new generation whose READY does not say
-//! `connection_batches` gets `ParentMessage::Connection`, one connection
-//! per message, and answers each with `ConnectionTaken` or
-//! `ConnectionRefused`; a new generation of this build answers an older
-//! one's `Connection` messages the same way.
-//!
 //! The old side is [`SuccessorLink`] (the write half of the channel to the
 //! successor, shared by every task handing a connection over; its writer
 //! and its reader of the answers), the new side [`take_connections`] and
@@ -258,29 +252,6 @@ pub(crate) fn take_connections(
     ChildMessage::ConnectionsAnswered { taken, refused }
 }
 
-/// New side: takes one connection sent alone (by an older build), which
-/// must come with exactly one descriptor. Returns the answer.
-pub(crate) fn take_connection(
-    header: ConnectionHeader,
-    mut fds: Vec<OwnedFd>,
-    fds_lost: bool,
-    to: &mpsc::UnboundedSender<Arrived>,
-) -> ChildMessage {
-    let id = header.id;
-    let result = match (fds.pop(), fds_lost) {
-        (Some(fd), false) if fds.is_empty() => take(header, fd, to),
-        (_, true) => Err(fd::FDS_LOST.to_owned()),
-        _ => Err(NOT_ATTACHED.to_owned()),
-    };
-    match result {
-        Ok(()) => ChildMessage::ConnectionTaken { id },
-        Err(reason) => ChildMessage::ConnectionRefused {
-            id,
-            reason: bounded_reason(reason),
-        },
-    }
-}
-
 /// Rebuilds a connection and passes it on to the service.
 fn take(
     header: ConnectionHeader,
@@ -397,7 +368,7 @@ mod tests {
     fn queued(link: &SuccessorLink) -> usize {
         lock(&link.unstarted)
             .as_ref()
-            .map_or(0, |(queue, _)| queue.len())
+            .map_or(0, |queue| queue.len())
     }
 
     /// Hands `n` connections over, each from a task of its own, session
@@ -441,11 +412,6 @@ mod tests {
         /// A batch: the connections' numbers, the descriptors attached.
         Batch {
             ids: Vec<u64>,
-            fds: usize,
-        },
-        /// One connection, the old way.
-        Single {
-            id: u64,
             fds: usize,
         },
         Progress,
@@ -494,20 +460,6 @@ mod tests {
                         }
                     }
                     ChildMessage::ConnectionsAnswered { taken, refused }
-                }
-                ParentMessage::Connection(header) => {
-                    seen.push(Seen::Single {
-                        id: header.id,
-                        fds: fds.len(),
-                    });
-                    got += 1;
-                    match refuse(session_of(&header)) {
-                        Some(reason) => ChildMessage::ConnectionRefused {
-                            id: header.id,
-                            reason: reason.to_owned(),
-                        },
-                        None => take_connection(header, fds, false, &tx),
-                    }
                 }
                 ParentMessage::Progress(_) => {
                     seen.push(Seen::Progress);
@@ -576,7 +528,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_arrives_with_its_state_and_unread_bytes() {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let link = SuccessorLink::new(Arc::new(ours), true);
+        let link = SuccessorLink::new(Arc::new(ours));
         link.start();
         let (served, mut client) = tcp_pair().await;
         let state = Session { id: 7, count: 41 };
@@ -600,7 +552,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_connection_comes_back_untouched() {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let link = SuccessorLink::new(Arc::new(ours), true);
+        let link = SuccessorLink::new(Arc::new(ours));
         link.start();
         let (served, mut client) = tcp_pair().await;
         let successor = tokio::spawn(successor(theirs, 1, 0, |_| Some("out of descriptors")));
@@ -622,7 +574,7 @@ mod tests {
     #[tokio::test]
     async fn too_large_a_connection_is_refused_before_anything_is_sent() {
         let (ours, _theirs) = UnixStream::pair().unwrap();
-        let link = SuccessorLink::new(Arc::new(ours), true);
+        let link = SuccessorLink::new(Arc::new(ours));
         let (served, _client) = tcp_pair().await;
         let unread = vec![0u8; MAX_CONNECTION_BYTES + 1];
         let failed = link
@@ -640,7 +592,7 @@ mod tests {
     #[tokio::test]
     async fn a_successor_gone_refuses_every_waiting_connection() {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let link = SuccessorLink::new(Arc::new(ours), true);
+        let link = SuccessorLink::new(Arc::new(ours));
         let (tasks, _peers) = queue_connections(&link, 3, 0).await;
         link.start();
         // The successor reads the batch, then dies without answering.
@@ -672,7 +624,7 @@ mod tests {
     #[tokio::test]
     async fn connections_queued_together_go_in_one_message_and_one_answer() {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let link = SuccessorLink::new(Arc::new(ours), true);
+        let link = SuccessorLink::new(Arc::new(ours));
         let (tasks, mut peers) = queue_connections(&link, 10, 0).await;
         link.start();
         // Odd sessions are taken, even ones refused: one answer says both.
@@ -713,7 +665,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_is_bounded_in_bytes() {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let link = SuccessorLink::new(Arc::new(ours), true);
+        let link = SuccessorLink::new(Arc::new(ours));
         // Two fit in a batch, not three.
         let (tasks, _peers) = queue_connections(&link, 3, MAX_BATCH_BYTES * 2 / 5).await;
         link.start();
@@ -735,7 +687,7 @@ mod tests {
     #[tokio::test]
     async fn progress_reports_go_alongside_the_batches() {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let link = SuccessorLink::new(Arc::new(ours), true);
+        let link = SuccessorLink::new(Arc::new(ours));
         link.tell(&progress()).await.unwrap();
         let (tasks, _peers) = queue_connections(&link, 4, 0).await;
         link.start();
@@ -760,30 +712,6 @@ mod tests {
         for task in tasks {
             task.await.unwrap().unwrap();
         }
-    }
-
-    #[tokio::test]
-    async fn an_older_successor_gets_one_connection_per_message() {
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        let link = SuccessorLink::new(Arc::new(ours), false);
-        let (tasks, _peers) = queue_connections(&link, 3, 0).await;
-        link.start();
-        let (seen, handed) = successor(theirs, 3, 0, |s| (s == 1).then_some("not this one")).await;
-        assert_eq!(seen.len(), 3);
-        assert!(
-            seen.iter()
-                .all(|s| matches!(s, Seen::Single { fds: 1, .. })),
-            "{seen:?}"
-        );
-        assert_eq!(handed.len(), 2);
-        let outcomes: Vec<bool> = {
-            let mut outcomes = Vec::new();
-            for task in tasks {
-                outcomes.push(task.await.unwrap().is_ok());
-            }
-            outcomes
-        };
-        assert_eq!(outcomes, [true, false, true]);
     }
 
     /// `n` Unix socket pairs: the ends to send, and the peers.
@@ -883,24 +811,6 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_single_connection_from_an_older_build_is_answered_alone() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let (fds, _peers) = unix_pairs(1);
-        assert_eq!(
-            take_connection(unix_header(4), fds, false, &tx),
-            ChildMessage::ConnectionTaken { id: 4 }
-        );
-        assert!(rx.try_recv().is_ok());
-        assert_eq!(
-            take_connection(unix_header(5), Vec::new(), true, &tx),
-            ChildMessage::ConnectionRefused {
-                id: 5,
-                reason: fd::FDS_LOST.to_owned()
-            }
-        );
-    }
-
     #[test]
     fn a_batch_answer_stays_within_its_bound() {
         // 253 connections refused, each for a long reason of its own.
@@ -953,7 +863,7 @@ mod tests {
                 .spawn()
                 .unwrap();
             let (ours, _) = listener.accept().await.unwrap();
-            let link = SuccessorLink::new(Arc::new(ours), true);
+            let link = SuccessorLink::new(Arc::new(ours));
             let (tasks, _peers) = queue_connections(&link, 10, 0).await;
             link.start();
             let mut outcomes = Vec::new();

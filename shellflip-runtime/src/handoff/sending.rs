@@ -82,15 +82,14 @@ pub(crate) struct SuccessorLink {
     pub(super) wire: Arc<Wire>,
     pub(super) next_id: AtomicU64,
     pub(super) queue: mpsc::UnboundedSender<Outgoing>,
-    /// The writer's end of the queue and the format, until [`start`](Self::start).
-    pub(super) unstarted: Mutex<Option<(mpsc::UnboundedReceiver<Outgoing>, bool)>>,
+    /// The writer's end of the queue, until [`start`](Self::start).
+    pub(super) unstarted: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
 }
 
 impl SuccessorLink {
-    /// Wraps the channel; `batches`: the successor takes connections in
-    /// batches (its READY said so). Connections are sent once
-    /// [`start`](Self::start) ran.
-    pub(crate) fn new(channel: Arc<UnixStream>, batches: bool) -> Arc<Self> {
+    /// Wraps the channel. Connections are sent once [`start`](Self::start)
+    /// ran.
+    pub(crate) fn new(channel: Arc<UnixStream>) -> Arc<Self> {
         let (queue, queued) = mpsc::unbounded_channel();
         Arc::new(SuccessorLink {
             wire: Arc::new(Wire {
@@ -99,7 +98,7 @@ impl SuccessorLink {
             }),
             next_id: AtomicU64::new(0),
             queue,
-            unstarted: Mutex::new(Some((queued, batches))),
+            unstarted: Mutex::new(Some(queued)),
         })
     }
 
@@ -110,13 +109,12 @@ impl SuccessorLink {
     /// tasks end when the channel closes, or when this link is dropped and
     /// every connection sent was answered.
     pub(crate) fn start(&self) {
-        let Some((queued, batches)) = lock(&self.unstarted).take() else {
+        let Some(queued) = lock(&self.unstarted).take() else {
             return;
         };
         let (answers_tx, answers) = mpsc::unbounded_channel();
         let writer = Writer {
             wire: Arc::clone(&self.wire),
-            batches,
             waiting: HashMap::new(),
             broken: None,
         };
@@ -207,9 +205,6 @@ impl SuccessorLink {
 /// became of its connection. The one owner of the descriptors in flight.
 pub(super) struct Writer {
     pub(super) wire: Arc<Wire>,
-    /// Batches (`ParentMessage::Connections`), or one `Connection` per
-    /// message for an older successor.
-    pub(super) batches: bool,
     /// Sent, not answered yet.
     pub(super) waiting: HashMap<u64, Waiting>,
     /// Why the channel can take no more (a write failed mid-message).
@@ -222,11 +217,7 @@ impl Writer {
         mut queue: mpsc::UnboundedReceiver<Outgoing>,
         mut answers: mpsc::UnboundedReceiver<Answers>,
     ) {
-        let per_message = if self.batches {
-            fd::MAX_FDS_PER_MESSAGE
-        } else {
-            1
-        };
+        let per_message = fd::MAX_FDS_PER_MESSAGE;
         let mut queued = Vec::with_capacity(per_message);
         let mut link_dropped = false;
         loop {
@@ -272,7 +263,7 @@ impl Writer {
                 let size = outgoing.header.state.len()
                     + outgoing.header.unread.len()
                     + HEADER_OVERHEAD_BYTES;
-                if count > 0 && (!self.batches || bytes + size > MAX_BATCH_BYTES) {
+                if count > 0 && bytes + size > MAX_BATCH_BYTES {
                     break;
                 }
                 count += 1;
@@ -283,7 +274,7 @@ impl Writer {
         }
     }
 
-    /// Sends one message: a batch, or one connection to an older successor.
+    /// Sends one batch.
     pub(super) async fn send_batch(&mut self, batch: Vec<Outgoing>) {
         if let Some((kind, why)) = &self.broken {
             for outgoing in batch {
@@ -302,16 +293,10 @@ impl Writer {
             sent.push((header.id, Waiting { fd, outcome }));
             headers.push(header);
         }
-        let message = match headers.pop() {
-            Some(header) if !self.batches && headers.is_empty() => {
-                ParentMessage::Connection(header)
-            }
-            Some(header) => {
-                headers.push(header);
-                ParentMessage::Connections(headers)
-            }
-            None => return,
-        };
+        if headers.is_empty() {
+            return;
+        }
+        let message = ParentMessage::Connections(headers);
         let result = match channel::encode_parent_message(&message) {
             // Nothing was written: the channel is still in step.
             Err(e) => Err(e),
@@ -377,8 +362,6 @@ pub(super) async fn read_answers(
                 }
                 answered
             }
-            Ok(Some(ChildMessage::ConnectionTaken { id })) => vec![(id, Ok(()))],
-            Ok(Some(ChildMessage::ConnectionRefused { id, reason })) => vec![(id, Err(reason))],
             Ok(Some(_)) => continue,
             Ok(None) => return,
             Err(e) => {

@@ -340,7 +340,7 @@ impl Supervisor {
         match news {
             FromPredecessor::Committed(drain, totals) => {
                 self.older.update(drain);
-                self.record.committed = totals;
+                self.record.committed = Some(totals);
                 Some(Event::PredecessorCommitted)
             }
             FromPredecessor::ConnectionsTaken(n) => {
