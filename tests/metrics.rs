@@ -326,11 +326,18 @@ fn every_line_of_a_restart_carries_its_id_in_both_generations() {
             "handed over; draining".to_owned(),
             "generation drained".to_owned(),
         ];
-        wait_until("the old generation's last line", EVENT_TIMEOUT, || {
-            plain(&service.stderr()).contains(&format!(
-                "{restart}: shellflip_runtime::lifecycle: generation drained"
-            ))
-        });
+        // The generations write concurrently: the new one may log the
+        // commit after the old one drained. Wait for every line.
+        let has_all = |log: &str| {
+            expected.iter().all(|line| {
+                log.lines()
+                    .any(|l| l.contains(&restart) && l.contains(line.as_str()))
+            })
+        };
+        let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
+        while !has_all(&plain(&service.stderr())) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let log = plain(&service.stderr());
         for line in &expected {
             assert!(
