@@ -167,6 +167,7 @@
 //!     })
 //! }
 //! ```
+#![forbid(unsafe_code)]
 
 pub use shellflip_runtime::*;
 

@@ -10,6 +10,7 @@
 //! once), and expand to a few lines that call the runtime. `cargo expand`
 //! shows exactly what they wrote.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod errors;
 mod handover_state;

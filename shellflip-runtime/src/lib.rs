@@ -48,6 +48,9 @@
 //! }
 //! ```
 #![deny(missing_docs)]
+// `unsafe` is allowed in one module only: `fd` (each block with a
+// `// SAFETY:` comment).
+#![deny(unsafe_code)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 mod accept;
@@ -59,6 +62,7 @@ mod context;
 pub mod control;
 mod draining;
 mod error;
+#[allow(unsafe_code)]
 mod fd;
 pub mod frame;
 mod generation;
