@@ -108,7 +108,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// Nothing arrived from the previous generation in time.
-    #[error("nothing arrived from the previous generation within {}", humantime::format_duration(*.0))]
+    #[error("nothing arrived from the previous generation within {}", shellflip_settings::format_duration(*.0))]
     HandoverTimeout(Duration),
     /// `SHELLFLIP_HANDOVER_FD` does not name an open descriptor.
     #[error("SHELLFLIP_HANDOVER_FD={value:?} does not name an open descriptor{}; this variable is set by shellflip for a new generation and should not be set by hand", .source.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
@@ -251,7 +251,7 @@ pub enum RestartError {
         status: String,
     },
     /// The new generation did not report ready in time.
-    #[error("the new generation (pid {pid}) was not ready within {}; it was killed", humantime::format_duration(*timeout))]
+    #[error("the new generation (pid {pid}) was not ready within {}; it was killed", shellflip_settings::format_duration(*timeout))]
     ReadyTimeout {
         /// The new generation's pid.
         pid: u32,

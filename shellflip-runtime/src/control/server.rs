@@ -482,7 +482,7 @@ impl Connection {
                 warn!("control socket: no complete request within {timeout:?}");
                 format!(
                     "timed out: no complete request within {}; closing the connection",
-                    humantime::format_duration(timeout)
+                    shellflip_settings::format_duration(timeout)
                 )
             }
         };

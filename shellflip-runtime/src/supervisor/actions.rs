@@ -121,7 +121,7 @@ impl Supervisor {
                     systemd::drain_extension(drain),
                     &format!(
                         "stopping: draining for up to {}",
-                        humantime::format_duration(drain)
+                        shellflip_settings::format_duration(drain)
                     ),
                 )
             }

@@ -290,7 +290,7 @@ impl Supervisor {
         let before = self.machine.phase().clone();
         if event == Event::Deadline && matches!(before, machine::Phase::Starting { .. }) {
             tracing::error!(
-                ready_timeout = %humantime::format_duration(self.limits.ready_timeout),
+                ready_timeout = %shellflip_settings::format_duration(self.limits.ready_timeout),
                 "this generation was not ready within the ready timeout, and the previous generation is gone; exiting"
             );
         }

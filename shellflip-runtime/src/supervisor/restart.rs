@@ -152,7 +152,7 @@ impl Supervisor {
                     handover_ms = ms(next.timings.handover_sent),
                     ready_ms = ms(next.timings.ready),
                     duration_ms = ms(elapsed),
-                    probation = %humantime::format_duration(self.limits.probation),
+                    probation = %shellflip_settings::format_duration(self.limits.probation),
                     "the new generation is ready; it goes on probation"
                 );
                 let successor = Successor {
