@@ -161,7 +161,7 @@ fn code_lines(source: &str) -> usize {
     let lines: Vec<&str> = source.lines().collect();
     let end = lines
         .windows(2)
-        .position(|pair| pair[0].trim() == "#[cfg(test)]" && pair[1].starts_with("mod tests"))
+        .position(|pair| pair[0].trim() == "#[cfg(test)]" && pair[1].starts_with("mod tests {"))
         .unwrap_or(lines.len());
     lines[..end].iter().filter(|line| is_code(line)).count()
 }
@@ -275,4 +275,7 @@ fn unit_tests_do_not_count_as_code() {
     let source = "fn a() {}\n\n// b\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn t() {}\n}\n";
     assert_eq!(code_lines(source), 1);
     assert_eq!(code_lines("fn a() {}\nfn b() {}\n"), 2);
+    // A test module in a file of its own ends nothing: the code goes on.
+    let source = "#[cfg(test)]\nmod tests;\nfn a() {}\n";
+    assert_eq!(code_lines(source), 3);
 }
