@@ -70,7 +70,7 @@ use proc_macro::TokenStream;
 /// Values are checked at compile time by the same code that checks the
 /// environment at start-up and the CLI's `--timeout`, so they are accepted
 /// or refused alike: durations need a unit (`"30s"`, `"500ms"`,
-/// `"1m30s"`; a bare `"0"` only turns the ready grace off) and lie between
+/// `"1m30s"`; a bare `"0"` only turns the probation off) and lie between
 /// 1ms and 7 days; signals are named, from a short list (`"SIGUSR1"`,
 /// `"SIGUSR2"`, `"SIGHUP"`, ...; `SIGTERM`, `SIGCONT` and the like are
 /// refused with the reason); `worker_threads` is 1 to 1024. Every problem
