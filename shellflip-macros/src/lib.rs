@@ -5,10 +5,12 @@
 //! `shellflip::HandoverState`); the code they generate names
 //! `::shellflip::...` and does not work without it.
 //!
-//! Both macros are thin: they check their input at compile time, with an
+//! Both macros parse their input, validate it at compile time, with an
 //! error on the offending tokens for every problem found (all of them at
-//! once), and expand to a few lines that call the runtime. `cargo expand`
-//! shows exactly what they wrote.
+//! once), and expand to plain code that calls the runtime, where all the
+//! behaviour is: a `main` that builds a `Config` and calls `shellflip::run`;
+//! an impl that names each field for the runtime's state encoder and
+//! decoder. `cargo expand` shows exactly what they wrote.
 #![deny(missing_docs)]
 
 mod errors;
