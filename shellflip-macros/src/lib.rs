@@ -5,10 +5,12 @@
 //! `shellflip::HandoverState`); the code they generate names
 //! `::shellflip::...` and does not work without it.
 //!
-//! Both macros are thin: they check their input at compile time, with an
+//! Both macros parse their input, validate it at compile time, with an
 //! error on the offending tokens for every problem found (all of them at
-//! once), and expand to a few lines that call the runtime. `cargo expand`
-//! shows exactly what they wrote.
+//! once), and expand to plain code that calls the runtime, where all the
+//! behaviour is: a `main` that builds a `Config` and calls `shellflip::run`;
+//! an impl that names each field for the runtime's state encoder and
+//! decoder. `cargo expand` shows exactly what they wrote.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -71,7 +73,7 @@ use proc_macro::TokenStream;
 /// Values are checked at compile time by the same code that checks the
 /// environment at start-up and the CLI's `--timeout`, so they are accepted
 /// or refused alike: durations need a unit (`"30s"`, `"500ms"`,
-/// `"1m30s"`; a bare `"0"` only turns the ready grace off) and lie between
+/// `"1m30s"`; a bare `"0"` only turns the probation off) and lie between
 /// 1ms and 7 days; signals are named, from a short list (`"SIGUSR1"`,
 /// `"SIGUSR2"`, `"SIGHUP"`, ...; `SIGTERM`, `SIGCONT` and the like are
 /// refused with the reason); `worker_threads` is 1 to 1024. Every problem

@@ -382,7 +382,9 @@ fn parse_main(item: TokenStream) -> syn::Result<MainFn> {
             "#[restartable] needs an `async fn`: write `async fn main`",
         );
     }
-    if let Some(unsafety) = &sig.unsafety {
+    // (`Signature`'s parser takes no `safe`: that is for items of an
+    // `unsafe extern` block.)
+    if let syn::Safety::Unsafe(unsafety) = &sig.safety {
         errors.spanned(unsafety, "`main` cannot be `unsafe`");
     }
     if let Some(abi) = &sig.abi {

@@ -57,6 +57,7 @@ fn expand_file(source: &str) -> Result<String, String> {
     }
     Ok(prettyplease::unparse(&syn::File {
         shebang: None,
+        frontmatter: None,
         attrs: file.attrs,
         items,
     }))

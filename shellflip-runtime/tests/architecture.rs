@@ -1,6 +1,8 @@
 //! The runtime's module graph has no cycle, and it is the one drawn in
 //! ARCHITECTURE.md: every module of `src/` is listed there with its floor,
-//! and a module only uses modules on lower floors.
+//! and a module only uses modules on lower floors. No module is longer than
+//! 600 lines of code, and no function longer than 80, in the runtime, the
+//! facade (`../src`: library, HTTP, client, CLI) and the macros.
 //!
 //! A use is any `crate::<module>` path outside comments (items re-exported
 //! at the crate root, such as `crate::Error`, are to be named by their
@@ -246,12 +248,50 @@ fn function_lengths(source: &str) -> Vec<(String, usize)> {
     functions.found
 }
 
+/// The other crates held to the same function size, by their `src/`
+/// relative to this crate's directory: the facade (library, HTTP, the
+/// control client, the `shellflip` CLI) and the macros.
+const OTHER_SOURCES: &[&str] = &["../src", "../shellflip-macros/src"];
+
+/// Every `.rs` file under `dir` but `tests.rs` files (a module's unit
+/// tests), named by its path from the workspace's root.
+fn source_files(dir: &Path) -> Vec<(String, PathBuf)> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && path.file_name().is_some_and(|n| n != "tests.rs")
+            {
+                out.push(path);
+            }
+        }
+    }
+    let root = runtime_dir().join("..").canonicalize().unwrap();
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let path = path.canonicalize().unwrap();
+            let name = path.strip_prefix(&root).unwrap().display().to_string();
+            (name, path)
+        })
+        .collect()
+}
+
 #[test]
 fn no_function_is_longer_than_80_lines_of_code() {
-    let too_long: Vec<String> = module_files()
+    let others = OTHER_SOURCES
         .iter()
+        .flat_map(|dir| source_files(&runtime_dir().join(dir)));
+    let too_long: Vec<String> = module_files()
+        .into_iter()
+        .chain(others)
         .flat_map(|(module, path)| {
-            function_lengths(&std::fs::read_to_string(path).unwrap())
+            function_lengths(&std::fs::read_to_string(&path).unwrap())
                 .into_iter()
                 .filter(|(_, lines)| *lines > MAX_FUNCTION_LINES)
                 .map(move |(name, lines)| format!("{module}::{name}: {lines} lines"))
@@ -262,6 +302,28 @@ fn no_function_is_longer_than_80_lines_of_code() {
         "split these functions (at most {MAX_FUNCTION_LINES} lines of code each):\n{}",
         too_long.join("\n")
     );
+}
+
+#[test]
+fn the_facade_and_the_macros_are_measured_too() {
+    let files: Vec<String> = OTHER_SOURCES
+        .iter()
+        .flat_map(|dir| source_files(&runtime_dir().join(dir)))
+        .map(|(name, _)| name)
+        .collect();
+    for expected in [
+        "src/lib.rs",
+        "src/http.rs",
+        "src/bin/shellflip.rs",
+        "shellflip-macros/src/restartable.rs",
+        "shellflip-macros/src/handover_state/expand.rs",
+    ] {
+        assert!(
+            files.iter().any(|f| f == expected),
+            "{expected} is not measured: {files:?}"
+        );
+    }
+    assert!(!files.iter().any(|f| f.ends_with("/tests.rs")), "{files:?}");
 }
 
 #[test]

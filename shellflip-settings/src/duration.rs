@@ -17,7 +17,7 @@ pub const MIN_DURATION: Duration = Duration::from_millis(1);
 /// fits), so the bound only stops typos and nonsense such as
 /// `300000000000y`. Far below every limit of the arithmetic that follows:
 /// the runtime adds at most a few of these to an `Instant` (ready timeout,
-/// ready grace and drain timeout together are at most 21 days, where
+/// probation and drain timeout together are at most 21 days, where
 /// `Instant` overflows after hundreds of years), and Tokio's timers, which
 /// clamp anything beyond about two years, are exact up to it.
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -119,7 +119,7 @@ impl DurationRule {
         may_be_off: false,
     };
 
-    /// A duration that may be off (the ready grace): `0` (or `0s`), or from
+    /// A duration that may be off (the probation): `0` (or `0s`), or from
     /// [`MIN_DURATION`] to [`MAX_DURATION`].
     pub const TIMEOUT_OR_OFF: DurationRule = DurationRule {
         may_be_off: true,

@@ -44,7 +44,7 @@
 //!   bare seconds, and their message now says exactly what to write.
 //!
 //! The one exception is **`0`**, which is zero in every unit: a setting that
-//! may be off (the ready grace) takes `0` (or `0s`) for off. A setting that
+//! may be off (the probation) takes `0` (or `0s`) for off. A setting that
 //! cannot be off (a timeout) refuses zero, which could never be met.
 //!
 //! # Bounds

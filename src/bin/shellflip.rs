@@ -66,8 +66,8 @@ enum Command {
         socket: PathBuf,
         /// Give up waiting for the outcome after this long (e.g. 45s, 10m). The default
         /// leaves room for a ready timeout of a few minutes; raise it if the service's ready
-        /// timeout (plus its ready grace) is longer. A restart that outlives --timeout may
-        /// still complete.
+        /// timeout (plus its probation, for a restart asked for while the previous one's
+        /// probation runs) is longer. A restart that outlives --timeout may still complete.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
         timeout: Duration,
         /// Start the new generation with fresh state instead of the state the service

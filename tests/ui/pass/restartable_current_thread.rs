@@ -1,5 +1,5 @@
 // The single-threaded runtime, other spellings of a signal and durations,
-// and a ready grace turned off with a bare `0` (the one number without a unit).
+// and a probation turned off with a bare `0` (the one number without a unit).
 #[shellflip::restartable(
     flavor = "current_thread",
     restart_signal = "hup",
