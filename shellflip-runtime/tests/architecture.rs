@@ -251,7 +251,11 @@ fn function_lengths(source: &str) -> Vec<(String, usize)> {
 /// The other crates held to the same function size, by their `src/`
 /// relative to this crate's directory: the facade (library, HTTP, the
 /// control client, the `shellflip` CLI) and the macros.
-const OTHER_SOURCES: &[&str] = &["../src", "../shellflip-macros/src"];
+const OTHER_SOURCES: &[&str] = &[
+    "../src",
+    "../shellflip-macros/src",
+    "../shellflip-settings/src",
+];
 
 /// Every `.rs` file under `dir` but `tests.rs` files (a module's unit
 /// tests), named by its path from the workspace's root.

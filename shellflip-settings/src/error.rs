@@ -179,58 +179,16 @@ pub enum Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Problem::Empty { example } => {
-                write!(f, "the value is empty; give one such as \"{example}\"")
-            }
-            Problem::NotADuration => f.write_str(
-                "not a duration; expected a duration such as \"30s\", \"500ms\" or \"1m30s\" \
-                 (a whole number and a unit: d, h, m, s, ms, us or ns)",
-            ),
-            Problem::MissingUnit { number } => write!(
-                f,
-                "a duration needs a unit: write \"{number}s\" for seconds or \"{number}ms\" \
-                 for milliseconds (units: d, h, m, s, ms, us, ns)"
-            ),
-            Problem::UnknownUnit { unit, hint } => {
-                write!(f, "unknown unit `{unit}`; ")?;
-                if let Some(hint) = hint {
-                    write!(f, "{hint}; ")?;
-                }
-                f.write_str("the units are d, h, m, s, ms, us and ns, as in \"30s\"")
-            }
-            Problem::Fraction => f.write_str(
-                "fractions are not supported; use a smaller unit, e.g. \"1500ms\" rather than \"1.5s\"",
-            ),
-            Problem::MissingNumber { rest } => write!(
-                f,
-                "expected a number before `{rest}`; write the parts of a duration one after \
-                 the other, as in \"1m30s\""
-            ),
-            Problem::UnitOrder { unit } => write!(
-                f,
-                "`{unit}` comes after a unit that is not larger; write the parts from the \
-                 largest unit to the smallest, each once, as in \"1m30s\""
-            ),
-            Problem::Zero => f.write_str(
-                "a zero timeout can never be met; it must be greater than zero \
-                 (at least 1ms), e.g. \"30s\"",
-            ),
-            Problem::TooShort { min, may_be_off } => {
-                write!(
-                    f,
-                    "too short: the minimum is {}, the resolution of the timers",
-                    format_duration(*min)
-                )?;
-                if *may_be_off {
-                    f.write_str("; \"0\" turns it off")?;
-                }
-                f.write_str(", e.g. \"200ms\"")
-            }
-            Problem::TooLong { max } => write!(
-                f,
-                "too long: the maximum is {}, e.g. \"30s\" or \"2h\"",
-                format_duration(*max)
-            ),
+            Problem::Empty { .. }
+            | Problem::NotADuration
+            | Problem::MissingUnit { .. }
+            | Problem::UnknownUnit { .. }
+            | Problem::Fraction
+            | Problem::MissingNumber { .. }
+            | Problem::UnitOrder { .. }
+            | Problem::Zero
+            | Problem::TooShort { .. }
+            | Problem::TooLong { .. } => self.fmt_duration(f),
             Problem::NotACount => f.write_str("not a whole number; give one such as 4"),
             Problem::OutOfRange { min, max } => write!(
                 f,
@@ -293,6 +251,68 @@ impl fmt::Display for Problem {
                 "not a yes/no value; give \"true\" or \"false\" (also 1/0, yes/no, on/off)",
             ),
             Problem::Renamed { now } => write!(f, "this setting is now called {now}; rename it"),
+        }
+    }
+}
+
+impl Problem {
+    /// The message of a problem with a duration (or an empty value).
+    fn fmt_duration(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Empty { example } => {
+                write!(f, "the value is empty; give one such as \"{example}\"")
+            }
+            Problem::NotADuration => f.write_str(
+                "not a duration; expected a duration such as \"30s\", \"500ms\" or \"1m30s\" \
+                 (a whole number and a unit: d, h, m, s, ms, us or ns)",
+            ),
+            Problem::MissingUnit { number } => write!(
+                f,
+                "a duration needs a unit: write \"{number}s\" for seconds or \"{number}ms\" \
+                 for milliseconds (units: d, h, m, s, ms, us, ns)"
+            ),
+            Problem::UnknownUnit { unit, hint } => {
+                write!(f, "unknown unit `{unit}`; ")?;
+                if let Some(hint) = hint {
+                    write!(f, "{hint}; ")?;
+                }
+                f.write_str("the units are d, h, m, s, ms, us and ns, as in \"30s\"")
+            }
+            Problem::Fraction => f.write_str(
+                "fractions are not supported; use a smaller unit, e.g. \"1500ms\" rather than \"1.5s\"",
+            ),
+            Problem::MissingNumber { rest } => write!(
+                f,
+                "expected a number before `{rest}`; write the parts of a duration one after \
+                 the other, as in \"1m30s\""
+            ),
+            Problem::UnitOrder { unit } => write!(
+                f,
+                "`{unit}` comes after a unit that is not larger; write the parts from the \
+                 largest unit to the smallest, each once, as in \"1m30s\""
+            ),
+            Problem::Zero => f.write_str(
+                "a zero timeout can never be met; it must be greater than zero \
+                 (at least 1ms), e.g. \"30s\"",
+            ),
+            Problem::TooShort { min, may_be_off } => {
+                write!(
+                    f,
+                    "too short: the minimum is {}, the resolution of the timers",
+                    format_duration(*min)
+                )?;
+                if *may_be_off {
+                    f.write_str("; \"0\" turns it off")?;
+                }
+                f.write_str(", e.g. \"200ms\"")
+            }
+            Problem::TooLong { max } => write!(
+                f,
+                "too long: the maximum is {}, e.g. \"30s\" or \"2h\"",
+                format_duration(*max)
+            ),
+            // Only the problems with a duration come here.
+            _ => Ok(()),
         }
     }
 }
