@@ -49,10 +49,10 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use shellflip_runtime::control::protocol::{
+use shellflip_control::frame::{write_frame_blocking, FrameDecoder, FrameError};
+use shellflip_control::protocol::{
     decode_response, DecodeError, Request, Response, Status, MAX_FRAME_BYTES,
 };
-use shellflip_runtime::frame::{write_frame_blocking, FrameDecoder, FrameError};
 
 /// The default bound of [`ControlClient::status`] (and of the CLI's
 /// `status`): a status is answered at once by a service that runs.

@@ -148,7 +148,7 @@
 //! The `shellflip` command-line tool (feature `cli`, on by default) restarts,
 //! inspects and stops a service through its control socket. The client it
 //! uses is `shellflip::client` (feature `client`, implied by `cli`); the
-//! protocol is [`control::protocol`]. A service built with
+//! protocol is [`control`]. A service built with
 //! `default-features = false` compiles neither.
 //!
 //! ## Without the macros
@@ -171,6 +171,12 @@
 pub use shellflip_runtime::*;
 
 pub use shellflip_macros::{restartable, HandoverState};
+
+/// The control protocol: the requests a service's control socket takes
+/// (`restart`, `status`, `stop`), its answers, their JSON encoding and
+/// bounds. It is the `shellflip-control` crate's `protocol`, re-exported.
+#[doc(inline)]
+pub use shellflip_control::protocol as control;
 
 #[cfg(feature = "client")]
 pub mod client;

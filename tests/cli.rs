@@ -10,7 +10,7 @@ use std::thread;
 use std::time::Duration;
 
 use shellflip::control::{decode_request, FailureKind, Request, Response, MAX_FRAME_BYTES};
-use shellflip::frame::{read_frame_blocking, write_frame_blocking};
+use shellflip_control::frame::{read_frame_blocking, write_frame_blocking};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shellflip");
 
