@@ -178,8 +178,12 @@ pub use shellflip_macros::{restartable, HandoverState};
 #[doc(inline)]
 pub use shellflip_control::protocol as control;
 
+/// A blocking client of a service's control socket (std only): what the
+/// `shellflip` command-line tool uses. It is the `shellflip-control`
+/// crate's `client`, re-exported.
 #[cfg(feature = "client")]
-pub mod client;
+#[doc(inline)]
+pub use shellflip_control::client;
 
 #[cfg(feature = "hyper")]
 pub mod http;

@@ -1,13 +1,14 @@
 //! A blocking client of a service's control socket (std only, no Tokio),
 //! behind the `client` feature: what the `shellflip` command-line tool
 //! uses, and what a deploy tool written in Rust can use instead of running
-//! it.
+//! it. The `shellflip` crate re-exports it as `shellflip::client` (its
+//! feature `client`).
 //!
 //! ```no_run
-//! use shellflip::client::ControlClient;
-//! use shellflip::control::Response;
+//! use shellflip_control::client::ControlClient;
+//! use shellflip_control::protocol::Response;
 //!
-//! # fn main() -> Result<(), shellflip::client::ClientError> {
+//! # fn main() -> Result<(), shellflip_control::client::ClientError> {
 //! let status = ControlClient::status("/run/my-service.sock")?;
 //! println!("pid {} generation {}", status.pid, status.generation);
 //!
@@ -49,10 +50,8 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use shellflip_control::frame::{write_frame_blocking, FrameDecoder, FrameError};
-use shellflip_control::protocol::{
-    decode_response, DecodeError, Request, Response, Status, MAX_FRAME_BYTES,
-};
+use crate::frame::{write_frame_blocking, FrameDecoder, FrameError};
+use crate::protocol::{decode_response, DecodeError, Request, Response, Status, MAX_FRAME_BYTES};
 
 /// The default bound of [`ControlClient::status`] (and of the CLI's
 /// `status`): a status is answered at once by a service that runs.

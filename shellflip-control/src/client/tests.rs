@@ -4,8 +4,8 @@ use std::io::Write;
 use std::os::unix::net::UnixListener;
 use std::thread;
 
-use shellflip_control::frame::{encode_frame, read_frame_blocking};
-use shellflip_control::protocol::{encode_response, FailureKind, Phase};
+use crate::frame::{encode_frame, read_frame_blocking};
+use crate::protocol::{decode_request, encode_response, FailureKind, Phase};
 
 use super::*;
 
@@ -30,7 +30,7 @@ fn fake_service(
 
 fn read_request(stream: &mut UnixStream) -> Request {
     let payload = read_frame_blocking(stream, MAX_FRAME_BYTES).unwrap();
-    shellflip_control::protocol::decode_request(&payload).unwrap()
+    decode_request(&payload).unwrap()
 }
 
 fn answer(stream: &mut UnixStream, response: Response) {
