@@ -145,11 +145,12 @@
 //!
 //! ## Talking to a running service
 //!
-//! The `shellflip` command-line tool (feature `cli`, on by default) restarts,
-//! inspects and stops a service through its control socket. The client it
-//! uses is `shellflip::client` (feature `client`, implied by `cli`); the
-//! protocol is [`control`]. A service built with
-//! `default-features = false` compiles neither.
+//! The `shellflip` command-line tool restarts, inspects and stops a service
+//! through its control socket; it is the `shellflip-control` package
+//! (`cargo install --path shellflip-control` in a checkout), which compiles
+//! neither Tokio nor the runtime. Its blocking client is `shellflip::client`
+//! (feature `client`, off by default: a service compiles no client); the
+//! protocol is [`control`].
 //!
 //! ## Without the macros
 //!

@@ -7,8 +7,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
-use shellflip::client::{ClientError, ControlClient, Waiting, STATUS_TIMEOUT};
-use shellflip::control::{FailureKind, LastRestart, Request, Response, RestartSuccess, Status};
+use shellflip_control::client::{ClientError, ControlClient, Waiting, STATUS_TIMEOUT};
+use shellflip_control::protocol::{
+    FailureKind, LastRestart, Request, Response, RestartSuccess, Status,
+};
 
 /// The request succeeded.
 const EXIT_OK: u8 = 0;
@@ -113,11 +115,11 @@ enum Command {
 }
 
 /// Parses a `--timeout` with the rules of every shellflip duration
-/// (`shellflip::settings`): a unit is required (`30s`, `500ms`, `2m`,
+/// (`shellflip_settings`): a unit is required (`30s`, `500ms`, `2m`,
 /// `1h 30m`), from 1ms to 7 days. Only the problem is returned: clap already
 /// names the flag and the value.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    shellflip::settings::DurationRule::TIMEOUT
+    shellflip_settings::DurationRule::TIMEOUT
         .parse("--timeout", text)
         .map_err(|error| error.problem().to_string())
 }
@@ -501,7 +503,7 @@ mod tests {
         let status = Status {
             pid: 10,
             generation: 3,
-            phase: shellflip::control::Phase::Serving,
+            phase: shellflip_control::protocol::Phase::Serving,
             uptime_secs: 3723.9,
             restarts: 2,
             failed_restarts: 1,
@@ -561,7 +563,7 @@ mod tests {
 
     #[test]
     fn every_command_has_a_default_timeout() {
-        use shellflip::client::{RESTART_TIMEOUT, STOP_TIMEOUT};
+        use shellflip_control::client::{RESTART_TIMEOUT, STOP_TIMEOUT};
         let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
             Command::Restart { timeout, .. }
             | Command::Status { timeout, .. }
