@@ -12,11 +12,26 @@
 //! - [`frame`]: the length-prefixed frames every message travels in (the
 //!   service's runtime also uses them on its channel between generations);
 //! - `client` (feature `client`): `ControlClient`, a blocking client (std
-//!   only), also re-exported by the `shellflip` crate as `shellflip::client`.
+//!   only), also re-exported by the `shellflip` crate as `shellflip::client`;
+//! - the `shellflip` command-line tool (feature `cli`, built on that client):
+//!   `cargo install --path shellflip-control` in a checkout.
 //!
-//! It depends on neither Tokio nor the shellflip runtime: a deploy tool that
-//! restarts services compiles this crate alone. The runtime depends on it
-//! (without its features) for the protocol and the frames.
+//! It depends on neither Tokio nor the shellflip runtime: the CLI, or a
+//! deploy tool that restarts services, compiles this crate alone. The
+//! runtime depends on it (without its features) for the protocol and the
+//! frames.
+//!
+//! # Features
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `cli` | on | the `shellflip` binary; implies `client`; adds `clap` |
+//! | `client` | on, through `cli` | `shellflip_control::client`; adds `nix`, `libc`, `humantime` |
+//!
+//! `cli` is on by default so that installing this package installs the
+//! CLI. A program that only needs the client turns the defaults off:
+//! `shellflip-control = { version = "0.1", default-features = false, features = ["client"] }`;
+//! one that only speaks the protocol takes no feature.
 #![cfg_attr(
     feature = "client",
     doc = r#"

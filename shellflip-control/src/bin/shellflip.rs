@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
-use shellflip_control::client::{ClientError, ControlClient, Waiting, STATUS_TIMEOUT};
+use shellflip_control::client::{
+    ClientError, ClientErrorKind, ControlClient, Waiting, STATUS_TIMEOUT,
+};
 use shellflip_control::protocol::{
     FailureKind, LastRestart, Request, Response, RestartSuccess, Status,
 };
@@ -145,8 +147,8 @@ fn main() -> ExitCode {
 /// service is listening, 1 otherwise.
 fn fail(command: &str, error: &ClientError) -> u8 {
     eprintln!("{command} failed: {error}");
-    match error {
-        ClientError::NoService { .. } => EXIT_NO_SERVICE,
+    match error.kind {
+        ClientErrorKind::NoService { .. } => EXIT_NO_SERVICE,
         _ => EXIT_FAILED,
     }
 }
@@ -230,7 +232,7 @@ fn restart(socket: &Path, timeout: Duration, fresh_state: bool) -> u8 {
             eprintln!("restart failed: unexpected answer from the service: {other:?}");
             EXIT_FAILED
         }
-        Err(error @ ClientError::Timeout { .. }) => {
+        Err(error) if matches!(error.kind, ClientErrorKind::Timeout { .. }) => {
             eprintln!(
                 "restart failed: {error}; if the service was restarting, the restart may still \
                  complete (raise --timeout if its ready timeout is longer): check with \
@@ -320,12 +322,15 @@ fn stop(socket: &Path, timeout: Duration) -> u8 {
             println!("stopped: pid={pid}; no process of the service is left");
             EXIT_OK
         }
-        Err(
-            error @ ClientError::Timeout {
-                waiting: Waiting::Exit { .. },
-                ..
-            },
-        ) => {
+        Err(error)
+            if matches!(
+                error.kind,
+                ClientErrorKind::Timeout {
+                    waiting: Waiting::Exit { .. },
+                    ..
+                }
+            ) =>
+        {
             eprintln!(
                 "stop failed: {error} (raise --timeout if the service's drain timeout is longer)"
             );
