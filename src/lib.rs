@@ -145,11 +145,12 @@
 //!
 //! ## Talking to a running service
 //!
-//! The `shellflip` command-line tool (feature `cli`, on by default) restarts,
-//! inspects and stops a service through its control socket. The client it
-//! uses is `shellflip::client` (feature `client`, implied by `cli`); the
-//! protocol is [`control::protocol`]. A service built with
-//! `default-features = false` compiles neither.
+//! The `shellflip` command-line tool restarts, inspects and stops a service
+//! through its control socket; it is the `shellflip-control` package
+//! (`cargo install --path shellflip-control` in a checkout), which compiles
+//! neither Tokio nor the runtime. Its blocking client is `shellflip::client`
+//! (feature `client`, off by default: a service compiles no client); the
+//! protocol is [`control`].
 //!
 //! ## Without the macros
 //!
@@ -173,8 +174,18 @@ pub use shellflip_runtime::*;
 
 pub use shellflip_macros::{restartable, HandoverState};
 
+/// The control protocol: the requests a service's control socket takes
+/// (`restart`, `status`, `stop`), its answers, their JSON encoding and
+/// bounds. It is the `shellflip-control` crate's `protocol`, re-exported.
+#[doc(inline)]
+pub use shellflip_control::protocol as control;
+
+/// A blocking client of a service's control socket (std only): what the
+/// `shellflip` command-line tool uses. It is the `shellflip-control`
+/// crate's `client`, re-exported.
 #[cfg(feature = "client")]
-pub mod client;
+#[doc(inline)]
+pub use shellflip_control::client;
 
 #[cfg(feature = "hyper")]
 pub mod http;

@@ -168,9 +168,11 @@ fn deeply_nested_inputs_are_refused() {
         let error = shellflip::control::decode_request(&json).unwrap_err();
         assert!(error.to_string().contains("recursion limit"), "{error}");
         assert!(shellflip::control::decode_response(&json).is_err());
-        let frame =
-            shellflip::frame::encode_frame(&json[..60_000], shellflip::control::MAX_FRAME_BYTES)
-                .unwrap();
+        let frame = shellflip_control::frame::encode_frame(
+            &json[..60_000],
+            shellflip::control::MAX_FRAME_BYTES,
+        )
+        .unwrap();
         decoders::control_frame(&frame);
     });
 }

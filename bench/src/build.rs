@@ -43,7 +43,7 @@ pub struct Binaries {
     pub http_plain_axum: PathBuf,
     /// The sessions example: live connections handed over.
     pub sessions: PathBuf,
-    /// The root workspace's CLI: `shellflip restart SOCKET`.
+    /// The root workspace's CLI (package `shellflip-control`): `shellflip restart SOCKET`.
     pub cli: PathBuf,
     /// Ours serving the pid protocol (`shellflip::run`, `--flavor`).
     pub ours_pid: PathBuf,
@@ -124,8 +124,14 @@ pub fn binaries(echo: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Result<Binar
     // bench/, and the repository's root above it.
     let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = bench.parent().unwrap_or(bench);
+    // The examples are the `shellflip` package's, the CLI is the
+    // `shellflip-control` package's.
     let targets: &[&str] = match echo {
         Some(_) => &[
+            "-p",
+            "shellflip",
+            "-p",
+            "shellflip-control",
             "--example",
             "http",
             "--example",
@@ -134,6 +140,10 @@ pub fn binaries(echo: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Result<Binar
             "shellflip",
         ],
         None => &[
+            "-p",
+            "shellflip",
+            "-p",
+            "shellflip-control",
             "--example",
             "echo",
             "--example",

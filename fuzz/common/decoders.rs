@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::io::{self, Cursor, Read};
 
 use serde::{Deserialize, Serialize};
-use shellflip::control::{self, Request, Response, MAX_FRAME_BYTES};
-use shellflip::frame::{self, FrameError};
 use shellflip::state::{self, HandoverState, StateFds};
+use shellflip_control::frame::{self, FrameError};
+use shellflip_control::protocol::{self as control, Request, Response, MAX_FRAME_BYTES};
 
 /// A fuzz target's entry point.
 pub type Target = fn(&[u8]);

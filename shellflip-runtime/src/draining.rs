@@ -9,10 +9,10 @@
 
 use std::sync::Arc;
 
+use shellflip_control::protocol::{GenerationStatus, Phase};
 use tokio::sync::mpsc;
 
 use crate::channel::Draining;
-use crate::control::protocol::{GenerationStatus, Phase};
 use crate::launch::ExitWatch;
 
 /// One older generation still draining.

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use shellflip_control::protocol::FailureKind;
+
 use crate::config::ConfigError;
-use crate::control::protocol::FailureKind;
 use crate::state::StateError;
 use crate::unix_socket::UnixSocketError;
 
@@ -262,7 +263,9 @@ pub enum RestartError {
 
 impl RestartError {
     /// The machine-readable kind, as answered on the control socket
-    /// (`in_progress`, `not_ready`, `shutting_down` or `failed`).
+    /// (`in_progress`, `not_ready`, `handed_over`, `shutting_down` or
+    /// `failed`): `shellflip_control::protocol::FailureKind`, which the
+    /// `shellflip` crate re-exports as `shellflip::control::FailureKind`.
     pub fn kind(&self) -> FailureKind {
         match self {
             RestartError::InProgress => FailureKind::InProgress,

@@ -59,12 +59,12 @@ mod channel;
 mod child;
 pub mod config;
 mod context;
-pub mod control;
+mod control;
 mod draining;
 mod error;
 #[allow(unsafe_code)]
 mod fd;
-pub mod frame;
+mod frame;
 mod generation;
 mod handoff;
 mod keeper;

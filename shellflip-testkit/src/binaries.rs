@@ -3,10 +3,12 @@
 //!
 //! `cargo test` builds every example of the package together with its tests
 //! (into `target/<profile>/examples/`) and the package's binaries for its
-//! integration tests (into `target/<profile>/`). The tests, and the demo,
-//! find them there, next to their own executable. Nothing here runs cargo:
-//! a binary that is not built is an error (or, for the tests, a panic)
-//! naming the command that builds it.
+//! integration tests (into `target/<profile>/`). The CLI is the binary of
+//! another package, `shellflip-control`: `cargo test --workspace` builds it
+//! (for that package's tests), `cargo test --test <file>` does not. The
+//! tests, and the demo, find them there, next to their own executable.
+//! Nothing here runs cargo: a binary that is not built is an error (or, for
+//! the tests, a panic) naming the command that builds it.
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +16,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "{what} is not built ({} does not exist); build it with `{command}` \
-     (`cargo test` builds the examples, `cargo test --test <file>` does not)",
+     (`cargo test --workspace` builds it, `cargo test --test <file>` does not)",
     path.display()
 )]
 pub struct NotBuilt {
@@ -94,23 +96,30 @@ pub fn example_binary(name: &str) -> PathBuf {
     find_example(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The path of the `shellflip` CLI built for the integration tests.
+/// Where the `shellflip` CLI (the binary of the `shellflip-control`
+/// package) is, if cargo has built it in the profile this executable was
+/// built with.
+pub fn find_cli() -> Result<PathBuf, NotBuilt> {
+    let dir = profile_dir();
+    let path = dir.join("shellflip");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(NotBuilt {
+            what: "the `shellflip` CLI".to_string(),
+            command: build_command(&dir, "-p shellflip-control --bin shellflip"),
+            path,
+        })
+    }
+}
+
+/// The path of the `shellflip` CLI, built by `cargo test --workspace`.
 ///
 /// # Panics
 ///
 /// If it is not built, with the command that builds it.
 pub fn cli_binary() -> PathBuf {
-    let dir = profile_dir();
-    let path = dir.join("shellflip");
-    if !path.is_file() {
-        let e = NotBuilt {
-            what: "the `shellflip` CLI".to_string(),
-            command: build_command(&dir, "--bin shellflip"),
-            path,
-        };
-        panic!("{e}");
-    }
-    path
+    find_cli().unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[cfg(test)]
@@ -144,5 +153,18 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("examples/no-such-example"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_cli_names_its_package() {
+        // Next to this test's executable (target/<profile>/), where cargo
+        // puts the CLI: whether it is there depends on what was built.
+        if let Err(e) = find_cli() {
+            let message = e.to_string();
+            assert!(
+                message.contains(" -p shellflip-control --bin shellflip`"),
+                "{message}"
+            );
+        }
     }
 }

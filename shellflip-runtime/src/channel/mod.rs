@@ -51,16 +51,16 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use shellflip_control::frame::{encode_frame, FrameBuffer, FrameDecoder, FrameError, FramePart};
+use shellflip_control::protocol::LastRestart;
 
 use crate::machine::Claim;
 use crate::profile::{self, Hop};
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 
-use crate::control::protocol::LastRestart;
 use crate::control::server::ControlSocketFile;
 use crate::fd;
-use crate::frame::{encode_frame, FrameBuffer, FrameDecoder, FrameError, FramePart};
 use crate::registry::StoredFd;
 use crate::state::EncodedState;
 use crate::telemetry::{RestartId, Totals};
@@ -313,7 +313,7 @@ pub(crate) struct StateHeader {
 
 /// What became of the handed-over state in the new generation: in its
 /// READY report, the restart's answer and `status`.
-pub use crate::control::protocol::StateReport;
+pub use shellflip_control::protocol::StateReport;
 
 /// What a new generation received from its parent.
 #[derive(Debug)]

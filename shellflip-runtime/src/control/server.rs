@@ -28,6 +28,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use shellflip_control::frame::{encode_frame, FrameError};
+use shellflip_control::protocol::{
+    decode_request, encode_response, Request, Response, MAX_CONNECTIONS, MAX_FRAME_BYTES,
+    REQUEST_TIMEOUT,
+};
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -35,11 +40,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::control::protocol::{
-    decode_request, encode_response, Request, Response, MAX_FRAME_BYTES,
-};
 use crate::error::Error;
-use crate::frame::{encode_frame, read_frame, FrameError};
+use crate::frame::read_frame;
 use crate::profile::{self, Hop};
 use crate::sync::lock;
 use crate::unix_socket::{self, Access};
@@ -47,16 +49,6 @@ use crate::unix_socket::{self, Access};
 /// The identity of the control socket file this lineage created, so that
 /// the final generation removes the file only if it is still ours.
 pub(crate) use crate::unix_socket::SocketFile as ControlSocketFile;
-
-/// How long the service waits for a complete request frame, and for the
-/// client to take an answer, before it gives up on a connection.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How many control connections are served at once. Beyond this, a new
-/// connection pushes out the oldest one that has not sent a complete
-/// request; if there is none, it is answered with [`Response::Error`] and
-/// closed immediately.
-pub const MAX_CONNECTIONS: usize = 128;
 
 /// Pause after a failed `accept()` (e.g. out of file descriptors), so the
 /// accept loop does not spin while the condition lasts.

@@ -22,7 +22,8 @@ mod tests;
 
 use std::time::Duration;
 
-use crate::control::protocol::{FailureKind, Phase as ProtocolPhase};
+use shellflip_control::protocol::{FailureKind, Phase as ProtocolPhase};
+
 use crate::error::RestartError;
 
 /// A point in time: the time since an epoch the caller chose.

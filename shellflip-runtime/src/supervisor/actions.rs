@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use shellflip_control::protocol::{Response, RestartSuccess};
+
 use crate::channel::ParentMessage;
-use crate::control::protocol::{Response, RestartSuccess};
 use crate::control::server as control;
 use crate::generation::Admission;
 use crate::launch;

@@ -19,6 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use shellflip_control::protocol::{GenerationStatus, Request, Response, Status};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +28,6 @@ use tracing::Instrument;
 
 use crate::channel::{Draining, Lineage, ParentMessage};
 use crate::child::FromPredecessor;
-use crate::control::protocol::{GenerationStatus, Request, Response, Status};
 use crate::control::server::{self as control, ControlCommand, ControlSocketFile};
 use crate::draining::DrainingGenerations;
 use crate::generation::Generation;

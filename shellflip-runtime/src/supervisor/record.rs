@@ -12,9 +12,9 @@
 //! | `failed` | `Event::RestartFailed` while the restart runs |
 //! | `aborted` | `Event::RestartFailed` of kind `shutting_down` (a stop aborted it), a successor ready as the stop arrived, or a stop during the successor's probation |
 
+use shellflip_control::protocol::FailureKind;
 use tracing::{Instrument, Span};
 
-use crate::control::protocol::FailureKind;
 use crate::generation::Generation;
 use crate::machine::{Action, Ending, Event, Phase};
 use crate::telemetry::{self, Gauges, Ledger, Outcome, RestartDurations, RestartId, Totals};

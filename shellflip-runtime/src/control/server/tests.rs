@@ -4,9 +4,10 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::PathBuf;
 
+use shellflip_control::frame::{read_frame_blocking, write_frame_blocking};
+use shellflip_control::protocol::{decode_response, RestartSuccess, Status};
+
 use super::*;
-use crate::control::protocol::{decode_response, RestartSuccess, Status};
-use crate::frame::{read_frame_blocking, write_frame_blocking};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -33,7 +34,7 @@ fn sample_status(generation: u64) -> Status {
     Status {
         pid: 42,
         generation,
-        phase: crate::control::protocol::Phase::Serving,
+        phase: shellflip_control::protocol::Phase::Serving,
         uptime_secs: 1.0,
         restarts: 0,
         failed_restarts: 0,

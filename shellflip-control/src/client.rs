@@ -1,13 +1,14 @@
 //! A blocking client of a service's control socket (std only, no Tokio),
 //! behind the `client` feature: what the `shellflip` command-line tool
 //! uses, and what a deploy tool written in Rust can use instead of running
-//! it.
+//! it. The `shellflip` crate re-exports it as `shellflip::client` (its
+//! feature `client`).
 //!
 //! ```no_run
-//! use shellflip::client::ControlClient;
-//! use shellflip::control::Response;
+//! use shellflip_control::client::ControlClient;
+//! use shellflip_control::protocol::Response;
 //!
-//! # fn main() -> Result<(), shellflip::client::ClientError> {
+//! # fn main() -> Result<(), shellflip_control::client::ClientError> {
 //! let status = ControlClient::status("/run/my-service.sock")?;
 //! println!("pid {} generation {}", status.pid, status.generation);
 //!
@@ -49,10 +50,8 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use shellflip_runtime::control::protocol::{
-    decode_response, DecodeError, Request, Response, Status, MAX_FRAME_BYTES,
-};
-use shellflip_runtime::frame::{write_frame_blocking, FrameDecoder, FrameError};
+use crate::frame::{write_frame_blocking, FrameDecoder, FrameError};
+use crate::protocol::{decode_response, DecodeError, Request, Response, Status, MAX_FRAME_BYTES};
 
 /// The default bound of [`ControlClient::status`] (and of the CLI's
 /// `status`): a status is answered at once by a service that runs.
@@ -87,43 +86,59 @@ pub enum Waiting {
     },
 }
 
-/// Why a [`ControlClient`] call failed.
+/// Why a [`ControlClient`] call failed: on which control socket, and what
+/// went wrong.
+///
+/// Its message says both, and what to do (`no service is listening on
+/// /run/app.sock (no such file): is it running, ...`); match on
+/// [`ClientError::kind`] to act on it:
+///
+/// ```no_run
+/// use shellflip_control::client::{ClientErrorKind, ControlClient};
+///
+/// match ControlClient::status("/run/my-service.sock") {
+///     Ok(status) => println!("generation {}", status.generation),
+///     Err(error) if matches!(error.kind, ClientErrorKind::NoService { .. }) => {
+///         println!("not running")
+///     }
+///     Err(error) => eprintln!("{error}"),
+/// }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("{}", describe(.path, .kind))]
+#[non_exhaustive]
+pub struct ClientError {
+    /// The control socket path.
+    pub path: PathBuf,
+    /// What went wrong.
+    #[source]
+    pub kind: ClientErrorKind,
+}
+
+/// What went wrong in a [`ControlClient`] call (the [`ClientError`] around
+/// it names the control socket). Its message is a short one, without the
+/// path or advice, for a program that reports the kind alone.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ClientError {
+pub enum ClientErrorKind {
     /// Nothing is listening at the path (no file, not a socket, or a stale
     /// socket of a service that is gone).
-    #[error(
-        "no service is listening on {} ({}): is it running, and is this the control socket \
-         path it was started with?",
-        path.display(),
-        describe_connect_error(source)
-    )]
+    #[error("no service is listening")]
     NoService {
-        /// The control socket path.
-        path: PathBuf,
         /// The system error.
         #[source]
         source: io::Error,
     },
     /// The socket exists but this user may not connect to it.
-    #[error(
-        "permission denied on the control socket {}: it is accessible only to the user the \
-         service runs as (mode 0600); run this command as that user or as root",
-        path.display()
-    )]
+    #[error("permission denied")]
     PermissionDenied {
-        /// The control socket path.
-        path: PathBuf,
         /// The system error.
         #[source]
         source: io::Error,
     },
     /// A system call on the connection failed.
-    #[error("control socket {}: {context}: {source}", path.display())]
+    #[error("{context}")]
     Io {
-        /// The control socket path.
-        path: PathBuf,
         /// What was being done.
         context: &'static str,
         /// The system error.
@@ -131,14 +146,8 @@ pub enum ClientError {
         source: io::Error,
     },
     /// The service closed the connection before its answer was complete.
-    #[error(
-        "control socket {}: the service closed the connection while {doing} (did it exit or \
-         restart? check its logs)",
-        path.display()
-    )]
+    #[error("the service closed the connection while {doing}")]
     Closed {
-        /// The control socket path.
-        path: PathBuf,
         /// "sending the request" or "reading the answer".
         doing: &'static str,
         /// How it ended, when it ended in the middle of a frame.
@@ -146,53 +155,76 @@ pub enum ClientError {
         source: Option<FrameError>,
     },
     /// The service's answer is not a frame this client accepts (too large).
-    #[error("control socket {}: the service's answer is unusable: {source}", path.display())]
+    #[error("the service's answer is unusable")]
     Frame {
-        /// The control socket path.
-        path: PathBuf,
         /// What was wrong.
         #[source]
         source: FrameError,
     },
     /// The service's answer is not a valid [`Response`].
-    #[error(
-        "control socket {}: the service's answer is not understood ({source}); is this the \
-         control socket of a shellflip service of a compatible version?",
-        path.display()
-    )]
+    #[error("the service's answer is not understood")]
     NotUnderstood {
-        /// The control socket path.
-        path: PathBuf,
         /// Why it does not decode.
         #[source]
         source: DecodeError,
     },
     /// The service answered, but not what the request calls for.
-    #[error("control socket {}: unexpected answer from the service: {answer:?}", path.display())]
+    #[error("unexpected answer from the service: {answer:?}")]
     Unexpected {
-        /// The control socket path.
-        path: PathBuf,
         /// The answer.
         answer: Box<Response>,
     },
     /// The service answered with [`Response::Error`].
-    #[error("control socket {}: the service refused the request: {message}", path.display())]
+    #[error("the service refused the request: {message}")]
     Refused {
-        /// The control socket path.
-        path: PathBuf,
         /// The service's message.
         message: String,
     },
     /// Nothing happened within the timeout.
     #[error("{}", describe_timeout(*waiting, *after))]
     Timeout {
-        /// The control socket path.
-        path: PathBuf,
         /// What was awaited.
         waiting: Waiting,
         /// The timeout.
         after: Duration,
     },
+}
+
+/// The whole message of a [`ClientError`]: what happened on which socket,
+/// its cause, and what to do.
+fn describe(path: &Path, kind: &ClientErrorKind) -> String {
+    let path = path.display();
+    match kind {
+        ClientErrorKind::NoService { source } => format!(
+            "no service is listening on {path} ({}): is it running, and is this the control \
+             socket path it was started with?",
+            describe_connect_error(source)
+        ),
+        ClientErrorKind::PermissionDenied { .. } => format!(
+            "permission denied on the control socket {path}: it is accessible only to the user \
+             the service runs as (mode 0600); run this command as that user or as root"
+        ),
+        ClientErrorKind::Io { context, source } => {
+            format!("control socket {path}: {context}: {source}")
+        }
+        ClientErrorKind::Closed { doing, .. } => format!(
+            "control socket {path}: the service closed the connection while {doing} (did it \
+             exit or restart? check its logs)"
+        ),
+        ClientErrorKind::Frame { source } => {
+            format!("control socket {path}: the service's answer is unusable: {source}")
+        }
+        ClientErrorKind::NotUnderstood { source } => format!(
+            "control socket {path}: the service's answer is not understood ({source}); is this \
+             the control socket of a shellflip service of a compatible version?"
+        ),
+        ClientErrorKind::Unexpected { .. } | ClientErrorKind::Refused { .. } => {
+            format!("control socket {path}: {kind}")
+        }
+        // Said right after the command that named the socket: "connected,
+        // but ...".
+        ClientErrorKind::Timeout { .. } => kind.to_string(),
+    }
 }
 
 fn describe_timeout(waiting: Waiting, after: Duration) -> String {
@@ -269,51 +301,33 @@ pub struct ControlClient {
 impl ControlClient {
     /// Connects to the control socket at `path`.
     ///
-    /// Fails with [`ClientError::NoService`] if no service listens there
-    /// (`ENOENT`, `ECONNREFUSED`, `ENOTSOCK`, `ENOTDIR`) and with
-    /// [`ClientError::PermissionDenied`] if this user may not connect.
+    /// Fails with [`ClientErrorKind::NoService`] if no service listens
+    /// there (`ENOENT`, `ECONNREFUSED`, `ENOTSOCK`, `ENOTDIR`) and with
+    /// [`ClientErrorKind::PermissionDenied`] if this user may not connect.
     pub fn connect(path: impl AsRef<Path>) -> Result<Self, ClientError> {
         let path = path.as_ref().to_path_buf();
         let stream = match UnixStream::connect(&path) {
             Ok(stream) => stream,
-            Err(mut source) => {
-                return Err(match source.raw_os_error() {
-                    // Linux refuses connections to a regular file like to a
-                    // stale socket; say which it is.
-                    Some(libc::ECONNREFUSED)
-                        if fs::symlink_metadata(&path)
-                            .is_ok_and(|m| !m.file_type().is_socket()) =>
-                    {
-                        source = io::Error::from_raw_os_error(libc::ENOTSOCK);
-                        ClientError::NoService { path, source }
-                    }
-                    Some(libc::ENOENT | libc::ECONNREFUSED | libc::ENOTSOCK | libc::ENOTDIR) => {
-                        ClientError::NoService { path, source }
-                    }
-                    Some(libc::EACCES | libc::EPERM) => {
-                        ClientError::PermissionDenied { path, source }
-                    }
-                    _ => ClientError::Io {
-                        path,
-                        context: "could not connect",
-                        source,
-                    },
-                });
+            Err(source) => {
+                let kind = connect_error(&path, source);
+                return Err(ClientError { path, kind });
             }
         };
-        // Before the first request, so that every answer comes with the
-        // answering process's credentials.
-        credentials::enable(&stream).map_err(|source| ClientError::Io {
-            path: path.clone(),
-            context: "could not ask for the service's credentials (SO_PASSCRED)",
-            source,
-        })?;
-        Ok(ControlClient {
+        let client = ControlClient {
             stream,
             path,
             timeout: None,
             answered_by: None,
-        })
+        };
+        // Before the first request, so that every answer comes with the
+        // answering process's credentials.
+        credentials::enable(&client.stream).map_err(|source| {
+            client.error(ClientErrorKind::Io {
+                context: "could not ask for the service's credentials (SO_PASSCRED)",
+                source,
+            })
+        })?;
+        Ok(client)
     }
 
     /// The control socket path this client is connected to.
@@ -370,7 +384,7 @@ impl ControlClient {
     pub fn status_request(&mut self) -> Result<Status, ClientError> {
         match self.request(&Request::Status)? {
             Response::Status(status) => Ok(status),
-            other => Err(self.unexpected(other)),
+            other => Err(self.error(unexpected_answer(other))),
         }
     }
 
@@ -384,7 +398,7 @@ impl ControlClient {
     /// process ends; this waits for that end-of-file, which means the same
     /// in every PID namespace. The whole call is bounded by `timeout`, the
     /// wait for the answer to the request by [`STOP_ANSWER_TIMEOUT`] too
-    /// ([`ClientError::Timeout`]).
+    /// ([`ClientErrorKind::Timeout`]).
     pub fn stop_and_wait(path: impl AsRef<Path>, timeout: Duration) -> Result<u32, ClientError> {
         let start = Instant::now();
         let deadline = start + timeout;
@@ -394,7 +408,7 @@ impl ControlClient {
             .request_until(&Request::Stop, Some((start + answer_within, answer_within)))?
         {
             Response::Stopping { pid } => pid,
-            other => return Err(client.unexpected(other)),
+            other => return Err(client.error(unexpected_answer(other))),
         };
         let pid = client.answered_by.unwrap_or(pid);
         let mut buf = [0u8; 256];
@@ -409,14 +423,16 @@ impl ControlClient {
                     return client.exited(deadline, timeout).map(|()| pid)
                 }
                 Err(error) if is_timeout(&error) => {
-                    return Err(client.timeout(Waiting::Exit { pid }, timeout))
+                    return Err(client.error(ClientErrorKind::Timeout {
+                        waiting: Waiting::Exit { pid },
+                        after: timeout,
+                    }))
                 }
                 Err(source) => {
-                    return Err(ClientError::Io {
-                        path: client.path.clone(),
+                    return Err(client.error(ClientErrorKind::Io {
                         context: "waiting for the service to exit",
                         source,
-                    })
+                    }))
                 }
             }
         }
@@ -427,19 +443,24 @@ impl ControlClient {
         request: &Request,
         deadline: Option<(Instant, Duration)>,
     ) -> Result<Response, ClientError> {
-        let payload = serde_json::to_vec(request).map_err(|source| ClientError::Io {
-            path: self.path.clone(),
-            context: "could not encode the request",
-            source: source.into(),
+        let payload = serde_json::to_vec(request).map_err(|source| {
+            self.error(ClientErrorKind::Io {
+                context: "could not encode the request",
+                source: source.into(),
+            })
         })?;
         let write_timeout = match deadline {
             Some((at, timeout)) => Some(self.remaining(at, timeout, Waiting::Send)?),
             None => None,
         };
-        self.io(
-            self.stream.set_write_timeout(write_timeout),
-            "could not set a timeout",
-        )?;
+        self.stream
+            .set_write_timeout(write_timeout)
+            .map_err(|source| {
+                self.error(ClientErrorKind::Io {
+                    context: SET_TIMEOUT,
+                    source,
+                })
+            })?;
         if let Err(error) = write_frame_blocking(&mut self.stream, &payload, MAX_FRAME_BYTES) {
             // A service that refuses a connection (too many connections,
             // permission denied) answers and closes at once, which can make
@@ -449,21 +470,21 @@ impl ControlClient {
                     return Ok(response);
                 }
             }
-            return Err(match error {
-                FrameError::Io(e) if is_timeout(&e) => {
-                    self.timeout(Waiting::Send, deadline.map_or(Duration::ZERO, |(_, t)| t))
-                }
-                FrameError::Io(e) if is_closed(&e) => self.closed("sending the request", None),
-                FrameError::Io(source) => ClientError::Io {
-                    path: self.path.clone(),
+            return Err(self.error(match error {
+                FrameError::Io(e) if is_timeout(&e) => ClientErrorKind::Timeout {
+                    waiting: Waiting::Send,
+                    after: deadline.map_or(Duration::ZERO, |(_, t)| t),
+                },
+                FrameError::Io(e) if is_closed(&e) => ClientErrorKind::Closed {
+                    doing: "sending the request",
+                    source: None,
+                },
+                FrameError::Io(source) => ClientErrorKind::Io {
                     context: "could not send the request",
                     source,
                 },
-                source => ClientError::Frame {
-                    path: self.path.clone(),
-                    source,
-                },
-            });
+                source => ClientErrorKind::Frame { source },
+            }));
         }
         self.read_answer(deadline)
     }
@@ -473,31 +494,36 @@ impl ControlClient {
         &mut self,
         deadline: Option<(Instant, Duration)>,
     ) -> Result<Response, ClientError> {
+        const DOING: &str = "reading the answer";
         let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
         let payload = loop {
             match deadline {
                 Some((at, timeout)) => self.set_read_deadline(at, timeout, Waiting::Answer)?,
-                None => self.io(
-                    self.stream.set_read_timeout(None),
-                    "could not set a timeout",
-                )?,
+                None => self.stream.set_read_timeout(None).map_err(|source| {
+                    self.error(ClientErrorKind::Io {
+                        context: SET_TIMEOUT,
+                        source,
+                    })
+                })?,
             }
             let (n, pid) = match credentials::recv(&self.stream, decoder.buf()) {
                 Ok(received) => received,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) if is_timeout(&error) => {
-                    let after = deadline.map_or(Duration::ZERO, |(_, t)| t);
-                    return Err(self.timeout(Waiting::Answer, after));
-                }
-                Err(error) if is_closed(&error) => {
-                    return Err(self.closed("reading the answer", None))
-                }
-                Err(source) => {
-                    return Err(ClientError::Io {
-                        path: self.path.clone(),
-                        context: "could not read the answer",
-                        source,
-                    })
+                Err(error) => {
+                    return Err(self.error(match error {
+                        e if is_timeout(&e) => ClientErrorKind::Timeout {
+                            waiting: Waiting::Answer,
+                            after: deadline.map_or(Duration::ZERO, |(_, t)| t),
+                        },
+                        e if is_closed(&e) => ClientErrorKind::Closed {
+                            doing: DOING,
+                            source: None,
+                        },
+                        source => ClientErrorKind::Io {
+                            context: "could not read the answer",
+                            source,
+                        },
+                    }))
                 }
             };
             if let Some(pid) = pid {
@@ -506,22 +532,23 @@ impl ControlClient {
             match decoder.advance(n) {
                 Ok(Some(payload)) => break payload,
                 Ok(None) => {}
-                Err(FrameError::Eof) => return Err(self.closed("reading the answer", None)),
-                Err(error @ FrameError::Truncated { .. }) => {
-                    return Err(self.closed("reading the answer", Some(error)))
-                }
-                Err(source) => {
-                    return Err(ClientError::Frame {
-                        path: self.path.clone(),
-                        source,
-                    })
+                Err(error) => {
+                    return Err(self.error(match error {
+                        FrameError::Eof => ClientErrorKind::Closed {
+                            doing: DOING,
+                            source: None,
+                        },
+                        error @ FrameError::Truncated { .. } => ClientErrorKind::Closed {
+                            doing: DOING,
+                            source: Some(error),
+                        },
+                        source => ClientErrorKind::Frame { source },
+                    }))
                 }
             }
         };
-        decode_response(&payload).map_err(|source| ClientError::NotUnderstood {
-            path: self.path.clone(),
-            source,
-        })
+        decode_response(&payload)
+            .map_err(|source| self.error(ClientErrorKind::NotUnderstood { source }))
     }
 
     /// The time left until `at`, or the timeout error for `waiting`.
@@ -533,7 +560,10 @@ impl ControlClient {
     ) -> Result<Duration, ClientError> {
         let remaining = at.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return Err(self.timeout(waiting, timeout));
+            return Err(self.error(ClientErrorKind::Timeout {
+                waiting,
+                after: timeout,
+            }));
         }
         Ok(remaining)
     }
@@ -549,7 +579,10 @@ impl ControlClient {
         };
         while !has_exited(pid) {
             if Instant::now() >= deadline {
-                return Err(self.timeout(Waiting::Exit { pid }, timeout));
+                return Err(self.error(ClientErrorKind::Timeout {
+                    waiting: Waiting::Exit { pid },
+                    after: timeout,
+                }));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -563,47 +596,60 @@ impl ControlClient {
         waiting: Waiting,
     ) -> Result<(), ClientError> {
         let remaining = self.remaining(at, timeout, waiting)?;
-        self.io(
-            self.stream.set_read_timeout(Some(remaining)),
-            "could not set a timeout",
-        )
+        self.stream
+            .set_read_timeout(Some(remaining))
+            .map_err(|source| {
+                self.error(ClientErrorKind::Io {
+                    context: SET_TIMEOUT,
+                    source,
+                })
+            })
     }
 
-    fn io(&self, result: io::Result<()>, context: &'static str) -> Result<(), ClientError> {
-        result.map_err(|source| ClientError::Io {
+    /// A [`ClientError`] of this connection's socket.
+    fn error(&self, kind: ClientErrorKind) -> ClientError {
+        ClientError {
             path: self.path.clone(),
-            context,
+            kind,
+        }
+    }
+}
+
+/// The context of a failed `set_read_timeout`/`set_write_timeout`.
+const SET_TIMEOUT: &str = "could not set a timeout";
+
+/// What a failed `connect()` means: no service, no permission, or another
+/// system error.
+fn connect_error(path: &Path, source: io::Error) -> ClientErrorKind {
+    match source.raw_os_error() {
+        // Linux refuses connections to a regular file like to a stale
+        // socket; say which it is.
+        Some(libc::ECONNREFUSED)
+            if fs::symlink_metadata(path).is_ok_and(|m| !m.file_type().is_socket()) =>
+        {
+            ClientErrorKind::NoService {
+                source: io::Error::from_raw_os_error(libc::ENOTSOCK),
+            }
+        }
+        Some(libc::ENOENT | libc::ECONNREFUSED | libc::ENOTSOCK | libc::ENOTDIR) => {
+            ClientErrorKind::NoService { source }
+        }
+        Some(libc::EACCES | libc::EPERM) => ClientErrorKind::PermissionDenied { source },
+        _ => ClientErrorKind::Io {
+            context: "could not connect",
             source,
-        })
+        },
     }
+}
 
-    fn timeout(&self, waiting: Waiting, after: Duration) -> ClientError {
-        ClientError::Timeout {
-            path: self.path.clone(),
-            waiting,
-            after,
-        }
-    }
-
-    fn closed(&self, doing: &'static str, source: Option<FrameError>) -> ClientError {
-        ClientError::Closed {
-            path: self.path.clone(),
-            doing,
-            source,
-        }
-    }
-
-    fn unexpected(&self, response: Response) -> ClientError {
-        match response {
-            Response::Error { message } => ClientError::Refused {
-                path: self.path.clone(),
-                message,
-            },
-            other => ClientError::Unexpected {
-                path: self.path.clone(),
-                answer: Box::new(other),
-            },
-        }
+/// An answer that is not the one a request calls for: the service's
+/// refusal ([`Response::Error`]), or another answer.
+fn unexpected_answer(answer: Response) -> ClientErrorKind {
+    match answer {
+        Response::Error { message } => ClientErrorKind::Refused { message },
+        other => ClientErrorKind::Unexpected {
+            answer: Box::new(other),
+        },
     }
 }
 

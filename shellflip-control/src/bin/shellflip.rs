@@ -7,8 +7,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
-use shellflip::client::{ClientError, ControlClient, Waiting, STATUS_TIMEOUT};
-use shellflip::control::{FailureKind, LastRestart, Request, Response, RestartSuccess, Status};
+use shellflip_control::client::{
+    ClientError, ClientErrorKind, ControlClient, Waiting, STATUS_TIMEOUT,
+};
+use shellflip_control::protocol::{
+    FailureKind, LastRestart, Request, Response, RestartSuccess, Status,
+};
 
 /// The request succeeded.
 const EXIT_OK: u8 = 0;
@@ -113,11 +117,11 @@ enum Command {
 }
 
 /// Parses a `--timeout` with the rules of every shellflip duration
-/// (`shellflip::settings`): a unit is required (`30s`, `500ms`, `2m`,
+/// (`shellflip_settings`): a unit is required (`30s`, `500ms`, `2m`,
 /// `1h 30m`), from 1ms to 7 days. Only the problem is returned: clap already
 /// names the flag and the value.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    shellflip::settings::DurationRule::TIMEOUT
+    shellflip_settings::DurationRule::TIMEOUT
         .parse("--timeout", text)
         .map_err(|error| error.problem().to_string())
 }
@@ -143,8 +147,8 @@ fn main() -> ExitCode {
 /// service is listening, 1 otherwise.
 fn fail(command: &str, error: &ClientError) -> u8 {
     eprintln!("{command} failed: {error}");
-    match error {
-        ClientError::NoService { .. } => EXIT_NO_SERVICE,
+    match error.kind {
+        ClientErrorKind::NoService { .. } => EXIT_NO_SERVICE,
         _ => EXIT_FAILED,
     }
 }
@@ -228,7 +232,7 @@ fn restart(socket: &Path, timeout: Duration, fresh_state: bool) -> u8 {
             eprintln!("restart failed: unexpected answer from the service: {other:?}");
             EXIT_FAILED
         }
-        Err(error @ ClientError::Timeout { .. }) => {
+        Err(error) if matches!(error.kind, ClientErrorKind::Timeout { .. }) => {
             eprintln!(
                 "restart failed: {error}; if the service was restarting, the restart may still \
                  complete (raise --timeout if its ready timeout is longer): check with \
@@ -318,12 +322,15 @@ fn stop(socket: &Path, timeout: Duration) -> u8 {
             println!("stopped: pid={pid}; no process of the service is left");
             EXIT_OK
         }
-        Err(
-            error @ ClientError::Timeout {
-                waiting: Waiting::Exit { .. },
-                ..
-            },
-        ) => {
+        Err(error)
+            if matches!(
+                error.kind,
+                ClientErrorKind::Timeout {
+                    waiting: Waiting::Exit { .. },
+                    ..
+                }
+            ) =>
+        {
             eprintln!(
                 "stop failed: {error} (raise --timeout if the service's drain timeout is longer)"
             );
@@ -501,7 +508,7 @@ mod tests {
         let status = Status {
             pid: 10,
             generation: 3,
-            phase: shellflip::control::Phase::Serving,
+            phase: shellflip_control::protocol::Phase::Serving,
             uptime_secs: 3723.9,
             restarts: 2,
             failed_restarts: 1,
@@ -561,7 +568,7 @@ mod tests {
 
     #[test]
     fn every_command_has_a_default_timeout() {
-        use shellflip::client::{RESTART_TIMEOUT, STOP_TIMEOUT};
+        use shellflip_control::client::{RESTART_TIMEOUT, STOP_TIMEOUT};
         let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
             Command::Restart { timeout, .. }
             | Command::Status { timeout, .. }

@@ -4,8 +4,8 @@ use std::io::Write;
 use std::os::unix::net::UnixListener;
 use std::thread;
 
-use shellflip_runtime::control::protocol::{encode_response, FailureKind, Phase};
-use shellflip_runtime::frame::{encode_frame, read_frame_blocking};
+use crate::frame::{encode_frame, read_frame_blocking};
+use crate::protocol::{decode_request, encode_response, FailureKind, Phase};
 
 use super::*;
 
@@ -30,7 +30,7 @@ fn fake_service(
 
 fn read_request(stream: &mut UnixStream) -> Request {
     let payload = read_frame_blocking(stream, MAX_FRAME_BYTES).unwrap();
-    shellflip_runtime::control::protocol::decode_request(&payload).unwrap()
+    decode_request(&payload).unwrap()
 }
 
 fn answer(stream: &mut UnixStream, response: Response) {
@@ -57,7 +57,11 @@ fn no_service_is_reported_clearly() {
         (&file, "not a socket"),
     ] {
         let error = ControlClient::connect(path).unwrap_err();
-        assert!(matches!(error, ClientError::NoService { .. }), "{error:?}");
+        assert!(
+            matches!(error.kind, ClientErrorKind::NoService { .. }),
+            "{error:?}"
+        );
+        assert_eq!(&error.path, path);
         let message = error.to_string();
         assert!(
             message.starts_with("no service is listening on"),
@@ -114,8 +118,8 @@ fn a_silent_service_times_out_saying_what_is_known() {
     let error = client.status_request().unwrap_err();
     assert!(
         matches!(
-            error,
-            ClientError::Timeout {
+            error.kind,
+            ClientErrorKind::Timeout {
                 waiting: Waiting::Answer,
                 ..
             }
@@ -142,7 +146,7 @@ fn a_service_that_never_accepts_times_out_too() {
     client.set_timeout(Some(SHORT));
     let error = client.request(&Request::restart()).unwrap_err();
     assert!(
-        matches!(error, ClientError::Timeout { after, .. } if after == SHORT),
+        matches!(error.kind, ClientErrorKind::Timeout { after, .. } if after == SHORT),
         "{error:?}"
     );
 }
@@ -239,8 +243,8 @@ fn stop_and_wait_times_out_while_the_service_lives() {
     server.join().unwrap();
     assert!(
         matches!(
-            error,
-            ClientError::Timeout {
+            error.kind,
+            ClientErrorKind::Timeout {
                 waiting: Waiting::Exit { .. },
                 ..
             }
@@ -261,8 +265,8 @@ fn stop_and_wait_does_not_wait_long_for_the_answer() {
     let error = ControlClient::stop_and_wait(&path, SHORT).unwrap_err();
     assert!(
         matches!(
-            error,
-            ClientError::Timeout {
+            error.kind,
+            ClientErrorKind::Timeout {
                 waiting: Waiting::Answer,
                 ..
             }
@@ -270,4 +274,76 @@ fn stop_and_wait_does_not_wait_long_for_the_answer() {
         "{error:?}"
     );
     server.join().unwrap();
+}
+
+#[test]
+fn every_error_names_its_socket_and_keeps_its_cause() {
+    use std::error::Error as _;
+
+    let path = PathBuf::from("/run/app.sock");
+    let io = || io::Error::from_raw_os_error(libc::ENOENT);
+    let truncated = FrameError::Truncated {
+        part: crate::frame::FramePart::Payload,
+        got: 1,
+        expected: 50,
+    };
+    let kinds = [
+        ClientErrorKind::NoService { source: io() },
+        ClientErrorKind::PermissionDenied { source: io() },
+        ClientErrorKind::Io {
+            context: "could not read the answer",
+            source: io(),
+        },
+        ClientErrorKind::Closed {
+            doing: "reading the answer",
+            source: Some(truncated),
+        },
+        ClientErrorKind::Frame {
+            source: FrameError::TooLarge {
+                len: 1 << 20,
+                max: 1,
+            },
+        },
+        ClientErrorKind::NotUnderstood {
+            source: decode_request(b"{}").map(|_| ()).unwrap_err(),
+        },
+        ClientErrorKind::Unexpected {
+            answer: Box::new(Response::Stopping { pid: 1 }),
+        },
+        ClientErrorKind::Refused {
+            message: "too many control connections".into(),
+        },
+    ];
+    for kind in kinds {
+        let has_cause = kind.source().is_some();
+        let short = kind.to_string();
+        let error = ClientError {
+            path: path.clone(),
+            kind,
+        };
+        let message = error.to_string();
+        assert!(message.contains("/run/app.sock"), "{message}");
+        // The kind is the error's source, its own cause the kind's.
+        let source = error.source().map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some(short.as_str()), "{message}");
+        assert_eq!(
+            error.source().and_then(|kind| kind.source()).is_some(),
+            has_cause,
+            "{message}"
+        );
+    }
+    // A timeout is said right after the command that named the socket.
+    let timeout = ClientError {
+        path,
+        kind: ClientErrorKind::Timeout {
+            waiting: Waiting::Send,
+            after: SHORT,
+        },
+    };
+    assert!(
+        timeout
+            .to_string()
+            .starts_with("connected, but the service did not take the request within 200ms"),
+        "{timeout}"
+    );
 }

@@ -9,8 +9,10 @@ use std::process::{Command, Output};
 use std::thread;
 use std::time::Duration;
 
-use shellflip::control::{decode_request, FailureKind, Request, Response, MAX_FRAME_BYTES};
-use shellflip::frame::{read_frame_blocking, write_frame_blocking};
+use shellflip_control::frame::{read_frame_blocking, write_frame_blocking};
+use shellflip_control::protocol::{
+    decode_request, FailureKind, Request, Response, MAX_FRAME_BYTES,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shellflip");
 

@@ -37,12 +37,23 @@
 //! `Unknown`.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 /// The largest frame, in bytes (not counting its 4-byte length prefix),
 /// that either side accepts.
 pub const MAX_FRAME_BYTES: u32 = 64 * 1024;
+
+/// How long the service waits for a complete request frame, and for the
+/// client to take an answer, before it gives up on a connection.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many control connections the service serves at once. Beyond this, a
+/// new connection pushes out the oldest one that has not sent a complete
+/// request; if there is none, it is answered with [`Response::Error`] and
+/// closed immediately.
+pub const MAX_CONNECTIONS: usize = 128;
 
 /// Longest text (in bytes) of a message field in a response; longer texts
 /// (a child's very long error message) are cut so the frame fits.
