@@ -11,9 +11,14 @@
 //!
 //! ```toml
 //! [dependencies]
-//! shellflip = "0.1"
+//! shellflip-tokio = "0.1"
 //! tokio = { version = "1", features = ["net", "io-util", "macros"] }
 //! ```
+//!
+//! The package is `shellflip-tokio` and its library `shellflip` (the name
+//! `shellflip` in the public registry is another crate). Keep that key: the
+//! macros' expansions name `::shellflip`. Until a release exists, depend on
+//! a checkout: `shellflip-tokio = { version = "0.1", path = "../shellflip" }`.
 //!
 //! ```no_run
 //! use shellflip::{restartable, Context, HandoverState};

@@ -129,7 +129,7 @@ pub fn binaries(echo: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Result<Binar
     let targets: &[&str] = match echo {
         Some(_) => &[
             "-p",
-            "shellflip",
+            "shellflip-tokio",
             "-p",
             "shellflip-control",
             "--example",
@@ -141,7 +141,7 @@ pub fn binaries(echo: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Result<Binar
         ],
         None => &[
             "-p",
-            "shellflip",
+            "shellflip-tokio",
             "-p",
             "shellflip-control",
             "--example",

@@ -1,4 +1,4 @@
-//! Talking to a running [shellflip](https://docs.rs/shellflip) service:
+//! Talking to a running [shellflip](https://docs.rs/shellflip-tokio) service:
 //! its control protocol, the frames it travels in and (feature `client`) a
 //! blocking client.
 //!

@@ -1,4 +1,4 @@
-//! The procedural macros of [shellflip](https://docs.rs/shellflip):
+//! The procedural macros of [shellflip](https://docs.rs/shellflip-tokio):
 //! `#[restartable]` and `#[derive(HandoverState)]`.
 //!
 //! Use them through the `shellflip` crate (`shellflip::restartable`,

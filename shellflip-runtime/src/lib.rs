@@ -1,4 +1,4 @@
-//! The runtime of [shellflip](https://docs.rs/shellflip): zero-downtime
+//! The runtime of [shellflip](https://docs.rs/shellflip-tokio): zero-downtime
 //! restarts for Tokio services.
 //!
 //! A service hands its `main` to [`run`] together with a [`Config`]. The

@@ -1,4 +1,4 @@
-//! The settings vocabulary of [shellflip](https://docs.rs/shellflip): how
+//! The settings vocabulary of [shellflip](https://docs.rs/shellflip-tokio): how
 //! every setting is written, what it accepts, and what it means — in one
 //! place, used by the `#[restartable]` attribute (at compile time), by the
 //! runtime for the `SHELLFLIP_*` environment variables (at start-up) and by
