@@ -142,7 +142,7 @@ async fn serve(
     }
 }
 
-/// After a failed hand-over: serves the session here until it ends (the
+/// After a failed `hand_over`: serves the session here until it ends (the
 /// drain timeout bounds it).
 async fn serve_until_quit(
     reader: &mut BufReader<tokio::net::TcpStream>,

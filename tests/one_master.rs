@@ -140,7 +140,7 @@ fn a_storm_of_restart_signals_to_the_group_kills_no_new_generation() {
     assert!(!stderr.contains("restart failed"), "{stderr}");
 }
 
-/// Restart requests sent back to back while hand-overs happen are each
+/// Restart requests sent back to back while handovers happen are each
 /// answered truthfully: a restart, or a refusal with a kind that says to
 /// try again — never a kind-less "shutting down" from a service that has
 /// just restarted.

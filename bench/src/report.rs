@@ -693,7 +693,9 @@ fn sessions_rows(rows: &mut Vec<Row>, s: &SessionsResult) {
         _ => (None, None),
     };
     rows.push(Row {
-        metric: format!("{n} idle sessions: hand-over beyond a plain restart (ms; goal ≤ 100)"),
+        metric: format!(
+            "{n} idle sessions: handing them over beyond a plain restart (ms; goal ≤ 100)"
+        ),
         system: handed.to_string(),
         median: cost_median,
         max: cost_max,
@@ -1236,7 +1238,7 @@ mod tests {
         };
         let mut rows = Vec::new();
         sessions_rows(&mut rows, &sessions);
-        let cost = find(&rows, "10 idle sessions: hand-over beyond", "");
+        let cost = find(&rows, "10 idle sessions: handing them over beyond", "");
         assert_eq!((cost.median, cost.max), (Some(59.0), Some(69.0)));
         let gone = find(
             &rows,

@@ -7,8 +7,8 @@
 //!   taken) with N sessions, against the same plain restart. After each
 //!   restart, one `incr` on every session checks that none was lost: each
 //!   must answer from the new generation's pid with its own count
-//!   continued. Both run with `SHELLFLIP_PROBATION=0`: the hand-over
-//!   begins when the probation ends, which would add its length to both.
+//!   continued. Both run with `SHELLFLIP_PROBATION=0`: the sessions
+//!   are handed over when the probation ends, which would add its length to both.
 //! - **Memory of a draining generation**: the echo example holding N
 //!   connections (greeted, idle) is restarted; 200 ms after the new
 //!   generation's READY, the old one's RSS and PSS, while it drains them.

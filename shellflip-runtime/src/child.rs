@@ -40,9 +40,9 @@ use crate::channel::{
     StateReport, ENV_HANDOVER_FD,
 };
 use crate::config::StateMismatch;
+use crate::connections::{self, Arrived};
 use crate::error::Error;
 use crate::fd;
-use crate::handoff::{self, Arrived};
 use crate::launch::ExitWatch;
 use crate::machine::Claim;
 use crate::profile::{self, Hop};
@@ -246,7 +246,7 @@ impl PredecessorLink {
     }
 
     /// Cancelled once this generation is the service: the previous one
-    /// committed the hand-over, or died.
+    /// committed the handover, or died.
     pub(crate) fn took_over(&self) -> &CancellationToken {
         &self.took_over
     }
@@ -455,7 +455,7 @@ async fn watch_predecessor(
                 FromPredecessor::Stop(claim)
             }
             ParentMessage::Connections(headers) => {
-                let answer = handoff::take_connections(headers, fds, fds_lost, &to.connections);
+                let answer = connections::take_connections(headers, fds, fds_lost, &to.connections);
                 answered(&link, &to.events, answer).await;
                 continue;
             }

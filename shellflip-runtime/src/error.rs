@@ -212,7 +212,7 @@ pub enum RestartError {
         /// How it ended.
         reason: String,
     },
-    /// The listeners could not be duplicated for the hand-over.
+    /// The listeners could not be duplicated for the handover.
     #[error("could not duplicate the listeners to hand over: {0}; is the process near its open-file limit?")]
     DuplicateListeners(#[source] std::io::Error),
     /// Encoding the state panicked.

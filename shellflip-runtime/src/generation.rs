@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::child::PredecessorLink;
+use crate::connections::{Arrived, SuccessorLink};
 use crate::control::server::{self as control, ControlSocketFile};
 use crate::error::{Error, RestartError};
-use crate::handoff::{Arrived, SuccessorLink};
 pub(crate) use crate::machine::Ending;
 use crate::pidfile::PidFile;
 use crate::registry::{Registry, CONTROL_FD_NAME, STATE_FD_PREFIX};

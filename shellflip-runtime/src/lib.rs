@@ -58,6 +58,7 @@ mod accept_watch;
 mod channel;
 mod child;
 pub mod config;
+mod connections;
 mod context;
 mod control;
 mod draining;
@@ -66,7 +67,6 @@ mod error;
 mod fd;
 mod frame;
 mod generation;
-mod handoff;
 mod keeper;
 mod launch;
 mod lifecycle;
@@ -91,13 +91,13 @@ pub use accept::{Accept, AcceptBackoff};
 pub use config::{
     Config, ConfigError, KeeperMode, RuntimeFlavor, Signal, SpawnerMode, StateMismatch,
 };
-pub use context::Context;
-pub use error::{Error, RestartError, SocketActivationError};
-pub use generation::Admission;
-pub use handoff::{
+pub use connections::{
     Connections, HandOverError, HandOverFailed, HandedOver, HandoverStream, StateUndecodable,
     MAX_CONNECTIONS_HANDED_OVER, MAX_CONNECTION_BYTES,
 };
+pub use context::Context;
+pub use error::{Error, RestartError, SocketActivationError};
+pub use generation::Admission;
 pub use lifecycle::{run, MainResult};
 pub use shellflip_settings as settings;
 pub use spawner::PROCESS_NAME as SPAWNER_PROCESS_NAME;

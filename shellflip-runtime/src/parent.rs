@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use crate::channel::{
     self, ChildMessage, Draining, HandoverHeader, Lineage, ParentMessage, StateOffer, StateReport,
 };
+use crate::connections::SuccessorLink;
 use crate::error::RestartError;
-use crate::handoff::SuccessorLink;
 use crate::launch::{describe_status, Launch};
 use crate::profile::{self, Hop};
 use crate::spawner::{NextProcess, Spawner};
@@ -100,7 +100,7 @@ pub(crate) struct NewGeneration {
 }
 
 impl NewGeneration {
-    /// Tells the new generation that the hand-over is complete: this one
+    /// Tells the new generation that the handover is complete: this one
     /// stopped accepting for good and drains as `drain` says, so the new one
     /// is the service (until then it does not take over: see `child`); it
     /// carries `totals` on.
@@ -274,7 +274,7 @@ fn open_channel() -> io::Result<(UnixStream, OwnedFd)> {
     Ok((UnixStream::from_std(ours)?, theirs))
 }
 
-/// The hand-over's first message.
+/// The handover's first message.
 fn header_of(plan: &Plan, fds: &[(String, OwnedFd)]) -> HandoverHeader {
     HandoverHeader {
         generation: plan.generation,
@@ -609,7 +609,7 @@ mod tests {
         let readiness = decide(&mut process, handshake, limits(LONG), &abort)
             .await
             .unwrap();
-        // What the READY said reaches the caller (the hand-over's format).
+        // What the READY said reaches the caller (the handover's format).
         assert_eq!(readiness, Readiness { state: None });
         assert!(!killed.load(Ordering::SeqCst));
         assert!(!process.reaped, "a ready generation is not waited for");

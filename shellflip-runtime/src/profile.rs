@@ -28,7 +28,7 @@ pub(crate) enum Hop {
     ExecDone,
     /// New generation: its own spawner forked.
     SpawnerForked,
-    /// New generation: the hand-over's header and descriptors read.
+    /// New generation: the handover's header and descriptors read.
     HandoverRead,
     /// Old generation: the new one asked for the state.
     StateAsked,

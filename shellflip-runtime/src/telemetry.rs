@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 /// The final outcome of a restart request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// The new generation passed its probation: the hand-over committed.
+    /// The new generation passed its probation: the handover committed.
     Succeeded,
     /// The new generation never became ready (it failed, exited, timed out).
     Failed,
@@ -226,7 +226,7 @@ pub(crate) struct Gauges {
     pub generation: u64,
     /// Older generations still draining, as this one knows them.
     pub draining: usize,
-    /// The state envelope of the last hand-over (to this generation or
+    /// The state envelope of the last handover (to this generation or
     /// from it); `None` before any.
     pub state_bytes: Option<u64>,
 }
@@ -284,7 +284,7 @@ mod recording {
     pub(super) const GENERATION: &str = "shellflip_generation";
     /// `shellflip_draining_generations`: older generations still draining.
     pub(super) const DRAINING_GENERATIONS: &str = "shellflip_draining_generations";
-    /// `shellflip_state_bytes`: the state envelope of the last hand-over.
+    /// `shellflip_state_bytes`: the state envelope of the last handover.
     pub(super) const STATE_BYTES: &str = "shellflip_state_bytes";
     /// `shellflip_connections_handed_over_total`: live connections taken over
     /// from a predecessor.
@@ -359,7 +359,7 @@ mod recording {
         describe_gauge!(
             STATE_BYTES,
             Unit::Bytes,
-            "The state envelope of the last hand-over"
+            "The state envelope of the last handover"
         );
         describe_histogram!(
             RESTART_DURATION_SECONDS,

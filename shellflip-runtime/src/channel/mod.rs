@@ -15,7 +15,7 @@
 //!                   older generations still draining, relayed)
 //! parent -> child   [u32 BE n][n bytes: MessagePack ParentMessage]    Connections: live connections
 //!                   handed over, up to 253 per message, their sockets attached in order (see
-//!                   `handoff`)
+//!                   `connections`)
 //! child -> parent   [u32 BE n][n bytes: MessagePack ChildMessage]     ConnectionsAnswered for a batch
 //!                   (the ids taken, the ids refused with why)
 //! ```
@@ -77,7 +77,7 @@ const MAX_HEADER_BYTES: u32 = 1 << 20;
 const MAX_MESSAGE_BYTES: u32 = 64 * 1024;
 /// The largest message from the old generation: a handed-over connection
 /// with its state and unread bytes (1 MiB at most), and its header; or a
-/// batch of connections, bounded alike (see `handoff`).
+/// batch of connections, bounded alike (see `connections`).
 pub(crate) const MAX_PARENT_MESSAGE_BYTES: u32 = (1 << 20) + 4096;
 /// The largest answer about a batch of connections (253 ids with reasons
 /// of at most [`MAX_REASON_BYTES`] fit many times over).
@@ -204,7 +204,7 @@ pub(crate) enum StreamKind {
 /// socket attached.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ConnectionHeader {
-    /// Numbers the connections of one hand-over, for the answers.
+    /// Numbers the connections of one batch handed over, for the answers.
     pub id: u64,
     pub kind: StreamKind,
     /// The connection's state, as a state envelope.
@@ -235,7 +235,7 @@ pub(crate) enum ParentMessage {
     /// exits last.
     Stop { claim: Claim },
     /// Live connections, their sockets attached in the same order, one
-    /// each (see `handoff`).
+    /// each (see `connections`).
     Connections(Vec<ConnectionHeader>),
 }
 
@@ -280,7 +280,7 @@ pub(crate) enum ChildMessage {
 pub(crate) struct Refusal {
     /// Why (at most [`MAX_REASON_BYTES`]).
     pub reason: String,
-    /// Their numbers in the hand-over.
+    /// Their numbers in the batch handed over.
     pub ids: Vec<u64>,
 }
 

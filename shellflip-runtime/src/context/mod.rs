@@ -13,9 +13,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::accept::{Accept, AcceptBackoff};
 use crate::accept_watch::{self, AcceptWatch, Listener, Watched};
+use crate::connections::{Connections, HandOverError, HandOverFailed, HandoverStream};
 use crate::error::Error;
 use crate::generation::{Admission, Generation};
-use crate::handoff::{Connections, HandOverError, HandOverFailed, HandoverStream};
 use crate::registry::RESERVED_PREFIX;
 use crate::state::{encode_envelope_parts, HandoverState};
 use crate::state_cell::StateCell;

@@ -271,7 +271,7 @@ pub(crate) struct Settings {
     pub pid: u32,
     /// This generation's number.
     pub generation: u64,
-    /// How long a ready successor is watched before the hand-over commits.
+    /// How long a ready successor is watched before the handover commits.
     pub probation: Duration,
     /// How long a new generation may take to be ready (its predecessor
     /// enforces it while alive; once it is gone, the generation itself).

@@ -252,7 +252,7 @@ impl Supervisor {
         );
         let totals = self.record.ledger.exposed();
         if let Err(e) = next.commit(self.own_drain(), totals).await {
-            tracing::warn!(error = %e, pid = next.pid, "could not tell the new generation that the hand-over is complete; it takes over when this one exits");
+            tracing::warn!(error = %e, pid = next.pid, "could not tell the new generation that the handover is complete; it takes over when this one exits");
         }
         for older in self.older.list() {
             let _ = next.tell(&ParentMessage::Progress(older)).await;

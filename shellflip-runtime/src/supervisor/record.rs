@@ -33,7 +33,7 @@ pub(super) struct Record {
     /// The predecessor's final totals, from its commit until this
     /// generation becomes the service.
     pub(super) committed: Option<Totals>,
-    /// The state envelope of the last hand-over.
+    /// The state envelope of the last handover.
     pub(super) state_bytes: Option<u64>,
 }
 

@@ -1,6 +1,6 @@
 //! The supervisor's side of a restart, in the order things happen: the
 //! machine starts it ([`Supervisor::start_restart`]); `parent::restart`
-//! runs on a task of its own (spawn, hand-over, the state when asked, the
+//! runs on a task of its own (spawn, handover, the state when asked, the
 //! READY or why not); its outcome becomes `RestartSucceeded` or
 //! `RestartFailed` ([`Supervisor::on_restart_outcome`]). What follows — the
 //! probation, the commit or the rollback — is the machine's decision,

@@ -169,7 +169,7 @@ pub(super) fn same(a: &str, b: &str) -> bool {
 
 /// The smallest step the output grows by. Small: a connection handed over
 /// encodes its own small state, and 10,000 of them at once must not each
-/// hold a large buffer (64 KiB each made 640 MB and doubled the hand-over's
+/// hold a large buffer (64 KiB each made 640 MB and doubled the handover's
 /// time); doubling from there reaches large sizes in a few steps.
 pub(super) const MIN_GROWTH: usize = 256;
 

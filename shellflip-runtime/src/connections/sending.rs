@@ -1,4 +1,4 @@
-//! The old side of a hand-over: [`SuccessorLink`], its writer (which sends
+//! The old side of handing connections over: [`SuccessorLink`], its writer (which sends
 //! queued connections in batches) and the reader of the successor's answers.
 
 use super::*;
@@ -188,7 +188,7 @@ impl SuccessorLink {
                 Ok(Outcome::Back(fd, error)) => (fd, error),
                 Err(_) => {
                     return Err(lost(io::Error::other(
-                        "the hand-over's writer ended without answering (the runtime is shutting down); the connection was closed",
+                        "the writer of the connections handed over ended without answering (the runtime is shutting down); the connection was closed",
                     )))
                 }
             },

@@ -830,7 +830,7 @@ mod tests {
 
     /// Set in the process that plays the new generation at its open-file
     /// limit: the path of the socket to connect to.
-    const AT_THE_LIMIT: &str = "SHELLFLIP_TEST_HANDOFF_AT_THE_LIMIT";
+    const AT_THE_LIMIT: &str = "SHELLFLIP_TEST_CONNECTIONS_AT_THE_LIMIT";
 
     /// The kernel itself drops descriptors: a new generation with room for
     /// three more receives a batch of ten. The first three connections are
@@ -852,7 +852,7 @@ mod tests {
             let receiver = tokio::process::Command::new(std::env::current_exe().unwrap())
                 .args([
                     "--exact",
-                    "handoff::tests::at_the_open_file_limit_the_connections_beyond_it_come_back",
+                    "connections::tests::at_the_open_file_limit_the_connections_beyond_it_come_back",
                     "--nocapture",
                     "--test-threads=1",
                 ])
