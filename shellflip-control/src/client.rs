@@ -228,7 +228,7 @@ fn describe(path: &Path, kind: &ClientErrorKind) -> String {
 }
 
 fn describe_timeout(waiting: Waiting, after: Duration) -> String {
-    let after = humantime::format_duration(after);
+    let after = shellflip_settings::format_duration(after);
     match waiting {
         Waiting::Send => format!(
             "connected, but the service did not take the request within {after}: the service may \

@@ -26,7 +26,7 @@
 //! | feature | default | what |
 //! |---|---|---|
 //! | `cli` | on | the `shellflip` binary; implies `client`; adds `clap` |
-//! | `client` | on, through `cli` | `shellflip_control::client`; adds `nix`, `libc`, `humantime` |
+//! | `client` | on, through `cli` | `shellflip_control::client`; adds `nix`, `libc`, `shellflip-settings` |
 //!
 //! `cli` is on by default so that installing this package installs the
 //! CLI. A program that only needs the client turns the defaults off:

@@ -309,7 +309,7 @@ fn status_shows_every_field_and_json_is_the_protocol() {
         // for it differs from the one it claims.
         "generation:      3\n",
         "phase:           draining\n",
-        "uptime:          1m 1s\n",
+        "uptime:          1m1s\n",
         "restarts:        2\n",
         "failed restarts: 1\n",
         "in 12.5ms (pid=4242 generation=3",

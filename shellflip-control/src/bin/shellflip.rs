@@ -357,10 +357,11 @@ fn format_ms(ms: f64) -> String {
     }
 }
 
-/// Whole seconds, as `1h 2m 3s`.
+/// Whole seconds, as `1h2m3s` (the settings' grammar, which `--timeout`
+/// reads back).
 fn format_secs(secs: f64) -> String {
     // `as` saturates (and maps NaN to 0): fine for display.
-    humantime::format_duration(Duration::from_secs(secs.max(0.0) as u64)).to_string()
+    shellflip_settings::format_duration(Duration::from_secs(secs.max(0.0) as u64)).to_string()
 }
 
 fn describe_last_restart(last: &LastRestart, foreign: bool, now_ms: u64) -> String {
@@ -530,7 +531,7 @@ mod tests {
         assert!(text.contains("generation:      3\n"), "{text}");
         assert!(text.contains("phase:           serving\n"), "{text}");
         assert!(text.contains("restarts:        2\n"), "{text}");
-        assert!(text.contains("uptime:          1h 2m 3s\n"), "{text}");
+        assert!(text.contains("uptime:          1h2m3s\n"), "{text}");
         assert!(text.contains("failed restarts: 1\n"), "{text}");
         assert!(
             text.contains("last restart:    failed 5s ago after 30.00s (pid=11 generation=4): not ready within 30s"),
