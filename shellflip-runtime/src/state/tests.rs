@@ -1262,7 +1262,7 @@ fn nested(depth: usize) -> Vec<u8> {
     let mut out = Vec::new();
     write_header::<Data<serde_json::Value>>(&mut out, depth + 1).unwrap();
     out.extend(std::iter::repeat_n(0x91, depth));
-    out.push(wire::NIL);
+    out.push(wire::Marker::Null.to_u8());
     wire::write_schema(&mut out, &[], &[]).unwrap();
     out
 }
@@ -1300,7 +1300,7 @@ fn nesting_is_bounded_on_both_sides() {
 fn huge_announced_lengths_allocate_nothing_and_fail() {
     let mut out = Vec::new();
     write_header::<Data<Vec<u64>>>(&mut out, 5).unwrap();
-    out.extend_from_slice(&[wire::ARRAY32, 0xff, 0xff, 0xff, 0xff]);
+    out.extend_from_slice(&[wire::Marker::Array32.to_u8(), 0xff, 0xff, 0xff, 0xff]);
     wire::write_schema(&mut out, &[], &[]).unwrap();
     let error = decode_envelope::<Data<Vec<u64>>>(&out, &mut StateFds::default())
         .map(|_| ())

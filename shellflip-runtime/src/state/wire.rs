@@ -14,37 +14,9 @@
 
 use std::fmt;
 
-pub(crate) const NIL: u8 = 0xc0;
-pub(crate) const FALSE: u8 = 0xc2;
-pub(crate) const TRUE: u8 = 0xc3;
-pub(crate) const BIN8: u8 = 0xc4;
-pub(crate) const BIN16: u8 = 0xc5;
-pub(crate) const BIN32: u8 = 0xc6;
-pub(crate) const EXT8: u8 = 0xc7;
-pub(crate) const EXT16: u8 = 0xc8;
-pub(crate) const EXT32: u8 = 0xc9;
-pub(crate) const F32: u8 = 0xca;
-pub(crate) const F64: u8 = 0xcb;
-pub(crate) const U8: u8 = 0xcc;
-pub(crate) const U16: u8 = 0xcd;
-pub(crate) const U32: u8 = 0xce;
-pub(crate) const U64: u8 = 0xcf;
-pub(crate) const I8: u8 = 0xd0;
-pub(crate) const I16: u8 = 0xd1;
-pub(crate) const I32: u8 = 0xd2;
-pub(crate) const I64: u8 = 0xd3;
-pub(crate) const FIXEXT1: u8 = 0xd4;
-pub(crate) const FIXEXT2: u8 = 0xd5;
-pub(crate) const FIXEXT4: u8 = 0xd6;
-pub(crate) const FIXEXT8: u8 = 0xd7;
-pub(crate) const FIXEXT16: u8 = 0xd8;
-pub(crate) const STR8: u8 = 0xd9;
-pub(crate) const STR16: u8 = 0xda;
-pub(crate) const STR32: u8 = 0xdb;
-pub(crate) const ARRAY16: u8 = 0xdc;
-pub(crate) const ARRAY32: u8 = 0xdd;
-pub(crate) const MAP16: u8 = 0xde;
-pub(crate) const MAP32: u8 = 0xdf;
+/// MessagePack's markers are `rmp`'s; only the extension types below are
+/// this format's own.
+pub(crate) use rmp::Marker;
 
 /// Extension type: a shape reference (struct or enum variant).
 pub(crate) const EXT_SHAPE: u8 = 1;
@@ -131,13 +103,13 @@ pub(crate) struct TooLong(pub usize);
 
 pub(crate) fn write_array_len(out: &mut Vec<u8>, len: usize) -> Result<(), TooLong> {
     if len < 16 {
-        out.push(0x90 | len as u8);
+        out.push(Marker::FixArray(len as u8).to_u8());
     } else if let Ok(len) = u16::try_from(len) {
-        out.push(ARRAY16);
+        out.push(Marker::Array16.to_u8());
         out.extend_from_slice(&len.to_be_bytes());
     } else {
         let len32 = u32::try_from(len).map_err(|_| TooLong(len))?;
-        out.push(ARRAY32);
+        out.push(Marker::Array32.to_u8());
         out.extend_from_slice(&len32.to_be_bytes());
     }
     Ok(())
@@ -145,13 +117,13 @@ pub(crate) fn write_array_len(out: &mut Vec<u8>, len: usize) -> Result<(), TooLo
 
 pub(crate) fn write_map_len(out: &mut Vec<u8>, len: usize) -> Result<(), TooLong> {
     if len < 16 {
-        out.push(0x80 | len as u8);
+        out.push(Marker::FixMap(len as u8).to_u8());
     } else if let Ok(len) = u16::try_from(len) {
-        out.push(MAP16);
+        out.push(Marker::Map16.to_u8());
         out.extend_from_slice(&len.to_be_bytes());
     } else {
         let len32 = u32::try_from(len).map_err(|_| TooLong(len))?;
-        out.push(MAP32);
+        out.push(Marker::Map32.to_u8());
         out.extend_from_slice(&len32.to_be_bytes());
     }
     Ok(())
@@ -160,15 +132,15 @@ pub(crate) fn write_map_len(out: &mut Vec<u8>, len: usize) -> Result<(), TooLong
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) -> Result<(), TooLong> {
     let len = s.len();
     if len < 32 {
-        out.push(0xa0 | len as u8);
+        out.push(Marker::FixStr(len as u8).to_u8());
     } else if let Ok(len) = u8::try_from(len) {
-        out.extend_from_slice(&[STR8, len]);
+        out.extend_from_slice(&[Marker::Str8.to_u8(), len]);
     } else if let Ok(len) = u16::try_from(len) {
-        out.push(STR16);
+        out.push(Marker::Str16.to_u8());
         out.extend_from_slice(&len.to_be_bytes());
     } else {
         let len32 = u32::try_from(len).map_err(|_| TooLong(len))?;
-        out.push(STR32);
+        out.push(Marker::Str32.to_u8());
         out.extend_from_slice(&len32.to_be_bytes());
     }
     out.extend_from_slice(s.as_bytes());
@@ -178,13 +150,13 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) -> Result<(), TooLong> {
 pub(crate) fn write_bin(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), TooLong> {
     let len = bytes.len();
     if let Ok(len) = u8::try_from(len) {
-        out.extend_from_slice(&[BIN8, len]);
+        out.extend_from_slice(&[Marker::Bin8.to_u8(), len]);
     } else if let Ok(len) = u16::try_from(len) {
-        out.push(BIN16);
+        out.push(Marker::Bin16.to_u8());
         out.extend_from_slice(&len.to_be_bytes());
     } else {
         let len32 = u32::try_from(len).map_err(|_| TooLong(len))?;
-        out.push(BIN32);
+        out.push(Marker::Bin32.to_u8());
         out.extend_from_slice(&len32.to_be_bytes());
     }
     out.extend_from_slice(bytes);
@@ -200,11 +172,11 @@ pub(crate) fn write_schema(
     shapes: &[Shape<'_>],
     renames: &[(&str, &[&str])],
 ) -> Result<(), TooLong> {
-    out.push(0x92);
+    out.push(Marker::FixArray(2).to_u8());
     write_array_len(out, shapes.len())?;
     for shape in shapes {
-        out.push(0x94);
-        out.extend_from_slice(&[U8, shape.kind as u8]);
+        out.push(Marker::FixArray(4).to_u8());
+        out.extend_from_slice(&[Marker::U8.to_u8(), shape.kind as u8]);
         write_str(out, shape.name)?;
         write_str(out, shape.variant)?;
         write_array_len(out, shape.fields.len())?;
@@ -214,7 +186,7 @@ pub(crate) fn write_schema(
     }
     write_array_len(out, renames.len())?;
     for (field, aliases) in renames {
-        out.push(0x92);
+        out.push(Marker::FixArray(2).to_u8());
         write_str(out, field)?;
         write_array_len(out, aliases.len())?;
         for alias in *aliases {
@@ -321,12 +293,12 @@ impl<'de> Reader<'de> {
     /// Reads a string value (any str marker).
     pub(crate) fn str(&mut self) -> Result<&'de str, ReadError> {
         let marker = self.byte()?;
-        let len = match marker {
-            0xa0..=0xbf => usize::from(marker & 0x1f),
-            STR8 => usize::from(self.byte()?),
-            STR16 => usize::from(self.u16()?),
-            STR32 => self.u32()? as usize,
-            other => return Err(unexpected(other, "a string")),
+        let len = match Marker::from_u8(marker) {
+            Marker::FixStr(len) => usize::from(len),
+            Marker::Str8 => usize::from(self.byte()?),
+            Marker::Str16 => usize::from(self.u16()?),
+            Marker::Str32 => self.u32()? as usize,
+            _ => return Err(unexpected(marker, "a string")),
         };
         self.str_of_len(len)
     }
@@ -334,11 +306,11 @@ impl<'de> Reader<'de> {
     /// Reads an array header.
     pub(crate) fn array_len(&mut self) -> Result<usize, ReadError> {
         let marker = self.byte()?;
-        match marker {
-            0x90..=0x9f => Ok(usize::from(marker & 0x0f)),
-            ARRAY16 => Ok(usize::from(self.u16()?)),
-            ARRAY32 => Ok(self.u32()? as usize),
-            other => Err(unexpected(other, "an array")),
+        match Marker::from_u8(marker) {
+            Marker::FixArray(len) => Ok(usize::from(len)),
+            Marker::Array16 => Ok(usize::from(self.u16()?)),
+            Marker::Array32 => Ok(self.u32()? as usize),
+            _ => Err(unexpected(marker, "an array")),
         }
     }
 }
@@ -366,7 +338,7 @@ pub(crate) fn read_schema(bytes: &[u8]) -> Result<Schema<'_>, ReadError> {
                 "a schema entry is not [kind, name, variant, fields]".to_owned(),
             ));
         }
-        if r.byte()? != U8 {
+        if Marker::from_u8(r.byte()?) != Marker::U8 {
             return Err(ReadError::Malformed(
                 "a schema entry's kind is not a u8".to_owned(),
             ));
@@ -471,7 +443,7 @@ mod tests {
         write_bin(&mut out, &[1, 2]).unwrap();
         assert_eq!(
             out,
-            [0x93, ARRAY16, 0, 16, MAP32, 0, 1, 0x11, 0x70, 0xa2, b'h', b'i', BIN8, 2, 1, 2]
+            [0x93, 0xdc, 0, 16, 0xdf, 0, 1, 0x11, 0x70, 0xa2, b'h', b'i', 0xc4, 2, 1, 2]
         );
     }
 }

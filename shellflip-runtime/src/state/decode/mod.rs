@@ -21,7 +21,7 @@ use std::fmt::{self, Write as _};
 use serde::de::value::BorrowedStrDeserializer;
 use serde::de::{self, DeserializeSeed, Visitor};
 
-use super::wire::{self, ReadError, Reader, Schema, Shape, ShapeKind};
+use super::wire::{self, Marker, ReadError, Reader, Schema, Shape, ShapeKind};
 use super::MAX_STATE_DEPTH;
 
 mod access;
@@ -314,52 +314,45 @@ impl<'de> Decoder<'de> {
     /// it contains.
     fn skip_one(&mut self) -> std::result::Result<u64, ReadError> {
         let r = &mut self.r;
-        let marker = r.byte()?;
+        let byte = r.byte()?;
         let skip = |r: &mut Reader<'de>, n: usize| r.take(n).map(|_| 0);
+        let marker = Marker::from_u8(byte);
         match marker {
-            0x00..=0x7f | 0xe0..=0xff | wire::NIL | wire::FALSE | wire::TRUE => Ok(0),
-            0x80..=0x8f => Ok(2 * u64::from(marker & 0x0f)),
-            0x90..=0x9f => Ok(u64::from(marker & 0x0f)),
-            0xa0..=0xbf => skip(r, usize::from(marker & 0x1f)),
-            wire::BIN8 | wire::STR8 => {
-                let n = usize::from(r.byte()?);
+            Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::False | Marker::True => {
+                Ok(0)
+            }
+            Marker::FixMap(len) => Ok(2 * u64::from(len)),
+            Marker::FixArray(len) => Ok(u64::from(len)),
+            Marker::FixStr(len) => skip(r, usize::from(len)),
+            Marker::Bin8
+            | Marker::Str8
+            | Marker::Bin16
+            | Marker::Str16
+            | Marker::Bin32
+            | Marker::Str32 => {
+                let n = path::sized(r, marker)?;
                 skip(r, n)
             }
-            wire::BIN16 | wire::STR16 => {
-                let n = usize::from(r.u16()?);
-                skip(r, n)
-            }
-            wire::BIN32 | wire::STR32 => {
-                let n = r.u32()? as usize;
-                skip(r, n)
-            }
-            wire::EXT8 => {
-                let n = usize::from(r.byte()?);
-                skip(r, n + 1)
-            }
-            wire::EXT16 => {
-                let n = usize::from(r.u16()?);
-                skip(r, n + 1)
-            }
-            wire::EXT32 => {
-                let n = r.u32()? as usize;
+            // The type byte, then the data.
+            Marker::Ext8 | Marker::Ext16 | Marker::Ext32 => {
+                let n = path::sized(r, marker)?;
                 skip(r, n.saturating_add(1))
             }
-            wire::U8 | wire::I8 => skip(r, 1),
-            wire::U16 | wire::I16 => skip(r, 2),
-            wire::U32 | wire::I32 | wire::F32 => skip(r, 4),
-            wire::U64 | wire::I64 | wire::F64 => skip(r, 8),
-            wire::FIXEXT1 => skip(r, 2),
-            wire::FIXEXT2 => skip(r, 3),
-            wire::FIXEXT4 => skip(r, 5),
-            wire::FIXEXT8 => skip(r, 9),
-            wire::FIXEXT16 => skip(r, 17),
-            wire::ARRAY16 => Ok(u64::from(r.u16()?)),
-            wire::ARRAY32 => Ok(u64::from(r.u32()?)),
-            wire::MAP16 => Ok(2 * u64::from(r.u16()?)),
-            wire::MAP32 => Ok(2 * u64::from(r.u32()?)),
-            other => Err(malformed(format!(
-                "the byte {other:#04x} starts no value this format writes"
+            Marker::U8 | Marker::I8 => skip(r, 1),
+            Marker::U16 | Marker::I16 => skip(r, 2),
+            Marker::U32 | Marker::I32 | Marker::F32 => skip(r, 4),
+            Marker::U64 | Marker::I64 | Marker::F64 => skip(r, 8),
+            Marker::FixExt1 => skip(r, 2),
+            Marker::FixExt2 => skip(r, 3),
+            Marker::FixExt4 => skip(r, 5),
+            Marker::FixExt8 => skip(r, 9),
+            Marker::FixExt16 => skip(r, 17),
+            Marker::Array16 => Ok(u64::from(r.u16()?)),
+            Marker::Array32 => Ok(u64::from(r.u32()?)),
+            Marker::Map16 => Ok(2 * u64::from(r.u16()?)),
+            Marker::Map32 => Ok(2 * u64::from(r.u32()?)),
+            Marker::Reserved => Err(malformed(format!(
+                "the byte {byte:#04x} starts no value this format writes"
             ))),
         }
     }

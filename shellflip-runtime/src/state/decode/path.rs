@@ -106,71 +106,73 @@ pub(super) fn read_head<'de>(
     r: &mut Reader<'de>,
     shapes: &[Shape<'de>],
 ) -> std::result::Result<Head<'de>, ReadError> {
-    let marker = r.byte()?;
+    let byte = r.byte()?;
+    let marker = Marker::from_u8(byte);
     Ok(match marker {
-        0x00..=0x7f => Head::U8(marker),
-        0x80..=0x8f => Head::Map(usize::from(marker & 0x0f)),
-        0x90..=0x9f => read_array(r, shapes, usize::from(marker & 0x0f))?,
-        0xa0..=0xbf => Head::Str(r.str_of_len(usize::from(marker & 0x1f))?),
-        wire::NIL => Head::Nil,
-        wire::FALSE => Head::Bool(false),
-        wire::TRUE => Head::Bool(true),
-        wire::BIN8 | wire::BIN16 | wire::BIN32 | wire::STR8 | wire::STR16 | wire::STR32 => {
-            read_sized(r, marker)?
-        }
-        wire::F32 => Head::F32(f32::from_be_bytes(r.array()?)),
-        wire::F64 => Head::F64(f64::from_be_bytes(r.array()?)),
-        wire::U8 => Head::U8(r.byte()?),
-        wire::U16 => Head::U16(r.u16()?),
-        wire::U32 => Head::U32(r.u32()?),
-        wire::U64 => Head::U64(u64::from_be_bytes(r.array()?)),
-        wire::I8 => Head::I8(r.byte()? as i8),
-        wire::I16 => Head::I16(i16::from_be_bytes(r.array()?)),
-        wire::I32 => Head::I32(i32::from_be_bytes(r.array()?)),
-        wire::I64 => Head::I64(i64::from_be_bytes(r.array()?)),
-        wire::FIXEXT4 | wire::FIXEXT16 => read_ext(r, shapes, marker)?,
-        wire::ARRAY16 => {
+        Marker::FixPos(v) => Head::U8(v),
+        Marker::FixNeg(v) => Head::I8(v),
+        Marker::FixMap(len) => Head::Map(usize::from(len)),
+        Marker::Map16 => Head::Map(usize::from(r.u16()?)),
+        Marker::Map32 => Head::Map(r.u32()? as usize),
+        Marker::FixArray(len) => read_array(r, shapes, usize::from(len))?,
+        Marker::Array16 => {
             let len = usize::from(r.u16()?);
             read_array(r, shapes, len)?
         }
-        wire::ARRAY32 => {
+        Marker::Array32 => {
             let len = r.u32()? as usize;
             read_array(r, shapes, len)?
         }
-        wire::MAP16 => Head::Map(usize::from(r.u16()?)),
-        wire::MAP32 => Head::Map(r.u32()? as usize),
-        0xe0..=0xff => Head::I8(marker as i8),
-        other => {
+        Marker::FixStr(len) => Head::Str(r.str_of_len(usize::from(len))?),
+        Marker::Str8 | Marker::Str16 | Marker::Str32 => {
+            let len = sized(r, marker)?;
+            Head::Str(r.str_of_len(len)?)
+        }
+        Marker::Bin8 | Marker::Bin16 | Marker::Bin32 => {
+            let len = sized(r, marker)?;
+            Head::Bin(r.take(len)?)
+        }
+        Marker::Null => Head::Nil,
+        Marker::False => Head::Bool(false),
+        Marker::True => Head::Bool(true),
+        Marker::F32 => Head::F32(f32::from_be_bytes(r.array()?)),
+        Marker::F64 => Head::F64(f64::from_be_bytes(r.array()?)),
+        Marker::U8 => Head::U8(r.byte()?),
+        Marker::U16 => Head::U16(r.u16()?),
+        Marker::U32 => Head::U32(r.u32()?),
+        Marker::U64 => Head::U64(u64::from_be_bytes(r.array()?)),
+        Marker::I8 => Head::I8(r.byte()? as i8),
+        Marker::I16 => Head::I16(i16::from_be_bytes(r.array()?)),
+        Marker::I32 => Head::I32(i32::from_be_bytes(r.array()?)),
+        Marker::I64 => Head::I64(i64::from_be_bytes(r.array()?)),
+        Marker::FixExt4 | Marker::FixExt16 => read_ext(r, shapes, marker)?,
+        _ => {
             return Err(malformed(format!(
-                "the byte {other:#04x} starts no value this format writes"
+                "the byte {byte:#04x} starts no value this format writes"
             )))
         }
     })
 }
 
-/// A string or a byte string whose length follows `marker` (8, 16 or 32
-/// bits).
-fn read_sized<'de>(r: &mut Reader<'de>, marker: u8) -> std::result::Result<Head<'de>, ReadError> {
-    let len = match marker {
-        wire::BIN8 | wire::STR8 => usize::from(r.byte()?),
-        wire::BIN16 | wire::STR16 => usize::from(r.u16()?),
-        _ => r.u32()? as usize,
-    };
+/// The length after a `Str8`/`Bin8` (8 bits), `Str16`/`Bin16` (16) or
+/// `Str32`/`Bin32` (32) marker.
+pub(super) fn sized(r: &mut Reader<'_>, marker: Marker) -> std::result::Result<usize, ReadError> {
     Ok(match marker {
-        wire::BIN8 | wire::BIN16 | wire::BIN32 => Head::Bin(r.take(len)?),
-        _ => Head::Str(r.str_of_len(len)?),
+        Marker::Str8 | Marker::Bin8 | Marker::Ext8 => usize::from(r.byte()?),
+        Marker::Str16 | Marker::Bin16 | Marker::Ext16 => usize::from(r.u16()?),
+        _ => r.u32()? as usize,
     })
 }
 
-/// An extension value (`marker`: FIXEXT4 or FIXEXT16): a char, a reference
+/// An extension value (`marker`: FixExt4 or FixExt16): a char, a reference
 /// to a unit variant's shape, or a 128-bit integer.
 fn read_ext<'de>(
     r: &mut Reader<'de>,
     shapes: &[Shape<'de>],
-    marker: u8,
+    marker: Marker,
 ) -> std::result::Result<Head<'de>, ReadError> {
     let ty = r.byte()?;
-    if marker == wire::FIXEXT16 {
+    if marker == Marker::FixExt16 {
         let bytes: [u8; 16] = r.array()?;
         return match ty {
             wire::EXT_U128 => Ok(Head::U128(u128::from_be_bytes(bytes))),
@@ -203,8 +205,8 @@ pub(super) fn read_array<'de>(
     if len == 0 {
         return Ok(Head::Seq(0));
     }
-    match (r.peek_at(0), r.peek_at(1)) {
-        (Some(wire::FIXEXT4), Some(wire::EXT_SHAPE)) => {
+    match (r.peek_at(0).map(Marker::from_u8), r.peek_at(1)) {
+        (Some(Marker::FixExt4), Some(wire::EXT_SHAPE)) => {
             let start = r.pos;
             r.take(2)?;
             let id = r.u32()?;
@@ -235,7 +237,7 @@ pub(super) fn read_array<'de>(
                 }),
             }
         }
-        (Some(wire::FIXEXT1), Some(wire::EXT_SOME)) => {
+        (Some(Marker::FixExt1), Some(wire::EXT_SOME)) => {
             if len != 2 {
                 return Err(malformed(format!("a Some marker in an array of {len}")));
             }

@@ -20,7 +20,7 @@ use std::fmt;
 
 use serde::ser::{self, Serialize};
 
-use super::wire::{self, Shape, ShapeKind, TooLong};
+use super::wire::{self, Marker, Shape, ShapeKind, TooLong};
 use super::MAX_STATE_DEPTH;
 use crate::fd;
 
@@ -261,7 +261,7 @@ impl<'a> Encoder<'a> {
     #[inline]
     pub(super) fn shape_ref(&mut self, id: u32) -> Result<usize> {
         let [a, b, c, d] = id.to_be_bytes();
-        self.put(&[wire::FIXEXT4, wire::EXT_SHAPE, a, b, c, d])?;
+        self.put(&[Marker::FixExt4.to_u8(), wire::EXT_SHAPE, a, b, c, d])?;
         Ok(self.out.len() - 4)
     }
 
@@ -322,8 +322,12 @@ impl<'e, 'a> Encoder<'a> {
         match (len, map) {
             (Some(len), false) => wire::write_array_len(self.out, len)?,
             (Some(len), true) => wire::write_map_len(self.out, len)?,
-            (None, false) => self.out.extend_from_slice(&[wire::ARRAY32, 0, 0, 0, 0]),
-            (None, true) => self.out.extend_from_slice(&[wire::MAP32, 0, 0, 0, 0]),
+            (None, false) => self
+                .out
+                .extend_from_slice(&[Marker::Array32.to_u8(), 0, 0, 0, 0]),
+            (None, true) => self
+                .out
+                .extend_from_slice(&[Marker::Map32.to_u8(), 0, 0, 0, 0]),
         }
         Ok(SeqEncoder {
             enc: self,

@@ -19,72 +19,76 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
 
     #[inline]
     fn serialize_bool(self, v: bool) -> Result<()> {
-        self.put(&[if v { wire::TRUE } else { wire::FALSE }])
+        self.put(&[if v {
+            Marker::True.to_u8()
+        } else {
+            Marker::False.to_u8()
+        }])
     }
 
     #[inline]
     fn serialize_i8(self, v: i8) -> Result<()> {
-        self.put(&[wire::I8, v as u8])
+        self.put(&[Marker::I8.to_u8(), v as u8])
     }
 
     #[inline]
     fn serialize_i16(self, v: i16) -> Result<()> {
-        self.scalar(wire::I16, v.to_be_bytes())
+        self.scalar(Marker::I16.to_u8(), v.to_be_bytes())
     }
 
     #[inline]
     fn serialize_i32(self, v: i32) -> Result<()> {
-        self.scalar(wire::I32, v.to_be_bytes())
+        self.scalar(Marker::I32.to_u8(), v.to_be_bytes())
     }
 
     #[inline]
     fn serialize_i64(self, v: i64) -> Result<()> {
-        self.scalar(wire::I64, v.to_be_bytes())
+        self.scalar(Marker::I64.to_u8(), v.to_be_bytes())
     }
 
     fn serialize_i128(self, v: i128) -> Result<()> {
-        self.put(&[wire::FIXEXT16, wire::EXT_I128])?;
+        self.put(&[Marker::FixExt16.to_u8(), wire::EXT_I128])?;
         self.put(&v.to_be_bytes())
     }
 
     #[inline]
     fn serialize_u8(self, v: u8) -> Result<()> {
-        self.put(&[wire::U8, v])
+        self.put(&[Marker::U8.to_u8(), v])
     }
 
     #[inline]
     fn serialize_u16(self, v: u16) -> Result<()> {
-        self.scalar(wire::U16, v.to_be_bytes())
+        self.scalar(Marker::U16.to_u8(), v.to_be_bytes())
     }
 
     #[inline]
     fn serialize_u32(self, v: u32) -> Result<()> {
-        self.scalar(wire::U32, v.to_be_bytes())
+        self.scalar(Marker::U32.to_u8(), v.to_be_bytes())
     }
 
     #[inline]
     fn serialize_u64(self, v: u64) -> Result<()> {
-        self.scalar(wire::U64, v.to_be_bytes())
+        self.scalar(Marker::U64.to_u8(), v.to_be_bytes())
     }
 
     fn serialize_u128(self, v: u128) -> Result<()> {
-        self.put(&[wire::FIXEXT16, wire::EXT_U128])?;
+        self.put(&[Marker::FixExt16.to_u8(), wire::EXT_U128])?;
         self.put(&v.to_be_bytes())
     }
 
     #[inline]
     fn serialize_f32(self, v: f32) -> Result<()> {
-        self.scalar(wire::F32, v.to_be_bytes())
+        self.scalar(Marker::F32.to_u8(), v.to_be_bytes())
     }
 
     #[inline]
     fn serialize_f64(self, v: f64) -> Result<()> {
-        self.scalar(wire::F64, v.to_be_bytes())
+        self.scalar(Marker::F64.to_u8(), v.to_be_bytes())
     }
 
     fn serialize_char(self, v: char) -> Result<()> {
         let [a, b, c, d] = u32::from(v).to_be_bytes();
-        self.put(&[wire::FIXEXT4, wire::EXT_CHAR, a, b, c, d])
+        self.put(&[Marker::FixExt4.to_u8(), wire::EXT_CHAR, a, b, c, d])
     }
 
     #[inline]
@@ -101,24 +105,29 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
 
     #[inline]
     fn serialize_none(self) -> Result<()> {
-        self.put(&[wire::NIL])
+        self.put(&[Marker::Null.to_u8()])
     }
 
     #[inline]
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<()> {
         self.enter()?;
-        self.put(&[0x92, wire::FIXEXT1, wire::EXT_SOME, 0])?;
+        self.put(&[
+            Marker::FixArray(2).to_u8(),
+            Marker::FixExt1.to_u8(),
+            wire::EXT_SOME,
+            0,
+        ])?;
         value.serialize(&mut *self)?;
         self.leave();
         Ok(())
     }
 
     fn serialize_unit(self) -> Result<()> {
-        self.put(&[wire::NIL])
+        self.put(&[Marker::Null.to_u8()])
     }
 
     fn serialize_unit_struct(self, _name: &'static str) -> Result<()> {
-        self.put(&[wire::NIL])
+        self.put(&[Marker::Null.to_u8()])
     }
 
     fn serialize_unit_variant(
