@@ -303,9 +303,13 @@ where
         control_connections: control_connections.clone(),
         drained: drained.clone(),
     };
+    // Built here, before `main` runs: it publishes the metrics `ready()`
+    // publishes again (the generation's number, the totals handed over), so
+    // that a scrape right after READY never finds them missing or zero.
+    let supervisor = Supervisor::new(parts);
     // On the lifecycle thread: a restart's steps never wait behind the
     // service's own tasks.
-    let supervisor = lifecycle.spawn(async move { Supervisor::new(parts).run().await });
+    let supervisor = lifecycle.spawn(async move { supervisor.run().await });
     tracing::info!(
         generation = generation.number,
         pid = std::process::id(),

@@ -199,7 +199,8 @@ impl Supervisor {
             exit: None,
             record,
         };
-        // For `ready()`, which may come before this task first runs.
+        // For `ready()`, which may come before the supervisor's task first
+        // runs: `lifecycle` builds the supervisor before `main` starts.
         supervisor.publish_metrics();
         supervisor
     }
