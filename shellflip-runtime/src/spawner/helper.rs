@@ -35,8 +35,23 @@ pub(crate) fn start(launch: &Launch) -> io::Result<SpawnerProcess> {
     )
     .map_err(io::Error::from)?;
     let launch = launch.clone();
-    let pid = fd::fork_helper(theirs, move |socket| spawner_main(socket, launch))?;
-    Ok(SpawnerProcess { pid, socket: ours })
+    // Named before the fork, so that the child has the spawner's name from
+    // its first instant: named by itself, it shows under the service's name
+    // until it first runs, which on a busy machine can be after this
+    // generation's READY (and `ps`, a census, a test then see two of the
+    // service). This process takes its own name back at once.
+    let own_name = nix::sys::prctl::get_name().ok();
+    if let Ok(name) = std::ffi::CString::new(PROCESS_NAME) {
+        let _ = nix::sys::prctl::set_name(&name);
+    }
+    let forked = fd::fork_helper(theirs, move |socket| spawner_main(socket, launch));
+    if let Some(own_name) = &own_name {
+        let _ = nix::sys::prctl::set_name(own_name);
+    }
+    Ok(SpawnerProcess {
+        pid: forked?,
+        socket: ours,
+    })
 }
 
 fn spawner_main(socket: OwnedFd, launch: Launch) -> i32 {
