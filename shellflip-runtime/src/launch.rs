@@ -347,6 +347,66 @@ impl ExitWatch {
     }
 }
 
+/// The fields of `/proc/<pid>/stat` after the process's name (state, ppid,
+/// pgrp, ...); `None` once it is gone.
+fn stat_after_name(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(stat.rsplit_once(')')?.1.to_owned())
+}
+
+/// The process group of `pid` (`None` once it is gone).
+fn process_group(pid: u32) -> Option<u32> {
+    stat_after_name(pid)?
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+/// Watches every process of the process group `pgid` but its leader, as
+/// they are now: after [`kill_group`], the processes that are still
+/// exiting (a killed generation's spawner, what it started). Each is
+/// watched through a pidfd opened while it is still in the group, so a
+/// reused pid is never waited for.
+pub(crate) fn watch_group_members(pgid: u32) -> Vec<ExitWatch> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != pgid && process_group(pid) == Some(pgid))
+        .map(ExitWatch::new)
+        // Still in the group once watched: the pidfd names that process.
+        .filter(|watch| process_group(watch.pid) == Some(pgid))
+        .collect()
+}
+
+/// How long the members of a killed process group are waited for: SIGKILL
+/// ends them in milliseconds, unless a process is stuck in the kernel.
+const KILLED_GROUP_EXIT: Duration = Duration::from_secs(5);
+
+/// Waits (up to [`KILLED_GROUP_EXIT`]) until every watched member of a
+/// killed group has exited, so that whoever waits for a killed generation
+/// (a `stop`, a rollback) sees nothing of it left.
+pub(crate) async fn wait_killed_group(members: &[ExitWatch]) {
+    let all = async {
+        for member in members {
+            member.exited().await;
+        }
+    };
+    if tokio::time::timeout(KILLED_GROUP_EXIT, all).await.is_err() {
+        let left: Vec<u32> = members
+            .iter()
+            .filter(|m| !m.has_exited())
+            .map(ExitWatch::pid)
+            .collect();
+        tracing::warn!(
+            ?left,
+            "processes of a killed generation had not exited after SIGKILL; going on"
+        );
+    }
+}
+
 /// True when `pid` names no process or a zombie.
 fn process_gone(pid: u32) -> bool {
     let Ok(raw) = i32::try_from(pid) else {
@@ -358,13 +418,7 @@ fn process_gone(pid: u32) -> bool {
         return true;
     }
     // A zombie still answers kill(0): it has exited all the same.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next().map(|s| s == "Z"))
-        })
-        .unwrap_or(false)
+    stat_after_name(pid).is_some_and(|rest| rest.split_whitespace().next() == Some("Z"))
 }
 
 #[cfg(test)]

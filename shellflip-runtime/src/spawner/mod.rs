@@ -448,10 +448,10 @@ impl Spawner {
                 let pid = child.id().ok_or_else(|| {
                     spawn_error(io::Error::other("the new process was reaped at once"))
                 })?;
-                Ok(NextProcess::Inline { pid, child })
+                Ok(NextProcess::new(NextParent::Inline { pid, child }))
             }
             Spawner::Process(client) => match client.spawn(channel).await {
-                Ok(spawned) => Ok(NextProcess::Spawned(spawned)),
+                Ok(spawned) => Ok(NextProcess::new(NextParent::Spawned(spawned))),
                 Err(SpawnError::Spawn(source)) => Err(spawn_error(source)),
                 Err(SpawnError::Gone { pid, reason }) => {
                     Err(RestartError::SpawnerGone { pid, reason })
@@ -463,7 +463,15 @@ impl Spawner {
 
 /// The next generation's process, whoever its parent is.
 #[derive(Debug)]
-pub(crate) enum NextProcess {
+pub(crate) struct NextProcess {
+    parent: NextParent,
+    /// Once it was killed: the other processes of its group (its spawner,
+    /// what it started), which its exit waits for too.
+    killed_group: Vec<ExitWatch>,
+}
+
+#[derive(Debug)]
+enum NextParent {
     /// A child of this process.
     Inline { pid: u32, child: Child },
     /// A child of the spawner.
@@ -471,35 +479,52 @@ pub(crate) enum NextProcess {
 }
 
 impl NextProcess {
+    fn new(parent: NextParent) -> Self {
+        NextProcess {
+            parent,
+            killed_group: Vec::new(),
+        }
+    }
+
     /// Its pid.
     pub(crate) fn pid(&self) -> u32 {
-        match self {
-            NextProcess::Inline { pid, .. } => *pid,
-            NextProcess::Spawned(spawned) => spawned.pid,
+        match &self.parent {
+            NextParent::Inline { pid, .. } => *pid,
+            NextParent::Spawned(spawned) => spawned.pid,
         }
     }
 
     /// Waits until it has exited (and was reaped, where this process or
-    /// its spawner is the parent).
+    /// its spawner is the parent); once it was killed, also until the rest
+    /// of its process group has exited, so that nothing of a killed
+    /// generation outlives the wait (its spawner, killed with it, may take
+    /// longer to exit than it did).
     pub(crate) async fn wait(&mut self) -> io::Result<ExitStatus> {
-        match self {
-            NextProcess::Inline { child, .. } => child.wait().await,
-            NextProcess::Spawned(spawned) => spawned.wait().await,
-        }
+        let status = match &mut self.parent {
+            NextParent::Inline { child, .. } => child.wait().await,
+            NextParent::Spawned(spawned) => spawned.wait().await,
+        };
+        launch::wait_killed_group(&self.killed_group).await;
+        status
     }
 
     /// True once it has exited (reaped or not), without waiting.
     pub(crate) fn has_exited(&mut self) -> bool {
-        match self {
-            NextProcess::Inline { child, .. } => !matches!(child.try_wait(), Ok(None)),
-            NextProcess::Spawned(spawned) => spawned.watch.has_exited(),
+        match &mut self.parent {
+            NextParent::Inline { child, .. } => !matches!(child.try_wait(), Ok(None)),
+            NextParent::Spawned(spawned) => spawned.watch.has_exited(),
         }
     }
 
     /// Sends SIGKILL to it and to everything it started (its process
-    /// group).
+    /// group), and notes the group's other processes for [`wait`](Self::wait).
     pub(crate) fn start_kill(&mut self) -> io::Result<()> {
-        launch::kill_group(self.pid())
+        let pid = self.pid();
+        let killed = launch::kill_group(pid);
+        if self.killed_group.is_empty() {
+            self.killed_group = launch::watch_group_members(pid);
+        }
+        killed
     }
 }
 
@@ -527,6 +552,76 @@ mod tests {
             assert!(bytes.len() < MAX_MESSAGE_BYTES);
             assert_eq!(decode::<Event>(&bytes).unwrap(), event);
         }
+    }
+
+    /// A process group like a new generation's: a leader (`sh`) and two
+    /// members it started, ready once the leader printed a line.
+    async fn group_of_three() -> NextProcess {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new("sh")
+            .args(["-c", "sleep 60 & sleep 60 & echo started; wait"])
+            .process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        tokio::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .await
+            .unwrap();
+        assert_eq!(line.trim(), "started");
+        let pid = child.id().unwrap();
+        NextProcess::new(NextParent::Inline { pid, child })
+    }
+
+    /// A kill notes the group's other processes (a killed generation's
+    /// spawner and children); the wait then finds every one exited.
+    #[tokio::test]
+    async fn a_killed_generation_is_waited_for_with_its_whole_group() {
+        let mut process = group_of_three().await;
+        let members = launch::watch_group_members(process.pid());
+        assert_eq!(members.len(), 2, "the two sleeps: {members:?}");
+        process.start_kill().unwrap();
+        let noted: Vec<u32> = process.killed_group.iter().map(ExitWatch::pid).collect();
+        let mut expected: Vec<u32> = members.iter().map(ExitWatch::pid).collect();
+        expected.sort_unstable();
+        let mut noted_sorted = noted.clone();
+        noted_sorted.sort_unstable();
+        assert_eq!(noted_sorted, expected);
+        let status = process.wait().await.unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        for member in &members {
+            assert!(member.has_exited(), "member {} still running", member.pid());
+        }
+    }
+
+    /// The wait returns only once the noted members have exited, however
+    /// long after the leader that is (here: a member ends 300 ms after
+    /// the leader was reaped).
+    #[tokio::test]
+    async fn the_wait_for_a_killed_generation_outlasts_a_slow_member() {
+        let mut slow = tokio::process::Command::new("sleep")
+            .arg("60")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let slow_pid = slow.id().unwrap();
+        let mut process = group_of_three().await;
+        process.start_kill().unwrap();
+        process.killed_group.push(ExitWatch::new(slow_pid));
+        let ends_later = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            slow.start_kill().unwrap();
+            slow.wait().await.unwrap();
+        });
+        process.wait().await.unwrap();
+        assert!(
+            launch::ExitWatch::new(slow_pid).has_exited() || ends_later.is_finished(),
+            "the wait returned while a noted member was still running"
+        );
+        ends_later.await.unwrap();
     }
 
     #[test]
