@@ -34,7 +34,10 @@
 //! `shellflip stop` must find nothing of the service left when it returns.
 //! Once a stop reached the service, the schedule's later SIGTERMs and
 //! SIGKILLs to generations are skipped: they could end a generation that
-//! wrongly serves on, and hide it.
+//! wrongly serves on, and hide it. A generation the schedule SIGKILLed
+//! takes no later signal: until it is gone it is still in `/proc` (and
+//! may be what the pid file names), but a SIGTERM to it would reach
+//! nothing, so it is not taken for a stop.
 //!
 //! The seeds are random in each run. Every schedule prints its seed and its
 //! steps before it runs. A failing
@@ -279,6 +282,10 @@ struct Run<'a> {
     expect: Expect,
     /// When the first stop that reached the service was sent.
     stopped_at: Option<Instant>,
+    /// The generations this schedule SIGKILLed. One stays in `/proc` for a
+    /// moment while it exits (and the pid file may still name it), but no
+    /// signal reaches it any more: a SIGTERM sent to it is no stop.
+    killed: BTreeSet<u32>,
     /// What happened, step by step.
     log: Vec<String>,
 }
@@ -305,6 +312,7 @@ impl<'a> Run<'a> {
             _files: files,
             expect: Expect::Serving,
             stopped_at: None,
+            killed: BTreeSet::new(),
             log: vec![format!("started: generation 1 is pid {first}")],
         }
     }
@@ -326,14 +334,22 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// The live pid the pid file names, if any.
+    /// The live pid the pid file names, if any (not one this schedule
+    /// killed).
     fn pid_file_pid(&self) -> Option<u32> {
         let pid = std::fs::read_to_string(&self.pid_file)
             .ok()?
             .trim()
             .parse()
             .ok()?;
-        self.service.census.owns(pid).then_some(pid)
+        (self.service.census.owns(pid) && !self.killed.contains(&pid)).then_some(pid)
+    }
+
+    /// The live generations, oldest first, but those this schedule killed.
+    fn live_generations(&self) -> Vec<ServiceProcess> {
+        let mut generations = self.service.census.generations();
+        generations.retain(|g| !self.killed.contains(&g.pid));
+        generations
     }
 
     /// True if the generation `pid` reported READY less than half a
@@ -474,7 +490,7 @@ impl<'a> Run<'a> {
                 None => self.note("SIGTERM: no live pid in the pid file; skipped".to_owned()),
             },
             Step::TermGeneration(pick) => {
-                let generations = self.service.census.generations();
+                let generations = self.live_generations();
                 if generations.is_empty() {
                     self.note("SIGTERM: no live generation; skipped".to_owned());
                     return Ok(());
@@ -497,7 +513,7 @@ impl<'a> Run<'a> {
                 }
             }
             Step::KillNewest => {
-                let generations = self.service.census.generations();
+                let generations = self.live_generations();
                 let Some(newest) = generations.last().cloned() else {
                     self.note("SIGKILL: no live generation; skipped".to_owned());
                     return Ok(());
@@ -508,6 +524,7 @@ impl<'a> Run<'a> {
                     self.note(format!("SIGKILL of {}: gone meanwhile", newest.pid));
                     return Ok(());
                 }
+                self.killed.insert(newest.pid);
                 self.note(format!("SIGKILL of {} ({target:?})", newest.pid));
                 match target {
                     // A failed restart, or a rollback: the old one serves.
