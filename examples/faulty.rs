@@ -21,6 +21,10 @@
 //! | `garbage-state` | hands over a state payload that is not MessagePack |
 //! | `truncated-state` | hands over a state payload cut in the middle |
 //!
+//! `--ballast-mb N` carries a blob of N MiB in the state (made by the first
+//! generation), for handing over a large state: the greeting then ends with
+//! `ballast=<bytes>:<checksum>`, the same in every generation it reached.
+//!
 //! It speaks the echo example's protocol. Each generation prints
 //! `init pid=<pid>` when its main starts and
 //! `ready pid=<pid> generation=<g> listen=<addr>` when it is ready.
@@ -39,6 +43,9 @@ struct Args {
     control: PathBuf,
     #[arg(long)]
     fault: Option<String>,
+    /// MiB of incompressible data to carry in the state.
+    #[arg(long, default_value_t = 0)]
+    ballast_mb: usize,
 }
 
 /// A state with a hand-written `HandoverState`, so that its encoding can be
@@ -47,6 +54,9 @@ struct Args {
 struct Served {
     count: u64,
     note: String,
+    /// `--ballast-mb`: carried as one byte string.
+    #[serde(with = "shellflip::state::bytes", default)]
+    ballast: Vec<u8>,
     #[serde(skip)]
     break_encoding: Option<String>,
 }
@@ -84,9 +94,16 @@ async fn main(ctx: Context<Served>) -> Result<(), Box<dyn std::error::Error>> {
     let listener = ctx.tcp_listener("faulty", args.listen.as_str())?;
     ctx.control_socket(&args.control)?;
     let state = ctx.state();
-    state.update(|s| {
+    let ballast = state.update(|s| {
         s.note = "a".repeat(100);
         s.break_encoding = Some(fault.clone());
+        if s.ballast.is_empty() && args.ballast_mb > 0 {
+            s.ballast = ballast(args.ballast_mb << 20);
+        }
+        match s.ballast.len() {
+            0 => String::new(),
+            len => format!(" ballast={len}:{:016x}", fnv1a(&s.ballast)),
+        }
     });
     match fault.as_str() {
         "panic-init" => panic!("injected panic during initialisation"),
@@ -122,9 +139,10 @@ async fn main(ctx: Context<Served>) -> Result<(), Box<dyn std::error::Error>> {
             s.count += 1;
             s.count
         });
+        let ballast = ballast.clone();
         ctx.spawn(async move {
             let (reader, mut writer) = stream.split();
-            let line = format!("pid={pid} generation={generation} served={served}\n");
+            let line = format!("pid={pid} generation={generation} served={served}{ballast}\n");
             writer.write_all(line.as_bytes()).await?;
             let mut lines = BufReader::new(reader).lines();
             while let Some(line) = lines.next_line().await? {
@@ -134,4 +152,26 @@ async fn main(ctx: Context<Served>) -> Result<(), Box<dyn std::error::Error>> {
         });
     }
     Ok(())
+}
+
+/// `len` bytes of a xorshift sequence: incompressible, the same every time.
+fn ballast(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The 64-bit FNV-1a hash: a checksum of the ballast to compare across
+/// generations.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

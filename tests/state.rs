@@ -422,3 +422,156 @@ fn ids_are_never_given_twice_across_a_slow_restart() {
         ids.len()
     );
 }
+
+/// The greeting of the faulty example, as its fields: with `--ballast-mb`,
+/// `ballast=<bytes>:<checksum>` of the blob its state carries.
+fn faulty_greeting(service: &Echo) -> BTreeMap<String, String> {
+    let stream = TcpStream::connect(service.addr).expect("connect");
+    stream.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stream), &mut line)
+        .expect("read the greeting");
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[test]
+fn a_large_blob_crosses_restarts_with_its_checksum() {
+    let mut service = start_faulty(&["--ballast-mb", "24"], &[]);
+    let first = faulty_greeting(&service);
+    assert!(first["ballast"].starts_with("25165824:"), "{first:?}");
+    for _ in 0..2 {
+        let (pid, _) = restart_ok(&service);
+        service.next_ready();
+        let greeting = faulty_greeting(&service);
+        assert_eq!(greeting["pid"], pid.to_string());
+        assert_eq!(greeting["ballast"], first["ballast"]);
+    }
+}
+
+/// A memory cgroup of its own below this test's (cgroup v1's memory
+/// hierarchy, or v2 where the memory controller can be delegated to a
+/// child), removed when dropped.
+struct MemoryCgroup {
+    dir: std::path::PathBuf,
+    limit_file: &'static str,
+}
+
+impl MemoryCgroup {
+    fn new() -> MemoryCgroup {
+        let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mut tried = Vec::new();
+        for mount in mounts.lines() {
+            let Some((left, right)) = mount.split_once(" - ") else {
+                continue;
+            };
+            let left: Vec<&str> = left.split(' ').collect();
+            let right: Vec<&str> = right.split(' ').collect();
+            let (root, point, fstype) = (left[3], left[4], right[0]);
+            let v1 = fstype == "cgroup" && right[2].split(',').any(|o| o == "memory");
+            if !v1 && fstype != "cgroup2" {
+                continue;
+            }
+            let ours = cgroups.lines().find_map(|line| {
+                let mut parts = line.splitn(3, ':');
+                let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+                let memory = if v1 {
+                    controllers.split(',').any(|c| c == "memory")
+                } else {
+                    controllers.is_empty()
+                };
+                memory.then(|| path.to_owned())
+            });
+            let Some(path) = ours else { continue };
+            let below = path
+                .strip_prefix(root.trim_end_matches('/'))
+                .unwrap_or(&path);
+            let parent = std::path::Path::new(point).join(below.trim_start_matches('/'));
+            let dir = parent.join(format!("shellflip-test-{}", std::process::id()));
+            let limit_file = if v1 {
+                "memory.limit_in_bytes"
+            } else {
+                "memory.max"
+            };
+            if !v1 {
+                let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+memory");
+            }
+            match std::fs::create_dir(&dir) {
+                Ok(()) if dir.join(limit_file).exists() => return MemoryCgroup { dir, limit_file },
+                Ok(()) => {
+                    let _ = std::fs::remove_dir(&dir);
+                    tried.push(format!("{}: no {limit_file}", dir.display()));
+                }
+                Err(e) => tried.push(format!("{}: {e}", dir.display())),
+            }
+        }
+        panic!("this test needs a memory cgroup it can create (as root): {tried:?}");
+    }
+
+    fn limit(&self, limit: &str) {
+        std::fs::write(self.dir.join(self.limit_file), limit)
+            .unwrap_or_else(|e| panic!("write {limit} to {}: {e}", self.limit_file));
+    }
+
+    fn enter(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", self.dir.display()));
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // Empty once the service's processes are gone (the `Echo` is
+        // dropped first): a few tries while they are reaped.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("could not remove {}", self.dir.display());
+    }
+}
+
+#[test]
+fn a_state_over_half_the_memory_left_is_refused_before_it_is_sent() {
+    let cgroup = MemoryCgroup::new();
+    let service = start_faulty(&["--ballast-mb", "32"], &[]);
+    let before = faulty_greeting(&service);
+    // Memory already used stays charged where it was: the cgroup leaves
+    // the generation about 40 MiB, so the envelope may take 20.
+    cgroup.limit(&(40u64 << 20).to_string());
+    cgroup.enter(service.current.pid);
+    let stderr = restart_fails_with(
+        &service,
+        &[
+            "the handover state `Served` was not sent: its envelope grew past",
+            "MiB available (",
+            cgroup.limit_file,
+            "this generation keeps serving",
+        ],
+    );
+    assert!(
+        stderr.contains(&cgroup.dir.display().to_string()),
+        "{stderr}"
+    );
+    let after = faulty_greeting(&service);
+    assert_eq!(after["pid"], service.current.pid.to_string());
+    assert_eq!(after["ballast"], before["ballast"]);
+    // The same restart with the memory given back carries the state.
+    cgroup.limit(if cgroup.limit_file == "memory.max" {
+        "max"
+    } else {
+        "-1"
+    });
+    let (pid, _) = restart_ok(&service);
+    let mut service = service;
+    service.next_ready();
+    let greeting = faulty_greeting(&service);
+    assert_eq!(greeting["pid"], pid.to_string());
+    assert_eq!(greeting["ballast"], before["ballast"]);
+    drop(service);
+}

@@ -72,6 +72,7 @@ mod launch;
 mod lifecycle;
 mod lifecycle_thread;
 mod machine;
+mod memory;
 mod parent;
 mod pidfile;
 mod profile;

@@ -21,6 +21,26 @@ pub enum StateError {
         reason: String,
     },
 
+    /// The old generation's envelope outgrew the memory a handover may
+    /// take: half of what the system or the service's memory cgroup had
+    /// available when the snapshot was taken (the envelope is held twice
+    /// at the handover's peak: the old generation's copy and the one the
+    /// new generation receives). Nothing was sent; the old generation
+    /// keeps serving.
+    #[error("the handover state `{type_name}` was not sent: its envelope grew past {}, half of the {} available ({origin}), and a handover holds the envelope twice at its peak (the old generation's copy and the new one's); this generation keeps serving; give the service more memory (its cgroup's memory.max, or the machine's) or keep less state", crate::memory::mib(*envelope_at_least), crate::memory::mib(*available))]
+    OutOfMemory {
+        /// The state type.
+        type_name: &'static str,
+        /// How far the envelope grew before it was stopped (it is at least
+        /// this large).
+        envelope_at_least: u64,
+        /// The memory available, in bytes.
+        available: u64,
+        /// Where `available` comes from: `MemAvailable`, or a cgroup's
+        /// limit file.
+        origin: String,
+    },
+
     /// The bytes are damaged: not what a shellflip encoder writes
     /// (truncated, wrong magic, malformed MessagePack, oversized).
     #[error("could not decode the handover state{}: {reason}; the data is damaged (it is not what shellflip writes)", named(type_name))]

@@ -202,6 +202,8 @@ pub struct StateEncoder<'a> {
     payload_start: usize,
     /// The most bytes `out` may hold.
     limit: usize,
+    /// Set when the memory available, not [`MAX_STATE_BYTES`], sets `limit`.
+    memory: Option<crate::memory::Available>,
     schema: encode::Schema,
     fds: &'a mut StateFds,
     type_name: &'static str,
@@ -219,12 +221,15 @@ impl StateEncoder<'_> {
         }
         self.data_written = true;
         let mut encoder = encode::Encoder::new(self.out, &mut self.schema, self.limit);
-        value
-            .serialize(&mut encoder)
-            .map_err(|e| StateError::Encode {
+        let result = value.serialize(&mut encoder);
+        match (result, encoder.over_limit, &self.memory) {
+            (Ok(()), ..) => Ok(()),
+            (Err(_), true, Some(memory)) => Err(out_of_memory(self.type_name, self.limit, memory)),
+            (Err(e), ..) => Err(StateError::Encode {
                 type_name: self.type_name,
                 reason: e.0,
-            })
+            }),
+        }
     }
 
     /// Hands `value`'s descriptor over under `name` (a duplicate: `value`
@@ -263,6 +268,19 @@ pub struct EnvelopeInfo {
     pub schema_len: usize,
 }
 
+fn out_of_memory(
+    type_name: &'static str,
+    len: usize,
+    memory: &crate::memory::Available,
+) -> StateError {
+    StateError::OutOfMemory {
+        type_name,
+        envelope_at_least: len as u64,
+        available: memory.bytes,
+        origin: memory.source.clone(),
+    }
+}
+
 fn too_large(type_name: &'static str, len: usize, max: u64) -> StateError {
     StateError::Encode {
         type_name,
@@ -279,12 +297,14 @@ fn encode_body<S: HandoverState>(
     fds: &mut StateFds,
     out: &mut Vec<u8>,
     limit: usize,
+    memory: Option<crate::memory::Available>,
 ) -> Result<(usize, usize), StateError> {
     let payload_start = out.len();
     let mut encoder = StateEncoder {
         out: &mut *out,
         payload_start,
         limit,
+        memory,
         schema: encode::Schema::default(),
         fds,
         type_name: S::TYPE_NAME,
@@ -328,7 +348,7 @@ pub fn encode_envelope_into<S: HandoverState>(
     let result = (|| {
         write_header::<S>(out, 0)?;
         let header_len = out.len() - start;
-        let (payload_len, schema_len) = encode_body(state, fds, out, limit)?;
+        let (payload_len, schema_len) = encode_body(state, fds, out, limit, None)?;
         let len_at = start + HEADER_FIXED - 2 - 8;
         out[len_at..len_at + 8].copy_from_slice(&(payload_len as u64).to_be_bytes());
         let len = header_len + payload_len + schema_len;
@@ -381,32 +401,40 @@ fn max_state_len() -> usize {
 }
 
 /// [`encode_envelope`] as a header and a body, refused before anything is
-/// sent if larger than [`MAX_STATE_BYTES`].
+/// sent if larger than [`MAX_STATE_BYTES`], or than half the memory
+/// available (see [`StateError::OutOfMemory`]).
 pub(crate) fn encode_envelope_parts<S: HandoverState>(
     state: &S,
     fds: &mut StateFds,
 ) -> Result<EncodedState, StateError> {
-    encode_envelope_parts_within(state, fds, MAX_STATE_BYTES)
+    encode_envelope_parts_within(state, fds, MAX_STATE_BYTES, crate::memory::available())
 }
 
-/// [`encode_envelope_parts`] with a cap of `max` bytes: the encoding stops
-/// as soon as it passes it, without holding more memory than that.
+/// [`encode_envelope_parts`] within `cap` bytes and half of `memory`: the
+/// encoding stops as soon as it passes the lower, without holding more
+/// memory than that.
 fn encode_envelope_parts_within<S: HandoverState>(
     state: &S,
     fds: &mut StateFds,
-    max: u64,
+    cap: u64,
+    memory: Option<crate::memory::Available>,
 ) -> Result<EncodedState, StateError> {
+    let memory = memory.filter(|memory| memory.bytes / 2 < cap);
+    let max = memory.as_ref().map_or(cap, |memory| memory.bytes / 2);
     let header_len = HEADER_FIXED + S::TYPE_NAME.len();
     let limit = usize::try_from(max)
         .unwrap_or(usize::MAX)
         .saturating_sub(header_len);
     let mut payload = Vec::new();
-    let (payload_len, _) = encode_body(state, fds, &mut payload, limit)?;
+    let (payload_len, _) = encode_body(state, fds, &mut payload, limit, memory.clone())?;
     let mut header = Vec::with_capacity(header_len);
     write_header::<S>(&mut header, payload_len)?;
     let encoded = EncodedState { header, payload };
     if encoded.len() as u64 > max {
-        return Err(too_large(S::TYPE_NAME, encoded.len(), max));
+        return Err(match &memory {
+            Some(memory) => out_of_memory(S::TYPE_NAME, encoded.len(), memory),
+            None => too_large(S::TYPE_NAME, encoded.len(), max),
+        });
     }
     Ok(encoded)
 }

@@ -1362,24 +1362,66 @@ fn a_state_over_the_cap_is_refused_before_sending_naming_its_size() {
     });
     let mut fds = StateFds::default();
     // A blob past the cap (500 bytes less the 25 of the header): refused before it is copied.
-    let error = encode_envelope_parts_within(&state, &mut fds, 500).unwrap_err();
+    let error = encode_envelope_parts_within(&state, &mut fds, 500, None).unwrap_err();
     let message = error.to_string();
     assert!(matches!(error, StateError::Encode { .. }), "{error:?}");
     assert!(message.contains("past 475 bytes"), "{message}");
     assert!(message.contains("MAX_STATE_BYTES"), "{message}");
     // Small values that add up past the cap: refused as the output grows.
-    let error = encode_envelope_parts_within(&state, &mut fds, 1000).unwrap_err();
+    let error = encode_envelope_parts_within(&state, &mut fds, 1000, None).unwrap_err();
     assert!(error.to_string().contains("past 975 bytes"), "{error}");
     // Just over, with the schema table: refused when the envelope is done.
     let fits = encode_envelope_parts(&state, &mut fds).unwrap();
-    let error = encode_envelope_parts_within(&state, &mut fds, fits.len() as u64 - 1).unwrap_err();
+    let error =
+        encode_envelope_parts_within(&state, &mut fds, fits.len() as u64 - 1, None).unwrap_err();
     assert!(
         error
             .to_string()
             .contains(&format!("the encoded state is {} bytes", fits.len())),
         "{error}"
     );
-    assert!(encode_envelope_parts_within(&state, &mut fds, fits.len() as u64).is_ok());
+    assert!(encode_envelope_parts_within(&state, &mut fds, fits.len() as u64, None).is_ok());
+}
+
+#[test]
+fn a_state_over_half_the_memory_available_is_refused_naming_both_sizes() {
+    #[derive(Serialize, Deserialize)]
+    struct Big {
+        #[serde(with = "crate::state::bytes")]
+        blob: Vec<u8>,
+    }
+    let state: Data<Big> = Data(Big {
+        blob: vec![7; 3 << 20],
+    });
+    let mut fds = StateFds::default();
+    let memory = |bytes: u64| {
+        Some(crate::memory::Available {
+            bytes,
+            source: "/cg/memory.max = 8.0 MiB".to_owned(),
+        })
+    };
+    // 4 MiB available: the envelope may take 2 MiB; the blob is 3.
+    let error = encode_envelope_parts_within(&state, &mut fds, MAX_STATE_BYTES, memory(4 << 20))
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, StateError::OutOfMemory { available, .. } if available == 4 << 20),
+        "{error:?}"
+    );
+    assert!(message.contains("was not sent"), "{message}");
+    assert!(message.contains("grew past 2.0 MiB"), "{message}");
+    assert!(
+        message.contains("half of the 4.0 MiB available (/cg/memory.max = 8.0 MiB)"),
+        "{message}"
+    );
+    assert!(message.contains("keeps serving"), "{message}");
+    // Enough memory: sent; and the cap still applies when it is the lower.
+    assert!(
+        encode_envelope_parts_within(&state, &mut fds, MAX_STATE_BYTES, memory(7 << 20)).is_ok()
+    );
+    let error =
+        encode_envelope_parts_within(&state, &mut fds, 1 << 20, memory(7 << 20)).unwrap_err();
+    assert!(error.to_string().contains("MAX_STATE_BYTES"), "{error}");
 }
 
 #[test]

@@ -183,6 +183,8 @@ pub(crate) struct Encoder<'a> {
     pub(super) depth: usize,
     /// The most bytes `out` may hold.
     pub(super) limit: usize,
+    /// Set when the output would have grown past `limit`.
+    pub(crate) over_limit: bool,
 }
 
 impl<'a> Encoder<'a> {
@@ -192,6 +194,7 @@ impl<'a> Encoder<'a> {
             schema,
             depth: 0,
             limit,
+            over_limit: false,
         }
     }
 
@@ -216,15 +219,16 @@ impl<'a> Encoder<'a> {
     #[inline(never)]
     pub(super) fn grow(&mut self, additional: usize) -> Result<()> {
         let len = self.out.len();
-        let needed = len
+        let Some(needed) = len
             .checked_add(additional)
             .filter(|&needed| needed <= self.limit)
-            .ok_or_else(|| {
-                EncodeError(format!(
+        else {
+            self.over_limit = true;
+            return Err(EncodeError(format!(
                     "the encoded state grows past {} bytes, the most a generation accepts (MAX_STATE_BYTES); keep less state, or hand the rest over another way (a file, a database)",
-                    self.limit
-                ))
-            })?;
+                self.limit
+            )));
+        };
         let target = needed.max(
             self.out
                 .capacity()

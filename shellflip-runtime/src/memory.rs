@@ -1,0 +1,247 @@
+//! How much memory a restart's state handover may take: the lower of the
+//! system's `MemAvailable` and what the service's memory cgroup leaves
+//! (v2 `memory.max`, v1 `memory.limit_in_bytes`; its own cgroup and every
+//! ancestor up to the mount's root, the page cache it could reclaim counted
+//! as free). A state whose envelope would not fit is refused before it is
+//! sent, rather than the kernel's OOM killer ending a generation halfway
+//! through the handover.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Memory available, and where the figure comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Available {
+    /// Bytes.
+    pub bytes: u64,
+    /// "MemAvailable" or the cgroup's directory and limit file.
+    pub source: String,
+}
+
+impl fmt::Display for Available {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} available ({})", mib(self.bytes), self.source)
+    }
+}
+
+/// `bytes` for people: "123.4 MiB".
+pub(crate) fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
+}
+
+/// The memory this process may still take, if the system says.
+pub(crate) fn available() -> Option<Available> {
+    let read = |path: &Path| std::fs::read_to_string(path).ok();
+    let system = read(Path::new("/proc/meminfo"))
+        .as_deref()
+        .and_then(mem_available)
+        .map(|bytes| Available {
+            bytes,
+            source: "MemAvailable in /proc/meminfo".to_owned(),
+        });
+    let (Some(cgroups), Some(mounts)) = (
+        read(Path::new("/proc/self/cgroup")),
+        read(Path::new("/proc/self/mountinfo")),
+    ) else {
+        return system;
+    };
+    memory_cgroup_dirs(&cgroups, &mounts)
+        .into_iter()
+        .filter_map(|(dir, version)| cgroup_headroom(&dir, version, read))
+        .chain(system)
+        .min_by_key(|available| available.bytes)
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes.
+fn mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// The cgroup versions, by their files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    V1,
+    V2,
+}
+
+/// The directories of this process's memory cgroup and of each of its
+/// ancestors within the mount, from `/proc/self/cgroup` and
+/// `/proc/self/mountinfo`.
+fn memory_cgroup_dirs(cgroups: &str, mountinfo: &str) -> Vec<(PathBuf, Version)> {
+    let mut dirs = Vec::new();
+    for mount in mountinfo.lines() {
+        let Some((left, right)) = mount.split_once(" - ") else {
+            continue;
+        };
+        let left: Vec<&str> = left.split(' ').collect();
+        let right: Vec<&str> = right.split(' ').collect();
+        let (Some(root), Some(point), Some(fstype)) = (left.get(3), left.get(4), right.first())
+        else {
+            continue;
+        };
+        let options = right.get(2).copied().unwrap_or("");
+        let version = match *fstype {
+            "cgroup2" => Version::V2,
+            "cgroup" if options.split(',').any(|o| o == "memory") => Version::V1,
+            _ => continue,
+        };
+        let Some(path) = cgroups.lines().find_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let ours = match version {
+                Version::V2 => controllers.is_empty(),
+                Version::V1 => controllers.split(',').any(|c| c == "memory"),
+            };
+            ours.then_some(path)
+        }) else {
+            continue;
+        };
+        // The mount shows the hierarchy from `root` down (a container's
+        // bind mount of its own cgroup): the path below it.
+        let Some(below) = path.strip_prefix(root.trim_end_matches('/')) else {
+            continue;
+        };
+        let point = Path::new(point);
+        let mut dir = point.join(below.trim_start_matches('/'));
+        loop {
+            dirs.push((dir.clone(), version));
+            if dir == point || !dir.pop() || !dir.starts_with(point) {
+                break;
+            }
+        }
+    }
+    dirs
+}
+
+/// What the cgroup at `dir` leaves: its limit less its usage, plus the
+/// inactive page cache it would reclaim first. `None` without a limit.
+fn cgroup_headroom(
+    dir: &Path,
+    version: Version,
+    read: impl Fn(&Path) -> Option<String>,
+) -> Option<Available> {
+    let (limit_file, usage_file, inactive_key) = match version {
+        Version::V2 => ("memory.max", "memory.current", "inactive_file"),
+        Version::V1 => (
+            "memory.limit_in_bytes",
+            "memory.usage_in_bytes",
+            "total_inactive_file",
+        ),
+    };
+    let number = |file: &str| read(&dir.join(file))?.trim().parse::<u64>().ok();
+    // "max" (v2) does not parse; v1 writes a page-rounded i64::MAX.
+    let limit = number(limit_file).filter(|&limit| limit < 1 << 62)?;
+    let usage = number(usage_file)?;
+    let inactive = read(&dir.join("memory.stat"))
+        .and_then(|stat| {
+            stat.lines().find_map(|line| {
+                let (key, value) = line.split_once(' ')?;
+                (key == inactive_key).then(|| value.trim().parse::<u64>().ok())?
+            })
+        })
+        .unwrap_or(0);
+    Some(Available {
+        bytes: limit.saturating_sub(usage) + inactive.min(usage),
+        source: format!("{}/{limit_file} = {}", dir.display(), mib(limit)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn mem_available_is_read_in_bytes() {
+        let meminfo = "MemTotal:       24684032 kB\nMemFree:        23350000 kB\nMemAvailable:   24100000 kB\n";
+        assert_eq!(mem_available(meminfo), Some(24_100_000 * 1024));
+        assert_eq!(mem_available("MemTotal: 1 kB\n"), None);
+    }
+
+    const HYBRID_MOUNTS: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn the_cgroup_and_its_ancestors_are_found_in_both_versions() {
+        let cgroups = "9:name=systemd:/\n4:memory:/app/web\n1:cpu:/\n0::/app.slice/web.service\n";
+        let dirs = memory_cgroup_dirs(cgroups, HYBRID_MOUNTS);
+        let expect = [
+            ("/sys/fs/cgroup/memory/app/web", Version::V1),
+            ("/sys/fs/cgroup/memory/app", Version::V1),
+            ("/sys/fs/cgroup/memory", Version::V1),
+            ("/sys/fs/cgroup/unified/app.slice/web.service", Version::V2),
+            ("/sys/fs/cgroup/unified/app.slice", Version::V2),
+            ("/sys/fs/cgroup/unified", Version::V2),
+        ];
+        let expect: Vec<_> = expect.iter().map(|(p, v)| (PathBuf::from(p), *v)).collect();
+        assert_eq!(dirs, expect);
+    }
+
+    #[test]
+    fn a_container_sees_its_own_cgroup_as_the_root() {
+        // cgroup namespace: the path is "/", the mount's root is "/".
+        let mounts = "700 690 0:30 / /sys/fs/cgroup ro,nosuid - cgroup2 cgroup rw\n";
+        let dirs = memory_cgroup_dirs("0::/\n", mounts);
+        assert_eq!(dirs, [(PathBuf::from("/sys/fs/cgroup"), Version::V2)]);
+        // Without one, the mount's root is the container's own cgroup.
+        let mounts =
+            "700 690 0:30 /docker/abc /sys/fs/cgroup/memory ro - cgroup cgroup rw,memory\n";
+        let dirs = memory_cgroup_dirs("5:memory:/docker/abc\n", mounts);
+        assert_eq!(
+            dirs,
+            [(PathBuf::from("/sys/fs/cgroup/memory"), Version::V1)]
+        );
+    }
+
+    fn files(entries: &[(&str, &str)]) -> impl Fn(&Path) -> Option<String> {
+        let map: HashMap<PathBuf, String> = entries
+            .iter()
+            .map(|(path, text)| (PathBuf::from(path), text.to_string()))
+            .collect();
+        move |path: &Path| map.get(path).cloned()
+    }
+
+    #[test]
+    fn headroom_is_the_limit_less_usage_plus_inactive_page_cache() {
+        let read = files(&[
+            ("/cg/memory.max", "1073741824\n"),
+            ("/cg/memory.current", "536870912\n"),
+            (
+                "/cg/memory.stat",
+                "anon 400000000\ninactive_file 100000000\n",
+            ),
+        ]);
+        let headroom = cgroup_headroom(Path::new("/cg"), Version::V2, read).unwrap();
+        assert_eq!(headroom.bytes, 536_870_912 + 100_000_000);
+        assert_eq!(headroom.source, "/cg/memory.max = 1024.0 MiB");
+        // No limit: nothing to say.
+        let read = files(&[("/cg/memory.max", "max\n"), ("/cg/memory.current", "5\n")]);
+        assert_eq!(cgroup_headroom(Path::new("/cg"), Version::V2, read), None);
+        let read = files(&[
+            ("/cg/memory.limit_in_bytes", "9223372036854771712\n"),
+            ("/cg/memory.usage_in_bytes", "5\n"),
+        ]);
+        assert_eq!(cgroup_headroom(Path::new("/cg"), Version::V1, read), None);
+        // Over the limit (usage counts cache): no headroom, not an underflow.
+        let read = files(&[
+            ("/cg/memory.limit_in_bytes", "100\n"),
+            ("/cg/memory.usage_in_bytes", "150\n"),
+        ]);
+        let headroom = cgroup_headroom(Path::new("/cg"), Version::V1, read).unwrap();
+        assert_eq!(headroom.bytes, 0);
+    }
+
+    #[test]
+    fn this_process_has_a_figure() {
+        // Every Linux has MemAvailable; a cgroup can only lower it.
+        let available = available().unwrap();
+        assert!(available.bytes > 0, "{available}");
+        assert!(!available.source.is_empty());
+    }
+}
