@@ -443,6 +443,9 @@ fn build_generation<S: HandoverState>(
         config.on_state_mismatch,
     )
     .map_err(|e| e.to_string())?;
+    if inherited.state.is_some() {
+        crate::profile::mark(crate::profile::Hop::StateDecoded);
+    }
     // The control socket, when configured (attribute or SHELLFLIP_CONTROL):
     // inherited, or bound by the first generation. Otherwise the service may
     // open it from its main with `Context::control_socket`.

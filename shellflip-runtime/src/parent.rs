@@ -340,6 +340,7 @@ async fn serve_state_requests(
                 .ok_or_else(|| {
                     invalid("the new generation asked for a state this service does not keep")
                 })?;
+        profile::mark(Hop::StateEncoded);
         channel::send_state(stream, &state, &state_fds)
             .await
             .map_err(HandshakeError::Io)?;

@@ -32,10 +32,14 @@ pub(crate) enum Hop {
     HandoverRead,
     /// Old generation: the new one asked for the state.
     StateAsked,
+    /// Old generation: the snapshot encoded (its envelope built).
+    StateEncoded,
     /// Old generation: the state sent.
     StateSent,
     /// New generation: the state received.
     StateReceived,
+    /// New generation: the state decoded.
+    StateDecoded,
     /// New generation: the Tokio runtime built.
     RuntimeBuilt,
     /// New generation: the inherited descriptors adopted, the control
@@ -62,8 +66,10 @@ impl Hop {
             Hop::SpawnerForked => "spawner_forked",
             Hop::HandoverRead => "handover_read",
             Hop::StateAsked => "state_asked",
+            Hop::StateEncoded => "state_encoded",
             Hop::StateSent => "state_sent",
             Hop::StateReceived => "state_received",
+            Hop::StateDecoded => "state_decoded",
             Hop::RuntimeBuilt => "runtime_built",
             Hop::Adopted => "adopted",
             Hop::ReadyWritten => "ready_written",
