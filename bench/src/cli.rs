@@ -99,7 +99,7 @@ pub const CLI_EXITED: &str = "trigger process exited";
 /// The rows of the hop table, in the order of a restart, with the side
 /// that writes each. The runtime's hops are `shellflip-runtime/src/profile.rs`'s;
 /// a hop of a profile missing here gets a row too ([`hop_rows`]).
-pub const HOPS: [(&str, &str); 16] = [
+pub const HOPS: [(&str, &str); 18] = [
     (CLI_SPAWNED, "driver"),
     ("trigger_read", "old"),
     ("spawn_asked", "old"),
@@ -107,8 +107,10 @@ pub const HOPS: [(&str, &str); 16] = [
     ("spawner_forked", "new"),
     ("handover_read", "new"),
     ("state_asked", "old"),
+    ("state_encoded", "old"),
     ("state_sent", "old"),
     ("state_received", "new"),
+    ("state_decoded", "new"),
     ("runtime_built", "new"),
     ("adopted", "new"),
     ("ready_written", "new"),

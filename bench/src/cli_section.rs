@@ -52,11 +52,11 @@ struct CliSystem {
 }
 
 /// What one restart left for the derived numbers and the profile.
-struct Triggered {
+pub(crate) struct Triggered {
     /// The command spawned (driver µs) and the Unix time then (µs).
-    at: u64,
-    unix_us: u64,
-    record: RestartRecord,
+    pub(crate) at: u64,
+    pub(crate) unix_us: u64,
+    pub(crate) record: RestartRecord,
 }
 
 impl Bench {
@@ -220,7 +220,7 @@ impl Bench {
                 system.name,
                 flavor.name()
             ));
-            match self.restart_by_command(&mut service, system, i) {
+            match self.restart_by_command(&mut service, &system.command, system.command_args, i) {
                 Ok(triggered) => done.push(triggered),
                 Err(e) => {
                     result.error = Some(format!("{e}; stderr:\n{}", tail(&service.log)));
@@ -276,21 +276,21 @@ impl Bench {
         result
     }
 
-    /// One restart: the command spawned and reaped (its exit is the
-    /// initiator told), the new generation's ready line, the old one
-    /// reaped, then the new one's memory.
-    fn restart_by_command(
+    /// One restart: `command command_args... SOCKET` spawned and reaped
+    /// (its exit is the initiator told), the new generation's ready line,
+    /// the old one reaped, then the new one's memory.
+    pub(crate) fn restart_by_command(
         &self,
         service: &mut Service,
-        system: &CliSystem,
+        command: &Path,
+        command_args: &[&str],
         index: usize,
     ) -> Result<Triggered, String> {
         let old = service.current;
         let shown = format!(
             "{} {}",
-            system.command.display(),
-            system
-                .command_args
+            command.display(),
+            command_args
                 .iter()
                 .map(|a| format!("{a} "))
                 .collect::<String>()
@@ -299,8 +299,8 @@ impl Bench {
         // Exits numbered from here on are this restart's.
         let since = self.reaper.seq();
         let (at, unix_us) = self.clock.now_with_unix();
-        let mut child = Command::new(&system.command)
-            .args(system.command_args)
+        let mut child = Command::new(command)
+            .args(command_args)
             .arg(&service.control)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -183,6 +183,8 @@ pub struct Service {
     pub control: PathBuf,
     pub log: PathBuf,
     ready_rx: mpsc::Receiver<(u64, Ready, Option<Sched>)>,
+    /// The other lines its generations print on stdout.
+    lines_rx: mpsc::Receiver<(u64, String)>,
     pub current: Ready,
     pids: Vec<u32>,
 }
@@ -227,6 +229,7 @@ impl Service {
         // The first generation is reaped by the reaper thread, not by `child`.
         drop(child);
         let (tx, ready_rx) = mpsc::channel();
+        let (lines_tx, lines_rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("ready-lines".into())
             .spawn(move || {
@@ -238,6 +241,8 @@ impl Service {
                         if tx.send((t, ready, sched)).is_err() {
                             break;
                         }
+                    } else if lines_tx.send((t, line)).is_err() {
+                        break;
                     }
                 }
             })
@@ -248,6 +253,7 @@ impl Service {
             control,
             log,
             ready_rx,
+            lines_rx,
             current: Ready {
                 pid: first_pid,
                 generation: 0,
@@ -280,6 +286,12 @@ impl Service {
             self.pids.push(ready.pid);
         }
         Some((t, ready, sched))
+    }
+
+    /// The next line a generation printed on stdout that is not a ready
+    /// line (in the order printed), and when it arrived.
+    pub fn next_line(&self, timeout: Duration) -> Option<(u64, String)> {
+        self.lines_rx.recv_timeout(timeout).ok()
     }
 
     /// Stops every generation still running: SIGTERM, then SIGKILL after

@@ -50,7 +50,7 @@ use shellflip::client::ControlClient;
 use shellflip::control::Response;
 use shellflip_bench::cli::{goals, goals_table, hop_table, OURS};
 use shellflip_bench::report::{
-    fmt_num, markdown_table, rows, size_label, Machine, Overhead, Report, RestartRecord, RunConfig,
+    fmt_num, markdown_table, rows, state_note, Machine, Overhead, Report, RestartRecord, RunConfig,
     SystemResult,
 };
 use shellflip_bench::service::Flavor;
@@ -653,16 +653,7 @@ fn section_notes(report: &Report) -> String {
     };
     if let Some(state) = &report.state {
         for size in &state.sizes {
-            let label = size_label(size.megabytes);
-            match &size.skipped {
-                Some(why) => text.push_str(&format!("- {label} state: skipped: {why}\n")),
-                None => text.push_str(&format!(
-                    "- {label} state: restarts: {} (SHELLFLIP_PROBATION={}), prober only; prober connections failed: {}\n",
-                    size.trigger_to_ready_ms.len(),
-                    state.probation,
-                    size.prober_failures
-                )),
-            }
+            text.push_str(&state_note(size, &state.probation));
         }
     }
     if let Some(s) = &report.sessions {
@@ -891,7 +882,7 @@ fn main() -> std::process::ExitCode {
     }
     if !bench.opts.no_state {
         eprintln!("state handover (ours)");
-        report.state = Some(bench.run_state(&binaries.state_service));
+        report.state = Some(bench.run_state(&binaries.state_service, &binaries.cli));
     }
     if !bench.opts.no_overhead {
         eprintln!("serving overhead: echo example vs bare tokio listener");

@@ -156,10 +156,34 @@ pub struct StateSize {
     /// `rmp_serde::to_vec` of the same data, bytes.
     #[serde(default)]
     pub rmp_bytes: usize,
-    /// Trigger → the new generation's ready line, per restart.
+    /// Trigger → the new generation's ready line, per restart triggered
+    /// through the control socket by the driver (`ControlClient::restart`).
     pub trigger_to_ready_ms: Vec<f64>,
-    /// Trigger → initiator told, per restart.
+    /// Trigger → initiator told (the control socket's answer), per restart
+    /// triggered through the control socket.
     pub trigger_to_told_ms: Vec<f64>,
+    /// Trigger (`shellflip restart SOCKET` spawned) → the new generation's
+    /// ready line, per restart triggered by the CLI.
+    #[serde(default)]
+    pub cli_trigger_to_ready_ms: Vec<f64>,
+    /// Trigger → the `shellflip restart` process exited (initiator told),
+    /// per restart triggered by the CLI.
+    #[serde(default)]
+    pub cli_trigger_to_told_ms: Vec<f64>,
+    /// Per restart (either trigger): the old generation's peak RSS
+    /// (`VmHWM`, reset just before the trigger) until it stopped serving
+    /// after its successor's READY, KiB.
+    #[serde(default)]
+    pub old_peak_rss_kib: Vec<u64>,
+    /// Per restart: the new generation's peak RSS (`VmHWM` of its whole
+    /// life: start-up and the handover) read after its READY, KiB.
+    #[serde(default)]
+    pub new_peak_rss_kib: Vec<u64>,
+    /// Why the peak RSS of a generation is missing for some restarts: one
+    /// entry per generation and reason, with for how many restarts (the
+    /// rows then leave those restarts out rather than give a wrong figure).
+    #[serde(default)]
+    pub peak_rss_unavailable: Vec<String>,
     /// `encode_envelope` alone, in-process, per repetition.
     pub encode_mb_per_s: Vec<f64>,
     /// `decode_envelope` alone, in-process, per repetition.
@@ -578,9 +602,62 @@ fn mib(kib: Option<u64>) -> Option<f64> {
     kib.map(|k| k as f64 / 1024.0)
 }
 
-/// The state section: per size, the whole handover (probation off), the
-/// codec against rmp_serde alone, sizes, and the prober's longest gap
-/// while the old generation encodes.
+/// The state section's restarts triggered through the control socket, by
+/// the driver.
+const STATE_BY_LIBRARY: &str = "control socket (ControlClient::restart)";
+/// Those triggered by starting the CLI.
+const STATE_BY_CLI: &str = "`shellflip restart` (CLI)";
+
+impl StateSize {
+    /// The median peak RSS of the old and of the new generation during a
+    /// handover, each as a multiple of the state's nominal size
+    /// ([`data_bytes`](Self::data_bytes)).
+    pub fn peak_rss_multiples(&self) -> (Option<f64>, Option<f64>) {
+        let multiple = |kib: &[u64]| {
+            let kib: Vec<f64> = kib.iter().map(|&k| k as f64).collect();
+            let median = summarize(&kib)?.median;
+            (self.data_bytes > 0).then(|| median * 1024.0 / self.data_bytes as f64)
+        };
+        (
+            multiple(&self.old_peak_rss_kib),
+            multiple(&self.new_peak_rss_kib),
+        )
+    }
+}
+
+/// The note under the table for one state size: its restarts and how they
+/// were triggered, the prober's failures, and each generation's peak RSS
+/// as a multiple of the state's size (or why it is missing).
+pub fn state_note(size: &StateSize, probation: &str) -> String {
+    let label = size_label(size.megabytes);
+    if let Some(why) = &size.skipped {
+        return format!("- {label} state: skipped: {why}\n");
+    }
+    let (library, cli) = (
+        size.trigger_to_ready_ms.len(),
+        size.cli_trigger_to_ready_ms.len(),
+    );
+    let multiple = |m: Option<f64>| m.map_or("—".to_string(), |m| format!("{m:.2}×"));
+    let (old, new) = size.peak_rss_multiples();
+    let mut note = format!(
+        "- {label} state: restarts: {}, alternately through the control socket ({library}) and by `shellflip restart` ({cli}) (SHELLFLIP_PROBATION={probation}), prober only (each connection reads the state); prober connections failed: {}; peak RSS during the handover (medians): old generation {}, new generation {} the state's data ({} bytes)",
+        library + cli,
+        size.prober_failures,
+        multiple(old),
+        multiple(new),
+        size.data_bytes
+    );
+    for why in &size.peak_rss_unavailable {
+        note.push_str(&format!("; peak RSS unavailable: {why}"));
+    }
+    note.push('\n');
+    note
+}
+
+/// The state section: per size, the whole handover (probation off) by
+/// either trigger, the peak RSS of both generations, the codec against
+/// rmp_serde alone, sizes, and the prober's longest gap while the old
+/// generation encodes.
 fn state_rows(rows: &mut Vec<Row>, state: &StateResult) {
     let ours = "shellflip (ours), probation off";
     for size in state.sizes.iter().filter(|s| s.skipped.is_none()) {
@@ -588,23 +665,48 @@ fn state_rows(rows: &mut Vec<Row>, state: &StateResult) {
         let goal = ready_goal_ms(size.megabytes)
             .map(|g| format!("; goal ≤ {g}"))
             .unwrap_or_default();
-        single_row(
-            rows,
-            &format!("{label} state: trigger → READY (ms{goal})"),
-            ours,
-            &size.trigger_to_ready_ms,
-            1,
-        );
-        single_row(
-            rows,
-            &format!("{label} state: trigger → initiator told (ms)"),
-            ours,
-            &size.trigger_to_told_ms,
-            1,
-        );
         let pair = |a: &'static str, av: &[f64], b: &'static str, bv: &[f64]| {
             vec![("a", a, av.to_vec()), ("b", b, bv.to_vec())]
         };
+        keyed_rows(
+            rows,
+            &format!("{label} state: trigger → READY (ms{goal})"),
+            1,
+            true,
+            "a",
+            &pair(
+                STATE_BY_LIBRARY,
+                &size.trigger_to_ready_ms,
+                STATE_BY_CLI,
+                &size.cli_trigger_to_ready_ms,
+            ),
+        );
+        keyed_rows(
+            rows,
+            &format!("{label} state: trigger → initiator told (ms)"),
+            1,
+            true,
+            "a",
+            &pair(
+                STATE_BY_LIBRARY,
+                &size.trigger_to_told_ms,
+                "`shellflip restart` (CLI), until it exits",
+                &size.cli_trigger_to_told_ms,
+            ),
+        );
+        for (which, kib) in [
+            ("old", &size.old_peak_rss_kib),
+            ("new", &size.new_peak_rss_kib),
+        ] {
+            let mib: Vec<f64> = kib.iter().map(|&k| k as f64 / 1024.0).collect();
+            single_row(
+                rows,
+                &format!("{label} state: peak RSS during the handover: {which} generation (MiB)"),
+                ours,
+                &mib,
+                1,
+            );
+        }
         keyed_rows(
             rows,
             &format!("{label} state: encode (MB of state/s)"),
@@ -1191,6 +1293,10 @@ mod tests {
             rmp_decode_mb_per_s: vec![1600.0],
             prober_gap_handover_ms: vec![3.0],
             prober_gap_steady_ms: vec![1.5],
+            cli_trigger_to_ready_ms: vec![100.0],
+            cli_trigger_to_told_ms: vec![102.0],
+            old_peak_rss_kib: vec![250 * 1024, 300 * 1024, 200 * 1024],
+            new_peak_rss_kib: vec![200 * 1024],
             ..Default::default()
         };
         let skipped = StateSize {
@@ -1217,8 +1323,73 @@ mod tests {
         assert_eq!(size.ratio, Some(1.1));
         let gap = find(&rows, "100 MiB state: longest gap", "as long");
         assert_eq!(gap.ratio, Some(2.0));
+        let cli = find(
+            &rows,
+            "100 MiB state: trigger → READY",
+            "`shellflip restart`",
+        );
+        assert_eq!((cli.median, cli.ratio), (Some(100.0), Some(0.9)));
+        let told = find(
+            &rows,
+            "100 MiB state: trigger → initiator told",
+            "`shellflip",
+        );
+        assert_eq!(told.median, Some(102.0));
+        let old = find(
+            &rows,
+            "100 MiB state: peak RSS during the handover: old",
+            "",
+        );
+        assert_eq!((old.median, old.max), (Some(250.0), Some(300.0)));
+        let new = find(
+            &rows,
+            "100 MiB state: peak RSS during the handover: new",
+            "",
+        );
+        assert_eq!(new.median, Some(200.0));
         assert_eq!(size_label(1024), "1 GiB");
         assert_eq!(size_label(100), "100 MiB");
+    }
+
+    #[test]
+    fn state_notes_give_the_peaks_as_multiples_of_the_state() {
+        let mut size = StateSize {
+            megabytes: 100,
+            data_bytes: 100 << 20,
+            trigger_to_ready_ms: vec![1.0, 2.0, 3.0],
+            cli_trigger_to_ready_ms: vec![1.0, 2.0],
+            old_peak_rss_kib: vec![250 * 1024, 210 * 1024],
+            new_peak_rss_kib: vec![200 * 1024],
+            ..Default::default()
+        };
+        assert_eq!(size.peak_rss_multiples(), (Some(2.3), Some(2.0)));
+        let note = state_note(&size, "0");
+        assert!(note.contains("restarts: 5, alternately through the control socket (3) and by `shellflip restart` (2) (SHELLFLIP_PROBATION=0)"), "{note}");
+        assert!(
+            note.contains(
+                "old generation 2.30×, new generation 2.00× the state's data (104857600 bytes)"
+            ),
+            "{note}"
+        );
+        assert!(!note.contains("unavailable"), "{note}");
+        size.old_peak_rss_kib.clear();
+        size.peak_rss_unavailable = vec!["old generation, 5 of 5 restarts: no clear_refs".into()];
+        let note = state_note(&size, "0");
+        assert!(
+            note.contains("old generation —, new generation 2.00×"),
+            "{note}"
+        );
+        assert!(
+            note.ends_with(
+                "; peak RSS unavailable: old generation, 5 of 5 restarts: no clear_refs\n"
+            ),
+            "{note}"
+        );
+        size.skipped = Some("not enough memory".into());
+        assert_eq!(
+            state_note(&size, "0"),
+            "- 100 MiB state: skipped: not enough memory\n"
+        );
     }
 
     #[test]

@@ -61,6 +61,69 @@ impl BenchState {
     }
 }
 
+/// Bytes of the blob each connection of the state service reads.
+pub const READ_BYTES: usize = 16;
+
+impl BenchState {
+    /// What a connection of the state service reads of the state before it
+    /// greets (under `StateCell::read()`): the sum of [`READ_BYTES`] bytes
+    /// of the blob at an index derived from `served` (the connection's
+    /// number) and the map's length, plus the `hits` of the entry keyed
+    /// `served` modulo that length. A map lookup and a few bytes: cheap,
+    /// but every connection touches both parts of the state.
+    pub fn read_probe(&self, served: u64) -> u64 {
+        let entries = self.entries.len() as u64;
+        let hits = match served.checked_rem(entries) {
+            Some(key) => self.entries.get(&key).map_or(0, |e| e.hits),
+            None => 0,
+        };
+        let at = served
+            .wrapping_mul(4099)
+            .wrapping_add(entries)
+            .checked_rem(self.blob.len() as u64)
+            .unwrap_or(0) as usize;
+        let bytes: u64 = self
+            .blob
+            .iter()
+            .skip(at)
+            .take(READ_BYTES)
+            .map(|&b| u64::from(b))
+            .sum();
+        hits + bytes
+    }
+}
+
+/// The line the state service prints on stdout when a generation stops
+/// serving (its `main` returns at the shutdown, after its successor's
+/// READY): its own `VmHWM`, in KiB, read from `/proc/self/status` then.
+/// The driver resets that peak (`clear_refs`) just before each trigger, so
+/// this is the generation's peak RSS during the handover. Printed by the
+/// generation itself because with the probation off it exits a few
+/// milliseconds after READY, often before the driver could read its
+/// `/proc` entry.
+pub fn peak_line(pid: u32, vm_hwm_kib: u64) -> String {
+    format!("peak pid={pid} vmhwm_kib={vm_hwm_kib}")
+}
+
+/// The pid and `VmHWM` (KiB) of a [`peak_line`]; `None` for another line.
+pub fn parse_peak_line(line: &str) -> Option<(u32, u64)> {
+    let mut fields = line.trim_end().strip_prefix("peak ")?.split_whitespace();
+    let pid = fields.next()?.strip_prefix("pid=")?.parse().ok()?;
+    let kib = fields.next()?.strip_prefix("vmhwm_kib=")?.parse().ok()?;
+    Some((pid, kib))
+}
+
+/// `VmHWM` (the peak resident set since the process started or since
+/// `5` was written to its `clear_refs`) of a `/proc/<pid>/status` text, in
+/// KiB. `None` if absent (a zombie has no memory lines).
+pub fn vm_hwm_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// A byte blob borrowed, serialized as one MessagePack `bin` value (what
 /// `serde_bytes` does): how a user of `rmp_serde` writes a blob, and what
 /// `#[derive(HandoverState)]` does for a plain `Vec<u8>` field.
@@ -140,6 +203,42 @@ mod tests {
         assert!(bytes.len() < 64 * 1024 * 5 / 4, "{} bytes", bytes.len());
         let back: BenchState = decode_envelope(&bytes, &mut fds).unwrap();
         assert_eq!(back, state);
+    }
+
+    #[test]
+    fn the_read_probe_touches_the_blob_and_the_map() {
+        let state = BenchState::of_size(64 * 1024);
+        let n = state.entries.len() as u64;
+        let at = (7 * 4099 + n) as usize % state.blob.len();
+        let bytes: u64 = state.blob[at..at + READ_BYTES]
+            .iter()
+            .map(|&b| u64::from(b))
+            .sum();
+        assert_eq!(state.read_probe(7), bytes + state.entries[&(7 % n)].hits);
+        // Near the blob's end fewer bytes are read, never out of bounds.
+        for served in 0..5000 {
+            state.read_probe(served);
+        }
+        let empty = BenchState {
+            blob: Vec::new(),
+            entries: BTreeMap::new(),
+        };
+        assert_eq!(empty.read_probe(3), 0);
+    }
+
+    #[test]
+    fn peak_lines_round_trip_and_vm_hwm_is_read_from_a_status() {
+        assert_eq!(
+            parse_peak_line(&peak_line(42, 123_456)),
+            Some((42, 123_456))
+        );
+        assert_eq!(parse_peak_line("peak pid=42 vmhwm_kib=7\n"), Some((42, 7)));
+        assert_eq!(parse_peak_line("ready pid=42 generation=1"), None);
+        assert_eq!(parse_peak_line("peak pid=42"), None);
+        let status =
+            "Name:\tstate_service\nVmPeak:\t  900 kB\nVmHWM:\t  51234 kB\nVmRSS:\t  40000 kB\n";
+        assert_eq!(vm_hwm_kib(status), Some(51_234));
+        assert_eq!(vm_hwm_kib("Name:\tzombie\nState:\tZ (zombie)\n"), None);
     }
 
     #[test]
