@@ -6,7 +6,6 @@
 //! sent, rather than the kernel's OOM killer ending a generation halfway
 //! through the handover.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Memory available, and where the figure comes from.
@@ -16,12 +15,6 @@ pub(crate) struct Available {
     pub bytes: u64,
     /// "MemAvailable" or the cgroup's directory and limit file.
     pub source: String,
-}
-
-impl fmt::Display for Available {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} available ({})", mib(self.bytes), self.source)
-    }
 }
 
 /// `bytes` for people: "123.4 MiB".
@@ -241,7 +234,7 @@ mod tests {
     fn this_process_has_a_figure() {
         // Every Linux has MemAvailable; a cgroup can only lower it.
         let available = available().unwrap();
-        assert!(available.bytes > 0, "{available}");
+        assert!(available.bytes > 0, "{available:?}");
         assert!(!available.source.is_empty());
     }
 }

@@ -225,7 +225,7 @@ impl<'a> Encoder<'a> {
         else {
             self.over_limit = true;
             return Err(EncodeError(format!(
-                    "the encoded state grows past {} bytes, the most a generation accepts (MAX_STATE_BYTES); keep less state, or hand the rest over another way (a file, a database)",
+                "the encoded state grows past {} bytes, the most a generation accepts (MAX_STATE_BYTES); keep less state, or hand the rest over another way (a file, a database)",
                 self.limit
             )));
         };
