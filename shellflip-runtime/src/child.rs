@@ -196,6 +196,11 @@ pub(crate) struct PredecessorLink {
     /// The previous generation's process (`None`: its pid is unknown).
     predecessor: Option<Arc<ExitWatch>>,
     ready: Mutex<ReadyReport>,
+    /// What the previous generation does, until the supervisor takes it.
+    events: Mutex<Option<mpsc::UnboundedReceiver<FromPredecessor>>>,
+    /// The connections it hands over, until the service takes them
+    /// (`Context::connections`).
+    connections: Mutex<Option<mpsc::UnboundedReceiver<Arrived>>>,
 }
 
 /// How long a previous generation that closed the channel has to be seen
@@ -206,15 +211,15 @@ impl PredecessorLink {
     /// Splits the channel and watches its read half (see the module docs).
     /// `predecessor_pid` is the previous generation's pid (0: unknown — in
     /// tests — and a closed channel then means that it is gone). The
-    /// supervisor gets what the previous generation does as
-    /// [`FromPredecessor`] events; the link's lines carry `restart`'s id.
-    /// Must be called inside the runtime.
+    /// supervisor takes what the previous generation does as
+    /// [`FromPredecessor`] events ([`take_events`](Self::take_events)); the
+    /// link's lines carry `restart`'s id. Must be called inside the runtime.
     pub(crate) fn start(
         stream: StdUnixStream,
         predecessor_pid: u32,
         state_report: Option<StateReport>,
         restart: Option<RestartId>,
-    ) -> io::Result<LinkParts> {
+    ) -> io::Result<Arc<Self>> {
         stream.set_nonblocking(true)?;
         let (reader, writer) = UnixStream::from_std(stream)?.into_split();
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -227,6 +232,8 @@ impl PredecessorLink {
             took_over: CancellationToken::new(),
             predecessor: predecessor.clone(),
             ready: Mutex::new(ReadyReport::NotSent),
+            events: Mutex::new(Some(events)),
+            connections: Mutex::new(Some(arrived)),
         });
         tokio::spawn(watch_predecessor(
             reader,
@@ -238,11 +245,17 @@ impl PredecessorLink {
             },
             restart,
         ));
-        Ok(LinkParts {
-            link,
-            events,
-            connections: arrived,
-        })
+        Ok(link)
+    }
+
+    /// What the previous generation does, for the supervisor (once).
+    pub(crate) fn take_events(&self) -> Option<mpsc::UnboundedReceiver<FromPredecessor>> {
+        lock(&self.events).take()
+    }
+
+    /// The connections it hands over, for the service (once).
+    pub(crate) fn take_connections(&self) -> Option<mpsc::UnboundedReceiver<Arrived>> {
+        lock(&self.connections).take()
     }
 
     /// Cancelled once this generation is the service: the previous one
@@ -373,15 +386,6 @@ impl PredecessorLink {
         }
         Ok(())
     }
-}
-
-/// What [`PredecessorLink::start`] returns.
-pub(crate) struct LinkParts {
-    pub link: Arc<PredecessorLink>,
-    /// What the previous generation does, for the supervisor.
-    pub events: mpsc::UnboundedReceiver<FromPredecessor>,
-    /// The connections it hands over.
-    pub connections: mpsc::UnboundedReceiver<Arrived>,
 }
 
 /// What the previous generation did, as the supervisor learns it.
@@ -521,11 +525,11 @@ mod tests {
 
     /// The link on one end of a socketpair, the previous generation's end
     /// as a Tokio stream.
-    fn linked() -> (LinkParts, UnixStream) {
+    fn linked() -> (Arc<PredecessorLink>, UnixStream) {
         let (ours, theirs) = StdUnixStream::pair().unwrap();
-        let parts = PredecessorLink::start(ours, 0, None, None).unwrap();
+        let link = PredecessorLink::start(ours, 0, None, None).unwrap();
         theirs.set_nonblocking(true).unwrap();
-        (parts, UnixStream::from_std(theirs).unwrap())
+        (link, UnixStream::from_std(theirs).unwrap())
     }
 
     async fn next(theirs: &UnixStream) -> ChildMessage {
@@ -537,7 +541,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_taken_over_is_counted_for_the_supervisor() {
         use std::os::fd::AsFd;
-        let (mut parts, theirs) = linked();
+        let (link, theirs) = linked();
         let (handed, _peer) = StdUnixStream::pair().unwrap();
         let message = channel::encode_parent_message(&ParentMessage::Connections(vec![
             channel::ConnectionHeader {
@@ -556,26 +560,26 @@ mod tests {
                 refused: Vec::new()
             }
         );
-        match parts.events.recv().await {
+        match link.take_events().unwrap().recv().await {
             Some(FromPredecessor::ConnectionsTaken(1)) => {}
             other => panic!("expected one connection taken, got {other:?}"),
         }
-        assert!(parts.connections.recv().await.is_some());
+        assert!(link.take_connections().unwrap().recv().await.is_some());
     }
 
     /// READY goes out from `ready()` at once, before the runtime has polled
     /// the new socket even once.
     #[tokio::test]
     async fn ready_is_written_at_once_on_a_socket_just_registered() {
-        let (parts, theirs) = linked();
-        parts.link.report_ready_now(|| ());
+        let (link, theirs) = linked();
+        link.report_ready_now(|| ());
         assert!(
-            matches!(&*lock(&parts.link.ready), ReadyReport::Started { rest } if rest.is_empty()),
+            matches!(&*lock(&link.ready), ReadyReport::Started { rest } if rest.is_empty()),
             "READY was left for later: {:?}",
-            lock(&parts.link.ready)
+            lock(&link.ready)
         );
         assert_eq!(next(&theirs).await, ready());
-        assert_eq!(parts.link.finish_ready_report(|| ()).await, Ok(true));
+        assert_eq!(link.finish_ready_report(|| ()).await, Ok(true));
     }
 
     /// What `ready()` could not write at once goes before a report that
@@ -585,15 +589,13 @@ mod tests {
     async fn a_report_after_ready_never_overtakes_it() {
         let bytes = channel::encode_child_message(&ready()).unwrap();
         for written in [0, 3] {
-            let (parts, theirs) = linked();
+            let (link, theirs) = linked();
             // As if the socket had taken only `written` bytes of READY.
-            nix::unistd::write(parts.link.writer.as_ref(), &bytes[..written]).unwrap();
-            *lock(&parts.link.ready) = ReadyReport::Started {
+            nix::unistd::write(link.writer.as_ref(), &bytes[..written]).unwrap();
+            *lock(&link.ready) = ReadyReport::Started {
                 rest: bytes[written..].to_vec(),
             };
-            parts
-                .link
-                .report_unhealthy("the warm-up check failed".to_owned())
+            link.report_unhealthy("the warm-up check failed".to_owned())
                 .await
                 .unwrap();
             assert_eq!(
@@ -609,7 +611,7 @@ mod tests {
             );
             // The supervisor's end of the report: already told, nothing more
             // is sent.
-            assert_eq!(parts.link.finish_ready_report(|| ()).await, Ok(true));
+            assert_eq!(link.finish_ready_report(|| ()).await, Ok(true));
         }
     }
 }

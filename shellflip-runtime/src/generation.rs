@@ -15,7 +15,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::channel::{HandoverHeader, StateReport};
 use crate::child::PredecessorLink;
+use crate::config::Config;
 use crate::connections::{Arrived, SuccessorLink};
 use crate::control::server::{self as control, ControlSocketFile};
 use crate::error::{Error, RestartError};
@@ -75,16 +77,17 @@ pub(crate) struct Generation {
     pub pid_file: Option<PidFile>,
     /// What became of the state handed over to this generation (`None`:
     /// the service keeps no state).
-    pub state_report: Option<crate::channel::StateReport>,
+    pub state_report: Option<StateReport>,
     /// True from the moment the state's snapshot is taken for a successor
     /// until that restart fails or is rolled back: changes made meanwhile
     /// are not carried.
     pub state_handed_over: Arc<watch::Sender<bool>>,
+    /// Cancelled when the drain is over (for the supervisor).
+    pub drained: CancellationToken,
+    /// Control connections, which the drain waits for.
+    pub control_connections: TaskTracker,
     /// The successor once it took over: connections are handed to it.
     successor: Mutex<Option<Arc<SuccessorLink>>>,
-    /// The connections the predecessor hands over, until the service takes
-    /// them (`Context::connections`).
-    connections: Mutex<Option<mpsc::UnboundedReceiver<Arrived>>>,
     registry: Mutex<Registry>,
     ready: watch::Sender<bool>,
     /// Whether new connections are taken now.
@@ -100,45 +103,45 @@ pub(crate) struct Generation {
     metrics: Mutex<(Totals, Gauges)>,
 }
 
-/// What a new [`Generation`] starts with.
-pub(crate) struct GenerationParts {
-    pub number: u64,
-    pub state_was_handed_over: bool,
-    pub state_report: Option<crate::channel::StateReport>,
-    pub connections: Option<mpsc::UnboundedReceiver<Arrived>>,
-    pub registry: Registry,
-    pub predecessor: Option<Arc<PredecessorLink>>,
-    pub pid_file: Option<PidFile>,
-    pub inherited_control_file: Option<ControlSocketFile>,
-    pub control: Option<OpenControl>,
-}
-
 impl Generation {
-    /// The generation, and the receiver of its readiness (for the
-    /// supervisor).
-    pub(crate) fn new(parts: GenerationParts) -> (Arc<Self>, watch::Receiver<bool>) {
-        let (ready, ready_rx) = watch::channel(false);
-        let generation = Generation {
-            number: parts.number,
-            state_was_handed_over: parts.state_was_handed_over,
+    /// The generation `header` starts (a first one's made up by
+    /// `lifecycle`), with the state it got and the control socket opened
+    /// for it, if any.
+    pub(crate) fn new(
+        config: &Config,
+        header: &HandoverHeader,
+        registry: Registry,
+        state_was_handed_over: bool,
+        state_report: Option<StateReport>,
+        predecessor: Option<Arc<PredecessorLink>>,
+        control: Option<OpenControl>,
+    ) -> Arc<Self> {
+        Arc::new(Generation {
+            number: header.generation,
+            state_was_handed_over,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
-            predecessor: parts.predecessor,
-            pid_file: parts.pid_file,
-            state_report: parts.state_report,
+            predecessor,
+            pid_file: config.pid_file.as_ref().map(PidFile::new),
+            state_report,
             state_handed_over: Arc::new(watch::Sender::new(false)),
+            drained: CancellationToken::new(),
+            control_connections: TaskTracker::new(),
             successor: Mutex::new(None),
-            connections: Mutex::new(parts.connections),
-            registry: Mutex::new(parts.registry),
-            ready,
+            registry: Mutex::new(registry),
+            ready: watch::Sender::new(false),
             admission: watch::Sender::new(Admission::Open),
             state_encoder: OnceLock::new(),
-            inherited_control_file: parts.inherited_control_file,
-            control: Mutex::new(parts.control),
+            inherited_control_file: header.lineage.control_socket_file.clone(),
+            control: Mutex::new(control),
             drain: OnceLock::new(),
             metrics: Mutex::new((Totals::default(), Gauges::default())),
-        };
-        (Arc::new(generation), ready_rx)
+        })
+    }
+
+    /// Readiness, for the supervisor: true once `ready()` was called.
+    pub(crate) fn watch_ready(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
     }
 
     /// The fd registry.
@@ -200,7 +203,7 @@ impl Generation {
 
     /// The connections the predecessor hands over (once).
     pub(crate) fn take_connections(&self) -> Option<mpsc::UnboundedReceiver<Arrived>> {
-        lock(&self.connections).take()
+        self.predecessor.as_ref()?.take_connections()
     }
 
     /// True when the service installed a state (`Context::state`).

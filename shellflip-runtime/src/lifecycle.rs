@@ -18,6 +18,7 @@
 //! previous generation, which keeps serving and tells whoever asked.
 
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -27,18 +28,15 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::runtime::Handle;
-use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::channel::{Lineage, Received, StateOffer};
+use crate::channel::{HandoverHeader, Lineage, Received, StateOffer};
 use crate::child::{self, PredecessorLink};
 use crate::config::{Config, RuntimeFlavor, SpawnerMode};
 use crate::context::Context;
 use crate::control::server as control;
 use crate::error::Error;
-use crate::generation::{open_control_socket, Ending, Generation, GenerationParts};
+use crate::generation::{open_control_socket, Ending, Generation};
 use crate::keeper::{self, Role};
 use crate::launch::Launch;
 use crate::lifecycle_thread::LifecycleThread;
@@ -48,9 +46,9 @@ use crate::registry::Registry;
 use crate::shutdown::{self, Signals};
 use crate::spawner::{self, Spawner, SpawnerClient, SpawnerProcess};
 use crate::state::HandoverState;
-use crate::supervisor::{Finished, Limits, MainOutcome, Supervisor, SupervisorParts};
+use crate::supervisor::{Finished, MainOutcome, Supervisor};
 use crate::systemd::{self, Passed};
-use crate::telemetry::{self, RestartId, Totals};
+use crate::telemetry::{self, Totals};
 use crate::timing::{unix_ms, StartupTimes};
 
 /// What a service's `main` may return: `()` or `Result<(), E>` with a
@@ -242,74 +240,50 @@ struct Start {
 /// Everything after start-up, inside the runtime: the generation is built
 /// from what was inherited, the supervisor runs beside `main`, the drain
 /// follows shutdown, and what the exit leaves is cleaned up.
-async fn serve<S, F, Fut>(config: Config, start: Start, main: F) -> ExitCode
+async fn serve<S, F, Fut>(config: Config, mut start: Start, main: F) -> ExitCode
 where
     S: HandoverState,
     F: FnOnce(Context<S>) -> Fut,
     Fut: Future,
     Fut::Output: MainResult,
 {
-    let Start {
-        times,
-        launch,
-        spawner,
-        mut channel,
-        received,
-        passed,
-        lifecycle,
-    } = start;
     let spawner = {
-        let _lifecycle = lifecycle.enter();
-        connect_spawner(spawner, config.spawner)
+        let _lifecycle = start.lifecycle.enter();
+        connect_spawner(start.spawner, config.spawner)
     };
-    let inherited = match received {
-        Some(received) => Inherited::from_predecessor(received),
-        None => Inherited::first_generation(passed),
-    };
-    let built = match build_generation::<S>(&config, inherited, &mut channel, &lifecycle) {
+    let received = start
+        .received
+        .unwrap_or_else(|| first_generation(start.passed));
+    let header = received.header;
+    let built = build_generation::<S>(
+        &config,
+        &header,
+        received.fds,
+        received.state,
+        &mut start.channel,
+        &start.lifecycle,
+    );
+    let (generation, state, signals) = match built {
         Ok(built) => built,
-        Err(reason) => return fail_start(channel.as_mut(), &reason),
+        Err(reason) => return fail_start(start.channel.as_mut(), &reason),
     };
     profile::mark(Hop::Adopted);
-    let Built {
-        generation,
-        ready_rx,
-        state,
-        lineage,
-        draining,
-        predecessor_events,
-        signals,
-        restart_id,
-        totals,
-    } = built;
     let context = Context::<S>::new(Arc::clone(&generation), state);
-    let (main_outcome_tx, main_outcome_rx) = oneshot::channel();
-    let control_connections = TaskTracker::new();
-    let drained = CancellationToken::new();
-    let parts = SupervisorParts {
-        generation: Arc::clone(&generation),
-        ready_rx,
-        main_outcome: main_outcome_rx,
-        limits: Limits::of(&config),
-        launch,
-        spawner,
-        lineage,
-        draining,
-        predecessor_events,
-        signals,
-        restart_id,
-        totals,
-        startup: times,
-        control_connections: control_connections.clone(),
-        drained: drained.clone(),
-    };
     // Built here, before `main` runs: it publishes the metrics `ready()`
     // publishes again (the generation's number, the totals handed over), so
     // that a scrape right after READY never finds them missing or zero.
-    let supervisor = Supervisor::new(parts);
+    let (supervisor, main_outcome_tx) = Supervisor::new(
+        Arc::clone(&generation),
+        config.clone(),
+        header,
+        start.launch,
+        spawner,
+        signals,
+        start.times,
+    );
     // On the lifecycle thread: a restart's steps never wait behind the
     // service's own tasks.
-    let supervisor = lifecycle.spawn(async move { supervisor.run().await });
+    let supervisor = start.lifecycle.spawn(async move { supervisor.run().await });
     tracing::info!(
         generation = generation.number,
         pid = std::process::id(),
@@ -318,11 +292,12 @@ where
     let main_outcome = run_main(&generation, main(context)).await;
     let failed = matches!(main_outcome, Some(Err(_)));
     let _ = main_outcome_tx.send(main_outcome);
-    drain(&generation, drained).await;
+    drain(&generation).await;
     // The supervisor ends once the machine says to exit: the last
     // generation of a stopped service waits for the older ones first.
     let bound = config.drain_timeout.saturating_mul(2) + LAST_WORDS * 10;
     let finished = wait_for(supervisor, bound).await;
+    let control_connections = &generation.control_connections;
     control_connections.close();
     let _ = tokio::time::timeout(LAST_WORDS, control_connections.wait()).await;
     clean_up(finished.as_ref(), generation.pid_file.as_ref());
@@ -356,104 +331,73 @@ fn exit_code(main_failed: bool, finished: Option<&Finished>) -> ExitCode {
     }
 }
 
-/// What a generation starts from: handed over by its predecessor, or found
-/// by a first generation (systemd's sockets and fd store).
-struct Inherited {
-    number: u64,
-    lineage: Lineage,
-    fds: Vec<(String, std::os::fd::OwnedFd)>,
-    state: Option<Vec<u8>>,
-    offer: Option<StateOffer>,
-    predecessor_pid: u32,
-    draining: Vec<crate::channel::Draining>,
-    /// The restart that started this generation (`None` in a first one).
-    restart_id: Option<RestartId>,
-    /// The predecessor's totals (`None` in a first generation).
-    totals: Option<Totals>,
-}
-
-impl Inherited {
-    fn from_predecessor(received: Received) -> Inherited {
-        Inherited {
-            number: received.header.generation,
-            lineage: received.header.lineage,
-            fds: received.fds,
-            state: received.state,
-            offer: Some(received.header.state),
-            predecessor_pid: received.header.predecessor_pid,
-            draining: received.header.draining,
-            restart_id: received.header.restart_id,
-            totals: Some(received.header.totals),
-        }
-    }
-
-    fn first_generation(passed: Passed) -> Inherited {
-        let Passed { activated, stored } = passed;
-        let lineage = Lineage {
-            started_at_unix_ms: unix_ms(),
-            systemd_sockets: activated.iter().map(|(name, _)| name.clone()).collect(),
-            process_group: nix::unistd::getpgrp().as_raw() as u32,
-            fd_store: systemd::stored_entries(&stored),
-            ..Lineage::default()
-        };
-        let mut fds = activated;
-        fds.extend(stored);
-        Inherited {
-            number: 1,
+/// What a first generation starts from (systemd's sockets and fd store),
+/// as a handover would say it.
+fn first_generation(passed: Passed) -> Received {
+    let Passed { activated, stored } = passed;
+    let lineage = Lineage {
+        started_at_unix_ms: unix_ms(),
+        systemd_sockets: activated.iter().map(|(name, _)| name.clone()).collect(),
+        process_group: nix::unistd::getpgrp().as_raw() as u32,
+        fd_store: systemd::stored_entries(&stored),
+        ..Lineage::default()
+    };
+    let mut fds = activated;
+    fds.extend(stored);
+    Received {
+        header: HandoverHeader {
+            generation: 1,
+            fd_names: fds.iter().map(|(name, _)| name.clone()).collect(),
+            state: StateOffer::None,
             lineage,
-            fds,
-            state: None,
-            offer: None,
+            restart_began_unix_us: 0,
             predecessor_pid: 0,
             draining: Vec::new(),
             restart_id: None,
-            totals: None,
-        }
+            totals: Totals::default(),
+        },
+        fds,
+        state: None,
     }
-}
-
-/// A generation built, ready for `main` and the supervisor.
-struct Built<S> {
-    generation: Arc<Generation>,
-    ready_rx: tokio::sync::watch::Receiver<bool>,
-    state: Option<S>,
-    lineage: Lineage,
-    draining: Vec<crate::channel::Draining>,
-    predecessor_events: Option<tokio::sync::mpsc::UnboundedReceiver<child::FromPredecessor>>,
-    signals: Signals,
-    restart_id: Option<RestartId>,
-    totals: Option<Totals>,
 }
 
 /// Decodes the state, adopts the descriptors, opens the control socket,
 /// installs the signal handlers and links to the predecessor (those two on
-/// the lifecycle thread's runtime). `Err`: why the generation cannot start.
+/// the lifecycle thread's runtime): the generation, its state and its
+/// signals. `Err`: why the generation cannot start.
 fn build_generation<S: HandoverState>(
     config: &Config,
-    inherited: Inherited,
+    header: &HandoverHeader,
+    fds: Vec<(String, OwnedFd)>,
+    state: Option<Vec<u8>>,
     channel: &mut Option<StdUnixStream>,
     lifecycle: &Handle,
-) -> Result<Built<S>, String> {
-    let mut registry = Registry::new(inherited.fds);
-    registry.mark_socket_activated(&inherited.lineage.systemd_sockets);
-    let (state, report) = child::decode_state::<S>(
-        inherited.state.as_deref(),
-        inherited.offer,
+) -> Result<(Arc<Generation>, Option<S>, Signals), String> {
+    let mut registry = Registry::new(fds);
+    registry.mark_socket_activated(&header.lineage.systemd_sockets);
+    // A first generation was offered nothing.
+    let offer = (header.generation > 1).then(|| header.state.clone());
+    let (decoded, report) = child::decode_state::<S>(
+        state.as_deref(),
+        offer,
         &mut registry,
         config.on_state_mismatch,
     )
     .map_err(|e| e.to_string())?;
-    if inherited.state.is_some() {
+    if state.is_some() {
         crate::profile::mark(crate::profile::Hop::StateDecoded);
     }
     // The control socket, when configured (attribute or SHELLFLIP_CONTROL):
     // inherited, or bound by the first generation. Otherwise the service may
     // open it from its main with `Context::control_socket`.
-    let inherited_control_file = inherited.lineage.control_socket_file.clone();
     let control = match config.control_socket.as_deref() {
         Some(path) => Some(
-            open_control_socket(&mut registry, inherited_control_file.as_ref(), path)
-                .map_err(|e| e.to_string())?,
+            open_control_socket(
+                &mut registry,
+                header.lineage.control_socket_file.as_ref(),
+                path,
+            )
+            .map_err(|e| e.to_string())?,
         ),
         None => None,
     };
@@ -466,43 +410,23 @@ fn build_generation<S: HandoverState>(
     let link = channel.take().and_then(|stream| {
         PredecessorLink::start(
             stream,
-            inherited.predecessor_pid,
+            header.predecessor_pid,
             report.clone(),
-            inherited.restart_id,
+            header.restart_id,
         )
         .inspect_err(|e| tracing::warn!(error = %e, "lost the channel to the previous generation"))
         .ok()
     });
-    let (link, predecessor_events, connections) = match link {
-        Some(parts) => (
-            Some(parts.link),
-            Some(parts.events),
-            Some(parts.connections),
-        ),
-        None => (None, None, None),
-    };
-    let (generation, ready_rx) = Generation::new(GenerationParts {
-        number: inherited.number,
-        state_was_handed_over: state.is_some(),
-        state_report: report,
-        connections,
+    let generation = Generation::new(
+        config,
+        header,
         registry,
-        predecessor: link,
-        pid_file: config.pid_file.as_ref().map(PidFile::new),
-        inherited_control_file,
+        decoded.is_some(),
+        report,
+        link,
         control,
-    });
-    Ok(Built {
-        generation,
-        ready_rx,
-        state,
-        lineage: inherited.lineage,
-        draining: inherited.draining,
-        predecessor_events,
-        signals,
-        restart_id: inherited.restart_id,
-        totals: inherited.totals,
-    })
+    );
+    Ok((generation, decoded, signals))
 }
 
 /// Runs the service's `main` until it returns or shutdown begins; then
@@ -536,7 +460,7 @@ where
 /// Once shutdown began: the tracked tasks until the drain deadline; then
 /// `drained` tells the supervisor. The lines of a drain that a restart
 /// began carry its id.
-async fn drain(generation: &Generation, drained: CancellationToken) {
+async fn drain(generation: &Generation) {
     generation.shutdown.cancelled().await;
     let drain = generation.drain();
     let span = telemetry::span_of(drain.restart);
@@ -544,7 +468,7 @@ async fn drain(generation: &Generation, drained: CancellationToken) {
         .instrument(span.clone())
         .await;
     let _in_span = span.entered();
-    drained.cancel();
+    generation.drained.cancel();
     if report.tasks_cut > 0 {
         tracing::warn!(
             tasks_cut = report.tasks_cut,

@@ -79,7 +79,7 @@ impl Supervisor {
             Action::Shutdown(ending) => {
                 let timeout = match ending {
                     Ending::GaveBack => Duration::ZERO,
-                    Ending::HandedOver | Ending::Stopped => self.limits.drain_timeout,
+                    Ending::HandedOver | Ending::Stopped => self.config.drain_timeout,
                 };
                 let restart = self.record.drain_begun_by(ending);
                 self.generation.begin_shutdown(ending, timeout, restart);
@@ -111,7 +111,7 @@ impl Supervisor {
             }
             Notice::MainPid(pid, status) => Notification::handed_over(pid, &status),
             Notice::Stopping => {
-                let drain = self.limits.drain_timeout;
+                let drain = self.config.drain_timeout;
                 if self.systemd.is_enabled() {
                     tokio::spawn(systemd::keep_extending_stop_timeout(
                         self.systemd.clone(),
@@ -209,7 +209,7 @@ impl Supervisor {
         let registry = self.generation.registry();
         systemd::sync_fd_store(
             &self.systemd,
-            self.limits.fd_store,
+            self.config.fd_store,
             &registry,
             &mut self.lineage.fd_store,
         );
@@ -247,7 +247,7 @@ impl Supervisor {
         self.generation.set_successor(Arc::clone(&next.link));
         self.generation.begin_shutdown(
             Ending::HandedOver,
-            self.limits.drain_timeout,
+            self.config.drain_timeout,
             self.record.current,
         );
         let totals = self.record.ledger.exposed();
@@ -274,7 +274,7 @@ impl Supervisor {
             open.file,
             open.listener,
             self.control_tx.clone(),
-            self.control_connections.clone(),
+            self.generation.control_connections.clone(),
         ) {
             Ok(serving) => self.control = Some(serving),
             Err(e) => tracing::error!(error = %e, "could not serve the control socket"),
@@ -315,7 +315,7 @@ impl Supervisor {
             file,
             listener,
             self.control_tx.clone(),
-            self.control_connections.clone(),
+            self.generation.control_connections.clone(),
         ) {
             Ok(serving) => self.control = Some(serving),
             Err(e) => tracing::error!(error = %e, "could not serve the control socket again"),
@@ -375,7 +375,7 @@ impl Supervisor {
     /// draining have exited, up to the latest of their drain deadlines and
     /// this generation's drain timeout, plus a margin.
     async fn wait_for_older(&mut self) {
-        let until = tokio::time::Instant::now() + self.limits.drain_timeout + OLDER_EXIT_MARGIN;
+        let until = tokio::time::Instant::now() + self.config.drain_timeout + OLDER_EXIT_MARGIN;
         let latest = self
             .older
             .list()

@@ -22,12 +22,11 @@ use std::time::Duration;
 use shellflip_control::protocol::{GenerationStatus, Request, Response, Status};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::channel::{Draining, Lineage, ParentMessage};
+use crate::channel::{Draining, HandoverHeader, Lineage, ParentMessage};
 use crate::child::FromPredecessor;
+use crate::config::Config;
 use crate::control::server::{self as control, ControlCommand, ControlSocketFile};
 use crate::draining::DrainingGenerations;
 use crate::generation::Generation;
@@ -38,7 +37,7 @@ use crate::profile::{self, Hop};
 use crate::shutdown::{SignalRequest, Signals};
 use crate::spawner::Spawner;
 use crate::systemd::Notifier;
-use crate::telemetry::{self, RestartId, Totals};
+use crate::telemetry;
 use crate::timing::{self, StartupTimes};
 
 /// How `main` ended: `None` if it had not returned by the end of the drain.
@@ -58,56 +57,6 @@ pub(crate) struct Finished {
     pub _successor: Option<NewGeneration>,
 }
 
-/// The settings the supervisor acts on.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    pub ready_timeout: Duration,
-    pub probation: Duration,
-    pub drain_timeout: Duration,
-    pub max_draining: usize,
-    /// Keep the sockets in systemd's fd store (`systemd::sync_fd_store`).
-    pub fd_store: bool,
-}
-
-impl Limits {
-    /// The limits `config` sets.
-    pub(crate) fn of(config: &crate::config::Config) -> Limits {
-        Limits {
-            ready_timeout: config.ready_timeout,
-            probation: config.probation,
-            drain_timeout: config.drain_timeout,
-            max_draining: config.max_draining,
-            fd_store: config.fd_store,
-        }
-    }
-}
-
-/// What the supervisor starts with.
-pub(crate) struct SupervisorParts {
-    pub generation: Arc<Generation>,
-    pub ready_rx: watch::Receiver<bool>,
-    pub main_outcome: oneshot::Receiver<MainOutcome>,
-    pub limits: Limits,
-    pub launch: Launch,
-    pub spawner: Spawner,
-    pub lineage: Lineage,
-    /// Older generations still draining, as the handover said.
-    pub draining: Vec<Draining>,
-    /// What the previous generation does (`None` in a first generation).
-    pub predecessor_events: Option<mpsc::UnboundedReceiver<FromPredecessor>>,
-    pub signals: Signals,
-    /// The restart that started this generation (`None` in a first one).
-    pub restart_id: Option<RestartId>,
-    /// The predecessor's totals as handed over (`None` in a first
-    /// generation).
-    pub totals: Option<Totals>,
-    pub startup: StartupTimes,
-    /// Control connections, which the drain waits for.
-    pub control_connections: TaskTracker,
-    /// Cancelled when the drain is over.
-    pub drained: CancellationToken,
-}
-
 /// See the module docs.
 pub(crate) struct Supervisor {
     machine: Machine,
@@ -116,7 +65,8 @@ pub(crate) struct Supervisor {
     generation: Arc<Generation>,
     ready_rx: watch::Receiver<bool>,
     main_outcome: oneshot::Receiver<MainOutcome>,
-    limits: Limits,
+    /// The settings it acts on.
+    config: Config,
     systemd: Notifier,
     launch: Launch,
     spawner: Spawner,
@@ -130,7 +80,6 @@ pub(crate) struct Supervisor {
     control: Option<control::Serving>,
     control_tx: mpsc::Sender<ControlCommand>,
     control_rx: mpsc::Receiver<ControlCommand>,
-    control_connections: TaskTracker,
     restart: Option<restart::RunningRestart>,
     outcome_tx: mpsc::Sender<restart::RestartOutcome>,
     outcome_rx: mpsc::Receiver<restart::RestartOutcome>,
@@ -144,7 +93,6 @@ pub(crate) struct Supervisor {
     older: DrainingGenerations,
     predecessor_events: Option<mpsc::UnboundedReceiver<FromPredecessor>>,
     signals: Signals,
-    drained: CancellationToken,
     /// Set once the machine says to exit.
     exit: Option<(Ending, bool)>,
     /// Outcomes, durations, the restart id of the lines (`record.rs`).
@@ -152,39 +100,54 @@ pub(crate) struct Supervisor {
 }
 
 impl Supervisor {
-    pub(crate) fn new(parts: SupervisorParts) -> Self {
+    /// The supervisor of `generation`, which `header` started (a first
+    /// generation's made up by `lifecycle`); and where `main`'s outcome goes.
+    pub(crate) fn new(
+        generation: Arc<Generation>,
+        config: Config,
+        header: HandoverHeader,
+        launch: Launch,
+        spawner: Spawner,
+        signals: Signals,
+        startup: StartupTimes,
+    ) -> (Self, oneshot::Sender<MainOutcome>) {
         let (control_tx, control_rx) = mpsc::channel(64);
         let (outcome_tx, outcome_rx) = mpsc::channel(1);
         let (successor_tx, successor_rx) = mpsc::unbounded_channel();
+        let (main_outcome_tx, main_outcome) = oneshot::channel();
         let machine = Machine::new(
             machine::Settings {
                 pid: std::process::id(),
-                generation: parts.generation.number,
-                probation: parts.limits.probation,
-                ready_timeout: parts.limits.ready_timeout,
+                generation: generation.number,
+                probation: config.probation,
+                ready_timeout: config.ready_timeout,
             },
-            parts.generation.predecessor.is_some(),
+            generation.predecessor.is_some(),
         );
-        let record = record::Record::new(&parts.generation, parts.restart_id, parts.totals);
+        let totals = (generation.number > 1).then_some(header.totals);
+        let record = record::Record::new(&generation, header.restart_id, totals);
         let mut supervisor = Supervisor {
             machine,
             epoch: Instant::now(),
-            generation: parts.generation,
-            ready_rx: parts.ready_rx,
-            main_outcome: parts.main_outcome,
-            limits: parts.limits,
+            ready_rx: generation.watch_ready(),
+            predecessor_events: generation
+                .predecessor
+                .as_ref()
+                .and_then(|l| l.take_events()),
+            generation,
+            main_outcome,
+            config,
             systemd: Notifier::from_env(),
-            launch: parts.launch,
-            spawner: parts.spawner,
-            startup: parts.startup,
-            lineage: parts.lineage,
+            launch,
+            spawner,
+            startup,
+            lineage: header.lineage,
             pending: VecDeque::new(),
             replies: HashMap::new(),
             next_reply: 0,
             control: None,
             control_tx,
             control_rx,
-            control_connections: parts.control_connections,
             restart: None,
             outcome_tx,
             outcome_rx,
@@ -192,17 +155,15 @@ impl Supervisor {
             watcher: None,
             successor_tx,
             successor_rx,
-            older: DrainingGenerations::new(parts.draining),
-            predecessor_events: parts.predecessor_events,
-            signals: parts.signals,
-            drained: parts.drained,
+            older: DrainingGenerations::new(header.draining),
+            signals,
             exit: None,
             record,
         };
         // For `ready()`, which may come before the supervisor's task first
         // runs: `lifecycle` builds the supervisor before `main` starts.
         supervisor.publish_metrics();
-        supervisor
+        (supervisor, main_outcome_tx)
     }
 
     /// Takes events until the machine says to exit; then waits for what
@@ -211,7 +172,7 @@ impl Supervisor {
         let mut progress = tokio::time::interval(PROGRESS_EVERY);
         let mut main_returned = false;
         let mut drained_seen = false;
-        let drained = self.drained.clone();
+        let drained = self.generation.drained.clone();
         while self.exit.is_none() {
             // After every event: the recorder the service installed (before
             // ready()) sees the totals from the first event on.
@@ -291,7 +252,7 @@ impl Supervisor {
         let before = self.machine.phase().clone();
         if event == Event::Deadline && matches!(before, machine::Phase::Starting { .. }) {
             tracing::error!(
-                ready_timeout = %shellflip_settings::format_duration(self.limits.ready_timeout),
+                ready_timeout = %shellflip_settings::format_duration(self.config.ready_timeout),
                 "this generation was not ready within the ready timeout, and the previous generation is gone; exiting"
             );
         }
@@ -431,12 +392,12 @@ impl Supervisor {
             let _ = next.tell(&ParentMessage::Progress(drain)).await;
         }
         if self.machine.is_service() {
-            for cut in self.older.cut_beyond(self.limits.max_draining) {
+            for cut in self.older.cut_beyond(self.config.max_draining) {
                 tracing::warn!(
                     generation = cut.generation,
                     pid = cut.pid,
                     tasks = cut.tasks,
-                    max_draining = self.limits.max_draining,
+                    max_draining = self.config.max_draining,
                     "more generations drain than max_draining allows: ended the oldest one's drain (its remaining work is cut)"
                 );
             }

@@ -104,7 +104,7 @@ impl Supervisor {
                     reason: "the restart was asked with --fresh-state".to_owned(),
                 },
             },
-            ready_timeout: self.limits.ready_timeout,
+            ready_timeout: self.config.ready_timeout,
             restart_id: self.record.current.unwrap_or(RestartId {
                 generation: self.generation.number,
                 ordinal: 0,
@@ -152,7 +152,7 @@ impl Supervisor {
                     handover_ms = ms(next.timings.handover_sent),
                     ready_ms = ms(next.timings.ready),
                     duration_ms = ms(elapsed),
-                    probation = %shellflip_settings::format_duration(self.limits.probation),
+                    probation = %shellflip_settings::format_duration(self.config.probation),
                     "the new generation is ready; it goes on probation"
                 );
                 let successor = Successor {
