@@ -58,12 +58,10 @@ fn resolve_exe(arg0: &OsString) -> Option<PathBuf> {
     if arg0.is_empty() {
         return None;
     }
-    let candidate = if path.components().count() > 1 || path.is_absolute() {
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            std::env::current_dir().ok()?.join(path)
-        }
+    let candidate = if path.is_absolute() {
+        path.to_path_buf()
+    } else if path.components().count() > 1 {
+        std::env::current_dir().ok()?.join(path)
     } else {
         let search = std::env::var_os("PATH")?;
         std::env::split_paths(&search)
@@ -89,20 +87,7 @@ impl Launch {
         channel: &OwnedFd,
         defaults: &[Signal],
     ) -> std::io::Result<u32> {
-        let mut attempts = 0;
-        loop {
-            match self.try_spawn_posix(channel, defaults) {
-                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < BUSY_RETRIES => {
-                    attempts += 1;
-                    tracing::debug!(
-                        attempts,
-                        "the executable is busy (being written?); retrying"
-                    );
-                    tokio::time::sleep(BUSY_PAUSE).await;
-                }
-                result => return result,
-            }
-        }
+        retry_busy(|| self.try_spawn_posix(channel, defaults)).await
     }
 
     fn try_spawn_posix(&self, channel: &OwnedFd, defaults: &[Signal]) -> std::io::Result<u32> {
@@ -180,22 +165,28 @@ impl Launch {
             channel.as_raw_fd(),
             shutdown::signal_set(self.restart_signal),
         );
-        let mut attempts = 0;
-        loop {
-            match command.spawn() {
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::ExecutableFileBusy
-                        && attempts < BUSY_RETRIES =>
-                {
-                    attempts += 1;
-                    tracing::debug!(
-                        attempts,
-                        "the executable is busy (being written?); retrying"
-                    );
-                    tokio::time::sleep(BUSY_PAUSE).await;
-                }
-                result => return result,
+        retry_busy(|| command.spawn()).await
+    }
+}
+
+/// Runs `spawn` again while the executable is busy being written
+/// (ETXTBSY), up to [`BUSY_RETRIES`] times.
+async fn retry_busy<T>(mut spawn: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    let mut attempts = 0;
+    loop {
+        match spawn() {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && attempts < BUSY_RETRIES =>
+            {
+                attempts += 1;
+                tracing::debug!(
+                    attempts,
+                    "the executable is busy (being written?); retrying"
+                );
+                tokio::time::sleep(BUSY_PAUSE).await;
             }
+            result => return result,
         }
     }
 }
@@ -209,9 +200,7 @@ const BUSY_PAUSE: Duration = Duration::from_millis(20);
 /// whatever it started before it took over), or to `pid` alone if it left
 /// that group.
 pub(crate) fn kill_group(pid: u32) -> std::io::Result<()> {
-    let pid = nix::unistd::Pid::from_raw(
-        i32::try_from(pid).map_err(|_| std::io::Error::other("not a pid"))?,
-    );
+    let pid = to_pid(pid)?;
     match nix::sys::signal::killpg(pid, Signal::SIGKILL) {
         Ok(()) => Ok(()),
         Err(nix::errno::Errno::ESRCH) => {
@@ -219,6 +208,12 @@ pub(crate) fn kill_group(pid: u32) -> std::io::Result<()> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `pid` as nix takes it.
+fn to_pid(pid: u32) -> std::io::Result<nix::unistd::Pid> {
+    let raw = i32::try_from(pid).map_err(|_| std::io::Error::other("not a pid"))?;
+    Ok(nix::unistd::Pid::from_raw(raw))
 }
 
 /// "exited with status 3", "was killed by signal SIGSEGV (core dumped)".
@@ -232,11 +227,8 @@ pub(crate) fn describe_status(status: std::io::Result<ExitStatus>) -> String {
                 let name = Signal::try_from(signal)
                     .map(|s| s.as_str().to_owned())
                     .unwrap_or_else(|_| format!("signal {signal}"));
-                let core = if status.core_dumped() {
-                    " (core dumped)"
-                } else {
-                    ""
-                };
+                let core = status.core_dumped().then_some(" (core dumped)");
+                let core = core.unwrap_or_default();
                 format!("was killed by signal {name}{core}")
             } else {
                 format!("ended with {status}")
@@ -336,13 +328,7 @@ impl ExitWatch {
     pub(crate) fn kill(&self) -> std::io::Result<()> {
         match &self.pidfd {
             Some(pidfd) => fd::pidfd_send_signal(pidfd.get_ref().as_fd(), libc::SIGKILL),
-            None => nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(
-                    i32::try_from(self.pid).map_err(|_| std::io::Error::other("not a pid"))?,
-                ),
-                Signal::SIGKILL,
-            )
-            .map_err(std::io::Error::from),
+            None => nix::sys::signal::kill(to_pid(self.pid)?, Signal::SIGKILL).map_err(Into::into),
         }
     }
 }

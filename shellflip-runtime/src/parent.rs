@@ -30,15 +30,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::{
-    self, ChildMessage, Draining, HandoverHeader, Lineage, ParentMessage, StateOffer, StateReport,
+    self, ChildMessage, Draining, HandoverHeader, Lineage, StateOffer, StateReport,
 };
 use crate::connections::SuccessorLink;
 use crate::error::RestartError;
 use crate::launch::{describe_status, Launch};
 use crate::profile::{self, Hop};
-use crate::spawner::{NextProcess, Spawner};
+use crate::spawner::{NextProcess, Spawner, Successor};
 use crate::state::EncodedState;
-use crate::telemetry::{RestartId, Totals};
+use crate::telemetry::{RestartDurations, RestartId, Totals};
 use crate::timing;
 
 /// What a restart hands over, but the state.
@@ -61,53 +61,26 @@ pub(crate) struct Plan {
 /// named for the handover).
 pub(crate) type EncodedStateParts = Option<(EncodedState, Vec<(String, OwnedFd)>)>;
 
-/// How long each phase of a successful restart took, from its start.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct PhaseTimings {
-    /// Until the new process was spawned.
-    pub spawned: Duration,
-    /// Until the listeners and state were sent.
-    pub handover_sent: Duration,
-    /// Until it reported ready.
-    pub ready: Duration,
-    /// From its request for the state until the snapshot was sent (`None`:
-    /// no state was sent).
-    pub state: Option<Duration>,
-}
-
-/// What a new generation's READY says.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Readiness {
-    /// What became of the state (`None`: the service keeps none).
-    pub state: Option<StateReport>,
-}
-
 /// A new generation that reported ready. Keep it until this process exits:
 /// the channel closing tells the new generation that this one is gone.
 #[derive(Debug)]
 pub(crate) struct NewGeneration {
     pub pid: u32,
     pub generation: u64,
-    pub timings: PhaseTimings,
+    /// How long each phase of the restart took, from its start.
+    pub timings: RestartDurations,
     /// What became of the state, as the new generation reported.
     pub state_report: Option<StateReport>,
     /// Its process: watched during its probation (see `supervisor`), then
     /// kept, not waited for: the new generation outlives this process.
-    process: Option<NextProcess>,
-    channel: Arc<UnixStream>,
+    pub process: Option<NextProcess>,
+    /// The channel to it, on which it reports.
+    pub channel: Arc<UnixStream>,
     /// Messages and connections to it.
     pub link: Arc<SuccessorLink>,
 }
 
 impl NewGeneration {
-    /// Tells the new generation that the handover is complete: this one
-    /// stopped accepting for good and drains as `drain` says, so the new one
-    /// is the service (until then it does not take over: see `child`); it
-    /// carries `totals` on.
-    pub(crate) async fn commit(&self, drain: Draining, totals: Totals) -> io::Result<()> {
-        self.tell(&ParentMessage::Commit { drain, totals }).await
-    }
-
     /// How it ended, if it has exited already (it may die right after its
     /// READY, before this generation takes that in).
     pub(crate) async fn exited(&mut self) -> Option<String> {
@@ -116,51 +89,6 @@ impl NewGeneration {
             return None;
         }
         Some(describe_status(process.wait().await))
-    }
-
-    /// Its process, to watch during the probation.
-    pub(crate) fn take_process(&mut self) -> Option<NextProcess> {
-        self.process.take()
-    }
-
-    /// Keeps its process (after the probation) until this one exits.
-    pub(crate) fn keep_process(&mut self, process: NextProcess) {
-        self.process = Some(process);
-    }
-
-    /// The channel to it, on which it reports.
-    pub(crate) fn channel(&self) -> Arc<UnixStream> {
-        Arc::clone(&self.channel)
-    }
-
-    /// Sends a message to the new generation.
-    pub(crate) async fn tell(&self, message: &ParentMessage) -> io::Result<()> {
-        self.link.tell(message).await
-    }
-}
-
-/// What the decision table needs of the new process: the seam through
-/// which it is tested with a fake.
-pub(crate) trait Successor {
-    /// Its pid (for messages).
-    fn pid(&self) -> u32;
-    /// Waits until it has exited and was reaped.
-    fn wait(&mut self) -> impl Future<Output = io::Result<ExitStatus>> + Send;
-    /// Sends it SIGKILL.
-    fn start_kill(&mut self) -> io::Result<()>;
-}
-
-impl Successor for NextProcess {
-    fn pid(&self) -> u32 {
-        NextProcess::pid(self)
-    }
-
-    fn wait(&mut self) -> impl Future<Output = io::Result<ExitStatus>> + Send {
-        NextProcess::wait(self)
-    }
-
-    fn start_kill(&mut self) -> io::Result<()> {
-        NextProcess::start_kill(self)
     }
 }
 
@@ -232,13 +160,13 @@ pub(crate) async fn restart(
     drop(prepare);
 
     // 3. Ready, or why not.
-    let readiness = decision.inspect_err(|error| {
+    let state_report = decision.inspect_err(|error| {
         tracing::debug!(pid, elapsed_ms = timing::ms(started.elapsed()), reason = %error, "the new generation failed");
     })?;
     profile::mark(Hop::ReadyRead);
-    let timings = PhaseTimings {
-        spawned,
-        handover_sent: handover_sent.get().copied().unwrap_or_default(),
+    let timings = RestartDurations {
+        spawn: spawned,
+        handover: handover_sent.get().copied().unwrap_or_default(),
         ready: started.elapsed(),
         state: state_sent.get().copied(),
     };
@@ -252,7 +180,7 @@ pub(crate) async fn restart(
         pid,
         generation,
         timings,
-        state_report: readiness.state,
+        state_report,
         process: Some(process),
         link: SuccessorLink::new(Arc::clone(&channel)),
         channel,
@@ -376,7 +304,8 @@ const LATE_REPORT: Duration = Duration::from_millis(200);
 /// The decision table of a restart: waits for the first of the report
 /// (`handshake`: the handover written, then the new generation's message),
 /// the process's exit, the ready timeout and `abort`, and decides. Every
-/// failure leaves the process reaped.
+/// failure leaves the process reaped. Ready: what became of the state, as
+/// READY said (`None`: the service keeps none).
 ///
 /// | first event                     | then                                   | outcome                         |
 /// |---------------------------------|----------------------------------------|---------------------------------|
@@ -394,7 +323,7 @@ pub(crate) async fn decide<P: Successor>(
     mut handshake: Pin<&mut impl Future<Output = Result<Option<ChildMessage>, HandshakeError>>>,
     ready_timeout: Duration,
     abort: &CancellationToken,
-) -> Result<Readiness, RestartError> {
+) -> Result<Option<StateReport>, RestartError> {
     let first = tokio::select! {
         report = &mut handshake => First::Report(report),
         status = process.wait() => First::Exited(status),
@@ -444,10 +373,10 @@ enum First {
 async fn conclude_report<P: Successor>(
     process: &mut P,
     report: Result<Option<ChildMessage>, HandshakeError>,
-) -> Result<Readiness, RestartError> {
+) -> Result<Option<StateReport>, RestartError> {
     let pid = process.pid();
     match report {
-        Ok(Some(ChildMessage::Ready { state })) => Ok(Readiness { state }),
+        Ok(Some(ChildMessage::Ready { state })) => Ok(state),
         Ok(Some(
             ChildMessage::SendState
             | ChildMessage::Stopping { .. }
@@ -611,7 +540,7 @@ mod tests {
             .await
             .unwrap();
         // What the READY said reaches the caller (the handover's format).
-        assert_eq!(readiness, Readiness { state: None });
+        assert_eq!(readiness, None);
         assert!(!killed.load(Ordering::SeqCst));
         assert!(!process.reaped, "a ready generation is not waited for");
     }

@@ -27,6 +27,7 @@
 //! spawner is gone.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
@@ -486,8 +487,29 @@ impl NextProcess {
         }
     }
 
+    /// True once it has exited (reaped or not), without waiting.
+    pub(crate) fn has_exited(&mut self) -> bool {
+        match &mut self.parent {
+            NextParent::Inline { child, .. } => !matches!(child.try_wait(), Ok(None)),
+            NextParent::Spawned(spawned) => spawned.watch.has_exited(),
+        }
+    }
+}
+
+/// What `parent`'s decision table needs of the new process: the seam
+/// through which it is tested with a fake.
+pub(crate) trait Successor {
+    /// Its pid (for messages).
+    fn pid(&self) -> u32;
+    /// Waits until it has exited and was reaped.
+    fn wait(&mut self) -> impl Future<Output = io::Result<ExitStatus>> + Send;
+    /// Sends it SIGKILL.
+    fn start_kill(&mut self) -> io::Result<()>;
+}
+
+impl Successor for NextProcess {
     /// Its pid.
-    pub(crate) fn pid(&self) -> u32 {
+    fn pid(&self) -> u32 {
         match &self.parent {
             NextParent::Inline { pid, .. } => *pid,
             NextParent::Spawned(spawned) => spawned.pid,
@@ -499,7 +521,7 @@ impl NextProcess {
     /// of its process group has exited, so that nothing of a killed
     /// generation outlives the wait (its spawner, killed with it, may take
     /// longer to exit than it did).
-    pub(crate) async fn wait(&mut self) -> io::Result<ExitStatus> {
+    async fn wait(&mut self) -> io::Result<ExitStatus> {
         let status = match &mut self.parent {
             NextParent::Inline { child, .. } => child.wait().await,
             NextParent::Spawned(spawned) => spawned.wait().await,
@@ -508,17 +530,9 @@ impl NextProcess {
         status
     }
 
-    /// True once it has exited (reaped or not), without waiting.
-    pub(crate) fn has_exited(&mut self) -> bool {
-        match &mut self.parent {
-            NextParent::Inline { child, .. } => !matches!(child.try_wait(), Ok(None)),
-            NextParent::Spawned(spawned) => spawned.watch.has_exited(),
-        }
-    }
-
     /// Sends SIGKILL to it and to everything it started (its process
     /// group), and notes the group's other processes for [`wait`](Self::wait).
-    pub(crate) fn start_kill(&mut self) -> io::Result<()> {
+    fn start_kill(&mut self) -> io::Result<()> {
         let pid = self.pid();
         let killed = launch::kill_group(pid);
         if self.killed_group.is_empty() {

@@ -1,13 +1,14 @@
 //! What the supervisor does for each of the machine's actions, and the
 //! exit: the I/O side of the decisions.
 
+use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 use std::time::Duration;
 
 use shellflip_control::protocol::{Response, RestartSuccess};
 
 use crate::channel::ParentMessage;
-use crate::control::server as control;
+use crate::control::server::{self as control, ControlSocketFile};
 use crate::generation::Admission;
 use crate::launch;
 use crate::machine::{Action, Ending, Failure, Notice, ReplyTo, Successor};
@@ -64,7 +65,7 @@ impl Supervisor {
             Action::Commit => self.commit().await,
             Action::TellSuccessorToStop(claim) => {
                 if let Some(next) = &self.successor {
-                    if let Err(e) = next.tell(&ParentMessage::Stop { claim }).await {
+                    if let Err(e) = next.link.tell(&ParentMessage::Stop { claim }).await {
                         tracing::debug!(error = %e, pid = next.pid, "could not tell the new generation to stop (gone?)");
                     }
                 }
@@ -219,12 +220,12 @@ impl Supervisor {
         let Some(next) = self.successor.as_mut() else {
             return;
         };
-        let Some(process) = next.take_process() else {
+        let Some(process) = next.process.take() else {
             return;
         };
         self.watcher = Some(Watcher::start(
             process,
-            next.channel(),
+            Arc::clone(&next.channel),
             self.successor_tx.clone(),
         ));
     }
@@ -237,7 +238,7 @@ impl Supervisor {
     async fn commit(&mut self) {
         if let Some(watcher) = self.watcher.take() {
             if let (Some(process), Some(next)) = (watcher.release().await, &mut self.successor) {
-                next.keep_process(process);
+                next.process = Some(process);
             }
         }
         let Some(next) = &self.successor else {
@@ -250,12 +251,17 @@ impl Supervisor {
             self.config.drain_timeout,
             self.record.current,
         );
-        let totals = self.record.ledger.exposed();
-        if let Err(e) = next.commit(self.own_drain(), totals).await {
+        // The handover is complete: the new generation is the service (until
+        // then it does not take over: see `child`) and carries the totals on.
+        let commit = ParentMessage::Commit {
+            drain: self.own_drain(),
+            totals: self.record.ledger.exposed(),
+        };
+        if let Err(e) = next.link.tell(&commit).await {
             tracing::warn!(error = %e, pid = next.pid, "could not tell the new generation that the handover is complete; it takes over when this one exits");
         }
         for older in self.older.list() {
-            let _ = next.tell(&ParentMessage::Progress(older)).await;
+            self.relay(older).await;
         }
         tracing::info!(
             pid = next.pid,
@@ -266,18 +272,18 @@ impl Supervisor {
     }
 
     fn start_accepting_control(&mut self) {
-        let Some(open) = self.generation.take_control() else {
-            return;
-        };
-        self.lineage.control_socket_file = Some(open.file.clone());
-        match control::Serving::start(
-            open.file,
-            open.listener,
-            self.control_tx.clone(),
-            self.generation.control_connections.clone(),
-        ) {
+        if let Some(open) = self.generation.take_control() {
+            self.serve_control(open.file, open.listener, "");
+        }
+    }
+
+    /// Serves the control socket (`again`: after a rollback).
+    fn serve_control(&mut self, file: ControlSocketFile, listener: UnixListener, again: &str) {
+        self.lineage.control_socket_file = Some(file.clone());
+        let connections = self.generation.control_connections.clone();
+        match control::Serving::start(file, listener, self.control_tx.clone(), connections) {
             Ok(serving) => self.control = Some(serving),
-            Err(e) => tracing::error!(error = %e, "could not serve the control socket"),
+            Err(e) => tracing::error!(error = %e, "could not serve the control socket{again}"),
         }
     }
 
@@ -302,7 +308,7 @@ impl Supervisor {
             }
         } else {
             match self.generation.registry().duplicate(CONTROL_FD_NAME) {
-                Some(Ok(fd)) => (std::os::unix::net::UnixListener::from(fd), file),
+                Some(Ok(fd)) => (UnixListener::from(fd), file),
                 Some(Err(e)) => {
                     tracing::error!(error = %e, "could not serve the control socket again");
                     return;
@@ -310,24 +316,15 @@ impl Supervisor {
                 None => return,
             }
         };
-        self.lineage.control_socket_file = Some(file.clone());
-        match control::Serving::start(
-            file,
-            listener,
-            self.control_tx.clone(),
-            self.generation.control_connections.clone(),
-        ) {
-            Ok(serving) => self.control = Some(serving),
-            Err(e) => tracing::error!(error = %e, "could not serve the control socket again"),
-        }
+        self.serve_control(file, listener, " again");
     }
 
     /// The control socket's file is gone: binds a new socket at its path
     /// and registers it for later generations.
     fn rebind_control(
         &mut self,
-        lost: &control::ControlSocketFile,
-    ) -> Option<(std::os::unix::net::UnixListener, control::ControlSocketFile)> {
+        lost: &ControlSocketFile,
+    ) -> Option<(UnixListener, ControlSocketFile)> {
         let path = lost.path.clone();
         tracing::warn!(path = %path.display(), "the control socket's file is gone; binding a new one at the same path");
         let (listener, file) = match control::bind_control_socket(&path) {

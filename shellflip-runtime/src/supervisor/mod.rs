@@ -216,7 +216,7 @@ impl Supervisor {
                     continue;
                 }
                 _ = progress.tick(), if draining => {
-                    self.report_progress().await;
+                    self.relay(self.own_drain()).await;
                     continue;
                 }
                 () = drained.cancelled(), if !drained_seen => {
@@ -388,9 +388,7 @@ impl Supervisor {
     /// are ended.
     async fn on_older_drain(&mut self, drain: Draining) {
         self.older.update(drain.clone());
-        if let Some(next) = &self.successor {
-            let _ = next.tell(&ParentMessage::Progress(drain)).await;
-        }
+        self.relay(drain).await;
         if self.machine.is_service() {
             for cut in self.older.cut_beyond(self.config.max_draining) {
                 tracing::warn!(
@@ -416,10 +414,11 @@ impl Supervisor {
         }
     }
 
-    /// Tells the successor how the drain goes.
-    async fn report_progress(&mut self) {
+    /// Tells the successor (if any) how a drain goes: this generation's
+    /// own, or an older one's.
+    async fn relay(&self, drain: Draining) {
         if let Some(next) = &self.successor {
-            let _ = next.tell(&ParentMessage::Progress(self.own_drain())).await;
+            let _ = next.link.tell(&ParentMessage::Progress(drain)).await;
         }
     }
 }

@@ -194,17 +194,8 @@ impl Supervisor {
 
     /// A restart reached READY: its durations (this generation's
     /// histograms) and the state it handed over.
-    pub(super) fn record_ready(
-        &mut self,
-        timings: &crate::parent::PhaseTimings,
-        bytes: Option<u64>,
-    ) {
-        telemetry::observe_restart(&RestartDurations {
-            ready: timings.ready,
-            spawn: timings.spawned,
-            handover: timings.handover_sent,
-            state: timings.state,
-        });
+    pub(super) fn record_ready(&mut self, durations: &RestartDurations, bytes: Option<u64>) {
+        telemetry::observe_restart(durations);
         if bytes.is_some() {
             self.record.state_bytes = bytes;
         }

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use crate::channel::{self, ChildMessage};
 use crate::launch::describe_status;
 use crate::machine::Event;
-use crate::spawner::NextProcess;
+use crate::spawner::{NextProcess, Successor};
 
 /// How long, once the successor exited, the reports it wrote before have
 /// to be read (they are in the socket already).
@@ -72,13 +72,26 @@ fn next_report(channel: &Arc<UnixStream>) -> Report {
     Box::pin(async move { channel::read_child_message(&channel).await })
 }
 
-/// What a report means to the machine (`None`: nothing).
-fn as_event(report: ChildMessage) -> Option<Event> {
-    match report {
-        ChildMessage::Unhealthy { reason } => Some(Event::SuccessorUnhealthy(reason)),
-        ChildMessage::Stopping { claim } => Some(Event::SuccessorStopping(claim)),
-        _ => None,
+/// Passes a report the successor wrote on to the machine (the ones it
+/// has events for) and starts reading the next; false once the channel is
+/// closed or broken.
+fn pass_on(
+    read: io::Result<Option<ChildMessage>>,
+    events: &mpsc::UnboundedSender<Event>,
+    report: &mut Report,
+    channel: &Arc<UnixStream>,
+) -> bool {
+    let event = match read {
+        Ok(Some(ChildMessage::Unhealthy { reason })) => Some(Event::SuccessorUnhealthy(reason)),
+        Ok(Some(ChildMessage::Stopping { claim })) => Some(Event::SuccessorStopping(claim)),
+        Ok(Some(_)) => None,
+        Ok(None) | Err(_) => return false,
+    };
+    if let Some(event) = event {
+        let _ = events.send(event);
     }
+    *report = next_report(channel);
+    true
 }
 
 async fn watch(
@@ -100,15 +113,10 @@ async fn watch(
             status = process.wait() => {
                 // What it wrote before it exited comes first.
                 while open {
-                    match tokio::time::timeout(REPORTS_AFTER_EXIT, &mut report).await {
-                        Ok(Ok(Some(message))) => {
-                            if let Some(event) = as_event(message) {
-                                let _ = events.send(event);
-                            }
-                            report = next_report(&channel);
-                        }
-                        _ => open = false,
-                    }
+                    open = match tokio::time::timeout(REPORTS_AFTER_EXIT, &mut report).await {
+                        Ok(read) => pass_on(read, &events, &mut report, &channel),
+                        Err(_) => false,
+                    };
                 }
                 let _ = events.send(Event::SuccessorExited(describe_status(status)));
                 release.cancelled().await;
@@ -120,15 +128,7 @@ async fn watch(
                     tracing::debug!(error = %e, "kill of the new generation failed (already exited?)");
                 }
             }
-            read = &mut report, if open => match read {
-                Ok(Some(message)) => {
-                    if let Some(event) = as_event(message) {
-                        let _ = events.send(event);
-                    }
-                    report = next_report(&channel);
-                }
-                Ok(None) | Err(_) => open = false,
-            },
+            read = &mut report, if open => open = pass_on(read, &events, &mut report, &channel),
         }
     }
 }
