@@ -113,47 +113,43 @@ pub(crate) fn decode_state<S: HandoverState>(
     on_mismatch: StateMismatch,
 ) -> Result<(Option<S>, Option<StateReport>), StateError> {
     let mut state_fds = StateFds::from_vec(registry.claim_prefixed(STATE_FD_PREFIX));
-    let keeps_state = std::any::TypeId::of::<S>() != std::any::TypeId::of::<()>();
-    let mut report = keeps_state.then(|| StateReport {
+    let mut report = StateReport {
         type_name: S::TYPE_NAME.to_owned(),
         version: S::VERSION,
         ..StateReport::default()
-    });
+    };
     let state = match (bytes, offer) {
         (Some(bytes), _) => match decode_envelope_with_report::<S>(bytes, &mut state_fds) {
             Ok((state, decoded)) => {
-                if let Some(report) = report.as_mut() {
-                    report.bytes = decoded.len as u64;
-                    report.migrated_from =
-                        (decoded.received_version < S::VERSION).then_some(decoded.received_version);
-                    report.dropped = decoded.dropped;
-                }
+                report.bytes = decoded.len as u64;
+                report.migrated_from =
+                    (decoded.received_version < S::VERSION).then_some(decoded.received_version);
+                report.dropped = decoded.dropped;
                 Some(state)
             }
             Err(e) if e.is_mismatch() && on_mismatch == StateMismatch::Fresh => {
-                if let Some(report) = report.as_mut() {
-                    report.bytes = bytes.len() as u64;
-                    report.not_carried = Some(format!("{e} (on_state_mismatch = \"fresh\")"));
-                }
+                report.bytes = bytes.len() as u64;
+                report.not_carried = Some(format!("{e} (on_state_mismatch = \"fresh\")"));
                 None
             }
             Err(e) => return Err(e),
         },
         (None, Some(StateOffer::Fresh { reason })) => {
-            if let Some(report) = report.as_mut() {
-                report.not_carried = Some(reason);
-            }
+            report.not_carried = Some(reason);
             None
         }
         (None, Some(StateOffer::None)) => {
-            if let Some(report) = report.as_mut() {
-                report.not_carried = Some("the previous generation kept no state".to_owned());
-            }
+            report.not_carried = Some("the previous generation kept no state".to_owned());
             None
         }
         (None, _) => None,
     };
-    Ok((state, report))
+    Ok((state, keeps_state::<S>().then_some(report)))
+}
+
+/// Whether the service keeps a state (a `Context<()>` keeps none).
+pub(crate) fn keeps_state<S: HandoverState>() -> bool {
+    std::any::TypeId::of::<S>() != std::any::TypeId::of::<()>()
 }
 
 /// Reports a failure before the runtime runs (blocking, best effort: if
@@ -239,10 +235,8 @@ impl PredecessorLink {
             reader,
             predecessor,
             Arc::clone(&link),
-            Channels {
-                events: events_tx,
-                connections: arrived_tx,
-            },
+            events_tx,
+            arrived_tx,
             restart,
         ));
         Ok(link)
@@ -408,23 +402,18 @@ pub(crate) enum FromPredecessor {
     GaveUp,
 }
 
-/// Where the link sends what it reads.
-struct Channels {
-    /// What the previous generation does, for the supervisor.
-    events: mpsc::UnboundedSender<FromPredecessor>,
-    /// The connections it hands over, for the service.
-    connections: mpsc::UnboundedSender<Arrived>,
-}
-
 /// Reads the previous generation's messages until the channel closes; then
 /// tells whether it died or gave this generation up. The lines about the
 /// restart carry its id (`restart`): each in a span made as it is logged,
 /// the service's subscriber being installed only after this task started.
+/// What the previous generation does goes to `events` (for the supervisor),
+/// the connections it hands over to `arrived` (for the service).
 async fn watch_predecessor(
     reader: OwnedReadHalf,
     predecessor: Option<Arc<ExitWatch>>,
     link: Arc<PredecessorLink>,
-    to: Channels,
+    events: mpsc::UnboundedSender<FromPredecessor>,
+    arrived: mpsc::UnboundedSender<Arrived>,
     restart: Option<RestartId>,
 ) {
     let took_over = link.took_over.clone();
@@ -459,12 +448,12 @@ async fn watch_predecessor(
                 FromPredecessor::Stop(claim)
             }
             ParentMessage::Connections(headers) => {
-                let answer = connections::take_connections(headers, fds, fds_lost, &to.connections);
-                answered(&link, &to.events, answer).await;
+                let answer = connections::take_connections(headers, fds, fds_lost, &arrived);
+                answered(&link, &events, answer).await;
                 continue;
             }
         };
-        let _ = to.events.send(event);
+        let _ = events.send(event);
     }
     if took_over.is_cancelled() {
         return;
@@ -493,7 +482,7 @@ async fn watch_predecessor(
     if matches!(event, FromPredecessor::Gone) {
         took_over.cancel();
     }
-    let _ = to.events.send(event);
+    let _ = events.send(event);
 }
 
 /// Answers the previous generation about connections it handed over, and

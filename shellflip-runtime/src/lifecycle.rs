@@ -109,11 +109,8 @@ where
         Ok(Role::KeeperDone(code)) => return code,
         Err(e) => return fail_start(None, &e.to_string()),
     }
-    let mut times = StartupTimes {
-        entered: SystemTime::now(),
-        ..StartupTimes::default()
-    };
-    profile::mark_at(Hop::ExecDone, times.entered);
+    let entered = SystemTime::now();
+    profile::mark_at(Hop::ExecDone, entered);
     // Until its handler exists, the restart signal waits instead of
     // killing the process (a new generation starts with it blocked
     // already). Every thread started from here on inherits the mask; the
@@ -123,14 +120,29 @@ where
         Ok(channel) => channel,
         Err(e) => return fail_start(None, &e.to_string()),
     };
-    let passed = match systemd::take_socket_activation(channel.is_none()) {
-        Ok(passed) => passed,
-        Err(e) => return fail_start(channel.as_mut(), &Error::from(e).to_string()),
+    let (start, runtime, lifecycle) = match start_up::<S>(config, &mut channel, entered) {
+        Ok(started) => started,
+        Err(reason) => return fail_start(channel.as_mut(), &reason),
     };
-    let config = match config.apply_env() {
-        Ok(config) => config,
-        Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
-    };
+    let code = runtime.block_on(serve::<S, F, Fut>(start, main));
+    drop(lifecycle);
+    runtime.shutdown_background();
+    tracing::debug!("process exit");
+    code
+}
+
+/// Start-up before the runtime, with a single thread: the socket
+/// activation, the `SHELLFLIP_*` overrides, the spawner's fork, the
+/// handover received on `channel` (taken into the [`Start`]); then the
+/// runtime and the lifecycle thread. `Err`: why the generation cannot start.
+fn start_up<S: HandoverState>(
+    config: Config,
+    channel: &mut Option<StdUnixStream>,
+    entered: SystemTime,
+) -> Result<(Start, tokio::runtime::Runtime, LifecycleThread), String> {
+    let passed = systemd::take_socket_activation(channel.is_none())
+        .map_err(|e| Error::from(e).to_string())?;
+    let config = config.apply_env().map_err(|e| e.to_string())?;
     let launch = Launch::resolve(config.restart_signal);
     // Before the runtime and the service's code: the process has a single
     // thread, so the spawner can be forked safely.
@@ -139,48 +151,41 @@ where
         SpawnerMode::Process => spawner::start(&launch)
             .map_err(|e| format!("the spawner process could not be started: {e}")),
     };
-    times.spawner_forked = SystemTime::now();
-    profile::mark_at(Hop::SpawnerForked, times.spawner_forked);
-    let received = match channel.as_mut() {
-        None => None,
-        Some(stream) => match child::receive(stream, config.ready_timeout, keeps_state::<S>()) {
-            Ok(received) => Some(received),
-            Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
-        },
-    };
-    times.received = SystemTime::now();
-    times.restart_began = received
+    let spawner_forked = SystemTime::now();
+    profile::mark_at(Hop::SpawnerForked, spawner_forked);
+    let received = channel
+        .as_mut()
+        .map(|stream| child::receive(stream, config.ready_timeout, child::keeps_state::<S>()))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let received_at = SystemTime::now();
+    let restart_began = received
         .as_ref()
         .map(|r| r.header.restart_began_unix_us)
         .filter(|&us| us > 0)
         .map(|us| UNIX_EPOCH + Duration::from_micros(us));
-    let runtime = match build_runtime(&config) {
-        Ok(runtime) => runtime,
-        Err(e) => return fail_start(channel.as_mut(), &e.to_string()),
-    };
-    let lifecycle = match LifecycleThread::start() {
-        Ok(lifecycle) => lifecycle,
-        Err(e) => {
-            let e = Error::io("could not start the lifecycle thread", e);
-            return fail_start(channel.as_mut(), &e.to_string());
-        }
-    };
-    times.runtime_built = SystemTime::now();
-    profile::mark_at(Hop::RuntimeBuilt, times.runtime_built);
+    let runtime = build_runtime(&config).map_err(|e| e.to_string())?;
+    let lifecycle = LifecycleThread::start()
+        .map_err(|e| Error::io("could not start the lifecycle thread", e).to_string())?;
+    let runtime_built = SystemTime::now();
+    profile::mark_at(Hop::RuntimeBuilt, runtime_built);
     let start = Start {
-        times,
+        config,
+        times: StartupTimes {
+            entered,
+            spawner_forked,
+            received: received_at,
+            runtime_built,
+            restart_began,
+        },
         launch,
         spawner,
-        channel,
+        channel: channel.take(),
         received,
         passed,
         lifecycle: lifecycle.handle().clone(),
     };
-    let code = runtime.block_on(serve::<S, F, Fut>(config, start, main));
-    drop(lifecycle);
-    runtime.shutdown_background();
-    tracing::debug!("process exit");
-    code
+    Ok((start, runtime, lifecycle))
 }
 
 /// How long, after the drain, the supervisor and the control replies in
@@ -222,6 +227,8 @@ fn build_runtime(config: &Config) -> Result<tokio::runtime::Runtime, Error> {
 
 /// What start-up found before the runtime was built.
 struct Start {
+    /// With the `SHELLFLIP_*` overrides applied.
+    config: Config,
     times: StartupTimes,
     launch: Launch,
     /// The spawner forked at start-up, or why there is none.
@@ -240,13 +247,14 @@ struct Start {
 /// Everything after start-up, inside the runtime: the generation is built
 /// from what was inherited, the supervisor runs beside `main`, the drain
 /// follows shutdown, and what the exit leaves is cleaned up.
-async fn serve<S, F, Fut>(config: Config, mut start: Start, main: F) -> ExitCode
+async fn serve<S, F, Fut>(mut start: Start, main: F) -> ExitCode
 where
     S: HandoverState,
     F: FnOnce(Context<S>) -> Fut,
     Fut: Future,
     Fut::Output: MainResult,
 {
+    let config = &start.config;
     let spawner = {
         let _lifecycle = start.lifecycle.enter();
         connect_spawner(start.spawner, config.spawner)
@@ -256,7 +264,7 @@ where
         .unwrap_or_else(|| first_generation(start.passed));
     let header = received.header;
     let built = build_generation::<S>(
-        &config,
+        config,
         &header,
         received.fds,
         received.state,
@@ -505,11 +513,6 @@ fn clean_up(finished: Option<&Finished>, pid_file: Option<&PidFile>) {
             Err(e) => tracing::warn!(error = %e, "could not remove the pid file"),
         }
     }
-}
-
-/// Whether the service keeps a state (a `Context<()>` keeps none).
-fn keeps_state<S: HandoverState>() -> bool {
-    std::any::TypeId::of::<S>() != std::any::TypeId::of::<()>()
 }
 
 /// Connects to the spawner forked at start-up, or falls back to spawning

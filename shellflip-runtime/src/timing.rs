@@ -15,18 +15,6 @@ pub(crate) struct StartupTimes {
     pub restart_began: Option<SystemTime>,
 }
 
-impl Default for StartupTimes {
-    fn default() -> Self {
-        StartupTimes {
-            entered: UNIX_EPOCH,
-            spawner_forked: UNIX_EPOCH,
-            received: UNIX_EPOCH,
-            runtime_built: UNIX_EPOCH,
-            restart_began: None,
-        }
-    }
-}
-
 impl StartupTimes {
     /// Logs (at debug) how long each start-up phase took, up to now.
     pub(crate) fn log_phases(&self) {

@@ -264,7 +264,7 @@ impl Keeper {
         self.finish();
         // A spawner that reaped the main pid reported its status before it
         // exited: it is in the socket by now.
-        self.take_exit_reports();
+        self.read_notifications(true);
         self.main_exit.code()
     }
 
@@ -305,7 +305,7 @@ impl Keeper {
 
     fn handle(&mut self, events: &Events) {
         if events.notify {
-            self.read_notifications();
+            self.read_notifications(false);
         }
         if events.signals {
             self.read_signals();
@@ -406,24 +406,15 @@ impl Keeper {
         any
     }
 
-    /// Reads what is queued on the notify socket for exit reports only
-    /// (the service is over: nothing is passed on any more).
-    fn take_exit_reports(&mut self) {
-        let mut buf = [0u8; 512];
-        while let Ok(datagram) = fd::recv_datagram(self.setup.socket.as_fd(), &mut buf) {
-            if let Some((_, uid)) = datagram.sender {
-                let text = String::from_utf8_lossy(&buf[..datagram.len]).into_owned();
-                self.exit_reports_in(uid, &text);
-            }
-        }
-    }
-
-    fn read_notifications(&mut self) {
+    /// Reads what is queued on the notify socket. Once the service is over
+    /// (`over`), only exit reports are acted on: nothing is passed on any
+    /// more.
+    fn read_notifications(&mut self, over: bool) {
         let mut buf = vec![0u8; 8192];
         loop {
             let datagram = match fd::recv_datagram(self.setup.socket.as_fd(), &mut buf) {
                 Ok(datagram) => datagram,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if over || e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     eprintln!("shellflip keeper: dropped a notification: {e}");
                     continue;
@@ -433,7 +424,7 @@ impl Keeper {
                 continue;
             };
             let text = String::from_utf8_lossy(&buf[..datagram.len]).into_owned();
-            if self.exit_reports_in(uid, &text) {
+            if self.exit_reports_in(uid, &text) || over {
                 continue;
             }
             if sender <= 0 || !self.is_ours(sender as u32) {
@@ -541,8 +532,7 @@ impl Keeper {
                 self.read_signals();
             }
             if events.notify {
-                // The service is over: only exit reports are acted on.
-                self.take_exit_reports();
+                self.read_notifications(true);
             }
             self.reap();
         }

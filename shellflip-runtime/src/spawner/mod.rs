@@ -132,7 +132,7 @@ pub(crate) enum SpawnError {
 
 type SpawnReply = Result<(u32, watch::Receiver<Option<Option<i32>>>), io::Error>;
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Routes {
     /// The caller of the spawn request in flight.
     pending: Option<oneshot::Sender<SpawnReply>>,
@@ -143,6 +143,7 @@ struct Routes {
 }
 
 /// The service's handle on its spawner.
+#[derive(Debug)]
 pub(crate) struct SpawnerClient {
     pid: u32,
     socket: Arc<AsyncFd<OwnedFd>>,
@@ -151,14 +152,6 @@ pub(crate) struct SpawnerClient {
     gone_rx: watch::Receiver<bool>,
     /// Spawns are one at a time (restarts never overlap anyway).
     one_at_a_time: tokio::sync::Mutex<()>,
-}
-
-impl std::fmt::Debug for SpawnerClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpawnerClient")
-            .field("pid", &self.pid)
-            .finish()
-    }
 }
 
 impl SpawnerClient {
@@ -194,14 +187,6 @@ impl SpawnerClient {
         *self.gone_rx.borrow()
     }
 
-    /// How the spawner ended, once it is gone.
-    fn gone_reason(&self) -> String {
-        lock(&self.routes)
-            .gone
-            .clone()
-            .unwrap_or_else(|| "it closed its socket".to_owned())
-    }
-
     /// The error once the spawner is found gone: waits (briefly) until its
     /// end was recorded, so the error says how it ended.
     async fn gone(&self) -> SpawnError {
@@ -211,9 +196,10 @@ impl SpawnerClient {
             gone.wait_for(|gone| *gone),
         )
         .await;
+        let reason = lock(&self.routes).gone.clone();
         SpawnError::Gone {
             pid: self.pid,
-            reason: self.gone_reason(),
+            reason: reason.unwrap_or_else(|| "it closed its socket".to_owned()),
         }
     }
 
