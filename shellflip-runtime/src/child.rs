@@ -13,7 +13,7 @@
 //!    writes READY on the caller's thread at once ([`PredecessorLink::report_ready_now`]),
 //!    the supervisor finishes it ([`PredecessorLink::finish_ready_report`]);
 //!    a failure of `main` before `ready()` is reported with
-//!    [`PredecessorLink::report_failure`].
+//!    [`PredecessorLink::report`].
 //! 5. The link watches the channel and tells the supervisor what the
 //!    previous generation does ([`FromPredecessor`]): it committed (this
 //!    generation is the service now), it was stopped during this one's
@@ -21,7 +21,7 @@
 //!    closed the channel while still alive (it gave this one up: this one
 //!    exits, or two generations would serve). A stop that reaches this
 //!    generation during its probation is reported back
-//!    ([`PredecessorLink::report_stopping`]), so that the previous one stops
+//!    ([`PredecessorLink::report`]), so that the previous one stops
 //!    too. What each means is the `machine`'s decision.
 
 use std::io::{self, Write};
@@ -312,17 +312,6 @@ impl PredecessorLink {
         }
     }
 
-    /// Reports that this generation failed before it was ready.
-    pub(crate) async fn report_failure(&self, reason: String) -> io::Result<()> {
-        self.report(&ChildMessage::Failed { reason }).await
-    }
-
-    /// Reports that this generation, on probation, was stopped: the
-    /// previous generation stops too instead of taking the service back.
-    pub(crate) async fn report_stopping(&self, claim: Claim) -> io::Result<()> {
-        self.report(&ChildMessage::Stopping { claim }).await
-    }
-
     /// Reports that this generation, ready, is unfit: during its probation
     /// the previous generation then kills it and takes the service back.
     pub(crate) async fn report_unhealthy(&self, reason: String) -> io::Result<()> {
@@ -348,7 +337,11 @@ impl PredecessorLink {
         }
     }
 
-    async fn report(&self, message: &ChildMessage) -> io::Result<()> {
+    /// Sends a report to the previous generation: `Failed` (this one failed
+    /// before it was ready), `Stopping` (on probation, it was stopped: the
+    /// previous generation stops too instead of taking the service back),
+    /// an answer about connections it handed over.
+    pub(crate) async fn report(&self, message: &ChildMessage) -> io::Result<()> {
         self.send(&channel::encode_child_message(message)?).await
     }
 

@@ -217,18 +217,6 @@ impl Generation {
         self.state_handed_over.send_replace(false);
     }
 
-    /// Encodes the service's state, if it has one.
-    pub(crate) fn encode_state(&self) -> Result<Option<(EncodedState, StateFds)>, StateError> {
-        match self.state_encoder.get() {
-            None => Ok(None),
-            Some(encode) => {
-                let mut fds = StateFds::default();
-                let bytes = encode(&mut fds)?;
-                Ok(Some((bytes, fds)))
-            }
-        }
-    }
-
     /// `ready()`: marks this generation ready. In a new generation the
     /// previous one is told at once, on the caller's thread, after the pid
     /// file names this process.
@@ -361,17 +349,22 @@ pub(crate) fn open_control_socket(
 pub(crate) async fn encode_state_for_handover(
     generation: Arc<Generation>,
 ) -> Result<Option<(EncodedState, Vec<(String, std::os::fd::OwnedFd)>)>, RestartError> {
-    let encoded = tokio::task::spawn_blocking(move || generation.encode_state())
-        .await
-        .map_err(|e| RestartError::EncodePanicked(e.to_string()))??;
-    Ok(encoded.map(|(bytes, state_fds)| {
+    let encode = move || {
+        let Some(encode) = generation.state_encoder.get() else {
+            return Ok(None);
+        };
+        let mut state_fds = StateFds::default();
+        let bytes = encode(&mut state_fds)?;
         let fds = state_fds
             .into_vec()
             .into_iter()
             .map(|(name, fd)| (format!("{STATE_FD_PREFIX}{name}"), fd))
             .collect();
-        (bytes, fds)
-    }))
+        Ok::<_, StateError>(Some((bytes, fds)))
+    };
+    Ok(tokio::task::spawn_blocking(encode)
+        .await
+        .map_err(|e| RestartError::EncodePanicked(e.to_string()))??)
 }
 
 #[cfg(test)]

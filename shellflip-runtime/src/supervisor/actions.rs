@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use shellflip_control::protocol::{Response, RestartSuccess};
 
-use crate::channel::ParentMessage;
+use crate::channel::{ChildMessage, ParentMessage};
 use crate::control::server::{self as control, ControlSocketFile};
 use crate::generation::Admission;
 use crate::launch;
@@ -72,7 +72,7 @@ impl Supervisor {
             }
             Action::TellPredecessorStopping(claim) => {
                 if let Some(link) = &self.generation.predecessor {
-                    if let Err(e) = link.report_stopping(claim).await {
+                    if let Err(e) = link.report(&ChildMessage::Stopping { claim }).await {
                         tracing::debug!(error = %e, "could not tell the previous generation that the service stops (gone?)");
                     }
                 }

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::channel::{Draining, HandoverHeader, Lineage, ParentMessage};
+use crate::channel::{ChildMessage, Draining, HandoverHeader, Lineage, ParentMessage};
 use crate::child::FromPredecessor;
 use crate::config::Config;
 use crate::control::server::{self as control, ControlCommand, ControlSocketFile};
@@ -334,7 +334,7 @@ impl Supervisor {
                     }
                     _ => "main returned before calling ready()".to_owned(),
                 };
-                if let Err(e) = link.report_failure(reason).await {
+                if let Err(e) = link.report(&ChildMessage::Failed { reason }).await {
                     tracing::debug!(error = %e, "could not report the failure to the previous generation");
                 }
             }
