@@ -21,7 +21,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
 /// The most descriptors one `sendmsg` can carry on Linux (`SCM_MAX_FD`).
 pub(crate) const MAX_FDS_PER_MESSAGE: usize = 253;
@@ -33,26 +33,6 @@ pub(crate) fn send_with_fds(
     socket: BorrowedFd<'_>,
     data: &[u8],
     fds: &[BorrowedFd<'_>],
-) -> io::Result<usize> {
-    send_message(socket, data, fds, None)
-}
-
-/// Like [`send_with_fds`], to `address`: one datagram from an unconnected
-/// datagram socket (a notification to systemd or to the keeper).
-pub(crate) fn send_with_fds_to(
-    socket: BorrowedFd<'_>,
-    data: &[u8],
-    fds: &[BorrowedFd<'_>],
-    address: &UnixAddr,
-) -> io::Result<usize> {
-    send_message(socket, data, fds, Some(address))
-}
-
-fn send_message(
-    socket: BorrowedFd<'_>,
-    data: &[u8],
-    fds: &[BorrowedFd<'_>],
-    address: Option<&UnixAddr>,
 ) -> io::Result<usize> {
     if fds.len() > MAX_FDS_PER_MESSAGE {
         return Err(io::Error::new(
@@ -70,12 +50,12 @@ fn send_message(
     } else {
         &[ControlMessage::ScmRights(&raw)]
     };
-    sendmsg(
+    sendmsg::<()>(
         socket.as_raw_fd(),
         &iov,
         cmsgs,
         MsgFlags::MSG_NOSIGNAL,
-        address,
+        None,
     )
     .map_err(io::Error::from)
 }
@@ -248,9 +228,7 @@ pub(crate) fn adopt_inherited(raw: RawFd) -> io::Result<OwnedFd> {
             format!("descriptor {raw} is a standard stream, not a handover channel"),
         ));
     }
-    // SAFETY: F_GETFD only reads the flags of `raw` and fails with EBADF if
-    // it is not open; the borrow does not outlive this statement.
-    fcntl(unsafe { BorrowedFd::borrow_raw(raw) }, FcntlArg::F_GETFD).map_err(io::Error::from)?;
+    fd_flags(raw).map_err(io::Error::from)?;
     // SAFETY: `raw` is open (checked above) and was left to this process by
     // its parent (the previous generation, or systemd after checking
     // LISTEN_PID) for the sole purpose of being adopted here, before the
@@ -310,12 +288,7 @@ pub(crate) fn fork_helper(
     keep: OwnedFd,
     helper: impl FnOnce(OwnedFd) -> i32,
 ) -> io::Result<nix::unistd::Pid> {
-    let threads = thread_count()?;
-    if threads != 1 {
-        return Err(io::Error::other(format!(
-            "the process already runs {threads} threads; a helper can only be forked by a single-threaded process"
-        )));
-    }
+    single_threaded("a helper can only be forked by a single-threaded process")?;
     // SAFETY: the process has a single thread (checked just above; no other
     // thread can appear meanwhile, as only this one could create it), so
     // the child's copy of memory holds no lock taken by another thread and
@@ -351,12 +324,7 @@ pub(crate) enum Forked {
 ///
 /// Fails, forking nothing, if the process has more than one thread.
 pub(crate) fn fork_first_generation() -> io::Result<Forked> {
-    let threads = thread_count()?;
-    if threads != 1 {
-        return Err(io::Error::other(format!(
-            "the process already runs {threads} threads; call shellflip's run first thing in main"
-        )));
-    }
+    single_threaded("call shellflip's run first thing in main")?;
     // SAFETY: the process has a single thread (checked just above; only this
     // thread could start another meanwhile), so the copy's memory holds no
     // lock taken by another thread and may run any code. Each side owns its
@@ -419,13 +387,12 @@ pub(crate) fn huge_buffer(capacity: usize) -> Result<Vec<u8>, std::collections::
 }
 
 fn page_size() -> usize {
-    // SAFETY: sysconf reads a configuration value; it takes and returns
-    // plain integers.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(size)
+    let size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE);
+    let size = size
         .ok()
-        .filter(|size| size.is_power_of_two())
-        .unwrap_or(4096)
+        .flatten()
+        .and_then(|size| usize::try_from(size).ok());
+    size.filter(|size| size.is_power_of_two()).unwrap_or(4096)
 }
 
 /// A pidfd of process `pid` (`pidfd_open(2)`, Linux 5.3+): readable once
@@ -468,8 +435,14 @@ pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Resul
     Ok(())
 }
 
-fn thread_count() -> io::Result<usize> {
-    Ok(std::fs::read_dir("/proc/self/task")?.count())
+/// Fails, saying `advice`, unless the process has exactly one thread.
+fn single_threaded(advice: &str) -> io::Result<()> {
+    match std::fs::read_dir("/proc/self/task")?.count() {
+        1 => Ok(()),
+        threads => Err(io::Error::other(format!(
+            "the process already runs {threads} threads; {advice}"
+        ))),
+    }
 }
 
 /// Closes every descriptor above the standard streams except `keep`. Only
@@ -490,7 +463,7 @@ fn close_all_except(keep: RawFd) {
         .collect();
     // The directory's own descriptor is closed now; it is not in the way.
     for raw in open {
-        if raw > 2 && raw != keep && fcntl_is_open(raw) {
+        if raw > 2 && raw != keep && fd_flags(raw).is_ok() {
             // SAFETY: in the forked helper, the owners of these descriptors
             // are objects of the caller's frames and statics, which the
             // helper never returns to, drops or uses (`fork_helper` exits
@@ -521,10 +494,11 @@ fn close_ranges_except(keep: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-fn fcntl_is_open(raw: RawFd) -> bool {
+/// The descriptor flags of `raw`: `EBADF` if it is not open.
+fn fd_flags(raw: RawFd) -> nix::Result<i32> {
     // SAFETY: F_GETFD only reads the flags of `raw` and fails with EBADF if
     // it is not open; the borrow does not outlive this statement.
-    fcntl(unsafe { BorrowedFd::borrow_raw(raw) }, FcntlArg::F_GETFD).is_ok()
+    fcntl(unsafe { BorrowedFd::borrow_raw(raw) }, FcntlArg::F_GETFD)
 }
 
 #[cfg(test)]

@@ -131,14 +131,6 @@ impl Notifier {
         Notifier { target }
     }
 
-    /// A notifier sending to `target`.
-    #[cfg(test)]
-    pub(crate) fn to(target: NotifyTarget) -> Self {
-        Notifier {
-            target: Some(target),
-        }
-    }
-
     /// True when notifications go somewhere.
     pub(crate) fn is_enabled(&self) -> bool {
         self.target.is_some()
@@ -179,8 +171,8 @@ impl Notifier {
     }
 }
 
-/// One datagram to `target`, from a non-blocking socket: a full queue is an
-/// error (`EAGAIN`), not a wait.
+/// One datagram to `target`, from a non-blocking socket connected to it: a
+/// full queue is an error (`EAGAIN`), not a wait.
 pub(crate) fn send_datagram(
     target: &NotifyTarget,
     message: &[u8],
@@ -188,8 +180,8 @@ pub(crate) fn send_datagram(
 ) -> std::io::Result<()> {
     let socket = UnixDatagram::unbound()?;
     socket.set_nonblocking(true)?;
-    let address = target.address()?;
-    let sent = fd::send_with_fds_to(socket.as_fd(), message, fds, &address)?;
+    nix::sys::socket::connect(socket.as_raw_fd(), &target.address()?)?;
+    let sent = fd::send_with_fds(socket.as_fd(), message, fds)?;
     if sent != message.len() {
         return Err(std::io::Error::other(format!(
             "only {sent} of {} bytes were sent",
@@ -207,68 +199,61 @@ pub(crate) struct Notification {
 }
 
 impl Notification {
-    fn with(mut self, state: NotifyState<'_>) -> Self {
-        // Writing into a String cannot fail.
-        let _ = writeln!(self.message, "{state}");
-        self
+    /// `states`, one per line.
+    fn of(states: &[NotifyState<'_>]) -> Self {
+        let mut message = String::new();
+        for state in states {
+            // Writing into a String cannot fail.
+            let _ = writeln!(message, "{state}");
+        }
+        Notification { message }
     }
 
-    fn status(self, status: &str) -> Self {
+    /// `states` and a `STATUS=` line.
+    fn with_status(states: &[NotifyState<'_>], status: &str) -> Self {
         // One assignment per line: a newline in a value would start a new
         // (bogus) assignment.
-        self.with(NotifyState::Status(&status.replace(['\n', '\r'], " ")))
+        let status = status.replace(['\n', '\r'], " ");
+        Notification::of(&[states, &[NotifyState::Status(&status)]].concat())
     }
 
     /// `READY=1`: this generation serves (start-up, or a failed restart).
     pub(crate) fn ready(status: &str) -> Self {
-        Notification::default()
-            .with(NotifyState::Ready)
-            .status(status)
+        Notification::with_status(&[NotifyState::Ready], status)
     }
 
     /// `RELOADING=1` with the `CLOCK_MONOTONIC` time the restart began.
     pub(crate) fn reloading(monotonic_usec: u64, status: &str) -> Self {
-        Notification::default()
-            .with(NotifyState::Reloading)
-            .with(NotifyState::MonotonicUsec(i128::from(monotonic_usec)))
-            .status(status)
+        let began = NotifyState::MonotonicUsec(i128::from(monotonic_usec));
+        Notification::with_status(&[NotifyState::Reloading, began], status)
     }
 
     /// `MAINPID=<pid>` and `READY=1`: the new generation `pid` took over.
     pub(crate) fn handed_over(pid: u32, status: &str) -> Self {
-        Notification::default()
-            .with(NotifyState::MainPid(pid))
-            .with(NotifyState::Ready)
-            .status(status)
+        Notification::with_status(&[NotifyState::MainPid(pid), NotifyState::Ready], status)
     }
 
     /// `STOPPING=1`, with time for the drain.
     pub(crate) fn stopping(extend: Duration, status: &str) -> Self {
-        Notification::default()
-            .with(NotifyState::Stopping)
-            .with(NotifyState::ExtendTimeoutUsec(usec(extend)))
-            .status(status)
+        let extend = NotifyState::ExtendTimeoutUsec(usec(extend));
+        Notification::with_status(&[NotifyState::Stopping, extend], status)
     }
 
     /// `EXTEND_TIMEOUT_USEC`: more time for the running drain.
     pub(crate) fn extend_timeout(extend: Duration) -> Self {
-        Notification::default().with(NotifyState::ExtendTimeoutUsec(usec(extend)))
+        Notification::of(&[NotifyState::ExtendTimeoutUsec(usec(extend))])
     }
 
     /// `FDSTORE=1` + `FDNAME=`: keep the descriptor sent with this message
     /// under `fd_name` (a name [`is_valid_fd_name`]).
     pub(crate) fn fd_store(fd_name: &str) -> Self {
-        Notification::default()
-            .with(NotifyState::FdStore)
-            .with(NotifyState::FdName(fd_name))
+        Notification::of(&[NotifyState::FdStore, NotifyState::FdName(fd_name)])
     }
 
     /// `FDSTOREREMOVE=1` + `FDNAME=`: drop the descriptors kept under
     /// `fd_name`.
     pub(crate) fn fd_store_remove(fd_name: &str) -> Self {
-        Notification::default()
-            .with(NotifyState::FdStoreRemove)
-            .with(NotifyState::FdName(fd_name))
+        Notification::of(&[NotifyState::FdStoreRemove, NotifyState::FdName(fd_name)])
     }
 
     /// The datagram's text: one `KEY=value` per line.
@@ -540,6 +525,12 @@ mod tests {
     use super::*;
     use std::ffi::OsString;
 
+    fn notifier_to(target: NotifyTarget) -> Notifier {
+        Notifier {
+            target: Some(target),
+        }
+    }
+
     fn keys(message: &str) -> Vec<(&str, &str)> {
         message
             .lines()
@@ -598,7 +589,7 @@ mod tests {
         let path = dir.path().join("notify");
         let receiver = UnixDatagram::bind(&path).unwrap();
         receiver.set_nonblocking(true).unwrap();
-        let notifier = Notifier::to(NotifyTarget::Path(path));
+        let notifier = notifier_to(NotifyTarget::Path(path));
         let received = || {
             let mut messages = Vec::new();
             let mut buf = [0u8; 512];
@@ -691,7 +682,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let receiver = UnixDatagram::bind(&path).unwrap();
-        Notifier::to(NotifyTarget::Path(path)).send(&Notification::ready("x"));
+        notifier_to(NotifyTarget::Path(path)).send(&Notification::ready("x"));
         let mut buf = [0u8; 256];
         let n = receiver.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1\nSTATUS=x\n");
@@ -700,7 +691,7 @@ mod tests {
         let name = format!("shellflip-test-{}", std::process::id());
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
         let receiver = UnixDatagram::bind_addr(&addr).unwrap();
-        Notifier::to(NotifyTarget::Abstract(name.into_bytes()))
+        notifier_to(NotifyTarget::Abstract(name.into_bytes()))
             .send(&Notification::extend_timeout(Duration::from_secs(1)));
         let n = receiver.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"EXTEND_TIMEOUT_USEC=1000000\n");
@@ -709,7 +700,7 @@ mod tests {
     #[test]
     fn an_unreachable_socket_is_not_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let notifier = Notifier::to(NotifyTarget::Path(dir.path().join("nobody")));
+        let notifier = notifier_to(NotifyTarget::Path(dir.path().join("nobody")));
         assert!(notifier.is_enabled());
         notifier.send(&Notification::ready("x"));
         assert!(!Notifier::default().is_enabled());
