@@ -74,7 +74,7 @@ pub(crate) struct ControlCommand {
 ///
 /// Returns the listener (blocking, `CLOEXEC`; the caller makes it
 /// non-blocking and hands it to Tokio) and the identity of the socket file,
-/// for [`remove_control_socket`] at final stop.
+/// for [`ControlSocketFile::remove`] at final stop.
 pub(crate) fn bind_control_socket(
     path: &Path,
 ) -> Result<(StdUnixListener, ControlSocketFile), Error> {
@@ -82,12 +82,6 @@ pub(crate) fn bind_control_socket(
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// Removes the control socket file at final stop, if it is still ours; see
-/// [`ControlSocketFile::remove`].
-pub(crate) fn remove_control_socket(file: &ControlSocketFile) -> bool {
-    file.remove()
 }
 
 /// The connections of stop requests: never closed by this process, so the
@@ -120,34 +114,6 @@ impl Default for ServerOptions {
     }
 }
 
-/// Serves the control socket until `stop_accepting` is cancelled, then
-/// returns, dropping (closing this process's copy of) `listener`.
-///
-/// Each connection runs as a task of `connections`, so the drain can wait
-/// for requests in flight; a connection is bounded by [`REQUEST_TIMEOUT`]
-/// while the client is sending a request or receiving an answer (the wait
-/// for the supervisor's answer, e.g. a restart, is not bounded here). A
-/// connection that was answered [`Response::Stopping`] is moved to an
-/// untracked task and held open until the process exits.
-///
-/// Requests are forwarded on `commands`; if that channel is closed, or the
-/// reply is dropped, the client is told the service is shutting down.
-pub(crate) async fn serve(
-    listener: tokio::net::UnixListener,
-    commands: mpsc::Sender<ControlCommand>,
-    stop_accepting: CancellationToken,
-    connections: TaskTracker,
-) {
-    serve_with(
-        listener,
-        commands,
-        stop_accepting,
-        connections,
-        ServerOptions::default(),
-    )
-    .await;
-}
-
 /// The control socket being served by this generation.
 pub(crate) struct Serving {
     file: ControlSocketFile,
@@ -171,6 +137,7 @@ impl Serving {
             commands,
             stop_accepting.clone(),
             connections,
+            ServerOptions::default(),
         ));
         Ok(Serving {
             file,
@@ -194,7 +161,19 @@ impl Serving {
     }
 }
 
-async fn serve_with(
+/// Serves the control socket until `stop_accepting` is cancelled, then
+/// returns, dropping (closing this process's copy of) `listener`.
+///
+/// Each connection runs as a task of `connections`, so the drain can wait
+/// for requests in flight; a connection is bounded by [`REQUEST_TIMEOUT`]
+/// while the client is sending a request or receiving an answer (the wait
+/// for the supervisor's answer, e.g. a restart, is not bounded here). A
+/// connection that was answered [`Response::Stopping`] is moved to an
+/// untracked task and held open until the process exits.
+///
+/// Requests are forwarded on `commands`; if that channel is closed, or the
+/// reply is dropped, the client is told the service is shutting down.
+async fn serve(
     listener: tokio::net::UnixListener,
     commands: mpsc::Sender<ControlCommand>,
     stop_accepting: CancellationToken,
@@ -268,9 +247,8 @@ async fn take_slot(
     if let Ok(slot) = Arc::clone(slots).try_acquire_owned() {
         return Some(slot);
     }
-    if !lock(waiting).push_out_oldest() {
-        return None;
-    }
+    let (_, oldest) = lock(waiting).entries.pop_first()?;
+    oldest.cancel();
     // The pushed-out connection lets go of its slot as soon as its task
     // runs; only this loop takes slots, so it is ours.
     match tokio::time::timeout(EVICTION_WAIT, Arc::clone(slots).acquire_owned()).await {
@@ -289,32 +267,6 @@ struct Waiting {
     entries: BTreeMap<u64, CancellationToken>,
 }
 
-impl Waiting {
-    fn enter(&mut self) -> (u64, CancellationToken) {
-        let id = self.next;
-        self.next += 1;
-        let token = CancellationToken::new();
-        self.entries.insert(id, token.clone());
-        (id, token)
-    }
-
-    fn leave(&mut self, id: u64) {
-        self.entries.remove(&id);
-    }
-
-    /// Pushes out the connection that has been waiting longest; `false` if
-    /// none is waiting.
-    fn push_out_oldest(&mut self) -> bool {
-        match self.entries.pop_first() {
-            Some((_, token)) => {
-                token.cancel();
-                true
-            }
-            None => false,
-        }
-    }
-}
-
 /// A connection's place in [`Waiting`] while it waits for a request; leaves
 /// it when dropped.
 struct WaitingForRequest {
@@ -325,7 +277,11 @@ struct WaitingForRequest {
 
 impl WaitingForRequest {
     fn enter(waiting: &Arc<Mutex<Waiting>>) -> Self {
-        let (id, pushed_out) = lock(waiting).enter();
+        let mut all = lock(waiting);
+        let id = all.next;
+        all.next += 1;
+        let pushed_out = CancellationToken::new();
+        all.entries.insert(id, pushed_out.clone());
         WaitingForRequest {
             waiting: Arc::clone(waiting),
             id,
@@ -336,7 +292,7 @@ impl WaitingForRequest {
 
 impl Drop for WaitingForRequest {
     fn drop(&mut self) {
-        lock(&self.waiting).leave(self.id);
+        lock(&self.waiting).entries.remove(&self.id);
     }
 }
 
@@ -554,7 +510,6 @@ async fn write_with_credentials(stream: &mut UnixStream, frame: &[u8]) -> io::Re
     stream.flush().await
 }
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
 fn send_with_credentials(socket: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
     use nix::errno::Errno;
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixCredentials};
@@ -572,12 +527,6 @@ fn send_with_credentials(socket: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usi
         }
         Err(errno) => Err(io::Error::from(errno)),
     }
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn send_with_credentials(socket: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
-    use nix::sys::socket::{send, MsgFlags};
-    send(socket.as_raw_fd(), bytes, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
 }
 
 #[cfg(test)]
