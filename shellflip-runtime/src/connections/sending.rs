@@ -2,6 +2,7 @@
 //! queued connections in batches) and the reader of the successor's answers.
 
 use super::*;
+use crate::channel::Incoming;
 use tracing::Instrument;
 
 /// One connection on its way, from [`SuccessorLink::hand_over`] to the
@@ -51,27 +52,9 @@ pub(super) struct Wire {
 impl Wire {
     /// Sends `bytes` (one whole message), `fds` attached to the first of
     /// them.
-    pub(super) async fn send(&self, mut bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    pub(super) async fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         let _one = self.sending.lock().await;
-        let channel = &self.channel;
-        if !fds.is_empty() {
-            let sent = channel
-                .async_io(Interest::WRITABLE, || {
-                    fd::send_with_fds(channel.as_fd(), bytes, fds)
-                })
-                .await?;
-            bytes = &bytes[sent..];
-        }
-        while !bytes.is_empty() {
-            channel.writable().await?;
-            match channel.try_write(bytes) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => bytes = &bytes[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        channel::send(&self.channel, bytes, fds).await
     }
 }
 
@@ -355,7 +338,10 @@ pub(super) async fn read_answers(
             () = answers.closed() => return,
         };
         let answered = match message {
-            Ok(Some(ChildMessage::ConnectionsAnswered { taken, refused })) => {
+            Ok(Some(Incoming {
+                message: ChildMessage::ConnectionsAnswered { taken, refused },
+                ..
+            })) => {
                 let mut answered: Answers = taken.into_iter().map(|id| (id, Ok(()))).collect();
                 for Refusal { reason, ids } in refused {
                     answered.extend(ids.into_iter().map(|id| (id, Err(reason.clone()))));
