@@ -41,7 +41,6 @@ use std::fmt::Write as _;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::sys::socket::UnixAddr;
@@ -81,37 +80,24 @@ const EXTEND_STEP: Duration = Duration::from_secs(10);
 /// ...plus this margin for the exit after the drain.
 const EXIT_MARGIN: Duration = Duration::from_secs(5);
 
-/// Where notifications go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum NotifyTarget {
-    /// A socket file.
-    Path(PathBuf),
-    /// A Linux abstract socket (`@name` in `NOTIFY_SOCKET`).
-    Abstract(Vec<u8>),
-}
-
-impl NotifyTarget {
-    /// The socket address to send to.
-    pub(crate) fn address(&self) -> std::io::Result<UnixAddr> {
-        match self {
-            NotifyTarget::Path(path) => UnixAddr::new(path.as_path()),
-            NotifyTarget::Abstract(name) => UnixAddr::new_abstract(name),
-        }
-        .map_err(std::io::Error::from)
-    }
-}
+/// Where notifications go: a socket file, or a Linux abstract socket
+/// (`@name` in `NOTIFY_SOCKET`).
+pub(crate) type NotifyTarget = UnixAddr;
 
 /// Reads a `NOTIFY_SOCKET` value: `/path`, or `@name` for an abstract
 /// socket. Other forms (e.g. `vsock:`) are not supported: `Err` says why.
 pub(crate) fn parse_notify_socket(value: &OsStr) -> Result<NotifyTarget, String> {
     let bytes = value.as_bytes();
-    match bytes.first() {
-        Some(b'/') => Ok(NotifyTarget::Path(PathBuf::from(value))),
-        Some(b'@') if bytes.len() > 1 => Ok(NotifyTarget::Abstract(bytes[1..].to_vec())),
-        _ => Err(format!(
+    let target = match bytes.first() {
+        Some(b'/') => UnixAddr::new(value),
+        Some(b'@') if bytes.len() > 1 => UnixAddr::new_abstract(&bytes[1..]),
+        _ => return Err(format!(
             "NOTIFY_SOCKET={value:?} is neither a socket path nor an abstract socket (@name); notifications are off"
         )),
-    }
+    };
+    target.map_err(|e| {
+        format!("NOTIFY_SOCKET={value:?} is not a socket address ({e}); notifications are off")
+    })
 }
 
 /// Sends notifications to systemd, or nothing when not run by it.
@@ -180,7 +166,7 @@ pub(crate) fn send_datagram(
 ) -> std::io::Result<()> {
     let socket = UnixDatagram::unbound()?;
     socket.set_nonblocking(true)?;
-    nix::sys::socket::connect(socket.as_raw_fd(), &target.address()?)?;
+    nix::sys::socket::connect(socket.as_raw_fd(), target)?;
     let sent = fd::send_with_fds(socket.as_fd(), message, fds)?;
     if sent != message.len() {
         return Err(std::io::Error::other(format!(
@@ -589,7 +575,7 @@ mod tests {
         let path = dir.path().join("notify");
         let receiver = UnixDatagram::bind(&path).unwrap();
         receiver.set_nonblocking(true).unwrap();
-        let notifier = notifier_to(NotifyTarget::Path(path));
+        let notifier = notifier_to(UnixAddr::new(&path).unwrap());
         let received = || {
             let mut messages = Vec::new();
             let mut buf = [0u8; 512];
@@ -666,11 +652,11 @@ mod tests {
     fn notify_socket_forms() {
         assert_eq!(
             parse_notify_socket(&OsString::from("/run/systemd/notify")),
-            Ok(NotifyTarget::Path(PathBuf::from("/run/systemd/notify")))
+            Ok(UnixAddr::new("/run/systemd/notify").unwrap())
         );
         assert_eq!(
             parse_notify_socket(&OsString::from("@/org/systemd/notify")),
-            Ok(NotifyTarget::Abstract(b"/org/systemd/notify".to_vec()))
+            Ok(UnixAddr::new_abstract(b"/org/systemd/notify").unwrap())
         );
         assert!(parse_notify_socket(&OsString::from("vsock:2:1234")).is_err());
         assert!(parse_notify_socket(&OsString::from("@")).is_err());
@@ -682,7 +668,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let receiver = UnixDatagram::bind(&path).unwrap();
-        notifier_to(NotifyTarget::Path(path)).send(&Notification::ready("x"));
+        notifier_to(UnixAddr::new(&path).unwrap()).send(&Notification::ready("x"));
         let mut buf = [0u8; 256];
         let n = receiver.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1\nSTATUS=x\n");
@@ -691,7 +677,7 @@ mod tests {
         let name = format!("shellflip-test-{}", std::process::id());
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
         let receiver = UnixDatagram::bind_addr(&addr).unwrap();
-        notifier_to(NotifyTarget::Abstract(name.into_bytes()))
+        notifier_to(UnixAddr::new_abstract(name.as_bytes()).unwrap())
             .send(&Notification::extend_timeout(Duration::from_secs(1)));
         let n = receiver.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"EXTEND_TIMEOUT_USEC=1000000\n");
@@ -700,7 +686,7 @@ mod tests {
     #[test]
     fn an_unreachable_socket_is_not_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let notifier = notifier_to(NotifyTarget::Path(dir.path().join("nobody")));
+        let notifier = notifier_to(UnixAddr::new(&dir.path().join("nobody")).unwrap());
         assert!(notifier.is_enabled());
         notifier.send(&Notification::ready("x"));
         assert!(!Notifier::default().is_enabled());
@@ -714,7 +700,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let _receiver = UnixDatagram::bind(&path).unwrap();
-        let target = NotifyTarget::Path(path);
+        let target = UnixAddr::new(&path).unwrap();
         let failed = (0..1_000)
             .filter(|_| send_datagram(&target, b"STATUS=x\n", &[]).is_err())
             .count();
