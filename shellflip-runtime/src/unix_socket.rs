@@ -40,13 +40,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
-/// Longest path a Unix socket can be bound or connected at (`sun_path`
-/// minus the terminating NUL).
-pub(crate) const MAX_SOCKET_PATH: usize = if cfg!(any(target_os = "linux", target_os = "android")) {
-    107
-} else {
-    103
-};
+/// Longest path a Unix socket can be bound or connected at (Linux's
+/// `sun_path` minus the terminating NUL).
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
 
 /// The listen backlog of the sockets bound here.
 const LISTEN_BACKLOG: i32 = 1024;
@@ -284,10 +280,8 @@ pub(crate) fn bind(
     let temp = temp_path(dir, name);
     let listener = bind_listening(&temp, access)?;
     let guard = RemoveOnDrop(Some(&temp));
-    if access == Access::OwnerOnly {
-        fs::set_permissions(&temp, fs::Permissions::from_mode(0o600))
-            .map_err(UnixSocketError::io("set mode 0600 on", &temp))?;
-    }
+    fs::set_permissions(&temp, fs::Permissions::from_mode(0o600))
+        .map_err(UnixSocketError::io("set mode 0600 on", &temp))?;
     // The rename keeps the inode: this is the identity of the final file.
     let metadata = fs::symlink_metadata(&temp).map_err(UnixSocketError::io("inspect", &temp))?;
     move_into_place(&temp, path, existing)?;
@@ -439,11 +433,7 @@ fn bind_listening(path: &Path, access: Access) -> Result<StdUnixListener, UnixSo
 }
 
 fn move_into_place(temp: &Path, path: &Path, existing: Existing) -> Result<(), UnixSocketError> {
-    let failed = |source| UnixSocketError::Io {
-        action: "move the new socket into place at",
-        path: path.to_path_buf(),
-        source,
-    };
+    let failed = UnixSocketError::io("move the new socket into place at", path);
     if existing == Existing::Nothing {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         {
