@@ -424,54 +424,34 @@ fn cut_text(mut text: String) -> String {
     text
 }
 
-/// Which message could not be decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Message {
-    Request,
-    Response,
-}
-
 /// A frame payload that is not a valid [`Request`] or [`Response`].
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("malformed {what}{source}{advice}")]
 pub struct DecodeError {
-    message: Message,
+    /// "request (" or "response: ", before what serde said.
+    what: &'static str,
     source: serde_json::Error,
-}
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.message {
-            Message::Request => write!(
-                f,
-                "malformed request ({}); a request is a JSON object like {{\"op\":\"status\"}} \
-                 with op restart, status or stop",
-                self.source
-            ),
-            Message::Response => write!(f, "malformed response: {}", self.source),
-        }
-    }
-}
-
-impl std::error::Error for DecodeError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
+    /// After what serde said: what a valid message looks like.
+    advice: &'static str,
 }
 
 /// Decodes a request frame's payload. Never panics, whatever the input;
 /// the error says what a valid request looks like.
 pub fn decode_request(bytes: &[u8]) -> Result<Request, DecodeError> {
     serde_json::from_slice(bytes).map_err(|source| DecodeError {
-        message: Message::Request,
+        what: "request (",
         source,
+        advice: "); a request is a JSON object like {\"op\":\"status\"} with op restart, \
+                 status or stop",
     })
 }
 
 /// Decodes a response frame's payload. Never panics, whatever the input.
 pub fn decode_response(bytes: &[u8]) -> Result<Response, DecodeError> {
     serde_json::from_slice(bytes).map_err(|source| DecodeError {
-        message: Message::Response,
+        what: "response: ",
         source,
+        advice: "",
     })
 }
 
