@@ -184,26 +184,24 @@ async fn serve(
     let waiting = Arc::new(Mutex::new(Waiting::default()));
     let service_uid = nix::unistd::geteuid().as_raw();
     loop {
-        let accepted = tokio::select! {
-            biased;
-            () = stop_accepting.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                warn!(%error, "control socket: accept failed");
-                tokio::select! {
-                    biased;
-                    () = stop_accepting.cancelled() => break,
-                    () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+        // A connection and its slot, unless stop_accepting comes first.
+        let next = async {
+            match listener.accept().await {
+                Ok((stream, _)) => Some((take_slot(&slots, &waiting).await, stream)),
+                Err(error) => {
+                    warn!(%error, "control socket: accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    None
                 }
             }
         };
-        let slot = tokio::select! {
+        let (slot, stream) = tokio::select! {
             biased;
             () = stop_accepting.cancelled() => break,
-            slot = take_slot(&slots, &waiting) => slot,
+            next = next => match next {
+                Some(next) => next,
+                None => continue,
+            },
         };
         let Some(slot) = slot else {
             warn!(
@@ -300,10 +298,15 @@ impl Drop for WaitingForRequest {
 /// right now (it does on a fresh or idle connection), without waiting; the
 /// caller then closes the connection.
 fn answer_now(stream: &UnixStream, message: &str) {
-    if let Ok(frame) = encode_frame(&encode_response(Response::error(message)), MAX_FRAME_BYTES) {
+    if let Ok(frame) = frame_of(Response::error(message)) {
         // If it does not fit, the client just sees the close.
         let _ = stream.try_write(&frame);
     }
+}
+
+/// `response` as a frame (encode_response always fits one).
+fn frame_of(response: Response) -> io::Result<Vec<u8>> {
+    Ok(encode_frame(&encode_response(response), MAX_FRAME_BYTES)?)
 }
 
 /// Whether a peer with `peer_uid` may use a service running as
@@ -332,13 +335,10 @@ impl Connection {
             self.send(&mut stream, Response::error(message)).await;
             return;
         }
-        let mut answered = 0u64;
-        let mut next_wait = Some(first_wait);
+        let (mut waiting, mut answered_before) = (first_wait, false);
         loop {
-            let waiting = next_wait
-                .take()
-                .unwrap_or_else(|| WaitingForRequest::enter(&self.waiting));
-            let Some(request) = self.next_request(&mut stream, waiting, answered > 0).await else {
+            let request = self.next_request(&mut stream, waiting, answered_before);
+            let Some(request) = request.await else {
                 return;
             };
             if let Request::Restart { .. } = request {
@@ -347,13 +347,16 @@ impl Connection {
             debug!(?request, "control socket: request");
             let response = self.dispatch(request).await;
             debug!(?response, "control socket: answer");
-            let stopping = matches!(response, Response::Stopping { .. });
-            if !stopping {
-                // Waiting for the next request as soon as the answer is on
-                // its way: a client that reads it and connects again finds
-                // this connection ready to make room.
-                next_wait = Some(WaitingForRequest::enter(&self.waiting));
+            if let Response::Stopping { .. } = response {
+                if self.send(&mut stream, response).await {
+                    hold_until_exit(stream);
+                }
+                return;
             }
+            // Waiting for the next request as soon as the answer is on its
+            // way: a client that reads it and connects again finds this
+            // connection ready to make room.
+            waiting = WaitingForRequest::enter(&self.waiting);
             let restarted = matches!(response, Response::Restarted(_));
             if !self.send(&mut stream, response).await {
                 return;
@@ -361,11 +364,7 @@ impl Connection {
             if restarted {
                 profile::mark(Hop::AnswerWritten);
             }
-            if stopping {
-                hold_until_exit(stream);
-                return;
-            }
-            answered += 1;
+            answered_before = true;
         }
     }
 
@@ -456,33 +455,17 @@ impl Connection {
 
     async fn dispatch(&self, request: Request) -> Response {
         let (reply, answer) = oneshot::channel();
-        if self
-            .commands
-            .send(ControlCommand { request, reply })
-            .await
-            .is_err()
-        {
-            return shutting_down();
+        match self.commands.send(ControlCommand { request, reply }).await {
+            Ok(()) => answer.await.unwrap_or_else(|_| shutting_down()),
+            Err(_) => shutting_down(),
         }
-        answer.await.unwrap_or_else(|_| shutting_down())
     }
 
     /// Writes `response` with this process's credentials, bounded by the
     /// request timeout; returns whether it was written.
     async fn send(&self, stream: &mut UnixStream, response: Response) -> bool {
-        let payload = encode_response(response);
-        let written = match encode_frame(&payload, MAX_FRAME_BYTES) {
-            Ok(frame) => {
-                tokio::time::timeout(
-                    self.options.request_timeout,
-                    write_with_credentials(stream, &frame),
-                )
-                .await
-            }
-            // encode_response always fits a frame.
-            Err(error) => Ok(Err(io::Error::from(error))),
-        };
-        match written {
+        let write = async { write_with_credentials(stream, &frame_of(response)?).await };
+        match tokio::time::timeout(self.options.request_timeout, write).await {
             Ok(Ok(())) => true,
             Ok(Err(error)) => {
                 debug!(%error, "control socket: could not write the answer");
