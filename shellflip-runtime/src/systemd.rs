@@ -462,35 +462,27 @@ pub(crate) fn sync_fd_store(
             wanted.push((name.to_owned(), fd, ino));
         }
     }
-    let mut now_stored = Vec::new();
-    for old in stored.iter() {
+    stored.retain(|old| {
         let same = wanted
             .iter()
             .any(|(name, _, ino)| *name == old.name && *ino == old.ino);
-        if same {
-            now_stored.push(old.clone());
-        } else {
-            notifier.send(&Notification::fd_store_remove(&format!(
-                "{FD_STORE_PREFIX}{}",
-                old.name
-            )));
+        if !same {
+            let fd_name = format!("{FD_STORE_PREFIX}{}", old.name);
+            notifier.send(&Notification::fd_store_remove(&fd_name));
         }
-    }
-    for (name, fd, ino) in &wanted {
-        if now_stored.iter().any(|s| s.name == *name) {
+        same
+    });
+    for (name, fd, ino) in wanted {
+        if stored.iter().any(|s| s.name == name) {
             continue;
         }
         let fd_name = format!("{FD_STORE_PREFIX}{name}");
-        if notifier.send_with_fds(&Notification::fd_store(&fd_name), &[*fd]) {
-            now_stored.push(StoredFd {
-                name: name.clone(),
-                ino: *ino,
-            });
+        if notifier.send_with_fds(&Notification::fd_store(&fd_name), &[fd]) {
+            stored.push(StoredFd { name, ino });
         }
     }
-    let names: Vec<&str> = now_stored.iter().map(|s| s.name.as_str()).collect();
+    let names: Vec<&str> = stored.iter().map(|s| s.name.as_str()).collect();
     tracing::debug!(?names, "systemd's fd store holds these descriptors");
-    *stored = now_stored;
 }
 
 /// The store entries of descriptors adopted from the fd store.

@@ -182,12 +182,17 @@ pub(crate) struct SocketFile {
 impl SocketFile {
     /// Records the identity of the file that is at `path` now.
     pub(crate) fn identify(path: &Path) -> io::Result<Self> {
-        let metadata = fs::symlink_metadata(path)?;
-        Ok(SocketFile {
+        Ok(SocketFile::of(path, &fs::symlink_metadata(path)?))
+    }
+
+    /// The socket file at `path`, of `metadata` (its file's, or that of the
+    /// file renamed to `path`).
+    fn of(path: &Path, metadata: &fs::Metadata) -> Self {
+        SocketFile {
             path: path.to_path_buf(),
             dev: metadata.dev(),
             ino: metadata.ino(),
-        })
+        }
     }
 
     /// True when nothing is at the path any more (the file was removed).
@@ -288,14 +293,7 @@ pub(crate) fn bind(
     guard.disarm();
 
     debug!(path = %path.display(), replaced_stale = existing == Existing::Stale, "Unix socket bound");
-    Ok((
-        listener,
-        SocketFile {
-            path: path.to_path_buf(),
-            dev: metadata.dev(),
-            ino: metadata.ino(),
-        },
-    ))
+    Ok((listener, SocketFile::of(path, &metadata)))
 }
 
 /// Binds at `path` itself, after removing a stale socket there.
