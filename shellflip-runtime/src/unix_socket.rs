@@ -284,13 +284,17 @@ pub(crate) fn bind(
 
     let temp = temp_path(dir, name);
     let listener = bind_listening(&temp, access)?;
-    let guard = RemoveOnDrop(Some(&temp));
-    fs::set_permissions(&temp, fs::Permissions::from_mode(0o600))
-        .map_err(UnixSocketError::io("set mode 0600 on", &temp))?;
-    // The rename keeps the inode: this is the identity of the final file.
-    let metadata = fs::symlink_metadata(&temp).map_err(UnixSocketError::io("inspect", &temp))?;
-    move_into_place(&temp, path, existing)?;
-    guard.disarm();
+    let placed = (|| {
+        fs::set_permissions(&temp, fs::Permissions::from_mode(0o600))
+            .map_err(UnixSocketError::io("set mode 0600 on", &temp))?;
+        // The rename keeps the inode: this is the identity of the final file.
+        let metadata =
+            fs::symlink_metadata(&temp).map_err(UnixSocketError::io("inspect", &temp))?;
+        move_into_place(&temp, path, existing)?;
+        Ok(metadata)
+    })();
+    // On failure the temporary socket file goes.
+    let metadata = placed.inspect_err(|_| drop(fs::remove_file(&temp)))?;
 
     debug!(path = %path.display(), replaced_stale = existing == Existing::Stale, "Unix socket bound");
     Ok((listener, SocketFile::of(path, &metadata)))
@@ -326,23 +330,6 @@ fn dir_of(path: &Path) -> &Path {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
-    }
-}
-
-/// Removes a temporary socket file on failure paths.
-struct RemoveOnDrop<'a>(Option<&'a Path>);
-
-impl RemoveOnDrop<'_> {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for RemoveOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(path) = self.0 {
-            let _ = fs::remove_file(path);
-        }
     }
 }
 
