@@ -391,29 +391,26 @@ impl Response {
 
     /// Cuts overly long texts so that the encoded response always fits in
     /// a frame.
-    fn fit(self) -> Self {
-        match self {
-            Response::RestartFailed { kind, reason } => Response::RestartFailed {
-                kind,
-                reason: cut_text(reason),
-            },
-            Response::Error { message } => Response::Error {
-                message: cut_text(message),
-            },
-            Response::Status(mut status) => {
-                if let Some(last) = status.last_restart.as_mut() {
-                    last.error = last.error.take().map(cut_text);
-                }
-                Response::Status(status)
+    fn fit(mut self) -> Self {
+        match &mut self {
+            Response::RestartFailed { reason: text, .. } | Response::Error { message: text } => {
+                cut_text(text)
             }
-            other => other,
+            Response::Status(status) => {
+                let last = status.last_restart.as_mut();
+                if let Some(error) = last.and_then(|last| last.error.as_mut()) {
+                    cut_text(error);
+                }
+            }
+            _ => {}
         }
+        self
     }
 }
 
-fn cut_text(mut text: String) -> String {
+fn cut_text(text: &mut String) {
     if text.len() <= MAX_TEXT_BYTES {
-        return text;
+        return;
     }
     let mut end = MAX_TEXT_BYTES;
     while !text.is_char_boundary(end) {
@@ -421,7 +418,6 @@ fn cut_text(mut text: String) -> String {
     }
     text.truncate(end);
     text.push_str("... (truncated)");
-    text
 }
 
 /// A frame payload that is not a valid [`Request`] or [`Response`].
