@@ -123,8 +123,8 @@ const CMSG_ROOM: usize = unsafe {
         + libc::CMSG_SPACE(std::mem::size_of::<libc::ucred>() as libc::c_uint)
 } as usize;
 
-/// One `recvmsg` (with `MSG_CMSG_CLOEXEC` and `flags`) into `buf`: what
-/// arrived, and the message's flags. The descriptors the kernel installed
+/// One `recvmsg` (with `MSG_CMSG_CLOEXEC` and `flags`; retried when a
+/// signal interrupts it) into `buf`: what arrived, and the message's flags. The descriptors the kernel installed
 /// are returned even when others were lost (`MSG_CTRUNC`).
 ///
 /// Written against libc rather than nix: nix refuses to walk the control
@@ -148,13 +148,20 @@ fn receive(
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = CMSG_ROOM as _;
-    // SAFETY: `msg` points to one iovec describing `buf` (writable for its
-    // length) and to `control` (writable for `msg_controllen` bytes), both
-    // alive for the whole call; recvmsg writes only within them and
-    // updates `msg`'s lengths and flags.
-    let received =
-        unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC | flags) };
-    let len = usize::try_from(received).map_err(|_| io::Error::last_os_error())?;
+    let len = loop {
+        // SAFETY: `msg` points to one iovec describing `buf` (writable for
+        // its length) and to `control` (writable for `msg_controllen`
+        // bytes), both alive for the whole call; recvmsg writes only within
+        // them and updates `msg`'s lengths and flags.
+        let received =
+            unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC | flags) };
+        match usize::try_from(received) {
+            Ok(len) => break len,
+            // Interrupted by a signal before anything arrived: again.
+            Err(_) if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(io::Error::last_os_error()),
+        }
+    };
     let control_start = control.as_ptr() as usize;
     let control_end = control_start + (msg.msg_controllen as usize).min(CMSG_ROOM);
     let mut datagram = Datagram {

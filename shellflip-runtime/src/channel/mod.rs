@@ -484,11 +484,7 @@ fn read_frame_with_fds(
     let mut decoder = FrameDecoder::new(max);
     let mut fds = Vec::new();
     loop {
-        let (n, mut got) = match fd::recv_with_fds(stream.as_fd(), decoder.buf()) {
-            Ok(received) => received,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
+        let (n, mut got) = fd::recv_with_fds(stream.as_fd(), decoder.buf())?;
         fds.append(&mut got);
         match decoder.advance(n) {
             Ok(Some(payload)) => return Ok((payload, fds)),

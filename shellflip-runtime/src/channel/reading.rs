@@ -92,16 +92,11 @@ impl<M: DeserializeOwned> Reader<M> {
                 }));
             }
             let frames = &mut self.frames;
-            let received = stream
+            let (n, fds, lost) = stream
                 .async_io(Interest::READABLE, || {
                     fd::recv_with_fds_or_lost(stream.as_fd(), frames.spare())
                 })
-                .await;
-            let (n, fds, lost) = match received {
-                Ok(received) => received,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
+                .await?;
             // Handed-over connections: not accepted here (see accept_watch).
             crate::accept_watch::received(&fds);
             if n == 0 {
