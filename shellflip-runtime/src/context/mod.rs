@@ -193,9 +193,7 @@ impl<S: HandoverState> Context<S> {
             |socket| {
                 socket
                     .local_addr()
-                    .ok()
-                    .and_then(|a| a.as_pathname().map(|p| p == path))
-                    .unwrap_or(false)
+                    .is_ok_and(|a| a.as_pathname() == Some(path))
             },
             || bind_unix(name, path),
         )?;
@@ -249,7 +247,7 @@ impl<S: HandoverState> Context<S> {
             Some(fd) => {
                 let socket = Socket::from(fd);
                 let found = describe(&socket);
-                let right_kind = socket.r#type().map(|t| t == kind).unwrap_or(false)
+                let right_kind = socket.r#type().is_ok_and(|t| t == kind)
                     && found_matches_kind(&socket, expected);
                 if !right_kind {
                     return Err(Error::WrongKind {

@@ -34,8 +34,7 @@ pub(super) fn is_listening(socket: &Socket) -> bool {
 pub(super) fn found_matches_kind(socket: &Socket, expected: &str) -> bool {
     let is_unix = socket
         .local_addr()
-        .map(|a| a.domain() == Domain::UNIX)
-        .unwrap_or(false);
+        .is_ok_and(|a| a.domain() == Domain::UNIX);
     (expected == "a Unix listener") == is_unix
 }
 
