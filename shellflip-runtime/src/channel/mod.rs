@@ -62,6 +62,7 @@ use tokio::net::UnixStream;
 
 use crate::control::server::ControlSocketFile;
 use crate::fd;
+use crate::frame::read_frame;
 use crate::registry::StoredFd;
 use crate::state::EncodedState;
 use crate::telemetry::{RestartId, Totals};
@@ -417,20 +418,10 @@ pub(crate) async fn send(
 /// channel without reporting (it exited or crashed) — before or within the
 /// report's length; a report cut in its payload is an error.
 pub(crate) async fn read_child_message(stream: &UnixStream) -> io::Result<Option<ChildMessage>> {
-    let mut decoder = FrameDecoder::new(MAX_MESSAGE_BYTES);
-    let payload = loop {
-        stream.readable().await?;
-        let n = match stream.try_read(decoder.buf()) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        match decoder.advance(n) {
-            Ok(Some(payload)) => break payload,
-            Ok(None) => {}
-            Err(e) if closed_before_payload(&e) => return Ok(None),
-            Err(e) => return Err(frame_error(e, "the new generation sent")),
-        }
+    let payload = match read_frame(stream, MAX_MESSAGE_BYTES).await {
+        Ok(payload) => payload,
+        Err(e) if closed_before_payload(&e) => return Ok(None),
+        Err(e) => return Err(frame_error(e, "the new generation sent")),
     };
     decode(&payload, "report from the new generation").map(Some)
 }

@@ -384,7 +384,7 @@ impl Connection {
         answered_before: bool,
     ) -> Option<Request> {
         let timeout = self.options.request_timeout;
-        let read = tokio::time::timeout(timeout, read_frame(&mut *stream, MAX_FRAME_BYTES));
+        let read = tokio::time::timeout(timeout, read_frame(stream, MAX_FRAME_BYTES));
         let frame = tokio::select! {
             biased;
             () = waiting.pushed_out.cancelled() => None,
