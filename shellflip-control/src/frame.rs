@@ -352,11 +352,8 @@ impl FrameBuffer {
         }
         // The walk stops at a frame whose length is not all in, or above
         // `max`: which one?
-        let at = self.index(self.boundary);
-        if at.saturating_add(HEADER_BYTES) <= self.end {
-            let mut len = [0; HEADER_BYTES];
-            len.copy_from_slice(&self.buf[at..at + HEADER_BYTES]);
-            check_len(u64::from(u32::from_be_bytes(len)), self.max)?;
+        if let Some(len) = self.announced(self.index(self.boundary)) {
+            check_len(len, self.max)?;
         }
         Ok(last)
     }
@@ -405,12 +402,14 @@ impl FrameBuffer {
     /// bytes are in and it is within `max` (one above `max` is reported by
     /// [`filled`](Self::filled)).
     fn frame_len(&self, at: usize) -> Option<usize> {
-        if at.checked_add(HEADER_BYTES)? > self.end {
-            return None;
-        }
-        let mut len = [0; HEADER_BYTES];
-        len.copy_from_slice(&self.buf[at..at + HEADER_BYTES]);
-        check_len(u64::from(u32::from_be_bytes(len)), self.max).ok()
+        check_len(self.announced(at)?, self.max).ok()
+    }
+
+    /// The length announced by a frame starting at `buf[at]`, if its 4
+    /// bytes are in.
+    fn announced(&self, at: usize) -> Option<u64> {
+        let bytes = self.buf[..self.end].get(at..at.checked_add(HEADER_BYTES)?)?;
+        Some(u64::from(u32::from_be_bytes(bytes.try_into().ok()?)))
     }
 }
 

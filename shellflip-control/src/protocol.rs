@@ -391,29 +391,26 @@ impl Response {
 
     /// Cuts overly long texts so that the encoded response always fits in
     /// a frame.
-    fn fit(self) -> Self {
-        match self {
-            Response::RestartFailed { kind, reason } => Response::RestartFailed {
-                kind,
-                reason: cut_text(reason),
-            },
-            Response::Error { message } => Response::Error {
-                message: cut_text(message),
-            },
-            Response::Status(mut status) => {
-                if let Some(last) = status.last_restart.as_mut() {
-                    last.error = last.error.take().map(cut_text);
-                }
-                Response::Status(status)
+    fn fit(mut self) -> Self {
+        match &mut self {
+            Response::RestartFailed { reason: text, .. } | Response::Error { message: text } => {
+                cut_text(text)
             }
-            other => other,
+            Response::Status(status) => {
+                let last = status.last_restart.as_mut();
+                if let Some(error) = last.and_then(|last| last.error.as_mut()) {
+                    cut_text(error);
+                }
+            }
+            _ => {}
         }
+        self
     }
 }
 
-fn cut_text(mut text: String) -> String {
+fn cut_text(text: &mut String) {
     if text.len() <= MAX_TEXT_BYTES {
-        return text;
+        return;
     }
     let mut end = MAX_TEXT_BYTES;
     while !text.is_char_boundary(end) {
@@ -421,57 +418,36 @@ fn cut_text(mut text: String) -> String {
     }
     text.truncate(end);
     text.push_str("... (truncated)");
-    text
-}
-
-/// Which message could not be decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Message {
-    Request,
-    Response,
 }
 
 /// A frame payload that is not a valid [`Request`] or [`Response`].
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("malformed {what}{source}{advice}")]
 pub struct DecodeError {
-    message: Message,
+    /// "request (" or "response: ", before what serde said.
+    what: &'static str,
     source: serde_json::Error,
-}
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.message {
-            Message::Request => write!(
-                f,
-                "malformed request ({}); a request is a JSON object like {{\"op\":\"status\"}} \
-                 with op restart, status or stop",
-                self.source
-            ),
-            Message::Response => write!(f, "malformed response: {}", self.source),
-        }
-    }
-}
-
-impl std::error::Error for DecodeError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
+    /// After what serde said: what a valid message looks like.
+    advice: &'static str,
 }
 
 /// Decodes a request frame's payload. Never panics, whatever the input;
 /// the error says what a valid request looks like.
 pub fn decode_request(bytes: &[u8]) -> Result<Request, DecodeError> {
     serde_json::from_slice(bytes).map_err(|source| DecodeError {
-        message: Message::Request,
+        what: "request (",
         source,
+        advice: "); a request is a JSON object like {\"op\":\"status\"} with op restart, \
+                 status or stop",
     })
 }
 
 /// Decodes a response frame's payload. Never panics, whatever the input.
 pub fn decode_response(bytes: &[u8]) -> Result<Response, DecodeError> {
     serde_json::from_slice(bytes).map_err(|source| DecodeError {
-        message: Message::Response,
+        what: "response: ",
         source,
+        advice: "",
     })
 }
 

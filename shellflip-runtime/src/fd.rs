@@ -17,11 +17,11 @@
 //! `spawner`.) A process is forked without `exec` only while it has a
 //! single thread, and the forked copy never returns into its caller's code.
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 
 /// The most descriptors one `sendmsg` can carry on Linux (`SCM_MAX_FD`).
 pub(crate) const MAX_FDS_PER_MESSAGE: usize = 253;
@@ -33,26 +33,6 @@ pub(crate) fn send_with_fds(
     socket: BorrowedFd<'_>,
     data: &[u8],
     fds: &[BorrowedFd<'_>],
-) -> io::Result<usize> {
-    send_message(socket, data, fds, None)
-}
-
-/// Like [`send_with_fds`], to `address`: one datagram from an unconnected
-/// datagram socket (a notification to systemd or to the keeper).
-pub(crate) fn send_with_fds_to(
-    socket: BorrowedFd<'_>,
-    data: &[u8],
-    fds: &[BorrowedFd<'_>],
-    address: &UnixAddr,
-) -> io::Result<usize> {
-    send_message(socket, data, fds, Some(address))
-}
-
-fn send_message(
-    socket: BorrowedFd<'_>,
-    data: &[u8],
-    fds: &[BorrowedFd<'_>],
-    address: Option<&UnixAddr>,
 ) -> io::Result<usize> {
     if fds.len() > MAX_FDS_PER_MESSAGE {
         return Err(io::Error::new(
@@ -70,12 +50,12 @@ fn send_message(
     } else {
         &[ControlMessage::ScmRights(&raw)]
     };
-    sendmsg(
+    sendmsg::<()>(
         socket.as_raw_fd(),
         &iov,
         cmsgs,
         MsgFlags::MSG_NOSIGNAL,
-        address,
+        None,
     )
     .map_err(io::Error::from)
 }
@@ -95,46 +75,13 @@ pub(crate) struct Datagram {
 /// Receives one datagram into `buf` with its sender's credentials and its
 /// descriptors. A datagram longer than `buf` is an error (it was cut).
 pub(crate) fn recv_datagram(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Datagram> {
-    let mut cmsg_space = nix::cmsg_space!(libc::ucred, [RawFd; MAX_FDS_PER_MESSAGE]);
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<()>(
-        socket.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg_space),
-        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
-    )
-    .map_err(io::Error::from)?;
-    let mut sender = None;
-    let mut fds = Vec::new();
-    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
-        match cmsg {
-            ControlMessageOwned::ScmRights(raw_fds) => {
-                for raw in raw_fds {
-                    // SAFETY: as in `recv_with_fds`: the kernel just
-                    // installed `raw` for this message; this OwnedFd is its
-                    // only owner.
-                    fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
-                }
-            }
-            ControlMessageOwned::ScmCredentials(credentials) => {
-                sender = Some((credentials.pid(), credentials.uid()));
-            }
-            _ => {}
-        }
-    }
-    if msg
-        .flags
-        .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC)
-    {
+    let (datagram, flags) = receive(socket, buf, libc::MSG_DONTWAIT)?;
+    if flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
         return Err(io::Error::other(
             "a datagram or its descriptors were cut (longer than the buffer)",
         ));
     }
-    Ok(Datagram {
-        len: msg.bytes,
-        sender,
-        fds,
-    })
+    Ok(datagram)
 }
 
 /// Receives into `buf`, adopting any descriptors attached (close-on-exec is
@@ -155,28 +102,41 @@ pub(crate) fn recv_with_fds(
 /// What was lost when descriptors could not be installed.
 pub(crate) const FDS_LOST: &str = "file descriptors were lost in transit (control message truncated); is the process near its open-file limit?";
 
-/// Room for the control message of one [`recv_with_fds_or_lost`]:
-/// [`MAX_FDS_PER_MESSAGE`] descriptors.
-// SAFETY: CMSG_SPACE is arithmetic on its argument; it reads no memory.
-const FDS_CMSG_SPACE: usize = unsafe {
-    libc::CMSG_SPACE((MAX_FDS_PER_MESSAGE * std::mem::size_of::<RawFd>()) as libc::c_uint)
-} as usize;
-
 /// [`recv_with_fds`], telling a loss of descriptors apart (`true`) instead
 /// of failing: the bytes were received all the same, so a framed stream
 /// stays in step, and the descriptors that were installed are returned.
 /// (At its open-file limit, the kernel installs the first descriptors of a
 /// message, drops the rest and sets `MSG_CTRUNC`.)
-///
-/// Written against libc rather than nix: nix refuses to walk the control
-/// messages once `MSG_CTRUNC` is set, which would leave the installed
-/// descriptors without an owner.
 pub(crate) fn recv_with_fds_or_lost(
     socket: BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> io::Result<(usize, Vec<OwnedFd>, bool)> {
+    let (received, flags) = receive(socket, buf, 0)?;
+    Ok((received.len, received.fds, flags & libc::MSG_CTRUNC != 0))
+}
+
+/// Room for the control message of one [`receive`]: [`MAX_FDS_PER_MESSAGE`]
+/// descriptors and the sender's credentials.
+// SAFETY: CMSG_SPACE is arithmetic on its argument; it reads no memory.
+const CMSG_ROOM: usize = unsafe {
+    libc::CMSG_SPACE((MAX_FDS_PER_MESSAGE * std::mem::size_of::<RawFd>()) as libc::c_uint)
+        + libc::CMSG_SPACE(std::mem::size_of::<libc::ucred>() as libc::c_uint)
+} as usize;
+
+/// One `recvmsg` (with `MSG_CMSG_CLOEXEC` and `flags`; retried when a
+/// signal interrupts it) into `buf`: what arrived, and the message's flags. The descriptors the kernel installed
+/// are returned even when others were lost (`MSG_CTRUNC`).
+///
+/// Written against libc rather than nix: nix refuses to walk the control
+/// messages once `MSG_CTRUNC` is set, which would leave the installed
+/// descriptors without an owner.
+fn receive(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<(Datagram, libc::c_int)> {
     // In u64 words, so that the buffer is aligned for `cmsghdr`.
-    let mut control = [0u64; FDS_CMSG_SPACE.div_ceil(8)];
+    let mut control = [0u64; CMSG_ROOM.div_ceil(8)];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -187,16 +147,28 @@ pub(crate) fn recv_with_fds_or_lost(
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = FDS_CMSG_SPACE as _;
-    // SAFETY: `msg` points to one iovec describing `buf` (writable for its
-    // length) and to `control` (writable for `msg_controllen` bytes), both
-    // alive for the whole call; recvmsg writes only within them and
-    // updates `msg`'s lengths and flags.
-    let received = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    let bytes = usize::try_from(received).map_err(|_| io::Error::last_os_error())?;
+    msg.msg_controllen = CMSG_ROOM as _;
+    let len = loop {
+        // SAFETY: `msg` points to one iovec describing `buf` (writable for
+        // its length) and to `control` (writable for `msg_controllen`
+        // bytes), both alive for the whole call; recvmsg writes only within
+        // them and updates `msg`'s lengths and flags.
+        let received =
+            unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC | flags) };
+        match usize::try_from(received) {
+            Ok(len) => break len,
+            // Interrupted by a signal before anything arrived: again.
+            Err(_) if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(io::Error::last_os_error()),
+        }
+    };
     let control_start = control.as_ptr() as usize;
-    let control_end = control_start + (msg.msg_controllen as usize).min(FDS_CMSG_SPACE);
-    let mut fds = Vec::new();
+    let control_end = control_start + (msg.msg_controllen as usize).min(CMSG_ROOM);
+    let mut datagram = Datagram {
+        len,
+        sender: None,
+        fds: Vec::new(),
+    };
     // SAFETY: `msg` is as recvmsg left it: CMSG_FIRSTHDR returns the first
     // header if `msg_controllen` has room for one (within `control`), else
     // null.
@@ -211,7 +183,8 @@ pub(crate) fn recv_with_fds_or_lost(
         let data = unsafe { libc::CMSG_DATA(cmsg) } as usize;
         let data_len = (header.cmsg_len as usize).saturating_sub(data - cmsg as usize);
         let within = data.saturating_add(data_len) <= control_end;
-        if within && header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
+        let kind = (header.cmsg_level, header.cmsg_type);
+        if within && kind == (libc::SOL_SOCKET, libc::SCM_RIGHTS) {
             for i in 0..data_len / std::mem::size_of::<RawFd>() {
                 let at = (data + i * std::mem::size_of::<RawFd>()) as *const RawFd;
                 // SAFETY: `at` and the descriptor number after it lie
@@ -222,15 +195,22 @@ pub(crate) fn recv_with_fds_or_lost(
                 // table for this SCM_RIGHTS message; nothing else in the
                 // process knows the number yet, so this OwnedFd is its only
                 // owner and will close it exactly once.
-                fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+                datagram.fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
             }
+        }
+        let whole_ucred = data_len >= std::mem::size_of::<libc::ucred>();
+        if within && whole_ucred && kind == (libc::SOL_SOCKET, libc::SCM_CREDENTIALS) {
+            // SAFETY: a whole ucred lies within the header's data, inside
+            // `control` (checked above); read without assuming alignment.
+            let ucred = unsafe { std::ptr::read_unaligned(data as *const libc::ucred) };
+            datagram.sender = Some((ucred.pid, ucred.uid));
         }
         // SAFETY: `msg` as recvmsg left it and `cmsg` one of its headers:
         // CMSG_NXTHDR returns the next header within `msg_controllen`, or
         // null.
         cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
     }
-    Ok((bytes, fds, msg.msg_flags & libc::MSG_CTRUNC != 0))
+    Ok((datagram, msg.msg_flags))
 }
 
 /// Takes ownership of a descriptor number the environment names — the
@@ -248,9 +228,7 @@ pub(crate) fn adopt_inherited(raw: RawFd) -> io::Result<OwnedFd> {
             format!("descriptor {raw} is a standard stream, not a handover channel"),
         ));
     }
-    // SAFETY: F_GETFD only reads the flags of `raw` and fails with EBADF if
-    // it is not open; the borrow does not outlive this statement.
-    fcntl(unsafe { BorrowedFd::borrow_raw(raw) }, FcntlArg::F_GETFD).map_err(io::Error::from)?;
+    fd_flags(raw).map_err(io::Error::from)?;
     // SAFETY: `raw` is open (checked above) and was left to this process by
     // its parent (the previous generation, or systemd after checking
     // LISTEN_PID) for the sole purpose of being adopted here, before the
@@ -310,12 +288,7 @@ pub(crate) fn fork_helper(
     keep: OwnedFd,
     helper: impl FnOnce(OwnedFd) -> i32,
 ) -> io::Result<nix::unistd::Pid> {
-    let threads = thread_count()?;
-    if threads != 1 {
-        return Err(io::Error::other(format!(
-            "the process already runs {threads} threads; a helper can only be forked by a single-threaded process"
-        )));
-    }
+    single_threaded("a helper can only be forked by a single-threaded process")?;
     // SAFETY: the process has a single thread (checked just above; no other
     // thread can appear meanwhile, as only this one could create it), so
     // the child's copy of memory holds no lock taken by another thread and
@@ -351,12 +324,7 @@ pub(crate) enum Forked {
 ///
 /// Fails, forking nothing, if the process has more than one thread.
 pub(crate) fn fork_first_generation() -> io::Result<Forked> {
-    let threads = thread_count()?;
-    if threads != 1 {
-        return Err(io::Error::other(format!(
-            "the process already runs {threads} threads; call shellflip's run first thing in main"
-        )));
-    }
+    single_threaded("call shellflip's run first thing in main")?;
     // SAFETY: the process has a single thread (checked just above; only this
     // thread could start another meanwhile), so the copy's memory holds no
     // lock taken by another thread and may run any code. Each side owns its
@@ -419,13 +387,12 @@ pub(crate) fn huge_buffer(capacity: usize) -> Result<Vec<u8>, std::collections::
 }
 
 fn page_size() -> usize {
-    // SAFETY: sysconf reads a configuration value; it takes and returns
-    // plain integers.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(size)
+    let size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE);
+    let size = size
         .ok()
-        .filter(|size| size.is_power_of_two())
-        .unwrap_or(4096)
+        .flatten()
+        .and_then(|size| usize::try_from(size).ok());
+    size.filter(|size| size.is_power_of_two()).unwrap_or(4096)
 }
 
 /// A pidfd of process `pid` (`pidfd_open(2)`, Linux 5.3+): readable once
@@ -468,8 +435,14 @@ pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Resul
     Ok(())
 }
 
-fn thread_count() -> io::Result<usize> {
-    Ok(std::fs::read_dir("/proc/self/task")?.count())
+/// Fails, saying `advice`, unless the process has exactly one thread.
+fn single_threaded(advice: &str) -> io::Result<()> {
+    match std::fs::read_dir("/proc/self/task")?.count() {
+        1 => Ok(()),
+        threads => Err(io::Error::other(format!(
+            "the process already runs {threads} threads; {advice}"
+        ))),
+    }
 }
 
 /// Closes every descriptor above the standard streams except `keep`. Only
@@ -490,7 +463,7 @@ fn close_all_except(keep: RawFd) {
         .collect();
     // The directory's own descriptor is closed now; it is not in the way.
     for raw in open {
-        if raw > 2 && raw != keep && fcntl_is_open(raw) {
+        if raw > 2 && raw != keep && fd_flags(raw).is_ok() {
             // SAFETY: in the forked helper, the owners of these descriptors
             // are objects of the caller's frames and statics, which the
             // helper never returns to, drops or uses (`fork_helper` exits
@@ -521,10 +494,11 @@ fn close_ranges_except(keep: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-fn fcntl_is_open(raw: RawFd) -> bool {
+/// The descriptor flags of `raw`: `EBADF` if it is not open.
+fn fd_flags(raw: RawFd) -> nix::Result<i32> {
     // SAFETY: F_GETFD only reads the flags of `raw` and fails with EBADF if
     // it is not open; the borrow does not outlive this statement.
-    fcntl(unsafe { BorrowedFd::borrow_raw(raw) }, FcntlArg::F_GETFD).is_ok()
+    fcntl(unsafe { BorrowedFd::borrow_raw(raw) }, FcntlArg::F_GETFD)
 }
 
 #[cfg(test)]
@@ -574,6 +548,26 @@ mod tests {
         let mut one = [0u8; 1];
         last.read_exact(&mut one).unwrap();
         assert_eq!(&one, b"z");
+    }
+
+    #[test]
+    fn a_datagram_comes_with_its_sender_and_descriptors() {
+        use nix::sys::socket::{setsockopt, sockopt::PassCred};
+        use std::os::unix::net::UnixDatagram;
+        let (a, b) = UnixDatagram::pair().unwrap();
+        setsockopt(&b, PassCred, &true).unwrap();
+        let (_keep, passed) = UnixStream::pair().unwrap();
+        send_with_fds(a.as_fd(), b"READY=1", &[passed.as_fd()]).unwrap();
+        let mut buf = [0u8; 64];
+        let datagram = recv_datagram(b.as_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..datagram.len], b"READY=1");
+        let me = (std::process::id() as i32, nix::unistd::getuid().as_raw());
+        assert_eq!(datagram.sender, Some(me));
+        assert_eq!(datagram.fds.len(), 1);
+        // Nothing waiting; a datagram longer than the buffer is an error.
+        assert!(recv_datagram(b.as_fd(), &mut buf).is_err());
+        a.send(&[0u8; 100]).unwrap();
+        assert!(recv_datagram(b.as_fd(), &mut buf).is_err());
     }
 
     #[test]

@@ -34,7 +34,6 @@ use crate::channel::{HandoverHeader, Lineage, Received, StateOffer};
 use crate::child::{self, PredecessorLink};
 use crate::config::{Config, RuntimeFlavor, SpawnerMode};
 use crate::context::Context;
-use crate::control::server as control;
 use crate::error::Error;
 use crate::generation::{open_control_socket, Ending, Generation};
 use crate::keeper::{self, Role};
@@ -502,7 +501,7 @@ fn clean_up(finished: Option<&Finished>, pid_file: Option<&PidFile>) {
         return;
     }
     if let (true, Some(file)) = (finished.last, finished.control_file.as_ref()) {
-        control::remove_control_socket(file);
+        file.remove();
     }
     if let Some(pid_file) = pid_file {
         // Only if it still names this process: never another's pid file.

@@ -51,8 +51,7 @@ impl Registry {
     pub(crate) fn new(inherited: Vec<(String, OwnedFd)>) -> Self {
         Registry {
             inherited,
-            active: Vec::new(),
-            socket_activated: Vec::new(),
+            ..Registry::default()
         }
     }
 
@@ -98,7 +97,7 @@ impl Registry {
 
     /// Records a duplicate of `fd` to hand over under `name`.
     pub(crate) fn register(&mut self, name: &str, fd: BorrowedFd<'_>) -> Result<(), Error> {
-        if self.active.iter().any(|(n, _)| n == name) {
+        if self.is_registered(name) {
             return Err(Error::DuplicateName(name.to_owned()));
         }
         let owned = fd.try_clone_to_owned().map_err(|source| Error::Fd {

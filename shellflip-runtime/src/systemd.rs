@@ -41,7 +41,6 @@ use std::fmt::Write as _;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::sys::socket::UnixAddr;
@@ -81,37 +80,24 @@ const EXTEND_STEP: Duration = Duration::from_secs(10);
 /// ...plus this margin for the exit after the drain.
 const EXIT_MARGIN: Duration = Duration::from_secs(5);
 
-/// Where notifications go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum NotifyTarget {
-    /// A socket file.
-    Path(PathBuf),
-    /// A Linux abstract socket (`@name` in `NOTIFY_SOCKET`).
-    Abstract(Vec<u8>),
-}
-
-impl NotifyTarget {
-    /// The socket address to send to.
-    pub(crate) fn address(&self) -> std::io::Result<UnixAddr> {
-        match self {
-            NotifyTarget::Path(path) => UnixAddr::new(path.as_path()),
-            NotifyTarget::Abstract(name) => UnixAddr::new_abstract(name),
-        }
-        .map_err(std::io::Error::from)
-    }
-}
+/// Where notifications go: a socket file, or a Linux abstract socket
+/// (`@name` in `NOTIFY_SOCKET`).
+pub(crate) type NotifyTarget = UnixAddr;
 
 /// Reads a `NOTIFY_SOCKET` value: `/path`, or `@name` for an abstract
 /// socket. Other forms (e.g. `vsock:`) are not supported: `Err` says why.
 pub(crate) fn parse_notify_socket(value: &OsStr) -> Result<NotifyTarget, String> {
     let bytes = value.as_bytes();
-    match bytes.first() {
-        Some(b'/') => Ok(NotifyTarget::Path(PathBuf::from(value))),
-        Some(b'@') if bytes.len() > 1 => Ok(NotifyTarget::Abstract(bytes[1..].to_vec())),
-        _ => Err(format!(
+    let target = match bytes.first() {
+        Some(b'/') => UnixAddr::new(value),
+        Some(b'@') if bytes.len() > 1 => UnixAddr::new_abstract(&bytes[1..]),
+        _ => return Err(format!(
             "NOTIFY_SOCKET={value:?} is neither a socket path nor an abstract socket (@name); notifications are off"
         )),
-    }
+    };
+    target.map_err(|e| {
+        format!("NOTIFY_SOCKET={value:?} is not a socket address ({e}); notifications are off")
+    })
 }
 
 /// Sends notifications to systemd, or nothing when not run by it.
@@ -129,14 +115,6 @@ impl Notifier {
                 .ok()
         });
         Notifier { target }
-    }
-
-    /// A notifier sending to `target`.
-    #[cfg(test)]
-    pub(crate) fn to(target: NotifyTarget) -> Self {
-        Notifier {
-            target: Some(target),
-        }
     }
 
     /// True when notifications go somewhere.
@@ -179,8 +157,8 @@ impl Notifier {
     }
 }
 
-/// One datagram to `target`, from a non-blocking socket: a full queue is an
-/// error (`EAGAIN`), not a wait.
+/// One datagram to `target`, from a non-blocking socket connected to it: a
+/// full queue is an error (`EAGAIN`), not a wait.
 pub(crate) fn send_datagram(
     target: &NotifyTarget,
     message: &[u8],
@@ -188,8 +166,8 @@ pub(crate) fn send_datagram(
 ) -> std::io::Result<()> {
     let socket = UnixDatagram::unbound()?;
     socket.set_nonblocking(true)?;
-    let address = target.address()?;
-    let sent = fd::send_with_fds_to(socket.as_fd(), message, fds, &address)?;
+    nix::sys::socket::connect(socket.as_raw_fd(), target)?;
+    let sent = fd::send_with_fds(socket.as_fd(), message, fds)?;
     if sent != message.len() {
         return Err(std::io::Error::other(format!(
             "only {sent} of {} bytes were sent",
@@ -207,68 +185,61 @@ pub(crate) struct Notification {
 }
 
 impl Notification {
-    fn with(mut self, state: NotifyState<'_>) -> Self {
-        // Writing into a String cannot fail.
-        let _ = writeln!(self.message, "{state}");
-        self
+    /// `states`, one per line.
+    fn of(states: &[NotifyState<'_>]) -> Self {
+        let mut message = String::new();
+        for state in states {
+            // Writing into a String cannot fail.
+            let _ = writeln!(message, "{state}");
+        }
+        Notification { message }
     }
 
-    fn status(self, status: &str) -> Self {
+    /// `states` and a `STATUS=` line.
+    fn with_status(states: &[NotifyState<'_>], status: &str) -> Self {
         // One assignment per line: a newline in a value would start a new
         // (bogus) assignment.
-        self.with(NotifyState::Status(&status.replace(['\n', '\r'], " ")))
+        let status = status.replace(['\n', '\r'], " ");
+        Notification::of(&[states, &[NotifyState::Status(&status)]].concat())
     }
 
     /// `READY=1`: this generation serves (start-up, or a failed restart).
     pub(crate) fn ready(status: &str) -> Self {
-        Notification::default()
-            .with(NotifyState::Ready)
-            .status(status)
+        Notification::with_status(&[NotifyState::Ready], status)
     }
 
     /// `RELOADING=1` with the `CLOCK_MONOTONIC` time the restart began.
     pub(crate) fn reloading(monotonic_usec: u64, status: &str) -> Self {
-        Notification::default()
-            .with(NotifyState::Reloading)
-            .with(NotifyState::MonotonicUsec(i128::from(monotonic_usec)))
-            .status(status)
+        let began = NotifyState::MonotonicUsec(i128::from(monotonic_usec));
+        Notification::with_status(&[NotifyState::Reloading, began], status)
     }
 
     /// `MAINPID=<pid>` and `READY=1`: the new generation `pid` took over.
     pub(crate) fn handed_over(pid: u32, status: &str) -> Self {
-        Notification::default()
-            .with(NotifyState::MainPid(pid))
-            .with(NotifyState::Ready)
-            .status(status)
+        Notification::with_status(&[NotifyState::MainPid(pid), NotifyState::Ready], status)
     }
 
     /// `STOPPING=1`, with time for the drain.
     pub(crate) fn stopping(extend: Duration, status: &str) -> Self {
-        Notification::default()
-            .with(NotifyState::Stopping)
-            .with(NotifyState::ExtendTimeoutUsec(usec(extend)))
-            .status(status)
+        let extend = NotifyState::ExtendTimeoutUsec(usec(extend));
+        Notification::with_status(&[NotifyState::Stopping, extend], status)
     }
 
     /// `EXTEND_TIMEOUT_USEC`: more time for the running drain.
     pub(crate) fn extend_timeout(extend: Duration) -> Self {
-        Notification::default().with(NotifyState::ExtendTimeoutUsec(usec(extend)))
+        Notification::of(&[NotifyState::ExtendTimeoutUsec(usec(extend))])
     }
 
     /// `FDSTORE=1` + `FDNAME=`: keep the descriptor sent with this message
     /// under `fd_name` (a name [`is_valid_fd_name`]).
     pub(crate) fn fd_store(fd_name: &str) -> Self {
-        Notification::default()
-            .with(NotifyState::FdStore)
-            .with(NotifyState::FdName(fd_name))
+        Notification::of(&[NotifyState::FdStore, NotifyState::FdName(fd_name)])
     }
 
     /// `FDSTOREREMOVE=1` + `FDNAME=`: drop the descriptors kept under
     /// `fd_name`.
     pub(crate) fn fd_store_remove(fd_name: &str) -> Self {
-        Notification::default()
-            .with(NotifyState::FdStoreRemove)
-            .with(NotifyState::FdName(fd_name))
+        Notification::of(&[NotifyState::FdStoreRemove, NotifyState::FdName(fd_name)])
     }
 
     /// The datagram's text: one `KEY=value` per line.
@@ -491,35 +462,27 @@ pub(crate) fn sync_fd_store(
             wanted.push((name.to_owned(), fd, ino));
         }
     }
-    let mut now_stored = Vec::new();
-    for old in stored.iter() {
+    stored.retain(|old| {
         let same = wanted
             .iter()
             .any(|(name, _, ino)| *name == old.name && *ino == old.ino);
-        if same {
-            now_stored.push(old.clone());
-        } else {
-            notifier.send(&Notification::fd_store_remove(&format!(
-                "{FD_STORE_PREFIX}{}",
-                old.name
-            )));
+        if !same {
+            let fd_name = format!("{FD_STORE_PREFIX}{}", old.name);
+            notifier.send(&Notification::fd_store_remove(&fd_name));
         }
-    }
-    for (name, fd, ino) in &wanted {
-        if now_stored.iter().any(|s| s.name == *name) {
+        same
+    });
+    for (name, fd, ino) in wanted {
+        if stored.iter().any(|s| s.name == name) {
             continue;
         }
         let fd_name = format!("{FD_STORE_PREFIX}{name}");
-        if notifier.send_with_fds(&Notification::fd_store(&fd_name), &[*fd]) {
-            now_stored.push(StoredFd {
-                name: name.clone(),
-                ino: *ino,
-            });
+        if notifier.send_with_fds(&Notification::fd_store(&fd_name), &[fd]) {
+            stored.push(StoredFd { name, ino });
         }
     }
-    let names: Vec<&str> = now_stored.iter().map(|s| s.name.as_str()).collect();
+    let names: Vec<&str> = stored.iter().map(|s| s.name.as_str()).collect();
     tracing::debug!(?names, "systemd's fd store holds these descriptors");
-    *stored = now_stored;
 }
 
 /// The store entries of descriptors adopted from the fd store.
@@ -539,6 +502,12 @@ pub(crate) fn stored_entries(stored: &[(String, OwnedFd)]) -> Vec<StoredFd> {
 mod tests {
     use super::*;
     use std::ffi::OsString;
+
+    fn notifier_to(target: NotifyTarget) -> Notifier {
+        Notifier {
+            target: Some(target),
+        }
+    }
 
     fn keys(message: &str) -> Vec<(&str, &str)> {
         message
@@ -598,7 +567,7 @@ mod tests {
         let path = dir.path().join("notify");
         let receiver = UnixDatagram::bind(&path).unwrap();
         receiver.set_nonblocking(true).unwrap();
-        let notifier = Notifier::to(NotifyTarget::Path(path));
+        let notifier = notifier_to(UnixAddr::new(&path).unwrap());
         let received = || {
             let mut messages = Vec::new();
             let mut buf = [0u8; 512];
@@ -675,11 +644,11 @@ mod tests {
     fn notify_socket_forms() {
         assert_eq!(
             parse_notify_socket(&OsString::from("/run/systemd/notify")),
-            Ok(NotifyTarget::Path(PathBuf::from("/run/systemd/notify")))
+            Ok(UnixAddr::new("/run/systemd/notify").unwrap())
         );
         assert_eq!(
             parse_notify_socket(&OsString::from("@/org/systemd/notify")),
-            Ok(NotifyTarget::Abstract(b"/org/systemd/notify".to_vec()))
+            Ok(UnixAddr::new_abstract(b"/org/systemd/notify").unwrap())
         );
         assert!(parse_notify_socket(&OsString::from("vsock:2:1234")).is_err());
         assert!(parse_notify_socket(&OsString::from("@")).is_err());
@@ -691,7 +660,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let receiver = UnixDatagram::bind(&path).unwrap();
-        Notifier::to(NotifyTarget::Path(path)).send(&Notification::ready("x"));
+        notifier_to(UnixAddr::new(&path).unwrap()).send(&Notification::ready("x"));
         let mut buf = [0u8; 256];
         let n = receiver.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1\nSTATUS=x\n");
@@ -700,7 +669,7 @@ mod tests {
         let name = format!("shellflip-test-{}", std::process::id());
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
         let receiver = UnixDatagram::bind_addr(&addr).unwrap();
-        Notifier::to(NotifyTarget::Abstract(name.into_bytes()))
+        notifier_to(UnixAddr::new_abstract(name.as_bytes()).unwrap())
             .send(&Notification::extend_timeout(Duration::from_secs(1)));
         let n = receiver.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"EXTEND_TIMEOUT_USEC=1000000\n");
@@ -709,7 +678,7 @@ mod tests {
     #[test]
     fn an_unreachable_socket_is_not_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let notifier = Notifier::to(NotifyTarget::Path(dir.path().join("nobody")));
+        let notifier = notifier_to(UnixAddr::new(&dir.path().join("nobody")).unwrap());
         assert!(notifier.is_enabled());
         notifier.send(&Notification::ready("x"));
         assert!(!Notifier::default().is_enabled());
@@ -723,7 +692,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let _receiver = UnixDatagram::bind(&path).unwrap();
-        let target = NotifyTarget::Path(path);
+        let target = UnixAddr::new(&path).unwrap();
         let failed = (0..1_000)
             .filter(|_| send_datagram(&target, b"STATUS=x\n", &[]).is_err())
             .count();

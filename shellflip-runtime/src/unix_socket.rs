@@ -40,13 +40,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
-/// Longest path a Unix socket can be bound or connected at (`sun_path`
-/// minus the terminating NUL).
-pub(crate) const MAX_SOCKET_PATH: usize = if cfg!(any(target_os = "linux", target_os = "android")) {
-    107
-} else {
-    103
-};
+/// Longest path a Unix socket can be bound or connected at (Linux's
+/// `sun_path` minus the terminating NUL).
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
 
 /// The listen backlog of the sockets bound here.
 const LISTEN_BACKLOG: i32 = 1024;
@@ -186,12 +182,17 @@ pub(crate) struct SocketFile {
 impl SocketFile {
     /// Records the identity of the file that is at `path` now.
     pub(crate) fn identify(path: &Path) -> io::Result<Self> {
-        let metadata = fs::symlink_metadata(path)?;
-        Ok(SocketFile {
+        Ok(SocketFile::of(path, &fs::symlink_metadata(path)?))
+    }
+
+    /// The socket file at `path`, of `metadata` (its file's, or that of the
+    /// file renamed to `path`).
+    fn of(path: &Path, metadata: &fs::Metadata) -> Self {
+        SocketFile {
             path: path.to_path_buf(),
             dev: metadata.dev(),
             ino: metadata.ino(),
-        })
+        }
     }
 
     /// True when nothing is at the path any more (the file was removed).
@@ -283,25 +284,20 @@ pub(crate) fn bind(
 
     let temp = temp_path(dir, name);
     let listener = bind_listening(&temp, access)?;
-    let guard = RemoveOnDrop(Some(&temp));
-    if access == Access::OwnerOnly {
+    let placed = (|| {
         fs::set_permissions(&temp, fs::Permissions::from_mode(0o600))
             .map_err(UnixSocketError::io("set mode 0600 on", &temp))?;
-    }
-    // The rename keeps the inode: this is the identity of the final file.
-    let metadata = fs::symlink_metadata(&temp).map_err(UnixSocketError::io("inspect", &temp))?;
-    move_into_place(&temp, path, existing)?;
-    guard.disarm();
+        // The rename keeps the inode: this is the identity of the final file.
+        let metadata =
+            fs::symlink_metadata(&temp).map_err(UnixSocketError::io("inspect", &temp))?;
+        move_into_place(&temp, path, existing)?;
+        Ok(metadata)
+    })();
+    // On failure the temporary socket file goes.
+    let metadata = placed.inspect_err(|_| drop(fs::remove_file(&temp)))?;
 
     debug!(path = %path.display(), replaced_stale = existing == Existing::Stale, "Unix socket bound");
-    Ok((
-        listener,
-        SocketFile {
-            path: path.to_path_buf(),
-            dev: metadata.dev(),
-            ino: metadata.ino(),
-        },
-    ))
+    Ok((listener, SocketFile::of(path, &metadata)))
 }
 
 /// Binds at `path` itself, after removing a stale socket there.
@@ -334,23 +330,6 @@ fn dir_of(path: &Path) -> &Path {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
-    }
-}
-
-/// Removes a temporary socket file on failure paths.
-struct RemoveOnDrop<'a>(Option<&'a Path>);
-
-impl RemoveOnDrop<'_> {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for RemoveOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(path) = self.0 {
-            let _ = fs::remove_file(path);
-        }
     }
 }
 
@@ -439,11 +418,7 @@ fn bind_listening(path: &Path, access: Access) -> Result<StdUnixListener, UnixSo
 }
 
 fn move_into_place(temp: &Path, path: &Path, existing: Existing) -> Result<(), UnixSocketError> {
-    let failed = |source| UnixSocketError::Io {
-        action: "move the new socket into place at",
-        path: path.to_path_buf(),
-        source,
-    };
+    let failed = UnixSocketError::io("move the new socket into place at", path);
     if existing == Existing::Nothing {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         {

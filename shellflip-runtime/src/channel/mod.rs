@@ -50,6 +50,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shellflip_control::frame::{encode_frame, FrameBuffer, FrameDecoder, FrameError, FramePart};
 use shellflip_control::protocol::LastRestart;
@@ -61,6 +62,7 @@ use tokio::net::UnixStream;
 
 use crate::control::server::ControlSocketFile;
 use crate::fd;
+use crate::frame::read_frame;
 use crate::registry::StoredFd;
 use crate::state::EncodedState;
 use crate::telemetry::{RestartId, Totals};
@@ -68,7 +70,7 @@ use crate::timing::{self, unix_ms};
 
 mod reading;
 
-pub(crate) use reading::{ChildReader, FromParent, ParentReader};
+pub(crate) use reading::{ChildReader, FromParent, Incoming, ParentReader};
 
 /// The environment variable naming the channel descriptor of a new
 /// generation. Read and removed at start-up.
@@ -325,16 +327,42 @@ pub(crate) struct Received {
     pub state: Option<Vec<u8>>,
 }
 
-fn frame(payload: &[u8], max: u32) -> io::Result<Vec<u8>> {
-    Ok(encode_frame(payload, max)?)
+/// `value` in MessagePack, framed (at most `max` bytes).
+fn encode<T: Serialize>(value: &T, max: u32) -> io::Result<Vec<u8>> {
+    let payload = rmp_serde::to_vec_named(value).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(encode_frame(&payload, max)?)
 }
 
-fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
-    rmp_serde::to_vec_named(value).map_err(|e| io::Error::other(e.to_string()))
+/// A frame's payload decoded as `T`; else an error about `what`.
+fn decode<T: DeserializeOwned>(payload: &[u8], what: &str) -> io::Result<T> {
+    rmp_serde::from_slice(payload).map_err(|e| invalid(format!("unreadable {what}: {e}")))
 }
 
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+/// A frame error as an `io::Error`; an oversized frame says who `sent` it.
+fn frame_error(error: FrameError, sent: &str) -> io::Error {
+    match error {
+        FrameError::TooLarge { len, max } => {
+            invalid(format!("{sent} a {len}-byte message, more than {max}"))
+        }
+        error => error.into(),
+    }
+}
+
+/// Whether the stream ended before a frame's payload began: between
+/// frames or within a length.
+fn closed_before_payload(error: &FrameError) -> bool {
+    matches!(
+        error,
+        FrameError::Eof
+            | FrameError::Truncated {
+                part: FramePart::Length,
+                ..
+            }
+    )
 }
 
 /// Parent side: sends the header with the descriptors. Takes the stream by
@@ -346,7 +374,7 @@ pub(crate) async fn send_handover(
     header: &HandoverHeader,
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<()> {
-    send_with_fds(stream, &frame(&encode(header)?, MAX_HEADER_BYTES)?, fds).await
+    send(stream, &encode(header, MAX_HEADER_BYTES)?, fds).await
 }
 
 /// Parent side: sends the state (on the new generation's request), its
@@ -361,39 +389,27 @@ pub(crate) async fn send_state(
         fd_names: fds.iter().map(|(name, _)| name.clone()).collect(),
     };
     let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|(_, fd)| fd.as_fd()).collect();
-    send_with_fds(
-        stream,
-        &frame(&encode(&header)?, MAX_HEADER_BYTES)?,
-        &borrowed,
-    )
-    .await?;
-    write_all(stream, &state.header).await?;
-    write_all(stream, &state.payload).await
+    send(stream, &encode(&header, MAX_HEADER_BYTES)?, &borrowed).await?;
+    send(stream, &state.header, &[]).await?;
+    send(stream, &state.payload, &[]).await
 }
 
-/// Sends `message`, with `fds` attached to its first bytes.
-async fn send_with_fds(
+/// Writes all of `bytes`, with `fds` attached to the first of them.
+pub(crate) async fn send(
     stream: &UnixStream,
-    message: &[u8],
-    fds: &[BorrowedFd<'_>],
+    mut bytes: &[u8],
+    mut fds: &[BorrowedFd<'_>],
 ) -> io::Result<()> {
-    let sent = stream
-        .async_io(Interest::WRITABLE, || {
-            fd::send_with_fds(stream.as_fd(), message, fds)
-        })
-        .await?;
-    write_all(stream, &message[sent..]).await
-}
-
-async fn write_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(bytes) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+        let sent = stream
+            .async_io(Interest::WRITABLE, || {
+                fd::send_with_fds(stream.as_fd(), bytes, fds)
+            })
+            .await?;
+        if sent == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
         }
+        (bytes, fds) = (&bytes[sent..], &[]);
     }
     Ok(())
 }
@@ -402,35 +418,12 @@ async fn write_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
 /// channel without reporting (it exited or crashed) — before or within the
 /// report's length; a report cut in its payload is an error.
 pub(crate) async fn read_child_message(stream: &UnixStream) -> io::Result<Option<ChildMessage>> {
-    let mut decoder = FrameDecoder::new(MAX_MESSAGE_BYTES);
-    let payload = loop {
-        stream.readable().await?;
-        let n = match stream.try_read(decoder.buf()) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        match decoder.advance(n) {
-            Ok(Some(payload)) => break payload,
-            Ok(None) => {}
-            Err(
-                FrameError::Eof
-                | FrameError::Truncated {
-                    part: FramePart::Length,
-                    ..
-                },
-            ) => return Ok(None),
-            Err(FrameError::TooLarge { len, max }) => {
-                return Err(invalid(format!(
-                    "the new generation sent a {len}-byte report, more than {max}"
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        }
+    let payload = match read_frame(stream, MAX_MESSAGE_BYTES).await {
+        Ok(payload) => payload,
+        Err(e) if closed_before_payload(&e) => return Ok(None),
+        Err(e) => return Err(frame_error(e, "the new generation sent")),
     };
-    rmp_serde::from_slice(&payload)
-        .map(Some)
-        .map_err(|e| invalid(format!("unreadable report from the new generation: {e}")))
+    decode(&payload, "report from the new generation").map(Some)
 }
 
 /// Child side: encodes a report.
@@ -439,23 +432,12 @@ pub(crate) fn encode_child_message(message: &ChildMessage) -> io::Result<Vec<u8>
         ChildMessage::ConnectionsAnswered { .. } => MAX_ANSWER_BYTES,
         _ => MAX_MESSAGE_BYTES,
     };
-    frame(&encode(message)?, max)
+    encode(message, max)
 }
 
 /// Parent side: encodes a message to the new generation.
 pub(crate) fn encode_parent_message(message: &ParentMessage) -> io::Result<Vec<u8>> {
-    frame(&encode(message)?, MAX_PARENT_MESSAGE_BYTES)
-}
-
-/// Child side: sends a report.
-#[cfg(test)]
-pub(crate) async fn send_child_message(
-    stream: &mut UnixStream,
-    message: &ChildMessage,
-) -> io::Result<()> {
-    use tokio::io::AsyncWriteExt;
-    stream.write_all(&encode_child_message(message)?).await?;
-    stream.flush().await
+    encode(message, MAX_PARENT_MESSAGE_BYTES)
 }
 
 /// Child side: receives the handover, blocking (the caller sets a read
@@ -465,8 +447,7 @@ pub(crate) fn receive_handover(
     wants_state: bool,
 ) -> io::Result<Received> {
     let (payload, fds) = read_frame_with_fds(stream, MAX_HEADER_BYTES, "handing over")?;
-    let header: HandoverHeader = rmp_serde::from_slice(&payload)
-        .map_err(|e| invalid(format!("unreadable handover header: {e}")))?;
+    let header: HandoverHeader = decode(&payload, "handover header")?;
     let mut fds = name_fds(&header.fd_names, fds)?;
     profile::mark(Hop::HandoverRead);
     let state = match header.state {
@@ -474,8 +455,7 @@ pub(crate) fn receive_handover(
             std::io::Write::write_all(stream, &encode_child_message(&ChildMessage::SendState)?)?;
             let (payload, state_fds) =
                 read_frame_with_fds(stream, MAX_HEADER_BYTES, "sending the state")?;
-            let state_header: StateHeader = rmp_serde::from_slice(&payload)
-                .map_err(|e| invalid(format!("unreadable state header: {e}")))?;
+            let state_header: StateHeader = decode(&payload, "state header")?;
             fds.extend(name_fds(&state_header.fd_names, state_fds)?);
             let state = read_state(stream, state_header.len)?;
             profile::mark(Hop::StateReceived);
@@ -495,33 +475,18 @@ fn read_frame_with_fds(
     let mut decoder = FrameDecoder::new(max);
     let mut fds = Vec::new();
     loop {
-        let (n, mut got) = match fd::recv_with_fds(stream.as_fd(), decoder.buf()) {
-            Ok(received) => received,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
+        let (n, mut got) = fd::recv_with_fds(stream.as_fd(), decoder.buf())?;
         fds.append(&mut got);
         match decoder.advance(n) {
             Ok(Some(payload)) => return Ok((payload, fds)),
             Ok(None) => {}
-            Err(
-                FrameError::Eof
-                | FrameError::Truncated {
-                    part: FramePart::Length,
-                    ..
-                },
-            ) => {
+            Err(e) if closed_before_payload(&e) => {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!("the previous generation closed the channel before {doing}"),
                 ))
             }
-            Err(FrameError::TooLarge { len, max }) => {
-                return Err(invalid(format!(
-                    "a message of {len} bytes, more than {max}"
-                )))
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(frame_error(e, "the previous generation sent")),
         }
     }
 }
@@ -604,12 +569,17 @@ mod tests {
         }
     }
 
+    async fn send_child_message(stream: &UnixStream, message: &ChildMessage) {
+        let bytes = encode_child_message(message).unwrap();
+        send(stream, &bytes, &[]).await.unwrap();
+    }
+
     fn state_header_frame(len: u64, names: &[&str]) -> Vec<u8> {
         let header = StateHeader {
             len,
             fd_names: names.iter().map(|s| s.to_string()).collect(),
         };
-        frame(&encode(&header).unwrap(), MAX_HEADER_BYTES).unwrap()
+        encode(&header, MAX_HEADER_BYTES).unwrap()
     }
 
     #[tokio::test]
@@ -649,11 +619,7 @@ mod tests {
     #[test]
     fn an_offered_state_is_not_asked_for_by_a_service_without_state() {
         let (mut parent, mut child) = StdUnixStream::pair().unwrap();
-        let message = frame(
-            &encode(&header(&[], StateOffer::OnRequest)).unwrap(),
-            MAX_HEADER_BYTES,
-        )
-        .unwrap();
+        let message = encode(&header(&[], StateOffer::OnRequest), MAX_HEADER_BYTES).unwrap();
         std::io::Write::write_all(&mut parent, &message).unwrap();
         let received = receive_handover(&mut child, false).unwrap();
         assert_eq!(received.state, None);
@@ -667,15 +633,10 @@ mod tests {
     #[tokio::test]
     async fn child_messages_round_trip_and_eof_is_none() {
         let (a, b) = UnixStream::pair().unwrap();
-        let (mut a, b) = (a, b);
-        send_child_message(
-            &mut a,
-            &ChildMessage::Failed {
-                reason: "boom".into(),
-            },
-        )
-        .await
-        .unwrap();
+        let failed = ChildMessage::Failed {
+            reason: "boom".into(),
+        };
+        send_child_message(&a, &failed).await;
         let report = StateReport {
             type_name: "State".into(),
             version: 2,
@@ -687,7 +648,7 @@ mod tests {
         let ready = ChildMessage::Ready {
             state: Some(report),
         };
-        send_child_message(&mut a, &ready).await.unwrap();
+        send_child_message(&a, &ready).await;
         drop(a);
         assert_eq!(
             read_child_message(&b).await.unwrap(),
@@ -703,11 +664,7 @@ mod tests {
     /// would on the request) `after` on the same socket.
     fn offered_then(after: &[u8]) -> Result<Received, io::Error> {
         let (mut parent, mut child) = StdUnixStream::pair().unwrap();
-        let message = frame(
-            &encode(&header(&[], StateOffer::OnRequest)).unwrap(),
-            MAX_HEADER_BYTES,
-        )
-        .unwrap();
+        let message = encode(&header(&[], StateOffer::OnRequest), MAX_HEADER_BYTES).unwrap();
         std::io::Write::write_all(&mut parent, &message).unwrap();
         std::io::Write::write_all(&mut parent, after).unwrap();
         // Nothing more comes; the request for the state can still be sent.
@@ -748,11 +705,7 @@ mod tests {
     fn fd_count_must_match_the_names() {
         let (parent, mut child) = StdUnixStream::pair().unwrap();
         let (a, _b) = StdUnixStream::pair().unwrap();
-        let message = frame(
-            &encode(&header(&["one", "two"], StateOffer::None)).unwrap(),
-            MAX_HEADER_BYTES,
-        )
-        .unwrap();
+        let message = encode(&header(&["one", "two"], StateOffer::None), MAX_HEADER_BYTES).unwrap();
         let sent = fd::send_with_fds(parent.as_fd(), &message, &[a.as_fd()]).unwrap();
         assert_eq!(sent, message.len());
         let err = receive_handover(&mut child, true).unwrap_err();

@@ -1,11 +1,16 @@
-//! Reading the channel: [`ParentReader`] and [`ChildReader`] take in several
-//! messages per read and attach each message's descriptors to it.
+//! Reading the channel: [`Reader`] ([`ParentReader`], [`ChildReader`]) takes
+//! in several messages per read and attaches each message's descriptors to
+//! it.
+
+use std::marker::PhantomData;
+
+use serde::de::DeserializeOwned;
 
 use super::*;
 
-/// A message from the old generation with what was attached to it.
-pub(crate) struct FromParent {
-    pub message: ParentMessage,
+/// A message from the other generation with what was attached to it.
+pub(crate) struct Incoming<M> {
+    pub message: M,
     /// The descriptors attached (a handed-over connection's socket, or a
     /// batch's, in order).
     pub fds: Vec<OwnedFd>,
@@ -14,31 +19,58 @@ pub(crate) struct FromParent {
     pub fds_lost: bool,
 }
 
-/// Child side: the old generation's messages once the handover is
-/// received, with the descriptors attached to them. Buffered: one read
-/// takes in as many messages as the socket holds (a burst of batches,
-/// progress reports); the surplus waits here for the next call, so keep
-/// one reader for the channel's whole life.
+/// A message from the old generation.
+pub(crate) type FromParent = Incoming<ParentMessage>;
+
+/// The other generation's messages, with the descriptors attached to them.
+/// Buffered: one read takes in as many messages as the socket holds (a
+/// burst of batches, progress reports); the surplus waits here for the
+/// next call, so keep one reader for the channel's whole (remaining) life.
 #[derive(Debug)]
-pub(crate) struct ParentReader {
-    pub(super) frames: FrameBuffer,
+pub(crate) struct Reader<M> {
+    frames: FrameBuffer,
     /// Descriptors received, by the stream offset of the message they came
     /// with, oldest first.
-    pub(super) attached: VecDeque<Attached>,
+    attached: VecDeque<Attached>,
+    /// Who sends: "the previous generation", "the new generation".
+    peer: &'static str,
+    message: PhantomData<fn() -> M>,
 }
 
+/// Child side: the old generation's messages once the handover is
+/// received.
+pub(crate) type ParentReader = Reader<ParentMessage>;
+
+/// Parent side, once the new generation took over: its answers about
+/// handed-over connections.
+pub(crate) type ChildReader = Reader<ChildMessage>;
+
 #[derive(Debug)]
-pub(super) struct Attached {
-    pub(super) message: u64,
-    pub(super) fds: Vec<OwnedFd>,
-    pub(super) lost: bool,
+struct Attached {
+    message: u64,
+    fds: Vec<OwnedFd>,
+    lost: bool,
 }
 
 impl ParentReader {
     pub(crate) fn new() -> Self {
-        ParentReader {
-            frames: FrameBuffer::new(MAX_PARENT_MESSAGE_BYTES),
+        Reader::with(MAX_PARENT_MESSAGE_BYTES, "the previous generation")
+    }
+}
+
+impl ChildReader {
+    pub(crate) fn new() -> Self {
+        Reader::with(MAX_ANSWER_BYTES, "the new generation")
+    }
+}
+
+impl<M: DeserializeOwned> Reader<M> {
+    fn with(max: u32, peer: &'static str) -> Self {
+        Reader {
+            frames: FrameBuffer::new(max),
             attached: VecDeque::new(),
+            peer,
+            message: PhantomData,
         }
     }
 
@@ -46,43 +78,34 @@ impl ParentReader {
     /// handed-over connection's socket, a batch's sockets). `None`: the
     /// channel closed (between messages or inside one). Cancel-safe: what
     /// was read stays in the reader.
-    pub(crate) async fn next(&mut self, stream: &UnixStream) -> io::Result<Option<FromParent>> {
+    pub(crate) async fn next(&mut self, stream: &UnixStream) -> io::Result<Option<Incoming<M>>> {
+        let peer = self.peer;
         loop {
             if let Some((offset, payload)) = self.frames.next_frame() {
                 let (fds, fds_lost) = self.take_attached(offset);
-                let message = rmp_serde::from_slice(&payload).map_err(|e| {
-                    invalid(format!(
-                        "unreadable message from the previous generation: {e}"
-                    ))
-                })?;
-                return Ok(Some(FromParent {
+                let message = rmp_serde::from_slice(&payload)
+                    .map_err(|e| invalid(format!("unreadable message from {peer}: {e}")))?;
+                return Ok(Some(Incoming {
                     message,
                     fds,
                     fds_lost,
                 }));
             }
             let frames = &mut self.frames;
-            let received = stream
+            let (n, fds, lost) = stream
                 .async_io(Interest::READABLE, || {
                     fd::recv_with_fds_or_lost(stream.as_fd(), frames.spare())
                 })
-                .await;
-            let (n, fds, lost) = match received {
-                Ok(received) => received,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
+                .await?;
             // Handed-over connections: not accepted here (see accept_watch).
             crate::accept_watch::received(&fds);
             if n == 0 {
                 return Ok(None);
             }
-            let starts = self.frames.filled(n).map_err(|e| match e {
-                FrameError::TooLarge { len, max } => invalid(format!(
-                    "the previous generation sent a {len}-byte message, more than {max}"
-                )),
-                e => e.into(),
-            })?;
+            let starts = self
+                .frames
+                .filled(n)
+                .map_err(|e| frame_error(e, &format!("{peer} sent")))?;
             if fds.is_empty() && !lost {
                 continue;
             }
@@ -91,16 +114,15 @@ impl ParentReader {
             // kernel ends the read after that sendmsg's bytes: they belong
             // to the last message starting in this read.
             let Some(message) = starts else {
-                return Err(invalid(
-                    "descriptors arrived in the middle of a message from the previous generation"
-                        .to_owned(),
-                ));
+                return Err(invalid(format!(
+                    "descriptors arrived in the middle of a message from {peer}"
+                )));
             };
             self.attached.push_back(Attached { message, fds, lost });
         }
     }
 
-    pub(super) fn take_attached(&mut self, message: u64) -> (Vec<OwnedFd>, bool) {
+    fn take_attached(&mut self, message: u64) -> (Vec<OwnedFd>, bool) {
         // Each message takes its own, so none is left for an earlier one.
         while let Some(first) = self.attached.front() {
             if first.message > message {
@@ -113,53 +135,5 @@ impl ParentReader {
             }
         }
         (Vec::new(), false)
-    }
-}
-
-/// Parent side, once the new generation took over: its answers about
-/// handed-over connections. Buffered like [`ParentReader`]; keep one
-/// reader for the channel's remaining life.
-#[derive(Debug)]
-pub(crate) struct ChildReader {
-    pub(super) frames: FrameBuffer,
-}
-
-impl ChildReader {
-    pub(crate) fn new() -> Self {
-        ChildReader {
-            frames: FrameBuffer::new(MAX_ANSWER_BYTES),
-        }
-    }
-
-    /// The next message. `None`: the channel closed (between messages or
-    /// inside one). Cancel-safe.
-    pub(crate) async fn next(&mut self, stream: &UnixStream) -> io::Result<Option<ChildMessage>> {
-        loop {
-            if let Some((_, payload)) = self.frames.next_frame() {
-                return rmp_serde::from_slice(&payload).map(Some).map_err(|e| {
-                    invalid(format!("unreadable message from the new generation: {e}"))
-                });
-            }
-            stream.readable().await?;
-            let n = match stream.try_read(self.frames.spare()) {
-                Ok(0) => return Ok(None),
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => return Err(e),
-            };
-            self.frames.filled(n).map_err(|e| match e {
-                FrameError::TooLarge { len, max } => invalid(format!(
-                    "the new generation sent a {len}-byte message, more than {max}"
-                )),
-                e => e.into(),
-            })?;
-        }
     }
 }

@@ -38,7 +38,6 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::Interest;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -104,18 +103,12 @@ impl HandoverStream {
 
     /// Rebuilds a stream from a descriptor. Inside the runtime.
     fn from_fd(fd: OwnedFd, kind: StreamKind) -> io::Result<Self> {
-        match kind {
-            StreamKind::Tcp => {
-                let std = std::net::TcpStream::from(fd);
-                std.set_nonblocking(true)?;
-                Ok(HandoverStream::Tcp(tokio::net::TcpStream::from_std(std)?))
-            }
-            StreamKind::Unix => {
-                let std = std::os::unix::net::UnixStream::from(fd);
-                std.set_nonblocking(true)?;
-                Ok(HandoverStream::Unix(tokio::net::UnixStream::from_std(std)?))
-            }
-        }
+        let socket = socket2::Socket::from(fd);
+        socket.set_nonblocking(true)?;
+        Ok(match kind {
+            StreamKind::Tcp => HandoverStream::Tcp(tokio::net::TcpStream::from_std(socket.into())?),
+            StreamKind::Unix => HandoverStream::Unix(UnixStream::from_std(socket.into())?),
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 //! queued connections in batches) and the reader of the successor's answers.
 
 use super::*;
+use crate::channel::Incoming;
 use tracing::Instrument;
 
 /// One connection on its way, from [`SuccessorLink::hand_over`] to the
@@ -9,15 +10,7 @@ use tracing::Instrument;
 #[derive(Debug)]
 pub(super) struct Outgoing {
     pub(super) header: ConnectionHeader,
-    pub(super) fd: OwnedFd,
-    pub(super) outcome: oneshot::Sender<Outcome>,
-}
-
-impl Outgoing {
-    /// The connection stays here: its descriptor goes back to its task.
-    pub(super) fn back(self, error: HandOverError) {
-        let _ = self.outcome.send(Outcome::Back(self.fd, error));
-    }
+    pub(super) waiting: Waiting,
 }
 
 /// What became of a connection, for the task waiting in `hand_over`.
@@ -29,11 +22,18 @@ pub(super) enum Outcome {
     Back(OwnedFd, HandOverError),
 }
 
-/// A connection sent, waiting for the successor's answer.
+/// A connection's descriptor, and the task waiting for what becomes of it.
 #[derive(Debug)]
 pub(super) struct Waiting {
     pub(super) fd: OwnedFd,
     pub(super) outcome: oneshot::Sender<Outcome>,
+}
+
+impl Waiting {
+    /// The connection stays here: its descriptor goes back to its task.
+    pub(super) fn back(self, error: HandOverError) {
+        let _ = self.outcome.send(Outcome::Back(self.fd, error));
+    }
 }
 
 /// Answers of the successor, from the reader to the writer: each
@@ -51,27 +51,9 @@ pub(super) struct Wire {
 impl Wire {
     /// Sends `bytes` (one whole message), `fds` attached to the first of
     /// them.
-    pub(super) async fn send(&self, mut bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    pub(super) async fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         let _one = self.sending.lock().await;
-        let channel = &self.channel;
-        if !fds.is_empty() {
-            let sent = channel
-                .async_io(Interest::WRITABLE, || {
-                    fd::send_with_fds(channel.as_fd(), bytes, fds)
-                })
-                .await?;
-            bytes = &bytes[sent..];
-        }
-        while !bytes.is_empty() {
-            channel.writable().await?;
-            match channel.try_write(bytes) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => bytes = &bytes[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        channel::send(&self.channel, bytes, fds).await
     }
 }
 
@@ -175,12 +157,14 @@ impl SuccessorLink {
                 state: encoded,
                 unread: unread.to_vec(),
             },
-            fd,
-            outcome: outcome_tx,
+            waiting: Waiting {
+                fd,
+                outcome: outcome_tx,
+            },
         };
         let (fd, error) = match self.queue.send(outgoing) {
             Err(mpsc::error::SendError(outgoing)) => {
-                (outgoing.fd, HandOverError::Refused(GONE.to_owned()))
+                (outgoing.waiting.fd, HandOverError::Refused(GONE.to_owned()))
             }
             Ok(()) => match outcome.await {
                 // This generation's copy closes here.
@@ -242,15 +226,14 @@ impl Writer {
             }
         }
         for (_, waiting) in self.waiting.drain() {
-            let _ = waiting.outcome.send(Outcome::Back(
-                waiting.fd,
-                HandOverError::Refused(GONE.to_owned()),
-            ));
+            waiting.back(HandOverError::Refused(GONE.to_owned()));
         }
         // What is still queued comes back too, and nothing more is queued.
         queue.close();
         while let Some(outgoing) = queue.recv().await {
-            outgoing.back(HandOverError::Refused(GONE.to_owned()));
+            outgoing
+                .waiting
+                .back(HandOverError::Refused(GONE.to_owned()));
         }
     }
 
@@ -276,53 +259,40 @@ impl Writer {
 
     /// Sends one batch.
     pub(super) async fn send_batch(&mut self, batch: Vec<Outgoing>) {
-        if let Some((kind, why)) = &self.broken {
-            for outgoing in batch {
-                outgoing.back(HandOverError::Io(io::Error::new(*kind, why.clone())));
-            }
-            return;
-        }
-        let mut headers = Vec::with_capacity(batch.len());
-        let mut sent = Vec::with_capacity(batch.len());
-        for Outgoing {
-            header,
-            fd,
-            outcome,
-        } in batch
-        {
-            sent.push((header.id, Waiting { fd, outcome }));
-            headers.push(header);
-        }
-        if headers.is_empty() {
-            return;
-        }
-        let message = ParentMessage::Connections(headers);
-        let result = match channel::encode_parent_message(&message) {
-            // Nothing was written: the channel is still in step.
-            Err(e) => Err(e),
-            Ok(bytes) => {
-                let fds: Vec<BorrowedFd<'_>> = sent.iter().map(|(_, w)| w.fd.as_fd()).collect();
-                let written = self.wire.send(&bytes, &fds).await;
-                if let Err(e) = &written {
-                    // Maybe in the middle of the message: nothing more can
-                    // follow it.
-                    self.broken = Some((
-                        e.kind(),
-                        format!("the channel to the new generation failed: {e}"),
-                    ));
-                }
-                written
-            }
+        let (sent, headers): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|Outgoing { header, waiting }| ((header.id, waiting), header))
+            .unzip();
+        let result = match &self.broken {
+            Some((kind, why)) => Err(io::Error::new(*kind, why.clone())),
+            None => self.write(headers, &sent).await,
         };
         match result {
             Ok(()) => self.waiting.extend(sent),
             Err(e) => {
                 for (_, waiting) in sent {
-                    let error = HandOverError::Io(io::Error::new(e.kind(), e.to_string()));
-                    let _ = waiting.outcome.send(Outcome::Back(waiting.fd, error));
+                    waiting.back(HandOverError::Io(io::Error::new(e.kind(), e.to_string())));
                 }
             }
         }
+    }
+
+    /// Writes one batch's message, with the descriptors of `sent`.
+    async fn write(
+        &mut self,
+        headers: Vec<ConnectionHeader>,
+        sent: &[(u64, Waiting)],
+    ) -> io::Result<()> {
+        // An encoding error writes nothing: the channel is still in step.
+        let bytes = channel::encode_parent_message(&ParentMessage::Connections(headers))?;
+        let fds: Vec<BorrowedFd<'_>> = sent.iter().map(|(_, w)| w.fd.as_fd()).collect();
+        let written = self.wire.send(&bytes, &fds).await;
+        if let Err(e) = &written {
+            // Maybe in the middle of the message: nothing more can follow it.
+            let why = format!("the channel to the new generation failed: {e}");
+            self.broken = Some((e.kind(), why));
+        }
+        written
     }
 
     /// Tells the tasks whose connections were answered.
@@ -331,13 +301,12 @@ impl Writer {
             let Some(waiting) = self.waiting.remove(&id) else {
                 continue;
             };
-            let outcome = match answer {
-                Ok(()) => Outcome::Taken(waiting.fd),
-                Err(reason) => Outcome::Back(waiting.fd, HandOverError::Refused(reason)),
-            };
             // A task no longer waiting (its future dropped): the
             // descriptor closes with the outcome.
-            let _ = waiting.outcome.send(outcome);
+            match answer {
+                Ok(()) => drop(waiting.outcome.send(Outcome::Taken(waiting.fd))),
+                Err(reason) => waiting.back(HandOverError::Refused(reason)),
+            }
         }
     }
 }
@@ -355,7 +324,10 @@ pub(super) async fn read_answers(
             () = answers.closed() => return,
         };
         let answered = match message {
-            Ok(Some(ChildMessage::ConnectionsAnswered { taken, refused })) => {
+            Ok(Some(Incoming {
+                message: ChildMessage::ConnectionsAnswered { taken, refused },
+                ..
+            })) => {
                 let mut answered: Answers = taken.into_iter().map(|id| (id, Ok(()))).collect();
                 for Refusal { reason, ids } in refused {
                     answered.extend(ids.into_iter().map(|id| (id, Err(reason.clone()))));

@@ -26,11 +26,6 @@ mod sockets;
 
 use sockets::*;
 
-pub(crate) enum StateSlot<S> {
-    Empty,
-    Ready(StateCell<S>),
-}
-
 /// The handle a restartable service's `main` receives: listeners that survive
 /// restarts, the handed-over state, readiness, the shutdown signal and the
 /// tasks the drain waits for.
@@ -38,7 +33,8 @@ pub(crate) enum StateSlot<S> {
 /// Cheap to clone; every clone refers to the same generation.
 pub struct Context<S: HandoverState = ()> {
     generation: Arc<Generation>,
-    state: Arc<Mutex<StateSlot<S>>>,
+    /// The state, once handed over or built (by `state_or_else`...).
+    state: Arc<Mutex<Option<StateCell<S>>>>,
     accept_watch: Arc<AcceptWatch>,
 }
 
@@ -66,7 +62,7 @@ impl<S: HandoverState> Context<S> {
         let context = Context {
             accept_watch: watch_accepts(&generation),
             generation,
-            state: Arc::new(Mutex::new(StateSlot::Empty)),
+            state: Arc::new(Mutex::new(None)),
         };
         if let Some(value) = handed_over {
             context.install_state(value);
@@ -80,7 +76,7 @@ impl<S: HandoverState> Context<S> {
         self.generation.set_state_encoder(Box::new(move |fds| {
             for_encoder.snapshot(|state| encode_envelope_parts(state, fds))
         }));
-        *lock(&self.state) = StateSlot::Ready(cell.clone());
+        *lock(&self.state) = Some(cell.clone());
         cell
     }
 
@@ -112,10 +108,8 @@ impl<S: HandoverState> Context<S> {
     /// generation's value (for states holding listeners or other values
     /// without a `Default`).
     pub fn state_or_else(&self, init: impl FnOnce() -> S) -> StateCell<S> {
-        match self.try_state_or_else(|| Ok::<S, std::convert::Infallible>(init())) {
-            Ok(cell) => cell,
-            Err(never) => match never {},
-        }
+        let cell = self.try_state_or_else(|| Ok::<S, std::convert::Infallible>(init()));
+        cell.unwrap_or_else(|never| match never {})
     }
 
     /// Like [`state_or_else`](Self::state_or_else) with a fallible `init`
@@ -125,7 +119,7 @@ impl<S: HandoverState> Context<S> {
         &self,
         init: impl FnOnce() -> Result<S, E>,
     ) -> Result<StateCell<S>, E> {
-        if let StateSlot::Ready(cell) = &*lock(&self.state) {
+        if let Some(cell) = &*lock(&self.state) {
             return Ok(cell.clone());
         }
         Ok(self.install_state(init()?))
@@ -146,18 +140,8 @@ impl<S: HandoverState> Context<S> {
         name: &str,
         addr: impl ToSocketAddrs + std::fmt::Debug,
     ) -> Result<tokio::net::TcpListener, Error> {
-        let wanted = resolve(name, addr)?;
-        let socket = self.inherit_or_bind(
-            name,
-            "a TCP listener",
-            Type::STREAM,
-            |socket| inet_matches(socket, &wanted),
-            || bind_inet(name, &wanted, Type::STREAM),
-        )?;
-        let listener = std::net::TcpListener::from(socket);
-        listener
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::TcpListener::from_std(listener))
+        let socket = self.inet_socket(name, addr, "a TCP listener", Type::STREAM)?;
+        tokio::net::TcpListener::from_std(socket.into())
             .map_err(|e| Error::io(format!("listener `{name}`"), e))
     }
 
@@ -167,19 +151,27 @@ impl<S: HandoverState> Context<S> {
         name: &str,
         addr: impl ToSocketAddrs + std::fmt::Debug,
     ) -> Result<tokio::net::UdpSocket, Error> {
-        let wanted = resolve(name, addr)?;
-        let socket = self.inherit_or_bind(
-            name,
-            "a UDP socket",
-            Type::DGRAM,
-            |socket| inet_matches(socket, &wanted),
-            || bind_inet(name, &wanted, Type::DGRAM),
-        )?;
-        let socket = std::net::UdpSocket::from(socket);
-        socket
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::UdpSocket::from_std(socket))
+        let socket = self.inet_socket(name, addr, "a UDP socket", Type::DGRAM)?;
+        tokio::net::UdpSocket::from_std(socket.into())
             .map_err(|e| Error::io(format!("UDP socket `{name}`"), e))
+    }
+
+    /// A TCP or UDP socket named `name`, inherited or bound to `addr`.
+    fn inet_socket(
+        &self,
+        name: &str,
+        addr: impl ToSocketAddrs + std::fmt::Debug,
+        expected: &'static str,
+        kind: Type,
+    ) -> Result<Socket, Error> {
+        let wanted = resolve(name, addr)?;
+        self.inherit_or_bind(
+            name,
+            expected,
+            kind,
+            |socket| inet_matches(socket, &wanted),
+            || bind_inet(name, &wanted, kind),
+        )
     }
 
     /// A Unix stream listener named `name`, inherited or bound at `path`.
@@ -201,16 +193,11 @@ impl<S: HandoverState> Context<S> {
             |socket| {
                 socket
                     .local_addr()
-                    .ok()
-                    .and_then(|a| a.as_pathname().map(|p| p == path))
-                    .unwrap_or(false)
+                    .is_ok_and(|a| a.as_pathname() == Some(path))
             },
             || bind_unix(name, path),
         )?;
-        let listener = std::os::unix::net::UnixListener::from(OwnedFd::from(socket));
-        listener
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::UnixListener::from_std(listener))
+        tokio::net::UnixListener::from_std(OwnedFd::from(socket).into())
             .map_err(|e| Error::io(format!("Unix listener `{name}`"), e))
     }
 
@@ -225,13 +212,11 @@ impl<S: HandoverState> Context<S> {
         if registry.is_registered(name) {
             return Err(Error::DuplicateName(name.to_owned()));
         }
-        let fd = match registry.claim(name) {
-            Some(fd) => fd,
-            None => create().map_err(|source| Error::Fd {
-                name: name.to_owned(),
-                source,
-            })?,
-        };
+        let fd = registry.claim(name).map_or_else(create, Ok);
+        let fd = fd.map_err(|source| Error::Fd {
+            name: name.to_owned(),
+            source,
+        })?;
         registry.register(name, fd.as_fd())?;
         Ok(fd)
     }
@@ -262,7 +247,7 @@ impl<S: HandoverState> Context<S> {
             Some(fd) => {
                 let socket = Socket::from(fd);
                 let found = describe(&socket);
-                let right_kind = socket.r#type().map(|t| t == kind).unwrap_or(false)
+                let right_kind = socket.r#type().is_ok_and(|t| t == kind)
                     && found_matches_kind(&socket, expected);
                 if !right_kind {
                     return Err(Error::WrongKind {
@@ -272,20 +257,16 @@ impl<S: HandoverState> Context<S> {
                     });
                 }
                 if kind == Type::STREAM && !is_listening(&socket) {
+                    let (origin, hint) = match from_systemd {
+                        true => ("systemd-passed", "; in the .socket unit, use Accept=no (the default) so that systemd passes the listening socket itself"),
+                        false => ("inherited", ""),
+                    };
                     return Err(Error::NotListening {
                         name: name.to_owned(),
-                        origin: if from_systemd {
-                            "systemd-passed"
-                        } else {
-                            "inherited"
-                        },
+                        origin,
                         expected,
                         found,
-                        hint: if from_systemd {
-                            "; in the .socket unit, use Accept=no (the default) so that systemd passes the listening socket itself"
-                        } else {
-                            ""
-                        },
+                        hint,
                     });
                 }
                 if matches(&socket) {
@@ -311,6 +292,9 @@ impl<S: HandoverState> Context<S> {
             }
             None => bind()?,
         };
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| Error::io(format!("{expected} `{name}`"), e))?;
         registry.register(name, socket.as_fd())?;
         Ok(socket)
     }
@@ -400,11 +384,9 @@ impl<S: HandoverState> Context<S> {
     /// gone. Take it once (a second call gets an empty stream); in a first
     /// generation it is empty.
     pub fn connections<C: HandoverState>(&self) -> Connections<C> {
-        let arrived = self.generation.take_connections().unwrap_or_else(|| {
-            let (_, closed) = tokio::sync::mpsc::unbounded_channel();
-            closed
-        });
-        Connections::new(arrived)
+        let arrived = self.generation.take_connections();
+        // In a first generation, or taken already: a closed channel.
+        Connections::new(arrived.unwrap_or_else(|| tokio::sync::mpsc::unbounded_channel().1))
     }
 
     /// Resolves when this generation must stop accepting new work (its
@@ -535,11 +517,8 @@ impl<S: HandoverState> Context<S> {
     /// # }
     /// ```
     pub fn drain_deadline(&self) -> Option<tokio::time::Instant> {
-        if self.generation.shutdown.is_cancelled() {
-            Some(self.generation.drain().deadline)
-        } else {
-            None
-        }
+        let draining = self.generation.shutdown.is_cancelled();
+        draining.then(|| self.generation.drain().deadline)
     }
 }
 

@@ -11,25 +11,19 @@ pub(super) fn resolve(
     name: &str,
     addr: impl ToSocketAddrs + std::fmt::Debug,
 ) -> Result<Vec<SocketAddr>, Error> {
-    let addrs: Vec<SocketAddr> = addr
-        .to_socket_addrs()
-        .map_err(|source| Error::Address {
-            name: name.to_owned(),
-            address: format!("{addr:?}"),
-            source,
-        })?
-        .collect();
-    if addrs.is_empty() {
-        return Err(Error::Address {
-            name: name.to_owned(),
-            address: format!("{addr:?}"),
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "it resolved to no address",
-            ),
-        });
-    }
-    Ok(addrs)
+    let source = match addr.to_socket_addrs().map(Vec::from_iter) {
+        Ok(addrs) if !addrs.is_empty() => return Ok(addrs),
+        Ok(_) => std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it resolved to no address",
+        ),
+        Err(source) => source,
+    };
+    Err(Error::Address {
+        name: name.to_owned(),
+        address: format!("{addr:?}"),
+        source,
+    })
 }
 
 /// True when `listen()` was called on `socket` (`SO_ACCEPTCONN`).
@@ -40,8 +34,7 @@ pub(super) fn is_listening(socket: &Socket) -> bool {
 pub(super) fn found_matches_kind(socket: &Socket, expected: &str) -> bool {
     let is_unix = socket
         .local_addr()
-        .map(|a| a.domain() == Domain::UNIX)
-        .unwrap_or(false);
+        .is_ok_and(|a| a.domain() == Domain::UNIX);
     (expected == "a Unix listener") == is_unix
 }
 
@@ -72,7 +65,8 @@ pub(super) fn inet_matches(socket: &Socket, wanted: &[SocketAddr]) -> bool {
 }
 
 pub(super) fn bind_inet(name: &str, addrs: &[SocketAddr], kind: Type) -> Result<Socket, Error> {
-    let mut last_error = None;
+    let mut address = "the given address".to_owned();
+    let mut source = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address");
     for addr in addrs {
         let attempt = (|| {
             let socket = Socket::new(Domain::for_address(*addr), kind, None)?;
@@ -87,19 +81,12 @@ pub(super) fn bind_inet(name: &str, addrs: &[SocketAddr], kind: Type) -> Result<
         })();
         match attempt {
             Ok(socket) => return Ok(socket),
-            Err(e) => last_error = Some((addr, e)),
+            Err(e) => (address, source) = (addr.to_string(), e),
         }
     }
-    let (addr, source) = match last_error {
-        Some((addr, e)) => (addr.to_string(), e),
-        None => (
-            "the given address".to_owned(),
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"),
-        ),
-    };
     Err(Error::Bind {
         name: name.to_owned(),
-        address: addr,
+        address,
         source,
     })
 }

@@ -74,7 +74,7 @@ pub(crate) struct ControlCommand {
 ///
 /// Returns the listener (blocking, `CLOEXEC`; the caller makes it
 /// non-blocking and hands it to Tokio) and the identity of the socket file,
-/// for [`remove_control_socket`] at final stop.
+/// for [`ControlSocketFile::remove`] at final stop.
 pub(crate) fn bind_control_socket(
     path: &Path,
 ) -> Result<(StdUnixListener, ControlSocketFile), Error> {
@@ -82,12 +82,6 @@ pub(crate) fn bind_control_socket(
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// Removes the control socket file at final stop, if it is still ours; see
-/// [`ControlSocketFile::remove`].
-pub(crate) fn remove_control_socket(file: &ControlSocketFile) -> bool {
-    file.remove()
 }
 
 /// The connections of stop requests: never closed by this process, so the
@@ -120,34 +114,6 @@ impl Default for ServerOptions {
     }
 }
 
-/// Serves the control socket until `stop_accepting` is cancelled, then
-/// returns, dropping (closing this process's copy of) `listener`.
-///
-/// Each connection runs as a task of `connections`, so the drain can wait
-/// for requests in flight; a connection is bounded by [`REQUEST_TIMEOUT`]
-/// while the client is sending a request or receiving an answer (the wait
-/// for the supervisor's answer, e.g. a restart, is not bounded here). A
-/// connection that was answered [`Response::Stopping`] is moved to an
-/// untracked task and held open until the process exits.
-///
-/// Requests are forwarded on `commands`; if that channel is closed, or the
-/// reply is dropped, the client is told the service is shutting down.
-pub(crate) async fn serve(
-    listener: tokio::net::UnixListener,
-    commands: mpsc::Sender<ControlCommand>,
-    stop_accepting: CancellationToken,
-    connections: TaskTracker,
-) {
-    serve_with(
-        listener,
-        commands,
-        stop_accepting,
-        connections,
-        ServerOptions::default(),
-    )
-    .await;
-}
-
 /// The control socket being served by this generation.
 pub(crate) struct Serving {
     file: ControlSocketFile,
@@ -171,6 +137,7 @@ impl Serving {
             commands,
             stop_accepting.clone(),
             connections,
+            ServerOptions::default(),
         ));
         Ok(Serving {
             file,
@@ -194,7 +161,19 @@ impl Serving {
     }
 }
 
-async fn serve_with(
+/// Serves the control socket until `stop_accepting` is cancelled, then
+/// returns, dropping (closing this process's copy of) `listener`.
+///
+/// Each connection runs as a task of `connections`, so the drain can wait
+/// for requests in flight; a connection is bounded by [`REQUEST_TIMEOUT`]
+/// while the client is sending a request or receiving an answer (the wait
+/// for the supervisor's answer, e.g. a restart, is not bounded here). A
+/// connection that was answered [`Response::Stopping`] is moved to an
+/// untracked task and held open until the process exits.
+///
+/// Requests are forwarded on `commands`; if that channel is closed, or the
+/// reply is dropped, the client is told the service is shutting down.
+async fn serve(
     listener: tokio::net::UnixListener,
     commands: mpsc::Sender<ControlCommand>,
     stop_accepting: CancellationToken,
@@ -205,26 +184,24 @@ async fn serve_with(
     let waiting = Arc::new(Mutex::new(Waiting::default()));
     let service_uid = nix::unistd::geteuid().as_raw();
     loop {
-        let accepted = tokio::select! {
-            biased;
-            () = stop_accepting.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                warn!(%error, "control socket: accept failed");
-                tokio::select! {
-                    biased;
-                    () = stop_accepting.cancelled() => break,
-                    () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+        // A connection and its slot, unless stop_accepting comes first.
+        let next = async {
+            match listener.accept().await {
+                Ok((stream, _)) => Some((take_slot(&slots, &waiting).await, stream)),
+                Err(error) => {
+                    warn!(%error, "control socket: accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    None
                 }
             }
         };
-        let slot = tokio::select! {
+        let (slot, stream) = tokio::select! {
             biased;
             () = stop_accepting.cancelled() => break,
-            slot = take_slot(&slots, &waiting) => slot,
+            next = next => match next {
+                Some(next) => next,
+                None => continue,
+            },
         };
         let Some(slot) = slot else {
             warn!(
@@ -268,9 +245,8 @@ async fn take_slot(
     if let Ok(slot) = Arc::clone(slots).try_acquire_owned() {
         return Some(slot);
     }
-    if !lock(waiting).push_out_oldest() {
-        return None;
-    }
+    let (_, oldest) = lock(waiting).entries.pop_first()?;
+    oldest.cancel();
     // The pushed-out connection lets go of its slot as soon as its task
     // runs; only this loop takes slots, so it is ours.
     match tokio::time::timeout(EVICTION_WAIT, Arc::clone(slots).acquire_owned()).await {
@@ -289,32 +265,6 @@ struct Waiting {
     entries: BTreeMap<u64, CancellationToken>,
 }
 
-impl Waiting {
-    fn enter(&mut self) -> (u64, CancellationToken) {
-        let id = self.next;
-        self.next += 1;
-        let token = CancellationToken::new();
-        self.entries.insert(id, token.clone());
-        (id, token)
-    }
-
-    fn leave(&mut self, id: u64) {
-        self.entries.remove(&id);
-    }
-
-    /// Pushes out the connection that has been waiting longest; `false` if
-    /// none is waiting.
-    fn push_out_oldest(&mut self) -> bool {
-        match self.entries.pop_first() {
-            Some((_, token)) => {
-                token.cancel();
-                true
-            }
-            None => false,
-        }
-    }
-}
-
 /// A connection's place in [`Waiting`] while it waits for a request; leaves
 /// it when dropped.
 struct WaitingForRequest {
@@ -325,7 +275,11 @@ struct WaitingForRequest {
 
 impl WaitingForRequest {
     fn enter(waiting: &Arc<Mutex<Waiting>>) -> Self {
-        let (id, pushed_out) = lock(waiting).enter();
+        let mut all = lock(waiting);
+        let id = all.next;
+        all.next += 1;
+        let pushed_out = CancellationToken::new();
+        all.entries.insert(id, pushed_out.clone());
         WaitingForRequest {
             waiting: Arc::clone(waiting),
             id,
@@ -336,7 +290,7 @@ impl WaitingForRequest {
 
 impl Drop for WaitingForRequest {
     fn drop(&mut self) {
-        lock(&self.waiting).leave(self.id);
+        lock(&self.waiting).entries.remove(&self.id);
     }
 }
 
@@ -344,10 +298,15 @@ impl Drop for WaitingForRequest {
 /// right now (it does on a fresh or idle connection), without waiting; the
 /// caller then closes the connection.
 fn answer_now(stream: &UnixStream, message: &str) {
-    if let Ok(frame) = encode_frame(&encode_response(Response::error(message)), MAX_FRAME_BYTES) {
+    if let Ok(frame) = frame_of(Response::error(message)) {
         // If it does not fit, the client just sees the close.
         let _ = stream.try_write(&frame);
     }
+}
+
+/// `response` as a frame (encode_response always fits one).
+fn frame_of(response: Response) -> io::Result<Vec<u8>> {
+    Ok(encode_frame(&encode_response(response), MAX_FRAME_BYTES)?)
 }
 
 /// Whether a peer with `peer_uid` may use a service running as
@@ -376,13 +335,10 @@ impl Connection {
             self.send(&mut stream, Response::error(message)).await;
             return;
         }
-        let mut answered = 0u64;
-        let mut next_wait = Some(first_wait);
+        let (mut waiting, mut answered_before) = (first_wait, false);
         loop {
-            let waiting = next_wait
-                .take()
-                .unwrap_or_else(|| WaitingForRequest::enter(&self.waiting));
-            let Some(request) = self.next_request(&mut stream, waiting, answered > 0).await else {
+            let request = self.next_request(&mut stream, waiting, answered_before);
+            let Some(request) = request.await else {
                 return;
             };
             if let Request::Restart { .. } = request {
@@ -391,13 +347,16 @@ impl Connection {
             debug!(?request, "control socket: request");
             let response = self.dispatch(request).await;
             debug!(?response, "control socket: answer");
-            let stopping = matches!(response, Response::Stopping { .. });
-            if !stopping {
-                // Waiting for the next request as soon as the answer is on
-                // its way: a client that reads it and connects again finds
-                // this connection ready to make room.
-                next_wait = Some(WaitingForRequest::enter(&self.waiting));
+            if let Response::Stopping { .. } = response {
+                if self.send(&mut stream, response).await {
+                    hold_until_exit(stream);
+                }
+                return;
             }
+            // Waiting for the next request as soon as the answer is on its
+            // way: a client that reads it and connects again finds this
+            // connection ready to make room.
+            waiting = WaitingForRequest::enter(&self.waiting);
             let restarted = matches!(response, Response::Restarted(_));
             if !self.send(&mut stream, response).await {
                 return;
@@ -405,11 +364,7 @@ impl Connection {
             if restarted {
                 profile::mark(Hop::AnswerWritten);
             }
-            if stopping {
-                hold_until_exit(stream);
-                return;
-            }
-            answered += 1;
+            answered_before = true;
         }
     }
 
@@ -429,7 +384,7 @@ impl Connection {
         answered_before: bool,
     ) -> Option<Request> {
         let timeout = self.options.request_timeout;
-        let read = tokio::time::timeout(timeout, read_frame(&mut *stream, MAX_FRAME_BYTES));
+        let read = tokio::time::timeout(timeout, read_frame(stream, MAX_FRAME_BYTES));
         let frame = tokio::select! {
             biased;
             () = waiting.pushed_out.cancelled() => None,
@@ -500,33 +455,17 @@ impl Connection {
 
     async fn dispatch(&self, request: Request) -> Response {
         let (reply, answer) = oneshot::channel();
-        if self
-            .commands
-            .send(ControlCommand { request, reply })
-            .await
-            .is_err()
-        {
-            return shutting_down();
+        match self.commands.send(ControlCommand { request, reply }).await {
+            Ok(()) => answer.await.unwrap_or_else(|_| shutting_down()),
+            Err(_) => shutting_down(),
         }
-        answer.await.unwrap_or_else(|_| shutting_down())
     }
 
     /// Writes `response` with this process's credentials, bounded by the
     /// request timeout; returns whether it was written.
     async fn send(&self, stream: &mut UnixStream, response: Response) -> bool {
-        let payload = encode_response(response);
-        let written = match encode_frame(&payload, MAX_FRAME_BYTES) {
-            Ok(frame) => {
-                tokio::time::timeout(
-                    self.options.request_timeout,
-                    write_with_credentials(stream, &frame),
-                )
-                .await
-            }
-            // encode_response always fits a frame.
-            Err(error) => Ok(Err(io::Error::from(error))),
-        };
-        match written {
+        let write = async { write_with_credentials(stream, &frame_of(response)?).await };
+        match tokio::time::timeout(self.options.request_timeout, write).await {
             Ok(Ok(())) => true,
             Ok(Err(error)) => {
                 debug!(%error, "control socket: could not write the answer");
@@ -554,7 +493,6 @@ async fn write_with_credentials(stream: &mut UnixStream, frame: &[u8]) -> io::Re
     stream.flush().await
 }
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
 fn send_with_credentials(socket: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
     use nix::errno::Errno;
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixCredentials};
@@ -572,12 +510,6 @@ fn send_with_credentials(socket: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usi
         }
         Err(errno) => Err(io::Error::from(errno)),
     }
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn send_with_credentials(socket: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
-    use nix::sys::socket::{send, MsgFlags};
-    send(socket.as_raw_fd(), bytes, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
 }
 
 #[cfg(test)]

@@ -83,7 +83,7 @@ fn start_server(options: ServerOptions, stop_pid: u32, restarts: Restarts) -> Te
     });
     let stop_accepting = CancellationToken::new();
     let connections = TaskTracker::new();
-    let server = tokio::spawn(serve_with(
+    let server = tokio::spawn(serve(
         listener,
         commands,
         stop_accepting.clone(),
@@ -407,6 +407,7 @@ async fn closed_command_channel_means_shutting_down() {
         commands,
         CancellationToken::new(),
         TaskTracker::new(),
+        ServerOptions::default(),
     ));
     let response = blocking(move || ask(&path, STATUS)).await;
     expect_error(response, "shutting down");
