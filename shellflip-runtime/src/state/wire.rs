@@ -14,6 +14,7 @@
 
 use std::fmt;
 
+use rmp::encode as mp;
 /// MessagePack's markers are `rmp`'s; only the extension types below are
 /// this format's own.
 pub(crate) use rmp::Marker;
@@ -45,21 +46,29 @@ pub(crate) enum ShapeKind {
 }
 
 impl ShapeKind {
-    fn from_u8(byte: u8) -> Option<ShapeKind> {
-        Some(match byte {
-            0 => ShapeKind::Struct,
-            1 => ShapeKind::UnitVariant,
-            2 => ShapeKind::NewtypeVariant,
-            3 => ShapeKind::TupleVariant,
-            4 => ShapeKind::StructVariant,
-            _ => return None,
-        })
-    }
+    /// The kinds, by their byte in the schema table.
+    const ALL: [ShapeKind; 5] = [
+        ShapeKind::Struct,
+        ShapeKind::UnitVariant,
+        ShapeKind::NewtypeVariant,
+        ShapeKind::TupleVariant,
+        ShapeKind::StructVariant,
+    ];
 
     /// True when values of this shape are arrays led by the shape
     /// reference (everything but a unit variant).
     pub(crate) fn is_container(self) -> bool {
         self != ShapeKind::UnitVariant
+    }
+
+    /// The word before "variant" (or "struct" alone for a struct).
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            ShapeKind::Struct | ShapeKind::StructVariant => "struct",
+            ShapeKind::UnitVariant => "unit",
+            ShapeKind::NewtypeVariant => "newtype",
+            ShapeKind::TupleVariant => "tuple",
+        }
     }
 }
 
@@ -81,14 +90,13 @@ impl fmt::Display for Shape<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
             ShapeKind::Struct => write!(f, "struct `{}`", self.name),
-            ShapeKind::UnitVariant => write!(f, "unit variant `{}::{}`", self.name, self.variant),
-            ShapeKind::NewtypeVariant => {
-                write!(f, "newtype variant `{}::{}`", self.name, self.variant)
-            }
-            ShapeKind::TupleVariant => write!(f, "tuple variant `{}::{}`", self.name, self.variant),
-            ShapeKind::StructVariant => {
-                write!(f, "struct variant `{}::{}`", self.name, self.variant)
-            }
+            kind => write!(
+                f,
+                "{} variant `{}::{}`",
+                kind.word(),
+                self.name,
+                self.variant
+            ),
         }
     }
 }
@@ -101,65 +109,22 @@ impl fmt::Display for Shape<'_> {
 #[derive(Debug)]
 pub(crate) struct TooLong(pub usize);
 
-pub(crate) fn write_array_len(out: &mut Vec<u8>, len: usize) -> Result<(), TooLong> {
-    if len < 16 {
-        out.push(Marker::FixArray(len as u8).to_u8());
-    } else if let Ok(len) = u16::try_from(len) {
-        out.push(Marker::Array16.to_u8());
-        out.extend_from_slice(&len.to_be_bytes());
-    } else {
-        let len32 = u32::try_from(len).map_err(|_| TooLong(len))?;
-        out.push(Marker::Array32.to_u8());
-        out.extend_from_slice(&len32.to_be_bytes());
-    }
-    Ok(())
-}
-
-pub(crate) fn write_map_len(out: &mut Vec<u8>, len: usize) -> Result<(), TooLong> {
-    if len < 16 {
-        out.push(Marker::FixMap(len as u8).to_u8());
-    } else if let Ok(len) = u16::try_from(len) {
-        out.push(Marker::Map16.to_u8());
-        out.extend_from_slice(&len.to_be_bytes());
-    } else {
-        let len32 = u32::try_from(len).map_err(|_| TooLong(len))?;
-        out.push(Marker::Map32.to_u8());
-        out.extend_from_slice(&len32.to_be_bytes());
-    }
+/// Writes a length header in its smallest form with `write`: `rmp`'s
+/// `write_array_len`, `write_map_len`, `write_str_len` or `write_bin_len`.
+pub(crate) fn write_len<E>(
+    out: &mut Vec<u8>,
+    write: fn(&mut Vec<u8>, u32) -> Result<Marker, E>,
+    len: usize,
+) -> Result<(), TooLong> {
+    let len32 = u32::try_from(len).map_err(|_| TooLong(len))?;
+    // Writing to a `Vec` does not fail.
+    let _ = write(out, len32);
     Ok(())
 }
 
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) -> Result<(), TooLong> {
-    let len = s.len();
-    if len < 32 {
-        out.push(Marker::FixStr(len as u8).to_u8());
-    } else if let Ok(len) = u8::try_from(len) {
-        out.extend_from_slice(&[Marker::Str8.to_u8(), len]);
-    } else if let Ok(len) = u16::try_from(len) {
-        out.push(Marker::Str16.to_u8());
-        out.extend_from_slice(&len.to_be_bytes());
-    } else {
-        let len32 = u32::try_from(len).map_err(|_| TooLong(len))?;
-        out.push(Marker::Str32.to_u8());
-        out.extend_from_slice(&len32.to_be_bytes());
-    }
+    write_len(out, mp::write_str_len, s.len())?;
     out.extend_from_slice(s.as_bytes());
-    Ok(())
-}
-
-pub(crate) fn write_bin(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), TooLong> {
-    let len = bytes.len();
-    if let Ok(len) = u8::try_from(len) {
-        out.extend_from_slice(&[Marker::Bin8.to_u8(), len]);
-    } else if let Ok(len) = u16::try_from(len) {
-        out.push(Marker::Bin16.to_u8());
-        out.extend_from_slice(&len.to_be_bytes());
-    } else {
-        let len32 = u32::try_from(len).map_err(|_| TooLong(len))?;
-        out.push(Marker::Bin32.to_u8());
-        out.extend_from_slice(&len32.to_be_bytes());
-    }
-    out.extend_from_slice(bytes);
     Ok(())
 }
 
@@ -173,22 +138,22 @@ pub(crate) fn write_schema(
     renames: &[(&str, &[&str])],
 ) -> Result<(), TooLong> {
     out.push(Marker::FixArray(2).to_u8());
-    write_array_len(out, shapes.len())?;
+    write_len(out, mp::write_array_len, shapes.len())?;
     for shape in shapes {
         out.push(Marker::FixArray(4).to_u8());
         out.extend_from_slice(&[Marker::U8.to_u8(), shape.kind as u8]);
         write_str(out, shape.name)?;
         write_str(out, shape.variant)?;
-        write_array_len(out, shape.fields.len())?;
+        write_len(out, mp::write_array_len, shape.fields.len())?;
         for field in &shape.fields {
             write_str(out, field)?;
         }
     }
-    write_array_len(out, renames.len())?;
+    write_len(out, mp::write_array_len, renames.len())?;
     for (field, aliases) in renames {
         out.push(Marker::FixArray(2).to_u8());
         write_str(out, field)?;
-        write_array_len(out, aliases.len())?;
+        write_len(out, mp::write_array_len, aliases.len())?;
         for alias in *aliases {
             write_str(out, alias)?;
         }
@@ -344,7 +309,8 @@ pub(crate) fn read_schema(bytes: &[u8]) -> Result<Schema<'_>, ReadError> {
             ));
         }
         let kind_byte = r.byte()?;
-        let kind = ShapeKind::from_u8(kind_byte).ok_or_else(|| {
+        let kind = ShapeKind::ALL.get(usize::from(kind_byte)).copied();
+        let kind = kind.ok_or_else(|| {
             ReadError::Malformed(format!("unknown schema entry kind {kind_byte}"))
         })?;
         let name = r.str()?;
@@ -436,11 +402,12 @@ mod tests {
     #[test]
     fn headers_use_the_smallest_form() {
         let mut out = Vec::new();
-        write_array_len(&mut out, 3).unwrap();
-        write_array_len(&mut out, 16).unwrap();
-        write_map_len(&mut out, 70_000).unwrap();
+        write_len(&mut out, mp::write_array_len, 3).unwrap();
+        write_len(&mut out, mp::write_array_len, 16).unwrap();
+        write_len(&mut out, mp::write_map_len, 70_000).unwrap();
         write_str(&mut out, "hi").unwrap();
-        write_bin(&mut out, &[1, 2]).unwrap();
+        write_len(&mut out, mp::write_bin_len, 2).unwrap();
+        out.extend_from_slice(&[1, 2]);
         assert_eq!(
             out,
             [0x93, 0xdc, 0, 16, 0xdf, 0, 1, 0x11, 0x70, 0xa2, b'h', b'i', 0xc4, 2, 1, 2]

@@ -243,18 +243,15 @@ impl<'a, 'p, 'de> Enum<'a, 'p, 'de> {
         &self.d.shapes[self.shape as usize]
     }
 
-    pub(super) fn expect(&self, kind: ShapeKind, what: &str) -> Result<()> {
+    pub(super) fn expect(&self, kind: ShapeKind) -> Result<()> {
         let entry = self.entry();
         if entry.kind == kind {
             return Ok(());
         }
-        Err(self.d.fail(
-            self.at,
-            Problem::Type {
-                expected: format!("a {what} variant `{}::{}`", entry.name, entry.variant),
-                received: entry.to_string(),
-            },
-        ))
+        let (word, name, variant) = (kind.word(), entry.name, entry.variant);
+        let expected = format!("a {word} variant `{name}::{variant}`");
+        let received = entry.to_string();
+        Err(self.d.fail(self.at, Problem::Type { expected, received }))
     }
 }
 
@@ -273,11 +270,11 @@ impl<'de> de::VariantAccess<'de> for Enum<'_, '_, 'de> {
     type Error = DeError;
 
     fn unit_variant(self) -> Result<()> {
-        self.expect(ShapeKind::UnitVariant, "unit")
+        self.expect(ShapeKind::UnitVariant)
     }
 
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value> {
-        self.expect(ShapeKind::NewtypeVariant, "newtype")?;
+        self.expect(ShapeKind::NewtypeVariant)?;
         let child = self.at.child(Seg::Variant(self.entry().variant));
         seed.deserialize(Value {
             d: self.d,
@@ -287,7 +284,7 @@ impl<'de> de::VariantAccess<'de> for Enum<'_, '_, 'de> {
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value> {
-        self.expect(ShapeKind::TupleVariant, "tuple")?;
+        self.expect(ShapeKind::TupleVariant)?;
         let child = self.at.child(Seg::Variant(self.entry().variant));
         let mut elements = Elements {
             d: self.d,
@@ -307,7 +304,7 @@ impl<'de> de::VariantAccess<'de> for Enum<'_, '_, 'de> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value> {
-        self.expect(ShapeKind::StructVariant, "struct")?;
+        self.expect(ShapeKind::StructVariant)?;
         let child = self.at.child(Seg::Variant(self.entry().variant));
         let positional = self.d.positional(self.shape, fields);
         let mut access = Fields {

@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use rmp::encode as mp;
 use serde::ser::{self, Serialize};
 
 use super::wire::{self, Marker, Shape, ShapeKind, TooLong};
@@ -273,7 +274,7 @@ impl<'a> Encoder<'a> {
     #[inline]
     pub(super) fn array_len(&mut self, len: usize) -> Result<()> {
         self.reserve(5)?;
-        Ok(wire::write_array_len(self.out, len)?)
+        Ok(wire::write_len(self.out, mp::write_array_len, len)?)
     }
 
     /// Starts a struct or struct variant: the array header and a shape
@@ -324,8 +325,8 @@ impl<'e, 'a> Encoder<'a> {
         self.reserve(5)?;
         let header_at = self.out.len();
         match (len, map) {
-            (Some(len), false) => wire::write_array_len(self.out, len)?,
-            (Some(len), true) => wire::write_map_len(self.out, len)?,
+            (Some(len), false) => wire::write_len(self.out, mp::write_array_len, len)?,
+            (Some(len), true) => wire::write_len(self.out, mp::write_map_len, len)?,
             (None, false) => self
                 .out
                 .extend_from_slice(&[Marker::Array32.to_u8(), 0, 0, 0, 0]),

@@ -100,7 +100,9 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
     #[inline]
     fn serialize_bytes(self, v: &[u8]) -> Result<()> {
         self.reserve(v.len().saturating_add(5))?;
-        Ok(wire::write_bin(self.out, v)?)
+        wire::write_len(self.out, mp::write_bin_len, v.len())?;
+        self.out.extend_from_slice(v);
+        Ok(())
     }
 
     #[inline]
