@@ -49,17 +49,57 @@ impl<'de> de::SeqAccess<'de> for Elements<'_, '_, 'de> {
         }
         let child = self.at.child(Seg::Index(self.index));
         self.index += 1;
-        seed.deserialize(Value {
-            d: &mut *self.d,
-            at: &child,
-            head: None,
-        })
-        .map(Some)
+        seed.deserialize(self.d.value(&child)).map(Some)
     }
 
     fn size_hint(&self) -> Option<usize> {
         Some((self.len - self.index).min(self.d.r.remaining()))
     }
+}
+
+/// Visits the `len` elements that follow as a sequence; `trailing` says
+/// what to do with elements the visitor did not take.
+pub(super) fn visit_elements<'p, 'de, V: Visitor<'de>>(
+    d: &mut Decoder<'de>,
+    at: &'p Frame<'p, 'de>,
+    len: usize,
+    trailing: Trailing,
+    visitor: V,
+) -> Result<V::Value> {
+    let index = 0;
+    let mut elements = Elements { d, at, index, len };
+    let value = visitor.visit_seq(&mut elements)?;
+    elements.finish(trailing)?;
+    Ok(value)
+}
+
+/// Visits the `len` field values of shape `shape` that follow:
+/// positionally when its fields are `target`'s, otherwise as a map by
+/// name.
+pub(super) fn visit_fields<'p, 'de, V: Visitor<'de>>(
+    d: &mut Decoder<'de>,
+    at: &'p Frame<'p, 'de>,
+    shape: u32,
+    len: usize,
+    target: Option<&'static [&'static str]>,
+    visitor: V,
+) -> Result<V::Value> {
+    let positional = target.is_some_and(|fields| d.positional(shape, fields));
+    let mut fields = Fields {
+        d,
+        at,
+        shape,
+        index: 0,
+        len,
+        target,
+    };
+    let value = if positional {
+        visitor.visit_seq(&mut fields)
+    } else {
+        visitor.visit_map(&mut fields)
+    }?;
+    fields.finish()?;
+    Ok(value)
 }
 
 /// A `bin` read as a sequence of `u8` values.
@@ -79,12 +119,9 @@ impl<'de> de::SeqAccess<'de> for BinElements<'_, '_, 'de> {
         };
         let child = self.at.child(Seg::Index(self.index));
         self.index += 1;
-        seed.deserialize(Value {
-            d: &mut *self.d,
-            at: &child,
-            head: Some(Head::U8(byte)),
-        })
-        .map(Some)
+        let mut value = self.d.value(&child);
+        value.head = Some(Head::U8(byte));
+        seed.deserialize(value).map(Some)
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -111,11 +148,7 @@ impl<'de> de::MapAccess<'de> for Entries<'_, '_, 'de> {
         }
         let start = self.d.r.pos;
         let child = self.at.child(Seg::Index(self.index));
-        let key = seed.deserialize(Value {
-            d: &mut *self.d,
-            at: &child,
-            head: None,
-        })?;
+        let key = seed.deserialize(self.d.value(&child))?;
         let buf = self.d.r.buf;
         self.key = &buf[start..self.d.r.pos];
         Ok(Some(key))
@@ -124,11 +157,7 @@ impl<'de> de::MapAccess<'de> for Entries<'_, '_, 'de> {
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value> {
         let child = self.at.child(Seg::Key(self.key));
         self.index += 1;
-        seed.deserialize(Value {
-            d: &mut *self.d,
-            at: &child,
-            head: None,
-        })
+        seed.deserialize(self.d.value(&child))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -154,29 +183,24 @@ impl<'de> Fields<'_, '_, 'de> {
         self.d.shapes[self.shape as usize].fields[self.index]
     }
 
+    /// The path step of the current field.
+    #[inline]
+    fn seg(&self) -> Seg<'de> {
+        let (shape, index, name) = (self.shape, self.index as u32, self.name());
+        Seg::Field { shape, index, name }
+    }
+
     #[inline]
     pub(super) fn value<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value> {
-        let child = self.at.child(Seg::Field {
-            shape: self.shape,
-            index: self.index as u32,
-            name: self.name(),
-        });
+        let child = self.at.child(self.seg());
         self.index += 1;
-        seed.deserialize(Value {
-            d: &mut *self.d,
-            at: &child,
-            head: None,
-        })
+        seed.deserialize(self.d.value(&child))
     }
 
     /// Drops the fields the visitor did not take.
     pub(super) fn finish(&mut self) -> Result<()> {
         while self.index < self.len {
-            let child = self.at.child(Seg::Field {
-                shape: self.shape,
-                index: self.index as u32,
-                name: self.name(),
-            });
+            let child = self.at.child(self.seg());
             self.d.dropped(&child, "has no such field");
             self.d.skip(&child, 1)?;
             self.index += 1;
@@ -276,27 +300,14 @@ impl<'de> de::VariantAccess<'de> for Enum<'_, '_, 'de> {
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value> {
         self.expect(ShapeKind::NewtypeVariant)?;
         let child = self.at.child(Seg::Variant(self.entry().variant));
-        seed.deserialize(Value {
-            d: self.d,
-            at: &child,
-            head: None,
-        })
+        seed.deserialize(self.d.value(&child))
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value> {
         self.expect(ShapeKind::TupleVariant)?;
         let child = self.at.child(Seg::Variant(self.entry().variant));
-        let mut elements = Elements {
-            d: self.d,
-            at: &child,
-            index: 0,
-            len: self.len,
-        };
-        let value = visitor
-            .visit_seq(&mut elements)
-            .map_err(|e| elements.d.locate(&child, e))?;
-        elements.finish(Trailing::Refuse)?;
-        Ok(value)
+        let value = visit_elements(&mut *self.d, &child, self.len, Trailing::Refuse, visitor);
+        value.map_err(|e| self.d.locate(&child, e))
     }
 
     fn struct_variant<V: Visitor<'de>>(
@@ -306,23 +317,9 @@ impl<'de> de::VariantAccess<'de> for Enum<'_, '_, 'de> {
     ) -> Result<V::Value> {
         self.expect(ShapeKind::StructVariant)?;
         let child = self.at.child(Seg::Variant(self.entry().variant));
-        let positional = self.d.positional(self.shape, fields);
-        let mut access = Fields {
-            d: self.d,
-            at: &child,
-            shape: self.shape,
-            index: 0,
-            len: self.len,
-            target: Some(fields),
-        };
-        let value = if positional {
-            visitor.visit_seq(&mut access)
-        } else {
-            visitor.visit_map(&mut access)
-        }
-        .map_err(|e| access.d.locate(&child, e))?;
-        access.finish()?;
-        Ok(value)
+        let (shape, len) = (self.shape, self.len);
+        let value = visit_fields(&mut *self.d, &child, shape, len, Some(fields), visitor);
+        value.map_err(|e| self.d.locate(&child, e))
     }
 }
 
@@ -373,39 +370,11 @@ impl<'de> de::Deserializer<'de> for Payload<'_, '_, 'de> {
     type Error = DeError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        let value = Value {
-            d: self.d,
-            at: self.at,
-            head: None,
-        };
-        match value.d.shapes[self.shape as usize].kind {
-            ShapeKind::NewtypeVariant => value.deserialize_any(visitor),
-            ShapeKind::TupleVariant => {
-                let Value { d, at, .. } = value;
-                let mut elements = Elements {
-                    d,
-                    at,
-                    index: 0,
-                    len: self.len,
-                };
-                let out = visitor.visit_seq(&mut elements)?;
-                elements.finish(Trailing::Refuse)?;
-                Ok(out)
-            }
-            _ => {
-                let Value { d, at, .. } = value;
-                let mut fields = Fields {
-                    d,
-                    at,
-                    shape: self.shape,
-                    index: 0,
-                    len: self.len,
-                    target: None,
-                };
-                let out = visitor.visit_map(&mut fields)?;
-                fields.finish()?;
-                Ok(out)
-            }
+        let Payload { d, at, shape, len } = self;
+        match d.shapes[shape as usize].kind {
+            ShapeKind::NewtypeVariant => d.value(at).deserialize_any(visitor),
+            ShapeKind::TupleVariant => visit_elements(d, at, len, Trailing::Refuse, visitor),
+            _ => visit_fields(d, at, shape, len, None, visitor),
         }
     }
 

@@ -87,11 +87,7 @@ impl<'de> Decoder<'de> {
             parent: None,
             seg: Seg::Root,
         };
-        let value = T::deserialize(Value {
-            d: self,
-            at: &root,
-            head: None,
-        })?;
+        let value = T::deserialize(self.value(&root))?;
         if self.r.remaining() != 0 {
             let mut e = DeError::from(malformed(format!(
                 "{} bytes follow the state's value",
@@ -229,6 +225,29 @@ impl<'de> Decoder<'de> {
     #[inline]
     fn leave(&mut self) {
         self.depth -= 1;
+    }
+
+    /// Runs `visit` one level deeper, its errors located at `at`.
+    #[inline]
+    fn nested<T>(
+        &mut self,
+        at: &Frame<'_, 'de>,
+        visit: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
+        self.enter(at)?;
+        let value = visit(self).map_err(|e| self.locate(at, e))?;
+        self.leave();
+        Ok(value)
+    }
+
+    /// The value at `at`, its head not read yet.
+    #[inline]
+    fn value<'a, 'p>(&'a mut self, at: &'p Frame<'p, 'de>) -> Value<'a, 'p, 'de> {
+        Value {
+            d: self,
+            at,
+            head: None,
+        }
     }
 
     /// Whether `shape` can be presented to `fields` positionally.

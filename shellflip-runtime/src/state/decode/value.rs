@@ -14,7 +14,7 @@ pub(super) struct Value<'a, 'p, 'de> {
     pub(super) head: Option<Head<'de>>,
 }
 
-impl<'de> Value<'_, '_, 'de> {
+impl<'p, 'de> Value<'_, 'p, 'de> {
     #[inline]
     pub(super) fn take_head(&mut self) -> Result<Head<'de>> {
         match self.head.take() {
@@ -27,6 +27,21 @@ impl<'de> Value<'_, '_, 'de> {
         Err(self.d.type_error(self.at, expected, head))
     }
 
+    /// `result` (a visitor's) with the path of this value.
+    #[inline]
+    fn located<T>(&self, result: Result<T>) -> Result<T> {
+        result.map_err(|e| self.d.locate(self.at, e))
+    }
+
+    /// This value again with `head`, for a visitor that takes it whole.
+    fn again(&mut self, head: Option<Head<'de>>) -> Value<'_, 'p, 'de> {
+        Value {
+            d: &mut *self.d,
+            at: self.at,
+            head,
+        }
+    }
+
     /// Visits a plain sequence of `len` elements; `trailing` says what to
     /// do with elements the visitor did not take.
     pub(super) fn seq<V: Visitor<'de>>(
@@ -35,20 +50,9 @@ impl<'de> Value<'_, '_, 'de> {
         len: usize,
         trailing: Trailing,
     ) -> Result<V::Value> {
-        let Value { d, at, .. } = self;
-        d.enter(at)?;
-        let mut elements = Elements {
-            d,
-            at,
-            index: 0,
-            len,
-        };
-        let value = visitor
-            .visit_seq(&mut elements)
-            .map_err(|e| elements.d.locate(at, e))?;
-        elements.finish(trailing)?;
-        elements.d.leave();
-        Ok(value)
+        let at = self.at;
+        self.d
+            .nested(at, |d| visit_elements(d, at, len, trailing, visitor))
     }
 
     pub(super) fn bytes_as_seq<V: Visitor<'de>>(
@@ -80,22 +84,20 @@ impl<'de> Value<'_, '_, 'de> {
     }
 
     pub(super) fn map<V: Visitor<'de>>(self, visitor: V, len: usize) -> Result<V::Value> {
-        let Value { d, at, .. } = self;
-        d.enter(at)?;
-        let mut entries = Entries {
-            d,
-            at,
-            index: 0,
-            len,
-            key: &[],
-        };
-        let value = visitor
-            .visit_map(&mut entries)
-            .map_err(|e| entries.d.locate(at, e))?;
-        let rest = 2 * (entries.len - entries.index) as u64;
-        entries.d.skip(at, rest)?;
-        entries.d.leave();
-        Ok(value)
+        let at = self.at;
+        self.d.nested(at, |d| {
+            let mut entries = Entries {
+                d,
+                at,
+                index: 0,
+                len,
+                key: &[],
+            };
+            let value = visitor.visit_map(&mut entries)?;
+            let rest = 2 * (entries.len - entries.index) as u64;
+            entries.d.skip(at, rest)?;
+            Ok(value)
+        })
     }
 
     /// Visits a struct (or struct variant) of shape `id`: positionally when
@@ -107,26 +109,15 @@ impl<'de> Value<'_, '_, 'de> {
         len: usize,
         target: Option<&'static [&'static str]>,
     ) -> Result<V::Value> {
-        let Value { d, at, .. } = self;
-        d.enter(at)?;
-        let positional = target.is_some_and(|fields| d.positional(id, fields));
-        let mut fields = Fields {
-            d,
-            at,
-            shape: id,
-            index: 0,
-            len,
-            target,
-        };
-        let value = if positional {
-            visitor.visit_seq(&mut fields)
-        } else {
-            visitor.visit_map(&mut fields)
-        }
-        .map_err(|e| fields.d.locate(at, e))?;
-        fields.finish()?;
-        fields.d.leave();
-        Ok(value)
+        let at = self.at;
+        self.d
+            .nested(at, |d| visit_fields(d, at, id, len, target, visitor))
+    }
+
+    /// `Some`: the value follows.
+    pub(super) fn some<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        let at = self.at;
+        self.d.nested(at, |d| visitor.visit_some(d.value(at)))
     }
 }
 
@@ -148,7 +139,7 @@ macro_rules! scalar {
                 $(Head::$ok(x) => visitor.$visit(x as $t),)*
                 other => return self.mismatch($expected, &other),
             };
-            result.map_err(|e| self.d.locate(self.at, e))
+            self.located(result)
         }
     };
 }
@@ -188,24 +179,22 @@ impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
                 if entry.kind == ShapeKind::UnitVariant {
                     visitor.visit_borrowed_str(entry.variant)
                 } else {
-                    let Value { d, at, .. } = self;
-                    d.enter(at)?;
-                    let value = visitor
-                        .visit_map(VariantAsMap {
-                            d: &mut *d,
+                    let at = self.at;
+                    let done = false;
+                    return self.d.nested(at, |d| {
+                        visitor.visit_map(VariantAsMap {
+                            d,
                             at,
                             shape,
                             len,
-                            done: false,
+                            done,
                         })
-                        .map_err(|e| d.locate(at, e))?;
-                    d.leave();
-                    return Ok(value);
+                    });
                 }
             }
             Head::Some => return self.some(visitor),
         };
-        result.map_err(|e| self.d.locate(self.at, e))
+        self.located(result)
     }
 
     scalar!(deserialize_bool, visit_bool, bool, "a bool", [Bool]);
@@ -260,18 +249,16 @@ impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
 
     fn deserialize_char<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
         match self.take_head()? {
-            Head::Char(c) => visitor.visit_char(c).map_err(|e| self.d.locate(self.at, e)),
+            Head::Char(c) => self.located(visitor.visit_char(c)),
             other => self.mismatch("a char", &other),
         }
     }
 
     fn deserialize_str<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
         match self.take_head()? {
-            Head::Str(s) => visitor
-                .visit_borrowed_str(s)
-                .map_err(|e| self.d.locate(self.at, e)),
+            Head::Str(s) => self.located(visitor.visit_borrowed_str(s)),
             // `char` -> `String`.
-            Head::Char(c) => visitor.visit_char(c).map_err(|e| self.d.locate(self.at, e)),
+            Head::Char(c) => self.located(visitor.visit_char(c)),
             other => self.mismatch("a string", &other),
         }
     }
@@ -282,9 +269,7 @@ impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
 
     fn deserialize_bytes<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
         match self.take_head()? {
-            Head::Bin(b) => visitor
-                .visit_borrowed_bytes(b)
-                .map_err(|e| self.d.locate(self.at, e)),
+            Head::Bin(b) => self.located(visitor.visit_borrowed_bytes(b)),
             Head::Seq(n) => self.seq(visitor, n, Trailing::Refuse),
             other => self.mismatch("bytes", &other),
         }
@@ -296,26 +281,19 @@ impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
 
     fn deserialize_option<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
         match self.take_head()? {
-            Head::Nil => visitor.visit_none().map_err(|e| self.d.locate(self.at, e)),
+            Head::Nil => self.located(visitor.visit_none()),
             Head::Some => self.some(visitor),
             // `T` received where this build has `Option<T>`.
             other => {
-                let at = self.at;
-                let d = self.d;
-                visitor
-                    .visit_some(Value {
-                        d: &mut *d,
-                        at,
-                        head: Some(other),
-                    })
-                    .map_err(|e| d.locate(at, e))
+                let result = visitor.visit_some(self.again(Some(other)));
+                self.located(result)
             }
         }
     }
 
     fn deserialize_unit<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
         match self.take_head()? {
-            Head::Nil => visitor.visit_unit().map_err(|e| self.d.locate(self.at, e)),
+            Head::Nil => self.located(visitor.visit_unit()),
             other => self.mismatch("a unit", &other),
         }
     }
@@ -326,25 +304,19 @@ impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
         visitor: V,
     ) -> Result<V::Value> {
         match self.take_head()? {
-            Head::Nil => visitor.visit_unit().map_err(|e| self.d.locate(self.at, e)),
+            Head::Nil => self.located(visitor.visit_unit()),
             other => self.mismatch(format!("unit struct `{name}`"), &other),
         }
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
+        mut self,
         _name: &'static str,
         visitor: V,
     ) -> Result<V::Value> {
-        let at = self.at;
-        let d = self.d;
-        visitor
-            .visit_newtype_struct(Value {
-                d: &mut *d,
-                at,
-                head: self.head,
-            })
-            .map_err(|e| d.locate(at, e))
+        let head = self.head.take();
+        let result = visitor.visit_newtype_struct(self.again(head));
+        self.located(result)
     }
 
     fn deserialize_seq<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
@@ -406,23 +378,14 @@ impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
     ) -> Result<V::Value> {
         match self.take_head()? {
             Head::Variant { shape, len } => {
-                let Value { d, at, .. } = self;
-                let container = d.shapes[shape as usize].kind.is_container();
-                if container {
-                    d.enter(at)?;
+                let at = self.at;
+                let visit = |d: &mut Decoder<'de>| visitor.visit_enum(Enum { d, at, shape, len });
+                if self.d.shapes[shape as usize].kind.is_container() {
+                    self.d.nested(at, visit)
+                } else {
+                    let result = visit(&mut *self.d);
+                    self.located(result)
                 }
-                let value = visitor
-                    .visit_enum(Enum {
-                        d: &mut *d,
-                        at,
-                        shape,
-                        len,
-                    })
-                    .map_err(|e| d.locate(at, e))?;
-                if container {
-                    d.leave();
-                }
-                Ok(value)
             }
             other => self.mismatch(format!("enum `{name}`"), &other),
         }
@@ -437,7 +400,7 @@ impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
             Head::U64(x) => visitor.visit_u64(x),
             other => return self.mismatch("a field or variant name", &other),
         };
-        result.map_err(|e| self.d.locate(self.at, e))
+        self.located(result)
     }
 
     fn deserialize_ignored_any<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
@@ -447,27 +410,9 @@ impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
         let head = self.take_head()?;
         let contained = Decoder::contained(&head);
         if contained > 0 {
-            self.d.enter(self.at)?;
-            self.d.skip(self.at, contained)?;
-            self.d.leave();
+            let at = self.at;
+            self.d.nested(at, |d| d.skip(at, contained))?;
         }
         visitor.visit_unit()
-    }
-}
-
-impl<'de> Value<'_, '_, 'de> {
-    /// `Some`: the value follows.
-    pub(super) fn some<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        let Value { d, at, .. } = self;
-        d.enter(at)?;
-        let value = visitor
-            .visit_some(Value {
-                d: &mut *d,
-                at,
-                head: None,
-            })
-            .map_err(|e| d.locate(at, e))?;
-        d.leave();
-        Ok(value)
     }
 }
