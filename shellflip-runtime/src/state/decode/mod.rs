@@ -334,46 +334,39 @@ impl<'de> Decoder<'de> {
     fn skip_one(&mut self) -> std::result::Result<u64, ReadError> {
         let r = &mut self.r;
         let byte = r.byte()?;
-        let skip = |r: &mut Reader<'de>, n: usize| r.take(n).map(|_| 0);
         let marker = Marker::from_u8(byte);
-        match marker {
+        let data = match marker {
             Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::False | Marker::True => {
-                Ok(0)
+                0
             }
-            Marker::FixMap(len) => Ok(2 * u64::from(len)),
-            Marker::FixArray(len) => Ok(u64::from(len)),
-            Marker::FixStr(len) => skip(r, usize::from(len)),
+            Marker::FixMap(len) => return Ok(2 * u64::from(len)),
+            Marker::FixArray(len) => return Ok(u64::from(len)),
+            Marker::Map16 | Marker::Map32 => return Ok(2 * path::sized(r, marker)? as u64),
+            Marker::Array16 | Marker::Array32 => return Ok(path::sized(r, marker)? as u64),
+            Marker::FixStr(len) => usize::from(len),
             Marker::Bin8
             | Marker::Str8
             | Marker::Bin16
             | Marker::Str16
             | Marker::Bin32
-            | Marker::Str32 => {
-                let n = path::sized(r, marker)?;
-                skip(r, n)
-            }
+            | Marker::Str32 => path::sized(r, marker)?,
             // The type byte, then the data.
             Marker::Ext8 | Marker::Ext16 | Marker::Ext32 => {
-                let n = path::sized(r, marker)?;
-                skip(r, n.saturating_add(1))
+                path::sized(r, marker)?.saturating_add(1)
             }
-            Marker::U8 | Marker::I8 => skip(r, 1),
-            Marker::U16 | Marker::I16 => skip(r, 2),
-            Marker::U32 | Marker::I32 | Marker::F32 => skip(r, 4),
-            Marker::U64 | Marker::I64 | Marker::F64 => skip(r, 8),
-            Marker::FixExt1 => skip(r, 2),
-            Marker::FixExt2 => skip(r, 3),
-            Marker::FixExt4 => skip(r, 5),
-            Marker::FixExt8 => skip(r, 9),
-            Marker::FixExt16 => skip(r, 17),
-            Marker::Array16 => Ok(u64::from(r.u16()?)),
-            Marker::Array32 => Ok(u64::from(r.u32()?)),
-            Marker::Map16 => Ok(2 * u64::from(r.u16()?)),
-            Marker::Map32 => Ok(2 * u64::from(r.u32()?)),
-            Marker::Reserved => Err(malformed(format!(
-                "the byte {byte:#04x} starts no value this format writes"
-            ))),
-        }
+            Marker::U8 | Marker::I8 => 1,
+            Marker::U16 | Marker::I16 => 2,
+            Marker::U32 | Marker::I32 | Marker::F32 => 4,
+            Marker::U64 | Marker::I64 | Marker::F64 => 8,
+            Marker::FixExt1 => 2,
+            Marker::FixExt2 => 3,
+            Marker::FixExt4 => 5,
+            Marker::FixExt8 => 9,
+            Marker::FixExt16 => 17,
+            Marker::Reserved => return Err(path::no_value(byte)),
+        };
+        r.take(data)?;
+        Ok(0)
     }
 
     /// The number of values that follow a head already read.

@@ -89,6 +89,13 @@ pub(super) fn malformed(what: impl Into<String>) -> ReadError {
     ReadError::Malformed(what.into())
 }
 
+/// The error for a byte that starts no value.
+pub(super) fn no_value(byte: u8) -> ReadError {
+    malformed(format!(
+        "the byte {byte:#04x} starts no value this format writes"
+    ))
+}
+
 pub(super) fn shape<'s, 'de>(
     shapes: &'s [Shape<'de>],
     id: u32,
@@ -112,15 +119,10 @@ pub(super) fn read_head<'de>(
         Marker::FixPos(v) => Head::U8(v),
         Marker::FixNeg(v) => Head::I8(v),
         Marker::FixMap(len) => Head::Map(usize::from(len)),
-        Marker::Map16 => Head::Map(usize::from(r.u16()?)),
-        Marker::Map32 => Head::Map(r.u32()? as usize),
+        Marker::Map16 | Marker::Map32 => Head::Map(sized(r, marker)?),
         Marker::FixArray(len) => read_array(r, shapes, usize::from(len))?,
-        Marker::Array16 => {
-            let len = usize::from(r.u16()?);
-            read_array(r, shapes, len)?
-        }
-        Marker::Array32 => {
-            let len = r.u32()? as usize;
+        Marker::Array16 | Marker::Array32 => {
+            let len = sized(r, marker)?;
             read_array(r, shapes, len)?
         }
         Marker::FixStr(len) => Head::Str(r.str_of_len(usize::from(len))?),
@@ -146,20 +148,19 @@ pub(super) fn read_head<'de>(
         Marker::I32 => Head::I32(i32::from_be_bytes(r.array()?)),
         Marker::I64 => Head::I64(i64::from_be_bytes(r.array()?)),
         Marker::FixExt4 | Marker::FixExt16 => read_ext(r, shapes, marker)?,
-        _ => {
-            return Err(malformed(format!(
-                "the byte {byte:#04x} starts no value this format writes"
-            )))
-        }
+        _ => return Err(no_value(byte)),
     })
 }
 
-/// The length after a `Str8`/`Bin8` (8 bits), `Str16`/`Bin16` (16) or
-/// `Str32`/`Bin32` (32) marker.
+/// The length after a `Str8`/`Bin8`/`Ext8` (8 bits), `Str16`/`Bin16`/
+/// `Ext16`/`Array16`/`Map16` (16) or `Str32`/`Bin32`/`Ext32`/`Array32`/
+/// `Map32` (32) marker.
 pub(super) fn sized(r: &mut Reader<'_>, marker: Marker) -> std::result::Result<usize, ReadError> {
     Ok(match marker {
         Marker::Str8 | Marker::Bin8 | Marker::Ext8 => usize::from(r.byte()?),
-        Marker::Str16 | Marker::Bin16 | Marker::Ext16 => usize::from(r.u16()?),
+        Marker::Str16 | Marker::Bin16 | Marker::Ext16 | Marker::Array16 | Marker::Map16 => {
+            usize::from(r.u16()?)
+        }
         _ => r.u32()? as usize,
     })
 }
