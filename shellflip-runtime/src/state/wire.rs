@@ -174,21 +174,14 @@ pub(crate) struct Schema<'a> {
 // ---------------------------------------------------------------------------
 
 /// Why bytes could not be read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum ReadError {
     /// The input ends in the middle of a value.
+    #[error("the data ends in the middle of a value")]
     Truncated,
     /// Bytes that this format never writes.
+    #[error("{0}")]
     Malformed(String),
-}
-
-impl fmt::Display for ReadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReadError::Truncated => f.write_str("the data ends in the middle of a value"),
-            ReadError::Malformed(what) => f.write_str(what),
-        }
-    }
 }
 
 /// A cursor over a byte slice; every read is bounds-checked.
@@ -251,8 +244,7 @@ impl<'de> Reader<'de> {
 
     pub(crate) fn str_of_len(&mut self, len: usize) -> Result<&'de str, ReadError> {
         let bytes = self.take(len)?;
-        std::str::from_utf8(bytes)
-            .map_err(|_| ReadError::Malformed("a string is not valid UTF-8".to_owned()))
+        std::str::from_utf8(bytes).map_err(|_| malformed("a string is not valid UTF-8"))
     }
 
     /// Reads a string value (any str marker).
@@ -268,6 +260,15 @@ impl<'de> Reader<'de> {
         self.str_of_len(len)
     }
 
+    /// Reads the header of an array of `len` elements; `what` is the error
+    /// otherwise.
+    fn tuple(&mut self, len: usize, what: &str) -> Result<(), ReadError> {
+        if self.array_len()? != len {
+            return Err(malformed(what));
+        }
+        Ok(())
+    }
+
     /// Reads an array header.
     pub(crate) fn array_len(&mut self) -> Result<usize, ReadError> {
         let marker = self.byte()?;
@@ -281,48 +282,39 @@ impl<'de> Reader<'de> {
 }
 
 fn unexpected(marker: u8, what: &str) -> ReadError {
-    ReadError::Malformed(format!("expected {what}, found the byte {marker:#04x}"))
+    malformed(format!("expected {what}, found the byte {marker:#04x}"))
+}
+
+pub(crate) fn malformed(what: impl Into<String>) -> ReadError {
+    ReadError::Malformed(what.into())
 }
 
 /// Parses the schema table written by [`write_schema`]; the whole input
 /// must be the table.
 pub(crate) fn read_schema(bytes: &[u8]) -> Result<Schema<'_>, ReadError> {
     let mut r = Reader::new(bytes);
-    if r.array_len()? != 2 {
-        return Err(ReadError::Malformed(
-            "the schema table is not [shapes, renames]".to_owned(),
-        ));
-    }
+    r.tuple(2, "the schema table is not [shapes, renames]")?;
     let count = r.array_len()?;
     // Each entry takes at least 5 bytes: never reserve more than the input
     // can hold.
     let mut shapes = Vec::with_capacity(count.min(r.remaining() / 5));
     for _ in 0..count {
-        if r.array_len()? != 4 {
-            return Err(ReadError::Malformed(
-                "a schema entry is not [kind, name, variant, fields]".to_owned(),
-            ));
-        }
+        r.tuple(4, "a schema entry is not [kind, name, variant, fields]")?;
         if Marker::from_u8(r.byte()?) != Marker::U8 {
-            return Err(ReadError::Malformed(
-                "a schema entry's kind is not a u8".to_owned(),
-            ));
+            return Err(malformed("a schema entry's kind is not a u8"));
         }
         let kind_byte = r.byte()?;
         let kind = ShapeKind::ALL.get(usize::from(kind_byte)).copied();
-        let kind = kind.ok_or_else(|| {
-            ReadError::Malformed(format!("unknown schema entry kind {kind_byte}"))
-        })?;
+        let kind =
+            kind.ok_or_else(|| malformed(format!("unknown schema entry kind {kind_byte}")))?;
         let name = r.str()?;
         let variant = r.str()?;
         let fields = read_names(&mut r)?;
         let is_variant = kind != ShapeKind::Struct;
         let has_fields = matches!(kind, ShapeKind::Struct | ShapeKind::StructVariant);
         if is_variant == variant.is_empty() || (!has_fields && !fields.is_empty()) {
-            return Err(ReadError::Malformed(format!(
-                "schema entry {} is inconsistent",
-                shapes.len()
-            )));
+            let entry = shapes.len();
+            return Err(malformed(format!("schema entry {entry} is inconsistent")));
         }
         shapes.push(Shape {
             kind,
@@ -334,19 +326,13 @@ pub(crate) fn read_schema(bytes: &[u8]) -> Result<Schema<'_>, ReadError> {
     let count = r.array_len()?;
     let mut renames = Vec::with_capacity(count.min(r.remaining() / 3));
     for _ in 0..count {
-        if r.array_len()? != 2 {
-            return Err(ReadError::Malformed(
-                "a rename is not [field, aliases]".to_owned(),
-            ));
-        }
+        r.tuple(2, "a rename is not [field, aliases]")?;
         let field = r.str()?;
         renames.push((field, read_names(&mut r)?));
     }
     if r.remaining() != 0 {
-        return Err(ReadError::Malformed(format!(
-            "{} bytes follow the schema table",
-            r.remaining()
-        )));
+        let rest = r.remaining();
+        return Err(malformed(format!("{rest} bytes follow the schema table")));
     }
     Ok(Schema { shapes, renames })
 }

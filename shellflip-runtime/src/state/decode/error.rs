@@ -7,22 +7,28 @@ use super::*;
 // ---------------------------------------------------------------------------
 
 /// What went wrong, before the path is known.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum Problem {
     /// The bytes are not what the encoder writes.
+    #[error("{0}")]
     Read(ReadError),
     /// Nested deeper than [`MAX_STATE_DEPTH`].
+    #[error("nested more than {MAX_STATE_DEPTH} levels deep (the depth limit)")]
     TooDeep,
     /// A value of another type than this build declares.
+    #[error("this build expects {expected}, received {received}")]
     Type { expected: String, received: String },
     /// A field of this build's struct that was not received.
+    #[error("missing field `{0}`")]
     MissingField(&'static str),
     /// A variant this build's enum does not have.
+    #[error("unknown variant `{variant}`")]
     UnknownVariant {
         variant: String,
         expected: &'static [&'static str],
     },
     /// Anything else a type refused (lengths, its own checks).
+    #[error("{0}")]
     Other(String),
 }
 
@@ -61,19 +67,7 @@ impl fmt::Display for DeError {
         if let Some(path) = self.path() {
             write!(f, "`{path}`: ")?;
         }
-        match self.problem() {
-            Problem::Read(e) => write!(f, "{e}"),
-            Problem::TooDeep => write!(
-                f,
-                "nested more than {MAX_STATE_DEPTH} levels deep (the depth limit)"
-            ),
-            Problem::Type { expected, received } => {
-                write!(f, "this build expects {expected}, received {received}")
-            }
-            Problem::MissingField(field) => write!(f, "missing field `{field}`"),
-            Problem::UnknownVariant { variant, .. } => write!(f, "unknown variant `{variant}`"),
-            Problem::Other(message) => f.write_str(message),
-        }
+        write!(f, "{}", self.problem())
     }
 }
 

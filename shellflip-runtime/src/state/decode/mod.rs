@@ -21,7 +21,7 @@ use std::fmt::{self, Write as _};
 use serde::de::value::BorrowedStrDeserializer;
 use serde::de::{self, DeserializeSeed, Visitor};
 
-use super::wire::{self, Marker, ReadError, Reader, Schema, Shape, ShapeKind};
+use super::wire::{self, malformed, Marker, ReadError, Reader, Schema, Shape, ShapeKind};
 use super::MAX_STATE_DEPTH;
 
 mod access;

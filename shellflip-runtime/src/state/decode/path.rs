@@ -85,10 +85,6 @@ pub(super) enum Head<'de> {
     Some,
 }
 
-pub(super) fn malformed(what: impl Into<String>) -> ReadError {
-    ReadError::Malformed(what.into())
-}
-
 /// The error for a byte that starts no value.
 pub(super) fn no_value(byte: u8) -> ReadError {
     malformed(format!(

@@ -31,16 +31,9 @@ mod serializer;
 pub(crate) use compound::*;
 
 /// An encoding error (turned into [`super::StateError::Encode`]).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub(crate) struct EncodeError(pub String);
-
-impl fmt::Display for EncodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for EncodeError {}
 
 impl ser::Error for EncodeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
