@@ -313,7 +313,7 @@ fn encode_body<S: HandoverState>(
     state.encode_state(&mut encoder)?;
     let schema = encoder.schema;
     let payload_len = out.len() - payload_start;
-    wire::write_schema(out, schema.shapes(), S::FIELD_ALIASES).map_err(|e| StateError::Encode {
+    wire::write_schema(out, &schema.shapes, S::FIELD_ALIASES).map_err(|e| StateError::Encode {
         type_name: S::TYPE_NAME,
         reason: format!("a schema table entry of {} bytes is too long", e.0),
     })?;

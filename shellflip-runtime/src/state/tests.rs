@@ -272,8 +272,8 @@ fn scalars_carry_their_declared_type() {
             0xca, 0x3f, 0, 0, 0, // f32 0.5
         ]
     );
-    assert_eq!(schema.shapes().len(), 1);
-    assert_eq!(schema.shapes()[0].fields, ["a", "b", "c", "d"]);
+    assert_eq!(schema.shapes.len(), 1);
+    assert_eq!(schema.shapes[0].fields, ["a", "b", "c", "d"]);
 }
 
 #[test]

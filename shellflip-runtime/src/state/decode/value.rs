@@ -130,8 +130,10 @@ pub(super) enum Trailing {
     Drop,
 }
 
+/// Scalars: the heads each type takes (its own, and those that widen to it
+/// losslessly), and what the error says it expects.
 macro_rules! scalar {
-    ($method:ident, $visit:ident, $t:ty, $expected:literal, [$($ok:ident),*]) => {
+    ($($method:ident($t:ty) => $visit:ident, $expected:literal, [$($ok:ident),*];)*) => {$(
         #[inline]
         fn $method<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
             let head = self.take_head()?;
@@ -141,7 +143,7 @@ macro_rules! scalar {
             };
             self.located(result)
         }
-    };
+    )*};
 }
 
 impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
@@ -197,55 +199,22 @@ impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
         self.located(result)
     }
 
-    scalar!(deserialize_bool, visit_bool, bool, "a bool", [Bool]);
-    scalar!(deserialize_u8, visit_u8, u8, "u8", [U8]);
-    scalar!(deserialize_u16, visit_u16, u16, "u16", [U8, U16]);
-    scalar!(deserialize_u32, visit_u32, u32, "u32", [U8, U16, U32]);
-    scalar!(deserialize_u64, visit_u64, u64, "u64", [U8, U16, U32, U64]);
-    scalar!(
-        deserialize_u128,
-        visit_u128,
-        u128,
-        "u128",
-        [U8, U16, U32, U64, U128]
-    );
-    scalar!(deserialize_i8, visit_i8, i8, "i8", [I8]);
-    scalar!(deserialize_i16, visit_i16, i16, "i16", [I8, I16, U8]);
-    scalar!(
-        deserialize_i32,
-        visit_i32,
-        i32,
-        "i32",
-        [I8, I16, I32, U8, U16]
-    );
-    scalar!(
-        deserialize_i64,
-        visit_i64,
-        i64,
-        "i64",
-        [I8, I16, I32, I64, U8, U16, U32]
-    );
-    scalar!(
-        deserialize_i128,
-        visit_i128,
-        i128,
-        "i128",
-        [I8, I16, I32, I64, I128, U8, U16, U32, U64]
-    );
-    scalar!(
-        deserialize_f32,
-        visit_f32,
-        f32,
-        "f32",
-        [F32, U8, U16, I8, I16]
-    );
-    scalar!(
-        deserialize_f64,
-        visit_f64,
-        f64,
-        "f64",
-        [F64, F32, U8, U16, U32, I8, I16, I32]
-    );
+    scalar! {
+        deserialize_bool(bool) => visit_bool, "a bool", [Bool];
+        deserialize_u8(u8) => visit_u8, "u8", [U8];
+        deserialize_u16(u16) => visit_u16, "u16", [U8, U16];
+        deserialize_u32(u32) => visit_u32, "u32", [U8, U16, U32];
+        deserialize_u64(u64) => visit_u64, "u64", [U8, U16, U32, U64];
+        deserialize_u128(u128) => visit_u128, "u128", [U8, U16, U32, U64, U128];
+        deserialize_i8(i8) => visit_i8, "i8", [I8];
+        deserialize_i16(i16) => visit_i16, "i16", [I8, I16, U8];
+        deserialize_i32(i32) => visit_i32, "i32", [I8, I16, I32, U8, U16];
+        deserialize_i64(i64) => visit_i64, "i64", [I8, I16, I32, I64, U8, U16, U32];
+        deserialize_i128(i128) => visit_i128, "i128",
+            [I8, I16, I32, I64, I128, U8, U16, U32, U64];
+        deserialize_f32(f32) => visit_f32, "f32", [F32, U8, U16, I8, I16];
+        deserialize_f64(f64) => visit_f64, "f64", [F64, F32, U8, U16, U32, I8, I16, I32];
+    }
 
     fn deserialize_char<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
         match self.take_head()? {

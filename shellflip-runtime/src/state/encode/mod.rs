@@ -91,11 +91,6 @@ impl Default for Schema {
 }
 
 impl Schema {
-    /// The table, for the envelope.
-    pub(crate) fn shapes(&self) -> &[Shape<'static>] {
-        &self.shapes
-    }
-
     #[inline]
     pub(super) fn slot(name: &'static str, tag: u32) -> usize {
         let addr = name.as_ptr() as usize;
@@ -304,11 +299,10 @@ impl<'a> Encoder<'a> {
             id_at,
         })
     }
-}
 
-/// A struct (or struct variant) being written.
-impl<'e, 'a> Encoder<'a> {
-    pub(super) fn begin_seq(
+    /// Starts a sequence, tuple or map: the header, or a 32-bit one to
+    /// patch when the length is not known yet.
+    pub(super) fn begin_seq<'e>(
         &'e mut self,
         len: Option<usize>,
         map: bool,
@@ -335,9 +329,7 @@ impl<'e, 'a> Encoder<'a> {
             what,
         })
     }
-}
 
-impl Encoder<'_> {
     /// A marker and a big-endian value, in one write.
     #[inline]
     pub(super) fn scalar<const N: usize>(&mut self, marker: u8, value: [u8; N]) -> Result<()> {
