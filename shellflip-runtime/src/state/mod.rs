@@ -214,10 +214,8 @@ impl StateEncoder<'_> {
     /// Encodes `value` as the state's data. Called once per state.
     pub fn put_data<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), StateError> {
         if self.data_written {
-            return Err(StateError::Encode {
-                type_name: self.type_name,
-                reason: "the data was written twice; call `put_data` once".to_owned(),
-            });
+            let reason = "the data was written twice; call `put_data` once";
+            return Err(encode_error(self.type_name, reason));
         }
         self.data_written = true;
         let mut encoder = encode::Encoder::new(self.out, &mut self.schema, self.limit);
@@ -225,10 +223,7 @@ impl StateEncoder<'_> {
         match (result, encoder.over_limit, &self.memory) {
             (Ok(()), ..) => Ok(()),
             (Err(_), true, Some(memory)) => Err(out_of_memory(self.type_name, self.limit, memory)),
-            (Err(e), ..) => Err(StateError::Encode {
-                type_name: self.type_name,
-                reason: e.0,
-            }),
+            (Err(e), ..) => Err(encode_error(self.type_name, e.0)),
         }
     }
 
@@ -281,13 +276,15 @@ fn out_of_memory(
     }
 }
 
+fn encode_error(type_name: &'static str, reason: impl Into<String>) -> StateError {
+    let reason = reason.into();
+    StateError::Encode { type_name, reason }
+}
+
 fn too_large(type_name: &'static str, len: usize, max: u64) -> StateError {
-    StateError::Encode {
-        type_name,
-        reason: format!(
-            "the encoded state is {len} bytes, more than the {max} bytes a generation accepts (MAX_STATE_BYTES); keep less state, or hand the rest over another way (a file, a database)"
-        ),
-    }
+    encode_error(type_name, format!(
+        "the encoded state is {len} bytes, more than the {max} bytes a generation accepts (MAX_STATE_BYTES); keep less state, or hand the rest over another way (a file, a database)"
+    ))
 }
 
 /// Appends the payload and then the schema table of `state` to `out`, the
@@ -322,10 +319,8 @@ fn encode_body<S: HandoverState>(
 
 fn write_header<S: HandoverState>(out: &mut Vec<u8>, payload_len: usize) -> Result<(), StateError> {
     let name = S::TYPE_NAME.as_bytes();
-    let name_len = u16::try_from(name.len()).map_err(|_| StateError::Encode {
-        type_name: S::TYPE_NAME,
-        reason: "the type name is longer than 65535 bytes".to_owned(),
-    })?;
+    let name_len = u16::try_from(name.len())
+        .map_err(|_| encode_error(S::TYPE_NAME, "the type name is longer than 65535 bytes"))?;
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&STATE_FORMAT_VERSION.to_be_bytes());
     out.extend_from_slice(&S::VERSION.to_be_bytes());
@@ -487,20 +482,11 @@ pub fn parse_envelope(bytes: &[u8]) -> Result<EnvelopeHeader<'_>, StateError> {
         ));
     }
     let format_version = r.u16().map_err(short)?;
+    let expected = STATE_FORMAT_VERSION;
     match format_version {
         STATE_FORMAT_VERSION => {}
-        1 => {
-            return Err(StateError::OldFormat {
-                found: 1,
-                expected: STATE_FORMAT_VERSION,
-            })
-        }
-        found => {
-            return Err(StateError::UnsupportedFormat {
-                found,
-                expected: STATE_FORMAT_VERSION,
-            })
-        }
+        1 => return Err(StateError::OldFormat { found: 1, expected }),
+        found => return Err(StateError::UnsupportedFormat { found, expected }),
     }
     let version = r.u32().map_err(short)?;
     let payload_len = u64::from_be_bytes(r.array().map_err(short)?);
@@ -513,18 +499,15 @@ pub fn parse_envelope(bytes: &[u8]) -> Result<EnvelopeHeader<'_>, StateError> {
     })?;
     let type_name =
         std::str::from_utf8(type_name).map_err(|_| corrupt("the type name is not UTF-8"))?;
-    let payload_len = usize::try_from(payload_len)
+    let rest = r.remaining();
+    let payload = usize::try_from(payload_len)
         .ok()
-        .filter(|&len| len <= r.remaining())
-        .ok_or_else(|| {
-            corrupt(format!(
-                "the payload is announced as {payload_len} bytes but only {} remain",
-                r.remaining()
-            ))
-        })?;
-    let payload = r
-        .take(payload_len)
-        .map_err(|_| corrupt("truncated payload"))?;
+        .and_then(|len| r.take(len).ok());
+    let payload = payload.ok_or_else(|| {
+        corrupt(format!(
+            "the payload is announced as {payload_len} bytes but only {rest} remain"
+        ))
+    })?;
     let schema = &bytes[r.pos..];
     Ok(EnvelopeHeader {
         format_version,

@@ -201,18 +201,17 @@ impl<'de> Reader<'de> {
     }
 
     #[inline]
-    pub(crate) fn peek(&self) -> Result<u8, ReadError> {
-        self.buf.get(self.pos).copied().ok_or(ReadError::Truncated)
-    }
-
-    #[inline]
     pub(crate) fn peek_at(&self, offset: usize) -> Option<u8> {
         self.buf.get(self.pos + offset).copied()
     }
 
     #[inline]
     pub(crate) fn byte(&mut self) -> Result<u8, ReadError> {
-        let b = self.peek()?;
+        let b = self
+            .buf
+            .get(self.pos)
+            .copied()
+            .ok_or(ReadError::Truncated)?;
         self.pos += 1;
         Ok(b)
     }

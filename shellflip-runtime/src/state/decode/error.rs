@@ -33,6 +33,7 @@ pub(crate) enum Problem {
 }
 
 /// A decoding error with the path where it happened.
+#[derive(Debug)]
 pub(crate) struct DeError(pub(super) Box<(Problem, Option<String>)>);
 
 impl DeError {
@@ -53,12 +54,6 @@ impl DeError {
 impl From<ReadError> for DeError {
     fn from(e: ReadError) -> Self {
         DeError::new(Problem::Read(e))
-    }
-}
-
-impl fmt::Debug for DeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} at {:?}", self.0 .0, self.0 .1)
     }
 }
 
