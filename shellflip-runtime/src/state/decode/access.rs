@@ -254,15 +254,34 @@ impl<'de> de::MapAccess<'de> for Fields<'_, '_, 'de> {
     }
 }
 
-/// An enum value.
-pub(super) struct Enum<'a, 'p, 'de> {
+/// An enum variant: an enum value; or, for `deserialize_any`, a container
+/// variant as the one-entry map `{variant: payload}` (serde's externally
+/// tagged form), and that payload.
+pub(super) struct Variant<'a, 'p, 'de> {
     pub(super) d: &'a mut Decoder<'de>,
     pub(super) at: &'p Frame<'p, 'de>,
     pub(super) shape: u32,
     pub(super) len: usize,
+    pub(super) done: bool,
 }
 
-impl<'a, 'p, 'de> Enum<'a, 'p, 'de> {
+impl<'a, 'p, 'de> Variant<'a, 'p, 'de> {
+    pub(super) fn new(
+        d: &'a mut Decoder<'de>,
+        at: &'p Frame<'p, 'de>,
+        shape: u32,
+        len: usize,
+    ) -> Self {
+        let done = false;
+        Variant {
+            d,
+            at,
+            shape,
+            len,
+            done,
+        }
+    }
+
     pub(super) fn entry(&self) -> &Shape<'de> {
         &self.d.shapes[self.shape as usize]
     }
@@ -279,7 +298,7 @@ impl<'a, 'p, 'de> Enum<'a, 'p, 'de> {
     }
 }
 
-impl<'a, 'p, 'de> de::EnumAccess<'de> for Enum<'a, 'p, 'de> {
+impl<'a, 'p, 'de> de::EnumAccess<'de> for Variant<'a, 'p, 'de> {
     type Error = DeError;
     type Variant = Self;
 
@@ -290,7 +309,7 @@ impl<'a, 'p, 'de> de::EnumAccess<'de> for Enum<'a, 'p, 'de> {
     }
 }
 
-impl<'de> de::VariantAccess<'de> for Enum<'_, '_, 'de> {
+impl<'de> de::VariantAccess<'de> for Variant<'_, '_, 'de> {
     type Error = DeError;
 
     fn unit_variant(self) -> Result<()> {
@@ -323,54 +342,34 @@ impl<'de> de::VariantAccess<'de> for Enum<'_, '_, 'de> {
     }
 }
 
-/// A container variant presented to `deserialize_any` as the one-entry map
-/// `{variant: payload}` (serde's externally tagged form).
-pub(super) struct VariantAsMap<'a, 'p, 'de> {
-    pub(super) d: &'a mut Decoder<'de>,
-    pub(super) at: &'p Frame<'p, 'de>,
-    pub(super) shape: u32,
-    pub(super) len: usize,
-    pub(super) done: bool,
-}
-
-impl<'de> de::MapAccess<'de> for VariantAsMap<'_, '_, 'de> {
+impl<'de> de::MapAccess<'de> for Variant<'_, '_, 'de> {
     type Error = DeError;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
         if self.done {
             return Ok(None);
         }
-        let name = self.d.shapes[self.shape as usize].variant;
+        let name = self.entry().variant;
         seed.deserialize(BorrowedStrDeserializer::new(name))
             .map(Some)
     }
 
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value> {
         self.done = true;
-        let variant = self.d.shapes[self.shape as usize].variant;
-        let child = self.at.child(Seg::Variant(variant));
-        seed.deserialize(Payload {
-            d: &mut *self.d,
-            at: &child,
-            shape: self.shape,
-            len: self.len,
-        })
+        let child = self.at.child(Seg::Variant(self.entry().variant));
+        let (shape, len) = (self.shape, self.len);
+        seed.deserialize(Variant::new(&mut *self.d, &child, shape, len))
     }
 }
 
-/// The payload of a container variant, for `deserialize_any`.
-pub(super) struct Payload<'a, 'p, 'de> {
-    pub(super) d: &'a mut Decoder<'de>,
-    pub(super) at: &'p Frame<'p, 'de>,
-    pub(super) shape: u32,
-    pub(super) len: usize,
-}
-
-impl<'de> de::Deserializer<'de> for Payload<'_, '_, 'de> {
+/// The payload of a container variant, once the map's key was taken.
+impl<'de> de::Deserializer<'de> for Variant<'_, '_, 'de> {
     type Error = DeError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        let Payload { d, at, shape, len } = self;
+        let Variant {
+            d, at, shape, len, ..
+        } = self;
         match d.shapes[shape as usize].kind {
             ShapeKind::NewtypeVariant => d.value(at).deserialize_any(visitor),
             ShapeKind::TupleVariant => visit_elements(d, at, len, Trailing::Refuse, visitor),

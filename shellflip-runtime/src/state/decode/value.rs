@@ -182,16 +182,8 @@ impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
                     visitor.visit_borrowed_str(entry.variant)
                 } else {
                     let at = self.at;
-                    let done = false;
-                    return self.d.nested(at, |d| {
-                        visitor.visit_map(VariantAsMap {
-                            d,
-                            at,
-                            shape,
-                            len,
-                            done,
-                        })
-                    });
+                    let visit = |d: &mut _| visitor.visit_map(Variant::new(d, at, shape, len));
+                    return self.d.nested(at, visit);
                 }
             }
             Head::Some => return self.some(visitor),
@@ -348,7 +340,8 @@ impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
         match self.take_head()? {
             Head::Variant { shape, len } => {
                 let at = self.at;
-                let visit = |d: &mut Decoder<'de>| visitor.visit_enum(Enum { d, at, shape, len });
+                let visit =
+                    |d: &mut Decoder<'de>| visitor.visit_enum(Variant::new(d, at, shape, len));
                 if self.d.shapes[shape as usize].kind.is_container() {
                     self.d.nested(at, visit)
                 } else {
