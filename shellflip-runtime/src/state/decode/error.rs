@@ -51,12 +51,6 @@ impl DeError {
     }
 }
 
-impl From<ReadError> for DeError {
-    fn from(e: ReadError) -> Self {
-        DeError::new(Problem::Read(e))
-    }
-}
-
 impl fmt::Display for DeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(path) = self.path() {

@@ -88,43 +88,26 @@ impl<'de> Decoder<'de> {
             seg: Seg::Root,
         };
         let value = T::deserialize(self.value(&root))?;
-        if self.r.remaining() != 0 {
-            let mut e = DeError::from(malformed(format!(
-                "{} bytes follow the state's value",
-                self.r.remaining()
-            )));
-            e.0 .1 = Some(self.root.to_owned());
-            return Err(e);
+        let rest = self.r.remaining();
+        if rest != 0 {
+            let e = malformed(format!("{rest} bytes follow the state's value"));
+            return Err(self.fail(&root, Problem::Read(e)));
         }
         Ok(value)
     }
 
     fn render(&self, at: &Frame<'_, 'de>) -> String {
-        let mut segs = Vec::new();
-        let mut frame = Some(at);
-        while let Some(f) = frame {
-            segs.push(f.seg);
-            frame = f.parent;
-        }
-        let mut out = self.root.to_owned();
-        for seg in segs.iter().rev() {
-            match seg {
-                Seg::Root => {}
-                Seg::Field { name, .. } => {
-                    out.push('.');
-                    out.push_str(name);
-                }
-                Seg::Index(i) => {
-                    let _ = write!(out, "[{i}]");
-                }
-                Seg::Key(raw) => {
-                    let _ = write!(out, "[{}]", self.render_key(raw));
-                }
-                Seg::Variant(v) => {
-                    let _ = write!(out, "::{v}");
-                }
-            }
-        }
+        let mut out = match at.parent {
+            Some(parent) => self.render(parent),
+            None => self.root.to_owned(),
+        };
+        let _ = match at.seg {
+            Seg::Root => Ok(()),
+            Seg::Field { name, .. } => write!(out, ".{name}"),
+            Seg::Index(i) => write!(out, "[{i}]"),
+            Seg::Key(raw) => write!(out, "[{}]", self.render_key(raw)),
+            Seg::Variant(v) => write!(out, "::{v}"),
+        };
         out
     }
 
@@ -160,9 +143,7 @@ impl<'de> Decoder<'de> {
     }
 
     fn fail(&self, at: &Frame<'_, 'de>, problem: Problem) -> DeError {
-        let mut e = DeError::new(problem);
-        e.0 .1 = Some(self.render(at));
-        e
+        self.locate(at, DeError::new(problem))
     }
 
     fn describe(&self, head: &Head<'de>) -> String {
@@ -199,13 +180,8 @@ impl<'de> Decoder<'de> {
         expected: impl Into<String>,
         head: &Head<'de>,
     ) -> DeError {
-        self.fail(
-            at,
-            Problem::Type {
-                expected: expected.into(),
-                received: self.describe(head),
-            },
-        )
+        let (expected, received) = (expected.into(), self.describe(head));
+        self.fail(at, Problem::Type { expected, received })
     }
 
     #[inline]
