@@ -88,15 +88,10 @@ pub(crate) struct Shape<'a> {
 
 impl fmt::Display for Shape<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, variant) = (self.name, self.variant);
         match self.kind {
-            ShapeKind::Struct => write!(f, "struct `{}`", self.name),
-            kind => write!(
-                f,
-                "{} variant `{}::{}`",
-                kind.word(),
-                self.name,
-                self.variant
-            ),
+            ShapeKind::Struct => write!(f, "struct `{name}`"),
+            kind => write!(f, "{} variant `{name}::{variant}`", kind.word()),
         }
     }
 }
@@ -207,11 +202,7 @@ impl<'de> Reader<'de> {
 
     #[inline]
     pub(crate) fn byte(&mut self) -> Result<u8, ReadError> {
-        let b = self
-            .buf
-            .get(self.pos)
-            .copied()
-            .ok_or(ReadError::Truncated)?;
+        let b = *self.buf.get(self.pos).ok_or(ReadError::Truncated)?;
         self.pos += 1;
         Ok(b)
     }

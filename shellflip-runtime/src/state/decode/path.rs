@@ -92,7 +92,7 @@ pub(super) fn no_value(byte: u8) -> ReadError {
     ))
 }
 
-pub(super) fn shape<'s, 'de>(
+pub(super) fn shape_entry<'s, 'de>(
     shapes: &'s [Shape<'de>],
     id: u32,
 ) -> std::result::Result<&'s Shape<'de>, ReadError> {
@@ -186,61 +186,56 @@ fn read_ext<'de>(
     if ty != wire::EXT_SHAPE {
         return Err(malformed(format!("unknown extension type {ty}")));
     }
-    if shape(shapes, id)?.kind.is_container() {
+    if shape_entry(shapes, id)?.kind.is_container() {
         return Err(malformed("a struct or variant reference outside its array"));
     }
     Ok(Head::Variant { shape: id, len: 0 })
 }
 
-/// An array of `len` elements: a struct, a container variant or `Some` when
+/// An array of `n` elements: a struct, a container variant or `Some` when
 /// it starts with their marker, otherwise a plain sequence.
 pub(super) fn read_array<'de>(
     r: &mut Reader<'de>,
     shapes: &[Shape<'de>],
-    len: usize,
+    n: usize,
 ) -> std::result::Result<Head<'de>, ReadError> {
-    if len == 0 {
+    if n == 0 {
         return Ok(Head::Seq(0));
     }
     match (r.peek_at(0).map(Marker::from_u8), r.peek_at(1)) {
         (Some(Marker::FixExt4), Some(wire::EXT_SHAPE)) => {
             let start = r.pos;
             r.take(2)?;
-            let id = r.u32()?;
-            let entry = shape(shapes, id)?;
-            let values = len - 1;
+            let shape = r.u32()?;
+            let entry = shape_entry(shapes, shape)?;
+            // The values after the shape reference.
+            let len = n - 1;
             match entry.kind {
                 // A sequence whose first element is a unit variant.
                 ShapeKind::UnitVariant => {
                     r.pos = start;
-                    Ok(Head::Seq(len))
+                    Ok(Head::Seq(n))
                 }
-                ShapeKind::Struct | ShapeKind::StructVariant if entry.fields.len() != values => {
+                ShapeKind::Struct | ShapeKind::StructVariant if entry.fields.len() != len => {
                     Err(malformed(format!(
-                        "{entry} has {} fields in the schema but {values} values",
+                        "{entry} has {} fields in the schema but {len} values",
                         entry.fields.len()
                     )))
                 }
-                ShapeKind::NewtypeVariant if values != 1 => {
-                    Err(malformed(format!("{entry} with {values} values")))
+                ShapeKind::NewtypeVariant if len != 1 => {
+                    Err(malformed(format!("{entry} with {len} values")))
                 }
-                ShapeKind::Struct => Ok(Head::Struct {
-                    shape: id,
-                    len: values,
-                }),
-                _ => Ok(Head::Variant {
-                    shape: id,
-                    len: values,
-                }),
+                ShapeKind::Struct => Ok(Head::Struct { shape, len }),
+                _ => Ok(Head::Variant { shape, len }),
             }
         }
         (Some(Marker::FixExt1), Some(wire::EXT_SOME)) => {
-            if len != 2 {
-                return Err(malformed(format!("a Some marker in an array of {len}")));
+            if n != 2 {
+                return Err(malformed(format!("a Some marker in an array of {n}")));
             }
             r.take(3)?;
             Ok(Head::Some)
         }
-        _ => Ok(Head::Seq(len)),
+        _ => Ok(Head::Seq(n)),
     }
 }

@@ -311,15 +311,14 @@ impl<'a> Encoder<'a> {
         self.enter()?;
         self.reserve(5)?;
         let header_at = self.out.len();
-        match (len, map) {
-            (Some(len), false) => wire::write_len(self.out, mp::write_array_len, len)?,
-            (Some(len), true) => wire::write_len(self.out, mp::write_map_len, len)?,
-            (None, false) => self
-                .out
-                .extend_from_slice(&[Marker::Array32.to_u8(), 0, 0, 0, 0]),
-            (None, true) => self
-                .out
-                .extend_from_slice(&[Marker::Map32.to_u8(), 0, 0, 0, 0]),
+        match len {
+            Some(len) if map => wire::write_len(self.out, mp::write_map_len, len)?,
+            Some(len) => wire::write_len(self.out, mp::write_array_len, len)?,
+            // A 32-bit length, patched at the end.
+            None => {
+                let marker = if map { Marker::Map32 } else { Marker::Array32 };
+                self.out.extend_from_slice(&[marker.to_u8(), 0, 0, 0, 0]);
+            }
         }
         Ok(SeqEncoder {
             enc: self,
