@@ -309,6 +309,49 @@ fn byte_blobs_are_one_bin() {
     assert_eq!(read.data, [4, 5]);
 }
 
+#[test]
+fn a_byte_string_read_as_a_sequence_widens_and_refuses_leftover_bytes() {
+    #[derive(Serialize, Deserialize)]
+    struct Blob(#[serde(with = "bytes")] Vec<u8>);
+    let wide: Vec<u16> = carry(Blob(vec![1, 2, 250])).unwrap();
+    assert_eq!(wide, [1, 2, 250]);
+
+    /// Takes the first two elements of a sequence and leaves the rest.
+    #[derive(Debug)]
+    struct FirstTwo;
+    impl<'de> Deserialize<'de> for FirstTwo {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = FirstTwo;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("two elements")
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<FirstTwo, A::Error> {
+                    seq.next_element::<u8>()?;
+                    seq.next_element::<u8>()?;
+                    Ok(FirstTwo)
+                }
+            }
+            d.deserialize_seq(Visit)
+        }
+    }
+    let error = carry::<_, FirstTwo>(Blob(vec![1, 2, 3])).unwrap_err();
+    match &error {
+        StateError::Incompatible { path, reason, .. } => {
+            assert_eq!(path, "State", "{error}");
+            assert_eq!(
+                reason, "received 3 bytes, this build takes only 2",
+                "{error}"
+            );
+        }
+        other => panic!("{other}"),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Matching by name
 // ---------------------------------------------------------------------------

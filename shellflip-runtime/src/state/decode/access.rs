@@ -6,12 +6,15 @@ use super::*;
 // Accessors
 // ---------------------------------------------------------------------------
 
-/// The elements of a plain sequence.
+/// The elements of a plain sequence, or the bytes of a `bin` read as a
+/// sequence of `u8` values.
 pub(super) struct Elements<'a, 'p, 'de> {
     pub(super) d: &'a mut Decoder<'de>,
     pub(super) at: &'p Frame<'p, 'de>,
     pub(super) index: usize,
     pub(super) len: usize,
+    /// The bytes, for a `bin`; otherwise the elements follow in the reader.
+    pub(super) bin: Option<&'de [u8]>,
 }
 
 impl Elements<'_, '_, '_> {
@@ -21,13 +24,16 @@ impl Elements<'_, '_, '_> {
             return Ok(());
         }
         match trailing {
-            Trailing::Refuse => Err(self.d.fail(
-                self.at,
-                Problem::Other(format!(
-                    "received {} elements, this build takes only {}",
-                    self.len, self.index
-                )),
-            )),
+            Trailing::Refuse => {
+                let what = if self.bin.is_some() {
+                    "bytes"
+                } else {
+                    "elements"
+                };
+                let (len, index) = (self.len, self.index);
+                let taken = format!("received {len} {what}, this build takes only {index}");
+                Err(self.d.fail(self.at, Problem::Other(taken)))
+            }
             Trailing::Drop => {
                 for index in self.index..self.len {
                     let child = self.at.child(Seg::Index(index));
@@ -48,12 +54,18 @@ impl<'de> de::SeqAccess<'de> for Elements<'_, '_, 'de> {
             return Ok(None);
         }
         let child = self.at.child(Seg::Index(self.index));
+        let mut value = self.d.value(&child);
+        value.head = self.bin.map(|bin| Head::U8(bin[self.index]));
         self.index += 1;
-        seed.deserialize(self.d.value(&child)).map(Some)
+        seed.deserialize(value).map(Some)
     }
 
     fn size_hint(&self) -> Option<usize> {
-        Some((self.len - self.index).min(self.d.r.remaining()))
+        let rest = self.len - self.index;
+        Some(match self.bin {
+            Some(_) => rest,
+            None => rest.min(self.d.r.remaining()),
+        })
     }
 }
 
@@ -66,8 +78,13 @@ pub(super) fn visit_elements<'p, 'de, V: Visitor<'de>>(
     trailing: Trailing,
     visitor: V,
 ) -> Result<V::Value> {
-    let index = 0;
-    let mut elements = Elements { d, at, index, len };
+    let mut elements = Elements {
+        d,
+        at,
+        index: 0,
+        len,
+        bin: None,
+    };
     let value = visitor.visit_seq(&mut elements)?;
     elements.finish(trailing)?;
     Ok(value)
@@ -100,33 +117,6 @@ pub(super) fn visit_fields<'p, 'de, V: Visitor<'de>>(
     }?;
     fields.finish()?;
     Ok(value)
-}
-
-/// A `bin` read as a sequence of `u8` values.
-pub(super) struct BinElements<'a, 'p, 'de> {
-    pub(super) d: &'a mut Decoder<'de>,
-    pub(super) at: &'p Frame<'p, 'de>,
-    pub(super) bytes: &'de [u8],
-    pub(super) index: usize,
-}
-
-impl<'de> de::SeqAccess<'de> for BinElements<'_, '_, 'de> {
-    type Error = DeError;
-
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
-        let Some(&byte) = self.bytes.get(self.index) else {
-            return Ok(None);
-        };
-        let child = self.at.child(Seg::Index(self.index));
-        self.index += 1;
-        let mut value = self.d.value(&child);
-        value.head = Some(Head::U8(byte));
-        seed.deserialize(value).map(Some)
-    }
-
-    fn size_hint(&self) -> Option<usize> {
-        Some(self.bytes.len() - self.index)
-    }
 }
 
 /// The entries of a map.

@@ -68,10 +68,8 @@ impl de::Error for DeError {
     }
 
     fn invalid_type(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
-        DeError::new(Problem::Type {
-            expected: exp.to_string(),
-            received: unexp.to_string(),
-        })
+        let (expected, received) = (exp.to_string(), unexp.to_string());
+        DeError::new(Problem::Type { expected, received })
     }
 
     fn invalid_length(len: usize, exp: &dyn de::Expected) -> Self {
@@ -81,10 +79,8 @@ impl de::Error for DeError {
     }
 
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
-        DeError::new(Problem::UnknownVariant {
-            variant: variant.to_owned(),
-            expected,
-        })
+        let variant = variant.to_owned();
+        DeError::new(Problem::UnknownVariant { variant, expected })
     }
 
     fn missing_field(field: &'static str) -> Self {

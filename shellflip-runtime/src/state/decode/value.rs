@@ -58,28 +58,20 @@ impl<'p, 'de> Value<'_, 'p, 'de> {
     pub(super) fn bytes_as_seq<V: Visitor<'de>>(
         self,
         visitor: V,
-        bytes: &'de [u8],
+        bin: &'de [u8],
     ) -> Result<V::Value> {
         let Value { d, at, .. } = self;
-        let mut elements = BinElements {
+        let mut elements = Elements {
             d,
             at,
-            bytes,
             index: 0,
+            len: bin.len(),
+            bin: Some(bin),
         };
         let value = visitor
             .visit_seq(&mut elements)
             .map_err(|e| elements.d.locate(at, e))?;
-        if elements.index != bytes.len() {
-            return Err(elements.d.fail(
-                at,
-                Problem::Other(format!(
-                    "received {} bytes, this build takes only {}",
-                    bytes.len(),
-                    elements.index
-                )),
-            ));
-        }
+        elements.finish(Trailing::Refuse)?;
         Ok(value)
     }
 

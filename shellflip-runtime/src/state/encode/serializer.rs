@@ -169,16 +169,12 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
         let id = self
             .schema
             .variant(ShapeKind::TupleVariant, name, variant_index, variant)?;
-        self.enter()?;
-        self.array_len(len + 1)?;
-        self.shape_ref(id)?;
-        Ok(SeqEncoder {
-            enc: self,
-            expected: Some(len),
-            count: 0,
-            header_at: 0,
-            what: "tuple variant",
-        })
+        // The shape reference is the array's first element, not the
+        // variant's.
+        let mut seq = self.begin_seq(Some(len + 1), false, "tuple variant")?;
+        seq.enc.shape_ref(id)?;
+        seq.expected = Some(len);
+        Ok(seq)
     }
 
     fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap> {
