@@ -339,7 +339,8 @@ pub fn encode_envelope_into<S: HandoverState>(
     out: &mut Vec<u8>,
 ) -> Result<EnvelopeInfo, StateError> {
     let start = out.len();
-    let limit = start.saturating_add(max_state_len());
+    // All of memory where MAX_STATE_BYTES does not fit a `usize`.
+    let limit = start.saturating_add(usize::try_from(MAX_STATE_BYTES).unwrap_or(usize::MAX));
     let result = (|| {
         write_header::<S>(out, 0)?;
         let header_len = out.len() - start;
@@ -388,11 +389,6 @@ impl EncodedState {
     pub(crate) fn len(&self) -> usize {
         self.header.len() + self.payload.len()
     }
-}
-
-/// [`MAX_STATE_BYTES`] as a `usize` (all of memory where it does not fit).
-fn max_state_len() -> usize {
-    usize::try_from(MAX_STATE_BYTES).unwrap_or(usize::MAX)
 }
 
 /// [`encode_envelope`] as a header and a body, refused before anything is

@@ -237,17 +237,31 @@ impl<'de> Reader<'de> {
         std::str::from_utf8(bytes).map_err(|_| malformed("a string is not valid UTF-8"))
     }
 
+    /// The length `marker` announces: in the marker itself (`FixStr`,
+    /// `FixArray`, `FixMap`), or in the 8 (`Str8`, `Bin8`, `Ext8`), 16
+    /// (`Str16`, `Bin16`, `Ext16`, `Array16`, `Map16`) or 32 bits (the
+    /// 32-bit forms) after it.
+    pub(crate) fn announced(&mut self, marker: Marker) -> Result<usize, ReadError> {
+        Ok(match marker {
+            Marker::FixStr(n) | Marker::FixArray(n) | Marker::FixMap(n) => usize::from(n),
+            Marker::Str8 | Marker::Bin8 | Marker::Ext8 => usize::from(self.byte()?),
+            Marker::Str16 | Marker::Bin16 | Marker::Ext16 | Marker::Array16 | Marker::Map16 => {
+                usize::from(self.u16()?)
+            }
+            _ => self.u32()? as usize,
+        })
+    }
+
     /// Reads a string value (any str marker).
     pub(crate) fn str(&mut self) -> Result<&'de str, ReadError> {
-        let marker = self.byte()?;
-        let len = match Marker::from_u8(marker) {
-            Marker::FixStr(len) => usize::from(len),
-            Marker::Str8 => usize::from(self.byte()?),
-            Marker::Str16 => usize::from(self.u16()?),
-            Marker::Str32 => self.u32()? as usize,
-            _ => return Err(unexpected(marker, "a string")),
-        };
-        self.str_of_len(len)
+        let byte = self.byte()?;
+        match Marker::from_u8(byte) {
+            m @ (Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32) => {
+                let len = self.announced(m)?;
+                self.str_of_len(len)
+            }
+            _ => Err(unexpected(byte, "a string")),
+        }
     }
 
     /// Reads the header of an array of `len` elements; `what` is the error
@@ -261,12 +275,10 @@ impl<'de> Reader<'de> {
 
     /// Reads an array header.
     pub(crate) fn array_len(&mut self) -> Result<usize, ReadError> {
-        let marker = self.byte()?;
-        match Marker::from_u8(marker) {
-            Marker::FixArray(len) => Ok(usize::from(len)),
-            Marker::Array16 => Ok(usize::from(self.u16()?)),
-            Marker::Array32 => Ok(self.u32()? as usize),
-            _ => Err(unexpected(marker, "an array")),
+        let byte = self.byte()?;
+        match Marker::from_u8(byte) {
+            m @ (Marker::FixArray(_) | Marker::Array16 | Marker::Array32) => self.announced(m),
+            _ => Err(unexpected(byte, "an array")),
         }
     }
 }

@@ -312,24 +312,20 @@ impl<'de> Decoder<'de> {
         let byte = r.byte()?;
         let marker = Marker::from_u8(byte);
         let data = match marker {
-            Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::False | Marker::True => {
-                0
+            Marker::FixPos(_) | Marker::FixNeg(_) => 0,
+            Marker::Null | Marker::False | Marker::True => 0,
+            Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => {
+                return Ok(2 * r.announced(marker)? as u64)
             }
-            Marker::FixMap(len) => return Ok(2 * u64::from(len)),
-            Marker::FixArray(len) => return Ok(u64::from(len)),
-            Marker::Map16 | Marker::Map32 => return Ok(2 * path::sized(r, marker)? as u64),
-            Marker::Array16 | Marker::Array32 => return Ok(path::sized(r, marker)? as u64),
-            Marker::FixStr(len) => usize::from(len),
-            Marker::Bin8
-            | Marker::Str8
-            | Marker::Bin16
-            | Marker::Str16
-            | Marker::Bin32
-            | Marker::Str32 => path::sized(r, marker)?,
+            Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
+                return Ok(r.announced(marker)? as u64)
+            }
+            Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => {
+                r.announced(marker)?
+            }
+            Marker::Bin8 | Marker::Bin16 | Marker::Bin32 => r.announced(marker)?,
             // The type byte, then the data.
-            Marker::Ext8 | Marker::Ext16 | Marker::Ext32 => {
-                path::sized(r, marker)?.saturating_add(1)
-            }
+            Marker::Ext8 | Marker::Ext16 | Marker::Ext32 => r.announced(marker)?.saturating_add(1),
             Marker::U8 | Marker::I8 => 1,
             Marker::U16 | Marker::I16 => 2,
             Marker::U32 | Marker::I32 | Marker::F32 => 4,

@@ -114,20 +114,17 @@ pub(super) fn read_head<'de>(
     Ok(match marker {
         Marker::FixPos(v) => Head::U8(v),
         Marker::FixNeg(v) => Head::I8(v),
-        Marker::FixMap(len) => Head::Map(usize::from(len)),
-        Marker::Map16 | Marker::Map32 => Head::Map(sized(r, marker)?),
-        Marker::FixArray(len) => read_array(r, shapes, usize::from(len))?,
-        Marker::Array16 | Marker::Array32 => {
-            let len = sized(r, marker)?;
+        Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => Head::Map(r.announced(marker)?),
+        Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
+            let len = r.announced(marker)?;
             read_array(r, shapes, len)?
         }
-        Marker::FixStr(len) => Head::Str(r.str_of_len(usize::from(len))?),
-        Marker::Str8 | Marker::Str16 | Marker::Str32 => {
-            let len = sized(r, marker)?;
+        Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => {
+            let len = r.announced(marker)?;
             Head::Str(r.str_of_len(len)?)
         }
         Marker::Bin8 | Marker::Bin16 | Marker::Bin32 => {
-            let len = sized(r, marker)?;
+            let len = r.announced(marker)?;
             Head::Bin(r.take(len)?)
         }
         Marker::Null => Head::Nil,
@@ -145,19 +142,6 @@ pub(super) fn read_head<'de>(
         Marker::I64 => Head::I64(i64::from_be_bytes(r.array()?)),
         Marker::FixExt4 | Marker::FixExt16 => read_ext(r, shapes, marker)?,
         _ => return Err(no_value(byte)),
-    })
-}
-
-/// The length after a `Str8`/`Bin8`/`Ext8` (8 bits), `Str16`/`Bin16`/
-/// `Ext16`/`Array16`/`Map16` (16) or `Str32`/`Bin32`/`Ext32`/`Array32`/
-/// `Map32` (32) marker.
-pub(super) fn sized(r: &mut Reader<'_>, marker: Marker) -> std::result::Result<usize, ReadError> {
-    Ok(match marker {
-        Marker::Str8 | Marker::Bin8 | Marker::Ext8 => usize::from(r.byte()?),
-        Marker::Str16 | Marker::Bin16 | Marker::Ext16 | Marker::Array16 | Marker::Map16 => {
-            usize::from(r.u16()?)
-        }
-        _ => r.u32()? as usize,
     })
 }
 
