@@ -450,10 +450,13 @@ pub struct EnvelopeHeader<'a> {
 }
 
 fn corrupt(reason: impl Into<String>) -> StateError {
-    StateError::Corrupt {
-        type_name: String::new(),
-        reason: reason.into(),
-    }
+    corrupt_as("", reason)
+}
+
+/// [`StateError::Corrupt`], for a state of type `type_name`.
+fn corrupt_as(type_name: &str, reason: impl Into<String>) -> StateError {
+    let (type_name, reason) = (type_name.to_owned(), reason.into());
+    StateError::Corrupt { type_name, reason }
 }
 
 /// Parses an envelope's header without interpreting the payload. Never
@@ -529,23 +532,19 @@ pub struct DecodeReport {
     pub dropped: Vec<String>,
 }
 
-/// The type a decoding was asked for, for error messages.
-#[derive(Clone, Copy)]
-struct Target {
-    type_name: &'static str,
-    version: u32,
-    oldest: u32,
-}
-
 /// What [`HandoverState::decode_state`] reads from: the data (once) and
 /// the descriptors.
 pub struct StateDecoder<'a> {
-    payload: &'a [u8],
+    /// What was received.
+    header: EnvelopeHeader<'a>,
+    /// The schema table, until the data is taken.
     schema: Option<wire::Schema<'a>>,
-    received_type: &'a str,
-    received_version: u32,
     fds: &'a mut StateFds,
-    target: Target,
+    /// The type this build decodes, its version and the oldest version it
+    /// migrates from, for error messages.
+    type_name: &'static str,
+    version: u32,
+    oldest: u32,
     dropped: Vec<String>,
 }
 
@@ -554,15 +553,15 @@ impl StateDecoder<'_> {
     pub fn take_data<T: DeserializeOwned>(&mut self) -> Result<T, StateError> {
         let Some(schema) = self.schema.take() else {
             return Err(StateError::Incompatible {
-                type_name: self.target.type_name.to_owned(),
-                path: self.target.type_name.to_owned(),
+                type_name: self.type_name.to_owned(),
+                path: self.type_name.to_owned(),
                 reason: "the data was read twice; call `take_data` once".to_owned(),
             });
         };
-        let mut decoder = decode::Decoder::new(self.payload, schema, self.target.type_name);
+        let mut decoder = decode::Decoder::new(self.header.payload, schema, self.type_name);
         let result = decoder.decode::<T>();
         self.dropped = std::mem::take(&mut decoder.dropped);
-        result.map_err(|e| StateError::from_decode(self.target.type_name, e))
+        result.map_err(|e| StateError::from_decode(self.type_name, e))
     }
 
     /// Takes the descriptor handed over under `name` and adopts it.
@@ -593,12 +592,12 @@ impl StateDecoder<'_> {
 
     /// The root type named by the previous generation.
     pub fn received_type(&self) -> &str {
-        self.received_type
+        self.header.type_name
     }
 
     /// The schema version the previous generation sent.
     pub fn received_version(&self) -> u32 {
-        self.received_version
+        self.header.version
     }
 
     /// Decodes a state of schema `version` as `New`: directly when it is
@@ -630,11 +629,11 @@ impl StateDecoder<'_> {
     /// The error for a received `version` this build cannot read.
     pub fn version_error(&self, version: u32) -> StateError {
         StateError::Version {
-            type_name: self.target.type_name,
-            received_type: self.received_type.to_owned(),
+            type_name: self.type_name,
+            received_type: self.header.type_name.to_owned(),
             received: version,
-            version: self.target.version,
-            oldest: self.target.oldest,
+            version: self.version,
+            oldest: self.oldest,
         }
     }
 }
@@ -654,35 +653,25 @@ pub fn decode_envelope_with_report<S: HandoverState>(
     bytes: &[u8],
     fds: &mut StateFds,
 ) -> Result<(S, DecodeReport), StateError> {
-    let with_type = |e: StateError| match e {
-        StateError::Corrupt { reason, .. } => StateError::Corrupt {
-            type_name: S::TYPE_NAME.to_owned(),
-            reason,
-        },
+    let header = parse_envelope(bytes).map_err(|e| match e {
+        StateError::Corrupt { reason, .. } => corrupt_as(S::TYPE_NAME, reason),
         other => other,
-    };
-    let header = parse_envelope(bytes).map_err(with_type)?;
-    let schema = wire::read_schema(header.schema).map_err(|e| StateError::Corrupt {
-        type_name: S::TYPE_NAME.to_owned(),
-        reason: format!("its schema table is unreadable: {e}"),
     })?;
+    let schema = wire::read_schema(header.schema)
+        .map_err(|e| corrupt_as(S::TYPE_NAME, format!("its schema table is unreadable: {e}")))?;
     let mut decoder = StateDecoder {
-        payload: header.payload,
+        header,
         schema: Some(schema),
-        received_type: header.type_name,
-        received_version: header.version,
         fds,
-        target: Target {
-            type_name: S::TYPE_NAME,
-            version: S::VERSION,
-            oldest: S::OLDEST_VERSION,
-        },
+        type_name: S::TYPE_NAME,
+        version: S::VERSION,
+        oldest: S::OLDEST_VERSION,
         dropped: Vec::new(),
     };
-    let state = S::decode_version(header.version, &mut decoder)?;
+    let state = S::decode_version(decoder.header.version, &mut decoder)?;
     let report = DecodeReport {
-        received_type: header.type_name.to_owned(),
-        received_version: header.version,
+        received_type: decoder.header.type_name.to_owned(),
+        received_version: decoder.header.version,
         len: bytes.len(),
         dropped: decoder.dropped,
     };
