@@ -39,13 +39,8 @@ use value::*;
 // ---------------------------------------------------------------------------
 
 /// Whether a received shape can be presented positionally to a target
-/// whose field list is at (address, length).
-#[derive(Clone, Copy, Default)]
-struct Verdict {
-    fields: usize,
-    len: usize,
-    positional: bool,
-}
+/// whose field list is at (address, length): that key, and the verdict.
+type Verdict = ((usize, usize), bool);
 
 /// At most this many distinct dropped values are listed and logged.
 const MAX_DROPPED: usize = 100;
@@ -230,16 +225,12 @@ impl<'de> Decoder<'de> {
     #[inline]
     fn positional(&mut self, id: u32, fields: &'static [&'static str]) -> bool {
         let key = (fields.as_ptr() as usize, fields.len());
-        let verdict = &mut self.verdicts[id as usize];
-        if verdict.fields == key.0 && verdict.len == key.1 && key.0 != 0 {
-            return verdict.positional;
+        let (seen, positional) = self.verdicts[id as usize];
+        if seen == key && key.0 != 0 {
+            return positional;
         }
         let positional = self.shapes[id as usize].fields.iter().eq(fields.iter());
-        self.verdicts[id as usize] = Verdict {
-            fields: key.0,
-            len: key.1,
-            positional,
-        };
+        self.verdicts[id as usize] = (key, positional);
         positional
     }
 

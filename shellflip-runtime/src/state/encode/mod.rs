@@ -57,14 +57,9 @@ pub(super) const STRUCT_TAG: u32 = u32::MAX;
 pub(super) const CACHE_SLOTS: usize = 64;
 
 /// One slot of the prediction cache: the last shape used for a type name
-/// (by address) and variant index.
-/// The name is kept as its address, only ever compared.
-#[derive(Clone, Copy)]
-pub(super) struct Slot {
-    pub(super) name: usize,
-    pub(super) tag: u32,
-    pub(super) id: u32,
-}
+/// and variant index, as (the name's address, only ever compared; the
+/// variant index; the shape's id, `u32::MAX` in an empty slot).
+pub(super) type Slot = (usize, u32, u32);
 
 /// The schema table being built and the prediction cache.
 pub(crate) struct Schema {
@@ -80,11 +75,7 @@ impl Default for Schema {
         Schema {
             shapes: Vec::new(),
             ids: HashMap::new(),
-            cache: [Slot {
-                name: 0,
-                tag: 0,
-                id: u32::MAX,
-            }; CACHE_SLOTS],
+            cache: [(0, 0, u32::MAX); CACHE_SLOTS],
             spare: Vec::new(),
         }
     }
@@ -99,17 +90,12 @@ impl Schema {
 
     #[inline]
     pub(super) fn predict(&self, name: &'static str, tag: u32) -> Option<u32> {
-        let slot = self.cache[Self::slot(name, tag)];
-        (slot.name == name.as_ptr() as usize && slot.tag == tag && slot.id != u32::MAX)
-            .then_some(slot.id)
+        let (slot_name, slot_tag, id) = self.cache[Self::slot(name, tag)];
+        (slot_name == name.as_ptr() as usize && slot_tag == tag && id != u32::MAX).then_some(id)
     }
 
     pub(super) fn remember(&mut self, name: &'static str, tag: u32, id: u32) {
-        self.cache[Self::slot(name, tag)] = Slot {
-            name: name.as_ptr() as usize,
-            tag,
-            id,
-        };
+        self.cache[Self::slot(name, tag)] = (name.as_ptr() as usize, tag, id);
     }
 
     pub(super) fn intern(&mut self, shape: Shape<'static>) -> Result<u32> {
