@@ -1169,6 +1169,13 @@ fn a_newer_version_or_one_without_a_route_is_refused_naming_both() {
     assert!(message.contains("version 3 of `State`"), "{message}");
     assert!(message.contains("versions 1 to 2"), "{message}");
     assert!(message.contains("cannot be migrated back"), "{message}");
+    assert_eq!(
+        message,
+        format!(
+            "the handover state cannot be carried: the previous generation sent version 3 of `State`, this build's `{}` reads versions 1 to 2 (older ones through its migrations); a state cannot be migrated back to an older schema: deploy a build that reads it, or restart once with fresh state",
+            S2::TYPE_NAME
+        )
+    );
 
     let v2 = encode_envelope(&S2(V2 { total: 5 }), &mut fds).unwrap();
     let error = decode_envelope::<S1>(&v2, &mut fds)
