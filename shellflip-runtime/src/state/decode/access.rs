@@ -69,21 +69,25 @@ impl<'de> de::SeqAccess<'de> for Elements<'_, '_, 'de> {
     }
 }
 
-/// Visits the `len` elements that follow as a sequence; `trailing` says
-/// what to do with elements the visitor did not take.
+/// Visits as a sequence the `len` elements that follow, or the bytes of
+/// `bin`; `trailing` says what to do with elements the visitor did not
+/// take.
 pub(super) fn visit_elements<'p, 'de, V: Visitor<'de>>(
     d: &mut Decoder<'de>,
     at: &'p Frame<'p, 'de>,
     len: usize,
+    bin: Option<&'de [u8]>,
     trailing: Trailing,
     visitor: V,
 ) -> Result<V::Value> {
+    // A `bin` has as many elements as bytes.
+    let len = bin.map_or(len, <[u8]>::len);
     let mut elements = Elements {
         d,
         at,
         index: 0,
         len,
-        bin: None,
+        bin,
     };
     let value = visitor.visit_seq(&mut elements)?;
     elements.finish(trailing)?;
@@ -315,7 +319,8 @@ impl<'de> de::VariantAccess<'de> for Variant<'_, '_, 'de> {
     fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value> {
         self.expect(ShapeKind::TupleVariant)?;
         let child = self.at.child(Seg::Variant(self.entry().variant));
-        let value = visit_elements(&mut *self.d, &child, self.len, Trailing::Refuse, visitor);
+        let (d, len) = (&mut *self.d, self.len);
+        let value = visit_elements(d, &child, len, None, Trailing::Refuse, visitor);
         value.map_err(|e| self.d.locate(&child, e))
     }
 
@@ -362,7 +367,7 @@ impl<'de> de::Deserializer<'de> for Variant<'_, '_, 'de> {
         } = self;
         match d.shapes[shape as usize].kind {
             ShapeKind::NewtypeVariant => d.value(at).deserialize_any(visitor),
-            ShapeKind::TupleVariant => visit_elements(d, at, len, Trailing::Refuse, visitor),
+            ShapeKind::TupleVariant => visit_elements(d, at, len, None, Trailing::Refuse, visitor),
             _ => visit_fields(d, at, shape, len, None, visitor),
         }
     }

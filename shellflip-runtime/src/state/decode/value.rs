@@ -35,11 +35,9 @@ impl<'p, 'de> Value<'_, 'p, 'de> {
 
     /// This value again with `head`, for a visitor that takes it whole.
     fn again(&mut self, head: Option<Head<'de>>) -> Value<'_, 'p, 'de> {
-        Value {
-            d: &mut *self.d,
-            at: self.at,
-            head,
-        }
+        let mut value = self.d.value(self.at);
+        value.head = head;
+        value
     }
 
     /// Visits a plain sequence of `len` elements; `trailing` says what to
@@ -52,27 +50,18 @@ impl<'p, 'de> Value<'_, 'p, 'de> {
     ) -> Result<V::Value> {
         let at = self.at;
         self.d
-            .nested(at, |d| visit_elements(d, at, len, trailing, visitor))
+            .nested(at, |d| visit_elements(d, at, len, None, trailing, visitor))
     }
 
+    /// Visits the bytes of a `bin` as a sequence of `u8` values.
     pub(super) fn bytes_as_seq<V: Visitor<'de>>(
         self,
         visitor: V,
         bin: &'de [u8],
     ) -> Result<V::Value> {
-        let Value { d, at, .. } = self;
-        let mut elements = Elements {
-            d,
-            at,
-            index: 0,
-            len: bin.len(),
-            bin: Some(bin),
-        };
-        let value = visitor
-            .visit_seq(&mut elements)
-            .map_err(|e| elements.d.locate(at, e))?;
-        elements.finish(Trailing::Refuse)?;
-        Ok(value)
+        let (d, len) = (&mut *self.d, bin.len());
+        let result = visit_elements(d, self.at, len, Some(bin), Trailing::Refuse, visitor);
+        self.located(result)
     }
 
     pub(super) fn map<V: Visitor<'de>>(self, visitor: V, len: usize) -> Result<V::Value> {
