@@ -42,10 +42,9 @@ impl ser::Error for EncodeError {
 }
 
 impl From<TooLong> for EncodeError {
-    fn from(e: TooLong) -> Self {
+    fn from(TooLong(len): TooLong) -> Self {
         EncodeError(format!(
-            "a value of {} elements or bytes is longer than MessagePack allows (4 GiB)",
-            e.0
+            "a value of {len} elements or bytes is longer than MessagePack allows (4 GiB)"
         ))
     }
 }
