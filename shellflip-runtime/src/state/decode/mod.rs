@@ -184,30 +184,20 @@ impl<'de> Decoder<'de> {
         read_head(&mut self.r, &self.shapes).map_err(|e| self.fail(at, Problem::Read(e)))
     }
 
-    #[inline]
-    fn enter(&mut self, at: &Frame<'_, 'de>) -> Result<()> {
-        if self.depth >= MAX_STATE_DEPTH {
-            return Err(self.fail(at, Problem::TooDeep));
-        }
-        self.depth += 1;
-        Ok(())
-    }
-
-    #[inline]
-    fn leave(&mut self) {
-        self.depth -= 1;
-    }
-
-    /// Runs `visit` one level deeper, its errors located at `at`.
+    /// Runs `visit` one level deeper (refused past [`MAX_STATE_DEPTH`]),
+    /// its errors located at `at`.
     #[inline]
     fn nested<T>(
         &mut self,
         at: &Frame<'_, 'de>,
         visit: impl FnOnce(&mut Self) -> Result<T>,
     ) -> Result<T> {
-        self.enter(at)?;
+        if self.depth >= MAX_STATE_DEPTH {
+            return Err(self.fail(at, Problem::TooDeep));
+        }
+        self.depth += 1;
         let value = visit(self).map_err(|e| self.locate(at, e))?;
-        self.leave();
+        self.depth -= 1;
         Ok(value)
     }
 
@@ -330,16 +320,6 @@ impl<'de> Decoder<'de> {
         };
         r.take(data)?;
         Ok(0)
-    }
-
-    /// The number of values that follow a head already read.
-    fn contained(head: &Head<'de>) -> u64 {
-        match *head {
-            Head::Seq(n) | Head::Struct { len: n, .. } | Head::Variant { len: n, .. } => n as u64,
-            Head::Map(n) => 2 * n as u64,
-            Head::Some => 1,
-            _ => 0,
-        }
     }
 }
 

@@ -350,8 +350,13 @@ impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
         if matches!(self.at.seg, Seg::Field { .. } | Seg::Key(_)) {
             self.d.dropped(self.at, "has no such field");
         }
-        let head = self.take_head()?;
-        let contained = Decoder::contained(&head);
+        // The values inside it.
+        let contained = match self.take_head()? {
+            Head::Seq(n) | Head::Struct { len: n, .. } | Head::Variant { len: n, .. } => n as u64,
+            Head::Map(n) => 2 * n as u64,
+            Head::Some => 1,
+            _ => 0,
+        };
         if contained > 0 {
             let at = self.at;
             self.d.nested(at, |d| d.skip(at, contained))?;
