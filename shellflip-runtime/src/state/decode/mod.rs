@@ -169,21 +169,6 @@ impl<'de> Decoder<'de> {
         }
     }
 
-    fn type_error(
-        &self,
-        at: &Frame<'_, 'de>,
-        expected: impl Into<String>,
-        head: &Head<'de>,
-    ) -> DeError {
-        let (expected, received) = (expected.into(), self.describe(head));
-        self.fail(at, Problem::Type { expected, received })
-    }
-
-    #[inline]
-    fn head(&mut self, at: &Frame<'_, 'de>) -> Result<Head<'de>> {
-        read_head(&mut self.r, &self.shapes).map_err(|e| self.fail(at, Problem::Read(e)))
-    }
-
     /// Runs `visit` one level deeper (refused past [`MAX_STATE_DEPTH`]),
     /// its errors located at `at`.
     #[inline]

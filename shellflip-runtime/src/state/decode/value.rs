@@ -19,12 +19,14 @@ impl<'p, 'de> Value<'_, 'p, 'de> {
     pub(super) fn take_head(&mut self) -> Result<Head<'de>> {
         match self.head.take() {
             Some(head) => Ok(head),
-            None => self.d.head(self.at),
+            None => read_head(&mut self.d.r, &self.d.shapes)
+                .map_err(|e| self.d.fail(self.at, Problem::Read(e))),
         }
     }
 
     pub(super) fn mismatch<T>(&self, expected: impl Into<String>, head: &Head<'de>) -> Result<T> {
-        Err(self.d.type_error(self.at, expected, head))
+        let (expected, received) = (expected.into(), self.d.describe(head));
+        Err(self.d.fail(self.at, Problem::Type { expected, received }))
     }
 
     /// `result` (a visitor's) with the path of this value.

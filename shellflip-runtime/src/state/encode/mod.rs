@@ -243,13 +243,6 @@ impl<'a> Encoder<'a> {
         Ok(self.out.len() - 4)
     }
 
-    /// Writes an array header.
-    #[inline]
-    pub(super) fn array_len(&mut self, len: usize) -> Result<()> {
-        self.reserve(5)?;
-        Ok(wire::write_len(self.out, mp::write_array_len, len)?)
-    }
-
     /// Starts a struct or struct variant: the array header and a shape
     /// reference predicted from the last value of the same type.
     pub(super) fn begin_struct<'e>(
@@ -261,7 +254,8 @@ impl<'a> Encoder<'a> {
         len: usize,
     ) -> Result<StructEncoder<'e, 'a>> {
         self.enter()?;
-        self.array_len(len + 1)?;
+        self.reserve(5)?;
+        wire::write_len(self.out, mp::write_array_len, len + 1)?;
         let predicted = self.schema.predict(name, tag).filter(|&id| {
             let shape = &self.schema.shapes[id as usize];
             shape.kind == kind && same(shape.variant, variant)
