@@ -55,17 +55,6 @@ impl<'p, 'de> Value<'_, 'p, 'de> {
             .nested(at, |d| visit_elements(d, at, len, None, trailing, visitor))
     }
 
-    /// Visits the bytes of a `bin` as a sequence of `u8` values.
-    pub(super) fn bytes_as_seq<V: Visitor<'de>>(
-        self,
-        visitor: V,
-        bin: &'de [u8],
-    ) -> Result<V::Value> {
-        let (d, len) = (&mut *self.d, bin.len());
-        let result = visit_elements(d, self.at, len, Some(bin), Trailing::Refuse, visitor);
-        self.located(result)
-    }
-
     pub(super) fn map<V: Visitor<'de>>(self, visitor: V, len: usize) -> Result<V::Value> {
         let at = self.at;
         self.d.nested(at, |d| {
@@ -266,7 +255,12 @@ impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
     fn deserialize_seq<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
         match self.take_head()? {
             Head::Seq(n) => self.seq(visitor, n, Trailing::Refuse),
-            Head::Bin(b) => self.bytes_as_seq(visitor, b),
+            // The bytes of a `bin` as a sequence of `u8` values.
+            Head::Bin(bin) => {
+                let (d, len) = (&mut *self.d, bin.len());
+                let result = visit_elements(d, self.at, len, Some(bin), Trailing::Refuse, visitor);
+                self.located(result)
+            }
             other => self.mismatch("a sequence", &other),
         }
     }

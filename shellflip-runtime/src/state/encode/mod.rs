@@ -307,13 +307,4 @@ impl<'a> Encoder<'a> {
             what,
         })
     }
-
-    /// A marker and a big-endian value, in one write.
-    #[inline]
-    pub(super) fn scalar<const N: usize>(&mut self, marker: u8, value: [u8; N]) -> Result<()> {
-        self.reserve(N + 1)?;
-        self.out.push(marker);
-        self.out.extend_from_slice(&value);
-        Ok(())
-    }
 }

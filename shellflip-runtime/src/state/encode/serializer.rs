@@ -3,12 +3,16 @@
 use super::*;
 
 /// Fixed-width scalars: the marker of the declared type, then the value
-/// big endian.
+/// big endian, in one write.
 macro_rules! fixed {
     ($($method:ident($t:ty) => $marker:ident),*) => {$(
         #[inline]
         fn $method(self, v: $t) -> Result<()> {
-            self.scalar(Marker::$marker.to_u8(), v.to_be_bytes())
+            let value = v.to_be_bytes();
+            self.reserve(value.len() + 1)?;
+            self.out.push(Marker::$marker.to_u8());
+            self.out.extend_from_slice(&value);
+            Ok(())
         }
     )*};
 }
