@@ -363,7 +363,7 @@ pub(crate) async fn encode_state_for_handover(
         .map_err(|e| RestartError::EncodePanicked(e.to_string()))??;
     Ok(encoded.map(|(bytes, state_fds)| {
         let fds = state_fds
-            .into_vec()
+            .fds
             .into_iter()
             .map(|(name, fd)| (format!("{STATE_FD_PREFIX}{name}"), fd))
             .collect();
