@@ -193,23 +193,15 @@ impl<'a> Encoder<'a> {
     #[inline(never)]
     pub(super) fn grow(&mut self, additional: usize) -> Result<()> {
         let len = self.out.len();
-        let Some(needed) = len
-            .checked_add(additional)
-            .filter(|&needed| needed <= self.limit)
-        else {
+        let limit = self.limit;
+        let Some(needed) = len.checked_add(additional).filter(|&n| n <= limit) else {
             self.over_limit = true;
             return Err(EncodeError(format!(
-                "the encoded state grows past {} bytes, the most a generation accepts (MAX_STATE_BYTES); keep less state, or hand the rest over another way (a file, a database)",
-                self.limit
+                "the encoded state grows past {limit} bytes, the most a generation accepts (MAX_STATE_BYTES); keep less state, or hand the rest over another way (a file, a database)"
             )));
         };
-        let target = needed.max(
-            self.out
-                .capacity()
-                .saturating_mul(2)
-                .max(MIN_GROWTH)
-                .min(self.limit),
-        );
+        let doubled = self.out.capacity().saturating_mul(2).max(MIN_GROWTH);
+        let target = needed.max(doubled.min(limit));
         self.out.try_reserve_exact(target - len).map_err(|e| {
             EncodeError(format!(
                 "could not allocate {target} bytes for the encoded state ({e}); the old generation lacks the memory to encode its state"
@@ -261,10 +253,8 @@ impl<'a> Encoder<'a> {
             shape.kind == kind && same(shape.variant, variant)
         });
         let id_at = self.shape_ref(predicted.unwrap_or(0))?;
-        let building = match predicted {
-            Some(_) => None,
-            None => Some(self.schema.spare.pop().unwrap_or_default()),
-        };
+        let spare = &mut self.schema.spare;
+        let building = predicted.is_none().then(|| spare.pop().unwrap_or_default());
         Ok(StructEncoder {
             enc: self,
             kind,
