@@ -25,11 +25,7 @@ impl Elements<'_, '_, '_> {
         }
         match trailing {
             Trailing::Refuse => {
-                let what = if self.bin.is_some() {
-                    "bytes"
-                } else {
-                    "elements"
-                };
+                let what = self.bin.map_or("elements", |_| "bytes");
                 let (len, index) = (self.len, self.index);
                 let taken = format!("received {len} {what}, this build takes only {index}");
                 Err(self.d.fail(self.at, Problem::Other(taken)))
@@ -62,10 +58,8 @@ impl<'de> de::SeqAccess<'de> for Elements<'_, '_, 'de> {
 
     fn size_hint(&self) -> Option<usize> {
         let rest = self.len - self.index;
-        Some(match self.bin {
-            Some(_) => rest,
-            None => rest.min(self.d.r.remaining()),
-        })
+        // Elements that follow in the reader take a byte each at least.
+        Some(self.bin.map_or(rest.min(self.d.r.remaining()), |_| rest))
     }
 }
 
@@ -266,13 +260,12 @@ impl<'a, 'p, 'de> Variant<'a, 'p, 'de> {
         shape: u32,
         len: usize,
     ) -> Self {
-        let done = false;
         Variant {
             d,
             at,
             shape,
             len,
-            done,
+            done: false,
         }
     }
 
