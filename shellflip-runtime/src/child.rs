@@ -112,7 +112,9 @@ pub(crate) fn decode_state<S: HandoverState>(
     registry: &mut Registry,
     on_mismatch: StateMismatch,
 ) -> Result<(Option<S>, Option<StateReport>), StateError> {
-    let mut state_fds = StateFds::from_vec(registry.claim_prefixed(STATE_FD_PREFIX));
+    let mut state_fds = StateFds {
+        fds: registry.claim_prefixed(STATE_FD_PREFIX),
+    };
     let mut report = StateReport {
         type_name: S::TYPE_NAME.to_owned(),
         version: S::VERSION,

@@ -356,7 +356,7 @@ pub(crate) async fn encode_state_for_handover(
         let mut state_fds = StateFds::default();
         let bytes = encode(&mut state_fds)?;
         let fds = state_fds
-            .into_vec()
+            .fds
             .into_iter()
             .map(|(name, fd)| (format!("{STATE_FD_PREFIX}{name}"), fd))
             .collect();

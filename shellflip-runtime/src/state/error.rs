@@ -132,7 +132,7 @@ pub enum StateError {
 
     /// The received schema version cannot be read by this build: newer, or
     /// older without a migration that leads to it.
-    #[error("{}", version_message(.type_name, .received_type, *.received, *.version, *.oldest))]
+    #[error("the handover state cannot be carried: the previous generation sent version {received} of `{received_type}`, this build's `{type_name}` reads {}; {}", reads(*.version, *.oldest), version_advice(*.received, *.version))]
     Version {
         /// This build's state type.
         type_name: &'static str,
@@ -169,26 +169,23 @@ fn named(type_name: &str) -> String {
     }
 }
 
-fn version_message(
-    type_name: &str,
-    received_type: &str,
-    received: u32,
-    version: u32,
-    oldest: u32,
-) -> String {
-    let reads = if oldest < version {
+/// The versions a build of schema `version` reads.
+fn reads(version: u32, oldest: u32) -> String {
+    if oldest < version {
         format!("versions {oldest} to {version} (older ones through its migrations)")
     } else {
         format!("version {version} only")
-    };
-    let advice = if received > version {
+    }
+}
+
+/// What to do about a `received` version a build of schema `version`
+/// cannot read.
+fn version_advice(received: u32, version: u32) -> &'static str {
+    if received > version {
         "a state cannot be migrated back to an older schema: deploy a build that reads it, or restart once with fresh state"
     } else {
         "add a migration from it (keep the old struct in the code and name it in `#[handover(version = N, from = \"OldState\")]`), or restart once with fresh state"
-    };
-    format!(
-        "the handover state cannot be carried: the previous generation sent version {received} of `{received_type}`, this build's `{type_name}` reads {reads}; {advice}"
-    )
+    }
 }
 
 impl StateError {

@@ -8,7 +8,8 @@ use super::StateError;
 /// Named file descriptors carried beside the state payload.
 #[derive(Default)]
 pub struct StateFds {
-    fds: Vec<(String, OwnedFd)>,
+    /// The descriptors, by name.
+    pub(crate) fds: Vec<(String, OwnedFd)>,
 }
 
 impl fmt::Debug for StateFds {
@@ -68,14 +69,6 @@ impl StateFds {
     /// True when no descriptor is held.
     pub fn is_empty(&self) -> bool {
         self.fds.is_empty()
-    }
-
-    pub(crate) fn into_vec(self) -> Vec<(String, OwnedFd)> {
-        self.fds
-    }
-
-    pub(crate) fn from_vec(fds: Vec<(String, OwnedFd)>) -> Self {
-        StateFds { fds }
     }
 }
 

@@ -214,10 +214,8 @@ impl StateEncoder<'_> {
     /// Encodes `value` as the state's data. Called once per state.
     pub fn put_data<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), StateError> {
         if self.data_written {
-            return Err(StateError::Encode {
-                type_name: self.type_name,
-                reason: "the data was written twice; call `put_data` once".to_owned(),
-            });
+            let reason = "the data was written twice; call `put_data` once";
+            return Err(encode_error(self.type_name, reason));
         }
         self.data_written = true;
         let mut encoder = encode::Encoder::new(self.out, &mut self.schema, self.limit);
@@ -225,10 +223,7 @@ impl StateEncoder<'_> {
         match (result, encoder.over_limit, &self.memory) {
             (Ok(()), ..) => Ok(()),
             (Err(_), true, Some(memory)) => Err(out_of_memory(self.type_name, self.limit, memory)),
-            (Err(e), ..) => Err(StateError::Encode {
-                type_name: self.type_name,
-                reason: e.0,
-            }),
+            (Err(e), ..) => Err(encode_error(self.type_name, e.0)),
         }
     }
 
@@ -281,13 +276,15 @@ fn out_of_memory(
     }
 }
 
+fn encode_error(type_name: &'static str, reason: impl Into<String>) -> StateError {
+    let reason = reason.into();
+    StateError::Encode { type_name, reason }
+}
+
 fn too_large(type_name: &'static str, len: usize, max: u64) -> StateError {
-    StateError::Encode {
-        type_name,
-        reason: format!(
-            "the encoded state is {len} bytes, more than the {max} bytes a generation accepts (MAX_STATE_BYTES); keep less state, or hand the rest over another way (a file, a database)"
-        ),
-    }
+    encode_error(type_name, format!(
+        "the encoded state is {len} bytes, more than the {max} bytes a generation accepts (MAX_STATE_BYTES); keep less state, or hand the rest over another way (a file, a database)"
+    ))
 }
 
 /// Appends the payload and then the schema table of `state` to `out`, the
@@ -313,7 +310,7 @@ fn encode_body<S: HandoverState>(
     state.encode_state(&mut encoder)?;
     let schema = encoder.schema;
     let payload_len = out.len() - payload_start;
-    wire::write_schema(out, schema.shapes(), S::FIELD_ALIASES).map_err(|e| StateError::Encode {
+    wire::write_schema(out, &schema.shapes, S::FIELD_ALIASES).map_err(|e| StateError::Encode {
         type_name: S::TYPE_NAME,
         reason: format!("a schema table entry of {} bytes is too long", e.0),
     })?;
@@ -322,10 +319,8 @@ fn encode_body<S: HandoverState>(
 
 fn write_header<S: HandoverState>(out: &mut Vec<u8>, payload_len: usize) -> Result<(), StateError> {
     let name = S::TYPE_NAME.as_bytes();
-    let name_len = u16::try_from(name.len()).map_err(|_| StateError::Encode {
-        type_name: S::TYPE_NAME,
-        reason: "the type name is longer than 65535 bytes".to_owned(),
-    })?;
+    let name_len = u16::try_from(name.len())
+        .map_err(|_| encode_error(S::TYPE_NAME, "the type name is longer than 65535 bytes"))?;
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&STATE_FORMAT_VERSION.to_be_bytes());
     out.extend_from_slice(&S::VERSION.to_be_bytes());
@@ -344,7 +339,8 @@ pub fn encode_envelope_into<S: HandoverState>(
     out: &mut Vec<u8>,
 ) -> Result<EnvelopeInfo, StateError> {
     let start = out.len();
-    let limit = start.saturating_add(max_state_len());
+    // All of memory where MAX_STATE_BYTES does not fit a `usize`.
+    let limit = start.saturating_add(usize::try_from(MAX_STATE_BYTES).unwrap_or(usize::MAX));
     let result = (|| {
         write_header::<S>(out, 0)?;
         let header_len = out.len() - start;
@@ -393,11 +389,6 @@ impl EncodedState {
     pub(crate) fn len(&self) -> usize {
         self.header.len() + self.payload.len()
     }
-}
-
-/// [`MAX_STATE_BYTES`] as a `usize` (all of memory where it does not fit).
-fn max_state_len() -> usize {
-    usize::try_from(MAX_STATE_BYTES).unwrap_or(usize::MAX)
 }
 
 /// [`encode_envelope`] as a header and a body, refused before anything is
@@ -459,10 +450,13 @@ pub struct EnvelopeHeader<'a> {
 }
 
 fn corrupt(reason: impl Into<String>) -> StateError {
-    StateError::Corrupt {
-        type_name: String::new(),
-        reason: reason.into(),
-    }
+    corrupt_as("", reason)
+}
+
+/// [`StateError::Corrupt`], for a state of type `type_name`.
+fn corrupt_as(type_name: &str, reason: impl Into<String>) -> StateError {
+    let (type_name, reason) = (type_name.to_owned(), reason.into());
+    StateError::Corrupt { type_name, reason }
 }
 
 /// Parses an envelope's header without interpreting the payload. Never
@@ -487,20 +481,11 @@ pub fn parse_envelope(bytes: &[u8]) -> Result<EnvelopeHeader<'_>, StateError> {
         ));
     }
     let format_version = r.u16().map_err(short)?;
+    let expected = STATE_FORMAT_VERSION;
     match format_version {
         STATE_FORMAT_VERSION => {}
-        1 => {
-            return Err(StateError::OldFormat {
-                found: 1,
-                expected: STATE_FORMAT_VERSION,
-            })
-        }
-        found => {
-            return Err(StateError::UnsupportedFormat {
-                found,
-                expected: STATE_FORMAT_VERSION,
-            })
-        }
+        1 => return Err(StateError::OldFormat { found: 1, expected }),
+        found => return Err(StateError::UnsupportedFormat { found, expected }),
     }
     let version = r.u32().map_err(short)?;
     let payload_len = u64::from_be_bytes(r.array().map_err(short)?);
@@ -513,18 +498,15 @@ pub fn parse_envelope(bytes: &[u8]) -> Result<EnvelopeHeader<'_>, StateError> {
     })?;
     let type_name =
         std::str::from_utf8(type_name).map_err(|_| corrupt("the type name is not UTF-8"))?;
-    let payload_len = usize::try_from(payload_len)
+    let rest = r.remaining();
+    let payload = usize::try_from(payload_len)
         .ok()
-        .filter(|&len| len <= r.remaining())
-        .ok_or_else(|| {
-            corrupt(format!(
-                "the payload is announced as {payload_len} bytes but only {} remain",
-                r.remaining()
-            ))
-        })?;
-    let payload = r
-        .take(payload_len)
-        .map_err(|_| corrupt("truncated payload"))?;
+        .and_then(|len| r.take(len).ok());
+    let payload = payload.ok_or_else(|| {
+        corrupt(format!(
+            "the payload is announced as {payload_len} bytes but only {rest} remain"
+        ))
+    })?;
     let schema = &bytes[r.pos..];
     Ok(EnvelopeHeader {
         format_version,
@@ -550,23 +532,19 @@ pub struct DecodeReport {
     pub dropped: Vec<String>,
 }
 
-/// The type a decoding was asked for, for error messages.
-#[derive(Clone, Copy)]
-struct Target {
-    type_name: &'static str,
-    version: u32,
-    oldest: u32,
-}
-
 /// What [`HandoverState::decode_state`] reads from: the data (once) and
 /// the descriptors.
 pub struct StateDecoder<'a> {
-    payload: &'a [u8],
+    /// What was received.
+    header: EnvelopeHeader<'a>,
+    /// The schema table, until the data is taken.
     schema: Option<wire::Schema<'a>>,
-    received_type: &'a str,
-    received_version: u32,
     fds: &'a mut StateFds,
-    target: Target,
+    /// The type this build decodes, its version and the oldest version it
+    /// migrates from, for error messages.
+    type_name: &'static str,
+    version: u32,
+    oldest: u32,
     dropped: Vec<String>,
 }
 
@@ -575,15 +553,15 @@ impl StateDecoder<'_> {
     pub fn take_data<T: DeserializeOwned>(&mut self) -> Result<T, StateError> {
         let Some(schema) = self.schema.take() else {
             return Err(StateError::Incompatible {
-                type_name: self.target.type_name.to_owned(),
-                path: self.target.type_name.to_owned(),
+                type_name: self.type_name.to_owned(),
+                path: self.type_name.to_owned(),
                 reason: "the data was read twice; call `take_data` once".to_owned(),
             });
         };
-        let mut decoder = decode::Decoder::new(self.payload, schema, self.target.type_name);
+        let mut decoder = decode::Decoder::new(self.header.payload, schema, self.type_name);
         let result = decoder.decode::<T>();
         self.dropped = std::mem::take(&mut decoder.dropped);
-        result.map_err(|e| StateError::from_decode(self.target.type_name, e))
+        result.map_err(|e| StateError::from_decode(self.type_name, e))
     }
 
     /// Takes the descriptor handed over under `name` and adopts it.
@@ -614,12 +592,12 @@ impl StateDecoder<'_> {
 
     /// The root type named by the previous generation.
     pub fn received_type(&self) -> &str {
-        self.received_type
+        self.header.type_name
     }
 
     /// The schema version the previous generation sent.
     pub fn received_version(&self) -> u32 {
-        self.received_version
+        self.header.version
     }
 
     /// Decodes a state of schema `version` as `New`: directly when it is
@@ -651,11 +629,11 @@ impl StateDecoder<'_> {
     /// The error for a received `version` this build cannot read.
     pub fn version_error(&self, version: u32) -> StateError {
         StateError::Version {
-            type_name: self.target.type_name,
-            received_type: self.received_type.to_owned(),
+            type_name: self.type_name,
+            received_type: self.header.type_name.to_owned(),
             received: version,
-            version: self.target.version,
-            oldest: self.target.oldest,
+            version: self.version,
+            oldest: self.oldest,
         }
     }
 }
@@ -675,35 +653,25 @@ pub fn decode_envelope_with_report<S: HandoverState>(
     bytes: &[u8],
     fds: &mut StateFds,
 ) -> Result<(S, DecodeReport), StateError> {
-    let with_type = |e: StateError| match e {
-        StateError::Corrupt { reason, .. } => StateError::Corrupt {
-            type_name: S::TYPE_NAME.to_owned(),
-            reason,
-        },
+    let header = parse_envelope(bytes).map_err(|e| match e {
+        StateError::Corrupt { reason, .. } => corrupt_as(S::TYPE_NAME, reason),
         other => other,
-    };
-    let header = parse_envelope(bytes).map_err(with_type)?;
-    let schema = wire::read_schema(header.schema).map_err(|e| StateError::Corrupt {
-        type_name: S::TYPE_NAME.to_owned(),
-        reason: format!("its schema table is unreadable: {e}"),
     })?;
+    let schema = wire::read_schema(header.schema)
+        .map_err(|e| corrupt_as(S::TYPE_NAME, format!("its schema table is unreadable: {e}")))?;
     let mut decoder = StateDecoder {
-        payload: header.payload,
+        header,
         schema: Some(schema),
-        received_type: header.type_name,
-        received_version: header.version,
         fds,
-        target: Target {
-            type_name: S::TYPE_NAME,
-            version: S::VERSION,
-            oldest: S::OLDEST_VERSION,
-        },
+        type_name: S::TYPE_NAME,
+        version: S::VERSION,
+        oldest: S::OLDEST_VERSION,
         dropped: Vec::new(),
     };
-    let state = S::decode_version(header.version, &mut decoder)?;
+    let state = S::decode_version(decoder.header.version, &mut decoder)?;
     let report = DecodeReport {
-        received_type: header.type_name.to_owned(),
-        received_version: header.version,
+        received_type: decoder.header.type_name.to_owned(),
+        received_version: decoder.header.version,
         len: bytes.len(),
         dropped: decoder.dropped,
     };

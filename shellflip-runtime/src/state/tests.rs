@@ -272,8 +272,8 @@ fn scalars_carry_their_declared_type() {
             0xca, 0x3f, 0, 0, 0, // f32 0.5
         ]
     );
-    assert_eq!(schema.shapes().len(), 1);
-    assert_eq!(schema.shapes()[0].fields, ["a", "b", "c", "d"]);
+    assert_eq!(schema.shapes.len(), 1);
+    assert_eq!(schema.shapes[0].fields, ["a", "b", "c", "d"]);
 }
 
 #[test]
@@ -307,6 +307,49 @@ fn byte_blobs_are_one_bin() {
     assert_eq!(read.data, [1, 200, 3]);
     let read: Plain = carry(Blob { data: vec![4, 5] }).unwrap();
     assert_eq!(read.data, [4, 5]);
+}
+
+#[test]
+fn a_byte_string_read_as_a_sequence_widens_and_refuses_leftover_bytes() {
+    #[derive(Serialize, Deserialize)]
+    struct Blob(#[serde(with = "bytes")] Vec<u8>);
+    let wide: Vec<u16> = carry(Blob(vec![1, 2, 250])).unwrap();
+    assert_eq!(wide, [1, 2, 250]);
+
+    /// Takes the first two elements of a sequence and leaves the rest.
+    #[derive(Debug)]
+    struct FirstTwo;
+    impl<'de> Deserialize<'de> for FirstTwo {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = FirstTwo;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("two elements")
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<FirstTwo, A::Error> {
+                    seq.next_element::<u8>()?;
+                    seq.next_element::<u8>()?;
+                    Ok(FirstTwo)
+                }
+            }
+            d.deserialize_seq(Visit)
+        }
+    }
+    let error = carry::<_, FirstTwo>(Blob(vec![1, 2, 3])).unwrap_err();
+    match &error {
+        StateError::Incompatible { path, reason, .. } => {
+            assert_eq!(path, "State", "{error}");
+            assert_eq!(
+                reason, "received 3 bytes, this build takes only 2",
+                "{error}"
+            );
+        }
+        other => panic!("{other}"),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1126,6 +1169,13 @@ fn a_newer_version_or_one_without_a_route_is_refused_naming_both() {
     assert!(message.contains("version 3 of `State`"), "{message}");
     assert!(message.contains("versions 1 to 2"), "{message}");
     assert!(message.contains("cannot be migrated back"), "{message}");
+    assert_eq!(
+        message,
+        format!(
+            "the handover state cannot be carried: the previous generation sent version 3 of `State`, this build's `{}` reads versions 1 to 2 (older ones through its migrations); a state cannot be migrated back to an older schema: deploy a build that reads it, or restart once with fresh state",
+            S2::TYPE_NAME
+        )
+    );
 
     let v2 = encode_envelope(&S2(V2 { total: 5 }), &mut fds).unwrap();
     let error = decode_envelope::<S1>(&v2, &mut fds)

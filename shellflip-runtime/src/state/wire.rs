@@ -14,6 +14,7 @@
 
 use std::fmt;
 
+use rmp::encode as mp;
 /// MessagePack's markers are `rmp`'s; only the extension types below are
 /// this format's own.
 pub(crate) use rmp::Marker;
@@ -45,21 +46,29 @@ pub(crate) enum ShapeKind {
 }
 
 impl ShapeKind {
-    fn from_u8(byte: u8) -> Option<ShapeKind> {
-        Some(match byte {
-            0 => ShapeKind::Struct,
-            1 => ShapeKind::UnitVariant,
-            2 => ShapeKind::NewtypeVariant,
-            3 => ShapeKind::TupleVariant,
-            4 => ShapeKind::StructVariant,
-            _ => return None,
-        })
-    }
+    /// The kinds, by their byte in the schema table.
+    const ALL: [ShapeKind; 5] = [
+        ShapeKind::Struct,
+        ShapeKind::UnitVariant,
+        ShapeKind::NewtypeVariant,
+        ShapeKind::TupleVariant,
+        ShapeKind::StructVariant,
+    ];
 
     /// True when values of this shape are arrays led by the shape
     /// reference (everything but a unit variant).
     pub(crate) fn is_container(self) -> bool {
         self != ShapeKind::UnitVariant
+    }
+
+    /// The word before "variant" (or "struct" alone for a struct).
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            ShapeKind::Struct | ShapeKind::StructVariant => "struct",
+            ShapeKind::UnitVariant => "unit",
+            ShapeKind::NewtypeVariant => "newtype",
+            ShapeKind::TupleVariant => "tuple",
+        }
     }
 }
 
@@ -79,16 +88,10 @@ pub(crate) struct Shape<'a> {
 
 impl fmt::Display for Shape<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, variant) = (self.name, self.variant);
         match self.kind {
-            ShapeKind::Struct => write!(f, "struct `{}`", self.name),
-            ShapeKind::UnitVariant => write!(f, "unit variant `{}::{}`", self.name, self.variant),
-            ShapeKind::NewtypeVariant => {
-                write!(f, "newtype variant `{}::{}`", self.name, self.variant)
-            }
-            ShapeKind::TupleVariant => write!(f, "tuple variant `{}::{}`", self.name, self.variant),
-            ShapeKind::StructVariant => {
-                write!(f, "struct variant `{}::{}`", self.name, self.variant)
-            }
+            ShapeKind::Struct => write!(f, "struct `{name}`"),
+            kind => write!(f, "{} variant `{name}::{variant}`", kind.word()),
         }
     }
 }
@@ -101,65 +104,22 @@ impl fmt::Display for Shape<'_> {
 #[derive(Debug)]
 pub(crate) struct TooLong(pub usize);
 
-pub(crate) fn write_array_len(out: &mut Vec<u8>, len: usize) -> Result<(), TooLong> {
-    if len < 16 {
-        out.push(Marker::FixArray(len as u8).to_u8());
-    } else if let Ok(len) = u16::try_from(len) {
-        out.push(Marker::Array16.to_u8());
-        out.extend_from_slice(&len.to_be_bytes());
-    } else {
-        let len32 = u32::try_from(len).map_err(|_| TooLong(len))?;
-        out.push(Marker::Array32.to_u8());
-        out.extend_from_slice(&len32.to_be_bytes());
-    }
-    Ok(())
-}
-
-pub(crate) fn write_map_len(out: &mut Vec<u8>, len: usize) -> Result<(), TooLong> {
-    if len < 16 {
-        out.push(Marker::FixMap(len as u8).to_u8());
-    } else if let Ok(len) = u16::try_from(len) {
-        out.push(Marker::Map16.to_u8());
-        out.extend_from_slice(&len.to_be_bytes());
-    } else {
-        let len32 = u32::try_from(len).map_err(|_| TooLong(len))?;
-        out.push(Marker::Map32.to_u8());
-        out.extend_from_slice(&len32.to_be_bytes());
-    }
+/// Writes a length header in its smallest form with `write`: `rmp`'s
+/// `write_array_len`, `write_map_len`, `write_str_len` or `write_bin_len`.
+pub(crate) fn write_len<E>(
+    out: &mut Vec<u8>,
+    write: fn(&mut Vec<u8>, u32) -> Result<Marker, E>,
+    len: usize,
+) -> Result<(), TooLong> {
+    let len32 = u32::try_from(len).map_err(|_| TooLong(len))?;
+    // Writing to a `Vec` does not fail.
+    let _ = write(out, len32);
     Ok(())
 }
 
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) -> Result<(), TooLong> {
-    let len = s.len();
-    if len < 32 {
-        out.push(Marker::FixStr(len as u8).to_u8());
-    } else if let Ok(len) = u8::try_from(len) {
-        out.extend_from_slice(&[Marker::Str8.to_u8(), len]);
-    } else if let Ok(len) = u16::try_from(len) {
-        out.push(Marker::Str16.to_u8());
-        out.extend_from_slice(&len.to_be_bytes());
-    } else {
-        let len32 = u32::try_from(len).map_err(|_| TooLong(len))?;
-        out.push(Marker::Str32.to_u8());
-        out.extend_from_slice(&len32.to_be_bytes());
-    }
+    write_len(out, mp::write_str_len, s.len())?;
     out.extend_from_slice(s.as_bytes());
-    Ok(())
-}
-
-pub(crate) fn write_bin(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), TooLong> {
-    let len = bytes.len();
-    if let Ok(len) = u8::try_from(len) {
-        out.extend_from_slice(&[Marker::Bin8.to_u8(), len]);
-    } else if let Ok(len) = u16::try_from(len) {
-        out.push(Marker::Bin16.to_u8());
-        out.extend_from_slice(&len.to_be_bytes());
-    } else {
-        let len32 = u32::try_from(len).map_err(|_| TooLong(len))?;
-        out.push(Marker::Bin32.to_u8());
-        out.extend_from_slice(&len32.to_be_bytes());
-    }
-    out.extend_from_slice(bytes);
     Ok(())
 }
 
@@ -173,22 +133,22 @@ pub(crate) fn write_schema(
     renames: &[(&str, &[&str])],
 ) -> Result<(), TooLong> {
     out.push(Marker::FixArray(2).to_u8());
-    write_array_len(out, shapes.len())?;
+    write_len(out, mp::write_array_len, shapes.len())?;
     for shape in shapes {
         out.push(Marker::FixArray(4).to_u8());
         out.extend_from_slice(&[Marker::U8.to_u8(), shape.kind as u8]);
         write_str(out, shape.name)?;
         write_str(out, shape.variant)?;
-        write_array_len(out, shape.fields.len())?;
+        write_len(out, mp::write_array_len, shape.fields.len())?;
         for field in &shape.fields {
             write_str(out, field)?;
         }
     }
-    write_array_len(out, renames.len())?;
+    write_len(out, mp::write_array_len, renames.len())?;
     for (field, aliases) in renames {
         out.push(Marker::FixArray(2).to_u8());
         write_str(out, field)?;
-        write_array_len(out, aliases.len())?;
+        write_len(out, mp::write_array_len, aliases.len())?;
         for alias in *aliases {
             write_str(out, alias)?;
         }
@@ -209,21 +169,14 @@ pub(crate) struct Schema<'a> {
 // ---------------------------------------------------------------------------
 
 /// Why bytes could not be read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum ReadError {
     /// The input ends in the middle of a value.
+    #[error("the data ends in the middle of a value")]
     Truncated,
     /// Bytes that this format never writes.
+    #[error("{0}")]
     Malformed(String),
-}
-
-impl fmt::Display for ReadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReadError::Truncated => f.write_str("the data ends in the middle of a value"),
-            ReadError::Malformed(what) => f.write_str(what),
-        }
-    }
 }
 
 /// A cursor over a byte slice; every read is bounds-checked.
@@ -243,18 +196,13 @@ impl<'de> Reader<'de> {
     }
 
     #[inline]
-    pub(crate) fn peek(&self) -> Result<u8, ReadError> {
-        self.buf.get(self.pos).copied().ok_or(ReadError::Truncated)
-    }
-
-    #[inline]
     pub(crate) fn peek_at(&self, offset: usize) -> Option<u8> {
         self.buf.get(self.pos + offset).copied()
     }
 
     #[inline]
     pub(crate) fn byte(&mut self) -> Result<u8, ReadError> {
-        let b = self.peek()?;
+        let b = *self.buf.get(self.pos).ok_or(ReadError::Truncated)?;
         self.pos += 1;
         Ok(b)
     }
@@ -286,77 +234,89 @@ impl<'de> Reader<'de> {
 
     pub(crate) fn str_of_len(&mut self, len: usize) -> Result<&'de str, ReadError> {
         let bytes = self.take(len)?;
-        std::str::from_utf8(bytes)
-            .map_err(|_| ReadError::Malformed("a string is not valid UTF-8".to_owned()))
+        std::str::from_utf8(bytes).map_err(|_| malformed("a string is not valid UTF-8"))
+    }
+
+    /// The length `marker` announces: in the marker itself (`FixStr`,
+    /// `FixArray`, `FixMap`), or in the 8 (`Str8`, `Bin8`, `Ext8`), 16
+    /// (`Str16`, `Bin16`, `Ext16`, `Array16`, `Map16`) or 32 bits (the
+    /// 32-bit forms) after it.
+    pub(crate) fn announced(&mut self, marker: Marker) -> Result<usize, ReadError> {
+        Ok(match marker {
+            Marker::FixStr(n) | Marker::FixArray(n) | Marker::FixMap(n) => usize::from(n),
+            Marker::Str8 | Marker::Bin8 | Marker::Ext8 => usize::from(self.byte()?),
+            Marker::Str16 | Marker::Bin16 | Marker::Ext16 | Marker::Array16 | Marker::Map16 => {
+                usize::from(self.u16()?)
+            }
+            _ => self.u32()? as usize,
+        })
     }
 
     /// Reads a string value (any str marker).
     pub(crate) fn str(&mut self) -> Result<&'de str, ReadError> {
-        let marker = self.byte()?;
-        let len = match Marker::from_u8(marker) {
-            Marker::FixStr(len) => usize::from(len),
-            Marker::Str8 => usize::from(self.byte()?),
-            Marker::Str16 => usize::from(self.u16()?),
-            Marker::Str32 => self.u32()? as usize,
-            _ => return Err(unexpected(marker, "a string")),
-        };
-        self.str_of_len(len)
+        let byte = self.byte()?;
+        match Marker::from_u8(byte) {
+            m @ (Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32) => {
+                let len = self.announced(m)?;
+                self.str_of_len(len)
+            }
+            _ => Err(unexpected(byte, "a string")),
+        }
+    }
+
+    /// Reads the header of an array of `len` elements; `what` is the error
+    /// otherwise.
+    fn tuple(&mut self, len: usize, what: &str) -> Result<(), ReadError> {
+        if self.array_len()? != len {
+            return Err(malformed(what));
+        }
+        Ok(())
     }
 
     /// Reads an array header.
     pub(crate) fn array_len(&mut self) -> Result<usize, ReadError> {
-        let marker = self.byte()?;
-        match Marker::from_u8(marker) {
-            Marker::FixArray(len) => Ok(usize::from(len)),
-            Marker::Array16 => Ok(usize::from(self.u16()?)),
-            Marker::Array32 => Ok(self.u32()? as usize),
-            _ => Err(unexpected(marker, "an array")),
+        let byte = self.byte()?;
+        match Marker::from_u8(byte) {
+            m @ (Marker::FixArray(_) | Marker::Array16 | Marker::Array32) => self.announced(m),
+            _ => Err(unexpected(byte, "an array")),
         }
     }
 }
 
 fn unexpected(marker: u8, what: &str) -> ReadError {
-    ReadError::Malformed(format!("expected {what}, found the byte {marker:#04x}"))
+    malformed(format!("expected {what}, found the byte {marker:#04x}"))
+}
+
+pub(crate) fn malformed(what: impl Into<String>) -> ReadError {
+    ReadError::Malformed(what.into())
 }
 
 /// Parses the schema table written by [`write_schema`]; the whole input
 /// must be the table.
 pub(crate) fn read_schema(bytes: &[u8]) -> Result<Schema<'_>, ReadError> {
     let mut r = Reader::new(bytes);
-    if r.array_len()? != 2 {
-        return Err(ReadError::Malformed(
-            "the schema table is not [shapes, renames]".to_owned(),
-        ));
-    }
+    r.tuple(2, "the schema table is not [shapes, renames]")?;
     let count = r.array_len()?;
     // Each entry takes at least 5 bytes: never reserve more than the input
     // can hold.
     let mut shapes = Vec::with_capacity(count.min(r.remaining() / 5));
     for _ in 0..count {
-        if r.array_len()? != 4 {
-            return Err(ReadError::Malformed(
-                "a schema entry is not [kind, name, variant, fields]".to_owned(),
-            ));
-        }
+        r.tuple(4, "a schema entry is not [kind, name, variant, fields]")?;
         if Marker::from_u8(r.byte()?) != Marker::U8 {
-            return Err(ReadError::Malformed(
-                "a schema entry's kind is not a u8".to_owned(),
-            ));
+            return Err(malformed("a schema entry's kind is not a u8"));
         }
         let kind_byte = r.byte()?;
-        let kind = ShapeKind::from_u8(kind_byte).ok_or_else(|| {
-            ReadError::Malformed(format!("unknown schema entry kind {kind_byte}"))
-        })?;
+        let kind = ShapeKind::ALL.get(usize::from(kind_byte)).copied();
+        let kind =
+            kind.ok_or_else(|| malformed(format!("unknown schema entry kind {kind_byte}")))?;
         let name = r.str()?;
         let variant = r.str()?;
         let fields = read_names(&mut r)?;
         let is_variant = kind != ShapeKind::Struct;
         let has_fields = matches!(kind, ShapeKind::Struct | ShapeKind::StructVariant);
         if is_variant == variant.is_empty() || (!has_fields && !fields.is_empty()) {
-            return Err(ReadError::Malformed(format!(
-                "schema entry {} is inconsistent",
-                shapes.len()
-            )));
+            let entry = shapes.len();
+            return Err(malformed(format!("schema entry {entry} is inconsistent")));
         }
         shapes.push(Shape {
             kind,
@@ -368,19 +328,13 @@ pub(crate) fn read_schema(bytes: &[u8]) -> Result<Schema<'_>, ReadError> {
     let count = r.array_len()?;
     let mut renames = Vec::with_capacity(count.min(r.remaining() / 3));
     for _ in 0..count {
-        if r.array_len()? != 2 {
-            return Err(ReadError::Malformed(
-                "a rename is not [field, aliases]".to_owned(),
-            ));
-        }
+        r.tuple(2, "a rename is not [field, aliases]")?;
         let field = r.str()?;
         renames.push((field, read_names(&mut r)?));
     }
     if r.remaining() != 0 {
-        return Err(ReadError::Malformed(format!(
-            "{} bytes follow the schema table",
-            r.remaining()
-        )));
+        let rest = r.remaining();
+        return Err(malformed(format!("{rest} bytes follow the schema table")));
     }
     Ok(Schema { shapes, renames })
 }
@@ -436,11 +390,12 @@ mod tests {
     #[test]
     fn headers_use_the_smallest_form() {
         let mut out = Vec::new();
-        write_array_len(&mut out, 3).unwrap();
-        write_array_len(&mut out, 16).unwrap();
-        write_map_len(&mut out, 70_000).unwrap();
+        write_len(&mut out, mp::write_array_len, 3).unwrap();
+        write_len(&mut out, mp::write_array_len, 16).unwrap();
+        write_len(&mut out, mp::write_map_len, 70_000).unwrap();
         write_str(&mut out, "hi").unwrap();
-        write_bin(&mut out, &[1, 2]).unwrap();
+        write_len(&mut out, mp::write_bin_len, 2).unwrap();
+        out.extend_from_slice(&[1, 2]);
         assert_eq!(
             out,
             [0x93, 0xdc, 0, 16, 0xdf, 0, 1, 0x11, 0x70, 0xa2, b'h', b'i', 0xc4, 2, 1, 2]

@@ -6,12 +6,15 @@ use super::*;
 // Accessors
 // ---------------------------------------------------------------------------
 
-/// The elements of a plain sequence.
+/// The elements of a plain sequence, or the bytes of a `bin` read as a
+/// sequence of `u8` values.
 pub(super) struct Elements<'a, 'p, 'de> {
     pub(super) d: &'a mut Decoder<'de>,
     pub(super) at: &'p Frame<'p, 'de>,
     pub(super) index: usize,
     pub(super) len: usize,
+    /// The bytes, for a `bin`; otherwise the elements follow in the reader.
+    pub(super) bin: Option<&'de [u8]>,
 }
 
 impl Elements<'_, '_, '_> {
@@ -21,13 +24,12 @@ impl Elements<'_, '_, '_> {
             return Ok(());
         }
         match trailing {
-            Trailing::Refuse => Err(self.d.fail(
-                self.at,
-                Problem::Other(format!(
-                    "received {} elements, this build takes only {}",
-                    self.len, self.index
-                )),
-            )),
+            Trailing::Refuse => {
+                let what = self.bin.map_or("elements", |_| "bytes");
+                let (len, index) = (self.len, self.index);
+                let taken = format!("received {len} {what}, this build takes only {index}");
+                Err(self.d.fail(self.at, Problem::Other(taken)))
+            }
             Trailing::Drop => {
                 for index in self.index..self.len {
                     let child = self.at.child(Seg::Index(index));
@@ -48,48 +50,71 @@ impl<'de> de::SeqAccess<'de> for Elements<'_, '_, 'de> {
             return Ok(None);
         }
         let child = self.at.child(Seg::Index(self.index));
+        let mut value = self.d.value(&child);
+        value.head = self.bin.map(|bin| Head::U8(bin[self.index]));
         self.index += 1;
-        seed.deserialize(Value {
-            d: &mut *self.d,
-            at: &child,
-            head: None,
-        })
-        .map(Some)
+        seed.deserialize(value).map(Some)
     }
 
     fn size_hint(&self) -> Option<usize> {
-        Some((self.len - self.index).min(self.d.r.remaining()))
+        let rest = self.len - self.index;
+        // Elements that follow in the reader take a byte each at least.
+        Some(self.bin.map_or(rest.min(self.d.r.remaining()), |_| rest))
     }
 }
 
-/// A `bin` read as a sequence of `u8` values.
-pub(super) struct BinElements<'a, 'p, 'de> {
-    pub(super) d: &'a mut Decoder<'de>,
-    pub(super) at: &'p Frame<'p, 'de>,
-    pub(super) bytes: &'de [u8],
-    pub(super) index: usize,
+/// Visits as a sequence the `len` elements that follow, or the bytes of
+/// `bin`; `trailing` says what to do with elements the visitor did not
+/// take.
+pub(super) fn visit_elements<'p, 'de, V: Visitor<'de>>(
+    d: &mut Decoder<'de>,
+    at: &'p Frame<'p, 'de>,
+    len: usize,
+    bin: Option<&'de [u8]>,
+    trailing: Trailing,
+    visitor: V,
+) -> Result<V::Value> {
+    // A `bin` has as many elements as bytes.
+    let len = bin.map_or(len, <[u8]>::len);
+    let mut elements = Elements {
+        d,
+        at,
+        index: 0,
+        len,
+        bin,
+    };
+    let value = visitor.visit_seq(&mut elements)?;
+    elements.finish(trailing)?;
+    Ok(value)
 }
 
-impl<'de> de::SeqAccess<'de> for BinElements<'_, '_, 'de> {
-    type Error = DeError;
-
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
-        let Some(&byte) = self.bytes.get(self.index) else {
-            return Ok(None);
-        };
-        let child = self.at.child(Seg::Index(self.index));
-        self.index += 1;
-        seed.deserialize(Value {
-            d: &mut *self.d,
-            at: &child,
-            head: Some(Head::U8(byte)),
-        })
-        .map(Some)
-    }
-
-    fn size_hint(&self) -> Option<usize> {
-        Some(self.bytes.len() - self.index)
-    }
+/// Visits the `len` field values of shape `shape` that follow:
+/// positionally when its fields are `target`'s, otherwise as a map by
+/// name.
+pub(super) fn visit_fields<'p, 'de, V: Visitor<'de>>(
+    d: &mut Decoder<'de>,
+    at: &'p Frame<'p, 'de>,
+    shape: u32,
+    len: usize,
+    target: Option<&'static [&'static str]>,
+    visitor: V,
+) -> Result<V::Value> {
+    let positional = target.is_some_and(|fields| d.positional(shape, fields));
+    let mut fields = Fields {
+        d,
+        at,
+        shape,
+        index: 0,
+        len,
+        target,
+    };
+    let value = if positional {
+        visitor.visit_seq(&mut fields)
+    } else {
+        visitor.visit_map(&mut fields)
+    }?;
+    fields.finish()?;
+    Ok(value)
 }
 
 /// The entries of a map.
@@ -111,11 +136,7 @@ impl<'de> de::MapAccess<'de> for Entries<'_, '_, 'de> {
         }
         let start = self.d.r.pos;
         let child = self.at.child(Seg::Index(self.index));
-        let key = seed.deserialize(Value {
-            d: &mut *self.d,
-            at: &child,
-            head: None,
-        })?;
+        let key = seed.deserialize(self.d.value(&child))?;
         let buf = self.d.r.buf;
         self.key = &buf[start..self.d.r.pos];
         Ok(Some(key))
@@ -124,11 +145,7 @@ impl<'de> de::MapAccess<'de> for Entries<'_, '_, 'de> {
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value> {
         let child = self.at.child(Seg::Key(self.key));
         self.index += 1;
-        seed.deserialize(Value {
-            d: &mut *self.d,
-            at: &child,
-            head: None,
-        })
+        seed.deserialize(self.d.value(&child))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -154,29 +171,24 @@ impl<'de> Fields<'_, '_, 'de> {
         self.d.shapes[self.shape as usize].fields[self.index]
     }
 
+    /// The path step of the current field.
+    #[inline]
+    fn seg(&self) -> Seg<'de> {
+        let (shape, index, name) = (self.shape, self.index as u32, self.name());
+        Seg::Field { shape, index, name }
+    }
+
     #[inline]
     pub(super) fn value<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value> {
-        let child = self.at.child(Seg::Field {
-            shape: self.shape,
-            index: self.index as u32,
-            name: self.name(),
-        });
+        let child = self.at.child(self.seg());
         self.index += 1;
-        seed.deserialize(Value {
-            d: &mut *self.d,
-            at: &child,
-            head: None,
-        })
+        seed.deserialize(self.d.value(&child))
     }
 
     /// Drops the fields the visitor did not take.
     pub(super) fn finish(&mut self) -> Result<()> {
         while self.index < self.len {
-            let child = self.at.child(Seg::Field {
-                shape: self.shape,
-                index: self.index as u32,
-                name: self.name(),
-            });
+            let child = self.at.child(self.seg());
             self.d.dropped(&child, "has no such field");
             self.d.skip(&child, 1)?;
             self.index += 1;
@@ -230,35 +242,50 @@ impl<'de> de::MapAccess<'de> for Fields<'_, '_, 'de> {
     }
 }
 
-/// An enum value.
-pub(super) struct Enum<'a, 'p, 'de> {
+/// An enum variant: an enum value; or, for `deserialize_any`, a container
+/// variant as the one-entry map `{variant: payload}` (serde's externally
+/// tagged form), and that payload.
+pub(super) struct Variant<'a, 'p, 'de> {
     pub(super) d: &'a mut Decoder<'de>,
     pub(super) at: &'p Frame<'p, 'de>,
     pub(super) shape: u32,
     pub(super) len: usize,
+    pub(super) done: bool,
 }
 
-impl<'a, 'p, 'de> Enum<'a, 'p, 'de> {
+impl<'a, 'p, 'de> Variant<'a, 'p, 'de> {
+    pub(super) fn new(
+        d: &'a mut Decoder<'de>,
+        at: &'p Frame<'p, 'de>,
+        shape: u32,
+        len: usize,
+    ) -> Self {
+        Variant {
+            d,
+            at,
+            shape,
+            len,
+            done: false,
+        }
+    }
+
     pub(super) fn entry(&self) -> &Shape<'de> {
         &self.d.shapes[self.shape as usize]
     }
 
-    pub(super) fn expect(&self, kind: ShapeKind, what: &str) -> Result<()> {
+    pub(super) fn expect(&self, kind: ShapeKind) -> Result<()> {
         let entry = self.entry();
         if entry.kind == kind {
             return Ok(());
         }
-        Err(self.d.fail(
-            self.at,
-            Problem::Type {
-                expected: format!("a {what} variant `{}::{}`", entry.name, entry.variant),
-                received: entry.to_string(),
-            },
-        ))
+        let (word, name, variant) = (kind.word(), entry.name, entry.variant);
+        let expected = format!("a {word} variant `{name}::{variant}`");
+        let received = entry.to_string();
+        Err(self.d.fail(self.at, Problem::Type { expected, received }))
     }
 }
 
-impl<'a, 'p, 'de> de::EnumAccess<'de> for Enum<'a, 'p, 'de> {
+impl<'a, 'p, 'de> de::EnumAccess<'de> for Variant<'a, 'p, 'de> {
     type Error = DeError;
     type Variant = Self;
 
@@ -269,37 +296,25 @@ impl<'a, 'p, 'de> de::EnumAccess<'de> for Enum<'a, 'p, 'de> {
     }
 }
 
-impl<'de> de::VariantAccess<'de> for Enum<'_, '_, 'de> {
+impl<'de> de::VariantAccess<'de> for Variant<'_, '_, 'de> {
     type Error = DeError;
 
     fn unit_variant(self) -> Result<()> {
-        self.expect(ShapeKind::UnitVariant, "unit")
+        self.expect(ShapeKind::UnitVariant)
     }
 
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value> {
-        self.expect(ShapeKind::NewtypeVariant, "newtype")?;
+        self.expect(ShapeKind::NewtypeVariant)?;
         let child = self.at.child(Seg::Variant(self.entry().variant));
-        seed.deserialize(Value {
-            d: self.d,
-            at: &child,
-            head: None,
-        })
+        seed.deserialize(self.d.value(&child))
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value> {
-        self.expect(ShapeKind::TupleVariant, "tuple")?;
+        self.expect(ShapeKind::TupleVariant)?;
         let child = self.at.child(Seg::Variant(self.entry().variant));
-        let mut elements = Elements {
-            d: self.d,
-            at: &child,
-            index: 0,
-            len: self.len,
-        };
-        let value = visitor
-            .visit_seq(&mut elements)
-            .map_err(|e| elements.d.locate(&child, e))?;
-        elements.finish(Trailing::Refuse)?;
-        Ok(value)
+        let (d, len) = (&mut *self.d, self.len);
+        let value = visit_elements(d, &child, len, None, Trailing::Refuse, visitor);
+        value.map_err(|e| self.d.locate(&child, e))
     }
 
     fn struct_variant<V: Visitor<'de>>(
@@ -307,108 +322,46 @@ impl<'de> de::VariantAccess<'de> for Enum<'_, '_, 'de> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value> {
-        self.expect(ShapeKind::StructVariant, "struct")?;
+        self.expect(ShapeKind::StructVariant)?;
         let child = self.at.child(Seg::Variant(self.entry().variant));
-        let positional = self.d.positional(self.shape, fields);
-        let mut access = Fields {
-            d: self.d,
-            at: &child,
-            shape: self.shape,
-            index: 0,
-            len: self.len,
-            target: Some(fields),
-        };
-        let value = if positional {
-            visitor.visit_seq(&mut access)
-        } else {
-            visitor.visit_map(&mut access)
-        }
-        .map_err(|e| access.d.locate(&child, e))?;
-        access.finish()?;
-        Ok(value)
+        let (shape, len) = (self.shape, self.len);
+        let value = visit_fields(&mut *self.d, &child, shape, len, Some(fields), visitor);
+        value.map_err(|e| self.d.locate(&child, e))
     }
 }
 
-/// A container variant presented to `deserialize_any` as the one-entry map
-/// `{variant: payload}` (serde's externally tagged form).
-pub(super) struct VariantAsMap<'a, 'p, 'de> {
-    pub(super) d: &'a mut Decoder<'de>,
-    pub(super) at: &'p Frame<'p, 'de>,
-    pub(super) shape: u32,
-    pub(super) len: usize,
-    pub(super) done: bool,
-}
-
-impl<'de> de::MapAccess<'de> for VariantAsMap<'_, '_, 'de> {
+impl<'de> de::MapAccess<'de> for Variant<'_, '_, 'de> {
     type Error = DeError;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
         if self.done {
             return Ok(None);
         }
-        let name = self.d.shapes[self.shape as usize].variant;
+        let name = self.entry().variant;
         seed.deserialize(BorrowedStrDeserializer::new(name))
             .map(Some)
     }
 
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value> {
         self.done = true;
-        let variant = self.d.shapes[self.shape as usize].variant;
-        let child = self.at.child(Seg::Variant(variant));
-        seed.deserialize(Payload {
-            d: &mut *self.d,
-            at: &child,
-            shape: self.shape,
-            len: self.len,
-        })
+        let child = self.at.child(Seg::Variant(self.entry().variant));
+        let (shape, len) = (self.shape, self.len);
+        seed.deserialize(Variant::new(&mut *self.d, &child, shape, len))
     }
 }
 
-/// The payload of a container variant, for `deserialize_any`.
-pub(super) struct Payload<'a, 'p, 'de> {
-    pub(super) d: &'a mut Decoder<'de>,
-    pub(super) at: &'p Frame<'p, 'de>,
-    pub(super) shape: u32,
-    pub(super) len: usize,
-}
-
-impl<'de> de::Deserializer<'de> for Payload<'_, '_, 'de> {
+/// The payload of a container variant, once the map's key was taken.
+impl<'de> de::Deserializer<'de> for Variant<'_, '_, 'de> {
     type Error = DeError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        let value = Value {
-            d: self.d,
-            at: self.at,
-            head: None,
-        };
-        match value.d.shapes[self.shape as usize].kind {
-            ShapeKind::NewtypeVariant => value.deserialize_any(visitor),
-            ShapeKind::TupleVariant => {
-                let Value { d, at, .. } = value;
-                let mut elements = Elements {
-                    d,
-                    at,
-                    index: 0,
-                    len: self.len,
-                };
-                let out = visitor.visit_seq(&mut elements)?;
-                elements.finish(Trailing::Refuse)?;
-                Ok(out)
-            }
-            _ => {
-                let Value { d, at, .. } = value;
-                let mut fields = Fields {
-                    d,
-                    at,
-                    shape: self.shape,
-                    index: 0,
-                    len: self.len,
-                    target: None,
-                };
-                let out = visitor.visit_map(&mut fields)?;
-                fields.finish()?;
-                Ok(out)
-            }
+        let Variant {
+            d, at, shape, len, ..
+        } = self;
+        match d.shapes[shape as usize].kind {
+            ShapeKind::NewtypeVariant => d.value(at).deserialize_any(visitor),
+            ShapeKind::TupleVariant => visit_elements(d, at, len, None, Trailing::Refuse, visitor),
+            _ => visit_fields(d, at, shape, len, None, visitor),
         }
     }
 

@@ -7,26 +7,33 @@ use super::*;
 // ---------------------------------------------------------------------------
 
 /// What went wrong, before the path is known.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum Problem {
     /// The bytes are not what the encoder writes.
+    #[error("{0}")]
     Read(ReadError),
     /// Nested deeper than [`MAX_STATE_DEPTH`].
+    #[error("nested more than {MAX_STATE_DEPTH} levels deep (the depth limit)")]
     TooDeep,
     /// A value of another type than this build declares.
+    #[error("this build expects {expected}, received {received}")]
     Type { expected: String, received: String },
     /// A field of this build's struct that was not received.
+    #[error("missing field `{0}`")]
     MissingField(&'static str),
     /// A variant this build's enum does not have.
+    #[error("unknown variant `{variant}`")]
     UnknownVariant {
         variant: String,
         expected: &'static [&'static str],
     },
     /// Anything else a type refused (lengths, its own checks).
+    #[error("{0}")]
     Other(String),
 }
 
 /// A decoding error with the path where it happened.
+#[derive(Debug)]
 pub(crate) struct DeError(pub(super) Box<(Problem, Option<String>)>);
 
 impl DeError {
@@ -44,36 +51,12 @@ impl DeError {
     }
 }
 
-impl From<ReadError> for DeError {
-    fn from(e: ReadError) -> Self {
-        DeError::new(Problem::Read(e))
-    }
-}
-
-impl fmt::Debug for DeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} at {:?}", self.0 .0, self.0 .1)
-    }
-}
-
 impl fmt::Display for DeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(path) = self.path() {
             write!(f, "`{path}`: ")?;
         }
-        match self.problem() {
-            Problem::Read(e) => write!(f, "{e}"),
-            Problem::TooDeep => write!(
-                f,
-                "nested more than {MAX_STATE_DEPTH} levels deep (the depth limit)"
-            ),
-            Problem::Type { expected, received } => {
-                write!(f, "this build expects {expected}, received {received}")
-            }
-            Problem::MissingField(field) => write!(f, "missing field `{field}`"),
-            Problem::UnknownVariant { variant, .. } => write!(f, "unknown variant `{variant}`"),
-            Problem::Other(message) => f.write_str(message),
-        }
+        write!(f, "{}", self.problem())
     }
 }
 
@@ -85,10 +68,8 @@ impl de::Error for DeError {
     }
 
     fn invalid_type(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
-        DeError::new(Problem::Type {
-            expected: exp.to_string(),
-            received: unexp.to_string(),
-        })
+        let (expected, received) = (exp.to_string(), unexp.to_string());
+        DeError::new(Problem::Type { expected, received })
     }
 
     fn invalid_length(len: usize, exp: &dyn de::Expected) -> Self {
@@ -98,10 +79,8 @@ impl de::Error for DeError {
     }
 
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
-        DeError::new(Problem::UnknownVariant {
-            variant: variant.to_owned(),
-            expected,
-        })
+        let variant = variant.to_owned();
+        DeError::new(Problem::UnknownVariant { variant, expected })
     }
 
     fn missing_field(field: &'static str) -> Self {

@@ -21,7 +21,7 @@ use std::fmt::{self, Write as _};
 use serde::de::value::BorrowedStrDeserializer;
 use serde::de::{self, DeserializeSeed, Visitor};
 
-use super::wire::{self, Marker, ReadError, Reader, Schema, Shape, ShapeKind};
+use super::wire::{self, malformed, Marker, ReadError, Reader, Schema, Shape, ShapeKind};
 use super::MAX_STATE_DEPTH;
 
 mod access;
@@ -39,13 +39,8 @@ use value::*;
 // ---------------------------------------------------------------------------
 
 /// Whether a received shape can be presented positionally to a target
-/// whose field list is at (address, length).
-#[derive(Clone, Copy, Default)]
-struct Verdict {
-    fields: usize,
-    len: usize,
-    positional: bool,
-}
+/// whose field list is at (address, length): that key, and the verdict.
+type Verdict = ((usize, usize), bool);
 
 /// At most this many distinct dropped values are listed and logged.
 const MAX_DROPPED: usize = 100;
@@ -87,48 +82,27 @@ impl<'de> Decoder<'de> {
             parent: None,
             seg: Seg::Root,
         };
-        let value = T::deserialize(Value {
-            d: self,
-            at: &root,
-            head: None,
-        })?;
-        if self.r.remaining() != 0 {
-            let mut e = DeError::from(malformed(format!(
-                "{} bytes follow the state's value",
-                self.r.remaining()
-            )));
-            e.0 .1 = Some(self.root.to_owned());
-            return Err(e);
+        let value = T::deserialize(self.value(&root))?;
+        let rest = self.r.remaining();
+        if rest != 0 {
+            let e = malformed(format!("{rest} bytes follow the state's value"));
+            return Err(self.fail(&root, Problem::Read(e)));
         }
         Ok(value)
     }
 
     fn render(&self, at: &Frame<'_, 'de>) -> String {
-        let mut segs = Vec::new();
-        let mut frame = Some(at);
-        while let Some(f) = frame {
-            segs.push(f.seg);
-            frame = f.parent;
-        }
-        let mut out = self.root.to_owned();
-        for seg in segs.iter().rev() {
-            match seg {
-                Seg::Root => {}
-                Seg::Field { name, .. } => {
-                    out.push('.');
-                    out.push_str(name);
-                }
-                Seg::Index(i) => {
-                    let _ = write!(out, "[{i}]");
-                }
-                Seg::Key(raw) => {
-                    let _ = write!(out, "[{}]", self.render_key(raw));
-                }
-                Seg::Variant(v) => {
-                    let _ = write!(out, "::{v}");
-                }
-            }
-        }
+        let mut out = match at.parent {
+            Some(parent) => self.render(parent),
+            None => self.root.to_owned(),
+        };
+        let _ = match at.seg {
+            Seg::Root => Ok(()),
+            Seg::Field { name, .. } => write!(out, ".{name}"),
+            Seg::Index(i) => write!(out, "[{i}]"),
+            Seg::Key(raw) => write!(out, "[{}]", self.render_key(raw)),
+            Seg::Variant(v) => write!(out, "::{v}"),
+        };
         out
     }
 
@@ -164,9 +138,7 @@ impl<'de> Decoder<'de> {
     }
 
     fn fail(&self, at: &Frame<'_, 'de>, problem: Problem) -> DeError {
-        let mut e = DeError::new(problem);
-        e.0 .1 = Some(self.render(at));
-        e
+        self.locate(at, DeError::new(problem))
     }
 
     fn describe(&self, head: &Head<'de>) -> String {
@@ -197,54 +169,43 @@ impl<'de> Decoder<'de> {
         }
     }
 
-    fn type_error(
-        &self,
+    /// Runs `visit` one level deeper (refused past [`MAX_STATE_DEPTH`]),
+    /// its errors located at `at`.
+    #[inline]
+    fn nested<T>(
+        &mut self,
         at: &Frame<'_, 'de>,
-        expected: impl Into<String>,
-        head: &Head<'de>,
-    ) -> DeError {
-        self.fail(
-            at,
-            Problem::Type {
-                expected: expected.into(),
-                received: self.describe(head),
-            },
-        )
-    }
-
-    #[inline]
-    fn head(&mut self, at: &Frame<'_, 'de>) -> Result<Head<'de>> {
-        read_head(&mut self.r, &self.shapes).map_err(|e| self.fail(at, Problem::Read(e)))
-    }
-
-    #[inline]
-    fn enter(&mut self, at: &Frame<'_, 'de>) -> Result<()> {
+        visit: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
         if self.depth >= MAX_STATE_DEPTH {
             return Err(self.fail(at, Problem::TooDeep));
         }
         self.depth += 1;
-        Ok(())
+        let value = visit(self).map_err(|e| self.locate(at, e))?;
+        self.depth -= 1;
+        Ok(value)
     }
 
+    /// The value at `at`, its head not read yet.
     #[inline]
-    fn leave(&mut self) {
-        self.depth -= 1;
+    fn value<'a, 'p>(&'a mut self, at: &'p Frame<'p, 'de>) -> Value<'a, 'p, 'de> {
+        Value {
+            d: self,
+            at,
+            head: None,
+        }
     }
 
     /// Whether `shape` can be presented to `fields` positionally.
     #[inline]
     fn positional(&mut self, id: u32, fields: &'static [&'static str]) -> bool {
         let key = (fields.as_ptr() as usize, fields.len());
-        let verdict = &mut self.verdicts[id as usize];
-        if verdict.fields == key.0 && verdict.len == key.1 && key.0 != 0 {
-            return verdict.positional;
+        let (seen, positional) = self.verdicts[id as usize];
+        if seen == key && key.0 != 0 {
+            return positional;
         }
         let positional = self.shapes[id as usize].fields.iter().eq(fields.iter());
-        self.verdicts[id as usize] = Verdict {
-            fields: key.0,
-            len: key.1,
-            positional,
-        };
+        self.verdicts[id as usize] = (key, positional);
         positional
     }
 
@@ -315,56 +276,35 @@ impl<'de> Decoder<'de> {
     fn skip_one(&mut self) -> std::result::Result<u64, ReadError> {
         let r = &mut self.r;
         let byte = r.byte()?;
-        let skip = |r: &mut Reader<'de>, n: usize| r.take(n).map(|_| 0);
         let marker = Marker::from_u8(byte);
-        match marker {
-            Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::False | Marker::True => {
-                Ok(0)
+        let data = match marker {
+            Marker::FixPos(_) | Marker::FixNeg(_) => 0,
+            Marker::Null | Marker::False | Marker::True => 0,
+            Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => {
+                return Ok(2 * r.announced(marker)? as u64)
             }
-            Marker::FixMap(len) => Ok(2 * u64::from(len)),
-            Marker::FixArray(len) => Ok(u64::from(len)),
-            Marker::FixStr(len) => skip(r, usize::from(len)),
-            Marker::Bin8
-            | Marker::Str8
-            | Marker::Bin16
-            | Marker::Str16
-            | Marker::Bin32
-            | Marker::Str32 => {
-                let n = path::sized(r, marker)?;
-                skip(r, n)
+            Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
+                return Ok(r.announced(marker)? as u64)
             }
+            Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => {
+                r.announced(marker)?
+            }
+            Marker::Bin8 | Marker::Bin16 | Marker::Bin32 => r.announced(marker)?,
             // The type byte, then the data.
-            Marker::Ext8 | Marker::Ext16 | Marker::Ext32 => {
-                let n = path::sized(r, marker)?;
-                skip(r, n.saturating_add(1))
-            }
-            Marker::U8 | Marker::I8 => skip(r, 1),
-            Marker::U16 | Marker::I16 => skip(r, 2),
-            Marker::U32 | Marker::I32 | Marker::F32 => skip(r, 4),
-            Marker::U64 | Marker::I64 | Marker::F64 => skip(r, 8),
-            Marker::FixExt1 => skip(r, 2),
-            Marker::FixExt2 => skip(r, 3),
-            Marker::FixExt4 => skip(r, 5),
-            Marker::FixExt8 => skip(r, 9),
-            Marker::FixExt16 => skip(r, 17),
-            Marker::Array16 => Ok(u64::from(r.u16()?)),
-            Marker::Array32 => Ok(u64::from(r.u32()?)),
-            Marker::Map16 => Ok(2 * u64::from(r.u16()?)),
-            Marker::Map32 => Ok(2 * u64::from(r.u32()?)),
-            Marker::Reserved => Err(malformed(format!(
-                "the byte {byte:#04x} starts no value this format writes"
-            ))),
-        }
-    }
-
-    /// The number of values that follow a head already read.
-    fn contained(head: &Head<'de>) -> u64 {
-        match *head {
-            Head::Seq(n) | Head::Struct { len: n, .. } | Head::Variant { len: n, .. } => n as u64,
-            Head::Map(n) => 2 * n as u64,
-            Head::Some => 1,
-            _ => 0,
-        }
+            Marker::Ext8 | Marker::Ext16 | Marker::Ext32 => r.announced(marker)?.saturating_add(1),
+            Marker::U8 | Marker::I8 => 1,
+            Marker::U16 | Marker::I16 => 2,
+            Marker::U32 | Marker::I32 | Marker::F32 => 4,
+            Marker::U64 | Marker::I64 | Marker::F64 => 8,
+            Marker::FixExt1 => 2,
+            Marker::FixExt2 => 3,
+            Marker::FixExt4 => 5,
+            Marker::FixExt8 => 9,
+            Marker::FixExt16 => 17,
+            Marker::Reserved => return Err(path::no_value(byte)),
+        };
+        r.take(data)?;
+        Ok(0)
     }
 }
 

@@ -85,11 +85,14 @@ pub(super) enum Head<'de> {
     Some,
 }
 
-pub(super) fn malformed(what: impl Into<String>) -> ReadError {
-    ReadError::Malformed(what.into())
+/// The error for a byte that starts no value.
+pub(super) fn no_value(byte: u8) -> ReadError {
+    malformed(format!(
+        "the byte {byte:#04x} starts no value this format writes"
+    ))
 }
 
-pub(super) fn shape<'s, 'de>(
+pub(super) fn shape_entry<'s, 'de>(
     shapes: &'s [Shape<'de>],
     id: u32,
 ) -> std::result::Result<&'s Shape<'de>, ReadError> {
@@ -111,25 +114,17 @@ pub(super) fn read_head<'de>(
     Ok(match marker {
         Marker::FixPos(v) => Head::U8(v),
         Marker::FixNeg(v) => Head::I8(v),
-        Marker::FixMap(len) => Head::Map(usize::from(len)),
-        Marker::Map16 => Head::Map(usize::from(r.u16()?)),
-        Marker::Map32 => Head::Map(r.u32()? as usize),
-        Marker::FixArray(len) => read_array(r, shapes, usize::from(len))?,
-        Marker::Array16 => {
-            let len = usize::from(r.u16()?);
+        Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => Head::Map(r.announced(marker)?),
+        Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
+            let len = r.announced(marker)?;
             read_array(r, shapes, len)?
         }
-        Marker::Array32 => {
-            let len = r.u32()? as usize;
-            read_array(r, shapes, len)?
-        }
-        Marker::FixStr(len) => Head::Str(r.str_of_len(usize::from(len))?),
-        Marker::Str8 | Marker::Str16 | Marker::Str32 => {
-            let len = sized(r, marker)?;
+        Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => {
+            let len = r.announced(marker)?;
             Head::Str(r.str_of_len(len)?)
         }
         Marker::Bin8 | Marker::Bin16 | Marker::Bin32 => {
-            let len = sized(r, marker)?;
+            let len = r.announced(marker)?;
             Head::Bin(r.take(len)?)
         }
         Marker::Null => Head::Nil,
@@ -146,21 +141,7 @@ pub(super) fn read_head<'de>(
         Marker::I32 => Head::I32(i32::from_be_bytes(r.array()?)),
         Marker::I64 => Head::I64(i64::from_be_bytes(r.array()?)),
         Marker::FixExt4 | Marker::FixExt16 => read_ext(r, shapes, marker)?,
-        _ => {
-            return Err(malformed(format!(
-                "the byte {byte:#04x} starts no value this format writes"
-            )))
-        }
-    })
-}
-
-/// The length after a `Str8`/`Bin8` (8 bits), `Str16`/`Bin16` (16) or
-/// `Str32`/`Bin32` (32) marker.
-pub(super) fn sized(r: &mut Reader<'_>, marker: Marker) -> std::result::Result<usize, ReadError> {
-    Ok(match marker {
-        Marker::Str8 | Marker::Bin8 | Marker::Ext8 => usize::from(r.byte()?),
-        Marker::Str16 | Marker::Bin16 | Marker::Ext16 => usize::from(r.u16()?),
-        _ => r.u32()? as usize,
+        _ => return Err(no_value(byte)),
     })
 }
 
@@ -189,61 +170,56 @@ fn read_ext<'de>(
     if ty != wire::EXT_SHAPE {
         return Err(malformed(format!("unknown extension type {ty}")));
     }
-    if shape(shapes, id)?.kind.is_container() {
+    if shape_entry(shapes, id)?.kind.is_container() {
         return Err(malformed("a struct or variant reference outside its array"));
     }
     Ok(Head::Variant { shape: id, len: 0 })
 }
 
-/// An array of `len` elements: a struct, a container variant or `Some` when
+/// An array of `n` elements: a struct, a container variant or `Some` when
 /// it starts with their marker, otherwise a plain sequence.
 pub(super) fn read_array<'de>(
     r: &mut Reader<'de>,
     shapes: &[Shape<'de>],
-    len: usize,
+    n: usize,
 ) -> std::result::Result<Head<'de>, ReadError> {
-    if len == 0 {
+    if n == 0 {
         return Ok(Head::Seq(0));
     }
     match (r.peek_at(0).map(Marker::from_u8), r.peek_at(1)) {
         (Some(Marker::FixExt4), Some(wire::EXT_SHAPE)) => {
             let start = r.pos;
             r.take(2)?;
-            let id = r.u32()?;
-            let entry = shape(shapes, id)?;
-            let values = len - 1;
+            let shape = r.u32()?;
+            let entry = shape_entry(shapes, shape)?;
+            // The values after the shape reference.
+            let len = n - 1;
             match entry.kind {
                 // A sequence whose first element is a unit variant.
                 ShapeKind::UnitVariant => {
                     r.pos = start;
-                    Ok(Head::Seq(len))
+                    Ok(Head::Seq(n))
                 }
-                ShapeKind::Struct | ShapeKind::StructVariant if entry.fields.len() != values => {
+                ShapeKind::Struct | ShapeKind::StructVariant if entry.fields.len() != len => {
                     Err(malformed(format!(
-                        "{entry} has {} fields in the schema but {values} values",
+                        "{entry} has {} fields in the schema but {len} values",
                         entry.fields.len()
                     )))
                 }
-                ShapeKind::NewtypeVariant if values != 1 => {
-                    Err(malformed(format!("{entry} with {values} values")))
+                ShapeKind::NewtypeVariant if len != 1 => {
+                    Err(malformed(format!("{entry} with {len} values")))
                 }
-                ShapeKind::Struct => Ok(Head::Struct {
-                    shape: id,
-                    len: values,
-                }),
-                _ => Ok(Head::Variant {
-                    shape: id,
-                    len: values,
-                }),
+                ShapeKind::Struct => Ok(Head::Struct { shape, len }),
+                _ => Ok(Head::Variant { shape, len }),
             }
         }
         (Some(Marker::FixExt1), Some(wire::EXT_SOME)) => {
-            if len != 2 {
-                return Err(malformed(format!("a Some marker in an array of {len}")));
+            if n != 2 {
+                return Err(malformed(format!("a Some marker in an array of {n}")));
             }
             r.take(3)?;
             Ok(Head::Some)
         }
-        _ => Ok(Head::Seq(len)),
+        _ => Ok(Head::Seq(n)),
     }
 }

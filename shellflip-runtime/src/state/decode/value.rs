@@ -14,17 +14,32 @@ pub(super) struct Value<'a, 'p, 'de> {
     pub(super) head: Option<Head<'de>>,
 }
 
-impl<'de> Value<'_, '_, 'de> {
+impl<'p, 'de> Value<'_, 'p, 'de> {
     #[inline]
     pub(super) fn take_head(&mut self) -> Result<Head<'de>> {
         match self.head.take() {
             Some(head) => Ok(head),
-            None => self.d.head(self.at),
+            None => read_head(&mut self.d.r, &self.d.shapes)
+                .map_err(|e| self.d.fail(self.at, Problem::Read(e))),
         }
     }
 
     pub(super) fn mismatch<T>(&self, expected: impl Into<String>, head: &Head<'de>) -> Result<T> {
-        Err(self.d.type_error(self.at, expected, head))
+        let (expected, received) = (expected.into(), self.d.describe(head));
+        Err(self.d.fail(self.at, Problem::Type { expected, received }))
+    }
+
+    /// `result` (a visitor's) with the path of this value.
+    #[inline]
+    fn located<T>(&self, result: Result<T>) -> Result<T> {
+        result.map_err(|e| self.d.locate(self.at, e))
+    }
+
+    /// This value again with `head`, for a visitor that takes it whole.
+    fn again(&mut self, head: Option<Head<'de>>) -> Value<'_, 'p, 'de> {
+        let mut value = self.d.value(self.at);
+        value.head = head;
+        value
     }
 
     /// Visits a plain sequence of `len` elements; `trailing` says what to
@@ -35,67 +50,26 @@ impl<'de> Value<'_, '_, 'de> {
         len: usize,
         trailing: Trailing,
     ) -> Result<V::Value> {
-        let Value { d, at, .. } = self;
-        d.enter(at)?;
-        let mut elements = Elements {
-            d,
-            at,
-            index: 0,
-            len,
-        };
-        let value = visitor
-            .visit_seq(&mut elements)
-            .map_err(|e| elements.d.locate(at, e))?;
-        elements.finish(trailing)?;
-        elements.d.leave();
-        Ok(value)
-    }
-
-    pub(super) fn bytes_as_seq<V: Visitor<'de>>(
-        self,
-        visitor: V,
-        bytes: &'de [u8],
-    ) -> Result<V::Value> {
-        let Value { d, at, .. } = self;
-        let mut elements = BinElements {
-            d,
-            at,
-            bytes,
-            index: 0,
-        };
-        let value = visitor
-            .visit_seq(&mut elements)
-            .map_err(|e| elements.d.locate(at, e))?;
-        if elements.index != bytes.len() {
-            return Err(elements.d.fail(
-                at,
-                Problem::Other(format!(
-                    "received {} bytes, this build takes only {}",
-                    bytes.len(),
-                    elements.index
-                )),
-            ));
-        }
-        Ok(value)
+        let at = self.at;
+        self.d
+            .nested(at, |d| visit_elements(d, at, len, None, trailing, visitor))
     }
 
     pub(super) fn map<V: Visitor<'de>>(self, visitor: V, len: usize) -> Result<V::Value> {
-        let Value { d, at, .. } = self;
-        d.enter(at)?;
-        let mut entries = Entries {
-            d,
-            at,
-            index: 0,
-            len,
-            key: &[],
-        };
-        let value = visitor
-            .visit_map(&mut entries)
-            .map_err(|e| entries.d.locate(at, e))?;
-        let rest = 2 * (entries.len - entries.index) as u64;
-        entries.d.skip(at, rest)?;
-        entries.d.leave();
-        Ok(value)
+        let at = self.at;
+        self.d.nested(at, |d| {
+            let mut entries = Entries {
+                d,
+                at,
+                index: 0,
+                len,
+                key: &[],
+            };
+            let value = visitor.visit_map(&mut entries)?;
+            let rest = 2 * (entries.len - entries.index) as u64;
+            entries.d.skip(at, rest)?;
+            Ok(value)
+        })
     }
 
     /// Visits a struct (or struct variant) of shape `id`: positionally when
@@ -107,26 +81,15 @@ impl<'de> Value<'_, '_, 'de> {
         len: usize,
         target: Option<&'static [&'static str]>,
     ) -> Result<V::Value> {
-        let Value { d, at, .. } = self;
-        d.enter(at)?;
-        let positional = target.is_some_and(|fields| d.positional(id, fields));
-        let mut fields = Fields {
-            d,
-            at,
-            shape: id,
-            index: 0,
-            len,
-            target,
-        };
-        let value = if positional {
-            visitor.visit_seq(&mut fields)
-        } else {
-            visitor.visit_map(&mut fields)
-        }
-        .map_err(|e| fields.d.locate(at, e))?;
-        fields.finish()?;
-        fields.d.leave();
-        Ok(value)
+        let at = self.at;
+        self.d
+            .nested(at, |d| visit_fields(d, at, id, len, target, visitor))
+    }
+
+    /// `Some`: the value follows.
+    pub(super) fn some<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        let at = self.at;
+        self.d.nested(at, |d| visitor.visit_some(d.value(at)))
     }
 }
 
@@ -139,8 +102,10 @@ pub(super) enum Trailing {
     Drop,
 }
 
+/// Scalars: the heads each type takes (its own, and those that widen to it
+/// losslessly), and what the error says it expects.
 macro_rules! scalar {
-    ($method:ident, $visit:ident, $t:ty, $expected:literal, [$($ok:ident),*]) => {
+    ($($method:ident($t:ty) => $visit:ident, $expected:literal, [$($ok:ident),*];)*) => {$(
         #[inline]
         fn $method<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
             let head = self.take_head()?;
@@ -148,9 +113,9 @@ macro_rules! scalar {
                 $(Head::$ok(x) => visitor.$visit(x as $t),)*
                 other => return self.mismatch($expected, &other),
             };
-            result.map_err(|e| self.d.locate(self.at, e))
+            self.located(result)
         }
-    };
+    )*};
 }
 
 impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
@@ -188,90 +153,45 @@ impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
                 if entry.kind == ShapeKind::UnitVariant {
                     visitor.visit_borrowed_str(entry.variant)
                 } else {
-                    let Value { d, at, .. } = self;
-                    d.enter(at)?;
-                    let value = visitor
-                        .visit_map(VariantAsMap {
-                            d: &mut *d,
-                            at,
-                            shape,
-                            len,
-                            done: false,
-                        })
-                        .map_err(|e| d.locate(at, e))?;
-                    d.leave();
-                    return Ok(value);
+                    let at = self.at;
+                    let visit = |d: &mut _| visitor.visit_map(Variant::new(d, at, shape, len));
+                    return self.d.nested(at, visit);
                 }
             }
             Head::Some => return self.some(visitor),
         };
-        result.map_err(|e| self.d.locate(self.at, e))
+        self.located(result)
     }
 
-    scalar!(deserialize_bool, visit_bool, bool, "a bool", [Bool]);
-    scalar!(deserialize_u8, visit_u8, u8, "u8", [U8]);
-    scalar!(deserialize_u16, visit_u16, u16, "u16", [U8, U16]);
-    scalar!(deserialize_u32, visit_u32, u32, "u32", [U8, U16, U32]);
-    scalar!(deserialize_u64, visit_u64, u64, "u64", [U8, U16, U32, U64]);
-    scalar!(
-        deserialize_u128,
-        visit_u128,
-        u128,
-        "u128",
-        [U8, U16, U32, U64, U128]
-    );
-    scalar!(deserialize_i8, visit_i8, i8, "i8", [I8]);
-    scalar!(deserialize_i16, visit_i16, i16, "i16", [I8, I16, U8]);
-    scalar!(
-        deserialize_i32,
-        visit_i32,
-        i32,
-        "i32",
-        [I8, I16, I32, U8, U16]
-    );
-    scalar!(
-        deserialize_i64,
-        visit_i64,
-        i64,
-        "i64",
-        [I8, I16, I32, I64, U8, U16, U32]
-    );
-    scalar!(
-        deserialize_i128,
-        visit_i128,
-        i128,
-        "i128",
-        [I8, I16, I32, I64, I128, U8, U16, U32, U64]
-    );
-    scalar!(
-        deserialize_f32,
-        visit_f32,
-        f32,
-        "f32",
-        [F32, U8, U16, I8, I16]
-    );
-    scalar!(
-        deserialize_f64,
-        visit_f64,
-        f64,
-        "f64",
-        [F64, F32, U8, U16, U32, I8, I16, I32]
-    );
+    scalar! {
+        deserialize_bool(bool) => visit_bool, "a bool", [Bool];
+        deserialize_u8(u8) => visit_u8, "u8", [U8];
+        deserialize_u16(u16) => visit_u16, "u16", [U8, U16];
+        deserialize_u32(u32) => visit_u32, "u32", [U8, U16, U32];
+        deserialize_u64(u64) => visit_u64, "u64", [U8, U16, U32, U64];
+        deserialize_u128(u128) => visit_u128, "u128", [U8, U16, U32, U64, U128];
+        deserialize_i8(i8) => visit_i8, "i8", [I8];
+        deserialize_i16(i16) => visit_i16, "i16", [I8, I16, U8];
+        deserialize_i32(i32) => visit_i32, "i32", [I8, I16, I32, U8, U16];
+        deserialize_i64(i64) => visit_i64, "i64", [I8, I16, I32, I64, U8, U16, U32];
+        deserialize_i128(i128) => visit_i128, "i128",
+            [I8, I16, I32, I64, I128, U8, U16, U32, U64];
+        deserialize_f32(f32) => visit_f32, "f32", [F32, U8, U16, I8, I16];
+        deserialize_f64(f64) => visit_f64, "f64", [F64, F32, U8, U16, U32, I8, I16, I32];
+    }
 
     fn deserialize_char<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
         match self.take_head()? {
-            Head::Char(c) => visitor.visit_char(c).map_err(|e| self.d.locate(self.at, e)),
+            Head::Char(c) => self.located(visitor.visit_char(c)),
             other => self.mismatch("a char", &other),
         }
     }
 
     fn deserialize_str<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
         match self.take_head()? {
-            Head::Str(s) => visitor
-                .visit_borrowed_str(s)
-                .map_err(|e| self.d.locate(self.at, e)),
+            Head::Str(s) => self.located(visitor.visit_borrowed_str(s)),
             // `char` -> `String`.
-            Head::Char(c) => visitor.visit_char(c).map_err(|e| self.d.locate(self.at, e)),
+            Head::Char(c) => self.located(visitor.visit_char(c)),
             other => self.mismatch("a string", &other),
         }
     }
@@ -282,9 +202,7 @@ impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
 
     fn deserialize_bytes<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
         match self.take_head()? {
-            Head::Bin(b) => visitor
-                .visit_borrowed_bytes(b)
-                .map_err(|e| self.d.locate(self.at, e)),
+            Head::Bin(b) => self.located(visitor.visit_borrowed_bytes(b)),
             Head::Seq(n) => self.seq(visitor, n, Trailing::Refuse),
             other => self.mismatch("bytes", &other),
         }
@@ -296,26 +214,19 @@ impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
 
     fn deserialize_option<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
         match self.take_head()? {
-            Head::Nil => visitor.visit_none().map_err(|e| self.d.locate(self.at, e)),
+            Head::Nil => self.located(visitor.visit_none()),
             Head::Some => self.some(visitor),
             // `T` received where this build has `Option<T>`.
             other => {
-                let at = self.at;
-                let d = self.d;
-                visitor
-                    .visit_some(Value {
-                        d: &mut *d,
-                        at,
-                        head: Some(other),
-                    })
-                    .map_err(|e| d.locate(at, e))
+                let result = visitor.visit_some(self.again(Some(other)));
+                self.located(result)
             }
         }
     }
 
     fn deserialize_unit<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
         match self.take_head()? {
-            Head::Nil => visitor.visit_unit().map_err(|e| self.d.locate(self.at, e)),
+            Head::Nil => self.located(visitor.visit_unit()),
             other => self.mismatch("a unit", &other),
         }
     }
@@ -326,31 +237,30 @@ impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
         visitor: V,
     ) -> Result<V::Value> {
         match self.take_head()? {
-            Head::Nil => visitor.visit_unit().map_err(|e| self.d.locate(self.at, e)),
+            Head::Nil => self.located(visitor.visit_unit()),
             other => self.mismatch(format!("unit struct `{name}`"), &other),
         }
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
+        mut self,
         _name: &'static str,
         visitor: V,
     ) -> Result<V::Value> {
-        let at = self.at;
-        let d = self.d;
-        visitor
-            .visit_newtype_struct(Value {
-                d: &mut *d,
-                at,
-                head: self.head,
-            })
-            .map_err(|e| d.locate(at, e))
+        let head = self.head.take();
+        let result = visitor.visit_newtype_struct(self.again(head));
+        self.located(result)
     }
 
     fn deserialize_seq<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
         match self.take_head()? {
             Head::Seq(n) => self.seq(visitor, n, Trailing::Refuse),
-            Head::Bin(b) => self.bytes_as_seq(visitor, b),
+            // The bytes of a `bin` as a sequence of `u8` values.
+            Head::Bin(bin) => {
+                let (d, len) = (&mut *self.d, bin.len());
+                let result = visit_elements(d, self.at, len, Some(bin), Trailing::Refuse, visitor);
+                self.located(result)
+            }
             other => self.mismatch("a sequence", &other),
         }
     }
@@ -406,23 +316,15 @@ impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
     ) -> Result<V::Value> {
         match self.take_head()? {
             Head::Variant { shape, len } => {
-                let Value { d, at, .. } = self;
-                let container = d.shapes[shape as usize].kind.is_container();
-                if container {
-                    d.enter(at)?;
+                let at = self.at;
+                let visit =
+                    |d: &mut Decoder<'de>| visitor.visit_enum(Variant::new(d, at, shape, len));
+                if self.d.shapes[shape as usize].kind.is_container() {
+                    self.d.nested(at, visit)
+                } else {
+                    let result = visit(&mut *self.d);
+                    self.located(result)
                 }
-                let value = visitor
-                    .visit_enum(Enum {
-                        d: &mut *d,
-                        at,
-                        shape,
-                        len,
-                    })
-                    .map_err(|e| d.locate(at, e))?;
-                if container {
-                    d.leave();
-                }
-                Ok(value)
             }
             other => self.mismatch(format!("enum `{name}`"), &other),
         }
@@ -437,37 +339,24 @@ impl<'de> de::Deserializer<'de> for Value<'_, '_, 'de> {
             Head::U64(x) => visitor.visit_u64(x),
             other => return self.mismatch("a field or variant name", &other),
         };
-        result.map_err(|e| self.d.locate(self.at, e))
+        self.located(result)
     }
 
     fn deserialize_ignored_any<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
         if matches!(self.at.seg, Seg::Field { .. } | Seg::Key(_)) {
             self.d.dropped(self.at, "has no such field");
         }
-        let head = self.take_head()?;
-        let contained = Decoder::contained(&head);
+        // The values inside it.
+        let contained = match self.take_head()? {
+            Head::Seq(n) | Head::Struct { len: n, .. } | Head::Variant { len: n, .. } => n as u64,
+            Head::Map(n) => 2 * n as u64,
+            Head::Some => 1,
+            _ => 0,
+        };
         if contained > 0 {
-            self.d.enter(self.at)?;
-            self.d.skip(self.at, contained)?;
-            self.d.leave();
+            let at = self.at;
+            self.d.nested(at, |d| d.skip(at, contained))?;
         }
         visitor.visit_unit()
-    }
-}
-
-impl<'de> Value<'_, '_, 'de> {
-    /// `Some`: the value follows.
-    pub(super) fn some<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        let Value { d, at, .. } = self;
-        d.enter(at)?;
-        let value = visitor
-            .visit_some(Value {
-                d: &mut *d,
-                at,
-                head: None,
-            })
-            .map_err(|e| d.locate(at, e))?;
-        d.leave();
-        Ok(value)
     }
 }

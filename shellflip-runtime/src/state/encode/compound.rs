@@ -71,40 +71,30 @@ impl StructEncoder<'_, '_> {
     }
 }
 
-impl ser::SerializeStruct for StructEncoder<'_, '_> {
-    type Ok = ();
-    type Error = EncodeError;
+/// Structs and struct variants: each field recorded, then its value.
+macro_rules! fields {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for StructEncoder<'_, '_> {
+            type Ok = ();
+            type Error = EncodeError;
 
-    #[inline]
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<()> {
-        self.field(key, value)
-    }
+            #[inline]
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<()> {
+                self.field(key, value)
+            }
 
-    fn end(self) -> Result<()> {
-        self.finish()
-    }
+            fn end(self) -> Result<()> {
+                self.finish()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeStructVariant for StructEncoder<'_, '_> {
-    type Ok = ();
-    type Error = EncodeError;
-
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<()> {
-        self.field(key, value)
-    }
-
-    fn end(self) -> Result<()> {
-        self.finish()
-    }
-}
+fields!(SerializeStruct, SerializeStructVariant);
 
 /// A sequence, tuple or map being written. With a known length the header
 /// is already written and the count is checked at the end; otherwise a
@@ -145,63 +135,33 @@ impl SeqEncoder<'_, '_> {
     }
 }
 
-impl ser::SerializeSeq for SeqEncoder<'_, '_> {
-    type Ok = ();
-    type Error = EncodeError;
+/// Sequences, tuples, tuple structs and tuple variants: one value per
+/// element, counted.
+macro_rules! elements {
+    ($($trait:ident::$method:ident),*) => {$(
+        impl ser::$trait for SeqEncoder<'_, '_> {
+            type Ok = ();
+            type Error = EncodeError;
 
-    #[inline]
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.element(value)
-    }
+            #[inline]
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+                self.element(value)
+            }
 
-    fn end(self) -> Result<()> {
-        let n = self.count;
-        self.finish(n)
-    }
+            fn end(self) -> Result<()> {
+                let n = self.count;
+                self.finish(n)
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for SeqEncoder<'_, '_> {
-    type Ok = ();
-    type Error = EncodeError;
-
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<()> {
-        let n = self.count;
-        self.finish(n)
-    }
-}
-
-impl ser::SerializeTupleStruct for SeqEncoder<'_, '_> {
-    type Ok = ();
-    type Error = EncodeError;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<()> {
-        let n = self.count;
-        self.finish(n)
-    }
-}
-
-impl ser::SerializeTupleVariant for SeqEncoder<'_, '_> {
-    type Ok = ();
-    type Error = EncodeError;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<()> {
-        // The shape reference counts as the first element.
-        let n = self.count;
-        self.finish(n)
-    }
-}
+elements!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 impl ser::SerializeMap for SeqEncoder<'_, '_> {
     type Ok = ();

@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use rmp::encode as mp;
 use serde::ser::{self, Serialize};
 
 use super::wire::{self, Marker, Shape, ShapeKind, TooLong};
@@ -30,16 +31,9 @@ mod serializer;
 pub(crate) use compound::*;
 
 /// An encoding error (turned into [`super::StateError::Encode`]).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub(crate) struct EncodeError(pub String);
-
-impl fmt::Display for EncodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for EncodeError {}
 
 impl ser::Error for EncodeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
@@ -48,10 +42,9 @@ impl ser::Error for EncodeError {
 }
 
 impl From<TooLong> for EncodeError {
-    fn from(e: TooLong) -> Self {
+    fn from(TooLong(len): TooLong) -> Self {
         EncodeError(format!(
-            "a value of {} elements or bytes is longer than MessagePack allows (4 GiB)",
-            e.0
+            "a value of {len} elements or bytes is longer than MessagePack allows (4 GiB)"
         ))
     }
 }
@@ -63,14 +56,9 @@ pub(super) const STRUCT_TAG: u32 = u32::MAX;
 pub(super) const CACHE_SLOTS: usize = 64;
 
 /// One slot of the prediction cache: the last shape used for a type name
-/// (by address) and variant index.
-/// The name is kept as its address, only ever compared.
-#[derive(Clone, Copy)]
-pub(super) struct Slot {
-    pub(super) name: usize,
-    pub(super) tag: u32,
-    pub(super) id: u32,
-}
+/// and variant index, as (the name's address, only ever compared; the
+/// variant index; the shape's id, `u32::MAX` in an empty slot).
+pub(super) type Slot = (usize, u32, u32);
 
 /// The schema table being built and the prediction cache.
 pub(crate) struct Schema {
@@ -86,22 +74,13 @@ impl Default for Schema {
         Schema {
             shapes: Vec::new(),
             ids: HashMap::new(),
-            cache: [Slot {
-                name: 0,
-                tag: 0,
-                id: u32::MAX,
-            }; CACHE_SLOTS],
+            cache: [(0, 0, u32::MAX); CACHE_SLOTS],
             spare: Vec::new(),
         }
     }
 }
 
 impl Schema {
-    /// The table, for the envelope.
-    pub(crate) fn shapes(&self) -> &[Shape<'static>] {
-        &self.shapes
-    }
-
     #[inline]
     pub(super) fn slot(name: &'static str, tag: u32) -> usize {
         let addr = name.as_ptr() as usize;
@@ -110,17 +89,12 @@ impl Schema {
 
     #[inline]
     pub(super) fn predict(&self, name: &'static str, tag: u32) -> Option<u32> {
-        let slot = self.cache[Self::slot(name, tag)];
-        (slot.name == name.as_ptr() as usize && slot.tag == tag && slot.id != u32::MAX)
-            .then_some(slot.id)
+        let (slot_name, slot_tag, id) = self.cache[Self::slot(name, tag)];
+        (slot_name == name.as_ptr() as usize && slot_tag == tag && id != u32::MAX).then_some(id)
     }
 
     pub(super) fn remember(&mut self, name: &'static str, tag: u32, id: u32) {
-        self.cache[Self::slot(name, tag)] = Slot {
-            name: name.as_ptr() as usize,
-            tag,
-            id,
-        };
+        self.cache[Self::slot(name, tag)] = (name.as_ptr() as usize, tag, id);
     }
 
     pub(super) fn intern(&mut self, shape: Shape<'static>) -> Result<u32> {
@@ -219,23 +193,15 @@ impl<'a> Encoder<'a> {
     #[inline(never)]
     pub(super) fn grow(&mut self, additional: usize) -> Result<()> {
         let len = self.out.len();
-        let Some(needed) = len
-            .checked_add(additional)
-            .filter(|&needed| needed <= self.limit)
-        else {
+        let limit = self.limit;
+        let Some(needed) = len.checked_add(additional).filter(|&n| n <= limit) else {
             self.over_limit = true;
             return Err(EncodeError(format!(
-                "the encoded state grows past {} bytes, the most a generation accepts (MAX_STATE_BYTES); keep less state, or hand the rest over another way (a file, a database)",
-                self.limit
+                "the encoded state grows past {limit} bytes, the most a generation accepts (MAX_STATE_BYTES); keep less state, or hand the rest over another way (a file, a database)"
             )));
         };
-        let target = needed.max(
-            self.out
-                .capacity()
-                .saturating_mul(2)
-                .max(MIN_GROWTH)
-                .min(self.limit),
-        );
+        let doubled = self.out.capacity().saturating_mul(2).max(MIN_GROWTH);
+        let target = needed.max(doubled.min(limit));
         self.out.try_reserve_exact(target - len).map_err(|e| {
             EncodeError(format!(
                 "could not allocate {target} bytes for the encoded state ({e}); the old generation lacks the memory to encode its state"
@@ -269,13 +235,6 @@ impl<'a> Encoder<'a> {
         Ok(self.out.len() - 4)
     }
 
-    /// Writes an array header.
-    #[inline]
-    pub(super) fn array_len(&mut self, len: usize) -> Result<()> {
-        self.reserve(5)?;
-        Ok(wire::write_array_len(self.out, len)?)
-    }
-
     /// Starts a struct or struct variant: the array header and a shape
     /// reference predicted from the last value of the same type.
     pub(super) fn begin_struct<'e>(
@@ -287,16 +246,15 @@ impl<'a> Encoder<'a> {
         len: usize,
     ) -> Result<StructEncoder<'e, 'a>> {
         self.enter()?;
-        self.array_len(len + 1)?;
+        self.reserve(5)?;
+        wire::write_len(self.out, mp::write_array_len, len + 1)?;
         let predicted = self.schema.predict(name, tag).filter(|&id| {
             let shape = &self.schema.shapes[id as usize];
             shape.kind == kind && same(shape.variant, variant)
         });
         let id_at = self.shape_ref(predicted.unwrap_or(0))?;
-        let building = match predicted {
-            Some(_) => None,
-            None => Some(self.schema.spare.pop().unwrap_or_default()),
-        };
+        let spare = &mut self.schema.spare;
+        let building = predicted.is_none().then(|| spare.pop().unwrap_or_default());
         Ok(StructEncoder {
             enc: self,
             kind,
@@ -310,11 +268,10 @@ impl<'a> Encoder<'a> {
             id_at,
         })
     }
-}
 
-/// A struct (or struct variant) being written.
-impl<'e, 'a> Encoder<'a> {
-    pub(super) fn begin_seq(
+    /// Starts a sequence, tuple or map: the header, or a 32-bit one to
+    /// patch when the length is not known yet.
+    pub(super) fn begin_seq<'e>(
         &'e mut self,
         len: Option<usize>,
         map: bool,
@@ -323,15 +280,14 @@ impl<'e, 'a> Encoder<'a> {
         self.enter()?;
         self.reserve(5)?;
         let header_at = self.out.len();
-        match (len, map) {
-            (Some(len), false) => wire::write_array_len(self.out, len)?,
-            (Some(len), true) => wire::write_map_len(self.out, len)?,
-            (None, false) => self
-                .out
-                .extend_from_slice(&[Marker::Array32.to_u8(), 0, 0, 0, 0]),
-            (None, true) => self
-                .out
-                .extend_from_slice(&[Marker::Map32.to_u8(), 0, 0, 0, 0]),
+        match len {
+            Some(len) if map => wire::write_len(self.out, mp::write_map_len, len)?,
+            Some(len) => wire::write_len(self.out, mp::write_array_len, len)?,
+            // A 32-bit length, patched at the end.
+            None => {
+                let marker = if map { Marker::Map32 } else { Marker::Array32 };
+                self.out.extend_from_slice(&[marker.to_u8(), 0, 0, 0, 0]);
+            }
         }
         Ok(SeqEncoder {
             enc: self,
@@ -340,16 +296,5 @@ impl<'e, 'a> Encoder<'a> {
             header_at,
             what,
         })
-    }
-}
-
-impl Encoder<'_> {
-    /// A marker and a big-endian value, in one write.
-    #[inline]
-    pub(super) fn scalar<const N: usize>(&mut self, marker: u8, value: [u8; N]) -> Result<()> {
-        self.reserve(N + 1)?;
-        self.out.push(marker);
-        self.out.extend_from_slice(&value);
-        Ok(())
     }
 }

@@ -2,6 +2,21 @@
 
 use super::*;
 
+/// Fixed-width scalars: the marker of the declared type, then the value
+/// big endian, in one write.
+macro_rules! fixed {
+    ($($method:ident($t:ty) => $marker:ident),*) => {$(
+        #[inline]
+        fn $method(self, v: $t) -> Result<()> {
+            let value = v.to_be_bytes();
+            self.reserve(value.len() + 1)?;
+            self.out.push(Marker::$marker.to_u8());
+            self.out.extend_from_slice(&value);
+            Ok(())
+        }
+    )*};
+}
+
 impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
     type Ok = ();
     type Error = EncodeError;
@@ -19,71 +34,31 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
 
     #[inline]
     fn serialize_bool(self, v: bool) -> Result<()> {
-        self.put(&[if v {
-            Marker::True.to_u8()
-        } else {
-            Marker::False.to_u8()
-        }])
+        let marker = if v { Marker::True } else { Marker::False };
+        self.put(&[marker.to_u8()])
     }
 
-    #[inline]
-    fn serialize_i8(self, v: i8) -> Result<()> {
-        self.put(&[Marker::I8.to_u8(), v as u8])
-    }
-
-    #[inline]
-    fn serialize_i16(self, v: i16) -> Result<()> {
-        self.scalar(Marker::I16.to_u8(), v.to_be_bytes())
-    }
-
-    #[inline]
-    fn serialize_i32(self, v: i32) -> Result<()> {
-        self.scalar(Marker::I32.to_u8(), v.to_be_bytes())
-    }
-
-    #[inline]
-    fn serialize_i64(self, v: i64) -> Result<()> {
-        self.scalar(Marker::I64.to_u8(), v.to_be_bytes())
-    }
+    fixed!(
+        serialize_i8(i8) => I8,
+        serialize_i16(i16) => I16,
+        serialize_i32(i32) => I32,
+        serialize_i64(i64) => I64,
+        serialize_u8(u8) => U8,
+        serialize_u16(u16) => U16,
+        serialize_u32(u32) => U32,
+        serialize_u64(u64) => U64,
+        serialize_f32(f32) => F32,
+        serialize_f64(f64) => F64
+    );
 
     fn serialize_i128(self, v: i128) -> Result<()> {
         self.put(&[Marker::FixExt16.to_u8(), wire::EXT_I128])?;
         self.put(&v.to_be_bytes())
     }
 
-    #[inline]
-    fn serialize_u8(self, v: u8) -> Result<()> {
-        self.put(&[Marker::U8.to_u8(), v])
-    }
-
-    #[inline]
-    fn serialize_u16(self, v: u16) -> Result<()> {
-        self.scalar(Marker::U16.to_u8(), v.to_be_bytes())
-    }
-
-    #[inline]
-    fn serialize_u32(self, v: u32) -> Result<()> {
-        self.scalar(Marker::U32.to_u8(), v.to_be_bytes())
-    }
-
-    #[inline]
-    fn serialize_u64(self, v: u64) -> Result<()> {
-        self.scalar(Marker::U64.to_u8(), v.to_be_bytes())
-    }
-
     fn serialize_u128(self, v: u128) -> Result<()> {
         self.put(&[Marker::FixExt16.to_u8(), wire::EXT_U128])?;
         self.put(&v.to_be_bytes())
-    }
-
-    #[inline]
-    fn serialize_f32(self, v: f32) -> Result<()> {
-        self.scalar(Marker::F32.to_u8(), v.to_be_bytes())
-    }
-
-    #[inline]
-    fn serialize_f64(self, v: f64) -> Result<()> {
-        self.scalar(Marker::F64.to_u8(), v.to_be_bytes())
     }
 
     fn serialize_char(self, v: char) -> Result<()> {
@@ -100,7 +75,9 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
     #[inline]
     fn serialize_bytes(self, v: &[u8]) -> Result<()> {
         self.reserve(v.len().saturating_add(5))?;
-        Ok(wire::write_bin(self.out, v)?)
+        wire::write_len(self.out, mp::write_bin_len, v.len())?;
+        self.out.extend_from_slice(v);
+        Ok(())
     }
 
     #[inline]
@@ -196,16 +173,12 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
         let id = self
             .schema
             .variant(ShapeKind::TupleVariant, name, variant_index, variant)?;
-        self.enter()?;
-        self.array_len(len + 1)?;
-        self.shape_ref(id)?;
-        Ok(SeqEncoder {
-            enc: self,
-            expected: Some(len),
-            count: 0,
-            header_at: 0,
-            what: "tuple variant",
-        })
+        // The shape reference is the array's first element, not the
+        // variant's.
+        let mut seq = self.begin_seq(Some(len + 1), false, "tuple variant")?;
+        seq.enc.shape_ref(id)?;
+        seq.expected = Some(len);
+        Ok(seq)
     }
 
     fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap> {
