@@ -121,15 +121,6 @@ async fn recv(socket: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<(usize, V
 // ---------------------------------------------------------------------------
 // The service's side.
 
-/// Why the spawner could not start a generation.
-#[derive(Debug)]
-pub(crate) enum SpawnError {
-    /// The system refused (exec failed: missing file, permissions...).
-    Spawn(io::Error),
-    /// The spawner process is gone; this generation cannot start another.
-    Gone { pid: u32, reason: String },
-}
-
 type SpawnReply = Result<(u32, watch::Receiver<Option<Option<i32>>>), io::Error>;
 
 #[derive(Debug, Default)]
@@ -189,40 +180,44 @@ impl SpawnerClient {
 
     /// The error once the spawner is found gone: waits (briefly) until its
     /// end was recorded, so the error says how it ended.
-    async fn gone(&self) -> SpawnError {
-        let mut gone = self.gone_rx.clone();
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            gone.wait_for(|gone| *gone),
-        )
-        .await;
+    async fn gone(&self) -> RestartError {
+        self.gone_within(std::time::Duration::from_secs(2)).await;
         let reason = lock(&self.routes).gone.clone();
-        SpawnError::Gone {
+        RestartError::SpawnerGone {
             pid: self.pid,
             reason: reason.unwrap_or_else(|| "it closed its socket".to_owned()),
         }
     }
 
+    /// True once the spawner is gone (and its end recorded), waiting up to
+    /// `within` for that.
+    async fn gone_within(&self, within: std::time::Duration) -> bool {
+        let mut gone = self.gone_rx.clone();
+        let waited = tokio::time::timeout(within, gone.wait_for(|gone| *gone)).await;
+        waited.is_ok()
+    }
+
     /// Asks the spawner to start the next generation with `channel` as its
-    /// end of the handover channel.
+    /// end of the handover channel; the system's refusal (exec failed:
+    /// missing file, permissions...) is made an error by `spawn_error`.
     pub(crate) async fn spawn(
         self: &Arc<Self>,
         channel: OwnedFd,
-    ) -> Result<SpawnedGeneration, SpawnError> {
+        spawn_error: impl Fn(io::Error) -> RestartError,
+    ) -> Result<SpawnedGeneration, RestartError> {
         let _one = self.one_at_a_time.lock().await;
         let (reply_tx, reply_rx) = oneshot::channel();
         let already_gone = {
             let mut routes = lock(&self.routes);
-            let gone = routes.gone.is_some();
-            if !gone {
+            if routes.gone.is_none() {
                 routes.pending = Some(reply_tx);
             }
-            gone
+            routes.gone.is_some()
         };
         if already_gone {
             return Err(self.gone().await);
         }
-        let request = encode(&Request::Spawn).map_err(SpawnError::Spawn)?;
+        let request = encode(&Request::Spawn).map_err(&spawn_error)?;
         if send(&self.socket, &request, &[channel.as_fd()])
             .await
             .is_err()
@@ -237,7 +232,7 @@ impl SpawnerClient {
                 exit,
                 watch: ExitWatch::new(pid),
             }),
-            Ok(Err(e)) => Err(SpawnError::Spawn(e)),
+            Ok(Err(e)) => Err(spawn_error(e)),
             Err(_) => Err(self.gone().await),
         }
     }
@@ -405,11 +400,7 @@ impl Spawner {
     pub(crate) async fn release_and_wait(&self, within: std::time::Duration) {
         if let Spawner::Process(client) = self {
             client.release();
-            let mut gone = client.gone_rx.clone();
-            if tokio::time::timeout(within, gone.wait_for(|gone| *gone))
-                .await
-                .is_err()
-            {
+            if !client.gone_within(within).await {
                 tracing::warn!(
                     pid = client.pid(),
                     "the spawner did not exit when released; exiting anyway"
@@ -437,13 +428,10 @@ impl Spawner {
                 })?;
                 Ok(NextProcess::new(NextParent::Inline { pid, child }))
             }
-            Spawner::Process(client) => match client.spawn(channel).await {
-                Ok(spawned) => Ok(NextProcess::new(NextParent::Spawned(spawned))),
-                Err(SpawnError::Spawn(source)) => Err(spawn_error(source)),
-                Err(SpawnError::Gone { pid, reason }) => {
-                    Err(RestartError::SpawnerGone { pid, reason })
-                }
-            },
+            Spawner::Process(client) => {
+                let spawned = client.spawn(channel, spawn_error).await?;
+                Ok(NextProcess::new(NextParent::Spawned(spawned)))
+            }
         }
     }
 }
