@@ -312,12 +312,6 @@ impl PredecessorLink {
         }
     }
 
-    /// Reports that this generation, ready, is unfit: during its probation
-    /// the previous generation then kills it and takes the service back.
-    pub(crate) async fn report_unhealthy(&self, reason: String) -> io::Result<()> {
-        self.report(&ChildMessage::Unhealthy { reason }).await
-    }
-
     /// Writes as much of `message` as the socket takes without waiting;
     /// returns the bytes left to send (none, unless the buffer is full).
     ///
@@ -577,7 +571,8 @@ mod tests {
             *lock(&link.ready) = ReadyReport::Started {
                 rest: bytes[written..].to_vec(),
             };
-            link.report_unhealthy("the warm-up check failed".to_owned())
+            let reason = "the warm-up check failed".to_owned();
+            link.report(&ChildMessage::Unhealthy { reason })
                 .await
                 .unwrap();
             assert_eq!(
