@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::runtime::Handle;
 use tracing::Instrument;
 
-use crate::channel::{HandoverHeader, Lineage, Received, StateOffer};
+use crate::channel::{HandoverHeader, Lineage, Received};
 use crate::child::{self, PredecessorLink};
 use crate::config::{Config, RuntimeFlavor, SpawnerMode};
 use crate::context::Context;
@@ -47,7 +47,7 @@ use crate::spawner::{self, Spawner, SpawnerClient, SpawnerProcess};
 use crate::state::HandoverState;
 use crate::supervisor::{Finished, MainOutcome, Supervisor};
 use crate::systemd::{self, Passed};
-use crate::telemetry::{self, Totals};
+use crate::telemetry;
 use crate::timing::{unix_ms, StartupTimes};
 
 /// What a service's `main` may return: `()` or `Result<(), E>` with a
@@ -355,13 +355,8 @@ fn first_generation(passed: Passed) -> Received {
         header: HandoverHeader {
             generation: 1,
             fd_names: fds.iter().map(|(name, _)| name.clone()).collect(),
-            state: StateOffer::None,
             lineage,
-            restart_began_unix_us: 0,
-            predecessor_pid: 0,
-            draining: Vec::new(),
-            restart_id: None,
-            totals: Totals::default(),
+            ..HandoverHeader::default()
         },
         fds,
         state: None,
