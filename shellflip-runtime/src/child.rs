@@ -289,21 +289,18 @@ impl PredecessorLink {
     /// [`report_ready_now`]: Self::report_ready_now
     pub(crate) async fn finish_ready_report(&self, before: impl FnOnce()) -> Result<bool, String> {
         let report = std::mem::replace(&mut *lock(&self.ready), ReadyReport::Finished);
-        match report {
-            ReadyReport::Finished => Ok(false),
-            ReadyReport::Failed(reason) => Err(reason),
-            ReadyReport::Started { rest } => self
-                .send(&rest)
-                .await
-                .map(|()| true)
-                .map_err(|e| e.to_string()),
+        let sent = match report {
+            ReadyReport::Finished => return Ok(false),
+            ReadyReport::Failed(reason) => return Err(reason),
+            ReadyReport::Started { rest } => self.send(&rest).await,
             ReadyReport::NotSent => {
                 before();
                 let sent = self.report(&self.ready_message()).await;
                 profile::mark(Hop::ReadyWritten);
-                sent.map(|()| true).map_err(|e| e.to_string())
+                sent
             }
-        }
+        };
+        sent.map(|()| true).map_err(|e| e.to_string())
     }
 
     fn ready_message(&self) -> ChildMessage {
