@@ -387,22 +387,18 @@ fn build_generation<S: HandoverState>(
     )
     .map_err(|e| e.to_string())?;
     if state.is_some() {
-        crate::profile::mark(crate::profile::Hop::StateDecoded);
+        profile::mark(Hop::StateDecoded);
     }
     // The control socket, when configured (attribute or SHELLFLIP_CONTROL):
     // inherited, or bound by the first generation. Otherwise the service may
     // open it from its main with `Context::control_socket`.
-    let control = match config.control_socket.as_deref() {
-        Some(path) => Some(
-            open_control_socket(
-                &mut registry,
-                header.lineage.control_socket_file.as_ref(),
-                path,
-            )
-            .map_err(|e| e.to_string())?,
-        ),
-        None => None,
-    };
+    let inherited_control = header.lineage.control_socket_file.as_ref();
+    let control = config
+        .control_socket
+        .as_deref()
+        .map(|path| open_control_socket(&mut registry, inherited_control, path))
+        .transpose()
+        .map_err(|e| e.to_string())?;
     let _lifecycle = lifecycle.enter();
     let signals = Signals::install(config.restart_signal)
         .map_err(|e| Error::io("could not install signal handlers", e).to_string())?;
