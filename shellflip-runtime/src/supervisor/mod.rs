@@ -91,7 +91,8 @@ pub(crate) struct Supervisor {
     successor_rx: mpsc::UnboundedReceiver<Event>,
     /// Older generations still draining.
     older: DrainingGenerations,
-    predecessor_events: Option<mpsc::UnboundedReceiver<FromPredecessor>>,
+    /// The predecessor link's news (closed at once without one).
+    predecessor_events: mpsc::UnboundedReceiver<FromPredecessor>,
     signals: Signals,
     /// Set once the machine says to exit.
     exit: Option<(Ending, bool)>,
@@ -133,7 +134,8 @@ impl Supervisor {
             predecessor_events: generation
                 .predecessor
                 .as_ref()
-                .and_then(|l| l.take_events()),
+                .and_then(|l| l.take_events())
+                .unwrap_or_else(|| mpsc::unbounded_channel().1),
             generation,
             main_outcome,
             config,
@@ -196,7 +198,7 @@ impl Supervisor {
                     self.on_restart_outcome(outcome).instrument(span).await
                 }
                 Some(event) = self.successor_rx.recv() => event,
-                Some(news) = recv(&mut self.predecessor_events) => {
+                Some(news) = self.predecessor_events.recv() => {
                     match self.on_predecessor_news(news).await {
                         Some(event) => event,
                         None => continue,
@@ -425,14 +427,6 @@ impl Supervisor {
 
 /// How often a draining generation reports its progress to its successor.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-
-/// The next message of an optional receiver (never, without one).
-async fn recv<T>(receiver: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
-    match receiver {
-        Some(receiver) => receiver.recv().await,
-        None => std::future::pending().await,
-    }
-}
 
 /// Sleeps until `deadline` (forever, without one).
 async fn sleep_until(deadline: Option<Instant>) {
