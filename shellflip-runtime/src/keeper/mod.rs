@@ -339,11 +339,8 @@ impl Keeper {
         let sent = match &self.main_pidfd {
             Some(pidfd) => fd::pidfd_send_signal(pidfd.as_fd(), signal),
             None => Signal::try_from(signal)
-                .map_err(std::io::Error::from)
-                .and_then(|s| {
-                    nix::sys::signal::kill(Pid::from_raw(self.main_pid as i32), s)
-                        .map_err(std::io::Error::from)
-                }),
+                .and_then(|s| nix::sys::signal::kill(Pid::from_raw(self.main_pid as i32), s))
+                .map_err(std::io::Error::from),
         };
         if let Err(e) = sent {
             eprintln!(
