@@ -168,16 +168,6 @@ impl SpawnerClient {
         }))
     }
 
-    /// The spawner's pid.
-    pub(crate) fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// True once the spawner has exited.
-    pub(crate) fn is_gone(&self) -> bool {
-        *self.gone_rx.borrow()
-    }
-
     /// The error once the spawner is found gone: waits (briefly) until its
     /// end was recorded, so the error says how it ended.
     async fn gone(&self) -> RestartError {
@@ -372,7 +362,7 @@ impl Spawner {
     /// "the spawner process (pid 123)", "this process (SHELLFLIP_SPAWNER=inline)".
     pub(crate) fn describe(&self) -> String {
         match self {
-            Spawner::Process(client) => format!("the spawner process (pid {})", client.pid()),
+            Spawner::Process(client) => format!("the spawner process (pid {})", client.pid),
             Spawner::Inline { reason } => format!("this process ({reason})"),
         }
     }
@@ -380,7 +370,8 @@ impl Spawner {
     /// The spawner process's pid, while there is one.
     pub(crate) fn pid(&self) -> Option<u32> {
         match self {
-            Spawner::Process(client) if !client.is_gone() => Some(client.pid()),
+            // Until it has exited.
+            Spawner::Process(client) if !*client.gone_rx.borrow() => Some(client.pid),
             _ => None,
         }
     }
@@ -402,7 +393,7 @@ impl Spawner {
             client.release();
             if !client.gone_within(within).await {
                 tracing::warn!(
-                    pid = client.pid(),
+                    pid = client.pid,
                     "the spawner did not exit when released; exiting anyway"
                 );
             }
