@@ -256,7 +256,7 @@ where
     let config = &start.config;
     let spawner = {
         let _lifecycle = start.lifecycle.enter();
-        connect_spawner(start.spawner, config.spawner)
+        connect_spawner(start.launch, start.spawner, config.spawner)
     };
     let received = start
         .received
@@ -283,7 +283,6 @@ where
         Arc::clone(&generation),
         config.clone(),
         header,
-        start.launch,
         spawner,
         signals,
         start.times,
@@ -507,19 +506,19 @@ fn clean_up(finished: Option<&Finished>, pid_file: Option<&PidFile>) {
 
 /// Connects to the spawner forked at start-up, or falls back to spawning
 /// from this process (with a warning, unless that was asked for).
-fn connect_spawner(spawner: Result<SpawnerProcess, String>, mode: SpawnerMode) -> Spawner {
-    match spawner.and_then(|process| {
+fn connect_spawner(
+    launch: Launch,
+    spawner: Result<SpawnerProcess, String>,
+    mode: SpawnerMode,
+) -> Spawner {
+    let process = spawner.and_then(|process| {
         SpawnerClient::connect(process)
             .map_err(|e| format!("could not talk to the spawner process: {e}"))
-    }) {
-        Ok(client) => Spawner::Process(client),
-        Err(reason) => {
-            if mode == SpawnerMode::Process {
-                tracing::warn!(%reason, "new generations will be spawned by the service process itself");
-            }
-            Spawner::Inline { reason }
-        }
+    });
+    if let (Err(reason), SpawnerMode::Process) = (&process, mode) {
+        tracing::warn!(%reason, "new generations will be spawned by the service process itself");
     }
+    Spawner { launch, process }
 }
 
 /// Polls a future, turning a panic into an error message.

@@ -33,7 +33,7 @@ use crate::channel::{
 };
 use crate::connections::SuccessorLink;
 use crate::error::RestartError;
-use crate::launch::{describe_status, Launch};
+use crate::launch::describe_status;
 use crate::profile::{self, Hop};
 use crate::spawner::{NextProcess, Spawner, Successor};
 use crate::state::EncodedState;
@@ -101,7 +101,6 @@ impl NewGeneration {
 /// it, as late as possible.
 pub(crate) async fn restart(
     spawner: &Spawner,
-    launch: &Launch,
     plan: Plan,
     encode_state: impl Future<Output = Result<EncodedStateParts, RestartError>>,
     abort: CancellationToken,
@@ -110,7 +109,7 @@ pub(crate) async fn restart(
     // 1. The channel, and the new process started while the header and the
     // listeners are written into it.
     let (stream, theirs) = open_channel().map_err(|source| RestartError::Spawn {
-        exe: launch.exe.clone(),
+        exe: spawner.launch.exe.clone(),
         source,
     })?;
     let (generation, ready_timeout, fds) = (plan.generation, plan.ready_timeout, &plan.fds);
@@ -123,11 +122,10 @@ pub(crate) async fn restart(
             .map(|()| header.fd_names.len())
     });
     profile::mark(Hop::SpawnAsked);
-    let (mut process, mut prepared) =
-        spawn_while(spawner.spawn(launch, theirs), &mut prepare).await?;
+    let (mut process, mut prepared) = spawn_while(spawner.spawn(theirs), &mut prepare).await?;
     let pid = process.pid();
     let spawned = started.elapsed();
-    tracing::debug!(pid, exe = %launch.exe.display(), spawn_ms = timing::ms(spawned), "spawned the next generation");
+    tracing::debug!(pid, exe = %spawner.launch.exe.display(), spawn_ms = timing::ms(spawned), "spawned the next generation");
 
     // 2. The state when the new generation asks for it, then its report,
     // the exit, the timeout or an abort.

@@ -347,31 +347,31 @@ impl SpawnedGeneration {
 // ---------------------------------------------------------------------------
 // What the parent side uses: whoever starts the next generation.
 
-/// What starts new generations: the spawner forked at start-up, or this
-/// process itself.
+/// What starts new generations, and how: the spawner forked at start-up,
+/// or this process itself.
 #[derive(Debug, Clone)]
-pub(crate) enum Spawner {
-    /// The spawner process.
-    Process(Arc<SpawnerClient>),
-    /// This process, with `fork` + `execve`; the reason it is not the
-    /// spawner process.
-    Inline { reason: String },
+pub(crate) struct Spawner {
+    /// How a new generation is started.
+    pub launch: Launch,
+    /// The spawner process; else the reason it is not, and this process
+    /// spawns, with `fork` + `execve`.
+    pub process: Result<Arc<SpawnerClient>, String>,
 }
 
 impl Spawner {
     /// "the spawner process (pid 123)", "this process (SHELLFLIP_SPAWNER=inline)".
     pub(crate) fn describe(&self) -> String {
-        match self {
-            Spawner::Process(client) => format!("the spawner process (pid {})", client.pid),
-            Spawner::Inline { reason } => format!("this process ({reason})"),
+        match &self.process {
+            Ok(client) => format!("the spawner process (pid {})", client.pid),
+            Err(reason) => format!("this process ({reason})"),
         }
     }
 
     /// The spawner process's pid, while there is one.
     pub(crate) fn pid(&self) -> Option<u32> {
-        match self {
+        match &self.process {
             // Until it has exited.
-            Spawner::Process(client) if !*client.gone_rx.borrow() => Some(client.pid),
+            Ok(client) if !*client.gone_rx.borrow() => Some(client.pid),
             _ => None,
         }
     }
@@ -380,7 +380,7 @@ impl Spawner {
     /// the new generation is re-parented to the service manager, which then
     /// watches it directly.
     pub(crate) fn release(&self) {
-        if let Spawner::Process(client) = self {
+        if let Ok(client) = &self.process {
             client.release();
         }
     }
@@ -389,7 +389,7 @@ impl Spawner {
     /// exited and was reaped: at this generation's exit, so that no process
     /// of the service outlives the generations.
     pub(crate) async fn release_and_wait(&self, within: std::time::Duration) {
-        if let Spawner::Process(client) = self {
+        if let Ok(client) = &self.process {
             client.release();
             if !client.gone_within(within).await {
                 tracing::warn!(
@@ -402,24 +402,24 @@ impl Spawner {
 
     /// Starts `launch` with `channel` as the new process's end of the
     /// handover channel.
-    pub(crate) async fn spawn(
-        &self,
-        launch: &Launch,
-        channel: OwnedFd,
-    ) -> Result<NextProcess, RestartError> {
+    pub(crate) async fn spawn(&self, channel: OwnedFd) -> Result<NextProcess, RestartError> {
         let spawn_error = |source: io::Error| RestartError::Spawn {
-            exe: launch.exe.clone(),
+            exe: self.launch.exe.clone(),
             source,
         };
-        match self {
-            Spawner::Inline { .. } => {
-                let child = launch.spawn_inline(&channel).await.map_err(spawn_error)?;
+        match &self.process {
+            Err(_) => {
+                let child = self
+                    .launch
+                    .spawn_inline(&channel)
+                    .await
+                    .map_err(spawn_error)?;
                 let pid = child.id().ok_or_else(|| {
                     spawn_error(io::Error::other("the new process was reaped at once"))
                 })?;
                 Ok(NextProcess::new(NextParent::Inline { pid, child }))
             }
-            Spawner::Process(client) => {
+            Ok(client) => {
                 let spawned = client.spawn(channel, spawn_error).await?;
                 Ok(NextProcess::new(NextParent::Spawned(spawned)))
             }

@@ -30,7 +30,6 @@ use crate::config::Config;
 use crate::control::server::{self as control, ControlCommand, ControlSocketFile};
 use crate::draining::DrainingGenerations;
 use crate::generation::Generation;
-use crate::launch::Launch;
 use crate::machine::{self, Ending, Event, Machine, ReplyTo, RestartAsk, Trigger};
 use crate::parent::NewGeneration;
 use crate::profile::{self, Hop};
@@ -68,7 +67,6 @@ pub(crate) struct Supervisor {
     /// The settings it acts on.
     config: Config,
     systemd: Notifier,
-    launch: Launch,
     spawner: Spawner,
     startup: StartupTimes,
     lineage: Lineage,
@@ -107,7 +105,6 @@ impl Supervisor {
         generation: Arc<Generation>,
         config: Config,
         header: HandoverHeader,
-        launch: Launch,
         spawner: Spawner,
         signals: Signals,
         startup: StartupTimes,
@@ -140,7 +137,6 @@ impl Supervisor {
             main_outcome,
             config,
             systemd: Notifier::from_env(),
-            launch,
             spawner,
             startup,
             lineage: header.lineage,
