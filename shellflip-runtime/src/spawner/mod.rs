@@ -305,12 +305,10 @@ async fn read_events(
             "the spawner is gone; this generation cannot start a new one"
         );
     }
-    {
-        let mut routes = lock(&routes);
-        routes.gone = Some(reason);
-        routes.pending = None;
-        routes.exits.clear();
-    }
+    *lock(&routes) = Routes {
+        gone: Some(reason),
+        ..Routes::default()
+    };
     let _ = gone_tx.send(true);
 }
 
