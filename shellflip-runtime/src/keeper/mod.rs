@@ -107,11 +107,9 @@ pub(crate) fn start(config: &Config) -> Result<Role, ConfigError> {
     if std::env::var_os(crate::channel::ENV_HANDOVER_FD).is_some() {
         return Ok(Role::Service); // a new generation: never a keeper
     }
-    let mode = match std::env::var_os(ENV_KEEPER) {
-        None => KeeperMode::Auto,
-        Some(value) => KeeperMode::parse_env(&value.to_string_lossy())?,
-    };
-    let wanted = match mode {
+    let mode =
+        std::env::var_os(ENV_KEEPER).map(|value| KeeperMode::parse_env(&value.to_string_lossy()));
+    let wanted = match mode.transpose()?.unwrap_or(KeeperMode::Auto) {
         KeeperMode::On => true,
         KeeperMode::Off => false,
         KeeperMode::Auto => std::process::id() == 1 || parent_is_minimal_init(),
