@@ -209,7 +209,7 @@ impl Supervisor {
                     None => continue,
                 },
                 () = sleep_until(deadline) => Event::Deadline,
-                generation = self.older.next_exit() => {
+                Some(generation) = self.older.next_exit() => {
                     self.older.forget(generation);
                     continue;
                 }
