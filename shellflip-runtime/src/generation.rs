@@ -348,7 +348,7 @@ pub(crate) fn open_control_socket(
 /// its descriptors named for the handover.
 pub(crate) async fn encode_state_for_handover(
     generation: Arc<Generation>,
-) -> Result<crate::parent::EncodedStateParts, RestartError> {
+) -> Result<Option<(EncodedState, Vec<(String, std::os::fd::OwnedFd)>)>, RestartError> {
     let encode = move || {
         let Some(encode) = generation.state_encoder.get() else {
             return Ok(None);

@@ -323,7 +323,7 @@ impl ExitWatch {
 
 /// The fields of `/proc/<pid>/stat` after the process's name (state, ppid,
 /// pgrp, ...); `None` once it is gone.
-pub(crate) fn stat_after_name(pid: u32) -> Option<String> {
+fn stat_after_name(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     Some(stat.rsplit_once(')')?.1.to_owned())
 }

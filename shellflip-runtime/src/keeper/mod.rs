@@ -526,9 +526,12 @@ impl Keeper {
     }
 }
 
-/// The parent of `pid`, from `/proc/<pid>/stat` (the field after `state`).
+/// The parent of `pid`, from `/proc/<pid>/stat`.
 fn parent_of(pid: u32) -> Option<u32> {
-    let rest = crate::launch::stat_after_name(pid)?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: the fields
+    // after the last ')' are `state ppid ...`.
+    let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
