@@ -291,33 +291,24 @@ impl PredecessorLink {
     /// [`report_ready_now`]: Self::report_ready_now
     pub(crate) async fn finish_ready_report(&self, before: impl FnOnce()) -> Result<bool, String> {
         let report = std::mem::replace(&mut *lock(&self.ready), ReadyReport::Finished);
-        match report {
-            ReadyReport::Finished => Ok(false),
-            ReadyReport::Failed(reason) => Err(reason),
-            ReadyReport::Started { rest } => self
-                .send(&rest)
-                .await
-                .map(|()| true)
-                .map_err(|e| e.to_string()),
+        let sent = match report {
+            ReadyReport::Finished => return Ok(false),
+            ReadyReport::Failed(reason) => return Err(reason),
+            ReadyReport::Started { rest } => self.send(&rest).await,
             ReadyReport::NotSent => {
                 before();
                 let sent = self.report(&self.ready_message()).await;
                 profile::mark(Hop::ReadyWritten);
-                sent.map(|()| true).map_err(|e| e.to_string())
+                sent
             }
-        }
+        };
+        sent.map(|()| true).map_err(|e| e.to_string())
     }
 
     fn ready_message(&self) -> ChildMessage {
         ChildMessage::Ready {
             state: self.state_report.clone(),
         }
-    }
-
-    /// Reports that this generation, ready, is unfit: during its probation
-    /// the previous generation then kills it and takes the service back.
-    pub(crate) async fn report_unhealthy(&self, reason: String) -> io::Result<()> {
-        self.report(&ChildMessage::Unhealthy { reason }).await
     }
 
     /// Writes as much of `message` as the socket takes without waiting;
@@ -579,7 +570,8 @@ mod tests {
             *lock(&link.ready) = ReadyReport::Started {
                 rest: bytes[written..].to_vec(),
             };
-            link.report_unhealthy("the warm-up check failed".to_owned())
+            let reason = "the warm-up check failed".to_owned();
+            link.report(&ChildMessage::Unhealthy { reason })
                 .await
                 .unwrap();
             assert_eq!(

@@ -47,14 +47,11 @@ impl DrainingGenerations {
     }
 
     /// Resolves when the process of an entry exits, with its generation
-    /// number; pass it to [`forget`](Self::forget). Cancel-safe (a select
-    /// branch of the supervisor's loop).
-    pub(crate) async fn next_exit(&mut self) -> u64 {
-        match self.exited_rx.recv().await {
-            Some(generation) => generation,
-            // Never: `self` holds a sender.
-            None => std::future::pending().await,
-        }
+    /// number; pass it to [`forget`](Self::forget). Never `None`: `self`
+    /// holds a sender. Cancel-safe (a select branch of the supervisor's
+    /// loop).
+    pub(crate) async fn next_exit(&mut self) -> Option<u64> {
+        self.exited_rx.recv().await
     }
 
     /// Drops the entry of `generation` if its process has exited (and with
@@ -190,8 +187,8 @@ mod tests {
             tokio::time::timeout(std::time::Duration::from_secs(60), generations.next_exit())
                 .await
                 .expect("the exit is noticed");
-        assert_eq!(exited, 4);
-        generations.forget(exited);
+        assert_eq!(exited, Some(4));
+        generations.forget(4);
         assert!(generations.entries.is_empty(), "its pidfd is closed");
     }
 

@@ -51,27 +51,7 @@ impl Launch {
             restart_signal,
         }
     }
-}
 
-fn resolve_exe(arg0: &OsString) -> Option<PathBuf> {
-    let path = Path::new(arg0);
-    if arg0.is_empty() {
-        return None;
-    }
-    let candidate = if path.is_absolute() {
-        path.to_path_buf()
-    } else if path.components().count() > 1 {
-        std::env::current_dir().ok()?.join(path)
-    } else {
-        let search = std::env::var_os("PATH")?;
-        std::env::split_paths(&search)
-            .map(|dir| dir.join(path))
-            .find(|p| p.is_file())?
-    };
-    candidate.is_file().then_some(candidate)
-}
-
-impl Launch {
     /// Starts the next generation with `posix_spawn` (no copy of the page
     /// tables): for the spawner, which has a single thread and has cleared
     /// close-on-exec on `channel` for this spawn only.
@@ -103,21 +83,16 @@ impl Launch {
                 )
             })
         };
-        let mut argv = vec![c_string(self.arg0.as_bytes())?];
-        for arg in &self.args {
-            argv.push(c_string(arg.as_bytes())?);
-        }
+        let argv = std::iter::once(&self.arg0)
+            .chain(&self.args)
+            .map(|arg| c_string(arg.as_bytes()))
+            .collect::<std::io::Result<Vec<_>>>()?;
         let mut envp = Vec::new();
         for (key, value) in std::env::vars_os() {
-            let key_bytes = key.as_bytes();
-            if key == ENV_HANDOVER_FD
-                || SOCKET_ACTIVATION_VARS
-                    .iter()
-                    .any(|v| key_bytes == v.as_bytes())
-            {
+            if key == ENV_HANDOVER_FD || SOCKET_ACTIVATION_VARS.iter().any(|v| key == *v) {
                 continue;
             }
-            let mut pair = key_bytes.to_vec();
+            let mut pair = key.as_bytes().to_vec();
             pair.push(b'=');
             pair.extend_from_slice(value.as_bytes());
             envp.push(c_string(&pair)?);
@@ -129,11 +104,7 @@ impl Launch {
         let mut attr = PosixSpawnAttr::init()?;
         attr.set_pgroup(nix::unistd::Pid::from_raw(0))?;
         attr.set_sigmask(&shutdown::signal_set(self.restart_signal))?;
-        let mut default_set = SigSet::empty();
-        for signal in defaults {
-            default_set.add(*signal);
-        }
-        attr.set_sigdefault(&default_set)?;
+        attr.set_sigdefault(&defaults.iter().copied().collect::<SigSet>())?;
         attr.set_flags(
             PosixSpawnFlags::POSIX_SPAWN_SETPGROUP
                 | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
@@ -167,6 +138,24 @@ impl Launch {
         );
         retry_busy(|| command.spawn()).await
     }
+}
+
+fn resolve_exe(arg0: &OsString) -> Option<PathBuf> {
+    let path = Path::new(arg0);
+    if arg0.is_empty() {
+        return None;
+    }
+    let candidate = if path.is_absolute() {
+        path.to_path_buf()
+    } else if path.components().count() > 1 {
+        std::env::current_dir().ok()?.join(path)
+    } else {
+        let search = std::env::var_os("PATH")?;
+        std::env::split_paths(&search)
+            .map(|dir| dir.join(path))
+            .find(|p| p.is_file())?
+    };
+    candidate.is_file().then_some(candidate)
 }
 
 /// Runs `spawn` again while the executable is busy being written
@@ -243,10 +232,9 @@ pub(crate) fn describe_status(status: std::io::Result<ExitStatus>) -> String {
 /// restart can kill everything it started; a group that no longer exists
 /// (every earlier member exited) is not an error.
 pub(crate) fn join_process_group(group: u32) {
-    let Ok(group) = i32::try_from(group) else {
+    let Ok(group) = to_pid(group) else {
         return;
     };
-    let group = nix::unistd::Pid::from_raw(group);
     if nix::unistd::getpgrp() == group {
         return;
     }
@@ -395,12 +383,10 @@ pub(crate) async fn wait_killed_group(members: &[ExitWatch]) {
 
 /// True when `pid` names no process or a zombie.
 fn process_gone(pid: u32) -> bool {
-    let Ok(raw) = i32::try_from(pid) else {
+    let Ok(raw) = to_pid(pid) else {
         return true;
     };
-    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None)
-        == Err(nix::errno::Errno::ESRCH)
-    {
+    if nix::sys::signal::kill(raw, None) == Err(nix::errno::Errno::ESRCH) {
         return true;
     }
     // A zombie still answers kill(0): it has exited all the same.

@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::runtime::Handle;
 use tracing::Instrument;
 
-use crate::channel::{HandoverHeader, Lineage, Received, StateOffer};
+use crate::channel::{HandoverHeader, Lineage, Received};
 use crate::child::{self, PredecessorLink};
 use crate::config::{Config, RuntimeFlavor, SpawnerMode};
 use crate::context::Context;
@@ -47,7 +47,7 @@ use crate::spawner::{self, Spawner, SpawnerClient, SpawnerProcess};
 use crate::state::HandoverState;
 use crate::supervisor::{Finished, MainOutcome, Supervisor};
 use crate::systemd::{self, Passed};
-use crate::telemetry::{self, Totals};
+use crate::telemetry;
 use crate::timing::{unix_ms, StartupTimes};
 
 /// What a service's `main` may return: `()` or `Result<(), E>` with a
@@ -256,7 +256,7 @@ where
     let config = &start.config;
     let spawner = {
         let _lifecycle = start.lifecycle.enter();
-        connect_spawner(start.spawner, config.spawner)
+        connect_spawner(start.launch, start.spawner, config.spawner)
     };
     let received = start
         .received
@@ -283,7 +283,6 @@ where
         Arc::clone(&generation),
         config.clone(),
         header,
-        start.launch,
         spawner,
         signals,
         start.times,
@@ -355,13 +354,8 @@ fn first_generation(passed: Passed) -> Received {
         header: HandoverHeader {
             generation: 1,
             fd_names: fds.iter().map(|(name, _)| name.clone()).collect(),
-            state: StateOffer::None,
             lineage,
-            restart_began_unix_us: 0,
-            predecessor_pid: 0,
-            draining: Vec::new(),
-            restart_id: None,
-            totals: Totals::default(),
+            ..HandoverHeader::default()
         },
         fds,
         state: None,
@@ -392,22 +386,18 @@ fn build_generation<S: HandoverState>(
     )
     .map_err(|e| e.to_string())?;
     if state.is_some() {
-        crate::profile::mark(crate::profile::Hop::StateDecoded);
+        profile::mark(Hop::StateDecoded);
     }
     // The control socket, when configured (attribute or SHELLFLIP_CONTROL):
     // inherited, or bound by the first generation. Otherwise the service may
     // open it from its main with `Context::control_socket`.
-    let control = match config.control_socket.as_deref() {
-        Some(path) => Some(
-            open_control_socket(
-                &mut registry,
-                header.lineage.control_socket_file.as_ref(),
-                path,
-            )
-            .map_err(|e| e.to_string())?,
-        ),
-        None => None,
-    };
+    let inherited_control = header.lineage.control_socket_file.as_ref();
+    let control = config
+        .control_socket
+        .as_deref()
+        .map(|path| open_control_socket(&mut registry, inherited_control, path))
+        .transpose()
+        .map_err(|e| e.to_string())?;
     let _lifecycle = lifecycle.enter();
     let signals = Signals::install(config.restart_signal)
         .map_err(|e| Error::io("could not install signal handlers", e).to_string())?;
@@ -516,19 +506,19 @@ fn clean_up(finished: Option<&Finished>, pid_file: Option<&PidFile>) {
 
 /// Connects to the spawner forked at start-up, or falls back to spawning
 /// from this process (with a warning, unless that was asked for).
-fn connect_spawner(spawner: Result<SpawnerProcess, String>, mode: SpawnerMode) -> Spawner {
-    match spawner.and_then(|process| {
+fn connect_spawner(
+    launch: Launch,
+    spawner: Result<SpawnerProcess, String>,
+    mode: SpawnerMode,
+) -> Spawner {
+    let process = spawner.and_then(|process| {
         SpawnerClient::connect(process)
             .map_err(|e| format!("could not talk to the spawner process: {e}"))
-    }) {
-        Ok(client) => Spawner::Process(client),
-        Err(reason) => {
-            if mode == SpawnerMode::Process {
-                tracing::warn!(%reason, "new generations will be spawned by the service process itself");
-            }
-            Spawner::Inline { reason }
-        }
+    });
+    if let (Err(reason), SpawnerMode::Process) = (&process, mode) {
+        tracing::warn!(%reason, "new generations will be spawned by the service process itself");
     }
+    Spawner { launch, process }
 }
 
 /// Polls a future, turning a panic into an error message.

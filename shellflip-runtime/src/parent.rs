@@ -20,7 +20,6 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::pin::Pin;
-use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +33,7 @@ use crate::channel::{
 };
 use crate::connections::SuccessorLink;
 use crate::error::RestartError;
-use crate::launch::{describe_status, Launch};
+use crate::launch::describe_status;
 use crate::profile::{self, Hop};
 use crate::spawner::{NextProcess, Spawner, Successor};
 use crate::state::EncodedState;
@@ -102,7 +101,6 @@ impl NewGeneration {
 /// it, as late as possible.
 pub(crate) async fn restart(
     spawner: &Spawner,
-    launch: &Launch,
     plan: Plan,
     encode_state: impl Future<Output = Result<EncodedStateParts, RestartError>>,
     abort: CancellationToken,
@@ -111,16 +109,10 @@ pub(crate) async fn restart(
     // 1. The channel, and the new process started while the header and the
     // listeners are written into it.
     let (stream, theirs) = open_channel().map_err(|source| RestartError::Spawn {
-        exe: launch.exe.clone(),
+        exe: spawner.launch.exe.clone(),
         source,
     })?;
-    let Plan {
-        generation,
-        fds,
-        ready_timeout,
-        ..
-    } = &plan;
-    let (generation, ready_timeout) = (*generation, *ready_timeout);
+    let (generation, ready_timeout, fds) = (plan.generation, plan.ready_timeout, &plan.fds);
     let header = header_of(&plan, fds);
     let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|(_, fd)| fd.as_fd()).collect();
     let mut prepare = Box::pin(async {
@@ -130,11 +122,10 @@ pub(crate) async fn restart(
             .map(|()| header.fd_names.len())
     });
     profile::mark(Hop::SpawnAsked);
-    let (mut process, mut prepared) =
-        spawn_while(spawner.spawn(launch, theirs), &mut prepare).await?;
+    let (mut process, mut prepared) = spawn_while(spawner.spawn(theirs), &mut prepare).await?;
     let pid = process.pid();
     let spawned = started.elapsed();
-    tracing::debug!(pid, exe = %launch.exe.display(), spawn_ms = timing::ms(spawned), "spawned the next generation");
+    tracing::debug!(pid, exe = %spawner.launch.exe.display(), spawn_ms = timing::ms(spawned), "spawned the next generation");
 
     // 2. The state when the new generation asks for it, then its report,
     // the exit, the timeout or an abort.
@@ -324,48 +315,33 @@ pub(crate) async fn decide<P: Successor>(
     ready_timeout: Duration,
     abort: &CancellationToken,
 ) -> Result<Option<StateReport>, RestartError> {
-    let first = tokio::select! {
-        report = &mut handshake => First::Report(report),
-        status = process.wait() => First::Exited(status),
-        _ = tokio::time::sleep(ready_timeout) => First::Timeout,
-        _ = abort.cancelled() => First::Aborted,
-    };
-    match first {
-        First::Report(report) => conclude_report(process, report).await,
-        First::Exited(status) => {
+    let pid = process.pid();
+    tokio::select! {
+        report = &mut handshake => conclude_report(process, report).await,
+        status = process.wait() => {
             // A FAILED report may already sit in the socket buffer.
-            let late = tokio::time::timeout(LATE_REPORT, &mut handshake).await;
-            match late {
-                Ok(Ok(Some(ChildMessage::Failed { reason }))) => Err(RestartError::ChildFailed {
-                    pid: process.pid(),
-                    reason,
-                }),
+            match tokio::time::timeout(LATE_REPORT, &mut handshake).await {
+                Ok(Ok(Some(ChildMessage::Failed { reason }))) => {
+                    Err(RestartError::ChildFailed { pid, reason })
+                }
                 _ => Err(RestartError::ChildExited {
-                    pid: process.pid(),
+                    pid,
                     status: describe_status(status),
                 }),
             }
         }
-        First::Timeout => {
+        _ = tokio::time::sleep(ready_timeout) => {
             kill_and_reap(process).await;
             Err(RestartError::ReadyTimeout {
-                pid: process.pid(),
+                pid,
                 timeout: ready_timeout,
             })
         }
-        First::Aborted => {
+        _ = abort.cancelled() => {
             kill_and_reap(process).await;
-            Err(RestartError::Aborted { pid: process.pid() })
+            Err(RestartError::Aborted { pid })
         }
     }
-}
-
-/// What came first in [`decide`].
-enum First {
-    Report(Result<Option<ChildMessage>, HandshakeError>),
-    Exited(io::Result<ExitStatus>),
-    Timeout,
-    Aborted,
 }
 
 /// The decision when the handshake ended first: with a report, the
@@ -439,6 +415,7 @@ async fn kill_and_reap<P: Successor>(process: &mut P) {
 mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use tokio::sync::watch;

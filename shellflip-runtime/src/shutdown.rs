@@ -51,11 +51,7 @@ impl Signals {
 /// The set holding `signal` alone. (The settings crate only admits signals
 /// that exist here; its tests check the numbers against the system's.)
 pub(crate) fn signal_set(signal: shellflip_settings::Signal) -> nix::sys::signal::SigSet {
-    let mut set = nix::sys::signal::SigSet::empty();
-    if let Ok(signal) = Signal::try_from(signal.number()) {
-        set.add(signal);
-    }
-    set
+    Signal::try_from(signal.number()).into_iter().collect()
 }
 
 /// Blocks `signal` in this thread (and the threads it starts from now on):

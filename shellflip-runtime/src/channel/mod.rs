@@ -156,7 +156,7 @@ impl Lineage {
 }
 
 /// The first message to a new generation.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub(crate) struct HandoverHeader {
     /// The new generation's number.
     pub generation: u64,

@@ -342,7 +342,9 @@ impl<S: HandoverState> Context<S> {
         }
         let reason = reason.into();
         tracing::warn!(%reason, "this generation reports itself unhealthy; the previous one takes the service back");
-        link.report_unhealthy(reason)
+        // During its probation the previous generation then kills this one
+        // and takes the service back.
+        link.report(&crate::channel::ChildMessage::Unhealthy { reason })
             .await
             .map_err(|e| Error::io("could not tell the previous generation", e))
     }

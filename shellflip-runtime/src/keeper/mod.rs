@@ -107,11 +107,9 @@ pub(crate) fn start(config: &Config) -> Result<Role, ConfigError> {
     if std::env::var_os(crate::channel::ENV_HANDOVER_FD).is_some() {
         return Ok(Role::Service); // a new generation: never a keeper
     }
-    let mode = match std::env::var_os(ENV_KEEPER) {
-        None => KeeperMode::Auto,
-        Some(value) => KeeperMode::parse_env(&value.to_string_lossy())?,
-    };
-    let wanted = match mode {
+    let mode =
+        std::env::var_os(ENV_KEEPER).map(|value| KeeperMode::parse_env(&value.to_string_lossy()));
+    let wanted = match mode.transpose()?.unwrap_or(KeeperMode::Auto) {
         KeeperMode::On => true,
         KeeperMode::Off => false,
         KeeperMode::Auto => std::process::id() == 1 || parent_is_minimal_init(),
@@ -126,22 +124,20 @@ pub(crate) fn start(config: &Config) -> Result<Role, ConfigError> {
         .apply_env()
         .map(|c| c.drain_timeout)
         .unwrap_or(config.drain_timeout);
-    let setup = match Setup::new() {
-        Ok(setup) => setup,
-        Err(e) => {
-            eprintln!(
-                "shellflip: could not start the keeper ({e}); this process runs the service itself"
-            );
-            return Ok(Role::Service);
-        }
-    };
     let keeper_pid = std::process::id();
-    match fd::fork_first_generation() {
-        Ok(Forked::Service) => {
+    let started = Setup::new().and_then(|setup| match fd::fork_first_generation() {
+        Ok(forked) => Ok((setup, forked)),
+        Err(e) => {
+            setup.restore_mask();
+            Err(e)
+        }
+    });
+    match started {
+        Ok((setup, Forked::Service)) => {
             setup.into_service(keeper_pid);
             Ok(Role::Service)
         }
-        Ok(Forked::Keeper(first)) => {
+        Ok((setup, Forked::Keeper(first))) => {
             let code = Keeper::new(setup, first, drain_timeout).run();
             Ok(Role::KeeperDone(ExitCode::from(code)))
         }
@@ -149,7 +145,6 @@ pub(crate) fn start(config: &Config) -> Result<Role, ConfigError> {
             eprintln!(
                 "shellflip: could not start the keeper ({e}); this process runs the service itself"
             );
-            setup.restore_mask();
             Ok(Role::Service)
         }
     }
@@ -163,26 +158,13 @@ fn parent_is_minimal_init() -> bool {
         .unwrap_or(false)
 }
 
-/// The process the keeper follows: the service's main process.
-struct Main {
-    pid: u32,
-    /// Readable once it exits (whoever its parent is).
-    pidfd: Option<OwnedFd>,
-}
-
-impl Main {
-    fn new(pid: u32) -> Main {
-        Main {
-            pid,
-            pidfd: fd::pidfd_open(pid).ok(),
-        }
-    }
-}
-
 /// The keeper's loop. See the module docs.
 struct Keeper {
     setup: Setup,
-    main: Main,
+    /// The process the keeper follows: the service's main process.
+    main_pid: u32,
+    /// Readable once it exits (whoever its parent is).
+    main_pidfd: Option<OwnedFd>,
     main_exit: MainExit,
     /// A stop (SIGTERM, SIGINT) was passed on: once the main pid exits no
     /// generation may take the service back, so the keeper does not wait
@@ -230,7 +212,8 @@ impl Keeper {
     fn new(setup: Setup, first: Pid, drain_timeout: Duration) -> Keeper {
         Keeper {
             setup,
-            main: Main::new(first.as_raw() as u32),
+            main_pid: first.as_raw() as u32,
+            main_pidfd: fd::pidfd_open(first.as_raw() as u32).ok(),
             main_exit: MainExit::Running,
             stopping: false,
             drain_timeout,
@@ -274,7 +257,7 @@ impl Keeper {
             PollFd::new(self.setup.signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(self.setup.socket.as_fd(), PollFlags::POLLIN),
         ];
-        if let (MainExit::Running, Some(pidfd)) = (self.main_exit, &self.main.pidfd) {
+        if let (MainExit::Running, Some(pidfd)) = (self.main_exit, &self.main_pidfd) {
             fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
         }
         let millis = timeout.map_or(-1, |t| {
@@ -351,19 +334,16 @@ impl Keeper {
     /// Sends `signal` to the main pid (through its pidfd when there is one:
     /// never to another process that reused the number).
     fn forward(&self, signal: i32) {
-        let sent = match &self.main.pidfd {
+        let sent = match &self.main_pidfd {
             Some(pidfd) => fd::pidfd_send_signal(pidfd.as_fd(), signal),
             None => Signal::try_from(signal)
-                .map_err(std::io::Error::from)
-                .and_then(|s| {
-                    nix::sys::signal::kill(Pid::from_raw(self.main.pid as i32), s)
-                        .map_err(std::io::Error::from)
-                }),
+                .and_then(|s| nix::sys::signal::kill(Pid::from_raw(self.main_pid as i32), s))
+                .map_err(std::io::Error::from),
         };
         if let Err(e) = sent {
             eprintln!(
                 "shellflip keeper: could not forward signal {signal} to pid {}: {e}",
-                self.main.pid
+                self.main_pid
             );
         }
     }
@@ -387,7 +367,7 @@ impl Keeper {
     /// exits before it reaped the main pid leaves it to this keeper (the
     /// subreaper).
     fn exit_learned(&mut self, pid: u32, code: u8) {
-        if pid == self.main.pid && !matches!(self.main_exit, MainExit::Code(_)) {
+        if pid == self.main_pid && !matches!(self.main_exit, MainExit::Code(_)) {
             self.main_exit = MainExit::Code(code);
         }
     }
@@ -457,7 +437,7 @@ impl Keeper {
         let Ok(pid) = pid.parse::<u32>() else {
             return;
         };
-        if pid == self.main.pid && !self.main_exit.has_exited() {
+        if pid == self.main_pid && !self.main_exit.has_exited() {
             return;
         }
         if self.stopping && self.main_exit.has_exited() {
@@ -468,7 +448,8 @@ impl Keeper {
             eprintln!("shellflip keeper: ignored MAINPID={pid}: not a process of this service");
             return;
         }
-        self.main = Main::new(pid);
+        self.main_pid = pid;
+        self.main_pidfd = fd::pidfd_open(pid).ok();
         self.main_exit = MainExit::Running;
     }
 

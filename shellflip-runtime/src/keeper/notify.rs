@@ -32,11 +32,7 @@ impl Setup {
     pub(super) fn new() -> std::io::Result<Setup> {
         let upstream = std::env::var_os(ENV_NOTIFY_SOCKET)
             .and_then(|value| systemd::parse_notify_socket(&value).ok());
-        let mut mask = SigSet::empty();
-        for signal in FORWARDED {
-            mask.add(signal);
-        }
-        mask.add(Signal::SIGCHLD);
+        let mask: SigSet = FORWARDED.into_iter().chain([Signal::SIGCHLD]).collect();
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .map_err(std::io::Error::from)?;
         let old_mask = mask
@@ -118,13 +114,10 @@ pub(crate) fn exit_code(status: &WaitStatus) -> Option<u8> {
 /// reaped with exit `code` (see [`exit_code`]). Best effort: without the
 /// report the keeper exits 1 for a main pid it could not reap.
 pub(crate) fn report_exit(pid: u32, code: u8) {
-    let Some(value) = std::env::var_os(ENV_NOTIFY_SOCKET) else {
-        return;
-    };
-    if !value.to_string_lossy().starts_with(SOCKET_PREFIX) {
-        return;
-    }
-    let Ok(target) = systemd::parse_notify_socket(&value) else {
+    let Some(target) = std::env::var_os(ENV_NOTIFY_SOCKET)
+        .filter(|value| value.to_string_lossy().starts_with(SOCKET_PREFIX))
+        .and_then(|value| systemd::parse_notify_socket(&value).ok())
+    else {
         return;
     };
     let _ = systemd::send_datagram(

@@ -55,9 +55,6 @@ pub(crate) fn start(launch: &Launch) -> io::Result<SpawnerProcess> {
 }
 
 fn spawner_main(socket: OwnedFd, launch: Launch) -> i32 {
-    if let Ok(name) = std::ffi::CString::new(PROCESS_NAME) {
-        let _ = nix::sys::prctl::set_name(&name);
-    }
     // Not dumpable: the service (same user, its parent) can then neither
     // ptrace it nor write its memory through /proc, so a compromised
     // service that locked itself down cannot borrow the spawner's freedom

@@ -121,15 +121,6 @@ async fn recv(socket: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<(usize, V
 // ---------------------------------------------------------------------------
 // The service's side.
 
-/// Why the spawner could not start a generation.
-#[derive(Debug)]
-pub(crate) enum SpawnError {
-    /// The system refused (exec failed: missing file, permissions...).
-    Spawn(io::Error),
-    /// The spawner process is gone; this generation cannot start another.
-    Gone { pid: u32, reason: String },
-}
-
 type SpawnReply = Result<(u32, watch::Receiver<Option<Option<i32>>>), io::Error>;
 
 #[derive(Debug, Default)]
@@ -177,52 +168,46 @@ impl SpawnerClient {
         }))
     }
 
-    /// The spawner's pid.
-    pub(crate) fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// True once the spawner has exited.
-    pub(crate) fn is_gone(&self) -> bool {
-        *self.gone_rx.borrow()
-    }
-
     /// The error once the spawner is found gone: waits (briefly) until its
     /// end was recorded, so the error says how it ended.
-    async fn gone(&self) -> SpawnError {
-        let mut gone = self.gone_rx.clone();
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            gone.wait_for(|gone| *gone),
-        )
-        .await;
+    async fn gone(&self) -> RestartError {
+        self.gone_within(std::time::Duration::from_secs(2)).await;
         let reason = lock(&self.routes).gone.clone();
-        SpawnError::Gone {
+        RestartError::SpawnerGone {
             pid: self.pid,
             reason: reason.unwrap_or_else(|| "it closed its socket".to_owned()),
         }
     }
 
+    /// True once the spawner is gone (and its end recorded), waiting up to
+    /// `within` for that.
+    async fn gone_within(&self, within: std::time::Duration) -> bool {
+        let mut gone = self.gone_rx.clone();
+        let waited = tokio::time::timeout(within, gone.wait_for(|gone| *gone)).await;
+        waited.is_ok()
+    }
+
     /// Asks the spawner to start the next generation with `channel` as its
-    /// end of the handover channel.
+    /// end of the handover channel; the system's refusal (exec failed:
+    /// missing file, permissions...) is made an error by `spawn_error`.
     pub(crate) async fn spawn(
         self: &Arc<Self>,
         channel: OwnedFd,
-    ) -> Result<SpawnedGeneration, SpawnError> {
+        spawn_error: impl Fn(io::Error) -> RestartError,
+    ) -> Result<SpawnedGeneration, RestartError> {
         let _one = self.one_at_a_time.lock().await;
         let (reply_tx, reply_rx) = oneshot::channel();
         let already_gone = {
             let mut routes = lock(&self.routes);
-            let gone = routes.gone.is_some();
-            if !gone {
+            if routes.gone.is_none() {
                 routes.pending = Some(reply_tx);
             }
-            gone
+            routes.gone.is_some()
         };
         if already_gone {
             return Err(self.gone().await);
         }
-        let request = encode(&Request::Spawn).map_err(SpawnError::Spawn)?;
+        let request = encode(&Request::Spawn).map_err(&spawn_error)?;
         if send(&self.socket, &request, &[channel.as_fd()])
             .await
             .is_err()
@@ -237,7 +222,7 @@ impl SpawnerClient {
                 exit,
                 watch: ExitWatch::new(pid),
             }),
-            Ok(Err(e)) => Err(SpawnError::Spawn(e)),
+            Ok(Err(e)) => Err(spawn_error(e)),
             Err(_) => Err(self.gone().await),
         }
     }
@@ -320,12 +305,10 @@ async fn read_events(
             "the spawner is gone; this generation cannot start a new one"
         );
     }
-    {
-        let mut routes = lock(&routes);
-        routes.gone = Some(reason);
-        routes.pending = None;
-        routes.exits.clear();
-    }
+    *lock(&routes) = Routes {
+        gone: Some(reason),
+        ..Routes::default()
+    };
     let _ = gone_tx.send(true);
 }
 
@@ -362,30 +345,31 @@ impl SpawnedGeneration {
 // ---------------------------------------------------------------------------
 // What the parent side uses: whoever starts the next generation.
 
-/// What starts new generations: the spawner forked at start-up, or this
-/// process itself.
+/// What starts new generations, and how: the spawner forked at start-up,
+/// or this process itself.
 #[derive(Debug, Clone)]
-pub(crate) enum Spawner {
-    /// The spawner process.
-    Process(Arc<SpawnerClient>),
-    /// This process, with `fork` + `execve`; the reason it is not the
-    /// spawner process.
-    Inline { reason: String },
+pub(crate) struct Spawner {
+    /// How a new generation is started.
+    pub launch: Launch,
+    /// The spawner process; else the reason it is not, and this process
+    /// spawns, with `fork` + `execve`.
+    pub process: Result<Arc<SpawnerClient>, String>,
 }
 
 impl Spawner {
     /// "the spawner process (pid 123)", "this process (SHELLFLIP_SPAWNER=inline)".
     pub(crate) fn describe(&self) -> String {
-        match self {
-            Spawner::Process(client) => format!("the spawner process (pid {})", client.pid()),
-            Spawner::Inline { reason } => format!("this process ({reason})"),
+        match &self.process {
+            Ok(client) => format!("the spawner process (pid {})", client.pid),
+            Err(reason) => format!("this process ({reason})"),
         }
     }
 
     /// The spawner process's pid, while there is one.
     pub(crate) fn pid(&self) -> Option<u32> {
-        match self {
-            Spawner::Process(client) if !client.is_gone() => Some(client.pid()),
+        match &self.process {
+            // Until it has exited.
+            Ok(client) if !*client.gone_rx.borrow() => Some(client.pid),
             _ => None,
         }
     }
@@ -394,7 +378,7 @@ impl Spawner {
     /// the new generation is re-parented to the service manager, which then
     /// watches it directly.
     pub(crate) fn release(&self) {
-        if let Spawner::Process(client) = self {
+        if let Ok(client) = &self.process {
             client.release();
         }
     }
@@ -403,15 +387,11 @@ impl Spawner {
     /// exited and was reaped: at this generation's exit, so that no process
     /// of the service outlives the generations.
     pub(crate) async fn release_and_wait(&self, within: std::time::Duration) {
-        if let Spawner::Process(client) = self {
+        if let Ok(client) = &self.process {
             client.release();
-            let mut gone = client.gone_rx.clone();
-            if tokio::time::timeout(within, gone.wait_for(|gone| *gone))
-                .await
-                .is_err()
-            {
+            if !client.gone_within(within).await {
                 tracing::warn!(
-                    pid = client.pid(),
+                    pid = client.pid,
                     "the spawner did not exit when released; exiting anyway"
                 );
             }
@@ -420,30 +400,27 @@ impl Spawner {
 
     /// Starts `launch` with `channel` as the new process's end of the
     /// handover channel.
-    pub(crate) async fn spawn(
-        &self,
-        launch: &Launch,
-        channel: OwnedFd,
-    ) -> Result<NextProcess, RestartError> {
+    pub(crate) async fn spawn(&self, channel: OwnedFd) -> Result<NextProcess, RestartError> {
         let spawn_error = |source: io::Error| RestartError::Spawn {
-            exe: launch.exe.clone(),
+            exe: self.launch.exe.clone(),
             source,
         };
-        match self {
-            Spawner::Inline { .. } => {
-                let child = launch.spawn_inline(&channel).await.map_err(spawn_error)?;
+        match &self.process {
+            Err(_) => {
+                let child = self
+                    .launch
+                    .spawn_inline(&channel)
+                    .await
+                    .map_err(spawn_error)?;
                 let pid = child.id().ok_or_else(|| {
                     spawn_error(io::Error::other("the new process was reaped at once"))
                 })?;
                 Ok(NextProcess::new(NextParent::Inline { pid, child }))
             }
-            Spawner::Process(client) => match client.spawn(channel).await {
-                Ok(spawned) => Ok(NextProcess::new(NextParent::Spawned(spawned))),
-                Err(SpawnError::Spawn(source)) => Err(spawn_error(source)),
-                Err(SpawnError::Gone { pid, reason }) => {
-                    Err(RestartError::SpawnerGone { pid, reason })
-                }
-            },
+            Ok(client) => {
+                let spawned = client.spawn(channel, spawn_error).await?;
+                Ok(NextProcess::new(NextParent::Spawned(spawned)))
+            }
         }
     }
 }

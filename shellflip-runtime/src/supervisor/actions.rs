@@ -325,9 +325,9 @@ impl Supervisor {
         &mut self,
         lost: &ControlSocketFile,
     ) -> Option<(UnixListener, ControlSocketFile)> {
-        let path = lost.path.clone();
+        let path = &lost.path;
         tracing::warn!(path = %path.display(), "the control socket's file is gone; binding a new one at the same path");
-        let (listener, file) = match control::bind_control_socket(&path) {
+        let (listener, file) = match control::bind_control_socket(path) {
             Ok(bound) => bound,
             Err(e) => {
                 tracing::error!(error = %e, "could not bind the control socket again; the service cannot be reached on it");
@@ -339,14 +339,6 @@ impl Supervisor {
         if let Err(e) = registry.register(CONTROL_FD_NAME, std::os::fd::AsFd::as_fd(&listener)) {
             tracing::warn!(error = %e, "could not register the new control socket for later generations");
         }
-        drop(registry);
-        let listener = match listener.try_clone() {
-            Ok(listener) => listener,
-            Err(e) => {
-                tracing::error!(error = %e, "could not serve the new control socket");
-                return None;
-            }
-        };
         Some((listener, file))
     }
 
@@ -372,7 +364,6 @@ impl Supervisor {
     /// draining have exited, up to the latest of their drain deadlines and
     /// this generation's drain timeout, plus a margin.
     async fn wait_for_older(&mut self) {
-        let until = tokio::time::Instant::now() + self.config.drain_timeout + OLDER_EXIT_MARGIN;
         let latest = self
             .older
             .list()
@@ -381,7 +372,8 @@ impl Supervisor {
             .max()
             .map(Duration::from_millis)
             .unwrap_or_default();
-        let until = until.max(tokio::time::Instant::now() + latest + OLDER_EXIT_MARGIN);
+        let until =
+            tokio::time::Instant::now() + self.config.drain_timeout.max(latest) + OLDER_EXIT_MARGIN;
         let predecessor = self
             .generation
             .predecessor

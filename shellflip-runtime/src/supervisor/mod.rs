@@ -30,7 +30,6 @@ use crate::config::Config;
 use crate::control::server::{self as control, ControlCommand, ControlSocketFile};
 use crate::draining::DrainingGenerations;
 use crate::generation::Generation;
-use crate::launch::Launch;
 use crate::machine::{self, Ending, Event, Machine, ReplyTo, RestartAsk, Trigger};
 use crate::parent::NewGeneration;
 use crate::profile::{self, Hop};
@@ -68,7 +67,6 @@ pub(crate) struct Supervisor {
     /// The settings it acts on.
     config: Config,
     systemd: Notifier,
-    launch: Launch,
     spawner: Spawner,
     startup: StartupTimes,
     lineage: Lineage,
@@ -91,7 +89,8 @@ pub(crate) struct Supervisor {
     successor_rx: mpsc::UnboundedReceiver<Event>,
     /// Older generations still draining.
     older: DrainingGenerations,
-    predecessor_events: Option<mpsc::UnboundedReceiver<FromPredecessor>>,
+    /// The predecessor link's news (closed at once without one).
+    predecessor_events: mpsc::UnboundedReceiver<FromPredecessor>,
     signals: Signals,
     /// Set once the machine says to exit.
     exit: Option<(Ending, bool)>,
@@ -106,7 +105,6 @@ impl Supervisor {
         generation: Arc<Generation>,
         config: Config,
         header: HandoverHeader,
-        launch: Launch,
         spawner: Spawner,
         signals: Signals,
         startup: StartupTimes,
@@ -133,12 +131,12 @@ impl Supervisor {
             predecessor_events: generation
                 .predecessor
                 .as_ref()
-                .and_then(|l| l.take_events()),
+                .and_then(|l| l.take_events())
+                .unwrap_or_else(|| mpsc::unbounded_channel().1),
             generation,
             main_outcome,
             config,
             systemd: Notifier::from_env(),
-            launch,
             spawner,
             startup,
             lineage: header.lineage,
@@ -196,7 +194,7 @@ impl Supervisor {
                     self.on_restart_outcome(outcome).instrument(span).await
                 }
                 Some(event) = self.successor_rx.recv() => event,
-                Some(news) = recv(&mut self.predecessor_events) => {
+                Some(news) = self.predecessor_events.recv() => {
                     match self.on_predecessor_news(news).await {
                         Some(event) => event,
                         None => continue,
@@ -211,7 +209,7 @@ impl Supervisor {
                     None => continue,
                 },
                 () = sleep_until(deadline) => Event::Deadline,
-                generation = self.older.next_exit() => {
+                Some(generation) = self.older.next_exit() => {
                     self.older.forget(generation);
                     continue;
                 }
@@ -425,14 +423,6 @@ impl Supervisor {
 
 /// How often a draining generation reports its progress to its successor.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-
-/// The next message of an optional receiver (never, without one).
-async fn recv<T>(receiver: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
-    match receiver {
-        Some(receiver) => receiver.recv().await,
-        None => std::future::pending().await,
-    }
-}
 
 /// Sleeps until `deadline` (forever, without one).
 async fn sleep_until(deadline: Option<Instant>) {

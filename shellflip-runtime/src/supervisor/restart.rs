@@ -66,7 +66,6 @@ impl Supervisor {
             fresh_state,
             "restart started"
         );
-        let launch = self.launch.clone();
         let spawner = self.spawner.clone();
         let outcome_tx = self.outcome_tx.clone();
         let generation = Arc::clone(&self.generation);
@@ -75,7 +74,7 @@ impl Supervisor {
             // pool (when the new generation asks), not in the supervisor,
             // which keeps answering status requests and signals meanwhile.
             let encode = encode_state_for_handover(generation);
-            let outcome = parent::restart(&spawner, &launch, plan, encode, abort).await;
+            let outcome = parent::restart(&spawner, plan, encode, abort).await;
             let _ = outcome_tx.send(outcome).await;
         };
         // In this restart's span: its lines carry its id.
