@@ -175,17 +175,12 @@ pub struct HandedOver<C> {
 }
 
 /// A received connection, its state still encoded.
-#[derive(Debug)]
-pub(crate) struct Arrived {
-    pub stream: HandoverStream,
-    pub state: Vec<u8>,
-    pub unread: Vec<u8>,
-}
+pub(crate) type Arrived = HandedOver<Vec<u8>>;
 
 impl Arrived {
     /// Rebuilds the connection from its descriptor. Inside the runtime.
     pub(crate) fn new(header: ConnectionHeader, fd: OwnedFd) -> io::Result<Self> {
-        Ok(Arrived {
+        Ok(HandedOver {
             stream: HandoverStream::from_fd(fd, header.kind)?,
             state: header.state,
             unread: header.unread,
