@@ -37,7 +37,6 @@
 //! it.
 
 use std::ffi::OsStr;
-use std::fmt::Write as _;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixDatagram;
@@ -139,7 +138,7 @@ impl Notifier {
         let Some(target) = &self.target else {
             return false;
         };
-        let message = notification.to_message();
+        let message = &notification.0;
         match send_datagram(target, message.as_bytes(), fds) {
             Ok(()) => {
                 tracing::debug!(message = %message.replace('\n', " "), fds = fds.len(), "notified systemd");
@@ -180,19 +179,12 @@ pub(crate) fn send_datagram(
 /// One notification: `KEY=value` assignments, one per line (each spelled
 /// by the `sd-notify` crate's [`NotifyState`]), sent as one datagram.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct Notification {
-    message: String,
-}
+pub(crate) struct Notification(String);
 
 impl Notification {
     /// `states`, one per line.
     fn of(states: &[NotifyState<'_>]) -> Self {
-        let mut message = String::new();
-        for state in states {
-            // Writing into a String cannot fail.
-            let _ = writeln!(message, "{state}");
-        }
-        Notification { message }
+        Notification(states.iter().map(|state| format!("{state}\n")).collect())
     }
 
     /// `states` and a `STATUS=` line.
@@ -240,11 +232,6 @@ impl Notification {
     /// `fd_name`.
     pub(crate) fn fd_store_remove(fd_name: &str) -> Self {
         Notification::of(&[NotifyState::FdStoreRemove, NotifyState::FdName(fd_name)])
-    }
-
-    /// The datagram's text: one `KEY=value` per line.
-    pub(crate) fn to_message(&self) -> String {
-        self.message.clone()
     }
 }
 
@@ -519,23 +506,23 @@ mod tests {
     #[test]
     fn messages_are_newline_separated_assignments() {
         assert_eq!(
-            Notification::ready("serving").to_message(),
+            Notification::ready("serving").0,
             "READY=1\nSTATUS=serving\n"
         );
         assert_eq!(
-            Notification::reloading(123_456, "restarting").to_message(),
+            Notification::reloading(123_456, "restarting").0,
             "RELOADING=1\nMONOTONIC_USEC=123456\nSTATUS=restarting\n"
         );
         assert_eq!(
-            keys(&Notification::handed_over(42, "s").to_message()),
+            keys(&Notification::handed_over(42, "s").0),
             vec![("MAINPID", "42"), ("READY", "1"), ("STATUS", "s")]
         );
         assert_eq!(
-            Notification::stopping(Duration::from_secs(3), "bye").to_message(),
+            Notification::stopping(Duration::from_secs(3), "bye").0,
             "STOPPING=1\nEXTEND_TIMEOUT_USEC=3000000\nSTATUS=bye\n"
         );
         assert_eq!(
-            Notification::extend_timeout(Duration::from_millis(1)).to_message(),
+            Notification::extend_timeout(Duration::from_millis(1)).0,
             "EXTEND_TIMEOUT_USEC=1000\n"
         );
     }
@@ -543,11 +530,11 @@ mod tests {
     #[test]
     fn fd_store_messages() {
         assert_eq!(
-            Notification::fd_store("shellflip.stored.echo").to_message(),
+            Notification::fd_store("shellflip.stored.echo").0,
             "FDSTORE=1\nFDNAME=shellflip.stored.echo\n"
         );
         assert_eq!(
-            Notification::fd_store_remove("shellflip.stored.echo").to_message(),
+            Notification::fd_store_remove("shellflip.stored.echo").0,
             "FDSTOREREMOVE=1\nFDNAME=shellflip.stored.echo\n"
         );
         assert!(is_valid_fd_name("shellflip.stored.echo two"));
@@ -636,7 +623,7 @@ mod tests {
 
     #[test]
     fn newlines_in_values_cannot_inject_assignments() {
-        let message = Notification::ready("line one\nMAINPID=1\r\n").to_message();
+        let message = Notification::ready("line one\nMAINPID=1\r\n").0;
         assert_eq!(message, "READY=1\nSTATUS=line one MAINPID=1  \n");
     }
 
