@@ -231,15 +231,6 @@ impl SocketFile {
     }
 }
 
-/// What is at the path before binding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Existing {
-    /// Nothing: the new socket must not replace anything.
-    Nothing,
-    /// A socket nobody listens on: replaced.
-    Stale,
-}
-
 /// Creates a listening Unix stream socket at `path` (see the module docs).
 ///
 /// Returns the listener (blocking, `CLOEXEC`; the caller makes it
@@ -274,12 +265,14 @@ pub(crate) fn bind(
         Err(source) => return Err(UnixSocketError::io("access the directory", dir)(source)),
     }
 
-    let existing = inspect_existing(path)?;
-    if existing == Existing::Stale {
+    // Nothing there (false: the new socket must not replace anything), or
+    // a socket nobody listens on (true: replaced).
+    let stale = inspect_existing(path)?;
+    if stale {
         debug!(path = %path.display(), "replacing a stale socket file");
     }
     if access == Access::Umask {
-        return bind_in_place(path, existing);
+        return bind_in_place(path, stale);
     }
 
     let temp = temp_path(dir, name);
@@ -290,22 +283,22 @@ pub(crate) fn bind(
         // The rename keeps the inode: this is the identity of the final file.
         let metadata =
             fs::symlink_metadata(&temp).map_err(UnixSocketError::io("inspect", &temp))?;
-        move_into_place(&temp, path, existing)?;
+        move_into_place(&temp, path, stale)?;
         Ok(metadata)
     })();
     // On failure the temporary socket file goes.
     let metadata = placed.inspect_err(|_| drop(fs::remove_file(&temp)))?;
 
-    debug!(path = %path.display(), replaced_stale = existing == Existing::Stale, "Unix socket bound");
+    debug!(path = %path.display(), replaced_stale = stale, "Unix socket bound");
     Ok((listener, SocketFile::of(path, &metadata)))
 }
 
 /// Binds at `path` itself, after removing a stale socket there.
 fn bind_in_place(
     path: &Path,
-    existing: Existing,
+    stale: bool,
 ) -> Result<(StdUnixListener, SocketFile), UnixSocketError> {
-    if existing == Existing::Stale {
+    if stale {
         match fs::remove_file(path) {
             Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
@@ -333,10 +326,12 @@ fn dir_of(path: &Path) -> &Path {
     }
 }
 
-fn inspect_existing(path: &Path) -> Result<Existing, UnixSocketError> {
+/// Whether a stale socket (one nobody listens on) is at `path`; false when
+/// nothing is there, an error for anything else.
+fn inspect_existing(path: &Path) -> Result<bool, UnixSocketError> {
     let metadata = match fs::symlink_metadata(path) {
         Ok(metadata) => metadata,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Existing::Nothing),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(source) => return Err(UnixSocketError::io("inspect", path)(source)),
     };
     let file_type = metadata.file_type();
@@ -354,8 +349,8 @@ fn inspect_existing(path: &Path) -> Result<Existing, UnixSocketError> {
     }
     match probe(path) {
         Ok(()) => Err(UnixSocketError::InUse),
-        Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => Ok(Existing::Stale),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Existing::Nothing),
+        Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => Ok(true),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(source) => Err(UnixSocketError::Unverifiable { source }),
     }
 }
@@ -417,9 +412,9 @@ fn bind_listening(path: &Path, access: Access) -> Result<StdUnixListener, UnixSo
     Ok(StdUnixListener::from(socket))
 }
 
-fn move_into_place(temp: &Path, path: &Path, existing: Existing) -> Result<(), UnixSocketError> {
+fn move_into_place(temp: &Path, path: &Path, stale: bool) -> Result<(), UnixSocketError> {
     let failed = UnixSocketError::io("move the new socket into place at", path);
-    if existing == Existing::Nothing {
+    if !stale {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         {
             use nix::errno::Errno;
