@@ -249,10 +249,8 @@ async fn take_slot(
     oldest.cancel();
     // The pushed-out connection lets go of its slot as soon as its task
     // runs; only this loop takes slots, so it is ours.
-    match tokio::time::timeout(EVICTION_WAIT, Arc::clone(slots).acquire_owned()).await {
-        Ok(Ok(slot)) => Some(slot),
-        _ => None,
-    }
+    let slot = tokio::time::timeout(EVICTION_WAIT, Arc::clone(slots).acquire_owned()).await;
+    slot.ok()?.ok()
 }
 
 /// The connections waiting for a request, oldest first: those a new
@@ -315,10 +313,6 @@ fn peer_allowed(peer_uid: u32, service_uid: u32) -> bool {
     peer_uid == service_uid || peer_uid == 0
 }
 
-fn shutting_down() -> Response {
-    Response::error("the service is shutting down; no request is served any more")
-}
-
 struct Connection {
     commands: mpsc::Sender<ControlCommand>,
     stop_accepting: CancellationToken,
@@ -338,9 +332,7 @@ impl Connection {
         let (mut waiting, mut answered_before) = (first_wait, false);
         loop {
             let request = self.next_request(&mut stream, waiting, answered_before);
-            let Some(request) = request.await else {
-                return;
-            };
+            let Some(request) = request.await else { return };
             if let Request::Restart { .. } = request {
                 profile::mark(Hop::TriggerRead);
             }
@@ -455,10 +447,12 @@ impl Connection {
 
     async fn dispatch(&self, request: Request) -> Response {
         let (reply, answer) = oneshot::channel();
-        match self.commands.send(ControlCommand { request, reply }).await {
-            Ok(()) => answer.await.unwrap_or_else(|_| shutting_down()),
-            Err(_) => shutting_down(),
-        }
+        // If the supervisor is gone, the command and its `reply` are dropped
+        // with the error, and the answer says so.
+        let _ = self.commands.send(ControlCommand { request, reply }).await;
+        answer.await.unwrap_or_else(|_| {
+            Response::error("the service is shutting down; no request is served any more")
+        })
     }
 
     /// Writes `response` with this process's credentials, bounded by the
