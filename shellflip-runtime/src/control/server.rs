@@ -379,27 +379,26 @@ impl Connection {
         let read = tokio::time::timeout(timeout, read_frame(stream, MAX_FRAME_BYTES));
         let frame = tokio::select! {
             biased;
-            () = waiting.pushed_out.cancelled() => None,
+            () = waiting.pushed_out.cancelled() => {
+                debug!("control socket: pushed out a connection waiting for a request");
+                answer_now(
+                    stream,
+                    &format!(
+                        "too many control connections (at most {} at once): this one had waited \
+                         longest for a request and was closed to make room for a new one; send \
+                         the request right after connecting",
+                        self.options.max_connections
+                    ),
+                );
+                return None;
+            }
             () = self.stop_accepting.cancelled(), if answered_before => {
                 debug!("control socket: closing an idle connection; this generation stopped accepting");
                 return None;
             }
-            frame = read => Some(frame),
+            frame = read => frame,
         };
         drop(waiting);
-        let Some(frame) = frame else {
-            debug!("control socket: pushed out a connection waiting for a request");
-            answer_now(
-                stream,
-                &format!(
-                    "too many control connections (at most {} at once): this one had waited \
-                     longest for a request and was closed to make room for a new one; send \
-                     the request right after connecting",
-                    self.options.max_connections
-                ),
-            );
-            return None;
-        };
         let refusal = match frame {
             Ok(Ok(payload)) => match decode_request(&payload) {
                 Ok(request) => return Some(request),
