@@ -298,23 +298,20 @@ pub(crate) fn parse_socket_activation(
         Ok(n) if n <= MAX_LISTEN_FDS => n,
         _ => return Err(SocketActivationError::BadCount(count.to_owned())),
     };
-    let mut names: Vec<String> = listen_fdnames
-        .map(|names| names.split(':').map(str::to_owned).collect())
-        .unwrap_or_default();
-    if names.len() > count {
+    let given = listen_fdnames.unwrap_or_default();
+    if listen_fdnames.is_some() && given.split(':').count() > count {
         tracing::warn!(
-            names = listen_fdnames.unwrap_or_default(),
+            names = given,
             count,
             "LISTEN_FDNAMES has more names than LISTEN_FDS descriptors; the extra names are ignored"
         );
     }
-    names.resize(count, String::new());
-    for name in &mut names {
-        if name.is_empty() {
-            *name = UNKNOWN_NAME.to_owned();
-        }
-    }
-    Ok(Some(names))
+    let mut given = given.split(':');
+    let names = (0..count).map(|_| match given.next() {
+        Some(name) if !name.is_empty() => name.to_owned(),
+        _ => UNKNOWN_NAME.to_owned(),
+    });
+    Ok(Some(names.collect()))
 }
 
 /// What systemd passed to a first generation, by name.
