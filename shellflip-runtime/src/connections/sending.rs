@@ -13,14 +13,10 @@ pub(super) struct Outgoing {
     pub(super) waiting: Waiting,
 }
 
-/// What became of a connection, for the task waiting in `hand_over`.
-#[derive(Debug)]
-pub(super) enum Outcome {
-    /// The successor has it: this is this generation's copy, to close.
-    Taken(OwnedFd),
-    /// It stays here: the descriptor back, and why.
-    Back(OwnedFd, HandOverError),
-}
+/// What became of a connection, for the task waiting in `hand_over`:
+/// `Ok` with this generation's copy, to close, when the successor has it;
+/// `Err` with the descriptor back, and why, when it stays here.
+pub(super) type Outcome = Result<OwnedFd, (OwnedFd, HandOverError)>;
 
 /// A connection's descriptor, and the task waiting for what becomes of it.
 #[derive(Debug)]
@@ -32,7 +28,7 @@ pub(super) struct Waiting {
 impl Waiting {
     /// The connection stays here: its descriptor goes back to its task.
     pub(super) fn back(self, error: HandOverError) {
-        let _ = self.outcome.send(Outcome::Back(self.fd, error));
+        let _ = self.outcome.send(Err((self.fd, error)));
     }
 }
 
@@ -168,8 +164,8 @@ impl SuccessorLink {
             }
             Ok(()) => match outcome.await {
                 // This generation's copy closes here.
-                Ok(Outcome::Taken(_copy)) => return Ok(()),
-                Ok(Outcome::Back(fd, error)) => (fd, error),
+                Ok(Ok(_copy)) => return Ok(()),
+                Ok(Err((fd, error))) => (fd, error),
                 Err(_) => {
                     return Err(lost(io::Error::other(
                         "the writer of the connections handed over ended without answering (the runtime is shutting down); the connection was closed",
@@ -304,7 +300,7 @@ impl Writer {
             // A task no longer waiting (its future dropped): the
             // descriptor closes with the outcome.
             match answer {
-                Ok(()) => drop(waiting.outcome.send(Outcome::Taken(waiting.fd))),
+                Ok(()) => drop(waiting.outcome.send(Ok(waiting.fd))),
                 Err(reason) => waiting.back(HandOverError::Refused(reason)),
             }
         }
