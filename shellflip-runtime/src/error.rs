@@ -145,10 +145,7 @@ pub enum Error {
 /// results (an accept, a read).
 impl From<std::io::Error> for Error {
     fn from(source: std::io::Error) -> Self {
-        Error::Io {
-            context: "I/O error in the service".to_owned(),
-            source,
-        }
+        Error::io("I/O error in the service", source)
     }
 }
 
