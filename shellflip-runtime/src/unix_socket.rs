@@ -28,14 +28,14 @@
 //! race; one of them then ends up with an unreachable socket. That is a
 //! misconfiguration this module does not try to arbitrate.
 
+use std::collections::hash_map::RandomState;
 use std::ffi::{OsStr, OsString};
 use std::fs;
+use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tracing::debug;
@@ -369,18 +369,11 @@ fn probe(path: &Path) -> io::Result<()> {
 
 /// `.<name>.<unique>.tmp` in `dir`, or `.shellflip.<unique>.tmp` if that
 /// would be too long for a socket address. `<unique>` is hexadecimal and
-/// differs between processes and calls, so a leftover never collides.
+/// differs between processes and calls (64 random bits: std seeds each
+/// `RandomState` from the system's randomness, with distinct keys), so a
+/// leftover never collides.
 fn temp_path(dir: &Path, name: &OsStr) -> PathBuf {
-    static CALLS: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.subsec_nanos());
-    let unique = format!(
-        "{:x}{:08x}{:x}",
-        std::process::id(),
-        nanos,
-        CALLS.fetch_add(1, Ordering::Relaxed)
-    );
+    let unique = format!("{:016x}", RandomState::new().build_hasher().finish());
     let mut long = OsString::from(".");
     long.push(name);
     long.push(format!(".{unique}.tmp"));
