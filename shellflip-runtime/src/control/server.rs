@@ -25,6 +25,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -245,7 +246,7 @@ async fn take_slot(
     if let Ok(slot) = Arc::clone(slots).try_acquire_owned() {
         return Some(slot);
     }
-    let (_, oldest) = lock(waiting).entries.pop_first()?;
+    let (_, oldest) = lock(waiting).pop_first()?;
     oldest.cancel();
     // The pushed-out connection lets go of its slot as soon as its task
     // runs; only this loop takes slots, so it is ours.
@@ -254,14 +255,9 @@ async fn take_slot(
 }
 
 /// The connections waiting for a request, oldest first: those a new
-/// connection may push out when all slots are taken.
-#[derive(Debug, Default)]
-struct Waiting {
-    next: u64,
-    /// By the order in which they began to wait; cancelling the token
-    /// pushes the connection out.
-    entries: BTreeMap<u64, CancellationToken>,
-}
+/// connection may push out when all slots are taken. By the order in which
+/// they began to wait; cancelling the token pushes the connection out.
+type Waiting = BTreeMap<u64, CancellationToken>;
 
 /// A connection's place in [`Waiting`] while it waits for a request; leaves
 /// it when dropped.
@@ -273,11 +269,10 @@ struct WaitingForRequest {
 
 impl WaitingForRequest {
     fn enter(waiting: &Arc<Mutex<Waiting>>) -> Self {
-        let mut all = lock(waiting);
-        let id = all.next;
-        all.next += 1;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
         let pushed_out = CancellationToken::new();
-        all.entries.insert(id, pushed_out.clone());
+        lock(waiting).insert(id, pushed_out.clone());
         WaitingForRequest {
             waiting: Arc::clone(waiting),
             id,
@@ -288,7 +283,7 @@ impl WaitingForRequest {
 
 impl Drop for WaitingForRequest {
     fn drop(&mut self) {
-        lock(&self.waiting).entries.remove(&self.id);
+        lock(&self.waiting).remove(&self.id);
     }
 }
 
