@@ -141,10 +141,7 @@ impl SuccessorLink {
             };
             return Err(failed(stream, error));
         }
-        let (fd, kind) = match stream.into_fd() {
-            Ok(taken) => taken,
-            Err(e) => return Err(lost(e)),
-        };
+        let (fd, kind) = stream.into_fd().map_err(lost)?;
         let (outcome_tx, outcome) = oneshot::channel();
         let outgoing = Outgoing {
             header: ConnectionHeader {
@@ -173,10 +170,8 @@ impl SuccessorLink {
                 }
             },
         };
-        match HandoverStream::from_fd(fd, kind) {
-            Ok(stream) => Err(failed(stream, error)),
-            Err(e) => Err(lost(e)),
-        }
+        let stream = HandoverStream::from_fd(fd, kind).map_err(lost)?;
+        Err(failed(stream, error))
     }
 }
 
