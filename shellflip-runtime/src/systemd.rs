@@ -334,17 +334,11 @@ pub(crate) struct Passed {
 pub(crate) fn take_socket_activation(
     first_generation: bool,
 ) -> Result<Passed, SocketActivationError> {
-    let text = |name: &str| {
-        std::env::var_os(name).map(|v| v.to_str().map(str::to_owned).unwrap_or_default())
-    };
-    let (pid, count, names) = (
-        text(ENV_LISTEN_PID),
-        text(ENV_LISTEN_FDS),
-        text(ENV_LISTEN_FDNAMES),
-    );
-    for var in [ENV_LISTEN_PID, ENV_LISTEN_FDS, ENV_LISTEN_FDNAMES] {
-        std::env::remove_var(var);
-    }
+    let [pid, count, names] = [ENV_LISTEN_PID, ENV_LISTEN_FDS, ENV_LISTEN_FDNAMES].map(|name| {
+        let value = std::env::var_os(name);
+        std::env::remove_var(name);
+        value.map(|v| v.to_str().map(str::to_owned).unwrap_or_default())
+    });
     let mut passed = Passed::default();
     if !first_generation {
         return Ok(passed);
