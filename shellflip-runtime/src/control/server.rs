@@ -106,14 +106,11 @@ struct ServerOptions {
     max_connections: usize,
 }
 
-impl Default for ServerOptions {
-    fn default() -> Self {
-        ServerOptions {
-            request_timeout: REQUEST_TIMEOUT,
-            max_connections: MAX_CONNECTIONS,
-        }
-    }
-}
+/// The protocol's bounds.
+const SERVER_OPTIONS: ServerOptions = ServerOptions {
+    request_timeout: REQUEST_TIMEOUT,
+    max_connections: MAX_CONNECTIONS,
+};
 
 /// The control socket being served by this generation.
 pub(crate) struct Serving {
@@ -138,7 +135,7 @@ impl Serving {
             commands,
             stop_accepting.clone(),
             connections,
-            ServerOptions::default(),
+            SERVER_OPTIONS,
         ));
         Ok(Serving {
             file,
