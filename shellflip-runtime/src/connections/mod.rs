@@ -177,17 +177,6 @@ pub struct HandedOver<C> {
 /// A received connection, its state still encoded.
 pub(crate) type Arrived = HandedOver<Vec<u8>>;
 
-impl Arrived {
-    /// Rebuilds the connection from its descriptor. Inside the runtime.
-    pub(crate) fn new(header: ConnectionHeader, fd: OwnedFd) -> io::Result<Self> {
-        Ok(HandedOver {
-            stream: HandoverStream::from_fd(fd, header.kind)?,
-            state: header.state,
-            unread: header.unread,
-        })
-    }
-}
-
 /// Why a connection without a descriptor is refused.
 const NOT_ATTACHED: &str = "the connection's socket was not attached";
 
@@ -246,8 +235,12 @@ fn take(
     fd: OwnedFd,
     to: &mpsc::UnboundedSender<Arrived>,
 ) -> Result<(), String> {
-    let arrived = Arrived::new(header, fd)
-        .map_err(|e| format!("could not adopt the connection's socket: {e}"))?;
+    let arrived = HandedOver {
+        stream: HandoverStream::from_fd(fd, header.kind)
+            .map_err(|e| format!("could not adopt the connection's socket: {e}"))?,
+        state: header.state,
+        unread: header.unread,
+    };
     // Refused, the connection closes here; the old generation serves its
     // own copy on.
     to.send(arrived).map_err(|_| GOING_AWAY.to_owned())
@@ -443,7 +436,7 @@ mod tests {
                             }),
                             None => {
                                 taken.push(header.id);
-                                tx.send(Arrived::new(header, fd).unwrap()).unwrap();
+                                take(header, fd, &tx).unwrap();
                             }
                         }
                     }
