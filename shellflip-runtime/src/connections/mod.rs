@@ -28,7 +28,7 @@
 //! The old side is [`SuccessorLink`] (the write half of the channel to the
 //! successor, shared by every task handing a connection over; its writer
 //! and its reader of the answers), the new side [`take_connections`] and
-//! [`take_connection`], called by the channel's watcher in `child`, and
+//! [`take`], called by the channel's watcher in `child`, and
 //! [`Connections`], which the service reads.
 
 use std::collections::HashMap;
