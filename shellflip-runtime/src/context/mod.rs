@@ -485,9 +485,8 @@ impl<S: HandoverState> Context<S> {
     /// Resolves when [`admission`](Self::admission) changes.
     pub async fn admission_changed(&self) {
         self.accept_watch.consulted();
-        let mut admission = self.generation.admission.subscribe();
-        admission.borrow_and_update();
-        let _ = admission.changed().await;
+        // A new receiver has seen the current value already.
+        let _ = self.generation.admission.subscribe().changed().await;
     }
 
     /// Spawns a task that the drain waits for (up to the drain timeout):

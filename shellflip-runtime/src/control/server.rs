@@ -474,8 +474,8 @@ async fn write_with_credentials(stream: &mut UnixStream, frame: &[u8]) -> io::Re
             send_with_credentials(stream.as_fd(), frame)
         })
         .await?;
-    stream.write_all(&frame[sent..]).await?;
-    stream.flush().await
+    // (A Unix stream has nothing to flush.)
+    stream.write_all(&frame[sent..]).await
 }
 
 fn send_with_credentials(socket: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
