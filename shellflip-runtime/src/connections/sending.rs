@@ -36,27 +36,16 @@ impl Waiting {
 /// connection's number, and `Err(reason)` if it was refused.
 pub(super) type Answers = Vec<(u64, Result<(), String>)>;
 
-/// The write half of the channel: one message at a time.
-#[derive(Debug)]
-pub(super) struct Wire {
-    pub(super) channel: Arc<UnixStream>,
-    /// One sender at a time: a message's bytes must not interleave.
-    pub(super) sending: tokio::sync::Mutex<()>,
-}
-
-impl Wire {
-    /// Sends `bytes` (one whole message), `fds` attached to the first of
-    /// them.
-    pub(super) async fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-        let _one = self.sending.lock().await;
-        channel::send(&self.channel, bytes, fds).await
-    }
-}
+/// The write half of the channel: one sender at a time, as a message's
+/// bytes must not interleave.
+pub(super) type Wire = tokio::sync::Mutex<Arc<UnixStream>>;
 
 /// The old generation's end of the channel to its successor, once the
 /// successor took over: progress reports and connections go through it.
 #[derive(Debug)]
 pub(crate) struct SuccessorLink {
+    /// The channel, as the reader of the answers reads it.
+    pub(super) channel: Arc<UnixStream>,
     pub(super) wire: Arc<Wire>,
     pub(super) next_id: AtomicU64,
     pub(super) queue: mpsc::UnboundedSender<Outgoing>,
@@ -70,10 +59,8 @@ impl SuccessorLink {
     pub(crate) fn new(channel: Arc<UnixStream>) -> Arc<Self> {
         let (queue, queued) = mpsc::unbounded_channel();
         Arc::new(SuccessorLink {
-            wire: Arc::new(Wire {
-                channel,
-                sending: tokio::sync::Mutex::new(()),
-            }),
+            wire: Arc::new(Wire::new(Arc::clone(&channel))),
+            channel,
             next_id: AtomicU64::new(0),
             queue,
             unstarted: Mutex::new(Some(queued)),
@@ -100,13 +87,13 @@ impl SuccessorLink {
         // restart that began it.
         let span = tracing::Span::current();
         tokio::spawn(writer.run(queued, answers).instrument(span.clone()));
-        tokio::spawn(read_answers(Arc::clone(&self.wire.channel), answers_tx).instrument(span));
+        tokio::spawn(read_answers(Arc::clone(&self.channel), answers_tx).instrument(span));
     }
 
     /// Sends a message to the successor.
     pub(crate) async fn tell(&self, message: &ParentMessage) -> io::Result<()> {
         let bytes = channel::encode_parent_message(message)?;
-        self.wire.send(&bytes, &[]).await
+        channel::send(&*self.wire.lock().await, &bytes, &[]).await
     }
 
     /// Hands `stream` to the successor with `state` and `unread`, and waits
@@ -277,7 +264,7 @@ impl Writer {
         // An encoding error writes nothing: the channel is still in step.
         let bytes = channel::encode_parent_message(&ParentMessage::Connections(headers))?;
         let fds: Vec<BorrowedFd<'_>> = sent.iter().map(|(_, w)| w.fd.as_fd()).collect();
-        let written = self.wire.send(&bytes, &fds).await;
+        let written = channel::send(&*self.wire.lock().await, &bytes, &fds).await;
         if let Err(e) = &written {
             // Maybe in the middle of the message: nothing more can follow it.
             let why = format!("the channel to the new generation failed: {e}");
