@@ -32,9 +32,9 @@ impl Waiting {
     }
 }
 
-/// Answers of the successor, from the reader to the writer: each
-/// connection's number, and `Err(reason)` if it was refused.
-pub(super) type Answers = Vec<(u64, Result<(), String>)>;
+/// Answers of the successor, from the reader to the writer: the numbers
+/// of the connections taken, and of those refused, with the reason.
+pub(super) type Answers = (Vec<u64>, Vec<Refusal>);
 
 /// The write half of the channel: one sender at a time, as a message's
 /// bytes must not interleave.
@@ -274,16 +274,15 @@ impl Writer {
     }
 
     /// Tells the tasks whose connections were answered.
-    pub(super) fn settle(&mut self, answered: Answers) {
-        for (id, answer) in answered {
-            let Some(waiting) = self.waiting.remove(&id) else {
-                continue;
-            };
-            // A task no longer waiting (its future dropped): the
-            // descriptor closes with the outcome.
-            match answer {
-                Ok(()) => drop(waiting.outcome.send(Ok(waiting.fd))),
-                Err(reason) => waiting.back(HandOverError::Refused(reason)),
+    pub(super) fn settle(&mut self, (taken, refused): Answers) {
+        // A task no longer waiting (its future dropped): the descriptor
+        // closes with the outcome.
+        for waiting in taken.iter().filter_map(|id| self.waiting.remove(id)) {
+            let _ = waiting.outcome.send(Ok(waiting.fd));
+        }
+        for Refusal { reason, ids } in refused {
+            for waiting in ids.iter().filter_map(|id| self.waiting.remove(id)) {
+                waiting.back(HandOverError::Refused(reason.clone()));
             }
         }
     }
@@ -305,13 +304,7 @@ pub(super) async fn read_answers(
             Ok(Some(Incoming {
                 message: ChildMessage::ConnectionsAnswered { taken, refused },
                 ..
-            })) => {
-                let mut answered: Answers = taken.into_iter().map(|id| (id, Ok(()))).collect();
-                for Refusal { reason, ids } in refused {
-                    answered.extend(ids.into_iter().map(|id| (id, Err(reason.clone()))));
-                }
-                answered
-            }
+            })) => (taken, refused),
             Ok(Some(_)) => continue,
             Ok(None) => return,
             Err(e) => {
