@@ -138,21 +138,14 @@ impl Notifier {
         let Some(target) = &self.target else {
             return false;
         };
-        let message = &notification.0;
-        match send_datagram(target, message.as_bytes(), fds) {
-            Ok(()) => {
-                tracing::debug!(message = %message.replace('\n', " "), fds = fds.len(), "notified systemd");
-                true
-            }
-            Err(e) => {
-                tracing::warn!(
-                    error = %e,
-                    message = %message.replace('\n', " "),
-                    "could not notify systemd"
-                );
-                false
-            }
+        let sent = send_datagram(target, notification.0.as_bytes(), fds);
+        // The log lines show the message on one line.
+        let message = notification.0.replace('\n', " ");
+        match &sent {
+            Ok(()) => tracing::debug!(%message, fds = fds.len(), "notified systemd"),
+            Err(error) => tracing::warn!(%error, %message, "could not notify systemd"),
         }
+        sent.is_ok()
     }
 }
 
