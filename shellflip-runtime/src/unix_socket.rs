@@ -250,17 +250,11 @@ pub(crate) fn bind(
         });
     }
     let dir = dir_of(path);
-    match fs::metadata(dir) {
-        Ok(metadata) if metadata.is_dir() => {}
-        Ok(_) => {
-            return Err(UnixSocketError::NotADirectory {
-                dir: dir.to_path_buf(),
-            })
-        }
+    match fs::metadata(dir).map(|metadata| metadata.is_dir()) {
+        Ok(true) => {}
+        Ok(false) => return Err(UnixSocketError::NotADirectory { dir: dir.into() }),
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            return Err(UnixSocketError::NoDirectory {
-                dir: dir.to_path_buf(),
-            })
+            return Err(UnixSocketError::NoDirectory { dir: dir.into() })
         }
         Err(source) => return Err(UnixSocketError::io("access the directory", dir)(source)),
     }
