@@ -294,11 +294,11 @@ fn bind_in_place(
 ) -> Result<(StdUnixListener, SocketFile), UnixSocketError> {
     if stale {
         match fs::remove_file(path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
+            // Gone already is as good.
+            Err(source) if source.kind() != io::ErrorKind::NotFound => {
                 return Err(UnixSocketError::io("remove the stale socket", path)(source))
             }
+            _ => {}
         }
     }
     let listener = bind_listening(path, Access::Umask).map_err(|error| match error {
