@@ -218,18 +218,14 @@ impl Writer {
     /// Sends `queued` (emptied), as many messages as the bounds need.
     pub(super) async fn send(&mut self, queued: &mut Vec<Outgoing>) {
         while !queued.is_empty() {
-            let mut count = 0;
+            // As many as fit in MAX_BATCH_BYTES, and at least one.
             let mut bytes = 0;
-            for outgoing in queued.iter() {
-                let size = outgoing.header.state.len()
-                    + outgoing.header.unread.len()
-                    + HEADER_OVERHEAD_BYTES;
-                if count > 0 && bytes + size > MAX_BATCH_BYTES {
-                    break;
-                }
-                count += 1;
-                bytes += size;
-            }
+            let fit = queued.iter().take_while(|outgoing| {
+                let header = &outgoing.header;
+                bytes += header.state.len() + header.unread.len() + HEADER_OVERHEAD_BYTES;
+                bytes <= MAX_BATCH_BYTES
+            });
+            let count = fit.count().max(1);
             let batch: Vec<Outgoing> = queued.drain(..count).collect();
             self.send_batch(batch).await;
         }
