@@ -179,13 +179,18 @@ async fn serve(
     options: ServerOptions,
 ) {
     let slots = Arc::new(Semaphore::new(options.max_connections));
-    let waiting = Arc::new(Mutex::new(Waiting::default()));
-    let service_uid = nix::unistd::geteuid().as_raw();
+    let server = Arc::new(Server {
+        commands,
+        stop_accepting,
+        waiting: Arc::new(Mutex::new(Waiting::default())),
+        options,
+        service_uid: nix::unistd::geteuid().as_raw(),
+    });
     loop {
         // A connection and its slot, unless stop_accepting comes first.
         let next = async {
             match listener.accept().await {
-                Ok((stream, _)) => Some((take_slot(&slots, &waiting).await, stream)),
+                Ok((stream, _)) => Some((take_slot(&slots, &server.waiting).await, stream)),
                 Err(error) => {
                     warn!(%error, "control socket: accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -195,7 +200,7 @@ async fn serve(
         };
         let (slot, stream) = tokio::select! {
             biased;
-            () = stop_accepting.cancelled() => break,
+            () = server.stop_accepting.cancelled() => break,
             next = next => match next {
                 Some(next) => next,
                 None => continue,
@@ -218,16 +223,10 @@ async fn serve(
         // Waiting for its first request from now on (not from when its
         // task first runs), so connections are pushed out in the order they
         // came.
-        let first_wait = WaitingForRequest::enter(&waiting);
-        let connection = Connection {
-            commands: commands.clone(),
-            stop_accepting: stop_accepting.clone(),
-            waiting: Arc::clone(&waiting),
-            options,
-            service_uid,
-        };
+        let first_wait = WaitingForRequest::enter(&server.waiting);
+        let server = Arc::clone(&server);
         connections.spawn(async move {
-            connection.run(stream, first_wait).await;
+            server.run(stream, first_wait).await;
             drop(slot);
         });
     }
@@ -305,7 +304,8 @@ fn peer_allowed(peer_uid: u32, service_uid: u32) -> bool {
     peer_uid == service_uid || peer_uid == 0
 }
 
-struct Connection {
+/// What the tasks serving the connections share.
+struct Server {
     commands: mpsc::Sender<ControlCommand>,
     stop_accepting: CancellationToken,
     waiting: Arc<Mutex<Waiting>>,
@@ -313,8 +313,8 @@ struct Connection {
     service_uid: u32,
 }
 
-impl Connection {
-    async fn run(self, mut stream: UnixStream, first_wait: WaitingForRequest) {
+impl Server {
+    async fn run(&self, mut stream: UnixStream, first_wait: WaitingForRequest) {
         if let Err(message) = self.check_peer(&stream) {
             drop(first_wait);
             warn!("control socket: {message}");
