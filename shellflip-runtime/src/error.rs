@@ -156,6 +156,13 @@ impl Error {
             source,
         }
     }
+
+    pub(crate) fn fd(name: &str, source: std::io::Error) -> Self {
+        Error::Fd {
+            name: name.to_owned(),
+            source,
+        }
+    }
 }
 
 /// Why a restart did not happen or did not succeed. The old generation keeps
