@@ -195,18 +195,15 @@ impl FrameDecoder {
             "advanced by {n} bytes, only {needed} were asked for"
         );
         if n == 0 && needed > 0 {
-            return Err(match &self.payload {
-                None if self.filled == 0 => FrameError::Eof,
-                None => FrameError::Truncated {
-                    part: FramePart::Length,
-                    got: self.filled,
-                    expected: HEADER_BYTES,
-                },
-                Some(payload) => FrameError::Truncated {
-                    part: FramePart::Payload,
-                    got: self.filled,
-                    expected: payload.len(),
-                },
+            let (part, expected) = match &self.payload {
+                None if self.filled == 0 => return Err(FrameError::Eof),
+                None => (FramePart::Length, HEADER_BYTES),
+                Some(payload) => (FramePart::Payload, payload.len()),
+            };
+            return Err(FrameError::Truncated {
+                part,
+                got: self.filled,
+                expected,
             });
         }
         self.filled += n;
