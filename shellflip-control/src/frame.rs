@@ -181,11 +181,6 @@ impl FrameDecoder {
         }
     }
 
-    /// Whether the length prefix is still being read.
-    pub fn in_header(&self) -> bool {
-        self.payload.is_none()
-    }
-
     /// Takes note that `n` bytes were put at the start of [`Self::buf`];
     /// `n == 0` means the stream ended. Returns the payload once the frame
     /// is complete.
@@ -200,18 +195,15 @@ impl FrameDecoder {
             "advanced by {n} bytes, only {needed} were asked for"
         );
         if n == 0 && needed > 0 {
-            return Err(match &self.payload {
-                None if self.filled == 0 => FrameError::Eof,
-                None => FrameError::Truncated {
-                    part: FramePart::Length,
-                    got: self.filled,
-                    expected: HEADER_BYTES,
-                },
-                Some(payload) => FrameError::Truncated {
-                    part: FramePart::Payload,
-                    got: self.filled,
-                    expected: payload.len(),
-                },
+            let (part, expected) = match &self.payload {
+                None if self.filled == 0 => return Err(FrameError::Eof),
+                None => (FramePart::Length, HEADER_BYTES),
+                Some(payload) => (FramePart::Payload, payload.len()),
+            };
+            return Err(FrameError::Truncated {
+                part,
+                got: self.filled,
+                expected,
             });
         }
         self.filled += n;
@@ -371,25 +363,6 @@ impl FrameBuffer {
         Some((offset, payload))
     }
 
-    /// What the end of the stream means here: [`FrameError::Eof`] between
-    /// frames, [`FrameError::Truncated`] inside one.
-    pub fn end_of_stream(&self) -> FrameError {
-        let got = self.end - self.start;
-        match self.frame_len(self.start) {
-            _ if got == 0 => FrameError::Eof,
-            None => FrameError::Truncated {
-                part: FramePart::Length,
-                got,
-                expected: HEADER_BYTES,
-            },
-            Some(len) => FrameError::Truncated {
-                part: FramePart::Payload,
-                got: got - HEADER_BYTES,
-                expected: len,
-            },
-        }
-    }
-
     fn offset(&self, index: usize) -> u64 {
         self.base + index as u64
     }
@@ -520,7 +493,7 @@ mod tests {
                 other => panic!("{other:?}"),
             }
             // Nothing was allocated for the payload.
-            assert!(decoder.in_header());
+            assert!(decoder.buf().is_empty());
         }
         // Exactly the maximum is fine.
         let mut decoder = FrameDecoder::new(MAX);
@@ -599,7 +572,6 @@ mod tests {
                 frames.push(frame);
             }
         }
-        assert!(matches!(buffer.end_of_stream(), FrameError::Eof));
         (frames, starts)
     }
 
@@ -674,32 +646,6 @@ mod tests {
         }
         // The frame before it is intact.
         assert_eq!(buffer.next_frame(), Some((0, b"fine".to_vec())));
-    }
-
-    #[test]
-    fn a_buffer_says_where_the_stream_ended() {
-        let wire = encode_frame(b"0123456789", MAX).unwrap();
-        for (cut, expected) in [
-            (0, None),
-            (2, Some((FramePart::Length, 2, 4))),
-            (6, Some((FramePart::Payload, 2, 10))),
-        ] {
-            let mut buffer = FrameBuffer::new(MAX);
-            buffer.spare()[..cut].copy_from_slice(&wire[..cut]);
-            buffer.filled(cut).unwrap();
-            match (buffer.end_of_stream(), expected) {
-                (FrameError::Eof, None) => {}
-                (
-                    FrameError::Truncated {
-                        part,
-                        got,
-                        expected: whole,
-                    },
-                    Some(expected),
-                ) => assert_eq!((part, got, whole), expected),
-                (other, _) => panic!("cut at {cut}: {other:?}"),
-            }
-        }
     }
 
     #[test]

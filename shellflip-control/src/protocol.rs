@@ -71,7 +71,7 @@ pub enum Request {
         /// Start the next generation with fresh state instead of this
         /// generation's, once. On the wire `"fresh_state":true`; absent
         /// means `false` (and `false` is not written).
-        #[serde(default, skip_serializing_if = "is_false")]
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         fresh_state: bool,
     },
     /// Ask for the service's state. Answered with [`Response::Status`].
@@ -81,10 +81,6 @@ pub enum Request {
     /// open until the process exits, which it does after every other
     /// process of the service.
     Stop,
-}
-
-fn is_false(value: &bool) -> bool {
-    !*value
 }
 
 impl Request {

@@ -20,20 +20,16 @@ pub trait Accept {
 impl Accept for tokio::net::TcpListener {
     type Connection = (tokio::net::TcpStream, std::net::SocketAddr);
 
-    fn accept(
-        &self,
-    ) -> impl std::future::Future<Output = std::io::Result<Self::Connection>> + Send {
-        tokio::net::TcpListener::accept(self)
+    async fn accept(&self) -> std::io::Result<Self::Connection> {
+        tokio::net::TcpListener::accept(self).await
     }
 }
 
 impl Accept for tokio::net::UnixListener {
     type Connection = (tokio::net::UnixStream, tokio::net::unix::SocketAddr);
 
-    fn accept(
-        &self,
-    ) -> impl std::future::Future<Output = std::io::Result<Self::Connection>> + Send {
-        tokio::net::UnixListener::accept(self)
+    async fn accept(&self) -> std::io::Result<Self::Connection> {
+        tokio::net::UnixListener::accept(self).await
     }
 }
 

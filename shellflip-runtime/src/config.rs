@@ -110,6 +110,17 @@ impl Default for Config {
     }
 }
 
+/// Builder-style setters, each replacing one field of [`Config`].
+macro_rules! setters {
+    ($($(#[$doc:meta])* $field:ident: $type:ty;)*) => {$(
+        $(#[$doc])*
+        pub fn $field(mut self, $field: $type) -> Self {
+            self.$field = $field;
+            self
+        }
+    )*};
+}
+
 impl Config {
     /// Sets the control socket path.
     pub fn control_socket(mut self, path: impl Into<PathBuf>) -> Self {
@@ -117,43 +128,28 @@ impl Config {
         self
     }
 
-    /// Sets the ready timeout: from 1ms to 7 days (checked at start-up, by
-    /// [`validate`](Self::validate)).
-    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
-        self.ready_timeout = timeout;
-        self
-    }
-
-    /// Sets the probation (see [`Config::probation`]): zero (off), or from
-    /// 1ms to 7 days.
-    pub fn probation(mut self, probation: Duration) -> Self {
-        self.probation = probation;
-        self
-    }
-
-    /// Sets how many older generations may drain at once: 1 to 16.
-    pub fn max_draining(mut self, count: usize) -> Self {
-        self.max_draining = count;
-        self
-    }
-
-    /// Keeps the listeners in systemd's file descriptor store (see
-    /// [`Config::fd_store`]).
-    pub fn fd_store(mut self, on: bool) -> Self {
-        self.fd_store = on;
-        self
-    }
-
-    /// Sets the drain timeout: from 1ms to 7 days.
-    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
-        self.drain_timeout = timeout;
-        self
-    }
-
-    /// Sets the restart signal.
-    pub fn restart_signal(mut self, signal: Signal) -> Self {
-        self.restart_signal = signal;
-        self
+    setters! {
+        /// Sets the ready timeout: from 1ms to 7 days (checked at start-up, by
+        /// [`validate`](Self::validate)).
+        ready_timeout: Duration;
+        /// Sets the probation (see [`Config::probation`]): zero (off), or from
+        /// 1ms to 7 days.
+        probation: Duration;
+        /// Sets how many older generations may drain at once: 1 to 16.
+        max_draining: usize;
+        /// Keeps the listeners in systemd's file descriptor store (see
+        /// [`Config::fd_store`]).
+        fd_store: bool;
+        /// Sets the drain timeout: from 1ms to 7 days.
+        drain_timeout: Duration;
+        /// Sets the restart signal.
+        restart_signal: Signal;
+        /// Sets what to do with state from an incompatible build.
+        on_state_mismatch: StateMismatch;
+        /// Sets the Tokio scheduler.
+        flavor: RuntimeFlavor;
+        /// Sets what starts the next generation.
+        spawner: SpawnerMode;
     }
 
     /// Sets the pid file path.
@@ -162,28 +158,10 @@ impl Config {
         self
     }
 
-    /// Sets what to do with state from an incompatible build.
-    pub fn on_state_mismatch(mut self, policy: StateMismatch) -> Self {
-        self.on_state_mismatch = policy;
-        self
-    }
-
-    /// Sets the Tokio scheduler.
-    pub fn flavor(mut self, flavor: RuntimeFlavor) -> Self {
-        self.flavor = flavor;
-        self
-    }
-
     /// Sets the number of worker threads of the multi-threaded scheduler:
     /// from 1 to 1024.
     pub fn worker_threads(mut self, threads: usize) -> Self {
         self.worker_threads = Some(threads);
-        self
-    }
-
-    /// Sets what starts the next generation.
-    pub fn spawner(mut self, mode: SpawnerMode) -> Self {
-        self.spawner = mode;
         self
     }
 

@@ -145,10 +145,7 @@ pub enum Error {
 /// results (an accept, a read).
 impl From<std::io::Error> for Error {
     fn from(source: std::io::Error) -> Self {
-        Error::Io {
-            context: "I/O error in the service".to_owned(),
-            source,
-        }
+        Error::io("I/O error in the service", source)
     }
 }
 
@@ -156,6 +153,13 @@ impl Error {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn fd(name: &str, source: std::io::Error) -> Self {
+        Error::Fd {
+            name: name.to_owned(),
             source,
         }
     }

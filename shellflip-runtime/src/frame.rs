@@ -7,6 +7,7 @@
 //! bytes).
 
 use shellflip_control::frame::{FrameDecoder, FrameError};
+use tokio::io::Interest;
 use tokio::net::UnixStream;
 
 /// Reads one frame of at most `max` bytes from `stream` and returns its
@@ -19,12 +20,10 @@ use tokio::net::UnixStream;
 pub(crate) async fn read_frame(stream: &UnixStream, max: u32) -> Result<Vec<u8>, FrameError> {
     let mut decoder = FrameDecoder::new(max);
     loop {
-        stream.readable().await?;
-        let n = match stream.try_read(decoder.buf()) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e.into()),
-        };
+        // async_io waits for readability again when the read would block.
+        let n = stream
+            .async_io(Interest::READABLE, || stream.try_read(decoder.buf()))
+            .await?;
         if let Some(payload) = decoder.advance(n)? {
             return Ok(payload);
         }

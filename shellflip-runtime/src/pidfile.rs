@@ -49,17 +49,14 @@ impl PidFile {
 
     /// Replaces the file's content with `pid` and a newline, atomically.
     pub(crate) fn write(&self, pid: u32) -> Result<(), PidFileError> {
-        let dir = match self.path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
         let file_name = self.path.file_name().ok_or_else(|| {
             self.error(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 "the path names no file",
             ))
         })?;
-        let (temp, mut file) = create_temporary(dir, file_name).map_err(|e| self.error(e))?;
+        let (temp, mut file) =
+            create_temporary(&self.path, file_name).map_err(|e| self.error(e))?;
         let written = (|| {
             file.write_all(format!("{pid}\n").as_bytes())?;
             file.sync_all()?;
@@ -98,11 +95,11 @@ impl PidFile {
     }
 }
 
-/// Creates `.<name>.<random>.tmp` in `dir`, never opening an existing
-/// path (a planted symlink makes the attempt fail, and another name is
-/// tried).
+/// Creates `.<name>.<random>.tmp` beside `path` (whose file name is
+/// `name`), never opening an existing path (a planted symlink makes the
+/// attempt fail, and another name is tried).
 fn create_temporary(
-    dir: &Path,
+    path: &Path,
     name: &std::ffi::OsStr,
 ) -> std::io::Result<(PathBuf, std::fs::File)> {
     let mut last_error = None;
@@ -110,7 +107,7 @@ fn create_temporary(
         let mut temp_name = std::ffi::OsString::from(".");
         temp_name.push(name);
         temp_name.push(format!(".{:016x}.tmp", unpredictable()));
-        let temp = dir.join(temp_name);
+        let temp = path.with_file_name(temp_name);
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

@@ -100,10 +100,7 @@ impl Registry {
         if self.is_registered(name) {
             return Err(Error::DuplicateName(name.to_owned()));
         }
-        let owned = fd.try_clone_to_owned().map_err(|source| Error::Fd {
-            name: name.to_owned(),
-            source,
-        })?;
+        let owned = fd.try_clone_to_owned().map_err(|e| Error::fd(name, e))?;
         self.active.push((name.to_owned(), owned));
         Ok(())
     }

@@ -37,7 +37,6 @@
 //! it.
 
 use std::ffi::OsStr;
-use std::fmt::Write as _;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixDatagram;
@@ -139,21 +138,14 @@ impl Notifier {
         let Some(target) = &self.target else {
             return false;
         };
-        let message = notification.to_message();
-        match send_datagram(target, message.as_bytes(), fds) {
-            Ok(()) => {
-                tracing::debug!(message = %message.replace('\n', " "), fds = fds.len(), "notified systemd");
-                true
-            }
-            Err(e) => {
-                tracing::warn!(
-                    error = %e,
-                    message = %message.replace('\n', " "),
-                    "could not notify systemd"
-                );
-                false
-            }
+        let sent = send_datagram(target, notification.0.as_bytes(), fds);
+        // The log lines show the message on one line.
+        let message = notification.0.replace('\n', " ");
+        match &sent {
+            Ok(()) => tracing::debug!(%message, fds = fds.len(), "notified systemd"),
+            Err(error) => tracing::warn!(%error, %message, "could not notify systemd"),
         }
+        sent.is_ok()
     }
 }
 
@@ -180,19 +172,12 @@ pub(crate) fn send_datagram(
 /// One notification: `KEY=value` assignments, one per line (each spelled
 /// by the `sd-notify` crate's [`NotifyState`]), sent as one datagram.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct Notification {
-    message: String,
-}
+pub(crate) struct Notification(String);
 
 impl Notification {
     /// `states`, one per line.
     fn of(states: &[NotifyState<'_>]) -> Self {
-        let mut message = String::new();
-        for state in states {
-            // Writing into a String cannot fail.
-            let _ = writeln!(message, "{state}");
-        }
-        Notification { message }
+        Notification(states.iter().map(|state| format!("{state}\n")).collect())
     }
 
     /// `states` and a `STATUS=` line.
@@ -240,11 +225,6 @@ impl Notification {
     /// `fd_name`.
     pub(crate) fn fd_store_remove(fd_name: &str) -> Self {
         Notification::of(&[NotifyState::FdStoreRemove, NotifyState::FdName(fd_name)])
-    }
-
-    /// The datagram's text: one `KEY=value` per line.
-    pub(crate) fn to_message(&self) -> String {
-        self.message.clone()
     }
 }
 
@@ -311,23 +291,20 @@ pub(crate) fn parse_socket_activation(
         Ok(n) if n <= MAX_LISTEN_FDS => n,
         _ => return Err(SocketActivationError::BadCount(count.to_owned())),
     };
-    let mut names: Vec<String> = listen_fdnames
-        .map(|names| names.split(':').map(str::to_owned).collect())
-        .unwrap_or_default();
-    if names.len() > count {
+    let given = listen_fdnames.unwrap_or_default();
+    if listen_fdnames.is_some() && given.split(':').count() > count {
         tracing::warn!(
-            names = listen_fdnames.unwrap_or_default(),
+            names = given,
             count,
             "LISTEN_FDNAMES has more names than LISTEN_FDS descriptors; the extra names are ignored"
         );
     }
-    names.resize(count, String::new());
-    for name in &mut names {
-        if name.is_empty() {
-            *name = UNKNOWN_NAME.to_owned();
-        }
-    }
-    Ok(Some(names))
+    let mut given = given.split(':');
+    let names = (0..count).map(|_| match given.next() {
+        Some(name) if !name.is_empty() => name.to_owned(),
+        _ => UNKNOWN_NAME.to_owned(),
+    });
+    Ok(Some(names.collect()))
 }
 
 /// What systemd passed to a first generation, by name.
@@ -350,17 +327,11 @@ pub(crate) struct Passed {
 pub(crate) fn take_socket_activation(
     first_generation: bool,
 ) -> Result<Passed, SocketActivationError> {
-    let text = |name: &str| {
-        std::env::var_os(name).map(|v| v.to_str().map(str::to_owned).unwrap_or_default())
-    };
-    let (pid, count, names) = (
-        text(ENV_LISTEN_PID),
-        text(ENV_LISTEN_FDS),
-        text(ENV_LISTEN_FDNAMES),
-    );
-    for var in [ENV_LISTEN_PID, ENV_LISTEN_FDS, ENV_LISTEN_FDNAMES] {
-        std::env::remove_var(var);
-    }
+    let [pid, count, names] = [ENV_LISTEN_PID, ENV_LISTEN_FDS, ENV_LISTEN_FDNAMES].map(|name| {
+        let value = std::env::var_os(name);
+        std::env::remove_var(name);
+        value.map(|v| v.to_str().map(str::to_owned).unwrap_or_default())
+    });
     let mut passed = Passed::default();
     if !first_generation {
         return Ok(passed);
@@ -519,23 +490,23 @@ mod tests {
     #[test]
     fn messages_are_newline_separated_assignments() {
         assert_eq!(
-            Notification::ready("serving").to_message(),
+            Notification::ready("serving").0,
             "READY=1\nSTATUS=serving\n"
         );
         assert_eq!(
-            Notification::reloading(123_456, "restarting").to_message(),
+            Notification::reloading(123_456, "restarting").0,
             "RELOADING=1\nMONOTONIC_USEC=123456\nSTATUS=restarting\n"
         );
         assert_eq!(
-            keys(&Notification::handed_over(42, "s").to_message()),
+            keys(&Notification::handed_over(42, "s").0),
             vec![("MAINPID", "42"), ("READY", "1"), ("STATUS", "s")]
         );
         assert_eq!(
-            Notification::stopping(Duration::from_secs(3), "bye").to_message(),
+            Notification::stopping(Duration::from_secs(3), "bye").0,
             "STOPPING=1\nEXTEND_TIMEOUT_USEC=3000000\nSTATUS=bye\n"
         );
         assert_eq!(
-            Notification::extend_timeout(Duration::from_millis(1)).to_message(),
+            Notification::extend_timeout(Duration::from_millis(1)).0,
             "EXTEND_TIMEOUT_USEC=1000\n"
         );
     }
@@ -543,11 +514,11 @@ mod tests {
     #[test]
     fn fd_store_messages() {
         assert_eq!(
-            Notification::fd_store("shellflip.stored.echo").to_message(),
+            Notification::fd_store("shellflip.stored.echo").0,
             "FDSTORE=1\nFDNAME=shellflip.stored.echo\n"
         );
         assert_eq!(
-            Notification::fd_store_remove("shellflip.stored.echo").to_message(),
+            Notification::fd_store_remove("shellflip.stored.echo").0,
             "FDSTOREREMOVE=1\nFDNAME=shellflip.stored.echo\n"
         );
         assert!(is_valid_fd_name("shellflip.stored.echo two"));
@@ -636,7 +607,7 @@ mod tests {
 
     #[test]
     fn newlines_in_values_cannot_inject_assignments() {
-        let message = Notification::ready("line one\nMAINPID=1\r\n").to_message();
+        let message = Notification::ready("line one\nMAINPID=1\r\n").0;
         assert_eq!(message, "READY=1\nSTATUS=line one MAINPID=1  \n");
     }
 

@@ -28,14 +28,14 @@
 //! race; one of them then ends up with an unreachable socket. That is a
 //! misconfiguration this module does not try to arbitrate.
 
+use std::collections::hash_map::RandomState;
 use std::ffi::{OsStr, OsString};
 use std::fs;
+use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tracing::debug;
@@ -231,15 +231,6 @@ impl SocketFile {
     }
 }
 
-/// What is at the path before binding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Existing {
-    /// Nothing: the new socket must not replace anything.
-    Nothing,
-    /// A socket nobody listens on: replaced.
-    Stale,
-}
-
 /// Creates a listening Unix stream socket at `path` (see the module docs).
 ///
 /// Returns the listener (blocking, `CLOEXEC`; the caller makes it
@@ -259,27 +250,23 @@ pub(crate) fn bind(
         });
     }
     let dir = dir_of(path);
-    match fs::metadata(dir) {
-        Ok(metadata) if metadata.is_dir() => {}
-        Ok(_) => {
-            return Err(UnixSocketError::NotADirectory {
-                dir: dir.to_path_buf(),
-            })
-        }
+    match fs::metadata(dir).map(|metadata| metadata.is_dir()) {
+        Ok(true) => {}
+        Ok(false) => return Err(UnixSocketError::NotADirectory { dir: dir.into() }),
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            return Err(UnixSocketError::NoDirectory {
-                dir: dir.to_path_buf(),
-            })
+            return Err(UnixSocketError::NoDirectory { dir: dir.into() })
         }
         Err(source) => return Err(UnixSocketError::io("access the directory", dir)(source)),
     }
 
-    let existing = inspect_existing(path)?;
-    if existing == Existing::Stale {
+    // Nothing there (false: the new socket must not replace anything), or
+    // a socket nobody listens on (true: replaced).
+    let stale = inspect_existing(path)?;
+    if stale {
         debug!(path = %path.display(), "replacing a stale socket file");
     }
     if access == Access::Umask {
-        return bind_in_place(path, existing);
+        return bind_in_place(path, stale);
     }
 
     let temp = temp_path(dir, name);
@@ -290,28 +277,28 @@ pub(crate) fn bind(
         // The rename keeps the inode: this is the identity of the final file.
         let metadata =
             fs::symlink_metadata(&temp).map_err(UnixSocketError::io("inspect", &temp))?;
-        move_into_place(&temp, path, existing)?;
+        move_into_place(&temp, path, stale)?;
         Ok(metadata)
     })();
     // On failure the temporary socket file goes.
     let metadata = placed.inspect_err(|_| drop(fs::remove_file(&temp)))?;
 
-    debug!(path = %path.display(), replaced_stale = existing == Existing::Stale, "Unix socket bound");
+    debug!(path = %path.display(), replaced_stale = stale, "Unix socket bound");
     Ok((listener, SocketFile::of(path, &metadata)))
 }
 
 /// Binds at `path` itself, after removing a stale socket there.
 fn bind_in_place(
     path: &Path,
-    existing: Existing,
+    stale: bool,
 ) -> Result<(StdUnixListener, SocketFile), UnixSocketError> {
-    if existing == Existing::Stale {
+    if stale {
         match fs::remove_file(path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
+            // Gone already is as good.
+            Err(source) if source.kind() != io::ErrorKind::NotFound => {
                 return Err(UnixSocketError::io("remove the stale socket", path)(source))
             }
+            _ => {}
         }
     }
     let listener = bind_listening(path, Access::Umask).map_err(|error| match error {
@@ -333,10 +320,12 @@ fn dir_of(path: &Path) -> &Path {
     }
 }
 
-fn inspect_existing(path: &Path) -> Result<Existing, UnixSocketError> {
+/// Whether a stale socket (one nobody listens on) is at `path`; false when
+/// nothing is there, an error for anything else.
+fn inspect_existing(path: &Path) -> Result<bool, UnixSocketError> {
     let metadata = match fs::symlink_metadata(path) {
         Ok(metadata) => metadata,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Existing::Nothing),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(source) => return Err(UnixSocketError::io("inspect", path)(source)),
     };
     let file_type = metadata.file_type();
@@ -354,8 +343,8 @@ fn inspect_existing(path: &Path) -> Result<Existing, UnixSocketError> {
     }
     match probe(path) {
         Ok(()) => Err(UnixSocketError::InUse),
-        Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => Ok(Existing::Stale),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Existing::Nothing),
+        Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => Ok(true),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(source) => Err(UnixSocketError::Unverifiable { source }),
     }
 }
@@ -374,18 +363,11 @@ fn probe(path: &Path) -> io::Result<()> {
 
 /// `.<name>.<unique>.tmp` in `dir`, or `.shellflip.<unique>.tmp` if that
 /// would be too long for a socket address. `<unique>` is hexadecimal and
-/// differs between processes and calls, so a leftover never collides.
+/// differs between processes and calls (64 random bits: std seeds each
+/// `RandomState` from the system's randomness, with distinct keys), so a
+/// leftover never collides.
 fn temp_path(dir: &Path, name: &OsStr) -> PathBuf {
-    static CALLS: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.subsec_nanos());
-    let unique = format!(
-        "{:x}{:08x}{:x}",
-        std::process::id(),
-        nanos,
-        CALLS.fetch_add(1, Ordering::Relaxed)
-    );
+    let unique = format!("{:016x}", RandomState::new().build_hasher().finish());
     let mut long = OsString::from(".");
     long.push(name);
     long.push(format!(".{unique}.tmp"));
@@ -417,9 +399,9 @@ fn bind_listening(path: &Path, access: Access) -> Result<StdUnixListener, UnixSo
     Ok(StdUnixListener::from(socket))
 }
 
-fn move_into_place(temp: &Path, path: &Path, existing: Existing) -> Result<(), UnixSocketError> {
+fn move_into_place(temp: &Path, path: &Path, stale: bool) -> Result<(), UnixSocketError> {
     let failed = UnixSocketError::io("move the new socket into place at", path);
-    if existing == Existing::Nothing {
+    if !stale {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         {
             use nix::errno::Errno;

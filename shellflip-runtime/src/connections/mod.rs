@@ -28,7 +28,7 @@
 //! The old side is [`SuccessorLink`] (the write half of the channel to the
 //! successor, shared by every task handing a connection over; its writer
 //! and its reader of the answers), the new side [`take_connections`] and
-//! [`take_connection`], called by the channel's watcher in `child`, and
+//! [`take`], called by the channel's watcher in `child`, and
 //! [`Connections`], which the service reads.
 
 use std::collections::HashMap;
@@ -175,23 +175,7 @@ pub struct HandedOver<C> {
 }
 
 /// A received connection, its state still encoded.
-#[derive(Debug)]
-pub(crate) struct Arrived {
-    pub stream: HandoverStream,
-    pub state: Vec<u8>,
-    pub unread: Vec<u8>,
-}
-
-impl Arrived {
-    /// Rebuilds the connection from its descriptor. Inside the runtime.
-    pub(crate) fn new(header: ConnectionHeader, fd: OwnedFd) -> io::Result<Self> {
-        Ok(Arrived {
-            stream: HandoverStream::from_fd(fd, header.kind)?,
-            state: header.state,
-            unread: header.unread,
-        })
-    }
-}
+pub(crate) type Arrived = HandedOver<Vec<u8>>;
 
 /// Why a connection without a descriptor is refused.
 const NOT_ATTACHED: &str = "the connection's socket was not attached";
@@ -251,8 +235,12 @@ fn take(
     fd: OwnedFd,
     to: &mpsc::UnboundedSender<Arrived>,
 ) -> Result<(), String> {
-    let arrived = Arrived::new(header, fd)
-        .map_err(|e| format!("could not adopt the connection's socket: {e}"))?;
+    let arrived = HandedOver {
+        stream: HandoverStream::from_fd(fd, header.kind)
+            .map_err(|e| format!("could not adopt the connection's socket: {e}"))?,
+        state: header.state,
+        unread: header.unread,
+    };
     // Refused, the connection closes here; the old generation serves its
     // own copy on.
     to.send(arrived).map_err(|_| GOING_AWAY.to_owned())
@@ -448,7 +436,7 @@ mod tests {
                             }),
                             None => {
                                 taken.push(header.id);
-                                tx.send(Arrived::new(header, fd).unwrap()).unwrap();
+                                take(header, fd, &tx).unwrap();
                             }
                         }
                     }

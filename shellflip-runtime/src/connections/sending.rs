@@ -13,14 +13,10 @@ pub(super) struct Outgoing {
     pub(super) waiting: Waiting,
 }
 
-/// What became of a connection, for the task waiting in `hand_over`.
-#[derive(Debug)]
-pub(super) enum Outcome {
-    /// The successor has it: this is this generation's copy, to close.
-    Taken(OwnedFd),
-    /// It stays here: the descriptor back, and why.
-    Back(OwnedFd, HandOverError),
-}
+/// What became of a connection, for the task waiting in `hand_over`:
+/// `Ok` with this generation's copy, to close, when the successor has it;
+/// `Err` with the descriptor back, and why, when it stays here.
+pub(super) type Outcome = Result<OwnedFd, (OwnedFd, HandOverError)>;
 
 /// A connection's descriptor, and the task waiting for what becomes of it.
 #[derive(Debug)]
@@ -32,35 +28,24 @@ pub(super) struct Waiting {
 impl Waiting {
     /// The connection stays here: its descriptor goes back to its task.
     pub(super) fn back(self, error: HandOverError) {
-        let _ = self.outcome.send(Outcome::Back(self.fd, error));
+        let _ = self.outcome.send(Err((self.fd, error)));
     }
 }
 
-/// Answers of the successor, from the reader to the writer: each
-/// connection's number, and `Err(reason)` if it was refused.
-pub(super) type Answers = Vec<(u64, Result<(), String>)>;
+/// Answers of the successor, from the reader to the writer: the numbers
+/// of the connections taken, and of those refused, with the reason.
+pub(super) type Answers = (Vec<u64>, Vec<Refusal>);
 
-/// The write half of the channel: one message at a time.
-#[derive(Debug)]
-pub(super) struct Wire {
-    pub(super) channel: Arc<UnixStream>,
-    /// One sender at a time: a message's bytes must not interleave.
-    pub(super) sending: tokio::sync::Mutex<()>,
-}
-
-impl Wire {
-    /// Sends `bytes` (one whole message), `fds` attached to the first of
-    /// them.
-    pub(super) async fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-        let _one = self.sending.lock().await;
-        channel::send(&self.channel, bytes, fds).await
-    }
-}
+/// The write half of the channel: one sender at a time, as a message's
+/// bytes must not interleave.
+pub(super) type Wire = tokio::sync::Mutex<Arc<UnixStream>>;
 
 /// The old generation's end of the channel to its successor, once the
 /// successor took over: progress reports and connections go through it.
 #[derive(Debug)]
 pub(crate) struct SuccessorLink {
+    /// The channel, as the reader of the answers reads it.
+    pub(super) channel: Arc<UnixStream>,
     pub(super) wire: Arc<Wire>,
     pub(super) next_id: AtomicU64,
     pub(super) queue: mpsc::UnboundedSender<Outgoing>,
@@ -74,10 +59,8 @@ impl SuccessorLink {
     pub(crate) fn new(channel: Arc<UnixStream>) -> Arc<Self> {
         let (queue, queued) = mpsc::unbounded_channel();
         Arc::new(SuccessorLink {
-            wire: Arc::new(Wire {
-                channel,
-                sending: tokio::sync::Mutex::new(()),
-            }),
+            wire: Arc::new(Wire::new(Arc::clone(&channel))),
+            channel,
             next_id: AtomicU64::new(0),
             queue,
             unstarted: Mutex::new(Some(queued)),
@@ -104,13 +87,13 @@ impl SuccessorLink {
         // restart that began it.
         let span = tracing::Span::current();
         tokio::spawn(writer.run(queued, answers).instrument(span.clone()));
-        tokio::spawn(read_answers(Arc::clone(&self.wire.channel), answers_tx).instrument(span));
+        tokio::spawn(read_answers(Arc::clone(&self.channel), answers_tx).instrument(span));
     }
 
     /// Sends a message to the successor.
     pub(crate) async fn tell(&self, message: &ParentMessage) -> io::Result<()> {
         let bytes = channel::encode_parent_message(message)?;
-        self.wire.send(&bytes, &[]).await
+        channel::send(&*self.wire.lock().await, &bytes, &[]).await
     }
 
     /// Hands `stream` to the successor with `state` and `unread`, and waits
@@ -145,10 +128,7 @@ impl SuccessorLink {
             };
             return Err(failed(stream, error));
         }
-        let (fd, kind) = match stream.into_fd() {
-            Ok(taken) => taken,
-            Err(e) => return Err(lost(e)),
-        };
+        let (fd, kind) = stream.into_fd().map_err(lost)?;
         let (outcome_tx, outcome) = oneshot::channel();
         let outgoing = Outgoing {
             header: ConnectionHeader {
@@ -168,8 +148,8 @@ impl SuccessorLink {
             }
             Ok(()) => match outcome.await {
                 // This generation's copy closes here.
-                Ok(Outcome::Taken(_copy)) => return Ok(()),
-                Ok(Outcome::Back(fd, error)) => (fd, error),
+                Ok(Ok(_copy)) => return Ok(()),
+                Ok(Err((fd, error))) => (fd, error),
                 Err(_) => {
                     return Err(lost(io::Error::other(
                         "the writer of the connections handed over ended without answering (the runtime is shutting down); the connection was closed",
@@ -177,10 +157,8 @@ impl SuccessorLink {
                 }
             },
         };
-        match HandoverStream::from_fd(fd, kind) {
-            Ok(stream) => Err(failed(stream, error)),
-            Err(e) => Err(lost(e)),
-        }
+        let stream = HandoverStream::from_fd(fd, kind).map_err(lost)?;
+        Err(failed(stream, error))
     }
 }
 
@@ -240,18 +218,14 @@ impl Writer {
     /// Sends `queued` (emptied), as many messages as the bounds need.
     pub(super) async fn send(&mut self, queued: &mut Vec<Outgoing>) {
         while !queued.is_empty() {
-            let mut count = 0;
+            // As many as fit in MAX_BATCH_BYTES, and at least one.
             let mut bytes = 0;
-            for outgoing in queued.iter() {
-                let size = outgoing.header.state.len()
-                    + outgoing.header.unread.len()
-                    + HEADER_OVERHEAD_BYTES;
-                if count > 0 && bytes + size > MAX_BATCH_BYTES {
-                    break;
-                }
-                count += 1;
-                bytes += size;
-            }
+            let fit = queued.iter().take_while(|outgoing| {
+                let header = &outgoing.header;
+                bytes += header.state.len() + header.unread.len() + HEADER_OVERHEAD_BYTES;
+                bytes <= MAX_BATCH_BYTES
+            });
+            let count = fit.count().max(1);
             let batch: Vec<Outgoing> = queued.drain(..count).collect();
             self.send_batch(batch).await;
         }
@@ -286,7 +260,7 @@ impl Writer {
         // An encoding error writes nothing: the channel is still in step.
         let bytes = channel::encode_parent_message(&ParentMessage::Connections(headers))?;
         let fds: Vec<BorrowedFd<'_>> = sent.iter().map(|(_, w)| w.fd.as_fd()).collect();
-        let written = self.wire.send(&bytes, &fds).await;
+        let written = channel::send(&*self.wire.lock().await, &bytes, &fds).await;
         if let Err(e) = &written {
             // Maybe in the middle of the message: nothing more can follow it.
             let why = format!("the channel to the new generation failed: {e}");
@@ -296,16 +270,15 @@ impl Writer {
     }
 
     /// Tells the tasks whose connections were answered.
-    pub(super) fn settle(&mut self, answered: Answers) {
-        for (id, answer) in answered {
-            let Some(waiting) = self.waiting.remove(&id) else {
-                continue;
-            };
-            // A task no longer waiting (its future dropped): the
-            // descriptor closes with the outcome.
-            match answer {
-                Ok(()) => drop(waiting.outcome.send(Outcome::Taken(waiting.fd))),
-                Err(reason) => waiting.back(HandOverError::Refused(reason)),
+    pub(super) fn settle(&mut self, (taken, refused): Answers) {
+        // A task no longer waiting (its future dropped): the descriptor
+        // closes with the outcome.
+        for waiting in taken.iter().filter_map(|id| self.waiting.remove(id)) {
+            let _ = waiting.outcome.send(Ok(waiting.fd));
+        }
+        for Refusal { reason, ids } in refused {
+            for waiting in ids.iter().filter_map(|id| self.waiting.remove(id)) {
+                waiting.back(HandOverError::Refused(reason.clone()));
             }
         }
     }
@@ -327,13 +300,7 @@ pub(super) async fn read_answers(
             Ok(Some(Incoming {
                 message: ChildMessage::ConnectionsAnswered { taken, refused },
                 ..
-            })) => {
-                let mut answered: Answers = taken.into_iter().map(|id| (id, Ok(()))).collect();
-                for Refusal { reason, ids } in refused {
-                    answered.extend(ids.into_iter().map(|id| (id, Err(reason.clone()))));
-                }
-                answered
-            }
+            })) => (taken, refused),
             Ok(Some(_)) => continue,
             Ok(None) => return,
             Err(e) => {

@@ -213,10 +213,7 @@ impl<S: HandoverState> Context<S> {
             return Err(Error::DuplicateName(name.to_owned()));
         }
         let fd = registry.claim(name).map_or_else(create, Ok);
-        let fd = fd.map_err(|source| Error::Fd {
-            name: name.to_owned(),
-            source,
-        })?;
+        let fd = fd.map_err(|e| Error::fd(name, e))?;
         registry.register(name, fd.as_fd())?;
         Ok(fd)
     }
@@ -230,13 +227,9 @@ impl<S: HandoverState> Context<S> {
         bind: impl FnOnce() -> Result<Socket, Error>,
     ) -> Result<Socket, Error> {
         if name.starts_with(RESERVED_PREFIX) {
-            return Err(Error::Fd {
-                name: name.to_owned(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "names starting with \"shellflip.\" are reserved",
-                ),
-            });
+            let reserved = "names starting with \"shellflip.\" are reserved";
+            let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, reserved);
+            return Err(Error::fd(name, source));
         }
         let mut registry = self.generation.registry();
         if registry.is_registered(name) {
@@ -485,9 +478,8 @@ impl<S: HandoverState> Context<S> {
     /// Resolves when [`admission`](Self::admission) changes.
     pub async fn admission_changed(&self) {
         self.accept_watch.consulted();
-        let mut admission = self.generation.admission.subscribe();
-        admission.borrow_and_update();
-        let _ = admission.changed().await;
+        // A new receiver has seen the current value already.
+        let _ = self.generation.admission.subscribe().changed().await;
     }
 
     /// Spawns a task that the drain waits for (up to the drain timeout):

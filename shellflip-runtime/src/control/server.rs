@@ -25,6 +25,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -105,14 +106,11 @@ struct ServerOptions {
     max_connections: usize,
 }
 
-impl Default for ServerOptions {
-    fn default() -> Self {
-        ServerOptions {
-            request_timeout: REQUEST_TIMEOUT,
-            max_connections: MAX_CONNECTIONS,
-        }
-    }
-}
+/// The protocol's bounds.
+const SERVER_OPTIONS: ServerOptions = ServerOptions {
+    request_timeout: REQUEST_TIMEOUT,
+    max_connections: MAX_CONNECTIONS,
+};
 
 /// The control socket being served by this generation.
 pub(crate) struct Serving {
@@ -137,7 +135,7 @@ impl Serving {
             commands,
             stop_accepting.clone(),
             connections,
-            ServerOptions::default(),
+            SERVER_OPTIONS,
         ));
         Ok(Serving {
             file,
@@ -181,13 +179,18 @@ async fn serve(
     options: ServerOptions,
 ) {
     let slots = Arc::new(Semaphore::new(options.max_connections));
-    let waiting = Arc::new(Mutex::new(Waiting::default()));
-    let service_uid = nix::unistd::geteuid().as_raw();
+    let server = Arc::new(Server {
+        commands,
+        stop_accepting,
+        waiting: Arc::new(Mutex::new(Waiting::default())),
+        options,
+        service_uid: nix::unistd::geteuid().as_raw(),
+    });
     loop {
         // A connection and its slot, unless stop_accepting comes first.
         let next = async {
             match listener.accept().await {
-                Ok((stream, _)) => Some((take_slot(&slots, &waiting).await, stream)),
+                Ok((stream, _)) => Some((take_slot(&slots, &server.waiting).await, stream)),
                 Err(error) => {
                     warn!(%error, "control socket: accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -197,7 +200,7 @@ async fn serve(
         };
         let (slot, stream) = tokio::select! {
             biased;
-            () = stop_accepting.cancelled() => break,
+            () = server.stop_accepting.cancelled() => break,
             next = next => match next {
                 Some(next) => next,
                 None => continue,
@@ -220,16 +223,10 @@ async fn serve(
         // Waiting for its first request from now on (not from when its
         // task first runs), so connections are pushed out in the order they
         // came.
-        let first_wait = WaitingForRequest::enter(&waiting);
-        let connection = Connection {
-            commands: commands.clone(),
-            stop_accepting: stop_accepting.clone(),
-            waiting: Arc::clone(&waiting),
-            options,
-            service_uid,
-        };
+        let first_wait = WaitingForRequest::enter(&server.waiting);
+        let server = Arc::clone(&server);
         connections.spawn(async move {
-            connection.run(stream, first_wait).await;
+            server.run(stream, first_wait).await;
             drop(slot);
         });
     }
@@ -245,25 +242,18 @@ async fn take_slot(
     if let Ok(slot) = Arc::clone(slots).try_acquire_owned() {
         return Some(slot);
     }
-    let (_, oldest) = lock(waiting).entries.pop_first()?;
+    let (_, oldest) = lock(waiting).pop_first()?;
     oldest.cancel();
     // The pushed-out connection lets go of its slot as soon as its task
     // runs; only this loop takes slots, so it is ours.
-    match tokio::time::timeout(EVICTION_WAIT, Arc::clone(slots).acquire_owned()).await {
-        Ok(Ok(slot)) => Some(slot),
-        _ => None,
-    }
+    let slot = tokio::time::timeout(EVICTION_WAIT, Arc::clone(slots).acquire_owned()).await;
+    slot.ok()?.ok()
 }
 
 /// The connections waiting for a request, oldest first: those a new
-/// connection may push out when all slots are taken.
-#[derive(Debug, Default)]
-struct Waiting {
-    next: u64,
-    /// By the order in which they began to wait; cancelling the token
-    /// pushes the connection out.
-    entries: BTreeMap<u64, CancellationToken>,
-}
+/// connection may push out when all slots are taken. By the order in which
+/// they began to wait; cancelling the token pushes the connection out.
+type Waiting = BTreeMap<u64, CancellationToken>;
 
 /// A connection's place in [`Waiting`] while it waits for a request; leaves
 /// it when dropped.
@@ -275,11 +265,10 @@ struct WaitingForRequest {
 
 impl WaitingForRequest {
     fn enter(waiting: &Arc<Mutex<Waiting>>) -> Self {
-        let mut all = lock(waiting);
-        let id = all.next;
-        all.next += 1;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
         let pushed_out = CancellationToken::new();
-        all.entries.insert(id, pushed_out.clone());
+        lock(waiting).insert(id, pushed_out.clone());
         WaitingForRequest {
             waiting: Arc::clone(waiting),
             id,
@@ -290,7 +279,7 @@ impl WaitingForRequest {
 
 impl Drop for WaitingForRequest {
     fn drop(&mut self) {
-        lock(&self.waiting).entries.remove(&self.id);
+        lock(&self.waiting).remove(&self.id);
     }
 }
 
@@ -315,11 +304,8 @@ fn peer_allowed(peer_uid: u32, service_uid: u32) -> bool {
     peer_uid == service_uid || peer_uid == 0
 }
 
-fn shutting_down() -> Response {
-    Response::error("the service is shutting down; no request is served any more")
-}
-
-struct Connection {
+/// What the tasks serving the connections share.
+struct Server {
     commands: mpsc::Sender<ControlCommand>,
     stop_accepting: CancellationToken,
     waiting: Arc<Mutex<Waiting>>,
@@ -327,8 +313,8 @@ struct Connection {
     service_uid: u32,
 }
 
-impl Connection {
-    async fn run(self, mut stream: UnixStream, first_wait: WaitingForRequest) {
+impl Server {
+    async fn run(&self, mut stream: UnixStream, first_wait: WaitingForRequest) {
         if let Err(message) = self.check_peer(&stream) {
             drop(first_wait);
             warn!("control socket: {message}");
@@ -338,9 +324,7 @@ impl Connection {
         let (mut waiting, mut answered_before) = (first_wait, false);
         loop {
             let request = self.next_request(&mut stream, waiting, answered_before);
-            let Some(request) = request.await else {
-                return;
-            };
+            let Some(request) = request.await else { return };
             if let Request::Restart { .. } = request {
                 profile::mark(Hop::TriggerRead);
             }
@@ -387,27 +371,26 @@ impl Connection {
         let read = tokio::time::timeout(timeout, read_frame(stream, MAX_FRAME_BYTES));
         let frame = tokio::select! {
             biased;
-            () = waiting.pushed_out.cancelled() => None,
+            () = waiting.pushed_out.cancelled() => {
+                debug!("control socket: pushed out a connection waiting for a request");
+                answer_now(
+                    stream,
+                    &format!(
+                        "too many control connections (at most {} at once): this one had waited \
+                         longest for a request and was closed to make room for a new one; send \
+                         the request right after connecting",
+                        self.options.max_connections
+                    ),
+                );
+                return None;
+            }
             () = self.stop_accepting.cancelled(), if answered_before => {
                 debug!("control socket: closing an idle connection; this generation stopped accepting");
                 return None;
             }
-            frame = read => Some(frame),
+            frame = read => frame,
         };
         drop(waiting);
-        let Some(frame) = frame else {
-            debug!("control socket: pushed out a connection waiting for a request");
-            answer_now(
-                stream,
-                &format!(
-                    "too many control connections (at most {} at once): this one had waited \
-                     longest for a request and was closed to make room for a new one; send \
-                     the request right after connecting",
-                    self.options.max_connections
-                ),
-            );
-            return None;
-        };
         let refusal = match frame {
             Ok(Ok(payload)) => match decode_request(&payload) {
                 Ok(request) => return Some(request),
@@ -455,10 +438,12 @@ impl Connection {
 
     async fn dispatch(&self, request: Request) -> Response {
         let (reply, answer) = oneshot::channel();
-        match self.commands.send(ControlCommand { request, reply }).await {
-            Ok(()) => answer.await.unwrap_or_else(|_| shutting_down()),
-            Err(_) => shutting_down(),
-        }
+        // If the supervisor is gone, the command and its `reply` are dropped
+        // with the error, and the answer says so.
+        let _ = self.commands.send(ControlCommand { request, reply }).await;
+        answer.await.unwrap_or_else(|_| {
+            Response::error("the service is shutting down; no request is served any more")
+        })
     }
 
     /// Writes `response` with this process's credentials, bounded by the
@@ -489,8 +474,8 @@ async fn write_with_credentials(stream: &mut UnixStream, frame: &[u8]) -> io::Re
             send_with_credentials(stream.as_fd(), frame)
         })
         .await?;
-    stream.write_all(&frame[sent..]).await?;
-    stream.flush().await
+    // (A Unix stream has nothing to flush.)
+    stream.write_all(&frame[sent..]).await
 }
 
 fn send_with_credentials(socket: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {

@@ -148,7 +148,7 @@ const RESTART: &str = r#"{"op":"restart"}"#;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_are_answered_several_per_connection() {
-    let server = start_server(ServerOptions::default(), 1, Restarts::Succeed);
+    let server = start_server(SERVER_OPTIONS, 1, Restarts::Succeed);
     let path = server.path.clone();
     let generations = blocking(move || {
         let mut stream = raw(&path);
@@ -173,7 +173,7 @@ async fn requests_are_answered_several_per_connection() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_an_error_and_the_server_carries_on() {
-    let server = start_server(ServerOptions::default(), 1, Restarts::Succeed);
+    let server = start_server(SERVER_OPTIONS, 1, Restarts::Succeed);
     let path = server.path.clone();
     blocking(move || {
         // Garbage JSON in a valid frame.
@@ -216,7 +216,7 @@ async fn bad_input_gets_an_error_and_the_server_carries_on() {
 async fn silent_and_slow_clients_time_out() {
     let options = ServerOptions {
         request_timeout: Duration::from_millis(200),
-        ..ServerOptions::default()
+        ..SERVER_OPTIONS
     };
     let server = start_server(options, 1, Restarts::Succeed);
     let path = server.path.clone();
@@ -242,7 +242,7 @@ async fn silent_clients_cannot_lock_out_a_request() {
     let options = ServerOptions {
         // Far longer than the test: nothing here may rely on it.
         request_timeout: Duration::from_secs(3600),
-        ..ServerOptions::default()
+        ..SERVER_OPTIONS
     };
     let server = start_server(options, 1, Restarts::Succeed);
     let path = server.path.clone();
@@ -275,7 +275,7 @@ async fn silent_clients_cannot_lock_out_a_request() {
 async fn connections_with_a_request_in_service_are_never_pushed_out() {
     let options = ServerOptions {
         max_connections: 2,
-        ..ServerOptions::default()
+        ..SERVER_OPTIONS
     };
     let server = start_server(options, 1, Restarts::Hang);
     let path = server.path.clone();
@@ -319,7 +319,7 @@ async fn an_idle_connection_between_requests_can_be_pushed_out() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn many_concurrent_clients_are_all_answered() {
-    let server = start_server(ServerOptions::default(), 1, Restarts::Succeed);
+    let server = start_server(SERVER_OPTIONS, 1, Restarts::Succeed);
     let mut clients = Vec::new();
     for _ in 0..300 {
         let path = server.path.clone();
@@ -362,7 +362,7 @@ async fn many_concurrent_clients_are_all_answered() {
 async fn answers_carry_the_service_credentials() {
     use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
 
-    let server = start_server(ServerOptions::default(), 1, Restarts::Succeed);
+    let server = start_server(SERVER_OPTIONS, 1, Restarts::Succeed);
     let path = server.path.clone();
     let pid = blocking(move || {
         let mut stream = raw(&path);
@@ -407,7 +407,7 @@ async fn closed_command_channel_means_shutting_down() {
         commands,
         CancellationToken::new(),
         TaskTracker::new(),
-        ServerOptions::default(),
+        SERVER_OPTIONS,
     ));
     let response = blocking(move || ask(&path, STATUS)).await;
     expect_error(response, "shutting down");
@@ -415,7 +415,7 @@ async fn closed_command_channel_means_shutting_down() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancelling_stop_accepting_ends_serve() {
-    let server = start_server(ServerOptions::default(), 1, Restarts::Succeed);
+    let server = start_server(SERVER_OPTIONS, 1, Restarts::Succeed);
     // An idle connection that already had an answer is let go too.
     let path = server.path.clone();
     let mut idle = blocking(move || {
@@ -452,8 +452,7 @@ fn stop_holds_the_connection_until_the_process_exits() {
         .enable_all()
         .build()
         .unwrap();
-    let server =
-        runtime.block_on(async { start_server(ServerOptions::default(), 77, Restarts::Succeed) });
+    let server = runtime.block_on(async { start_server(SERVER_OPTIONS, 77, Restarts::Succeed) });
 
     let mut stream = raw(&server.path);
     send(&mut stream, r#"{"op":"stop"}"#);
