@@ -28,32 +28,24 @@ use tokio::net::UnixStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::{
-    self, ChildMessage, Draining, HandoverHeader, Lineage, StateOffer, StateReport,
-};
+use crate::channel::{self, ChildMessage, HandoverHeader, StateReport};
 use crate::connections::SuccessorLink;
 use crate::error::RestartError;
 use crate::launch::describe_status;
 use crate::profile::{self, Hop};
 use crate::spawner::{NextProcess, Spawner, Successor};
 use crate::state::EncodedState;
-use crate::telemetry::{RestartDurations, RestartId, Totals};
+use crate::telemetry::RestartDurations;
 use crate::timing;
 
 /// What a restart hands over, but the state.
 pub(crate) struct Plan {
-    pub generation: u64,
+    /// The handover's first message, all but the time the restart began
+    /// (stamped as the new process is spawned).
+    pub header: HandoverHeader,
+    /// The named descriptors, in the order of `header.fd_names`.
     pub fds: Vec<(String, OwnedFd)>,
-    pub lineage: Lineage,
-    /// Older generations still draining, for the new one to know of.
-    pub draining: Vec<Draining>,
-    /// What is offered of the state.
-    pub state: StateOffer,
     pub ready_timeout: Duration,
-    /// This restart, for the new generation's log lines.
-    pub restart_id: RestartId,
-    /// The totals the new generation exposes until it takes over.
-    pub totals: Totals,
 }
 
 /// The encoded state to hand over, with the descriptors it holds (already
@@ -112,8 +104,15 @@ pub(crate) async fn restart(
         exe: spawner.launch.exe.clone(),
         source,
     })?;
-    let (generation, ready_timeout, fds) = (plan.generation, plan.ready_timeout, &plan.fds);
-    let header = header_of(&plan, fds);
+    let Plan {
+        mut header,
+        fds,
+        ready_timeout,
+    } = plan;
+    let generation = header.generation;
+    header.restart_began_unix_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
     let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|(_, fd)| fd.as_fd()).collect();
     let mut prepare = Box::pin(async {
         channel::send_handover(&stream, &header, &borrowed)
@@ -191,23 +190,6 @@ fn open_channel() -> io::Result<(UnixStream, OwnedFd)> {
     let ours = StdUnixStream::from(ours);
     ours.set_nonblocking(true)?;
     Ok((UnixStream::from_std(ours)?, theirs))
-}
-
-/// The handover's first message.
-fn header_of(plan: &Plan, fds: &[(String, OwnedFd)]) -> HandoverHeader {
-    HandoverHeader {
-        generation: plan.generation,
-        fd_names: fds.iter().map(|(name, _)| name.clone()).collect(),
-        state: plan.state.clone(),
-        lineage: plan.lineage.clone(),
-        restart_began_unix_us: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64),
-        predecessor_pid: std::process::id(),
-        draining: plan.draining.clone(),
-        restart_id: Some(plan.restart_id),
-        totals: plan.totals,
-    }
 }
 
 /// Runs `spawn` while `prepare` writes the header; returns the process and

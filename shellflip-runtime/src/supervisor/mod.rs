@@ -190,7 +190,7 @@ impl Supervisor {
                 biased;
                 Ok(()) = self.ready_rx.changed(), if self.is_starting() => continue,
                 Some(outcome) = self.outcome_rx.recv() => {
-                    let span = self.restart_span();
+                    let span = telemetry::span_of(self.record.current);
                     self.on_restart_outcome(outcome).instrument(span).await
                 }
                 Some(event) = self.successor_rx.recv() => event,
@@ -209,8 +209,8 @@ impl Supervisor {
                     None => continue,
                 },
                 () = sleep_until(deadline) => Event::Deadline,
-                Some(generation) = self.older.next_exit() => {
-                    self.older.forget(generation);
+                Some(_) = self.older.next_exit() => {
+                    self.older.forget_exited();
                     continue;
                 }
                 _ = progress.tick(), if draining => {

@@ -17,7 +17,7 @@ use tracing::{Instrument, Span};
 
 use crate::generation::Generation;
 use crate::machine::{Action, Ending, Event, Phase};
-use crate::telemetry::{self, Gauges, Ledger, Outcome, RestartDurations, RestartId, Totals};
+use crate::telemetry::{self, Gauges, Ledger, Outcome, RestartId, Totals};
 
 use super::Supervisor;
 
@@ -175,11 +175,6 @@ impl Supervisor {
         }
     }
 
-    /// The span of the restart whose lines are logged now.
-    pub(super) fn restart_span(&self) -> Span {
-        telemetry::span_of(self.record.current)
-    }
-
     /// Records the totals and gauges (through the `metrics` facade, with
     /// that feature; `ready()` records them again).
     pub(super) fn publish_metrics(&mut self) {
@@ -190,15 +185,6 @@ impl Supervisor {
         };
         self.generation
             .publish_metrics(self.record.ledger.exposed(), gauges);
-    }
-
-    /// A restart reached READY: its durations (this generation's
-    /// histograms) and the state it handed over.
-    pub(super) fn record_ready(&mut self, durations: &RestartDurations, bytes: Option<u64>) {
-        telemetry::observe_restart(durations);
-        if bytes.is_some() {
-            self.record.state_bytes = bytes;
-        }
     }
 }
 
