@@ -347,24 +347,12 @@ impl PredecessorLink {
             ReadyReport::Started { rest } => std::mem::take(rest),
             _ => Vec::new(),
         };
-        if let Err(e) = self.write_all(&ready_rest).await {
+        let stream = self.writer.as_ref();
+        if let Err(e) = channel::send(stream, &ready_rest, &[]).await {
             *lock(&self.ready) = ReadyReport::Failed(e.to_string());
             return Err(e);
         }
-        self.write_all(bytes).await
-    }
-
-    /// Writes all of `bytes`; the caller holds `sending`.
-    async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
-        while !bytes.is_empty() {
-            self.writer.writable().await?;
-            match self.writer.try_write(bytes) {
-                Ok(n) => bytes = &bytes[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        channel::send(stream, bytes, &[]).await
     }
 }
 

@@ -438,13 +438,10 @@ where
         outcome = &mut main_future => Some(outcome),
         _ = generation.shutdown.cancelled() => {
             let deadline = generation.drain().deadline;
-            match tokio::time::timeout_at(deadline, &mut main_future).await {
-                Ok(outcome) => Some(outcome),
-                Err(_) => {
-                    tracing::warn!("main did not return within the drain timeout; exiting anyway");
-                    None
-                }
-            }
+            tokio::time::timeout_at(deadline, &mut main_future)
+                .await
+                .inspect_err(|_| tracing::warn!("main did not return within the drain timeout; exiting anyway"))
+                .ok()
         }
     };
     let outcome = outcome.map(|o| o.and_then(MainResult::into_main_result));
@@ -484,12 +481,9 @@ async fn drain(generation: &Generation) {
 /// At a stop, the pid file goes if it names this process, and the last
 /// generation removes the control socket file (if it is still ours).
 fn clean_up(finished: Option<&Finished>, pid_file: Option<&PidFile>) {
-    let Some(finished) = finished else {
+    let Some(finished) = finished.filter(|f| f.ending == Ending::Stopped) else {
         return;
     };
-    if finished.ending != Ending::Stopped {
-        return;
-    }
     if let (true, Some(file)) = (finished.last, finished.control_file.as_ref()) {
         file.remove();
     }

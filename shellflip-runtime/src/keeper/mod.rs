@@ -227,7 +227,7 @@ impl Keeper {
             // Serving: until the main pid exits.
             while !self.main_exit.has_exited() {
                 let events = self.wait(None);
-                self.handle(&events);
+                self.handle(&events, false);
             }
             // The main pid is gone: does another generation take the
             // service back? Never after a stop.
@@ -238,7 +238,7 @@ impl Keeper {
                     break;
                 }
                 let events = self.wait(Some(left));
-                self.handle(&events);
+                self.handle(&events, false);
             }
             if self.main_exit.has_exited() {
                 break;
@@ -286,9 +286,10 @@ impl Keeper {
         }
     }
 
-    fn handle(&mut self, events: &Events) {
+    /// Takes what `events` saw (`over`: see [`read_notifications`](Self::read_notifications)).
+    fn handle(&mut self, events: &Events, over: bool) {
         if events.notify {
-            self.read_notifications(false);
+            self.read_notifications(over);
         }
         if events.signals {
             self.read_signals();
@@ -509,12 +510,7 @@ impl Keeper {
                 break;
             }
             let events = self.wait(Some(left.min(Duration::from_millis(500))));
-            if events.signals {
-                self.read_signals();
-            }
-            if events.notify {
-                self.read_notifications(true);
-            }
+            self.handle(&events, true);
             self.reap();
         }
         // Whatever the last kill left: reap until no child is left, bounded.
