@@ -180,8 +180,9 @@ fn start_up<S: HandoverState>(
         launch,
         spawner,
         channel: channel.take(),
-        received,
-        passed,
+        // A first generation starts from what systemd passed, as a
+        // handover would say it.
+        received: received.unwrap_or_else(|| first_generation(passed)),
         lifecycle: lifecycle.handle().clone(),
     };
     Ok((start, runtime, lifecycle))
@@ -234,11 +235,10 @@ struct Start {
     spawner: Result<SpawnerProcess, String>,
     /// The channel to the previous generation (`None` in the first).
     channel: Option<StdUnixStream>,
-    /// What the previous generation handed over.
-    received: Option<Received>,
-    /// What systemd passed to the first generation, by name: sockets of
-    /// socket units and what the fd store kept.
-    passed: Passed,
+    /// What the previous generation handed over (in a first generation:
+    /// what systemd passed, by name: sockets of socket units and what the
+    /// fd store kept).
+    received: Received,
     /// The lifecycle thread's runtime (see `lifecycle_thread`).
     lifecycle: Handle,
 }
@@ -258,15 +258,12 @@ where
         let _lifecycle = start.lifecycle.enter();
         connect_spawner(start.launch, start.spawner, config.spawner)
     };
-    let received = start
-        .received
-        .unwrap_or_else(|| first_generation(start.passed));
-    let header = received.header;
+    let Received { header, fds, state } = start.received;
     let built = build_generation::<S>(
         config,
         &header,
-        received.fds,
-        received.state,
+        fds,
+        state,
         &mut start.channel,
         &start.lifecycle,
     );

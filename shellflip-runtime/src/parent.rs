@@ -23,7 +23,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use tokio::net::UnixStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -181,15 +180,11 @@ pub(crate) async fn restart(
 /// flag belongs to each end's open file; the new generation reads its end
 /// blocking), the other end for the new process.
 fn open_channel() -> io::Result<(UnixStream, OwnedFd)> {
-    let (ours, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )?;
-    let ours = StdUnixStream::from(ours);
+    // Both ends close-on-exec (std's `pair`): the new process's end is made
+    // inheritable for its spawn only.
+    let (ours, theirs) = StdUnixStream::pair()?;
     ours.set_nonblocking(true)?;
-    Ok((UnixStream::from_std(ours)?, theirs))
+    Ok((UnixStream::from_std(ours)?, theirs.into()))
 }
 
 /// Runs `spawn` while `prepare` writes the header; returns the process and

@@ -141,8 +141,6 @@ pub(crate) struct SpawnerClient {
     routes: Arc<Mutex<Routes>>,
     /// Becomes true once `routes.gone` is set.
     gone_rx: watch::Receiver<bool>,
-    /// Spawns are one at a time (restarts never overlap anyway).
-    one_at_a_time: tokio::sync::Mutex<()>,
 }
 
 impl SpawnerClient {
@@ -164,7 +162,6 @@ impl SpawnerClient {
             socket,
             routes,
             gone_rx,
-            one_at_a_time: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -188,14 +185,14 @@ impl SpawnerClient {
     }
 
     /// Asks the spawner to start the next generation with `channel` as its
-    /// end of the handover channel; the system's refusal (exec failed:
+    /// end of the handover channel (one at a time: restarts never overlap,
+    /// and one request is pending at most); the system's refusal (exec failed:
     /// missing file, permissions...) is made an error by `spawn_error`.
     pub(crate) async fn spawn(
         self: &Arc<Self>,
         channel: OwnedFd,
         spawn_error: impl Fn(io::Error) -> RestartError,
     ) -> Result<SpawnedGeneration, RestartError> {
-        let _one = self.one_at_a_time.lock().await;
         let (reply_tx, reply_rx) = oneshot::channel();
         let already_gone = {
             let mut routes = lock(&self.routes);

@@ -87,11 +87,7 @@ impl Supervisor {
             }
             Action::WritePidFile => self.generation.write_pid_file(),
             Action::RecordFailure(reason) => {
-                let took = self
-                    .restart
-                    .as_ref()
-                    .map(|r| r.started.elapsed())
-                    .unwrap_or_default();
+                let took = self.restart_elapsed();
                 self.lineage.record_failure(took, &reason);
             }
             Action::ReclaimState => self.generation.reclaim_state(),
@@ -141,11 +137,7 @@ impl Supervisor {
                 Response::Restarted(RestartSuccess {
                     pid: successor.pid,
                     generation: successor.generation,
-                    duration_ms: self
-                        .restart
-                        .as_ref()
-                        .map(|r| timing::ms(r.started.elapsed()))
-                        .unwrap_or_default(),
+                    duration_ms: timing::ms(self.restart_elapsed()),
                     state: next.and_then(|n| n.state_report.clone()),
                 })
             }

@@ -7,6 +7,7 @@
 //! carried out in `actions.rs` and watched in `successor.rs`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -78,6 +79,14 @@ impl Supervisor {
         tokio::spawn(restart.instrument(tracing::Span::current()));
     }
 
+    /// How long the running restart has taken (zero without one).
+    pub(super) fn restart_elapsed(&self) -> Duration {
+        self.restart
+            .as_ref()
+            .map(|r| r.started.elapsed())
+            .unwrap_or_default()
+    }
+
     /// What the restart hands over, but the state (offered: sent when the
     /// new generation asks).
     fn plan(&mut self, fresh_state: bool) -> Result<Plan, RestartError> {
@@ -118,11 +127,8 @@ impl Supervisor {
     /// The restart's outcome, as the machine's event; a ready successor is
     /// kept (watched once the machine says so).
     pub(super) async fn on_restart_outcome(&mut self, outcome: RestartOutcome) -> Event {
-        let (elapsed, fresh_state) = self
-            .restart
-            .as_ref()
-            .map(|r| (r.started.elapsed(), r.fresh_state))
-            .unwrap_or_default();
+        let elapsed = self.restart_elapsed();
+        let fresh_state = self.restart.as_ref().is_some_and(|r| r.fresh_state);
         let outcome = match outcome {
             // READY, then dead before this generation took it in: the
             // restart failed (never answer `restarted` with a dead pid).
