@@ -422,9 +422,17 @@ async fn watch_predecessor(
                 FromPredecessor::Stop(claim)
             }
             ParentMessage::Connections(headers) => {
+                // Answered; the supervisor learns how many were taken.
                 let answer = connections::take_connections(headers, fds, fds_lost, &arrived);
-                answered(&link, &events, answer).await;
-                continue;
+                if let Err(e) = link.report(&answer).await {
+                    tracing::debug!(error = %e, "could not answer handed-over connections");
+                }
+                match answer {
+                    ChildMessage::ConnectionsAnswered { taken, .. } if !taken.is_empty() => {
+                        FromPredecessor::ConnectionsTaken(taken.len() as u64)
+                    }
+                    _ => continue,
+                }
             }
         };
         let _ = events.send(event);
@@ -457,25 +465,6 @@ async fn watch_predecessor(
         took_over.cancel();
     }
     let _ = events.send(event);
-}
-
-/// Answers the previous generation about connections it handed over, and
-/// tells the supervisor how many were taken.
-async fn answered(
-    link: &PredecessorLink,
-    events: &mpsc::UnboundedSender<FromPredecessor>,
-    answer: ChildMessage,
-) {
-    let taken = match &answer {
-        ChildMessage::ConnectionsAnswered { taken, .. } => taken.len() as u64,
-        _ => 0,
-    };
-    if let Err(e) = link.report(&answer).await {
-        tracing::debug!(error = %e, "could not answer handed-over connections");
-    }
-    if taken > 0 {
-        let _ = events.send(FromPredecessor::ConnectionsTaken(taken));
-    }
 }
 
 #[cfg(test)]

@@ -304,7 +304,12 @@ where
     control_connections.close();
     let _ = tokio::time::timeout(LAST_WORDS, control_connections.wait()).await;
     clean_up(finished.as_ref(), generation.pid_file.as_ref());
-    exit_code(failed, finished.as_ref())
+    // 1 if `main` failed or this generation gave the service back.
+    if failed || finished.is_some_and(|f| f.ending == Ending::GaveBack) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// The supervisor's end, within `bound`.
@@ -322,15 +327,6 @@ async fn wait_for(
             tracing::warn!("the supervisor did not finish in time after the drain; exiting anyway");
             None
         }
-    }
-}
-
-/// 1 if `main` failed or this generation gave the service back.
-fn exit_code(main_failed: bool, finished: Option<&Finished>) -> ExitCode {
-    if main_failed || finished.is_some_and(|f| f.ending == Ending::GaveBack) {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
     }
 }
 

@@ -2,6 +2,7 @@
 //! exit: the I/O side of the decisions.
 
 use std::os::unix::net::UnixListener;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,7 +83,8 @@ impl Supervisor {
                     Ending::GaveBack => Duration::ZERO,
                     Ending::HandedOver | Ending::Stopped => self.config.drain_timeout,
                 };
-                let restart = self.record.drain_begun_by(ending);
+                // A stop's drain is about no restart.
+                let restart = self.record.current.filter(|_| ending != Ending::Stopped);
                 self.generation.begin_shutdown(ending, timeout, restart);
             }
             Action::WritePidFile => self.generation.write_pid_file(),
@@ -293,37 +295,28 @@ impl Supervisor {
         let Some(file) = self.control.as_ref().map(|c| c.file().clone()) else {
             return;
         };
-        let (listener, file) = if file.is_missing() {
-            match self.rebind_control(&file) {
-                Some(rebound) => rebound,
-                None => return,
+        if file.is_missing() {
+            return self.rebind_control(&file.path);
+        }
+        let copy = self.generation.registry().duplicate(CONTROL_FD_NAME);
+        match copy {
+            Some(Ok(fd)) => self.serve_control(file, UnixListener::from(fd), " again"),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "could not serve the control socket again");
             }
-        } else {
-            match self.generation.registry().duplicate(CONTROL_FD_NAME) {
-                Some(Ok(fd)) => (UnixListener::from(fd), file),
-                Some(Err(e)) => {
-                    tracing::error!(error = %e, "could not serve the control socket again");
-                    return;
-                }
-                None => return,
-            }
-        };
-        self.serve_control(file, listener, " again");
+            None => {}
+        }
     }
 
-    /// The control socket's file is gone: binds a new socket at its path
-    /// and registers it for later generations.
-    fn rebind_control(
-        &mut self,
-        lost: &ControlSocketFile,
-    ) -> Option<(UnixListener, ControlSocketFile)> {
-        let path = &lost.path;
+    /// The control socket's file is gone: binds a new socket at its path,
+    /// registers it for later generations and serves it.
+    fn rebind_control(&mut self, path: &Path) {
         tracing::warn!(path = %path.display(), "the control socket's file is gone; binding a new one at the same path");
         let (listener, file) = match control::bind_control_socket(path) {
             Ok(bound) => bound,
             Err(e) => {
                 tracing::error!(error = %e, "could not bind the control socket again; the service cannot be reached on it");
-                return None;
+                return;
             }
         };
         let mut registry = self.generation.registry();
@@ -331,7 +324,8 @@ impl Supervisor {
         if let Err(e) = registry.register(CONTROL_FD_NAME, std::os::fd::AsFd::as_fd(&listener)) {
             tracing::warn!(error = %e, "could not register the new control socket for later generations");
         }
-        Some((listener, file))
+        drop(registry);
+        self.serve_control(file, listener, " again");
     }
 
     /// The end: the last generation of a stopped service waits for the

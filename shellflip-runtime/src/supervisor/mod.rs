@@ -194,12 +194,10 @@ impl Supervisor {
                     self.on_restart_outcome(outcome).instrument(span).await
                 }
                 Some(event) = self.successor_rx.recv() => event,
-                Some(news) = self.predecessor_events.recv() => {
-                    match self.on_predecessor_news(news).await {
-                        Some(event) => event,
-                        None => continue,
-                    }
-                }
+                Some(news) = self.predecessor_events.recv() => match self.on_predecessor_news(news).await {
+                    Some(event) => event,
+                    None => continue,
+                },
                 outcome = &mut self.main_outcome, if !main_returned => {
                     main_returned = true;
                     self.on_main_returned(outcome.unwrap_or(None)).await
