@@ -299,25 +299,7 @@ where
     // The supervisor ends once the machine says to exit: the last
     // generation of a stopped service waits for the older ones first.
     let bound = config.drain_timeout.saturating_mul(2) + LAST_WORDS * 10;
-    let finished = wait_for(supervisor, bound).await;
-    let control_connections = &generation.control_connections;
-    control_connections.close();
-    let _ = tokio::time::timeout(LAST_WORDS, control_connections.wait()).await;
-    clean_up(finished.as_ref(), generation.pid_file.as_ref());
-    // 1 if `main` failed or this generation gave the service back.
-    if failed || finished.is_some_and(|f| f.ending == Ending::GaveBack) {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-/// The supervisor's end, within `bound`.
-async fn wait_for(
-    supervisor: tokio::task::JoinHandle<Finished>,
-    bound: Duration,
-) -> Option<Finished> {
-    match tokio::time::timeout(bound, supervisor).await {
+    let finished = match tokio::time::timeout(bound, supervisor).await {
         Ok(Ok(finished)) => Some(finished),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "the supervisor task failed");
@@ -327,6 +309,16 @@ async fn wait_for(
             tracing::warn!("the supervisor did not finish in time after the drain; exiting anyway");
             None
         }
+    };
+    let control_connections = &generation.control_connections;
+    control_connections.close();
+    let _ = tokio::time::timeout(LAST_WORDS, control_connections.wait()).await;
+    clean_up(finished.as_ref(), generation.pid_file.as_ref());
+    // 1 if `main` failed or this generation gave the service back.
+    if failed || finished.is_some_and(|f| f.ending == Ending::GaveBack) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

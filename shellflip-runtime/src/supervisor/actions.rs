@@ -15,6 +15,7 @@ use crate::launch;
 use crate::machine::{Action, Ending, Failure, Notice, ReplyTo, Successor};
 use crate::profile::{self, Hop};
 use crate::registry::CONTROL_FD_NAME;
+use crate::sync::lock;
 use crate::systemd::{self, Notification};
 use crate::timing;
 
@@ -92,7 +93,11 @@ impl Supervisor {
                 let took = self.restart_elapsed();
                 self.lineage.record_failure(took, &reason);
             }
-            Action::ReclaimState => self.generation.reclaim_state(),
+            // This generation owns its state again (a restart that took its
+            // snapshot failed or was rolled back).
+            Action::ReclaimState => {
+                self.generation.state_handed_over.send_replace(false);
+            }
             Action::Exit { ending, last } => self.exit = Some((ending, last)),
         }
     }
@@ -186,7 +191,10 @@ impl Supervisor {
                 "an inherited descriptor was not claimed by this generation; closed it"
             );
         }
-        self.start_accepting_control();
+        let control = lock(&self.generation.control).take();
+        if let Some(open) = control {
+            self.serve_control(open.file, open.listener, "");
+        }
     }
 
     /// This generation is the service: it joins the service's process
@@ -263,12 +271,6 @@ impl Supervisor {
             "handed over; draining"
         );
         self.spawner.release();
-    }
-
-    fn start_accepting_control(&mut self) {
-        if let Some(open) = self.generation.take_control() {
-            self.serve_control(open.file, open.listener, "");
-        }
     }
 
     /// Serves the control socket (`again`: after a rollback).

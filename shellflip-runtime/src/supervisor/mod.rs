@@ -127,7 +127,7 @@ impl Supervisor {
         let mut supervisor = Supervisor {
             machine,
             epoch: Instant::now(),
-            ready_rx: generation.watch_ready(),
+            ready_rx: generation.ready.subscribe(),
             predecessor_events: generation
                 .predecessor
                 .as_ref()
@@ -206,7 +206,9 @@ impl Supervisor {
                     Some(event) => event,
                     None => continue,
                 },
-                () = sleep_until(deadline) => Event::Deadline,
+                () = tokio::time::sleep_until(deadline.unwrap_or(self.epoch)), if deadline.is_some() => {
+                    Event::Deadline
+                }
                 Some(_) = self.older.next_exit() => {
                     self.older.forget_exited();
                     continue;
@@ -339,6 +341,15 @@ impl Supervisor {
     }
 
     fn status(&mut self) -> Status {
+        // Every live generation this one knows of, oldest first.
+        let mut generations = self.older.statuses();
+        generations.push(GenerationStatus {
+            generation: self.generation.number,
+            pid: std::process::id(),
+            phase: self.machine.protocol_phase(),
+            tasks: Some(self.generation.tracker.len() as u64),
+            drain_deadline_unix_ms: self.drain_deadline_unix_ms(),
+        });
         Status {
             pid: std::process::id(),
             generation: self.generation.number,
@@ -348,22 +359,9 @@ impl Supervisor {
             failed_restarts: self.lineage.failed_restarts,
             last_restart: self.lineage.last_restart.clone(),
             spawner_pid: self.spawner.pid(),
-            generations: self.generations(),
+            generations,
             state: self.generation.state_report.clone(),
         }
-    }
-
-    /// Every live generation this one knows of, oldest first.
-    fn generations(&mut self) -> Vec<GenerationStatus> {
-        let mut generations = self.older.statuses();
-        generations.push(GenerationStatus {
-            generation: self.generation.number,
-            pid: std::process::id(),
-            phase: self.machine.protocol_phase(),
-            tasks: Some(self.generation.tracker.len() as u64),
-            drain_deadline_unix_ms: self.drain_deadline_unix_ms(),
-        });
-        generations
     }
 
     /// When this generation's drain ends, once it drains.
@@ -421,11 +419,3 @@ impl Supervisor {
 
 /// How often a draining generation reports its progress to its successor.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-
-/// Sleeps until `deadline` (forever, without one).
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
