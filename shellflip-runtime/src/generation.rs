@@ -166,12 +166,8 @@ impl Generation {
                 reason: "open the control socket before calling ready()".to_owned(),
             });
         }
-        let opened = open_control_socket(
-            &mut self.registry(),
-            self.inherited_control_file.as_ref(),
-            path,
-        )?;
-        *control = Some(opened);
+        let inherited = self.inherited_control_file.as_ref();
+        *control = Some(open_control_socket(&mut self.registry(), inherited, path)?);
         Ok(())
     }
 

@@ -469,7 +469,7 @@ fn clean_up(finished: Option<&Finished>, pid_file: Option<&PidFile>) {
     let Some(finished) = finished.filter(|f| f.ending == Ending::Stopped) else {
         return;
     };
-    if let (true, Some(file)) = (finished.last, finished.control_file.as_ref()) {
+    if let Some(file) = &finished.control_file {
         file.remove();
     }
     if let Some(pid_file) = pid_file {

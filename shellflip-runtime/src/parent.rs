@@ -120,7 +120,18 @@ pub(crate) async fn restart(
             .map(|()| header.fd_names.len())
     });
     profile::mark(Hop::SpawnAsked);
-    let (mut process, mut prepared) = spawn_while(spawner.spawn(theirs), &mut prepare).await?;
+    // The spawn, while `prepare` writes the header (its outcome kept if it
+    // finished first).
+    let spawn = spawner.spawn(theirs);
+    tokio::pin!(spawn);
+    let mut prepared = None;
+    let mut process = loop {
+        tokio::select! {
+            biased;
+            spawned = &mut spawn => break spawned?,
+            done = prepare.as_mut(), if prepared.is_none() => prepared = Some(done),
+        }
+    };
     let pid = process.pid();
     let spawned = started.elapsed();
     tracing::debug!(pid, exe = %spawner.launch.exe.display(), spawn_ms = timing::ms(spawned), "spawned the next generation");
@@ -185,23 +196,6 @@ fn open_channel() -> io::Result<(UnixStream, OwnedFd)> {
     let (ours, theirs) = StdUnixStream::pair()?;
     ours.set_nonblocking(true)?;
     Ok((UnixStream::from_std(ours)?, theirs.into()))
-}
-
-/// Runs `spawn` while `prepare` writes the header; returns the process and
-/// `prepare`'s outcome if it finished first.
-async fn spawn_while<T>(
-    spawn: impl Future<Output = Result<NextProcess, RestartError>>,
-    prepare: &mut Pin<Box<impl Future<Output = T>>>,
-) -> Result<(NextProcess, Option<T>), RestartError> {
-    tokio::pin!(spawn);
-    let mut prepared = None;
-    loop {
-        tokio::select! {
-            biased;
-            spawned = &mut spawn => return Ok((spawned?, prepared)),
-            done = prepare.as_mut(), if prepared.is_none() => prepared = Some(done),
-        }
-    }
 }
 
 /// Answers the new generation's request for the state (once: the snapshot

@@ -37,13 +37,11 @@ impl Signals {
 
     /// The next signal request.
     pub(crate) async fn next(&mut self) -> SignalRequest {
-        loop {
-            tokio::select! {
-                Some(()) = self.restart.recv() => return SignalRequest::Restart,
-                Some(()) = self.terminate.recv() => return SignalRequest::Stop(Signal::SIGTERM),
-                Some(()) = self.interrupt.recv() => return SignalRequest::Stop(Signal::SIGINT),
-                else => std::future::pending::<()>().await,
-            }
+        tokio::select! {
+            Some(()) = self.restart.recv() => SignalRequest::Restart,
+            Some(()) = self.terminate.recv() => SignalRequest::Stop(Signal::SIGTERM),
+            Some(()) = self.interrupt.recv() => SignalRequest::Stop(Signal::SIGINT),
+            else => std::future::pending().await,
         }
     }
 }

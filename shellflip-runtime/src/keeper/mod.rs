@@ -125,12 +125,9 @@ pub(crate) fn start(config: &Config) -> Result<Role, ConfigError> {
         .map(|c| c.drain_timeout)
         .unwrap_or(config.drain_timeout);
     let keeper_pid = std::process::id();
-    let started = Setup::new().and_then(|setup| match fd::fork_first_generation() {
-        Ok(forked) => Ok((setup, forked)),
-        Err(e) => {
-            setup.restore_mask();
-            Err(e)
-        }
+    let started = Setup::new().and_then(|setup| {
+        let forked = fd::fork_first_generation().inspect_err(|_| setup.restore_mask())?;
+        Ok((setup, forked))
     });
     match started {
         Ok((setup, Forked::Service)) => {

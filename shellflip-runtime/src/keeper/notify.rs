@@ -50,13 +50,9 @@ impl Setup {
                 setsockopt(&socket, sockopt::PassCred, &true).map_err(std::io::Error::from)?;
                 Ok(socket)
             });
-        let socket = match bound {
-            Ok(socket) => socket,
-            Err(e) => {
-                let _ = old_mask.thread_set_mask();
-                return Err(e);
-            }
-        };
+        let socket = bound.inspect_err(|_| {
+            let _ = old_mask.thread_set_mask();
+        })?;
         // Orphans of the service are re-parented here, not to the init
         // above (a no-op for PID 1, which gets them anyway).
         let _ = nix::sys::prctl::set_child_subreaper(true);

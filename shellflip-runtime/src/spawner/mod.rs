@@ -223,14 +223,6 @@ impl SpawnerClient {
             Err(_) => Err(self.gone().await),
         }
     }
-
-    /// Lets the spawner go: it exits, and the generations it started are
-    /// re-parented to the nearest subreaper (the service manager).
-    fn release(&self) {
-        if let Err(e) = shutdown(self.socket.get_ref().as_fd().as_raw_fd(), Shutdown::Both) {
-            tracing::debug!(error = %e, "could not release the spawner (gone already?)");
-        }
-    }
 }
 
 /// Routes the spawner's events to whoever waits for them; when it is gone,
@@ -373,10 +365,14 @@ impl Spawner {
 
     /// Lets the spawner process go once this generation has handed over:
     /// the new generation is re-parented to the service manager, which then
-    /// watches it directly.
+    /// watches it directly. (The spawner exits when its socket closes; the
+    /// generations it started are re-parented to the nearest subreaper.)
     pub(crate) fn release(&self) {
-        if let Ok(client) = &self.process {
-            client.release();
+        let Ok(client) = &self.process else {
+            return;
+        };
+        if let Err(e) = shutdown(client.socket.get_ref().as_fd().as_raw_fd(), Shutdown::Both) {
+            tracing::debug!(error = %e, "could not release the spawner (gone already?)");
         }
     }
 
@@ -384,8 +380,8 @@ impl Spawner {
     /// exited and was reaped: at this generation's exit, so that no process
     /// of the service outlives the generations.
     pub(crate) async fn release_and_wait(&self, within: std::time::Duration) {
+        self.release();
         if let Ok(client) = &self.process {
-            client.release();
             if !client.gone_within(within).await {
                 tracing::warn!(
                     pid = client.pid,

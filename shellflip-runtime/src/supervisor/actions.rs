@@ -342,8 +342,11 @@ impl Supervisor {
         self.stop_accepting_control().await;
         Finished {
             ending,
-            last,
-            control_file: self.control.as_ref().map(|c| c.file().clone()),
+            control_file: self
+                .control
+                .as_ref()
+                .filter(|_| last)
+                .map(|c| c.file().clone()),
             _successor: self.successor.take(),
         }
     }

@@ -46,10 +46,8 @@ pub(crate) type MainOutcome = Option<Result<(), String>>;
 pub(crate) struct Finished {
     /// Why this generation ends.
     pub ending: Ending,
-    /// The last generation of the service: it removes the control socket
-    /// file (see [`machine::Action::Exit`]).
-    pub last: bool,
-    /// The control socket file, to remove when the service stops.
+    /// The control socket file, to remove when the service stops; only in
+    /// the last generation of the service (see [`machine::Action::Exit`]).
     pub control_file: Option<ControlSocketFile>,
     /// Kept until the process exits: its channel closing is what tells the
     /// new generation that this one is gone.
