@@ -192,7 +192,7 @@ pub(crate) struct PredecessorLink {
     state_report: Option<StateReport>,
     took_over: CancellationToken,
     /// The previous generation's process (`None`: its pid is unknown).
-    predecessor: Option<Arc<ExitWatch>>,
+    predecessor: Option<ExitWatch>,
     ready: Mutex<ReadyReport>,
     /// What the previous generation does, until the supervisor takes it.
     events: Mutex<Option<mpsc::UnboundedReceiver<FromPredecessor>>>,
@@ -222,20 +222,18 @@ impl PredecessorLink {
         let (reader, writer) = UnixStream::from_std(stream)?.into_split();
         let (events_tx, events) = mpsc::unbounded_channel();
         let (arrived_tx, arrived) = mpsc::unbounded_channel();
-        let predecessor = (predecessor_pid != 0).then(|| Arc::new(ExitWatch::new(predecessor_pid)));
         let link = Arc::new(PredecessorLink {
             writer,
             sending: tokio::sync::Mutex::new(()),
             state_report,
             took_over: CancellationToken::new(),
-            predecessor: predecessor.clone(),
+            predecessor: (predecessor_pid != 0).then(|| ExitWatch::new(predecessor_pid)),
             ready: Mutex::new(ReadyReport::NotSent),
             events: Mutex::new(Some(events)),
             connections: Mutex::new(Some(arrived)),
         });
         tokio::spawn(watch_predecessor(
             reader,
-            predecessor,
             Arc::clone(&link),
             events_tx,
             arrived_tx,
@@ -262,7 +260,7 @@ impl PredecessorLink {
 
     /// The previous generation's process, watched for its exit.
     pub(crate) fn predecessor(&self) -> Option<&ExitWatch> {
-        self.predecessor.as_deref()
+        self.predecessor.as_ref()
     }
 
     /// Starts the READY report on the caller's thread: runs `before` (the
@@ -384,7 +382,6 @@ pub(crate) enum FromPredecessor {
 /// the connections it hands over to `arrived` (for the service).
 async fn watch_predecessor(
     reader: OwnedReadHalf,
-    predecessor: Option<Arc<ExitWatch>>,
     link: Arc<PredecessorLink>,
     events: mpsc::UnboundedSender<FromPredecessor>,
     arrived: mpsc::UnboundedSender<Arrived>,
@@ -440,7 +437,7 @@ async fn watch_predecessor(
     if took_over.is_cancelled() {
         return;
     }
-    let event = match predecessor {
+    let event = match link.predecessor() {
         None => FromPredecessor::Gone,
         Some(watch) if watch.exits_within(EXIT_AFTER_CLOSE).await => {
             in_span(&|| {

@@ -186,15 +186,6 @@ impl MainExit {
     fn has_exited(self) -> bool {
         self != MainExit::Running
     }
-
-    /// The keeper's own exit code: the main pid's, or 1 when it is not
-    /// known.
-    fn code(self) -> u8 {
-        match self {
-            MainExit::Code(code) => code,
-            MainExit::Running | MainExit::Unreported => 1,
-        }
-    }
 }
 
 /// What one wait of the loop saw.
@@ -229,7 +220,7 @@ impl Keeper {
             // The main pid is gone: does another generation take the
             // service back? Never after a stop.
             let deadline = Instant::now() + ROLLBACK_WINDOW;
-            while self.main_exit.has_exited() && !self.stopping && self.has_children() {
+            while self.main_exit.has_exited() && !self.stopping && !self.children().is_empty() {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
@@ -245,7 +236,11 @@ impl Keeper {
         // A spawner that reaped the main pid reported its status before it
         // exited: it is in the socket by now.
         self.read_notifications(true);
-        self.main_exit.code()
+        // The main pid's exit code, or 1 when it is not known.
+        match self.main_exit {
+            MainExit::Code(code) => code,
+            MainExit::Running | MainExit::Unreported => 1,
+        }
     }
 
     /// Waits for a signal, a notification or the main pid's exit.
@@ -474,10 +469,6 @@ impl Keeper {
             .unwrap_or_default()
     }
 
-    fn has_children(&self) -> bool {
-        !self.children().is_empty()
-    }
-
     fn signal_children(&self, signal: i32) {
         let Ok(signal) = Signal::try_from(signal) else {
             return;
@@ -491,12 +482,12 @@ impl Keeper {
     /// reap, done.
     fn finish(&mut self) {
         self.reap();
-        if !self.has_children() {
+        if self.children().is_empty() {
             return;
         }
         self.signal_children(Signal::SIGTERM as i32);
         let deadline = Instant::now() + self.drain_timeout + EXIT_MARGIN;
-        while self.has_children() {
+        while !self.children().is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 let left_over = self.children();
@@ -512,7 +503,7 @@ impl Keeper {
         }
         // Whatever the last kill left: reap until no child is left, bounded.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while self.has_children() && Instant::now() < deadline {
+        while !self.children().is_empty() && Instant::now() < deadline {
             let _ = self.wait(Some(Duration::from_millis(50)));
             self.reap();
         }

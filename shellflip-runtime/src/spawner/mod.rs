@@ -315,19 +315,16 @@ impl SpawnedGeneration {
     /// Waits until it has exited: with its status, from the spawner; if the
     /// spawner is gone (it was re-parented), without.
     async fn wait(&mut self) -> io::Result<ExitStatus> {
-        loop {
-            if let Some(status) = *self.exit.borrow_and_update() {
-                return status
-                    .map(ExitStatus::from_raw)
-                    .ok_or_else(|| io::Error::other("the spawner could not wait for it"));
-            }
-            if self.exit.changed().await.is_err() {
-                self.watch.exited().await;
-                return Err(io::Error::other(
-                    "its status is unknown: the spawner, its parent, is gone",
-                ));
-            }
-        }
+        let exit = self.exit.wait_for(Option::is_some).await;
+        let Ok(status) = exit.map(|status| status.flatten()) else {
+            self.watch.exited().await;
+            return Err(io::Error::other(
+                "its status is unknown: the spawner, its parent, is gone",
+            ));
+        };
+        status
+            .map(ExitStatus::from_raw)
+            .ok_or_else(|| io::Error::other("the spawner could not wait for it"))
     }
 }
 
@@ -398,7 +395,7 @@ impl Spawner {
             exe: self.launch.exe.clone(),
             source,
         };
-        match &self.process {
+        let parent = match &self.process {
             Err(_) => {
                 let child = self
                     .launch
@@ -408,13 +405,14 @@ impl Spawner {
                 let pid = child.id().ok_or_else(|| {
                     spawn_error(io::Error::other("the new process was reaped at once"))
                 })?;
-                Ok(NextProcess::new(NextParent::Inline { pid, child }))
+                NextParent::Inline { pid, child }
             }
-            Ok(client) => {
-                let spawned = client.spawn(channel, spawn_error).await?;
-                Ok(NextProcess::new(NextParent::Spawned(spawned)))
-            }
-        }
+            Ok(client) => NextParent::Spawned(client.spawn(channel, spawn_error).await?),
+        };
+        Ok(NextProcess {
+            parent,
+            killed_group: Vec::new(),
+        })
     }
 }
 
@@ -436,13 +434,6 @@ enum NextParent {
 }
 
 impl NextProcess {
-    fn new(parent: NextParent) -> Self {
-        NextProcess {
-            parent,
-            killed_group: Vec::new(),
-        }
-    }
-
     /// True once it has exited (reaped or not), without waiting.
     pub(crate) fn has_exited(&mut self) -> bool {
         match &mut self.parent {
@@ -543,7 +534,10 @@ mod tests {
             .unwrap();
         assert_eq!(line.trim(), "started");
         let pid = child.id().unwrap();
-        NextProcess::new(NextParent::Inline { pid, child })
+        NextProcess {
+            parent: NextParent::Inline { pid, child },
+            killed_group: Vec::new(),
+        }
     }
 
     /// A kill notes the group's other processes (a killed generation's
