@@ -254,9 +254,21 @@ where
     Fut::Output: MainResult,
 {
     let config = &start.config;
+    // Connects to the spawner forked at start-up, or falls back to spawning
+    // from this process (with a warning, unless that was asked for).
     let spawner = {
         let _lifecycle = start.lifecycle.enter();
-        connect_spawner(start.launch, start.spawner, config.spawner)
+        let process = start.spawner.and_then(|process| {
+            SpawnerClient::connect(process)
+                .map_err(|e| format!("could not talk to the spawner process: {e}"))
+        });
+        if let (Err(reason), SpawnerMode::Process) = (&process, config.spawner) {
+            tracing::warn!(%reason, "new generations will be spawned by the service process itself");
+        }
+        Spawner {
+            launch: start.launch,
+            process,
+        }
     };
     let Received { header, fds, state } = start.received;
     let built = build_generation::<S>(
@@ -481,23 +493,6 @@ fn clean_up(finished: Option<&Finished>, pid_file: Option<&PidFile>) {
             Err(e) => tracing::warn!(error = %e, "could not remove the pid file"),
         }
     }
-}
-
-/// Connects to the spawner forked at start-up, or falls back to spawning
-/// from this process (with a warning, unless that was asked for).
-fn connect_spawner(
-    launch: Launch,
-    spawner: Result<SpawnerProcess, String>,
-    mode: SpawnerMode,
-) -> Spawner {
-    let process = spawner.and_then(|process| {
-        SpawnerClient::connect(process)
-            .map_err(|e| format!("could not talk to the spawner process: {e}"))
-    });
-    if let (Err(reason), SpawnerMode::Process) = (&process, mode) {
-        tracing::warn!(%reason, "new generations will be spawned by the service process itself");
-    }
-    Spawner { launch, process }
 }
 
 /// Polls a future, turning a panic into an error message.
