@@ -167,10 +167,9 @@ pub(crate) fn report_failure_blocking(stream: &mut StdUnixStream, reason: &str) 
 }
 
 /// How far the READY report got.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 enum ReadyReport {
     /// Not sent yet.
-    #[default]
     NotSent,
     /// Sent as far as the socket took it at once; `rest` is still to send.
     Started { rest: Vec<u8> },
@@ -387,16 +386,15 @@ async fn watch_predecessor(
     arrived: mpsc::UnboundedSender<Arrived>,
     restart: Option<RestartId>,
 ) {
-    let took_over = link.took_over.clone();
     let in_span = |log: &dyn Fn()| telemetry::span_of(restart).in_scope(log);
     let mut messages = ParentReader::new();
     loop {
-        let FromParent {
-            message,
-            fds,
-            fds_lost,
-        } = match messages.next(reader.as_ref()).await {
-            Ok(Some(received)) => received,
+        let (message, fds, fds_lost) = match messages.next(reader.as_ref()).await {
+            Ok(Some(FromParent {
+                message,
+                fds,
+                fds_lost,
+            })) => (message, fds, fds_lost),
             Ok(None) => break,
             Err(e) => {
                 in_span(
@@ -408,7 +406,7 @@ async fn watch_predecessor(
         let event = match message {
             ParentMessage::Commit { drain, totals } => {
                 in_span(&|| tracing::debug!("the previous generation handed over"));
-                took_over.cancel();
+                link.took_over.cancel();
                 FromPredecessor::Committed(drain, totals)
             }
             ParentMessage::Progress(drain) => FromPredecessor::Progress(drain),
@@ -434,10 +432,25 @@ async fn watch_predecessor(
         };
         let _ = events.send(event);
     }
-    if took_over.is_cancelled() {
+    if link.took_over.is_cancelled() {
         return;
     }
-    let event = match link.predecessor() {
+    let event = closed_before_commit(&link, restart).await;
+    if matches!(event, FromPredecessor::Gone) {
+        link.took_over.cancel();
+    }
+    let _ = events.send(event);
+}
+
+/// The channel closed before a commit: the previous generation died (this
+/// one takes over), or it is still running and gave this one up. Logged
+/// in the span of `restart` (see [`watch_predecessor`]).
+async fn closed_before_commit(
+    link: &PredecessorLink,
+    restart: Option<RestartId>,
+) -> FromPredecessor {
+    let in_span = |log: &dyn Fn()| telemetry::span_of(restart).in_scope(log);
+    match link.predecessor() {
         None => FromPredecessor::Gone,
         Some(watch) if watch.exits_within(EXIT_AFTER_CLOSE).await => {
             in_span(&|| {
@@ -457,11 +470,7 @@ async fn watch_predecessor(
             });
             FromPredecessor::GaveUp
         }
-    };
-    if matches!(event, FromPredecessor::Gone) {
-        took_over.cancel();
     }
-    let _ = events.send(event);
 }
 
 #[cfg(test)]

@@ -18,7 +18,6 @@
 //! previous generation, which keeps serving and tells whoever asked.
 
 use std::future::Future;
-use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -270,16 +269,8 @@ where
             process,
         }
     };
-    let Received { header, fds, state } = start.received;
-    let built = build_generation::<S>(
-        config,
-        &header,
-        fds,
-        state,
-        &mut start.channel,
-        &start.lifecycle,
-    );
-    let (generation, state, signals) = match built {
+    let built = build_generation::<S>(config, start.received, &mut start.channel, &start.lifecycle);
+    let (generation, state, signals, header) = match built {
         Ok(built) => built,
         Err(reason) => return fail_start(start.channel.as_mut(), &reason),
     };
@@ -361,16 +352,16 @@ fn first_generation(passed: Passed) -> Received {
 
 /// Decodes the state, adopts the descriptors, opens the control socket,
 /// installs the signal handlers and links to the predecessor (those two on
-/// the lifecycle thread's runtime): the generation, its state and its
-/// signals. `Err`: why the generation cannot start.
+/// the lifecycle thread's runtime): the generation, its state, its signals
+/// and the header it was started with. `Err`: why the generation cannot
+/// start.
 fn build_generation<S: HandoverState>(
     config: &Config,
-    header: &HandoverHeader,
-    fds: Vec<(String, OwnedFd)>,
-    state: Option<Vec<u8>>,
+    received: Received,
     channel: &mut Option<StdUnixStream>,
     lifecycle: &Handle,
-) -> Result<(Arc<Generation>, Option<S>, Signals), String> {
+) -> Result<(Arc<Generation>, Option<S>, Signals, HandoverHeader), String> {
+    let Received { header, fds, state } = received;
     let mut registry = Registry::new(fds);
     registry.mark_socket_activated(&header.lineage.systemd_sockets);
     // A first generation was offered nothing.
@@ -413,14 +404,14 @@ fn build_generation<S: HandoverState>(
     });
     let generation = Generation::new(
         config,
-        header,
+        &header,
         registry,
         decoded.is_some(),
         report,
         link,
         control,
     );
-    Ok((generation, decoded, signals))
+    Ok((generation, decoded, signals, header))
 }
 
 /// Runs the service's `main` until it returns or shutdown begins; then

@@ -92,7 +92,7 @@ impl NewGeneration {
 /// it, as late as possible.
 pub(crate) async fn restart(
     spawner: &Spawner,
-    plan: Plan,
+    mut plan: Plan,
     encode_state: impl Future<Output = Result<EncodedStateParts, RestartError>>,
     abort: CancellationToken,
 ) -> Result<NewGeneration, RestartError> {
@@ -103,21 +103,14 @@ pub(crate) async fn restart(
         exe: spawner.launch.exe.clone(),
         source,
     })?;
-    let Plan {
-        mut header,
-        fds,
-        ready_timeout,
-    } = plan;
-    let generation = header.generation;
-    header.restart_began_unix_us = std::time::SystemTime::now()
+    plan.header.restart_began_unix_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
-    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|(_, fd)| fd.as_fd()).collect();
+    let borrowed: Vec<BorrowedFd<'_>> = plan.fds.iter().map(|(_, fd)| fd.as_fd()).collect();
     let mut prepare = Box::pin(async {
-        channel::send_handover(&stream, &header, &borrowed)
+        channel::send_handover(&stream, &plan.header, &borrowed)
             .await
             .map_err(HandshakeError::Io)
-            .map(|()| header.fd_names.len())
     });
     profile::mark(Hop::SpawnAsked);
     // The spawn, while `prepare` writes the header (its outcome kept if it
@@ -142,20 +135,20 @@ pub(crate) async fn restart(
     let state_sent = std::sync::OnceLock::new();
     let decision = {
         let handshake = async {
-            let fd_count = match prepared.take() {
+            match prepared.take() {
                 Some(outcome) => outcome,
                 None => prepare.as_mut().await,
             }?;
             let _ = handover_sent.set(started.elapsed());
             tracing::debug!(
                 pid,
-                fds = fd_count,
+                fds = plan.fds.len(),
                 "handover sent; waiting for the new generation"
             );
             serve_state_requests(&stream, pid, encode_state, started, &state_sent).await
         };
         tokio::pin!(handshake);
-        decide(&mut process, handshake, ready_timeout, &abort).await
+        decide(&mut process, handshake, plan.ready_timeout, &abort).await
     };
     drop(prepare);
 
@@ -178,7 +171,7 @@ pub(crate) async fn restart(
     let channel = Arc::new(stream);
     Ok(NewGeneration {
         pid,
-        generation,
+        generation: plan.header.generation,
         timings,
         state_report,
         process: Some(process),

@@ -46,7 +46,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -54,7 +54,7 @@ use nix::unistd::Pid;
 mod notify;
 
 pub(crate) use notify::{exit_code, report_exit};
-use notify::{is_trusted_reporter, parse_exit_report, Setup};
+use notify::{parse_exit_report, Setup};
 
 use crate::config::{Config, ConfigError, KeeperMode, ENV_KEEPER};
 use crate::fd::{self, Forked};
@@ -135,8 +135,17 @@ pub(crate) fn start(config: &Config) -> Result<Role, ConfigError> {
             Ok(Role::Service)
         }
         Ok((setup, Forked::Keeper(first))) => {
-            let code = Keeper::new(setup, first, drain_timeout).run();
-            Ok(Role::KeeperDone(ExitCode::from(code)))
+            let first = first.as_raw() as u32;
+            let keeper = Keeper {
+                setup,
+                main_pid: first,
+                main_pidfd: fd::pidfd_open(first).ok(),
+                main_exit: MainExit::Running,
+                stopping: false,
+                drain_timeout,
+                me: keeper_pid,
+            };
+            Ok(Role::KeeperDone(ExitCode::from(keeper.run())))
         }
         Err(e) => {
             eprintln!(
@@ -197,18 +206,6 @@ struct Events {
 }
 
 impl Keeper {
-    fn new(setup: Setup, first: Pid, drain_timeout: Duration) -> Keeper {
-        Keeper {
-            setup,
-            main_pid: first.as_raw() as u32,
-            main_pidfd: fd::pidfd_open(first.as_raw() as u32).ok(),
-            main_exit: MainExit::Running,
-            stopping: false,
-            drain_timeout,
-            me: std::process::id(),
-        }
-    }
-
     /// Runs until the service is over; returns the exit code.
     fn run(mut self) -> u8 {
         loop {
@@ -252,11 +249,10 @@ impl Keeper {
         if let (MainExit::Running, Some(pidfd)) = (self.main_exit, &self.main_pidfd) {
             fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
         }
-        let millis = timeout.map_or(-1, |t| {
-            i32::try_from(t.as_millis().max(1)).unwrap_or(i32::MAX)
+        // At least a millisecond: a shorter wait would spin.
+        let timeout = timeout.map_or(PollTimeout::NONE, |t| {
+            PollTimeout::try_from(t.max(Duration::from_millis(1))).unwrap_or(PollTimeout::MAX)
         });
-        let timeout =
-            nix::poll::PollTimeout::try_from(millis).unwrap_or(nix::poll::PollTimeout::NONE);
         match poll(&mut fds, timeout) {
             Ok(_) => {}
             Err(Errno::EINTR) => return Events::default(),
@@ -369,10 +365,13 @@ impl Keeper {
     /// believes that sender; true if the datagram held any (such a datagram
     /// is never passed on).
     fn exit_reports_in(&mut self, uid: u32, text: &str) -> bool {
+        // Believed: its own user or root (a spawner may have exited since it
+        // sent the report, so it cannot be checked as a process of the service).
+        let trusted = uid == 0 || uid == nix::unistd::geteuid().as_raw();
         let mut any = false;
         for (pid, code) in text.lines().filter_map(parse_exit_report) {
             any = true;
-            if is_trusted_reporter(uid) {
+            if trusted {
                 self.exit_learned(pid, code);
             }
         }

@@ -123,13 +123,6 @@ pub(crate) fn report_exit(pid: u32, code: u8) {
     );
 }
 
-/// True for a report's sender `uid` the keeper believes: its own user or
-/// root (a spawner may have exited since it sent the report, so it cannot
-/// be checked as a process of the service).
-pub(super) fn is_trusted_reporter(uid: u32) -> bool {
-    uid == 0 || uid == nix::unistd::geteuid().as_raw()
-}
-
 /// `(pid, code)` from an [`EXIT_REPORT`] line.
 pub(super) fn parse_exit_report(line: &str) -> Option<(u32, u8)> {
     let (pid, code) = line.strip_prefix(EXIT_REPORT)?.trim().split_once(' ')?;

@@ -61,7 +61,7 @@ impl Supervisor {
             Action::WatchSuccessor => self.watch_successor(),
             Action::KillSuccessor => {
                 if let Some(watcher) = &self.watcher {
-                    watcher.kill();
+                    watcher.kill.cancel();
                 }
             }
             Action::Commit => self.commit().await,

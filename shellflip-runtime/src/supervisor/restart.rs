@@ -38,11 +38,10 @@ impl Supervisor {
     /// `outcome_rx`. A restart that cannot even begin (the listeners cannot
     /// be duplicated) fails at once.
     pub(super) fn start_restart(&mut self, fresh_state: bool) {
-        let started = Instant::now();
         let abort = CancellationToken::new();
         self.restart = Some(RunningRestart {
             fresh_state,
-            started,
+            started: Instant::now(),
             abort: abort.clone(),
         });
         let plan = match self.plan(fresh_state) {

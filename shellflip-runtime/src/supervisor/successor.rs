@@ -23,7 +23,8 @@ const REPORTS_AFTER_EXIT: Duration = Duration::from_millis(200);
 
 /// The task watching a successor.
 pub(super) struct Watcher {
-    kill: CancellationToken,
+    /// Cancelled to kill the successor (its exit is reported as usual).
+    pub(super) kill: CancellationToken,
     release: CancellationToken,
     task: JoinHandle<NextProcess>,
 }
@@ -47,11 +48,6 @@ impl Watcher {
             release,
             task,
         }
-    }
-
-    /// Kills the successor (its exit is reported as usual).
-    pub(super) fn kill(&self) {
-        self.kill.cancel();
     }
 
     /// Ends the watch and gives the process back (to keep until this
