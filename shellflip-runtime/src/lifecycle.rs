@@ -389,9 +389,9 @@ fn build_generation<S: HandoverState>(
     let _lifecycle = lifecycle.enter();
     let signals = Signals::install(config.restart_signal)
         .map_err(|e| Error::io("could not install signal handlers", e).to_string())?;
-    // Handled now: a restart signal that arrived meanwhile is delivered,
-    // and refused as "not ready yet" if main has not called ready().
-    shutdown::unblock_handled(config.restart_signal);
+    // Handled now (and unblocked): a restart signal that arrived meanwhile
+    // is delivered, and refused as "not ready yet" if main has not called
+    // ready().
     let link = channel.take().and_then(|stream| {
         PredecessorLink::start(
             stream,

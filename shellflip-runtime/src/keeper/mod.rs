@@ -143,7 +143,6 @@ pub(crate) fn start(config: &Config) -> Result<Role, ConfigError> {
                 main_exit: MainExit::Running,
                 stopping: false,
                 drain_timeout,
-                me: keeper_pid,
             };
             Ok(Role::KeeperDone(ExitCode::from(keeper.run())))
         }
@@ -177,7 +176,6 @@ struct Keeper {
     /// for one.
     stopping: bool,
     drain_timeout: Duration,
-    me: u32,
 }
 
 /// What the keeper knows of the main pid's end.
@@ -450,7 +448,7 @@ impl Keeper {
         let mut current = pid;
         for _ in 0..64 {
             match parent_of(current) {
-                Some(parent) if parent == self.me => return true,
+                Some(parent) if parent == std::process::id() => return true,
                 Some(parent) if parent > 1 => current = parent,
                 _ => return false,
             }
@@ -459,7 +457,7 @@ impl Keeper {
     }
 
     fn children(&self) -> Vec<u32> {
-        std::fs::read_to_string(format!("/proc/self/task/{}/children", self.me))
+        std::fs::read_to_string(format!("/proc/self/task/{}/children", std::process::id()))
             .map(|text| {
                 text.split_whitespace()
                     .filter_map(|p| p.parse().ok())

@@ -305,8 +305,24 @@ impl Supervisor {
                 self.record.ledger.count_connections(n);
                 None
             }
+            // News of a draining generation: recorded (and passed on to a
+            // successor, if this one has handed over), and, if this
+            // generation is the service, the oldest drains beyond
+            // `max_draining` are ended.
             FromPredecessor::Progress(drain) => {
-                self.on_older_drain(drain).await;
+                self.older.update(drain.clone());
+                self.relay(drain).await;
+                if self.machine.is_service() {
+                    for cut in self.older.cut_beyond(self.config.max_draining) {
+                        tracing::warn!(
+                            generation = cut.generation,
+                            pid = cut.pid,
+                            tasks = cut.tasks,
+                            max_draining = self.config.max_draining,
+                            "more generations drain than max_draining allows: ended the oldest one's drain (its remaining work is cut)"
+                        );
+                    }
+                }
                 None
             }
             FromPredecessor::Stop(claim) => Some(Event::PredecessorStopping(claim)),
@@ -372,26 +388,6 @@ impl Supervisor {
                 .saturating_duration_since(Instant::now());
             timing::unix_ms() + left.as_millis() as u64
         })
-    }
-
-    /// News of a draining generation from the previous one: recorded (and
-    /// passed on to a successor, if this one has handed over), and, if this
-    /// generation is the service, the oldest drains beyond `max_draining`
-    /// are ended.
-    async fn on_older_drain(&mut self, drain: Draining) {
-        self.older.update(drain.clone());
-        self.relay(drain).await;
-        if self.machine.is_service() {
-            for cut in self.older.cut_beyond(self.config.max_draining) {
-                tracing::warn!(
-                    generation = cut.generation,
-                    pid = cut.pid,
-                    tasks = cut.tasks,
-                    max_draining = self.config.max_draining,
-                    "more generations drain than max_draining allows: ended the oldest one's drain (its remaining work is cut)"
-                );
-            }
-        }
     }
 
     /// This generation's drain, as its successor learns of it.
