@@ -167,10 +167,9 @@ pub(crate) fn report_failure_blocking(stream: &mut StdUnixStream, reason: &str) 
 }
 
 /// How far the READY report got.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 enum ReadyReport {
     /// Not sent yet.
-    #[default]
     NotSent,
     /// Sent as far as the socket took it at once; `rest` is still to send.
     Started { rest: Vec<u8> },
@@ -192,7 +191,7 @@ pub(crate) struct PredecessorLink {
     state_report: Option<StateReport>,
     took_over: CancellationToken,
     /// The previous generation's process (`None`: its pid is unknown).
-    predecessor: Option<Arc<ExitWatch>>,
+    predecessor: Option<ExitWatch>,
     ready: Mutex<ReadyReport>,
     /// What the previous generation does, until the supervisor takes it.
     events: Mutex<Option<mpsc::UnboundedReceiver<FromPredecessor>>>,
@@ -222,20 +221,18 @@ impl PredecessorLink {
         let (reader, writer) = UnixStream::from_std(stream)?.into_split();
         let (events_tx, events) = mpsc::unbounded_channel();
         let (arrived_tx, arrived) = mpsc::unbounded_channel();
-        let predecessor = (predecessor_pid != 0).then(|| Arc::new(ExitWatch::new(predecessor_pid)));
         let link = Arc::new(PredecessorLink {
             writer,
             sending: tokio::sync::Mutex::new(()),
             state_report,
             took_over: CancellationToken::new(),
-            predecessor: predecessor.clone(),
+            predecessor: (predecessor_pid != 0).then(|| ExitWatch::new(predecessor_pid)),
             ready: Mutex::new(ReadyReport::NotSent),
             events: Mutex::new(Some(events)),
             connections: Mutex::new(Some(arrived)),
         });
         tokio::spawn(watch_predecessor(
             reader,
-            predecessor,
             Arc::clone(&link),
             events_tx,
             arrived_tx,
@@ -262,7 +259,7 @@ impl PredecessorLink {
 
     /// The previous generation's process, watched for its exit.
     pub(crate) fn predecessor(&self) -> Option<&ExitWatch> {
-        self.predecessor.as_deref()
+        self.predecessor.as_ref()
     }
 
     /// Starts the READY report on the caller's thread: runs `before` (the
@@ -347,24 +344,12 @@ impl PredecessorLink {
             ReadyReport::Started { rest } => std::mem::take(rest),
             _ => Vec::new(),
         };
-        if let Err(e) = self.write_all(&ready_rest).await {
+        let stream = self.writer.as_ref();
+        if let Err(e) = channel::send(stream, &ready_rest, &[]).await {
             *lock(&self.ready) = ReadyReport::Failed(e.to_string());
             return Err(e);
         }
-        self.write_all(bytes).await
-    }
-
-    /// Writes all of `bytes`; the caller holds `sending`.
-    async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
-        while !bytes.is_empty() {
-            self.writer.writable().await?;
-            match self.writer.try_write(bytes) {
-                Ok(n) => bytes = &bytes[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        channel::send(stream, bytes, &[]).await
     }
 }
 
@@ -396,22 +381,20 @@ pub(crate) enum FromPredecessor {
 /// the connections it hands over to `arrived` (for the service).
 async fn watch_predecessor(
     reader: OwnedReadHalf,
-    predecessor: Option<Arc<ExitWatch>>,
     link: Arc<PredecessorLink>,
     events: mpsc::UnboundedSender<FromPredecessor>,
     arrived: mpsc::UnboundedSender<Arrived>,
     restart: Option<RestartId>,
 ) {
-    let took_over = link.took_over.clone();
     let in_span = |log: &dyn Fn()| telemetry::span_of(restart).in_scope(log);
     let mut messages = ParentReader::new();
     loop {
-        let FromParent {
-            message,
-            fds,
-            fds_lost,
-        } = match messages.next(reader.as_ref()).await {
-            Ok(Some(received)) => received,
+        let (message, fds, fds_lost) = match messages.next(reader.as_ref()).await {
+            Ok(Some(FromParent {
+                message,
+                fds,
+                fds_lost,
+            })) => (message, fds, fds_lost),
             Ok(None) => break,
             Err(e) => {
                 in_span(
@@ -423,7 +406,7 @@ async fn watch_predecessor(
         let event = match message {
             ParentMessage::Commit { drain, totals } => {
                 in_span(&|| tracing::debug!("the previous generation handed over"));
-                took_over.cancel();
+                link.took_over.cancel();
                 FromPredecessor::Committed(drain, totals)
             }
             ParentMessage::Progress(drain) => FromPredecessor::Progress(drain),
@@ -434,17 +417,40 @@ async fn watch_predecessor(
                 FromPredecessor::Stop(claim)
             }
             ParentMessage::Connections(headers) => {
+                // Answered; the supervisor learns how many were taken.
                 let answer = connections::take_connections(headers, fds, fds_lost, &arrived);
-                answered(&link, &events, answer).await;
-                continue;
+                if let Err(e) = link.report(&answer).await {
+                    tracing::debug!(error = %e, "could not answer handed-over connections");
+                }
+                match answer {
+                    ChildMessage::ConnectionsAnswered { taken, .. } if !taken.is_empty() => {
+                        FromPredecessor::ConnectionsTaken(taken.len() as u64)
+                    }
+                    _ => continue,
+                }
             }
         };
         let _ = events.send(event);
     }
-    if took_over.is_cancelled() {
+    if link.took_over.is_cancelled() {
         return;
     }
-    let event = match predecessor {
+    let event = closed_before_commit(&link, restart).await;
+    if matches!(event, FromPredecessor::Gone) {
+        link.took_over.cancel();
+    }
+    let _ = events.send(event);
+}
+
+/// The channel closed before a commit: the previous generation died (this
+/// one takes over), or it is still running and gave this one up. Logged
+/// in the span of `restart` (see [`watch_predecessor`]).
+async fn closed_before_commit(
+    link: &PredecessorLink,
+    restart: Option<RestartId>,
+) -> FromPredecessor {
+    let in_span = |log: &dyn Fn()| telemetry::span_of(restart).in_scope(log);
+    match link.predecessor() {
         None => FromPredecessor::Gone,
         Some(watch) if watch.exits_within(EXIT_AFTER_CLOSE).await => {
             in_span(&|| {
@@ -464,29 +470,6 @@ async fn watch_predecessor(
             });
             FromPredecessor::GaveUp
         }
-    };
-    if matches!(event, FromPredecessor::Gone) {
-        took_over.cancel();
-    }
-    let _ = events.send(event);
-}
-
-/// Answers the previous generation about connections it handed over, and
-/// tells the supervisor how many were taken.
-async fn answered(
-    link: &PredecessorLink,
-    events: &mpsc::UnboundedSender<FromPredecessor>,
-    answer: ChildMessage,
-) {
-    let taken = match &answer {
-        ChildMessage::ConnectionsAnswered { taken, .. } => taken.len() as u64,
-        _ => 0,
-    };
-    if let Err(e) = link.report(&answer).await {
-        tracing::debug!(error = %e, "could not answer handed-over connections");
-    }
-    if taken > 0 {
-        let _ = events.send(FromPredecessor::ConnectionsTaken(taken));
     }
 }
 

@@ -47,18 +47,11 @@ impl DrainingGenerations {
     }
 
     /// Resolves when the process of an entry exits, with its generation
-    /// number; pass it to [`forget`](Self::forget). Never `None`: `self`
-    /// holds a sender. Cancel-safe (a select branch of the supervisor's
-    /// loop).
+    /// number; then call [`forget_exited`](Self::forget_exited). Never
+    /// `None`: `self` holds a sender. Cancel-safe (a select branch of the
+    /// supervisor's loop).
     pub(crate) async fn next_exit(&mut self) -> Option<u64> {
         self.exited_rx.recv().await
-    }
-
-    /// Drops the entry of `generation` if its process has exited (and with
-    /// it the pidfd that watched it).
-    pub(crate) fn forget(&mut self, generation: u64) {
-        self.entries
-            .retain(|e| e.info.generation != generation || !e.watch.has_exited());
     }
 
     /// Resolves once every generation listed has exited.
@@ -127,7 +120,9 @@ impl DrainingGenerations {
             .collect()
     }
 
-    fn forget_exited(&mut self) {
+    /// Drops the entries whose process has exited (and with them the
+    /// pidfds that watched them).
+    pub(crate) fn forget_exited(&mut self) {
         self.entries.retain(|e| !e.watch.has_exited());
     }
 }
@@ -188,7 +183,7 @@ mod tests {
                 .await
                 .expect("the exit is noticed");
         assert_eq!(exited, Some(4));
-        generations.forget(4);
+        generations.forget_exited();
         assert!(generations.entries.is_empty(), "its pidfd is closed");
     }
 

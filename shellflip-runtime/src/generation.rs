@@ -89,14 +89,16 @@ pub(crate) struct Generation {
     /// The successor once it took over: connections are handed to it.
     successor: Mutex<Option<Arc<SuccessorLink>>>,
     registry: Mutex<Registry>,
-    ready: watch::Sender<bool>,
+    /// True once `ready()` was called (the supervisor watches it).
+    pub ready: watch::Sender<bool>,
     /// Whether new connections are taken now.
     pub admission: watch::Sender<Admission>,
     state_encoder: OnceLock<StateEncoder>,
     /// The control socket file as the previous generation recorded it.
     inherited_control_file: Option<ControlSocketFile>,
-    /// The control socket, once opened, until the supervisor serves it.
-    control: Mutex<Option<OpenControl>>,
+    /// The control socket, once opened, until the supervisor serves it
+    /// (takes it).
+    pub control: Mutex<Option<OpenControl>>,
     /// Set once, when shutdown begins.
     drain: OnceLock<Drain>,
     /// The restart metrics as the supervisor last published them.
@@ -139,11 +141,6 @@ impl Generation {
         })
     }
 
-    /// Readiness, for the supervisor: true once `ready()` was called.
-    pub(crate) fn watch_ready(&self) -> watch::Receiver<bool> {
-        self.ready.subscribe()
-    }
-
     /// The fd registry.
     pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
         lock(&self.registry)
@@ -169,19 +166,9 @@ impl Generation {
                 reason: "open the control socket before calling ready()".to_owned(),
             });
         }
-        let opened = open_control_socket(
-            &mut self.registry(),
-            self.inherited_control_file.as_ref(),
-            path,
-        )?;
-        *control = Some(opened);
+        let inherited = self.inherited_control_file.as_ref();
+        *control = Some(open_control_socket(&mut self.registry(), inherited, path)?);
         Ok(())
-    }
-
-    /// The control socket opened before readiness, for the supervisor to
-    /// serve (once).
-    pub(crate) fn take_control(&self) -> Option<OpenControl> {
-        lock(&self.control).take()
     }
 
     /// Installs the state encoder (once: the state is installed once).
@@ -209,12 +196,6 @@ impl Generation {
     /// True when the service installed a state (`Context::state`).
     pub(crate) fn keeps_state(&self) -> bool {
         self.state_encoder.get().is_some()
-    }
-
-    /// This generation owns its state again (a restart that took its
-    /// snapshot failed or was rolled back).
-    pub(crate) fn reclaim_state(&self) {
-        self.state_handed_over.send_replace(false);
     }
 
     /// `ready()`: marks this generation ready. In a new generation the

@@ -92,10 +92,9 @@ impl Launch {
             if key == ENV_HANDOVER_FD || SOCKET_ACTIVATION_VARS.iter().any(|v| key == *v) {
                 continue;
             }
-            let mut pair = key.as_bytes().to_vec();
-            pair.push(b'=');
-            pair.extend_from_slice(value.as_bytes());
-            envp.push(c_string(&pair)?);
+            envp.push(c_string(
+                &[key.as_bytes(), b"=", value.as_bytes()].concat(),
+            )?);
         }
         envp.push(c_string(
             format!("{ENV_HANDOVER_FD}={}", channel.as_raw_fd()).as_bytes(),

@@ -18,7 +18,6 @@
 //! previous generation, which keeps serving and tells whoever asked.
 
 use std::future::Future;
-use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -180,8 +179,9 @@ fn start_up<S: HandoverState>(
         launch,
         spawner,
         channel: channel.take(),
-        received,
-        passed,
+        // A first generation starts from what systemd passed, as a
+        // handover would say it.
+        received: received.unwrap_or_else(|| first_generation(passed)),
         lifecycle: lifecycle.handle().clone(),
     };
     Ok((start, runtime, lifecycle))
@@ -234,11 +234,10 @@ struct Start {
     spawner: Result<SpawnerProcess, String>,
     /// The channel to the previous generation (`None` in the first).
     channel: Option<StdUnixStream>,
-    /// What the previous generation handed over.
-    received: Option<Received>,
-    /// What systemd passed to the first generation, by name: sockets of
-    /// socket units and what the fd store kept.
-    passed: Passed,
+    /// What the previous generation handed over (in a first generation:
+    /// what systemd passed, by name: sockets of socket units and what the
+    /// fd store kept).
+    received: Received,
     /// The lifecycle thread's runtime (see `lifecycle_thread`).
     lifecycle: Handle,
 }
@@ -254,23 +253,24 @@ where
     Fut::Output: MainResult,
 {
     let config = &start.config;
+    // Connects to the spawner forked at start-up, or falls back to spawning
+    // from this process (with a warning, unless that was asked for).
     let spawner = {
         let _lifecycle = start.lifecycle.enter();
-        connect_spawner(start.launch, start.spawner, config.spawner)
+        let process = start.spawner.and_then(|process| {
+            SpawnerClient::connect(process)
+                .map_err(|e| format!("could not talk to the spawner process: {e}"))
+        });
+        if let (Err(reason), SpawnerMode::Process) = (&process, config.spawner) {
+            tracing::warn!(%reason, "new generations will be spawned by the service process itself");
+        }
+        Spawner {
+            launch: start.launch,
+            process,
+        }
     };
-    let received = start
-        .received
-        .unwrap_or_else(|| first_generation(start.passed));
-    let header = received.header;
-    let built = build_generation::<S>(
-        config,
-        &header,
-        received.fds,
-        received.state,
-        &mut start.channel,
-        &start.lifecycle,
-    );
-    let (generation, state, signals) = match built {
+    let built = build_generation::<S>(config, start.received, &mut start.channel, &start.lifecycle);
+    let (generation, state, signals, header) = match built {
         Ok(built) => built,
         Err(reason) => return fail_start(start.channel.as_mut(), &reason),
     };
@@ -302,20 +302,7 @@ where
     // The supervisor ends once the machine says to exit: the last
     // generation of a stopped service waits for the older ones first.
     let bound = config.drain_timeout.saturating_mul(2) + LAST_WORDS * 10;
-    let finished = wait_for(supervisor, bound).await;
-    let control_connections = &generation.control_connections;
-    control_connections.close();
-    let _ = tokio::time::timeout(LAST_WORDS, control_connections.wait()).await;
-    clean_up(finished.as_ref(), generation.pid_file.as_ref());
-    exit_code(failed, finished.as_ref())
-}
-
-/// The supervisor's end, within `bound`.
-async fn wait_for(
-    supervisor: tokio::task::JoinHandle<Finished>,
-    bound: Duration,
-) -> Option<Finished> {
-    match tokio::time::timeout(bound, supervisor).await {
+    let finished = match tokio::time::timeout(bound, supervisor).await {
         Ok(Ok(finished)) => Some(finished),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "the supervisor task failed");
@@ -325,12 +312,13 @@ async fn wait_for(
             tracing::warn!("the supervisor did not finish in time after the drain; exiting anyway");
             None
         }
-    }
-}
-
-/// 1 if `main` failed or this generation gave the service back.
-fn exit_code(main_failed: bool, finished: Option<&Finished>) -> ExitCode {
-    if main_failed || finished.is_some_and(|f| f.ending == Ending::GaveBack) {
+    };
+    let control_connections = &generation.control_connections;
+    control_connections.close();
+    let _ = tokio::time::timeout(LAST_WORDS, control_connections.wait()).await;
+    clean_up(finished.as_ref(), generation.pid_file.as_ref());
+    // 1 if `main` failed or this generation gave the service back.
+    if failed || finished.is_some_and(|f| f.ending == Ending::GaveBack) {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -364,16 +352,16 @@ fn first_generation(passed: Passed) -> Received {
 
 /// Decodes the state, adopts the descriptors, opens the control socket,
 /// installs the signal handlers and links to the predecessor (those two on
-/// the lifecycle thread's runtime): the generation, its state and its
-/// signals. `Err`: why the generation cannot start.
+/// the lifecycle thread's runtime): the generation, its state, its signals
+/// and the header it was started with. `Err`: why the generation cannot
+/// start.
 fn build_generation<S: HandoverState>(
     config: &Config,
-    header: &HandoverHeader,
-    fds: Vec<(String, OwnedFd)>,
-    state: Option<Vec<u8>>,
+    received: Received,
     channel: &mut Option<StdUnixStream>,
     lifecycle: &Handle,
-) -> Result<(Arc<Generation>, Option<S>, Signals), String> {
+) -> Result<(Arc<Generation>, Option<S>, Signals, HandoverHeader), String> {
+    let Received { header, fds, state } = received;
     let mut registry = Registry::new(fds);
     registry.mark_socket_activated(&header.lineage.systemd_sockets);
     // A first generation was offered nothing.
@@ -401,9 +389,9 @@ fn build_generation<S: HandoverState>(
     let _lifecycle = lifecycle.enter();
     let signals = Signals::install(config.restart_signal)
         .map_err(|e| Error::io("could not install signal handlers", e).to_string())?;
-    // Handled now: a restart signal that arrived meanwhile is delivered,
-    // and refused as "not ready yet" if main has not called ready().
-    shutdown::unblock_handled(config.restart_signal);
+    // Handled now (and unblocked): a restart signal that arrived meanwhile
+    // is delivered, and refused as "not ready yet" if main has not called
+    // ready().
     let link = channel.take().and_then(|stream| {
         PredecessorLink::start(
             stream,
@@ -416,14 +404,14 @@ fn build_generation<S: HandoverState>(
     });
     let generation = Generation::new(
         config,
-        header,
+        &header,
         registry,
         decoded.is_some(),
         report,
         link,
         control,
     );
-    Ok((generation, decoded, signals))
+    Ok((generation, decoded, signals, header))
 }
 
 /// Runs the service's `main` until it returns or shutdown begins; then
@@ -438,13 +426,10 @@ where
         outcome = &mut main_future => Some(outcome),
         _ = generation.shutdown.cancelled() => {
             let deadline = generation.drain().deadline;
-            match tokio::time::timeout_at(deadline, &mut main_future).await {
-                Ok(outcome) => Some(outcome),
-                Err(_) => {
-                    tracing::warn!("main did not return within the drain timeout; exiting anyway");
-                    None
-                }
-            }
+            tokio::time::timeout_at(deadline, &mut main_future)
+                .await
+                .inspect_err(|_| tracing::warn!("main did not return within the drain timeout; exiting anyway"))
+                .ok()
         }
     };
     let outcome = outcome.map(|o| o.and_then(MainResult::into_main_result));
@@ -484,13 +469,10 @@ async fn drain(generation: &Generation) {
 /// At a stop, the pid file goes if it names this process, and the last
 /// generation removes the control socket file (if it is still ours).
 fn clean_up(finished: Option<&Finished>, pid_file: Option<&PidFile>) {
-    let Some(finished) = finished else {
+    let Some(finished) = finished.filter(|f| f.ending == Ending::Stopped) else {
         return;
     };
-    if finished.ending != Ending::Stopped {
-        return;
-    }
-    if let (true, Some(file)) = (finished.last, finished.control_file.as_ref()) {
+    if let Some(file) = &finished.control_file {
         file.remove();
     }
     if let Some(pid_file) = pid_file {
@@ -502,23 +484,6 @@ fn clean_up(finished: Option<&Finished>, pid_file: Option<&PidFile>) {
             Err(e) => tracing::warn!(error = %e, "could not remove the pid file"),
         }
     }
-}
-
-/// Connects to the spawner forked at start-up, or falls back to spawning
-/// from this process (with a warning, unless that was asked for).
-fn connect_spawner(
-    launch: Launch,
-    spawner: Result<SpawnerProcess, String>,
-    mode: SpawnerMode,
-) -> Spawner {
-    let process = spawner.and_then(|process| {
-        SpawnerClient::connect(process)
-            .map_err(|e| format!("could not talk to the spawner process: {e}"))
-    });
-    if let (Err(reason), SpawnerMode::Process) = (&process, mode) {
-        tracing::warn!(%reason, "new generations will be spawned by the service process itself");
-    }
-    Spawner { launch, process }
 }
 
 /// Polls a future, turning a panic into an error message.

@@ -23,37 +23,28 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use tokio::net::UnixStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::{
-    self, ChildMessage, Draining, HandoverHeader, Lineage, StateOffer, StateReport,
-};
+use crate::channel::{self, ChildMessage, HandoverHeader, StateReport};
 use crate::connections::SuccessorLink;
 use crate::error::RestartError;
 use crate::launch::describe_status;
 use crate::profile::{self, Hop};
 use crate::spawner::{NextProcess, Spawner, Successor};
 use crate::state::EncodedState;
-use crate::telemetry::{RestartDurations, RestartId, Totals};
+use crate::telemetry::RestartDurations;
 use crate::timing;
 
 /// What a restart hands over, but the state.
 pub(crate) struct Plan {
-    pub generation: u64,
+    /// The handover's first message, all but the time the restart began
+    /// (stamped as the new process is spawned).
+    pub header: HandoverHeader,
+    /// The named descriptors, in the order of `header.fd_names`.
     pub fds: Vec<(String, OwnedFd)>,
-    pub lineage: Lineage,
-    /// Older generations still draining, for the new one to know of.
-    pub draining: Vec<Draining>,
-    /// What is offered of the state.
-    pub state: StateOffer,
     pub ready_timeout: Duration,
-    /// This restart, for the new generation's log lines.
-    pub restart_id: RestartId,
-    /// The totals the new generation exposes until it takes over.
-    pub totals: Totals,
 }
 
 /// The encoded state to hand over, with the descriptors it holds (already
@@ -101,7 +92,7 @@ impl NewGeneration {
 /// it, as late as possible.
 pub(crate) async fn restart(
     spawner: &Spawner,
-    plan: Plan,
+    mut plan: Plan,
     encode_state: impl Future<Output = Result<EncodedStateParts, RestartError>>,
     abort: CancellationToken,
 ) -> Result<NewGeneration, RestartError> {
@@ -112,17 +103,28 @@ pub(crate) async fn restart(
         exe: spawner.launch.exe.clone(),
         source,
     })?;
-    let (generation, ready_timeout, fds) = (plan.generation, plan.ready_timeout, &plan.fds);
-    let header = header_of(&plan, fds);
-    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|(_, fd)| fd.as_fd()).collect();
+    plan.header.restart_began_unix_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let borrowed: Vec<BorrowedFd<'_>> = plan.fds.iter().map(|(_, fd)| fd.as_fd()).collect();
     let mut prepare = Box::pin(async {
-        channel::send_handover(&stream, &header, &borrowed)
+        channel::send_handover(&stream, &plan.header, &borrowed)
             .await
             .map_err(HandshakeError::Io)
-            .map(|()| header.fd_names.len())
     });
     profile::mark(Hop::SpawnAsked);
-    let (mut process, mut prepared) = spawn_while(spawner.spawn(theirs), &mut prepare).await?;
+    // The spawn, while `prepare` writes the header (its outcome kept if it
+    // finished first).
+    let spawn = spawner.spawn(theirs);
+    tokio::pin!(spawn);
+    let mut prepared = None;
+    let mut process = loop {
+        tokio::select! {
+            biased;
+            spawned = &mut spawn => break spawned?,
+            done = prepare.as_mut(), if prepared.is_none() => prepared = Some(done),
+        }
+    };
     let pid = process.pid();
     let spawned = started.elapsed();
     tracing::debug!(pid, exe = %spawner.launch.exe.display(), spawn_ms = timing::ms(spawned), "spawned the next generation");
@@ -133,20 +135,20 @@ pub(crate) async fn restart(
     let state_sent = std::sync::OnceLock::new();
     let decision = {
         let handshake = async {
-            let fd_count = match prepared.take() {
+            match prepared.take() {
                 Some(outcome) => outcome,
                 None => prepare.as_mut().await,
             }?;
             let _ = handover_sent.set(started.elapsed());
             tracing::debug!(
                 pid,
-                fds = fd_count,
+                fds = plan.fds.len(),
                 "handover sent; waiting for the new generation"
             );
             serve_state_requests(&stream, pid, encode_state, started, &state_sent).await
         };
         tokio::pin!(handshake);
-        decide(&mut process, handshake, ready_timeout, &abort).await
+        decide(&mut process, handshake, plan.ready_timeout, &abort).await
     };
     drop(prepare);
 
@@ -169,7 +171,7 @@ pub(crate) async fn restart(
     let channel = Arc::new(stream);
     Ok(NewGeneration {
         pid,
-        generation,
+        generation: plan.header.generation,
         timings,
         state_report,
         process: Some(process),
@@ -182,49 +184,11 @@ pub(crate) async fn restart(
 /// flag belongs to each end's open file; the new generation reads its end
 /// blocking), the other end for the new process.
 fn open_channel() -> io::Result<(UnixStream, OwnedFd)> {
-    let (ours, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )?;
-    let ours = StdUnixStream::from(ours);
+    // Both ends close-on-exec (std's `pair`): the new process's end is made
+    // inheritable for its spawn only.
+    let (ours, theirs) = StdUnixStream::pair()?;
     ours.set_nonblocking(true)?;
-    Ok((UnixStream::from_std(ours)?, theirs))
-}
-
-/// The handover's first message.
-fn header_of(plan: &Plan, fds: &[(String, OwnedFd)]) -> HandoverHeader {
-    HandoverHeader {
-        generation: plan.generation,
-        fd_names: fds.iter().map(|(name, _)| name.clone()).collect(),
-        state: plan.state.clone(),
-        lineage: plan.lineage.clone(),
-        restart_began_unix_us: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64),
-        predecessor_pid: std::process::id(),
-        draining: plan.draining.clone(),
-        restart_id: Some(plan.restart_id),
-        totals: plan.totals,
-    }
-}
-
-/// Runs `spawn` while `prepare` writes the header; returns the process and
-/// `prepare`'s outcome if it finished first.
-async fn spawn_while<T>(
-    spawn: impl Future<Output = Result<NextProcess, RestartError>>,
-    prepare: &mut Pin<Box<impl Future<Output = T>>>,
-) -> Result<(NextProcess, Option<T>), RestartError> {
-    tokio::pin!(spawn);
-    let mut prepared = None;
-    loop {
-        tokio::select! {
-            biased;
-            spawned = &mut spawn => return Ok((spawned?, prepared)),
-            done = prepare.as_mut(), if prepared.is_none() => prepared = Some(done),
-        }
-    }
+    Ok((UnixStream::from_std(ours)?, theirs.into()))
 }
 
 /// Answers the new generation's request for the state (once: the snapshot

@@ -27,23 +27,28 @@ pub(crate) struct Signals {
 }
 
 impl Signals {
+    /// Installs the handlers, then unblocks the restart signal in this
+    /// thread (see [`block_until_handled`]): one that arrived meanwhile is
+    /// delivered now.
     pub(crate) fn install(restart_signal: shellflip_settings::Signal) -> io::Result<Self> {
-        Ok(Signals {
+        let signals = Signals {
             restart: signal(SignalKind::from_raw(restart_signal.number()))?,
             terminate: signal(SignalKind::terminate())?,
             interrupt: signal(SignalKind::interrupt())?,
-        })
+        };
+        if let Err(e) = signal_set(restart_signal).thread_unblock() {
+            tracing::warn!(error = %e, "could not unblock the restart signal; restarts by signal will not work");
+        }
+        Ok(signals)
     }
 
     /// The next signal request.
     pub(crate) async fn next(&mut self) -> SignalRequest {
-        loop {
-            tokio::select! {
-                Some(()) = self.restart.recv() => return SignalRequest::Restart,
-                Some(()) = self.terminate.recv() => return SignalRequest::Stop(Signal::SIGTERM),
-                Some(()) = self.interrupt.recv() => return SignalRequest::Stop(Signal::SIGINT),
-                else => std::future::pending::<()>().await,
-            }
+        tokio::select! {
+            Some(()) = self.restart.recv() => SignalRequest::Restart,
+            Some(()) = self.terminate.recv() => SignalRequest::Stop(Signal::SIGTERM),
+            Some(()) = self.interrupt.recv() => SignalRequest::Stop(Signal::SIGINT),
+            else => std::future::pending().await,
         }
     }
 }
@@ -59,14 +64,6 @@ pub(crate) fn signal_set(signal: shellflip_settings::Signal) -> nix::sys::signal
 pub(crate) fn block_until_handled(signal: shellflip_settings::Signal) {
     if let Err(e) = signal_set(signal).thread_block() {
         tracing::debug!(error = %e, "could not block the restart signal");
-    }
-}
-
-/// Unblocks `signal` in this thread once its handler is installed: one
-/// that arrived meanwhile is delivered now.
-pub(crate) fn unblock_handled(signal: shellflip_settings::Signal) {
-    if let Err(e) = signal_set(signal).thread_unblock() {
-        tracing::warn!(error = %e, "could not unblock the restart signal; restarts by signal will not work");
     }
 }
 

@@ -46,7 +46,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -54,7 +54,7 @@ use nix::unistd::Pid;
 mod notify;
 
 pub(crate) use notify::{exit_code, report_exit};
-use notify::{is_trusted_reporter, parse_exit_report, Setup};
+use notify::{parse_exit_report, Setup};
 
 use crate::config::{Config, ConfigError, KeeperMode, ENV_KEEPER};
 use crate::fd::{self, Forked};
@@ -125,12 +125,9 @@ pub(crate) fn start(config: &Config) -> Result<Role, ConfigError> {
         .map(|c| c.drain_timeout)
         .unwrap_or(config.drain_timeout);
     let keeper_pid = std::process::id();
-    let started = Setup::new().and_then(|setup| match fd::fork_first_generation() {
-        Ok(forked) => Ok((setup, forked)),
-        Err(e) => {
-            setup.restore_mask();
-            Err(e)
-        }
+    let started = Setup::new().and_then(|setup| {
+        let forked = fd::fork_first_generation().inspect_err(|_| setup.restore_mask())?;
+        Ok((setup, forked))
     });
     match started {
         Ok((setup, Forked::Service)) => {
@@ -138,8 +135,16 @@ pub(crate) fn start(config: &Config) -> Result<Role, ConfigError> {
             Ok(Role::Service)
         }
         Ok((setup, Forked::Keeper(first))) => {
-            let code = Keeper::new(setup, first, drain_timeout).run();
-            Ok(Role::KeeperDone(ExitCode::from(code)))
+            let first = first.as_raw() as u32;
+            let keeper = Keeper {
+                setup,
+                main_pid: first,
+                main_pidfd: fd::pidfd_open(first).ok(),
+                main_exit: MainExit::Running,
+                stopping: false,
+                drain_timeout,
+            };
+            Ok(Role::KeeperDone(ExitCode::from(keeper.run())))
         }
         Err(e) => {
             eprintln!(
@@ -171,7 +176,6 @@ struct Keeper {
     /// for one.
     stopping: bool,
     drain_timeout: Duration,
-    me: u32,
 }
 
 /// What the keeper knows of the main pid's end.
@@ -189,15 +193,6 @@ impl MainExit {
     fn has_exited(self) -> bool {
         self != MainExit::Running
     }
-
-    /// The keeper's own exit code: the main pid's, or 1 when it is not
-    /// known.
-    fn code(self) -> u8 {
-        match self {
-            MainExit::Code(code) => code,
-            MainExit::Running | MainExit::Unreported => 1,
-        }
-    }
 }
 
 /// What one wait of the loop saw.
@@ -209,36 +204,24 @@ struct Events {
 }
 
 impl Keeper {
-    fn new(setup: Setup, first: Pid, drain_timeout: Duration) -> Keeper {
-        Keeper {
-            setup,
-            main_pid: first.as_raw() as u32,
-            main_pidfd: fd::pidfd_open(first.as_raw() as u32).ok(),
-            main_exit: MainExit::Running,
-            stopping: false,
-            drain_timeout,
-            me: std::process::id(),
-        }
-    }
-
     /// Runs until the service is over; returns the exit code.
     fn run(mut self) -> u8 {
         loop {
             // Serving: until the main pid exits.
             while !self.main_exit.has_exited() {
                 let events = self.wait(None);
-                self.handle(&events);
+                self.handle(&events, false);
             }
             // The main pid is gone: does another generation take the
             // service back? Never after a stop.
             let deadline = Instant::now() + ROLLBACK_WINDOW;
-            while self.main_exit.has_exited() && !self.stopping && self.has_children() {
+            while self.main_exit.has_exited() && !self.stopping && !self.children().is_empty() {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
                 }
                 let events = self.wait(Some(left));
-                self.handle(&events);
+                self.handle(&events, false);
             }
             if self.main_exit.has_exited() {
                 break;
@@ -248,7 +231,11 @@ impl Keeper {
         // A spawner that reaped the main pid reported its status before it
         // exited: it is in the socket by now.
         self.read_notifications(true);
-        self.main_exit.code()
+        // The main pid's exit code, or 1 when it is not known.
+        match self.main_exit {
+            MainExit::Code(code) => code,
+            MainExit::Running | MainExit::Unreported => 1,
+        }
     }
 
     /// Waits for a signal, a notification or the main pid's exit.
@@ -260,11 +247,10 @@ impl Keeper {
         if let (MainExit::Running, Some(pidfd)) = (self.main_exit, &self.main_pidfd) {
             fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
         }
-        let millis = timeout.map_or(-1, |t| {
-            i32::try_from(t.as_millis().max(1)).unwrap_or(i32::MAX)
+        // At least a millisecond: a shorter wait would spin.
+        let timeout = timeout.map_or(PollTimeout::NONE, |t| {
+            PollTimeout::try_from(t.max(Duration::from_millis(1))).unwrap_or(PollTimeout::MAX)
         });
-        let timeout =
-            nix::poll::PollTimeout::try_from(millis).unwrap_or(nix::poll::PollTimeout::NONE);
         match poll(&mut fds, timeout) {
             Ok(_) => {}
             Err(Errno::EINTR) => return Events::default(),
@@ -286,9 +272,10 @@ impl Keeper {
         }
     }
 
-    fn handle(&mut self, events: &Events) {
+    /// Takes what `events` saw (`over`: see [`read_notifications`](Self::read_notifications)).
+    fn handle(&mut self, events: &Events, over: bool) {
         if events.notify {
-            self.read_notifications(false);
+            self.read_notifications(over);
         }
         if events.signals {
             self.read_signals();
@@ -376,10 +363,13 @@ impl Keeper {
     /// believes that sender; true if the datagram held any (such a datagram
     /// is never passed on).
     fn exit_reports_in(&mut self, uid: u32, text: &str) -> bool {
+        // Believed: its own user or root (a spawner may have exited since it
+        // sent the report, so it cannot be checked as a process of the service).
+        let trusted = uid == 0 || uid == nix::unistd::geteuid().as_raw();
         let mut any = false;
         for (pid, code) in text.lines().filter_map(parse_exit_report) {
             any = true;
-            if is_trusted_reporter(uid) {
+            if trusted {
                 self.exit_learned(pid, code);
             }
         }
@@ -458,7 +448,7 @@ impl Keeper {
         let mut current = pid;
         for _ in 0..64 {
             match parent_of(current) {
-                Some(parent) if parent == self.me => return true,
+                Some(parent) if parent == std::process::id() => return true,
                 Some(parent) if parent > 1 => current = parent,
                 _ => return false,
             }
@@ -467,17 +457,13 @@ impl Keeper {
     }
 
     fn children(&self) -> Vec<u32> {
-        std::fs::read_to_string(format!("/proc/self/task/{}/children", self.me))
+        std::fs::read_to_string(format!("/proc/self/task/{}/children", std::process::id()))
             .map(|text| {
                 text.split_whitespace()
                     .filter_map(|p| p.parse().ok())
                     .collect()
             })
             .unwrap_or_default()
-    }
-
-    fn has_children(&self) -> bool {
-        !self.children().is_empty()
     }
 
     fn signal_children(&self, signal: i32) {
@@ -493,12 +479,12 @@ impl Keeper {
     /// reap, done.
     fn finish(&mut self) {
         self.reap();
-        if !self.has_children() {
+        if self.children().is_empty() {
             return;
         }
         self.signal_children(Signal::SIGTERM as i32);
         let deadline = Instant::now() + self.drain_timeout + EXIT_MARGIN;
-        while self.has_children() {
+        while !self.children().is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 let left_over = self.children();
@@ -509,17 +495,12 @@ impl Keeper {
                 break;
             }
             let events = self.wait(Some(left.min(Duration::from_millis(500))));
-            if events.signals {
-                self.read_signals();
-            }
-            if events.notify {
-                self.read_notifications(true);
-            }
+            self.handle(&events, true);
             self.reap();
         }
         // Whatever the last kill left: reap until no child is left, bounded.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while self.has_children() && Instant::now() < deadline {
+        while !self.children().is_empty() && Instant::now() < deadline {
             let _ = self.wait(Some(Duration::from_millis(50)));
             self.reap();
         }

@@ -50,13 +50,9 @@ impl Setup {
                 setsockopt(&socket, sockopt::PassCred, &true).map_err(std::io::Error::from)?;
                 Ok(socket)
             });
-        let socket = match bound {
-            Ok(socket) => socket,
-            Err(e) => {
-                let _ = old_mask.thread_set_mask();
-                return Err(e);
-            }
-        };
+        let socket = bound.inspect_err(|_| {
+            let _ = old_mask.thread_set_mask();
+        })?;
         // Orphans of the service are re-parented here, not to the init
         // above (a no-op for PID 1, which gets them anyway).
         let _ = nix::sys::prctl::set_child_subreaper(true);
@@ -125,13 +121,6 @@ pub(crate) fn report_exit(pid: u32, code: u8) {
         format!("{EXIT_REPORT}{pid} {code}\n").as_bytes(),
         &[],
     );
-}
-
-/// True for a report's sender `uid` the keeper believes: its own user or
-/// root (a spawner may have exited since it sent the report, so it cannot
-/// be checked as a process of the service).
-pub(super) fn is_trusted_reporter(uid: u32) -> bool {
-    uid == 0 || uid == nix::unistd::geteuid().as_raw()
 }
 
 /// `(pid, code)` from an [`EXIT_REPORT`] line.

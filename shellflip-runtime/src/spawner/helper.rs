@@ -132,11 +132,8 @@ async fn serve(socket: OwnedFd, launch: Launch) {
                 }
             }
             Some(event) = events_rx.recv() => {
-                let sent = match encode(&event) {
-                    Ok(bytes) => send(&socket, &bytes, &[]).await,
-                    Err(e) => Err(e),
-                };
-                if sent.is_err() {
+                let Ok(bytes) = encode(&event) else { break };
+                if send(&socket, &bytes, &[]).await.is_err() {
                     break;
                 }
             }

@@ -141,8 +141,6 @@ pub(crate) struct SpawnerClient {
     routes: Arc<Mutex<Routes>>,
     /// Becomes true once `routes.gone` is set.
     gone_rx: watch::Receiver<bool>,
-    /// Spawns are one at a time (restarts never overlap anyway).
-    one_at_a_time: tokio::sync::Mutex<()>,
 }
 
 impl SpawnerClient {
@@ -164,7 +162,6 @@ impl SpawnerClient {
             socket,
             routes,
             gone_rx,
-            one_at_a_time: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -188,14 +185,14 @@ impl SpawnerClient {
     }
 
     /// Asks the spawner to start the next generation with `channel` as its
-    /// end of the handover channel; the system's refusal (exec failed:
+    /// end of the handover channel (one at a time: restarts never overlap,
+    /// and one request is pending at most); the system's refusal (exec failed:
     /// missing file, permissions...) is made an error by `spawn_error`.
     pub(crate) async fn spawn(
         self: &Arc<Self>,
         channel: OwnedFd,
         spawn_error: impl Fn(io::Error) -> RestartError,
     ) -> Result<SpawnedGeneration, RestartError> {
-        let _one = self.one_at_a_time.lock().await;
         let (reply_tx, reply_rx) = oneshot::channel();
         let already_gone = {
             let mut routes = lock(&self.routes);
@@ -224,14 +221,6 @@ impl SpawnerClient {
             }),
             Ok(Err(e)) => Err(spawn_error(e)),
             Err(_) => Err(self.gone().await),
-        }
-    }
-
-    /// Lets the spawner go: it exits, and the generations it started are
-    /// re-parented to the nearest subreaper (the service manager).
-    fn release(&self) {
-        if let Err(e) = shutdown(self.socket.get_ref().as_fd().as_raw_fd(), Shutdown::Both) {
-            tracing::debug!(error = %e, "could not release the spawner (gone already?)");
         }
     }
 }
@@ -326,19 +315,16 @@ impl SpawnedGeneration {
     /// Waits until it has exited: with its status, from the spawner; if the
     /// spawner is gone (it was re-parented), without.
     async fn wait(&mut self) -> io::Result<ExitStatus> {
-        loop {
-            if let Some(status) = *self.exit.borrow_and_update() {
-                return status
-                    .map(ExitStatus::from_raw)
-                    .ok_or_else(|| io::Error::other("the spawner could not wait for it"));
-            }
-            if self.exit.changed().await.is_err() {
-                self.watch.exited().await;
-                return Err(io::Error::other(
-                    "its status is unknown: the spawner, its parent, is gone",
-                ));
-            }
-        }
+        let exit = self.exit.wait_for(Option::is_some).await;
+        let Ok(status) = exit.map(|status| status.flatten()) else {
+            self.watch.exited().await;
+            return Err(io::Error::other(
+                "its status is unknown: the spawner, its parent, is gone",
+            ));
+        };
+        status
+            .map(ExitStatus::from_raw)
+            .ok_or_else(|| io::Error::other("the spawner could not wait for it"))
     }
 }
 
@@ -376,10 +362,14 @@ impl Spawner {
 
     /// Lets the spawner process go once this generation has handed over:
     /// the new generation is re-parented to the service manager, which then
-    /// watches it directly.
+    /// watches it directly. (The spawner exits when its socket closes; the
+    /// generations it started are re-parented to the nearest subreaper.)
     pub(crate) fn release(&self) {
-        if let Ok(client) = &self.process {
-            client.release();
+        let Ok(client) = &self.process else {
+            return;
+        };
+        if let Err(e) = shutdown(client.socket.get_ref().as_fd().as_raw_fd(), Shutdown::Both) {
+            tracing::debug!(error = %e, "could not release the spawner (gone already?)");
         }
     }
 
@@ -387,8 +377,8 @@ impl Spawner {
     /// exited and was reaped: at this generation's exit, so that no process
     /// of the service outlives the generations.
     pub(crate) async fn release_and_wait(&self, within: std::time::Duration) {
+        self.release();
         if let Ok(client) = &self.process {
-            client.release();
             if !client.gone_within(within).await {
                 tracing::warn!(
                     pid = client.pid,
@@ -405,7 +395,7 @@ impl Spawner {
             exe: self.launch.exe.clone(),
             source,
         };
-        match &self.process {
+        let parent = match &self.process {
             Err(_) => {
                 let child = self
                     .launch
@@ -415,13 +405,14 @@ impl Spawner {
                 let pid = child.id().ok_or_else(|| {
                     spawn_error(io::Error::other("the new process was reaped at once"))
                 })?;
-                Ok(NextProcess::new(NextParent::Inline { pid, child }))
+                NextParent::Inline { pid, child }
             }
-            Ok(client) => {
-                let spawned = client.spawn(channel, spawn_error).await?;
-                Ok(NextProcess::new(NextParent::Spawned(spawned)))
-            }
-        }
+            Ok(client) => NextParent::Spawned(client.spawn(channel, spawn_error).await?),
+        };
+        Ok(NextProcess {
+            parent,
+            killed_group: Vec::new(),
+        })
     }
 }
 
@@ -443,13 +434,6 @@ enum NextParent {
 }
 
 impl NextProcess {
-    fn new(parent: NextParent) -> Self {
-        NextProcess {
-            parent,
-            killed_group: Vec::new(),
-        }
-    }
-
     /// True once it has exited (reaped or not), without waiting.
     pub(crate) fn has_exited(&mut self) -> bool {
         match &mut self.parent {
@@ -550,7 +534,10 @@ mod tests {
             .unwrap();
         assert_eq!(line.trim(), "started");
         let pid = child.id().unwrap();
-        NextProcess::new(NextParent::Inline { pid, child })
+        NextProcess {
+            parent: NextParent::Inline { pid, child },
+            killed_group: Vec::new(),
+        }
     }
 
     /// A kill notes the group's other processes (a killed generation's

@@ -2,6 +2,7 @@
 //! exit: the I/O side of the decisions.
 
 use std::os::unix::net::UnixListener;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use crate::launch;
 use crate::machine::{Action, Ending, Failure, Notice, ReplyTo, Successor};
 use crate::profile::{self, Hop};
 use crate::registry::CONTROL_FD_NAME;
+use crate::sync::lock;
 use crate::systemd::{self, Notification};
 use crate::timing;
 
@@ -59,7 +61,7 @@ impl Supervisor {
             Action::WatchSuccessor => self.watch_successor(),
             Action::KillSuccessor => {
                 if let Some(watcher) = &self.watcher {
-                    watcher.kill();
+                    watcher.kill.cancel();
                 }
             }
             Action::Commit => self.commit().await,
@@ -82,19 +84,20 @@ impl Supervisor {
                     Ending::GaveBack => Duration::ZERO,
                     Ending::HandedOver | Ending::Stopped => self.config.drain_timeout,
                 };
-                let restart = self.record.drain_begun_by(ending);
+                // A stop's drain is about no restart.
+                let restart = self.record.current.filter(|_| ending != Ending::Stopped);
                 self.generation.begin_shutdown(ending, timeout, restart);
             }
             Action::WritePidFile => self.generation.write_pid_file(),
             Action::RecordFailure(reason) => {
-                let took = self
-                    .restart
-                    .as_ref()
-                    .map(|r| r.started.elapsed())
-                    .unwrap_or_default();
+                let took = self.restart_elapsed();
                 self.lineage.record_failure(took, &reason);
             }
-            Action::ReclaimState => self.generation.reclaim_state(),
+            // This generation owns its state again (a restart that took its
+            // snapshot failed or was rolled back).
+            Action::ReclaimState => {
+                self.generation.state_handed_over.send_replace(false);
+            }
             Action::Exit { ending, last } => self.exit = Some((ending, last)),
         }
     }
@@ -141,11 +144,7 @@ impl Supervisor {
                 Response::Restarted(RestartSuccess {
                     pid: successor.pid,
                     generation: successor.generation,
-                    duration_ms: self
-                        .restart
-                        .as_ref()
-                        .map(|r| timing::ms(r.started.elapsed()))
-                        .unwrap_or_default(),
+                    duration_ms: timing::ms(self.restart_elapsed()),
                     state: next.and_then(|n| n.state_report.clone()),
                 })
             }
@@ -192,7 +191,10 @@ impl Supervisor {
                 "an inherited descriptor was not claimed by this generation; closed it"
             );
         }
-        self.start_accepting_control();
+        let control = lock(&self.generation.control).take();
+        if let Some(open) = control {
+            self.serve_control(open.file, open.listener, "");
+        }
     }
 
     /// This generation is the service: it joins the service's process
@@ -271,12 +273,6 @@ impl Supervisor {
         self.spawner.release();
     }
 
-    fn start_accepting_control(&mut self) {
-        if let Some(open) = self.generation.take_control() {
-            self.serve_control(open.file, open.listener, "");
-        }
-    }
-
     /// Serves the control socket (`again`: after a rollback).
     fn serve_control(&mut self, file: ControlSocketFile, listener: UnixListener, again: &str) {
         self.lineage.control_socket_file = Some(file.clone());
@@ -301,37 +297,28 @@ impl Supervisor {
         let Some(file) = self.control.as_ref().map(|c| c.file().clone()) else {
             return;
         };
-        let (listener, file) = if file.is_missing() {
-            match self.rebind_control(&file) {
-                Some(rebound) => rebound,
-                None => return,
+        if file.is_missing() {
+            return self.rebind_control(&file.path);
+        }
+        let copy = self.generation.registry().duplicate(CONTROL_FD_NAME);
+        match copy {
+            Some(Ok(fd)) => self.serve_control(file, UnixListener::from(fd), " again"),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "could not serve the control socket again");
             }
-        } else {
-            match self.generation.registry().duplicate(CONTROL_FD_NAME) {
-                Some(Ok(fd)) => (UnixListener::from(fd), file),
-                Some(Err(e)) => {
-                    tracing::error!(error = %e, "could not serve the control socket again");
-                    return;
-                }
-                None => return,
-            }
-        };
-        self.serve_control(file, listener, " again");
+            None => {}
+        }
     }
 
-    /// The control socket's file is gone: binds a new socket at its path
-    /// and registers it for later generations.
-    fn rebind_control(
-        &mut self,
-        lost: &ControlSocketFile,
-    ) -> Option<(UnixListener, ControlSocketFile)> {
-        let path = &lost.path;
+    /// The control socket's file is gone: binds a new socket at its path,
+    /// registers it for later generations and serves it.
+    fn rebind_control(&mut self, path: &Path) {
         tracing::warn!(path = %path.display(), "the control socket's file is gone; binding a new one at the same path");
         let (listener, file) = match control::bind_control_socket(path) {
             Ok(bound) => bound,
             Err(e) => {
                 tracing::error!(error = %e, "could not bind the control socket again; the service cannot be reached on it");
-                return None;
+                return;
             }
         };
         let mut registry = self.generation.registry();
@@ -339,7 +326,8 @@ impl Supervisor {
         if let Err(e) = registry.register(CONTROL_FD_NAME, std::os::fd::AsFd::as_fd(&listener)) {
             tracing::warn!(error = %e, "could not register the new control socket for later generations");
         }
-        Some((listener, file))
+        drop(registry);
+        self.serve_control(file, listener, " again");
     }
 
     /// The end: the last generation of a stopped service waits for the
@@ -354,8 +342,11 @@ impl Supervisor {
         self.stop_accepting_control().await;
         Finished {
             ending,
-            last,
-            control_file: self.control.as_ref().map(|c| c.file().clone()),
+            control_file: self
+                .control
+                .as_ref()
+                .filter(|_| last)
+                .map(|c| c.file().clone()),
             _successor: self.successor.take(),
         }
     }

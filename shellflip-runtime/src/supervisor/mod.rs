@@ -46,10 +46,8 @@ pub(crate) type MainOutcome = Option<Result<(), String>>;
 pub(crate) struct Finished {
     /// Why this generation ends.
     pub ending: Ending,
-    /// The last generation of the service: it removes the control socket
-    /// file (see [`machine::Action::Exit`]).
-    pub last: bool,
-    /// The control socket file, to remove when the service stops.
+    /// The control socket file, to remove when the service stops; only in
+    /// the last generation of the service (see [`machine::Action::Exit`]).
     pub control_file: Option<ControlSocketFile>,
     /// Kept until the process exits: its channel closing is what tells the
     /// new generation that this one is gone.
@@ -127,7 +125,7 @@ impl Supervisor {
         let mut supervisor = Supervisor {
             machine,
             epoch: Instant::now(),
-            ready_rx: generation.watch_ready(),
+            ready_rx: generation.ready.subscribe(),
             predecessor_events: generation
                 .predecessor
                 .as_ref()
@@ -190,16 +188,14 @@ impl Supervisor {
                 biased;
                 Ok(()) = self.ready_rx.changed(), if self.is_starting() => continue,
                 Some(outcome) = self.outcome_rx.recv() => {
-                    let span = self.restart_span();
+                    let span = telemetry::span_of(self.record.current);
                     self.on_restart_outcome(outcome).instrument(span).await
                 }
                 Some(event) = self.successor_rx.recv() => event,
-                Some(news) = self.predecessor_events.recv() => {
-                    match self.on_predecessor_news(news).await {
-                        Some(event) => event,
-                        None => continue,
-                    }
-                }
+                Some(news) = self.predecessor_events.recv() => match self.on_predecessor_news(news).await {
+                    Some(event) => event,
+                    None => continue,
+                },
                 outcome = &mut self.main_outcome, if !main_returned => {
                     main_returned = true;
                     self.on_main_returned(outcome.unwrap_or(None)).await
@@ -208,9 +204,11 @@ impl Supervisor {
                     Some(event) => event,
                     None => continue,
                 },
-                () = sleep_until(deadline) => Event::Deadline,
-                Some(generation) = self.older.next_exit() => {
-                    self.older.forget(generation);
+                () = tokio::time::sleep_until(deadline.unwrap_or(self.epoch)), if deadline.is_some() => {
+                    Event::Deadline
+                }
+                Some(_) = self.older.next_exit() => {
+                    self.older.forget_exited();
                     continue;
                 }
                 _ = progress.tick(), if draining => {
@@ -307,8 +305,24 @@ impl Supervisor {
                 self.record.ledger.count_connections(n);
                 None
             }
+            // News of a draining generation: recorded (and passed on to a
+            // successor, if this one has handed over), and, if this
+            // generation is the service, the oldest drains beyond
+            // `max_draining` are ended.
             FromPredecessor::Progress(drain) => {
-                self.on_older_drain(drain).await;
+                self.older.update(drain.clone());
+                self.relay(drain).await;
+                if self.machine.is_service() {
+                    for cut in self.older.cut_beyond(self.config.max_draining) {
+                        tracing::warn!(
+                            generation = cut.generation,
+                            pid = cut.pid,
+                            tasks = cut.tasks,
+                            max_draining = self.config.max_draining,
+                            "more generations drain than max_draining allows: ended the oldest one's drain (its remaining work is cut)"
+                        );
+                    }
+                }
                 None
             }
             FromPredecessor::Stop(claim) => Some(Event::PredecessorStopping(claim)),
@@ -341,6 +355,15 @@ impl Supervisor {
     }
 
     fn status(&mut self) -> Status {
+        // Every live generation this one knows of, oldest first.
+        let mut generations = self.older.statuses();
+        generations.push(GenerationStatus {
+            generation: self.generation.number,
+            pid: std::process::id(),
+            phase: self.machine.protocol_phase(),
+            tasks: Some(self.generation.tracker.len() as u64),
+            drain_deadline_unix_ms: self.drain_deadline_unix_ms(),
+        });
         Status {
             pid: std::process::id(),
             generation: self.generation.number,
@@ -350,22 +373,9 @@ impl Supervisor {
             failed_restarts: self.lineage.failed_restarts,
             last_restart: self.lineage.last_restart.clone(),
             spawner_pid: self.spawner.pid(),
-            generations: self.generations(),
+            generations,
             state: self.generation.state_report.clone(),
         }
-    }
-
-    /// Every live generation this one knows of, oldest first.
-    fn generations(&mut self) -> Vec<GenerationStatus> {
-        let mut generations = self.older.statuses();
-        generations.push(GenerationStatus {
-            generation: self.generation.number,
-            pid: std::process::id(),
-            phase: self.machine.protocol_phase(),
-            tasks: Some(self.generation.tracker.len() as u64),
-            drain_deadline_unix_ms: self.drain_deadline_unix_ms(),
-        });
-        generations
     }
 
     /// When this generation's drain ends, once it drains.
@@ -378,26 +388,6 @@ impl Supervisor {
                 .saturating_duration_since(Instant::now());
             timing::unix_ms() + left.as_millis() as u64
         })
-    }
-
-    /// News of a draining generation from the previous one: recorded (and
-    /// passed on to a successor, if this one has handed over), and, if this
-    /// generation is the service, the oldest drains beyond `max_draining`
-    /// are ended.
-    async fn on_older_drain(&mut self, drain: Draining) {
-        self.older.update(drain.clone());
-        self.relay(drain).await;
-        if self.machine.is_service() {
-            for cut in self.older.cut_beyond(self.config.max_draining) {
-                tracing::warn!(
-                    generation = cut.generation,
-                    pid = cut.pid,
-                    tasks = cut.tasks,
-                    max_draining = self.config.max_draining,
-                    "more generations drain than max_draining allows: ended the oldest one's drain (its remaining work is cut)"
-                );
-            }
-        }
     }
 
     /// This generation's drain, as its successor learns of it.
@@ -423,11 +413,3 @@ impl Supervisor {
 
 /// How often a draining generation reports its progress to its successor.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-
-/// Sleeps until `deadline` (forever, without one).
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}

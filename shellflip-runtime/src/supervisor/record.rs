@@ -16,8 +16,8 @@ use shellflip_control::protocol::FailureKind;
 use tracing::{Instrument, Span};
 
 use crate::generation::Generation;
-use crate::machine::{Action, Ending, Event, Phase};
-use crate::telemetry::{self, Gauges, Ledger, Outcome, RestartDurations, RestartId, Totals};
+use crate::machine::{Action, Event, Phase};
+use crate::telemetry::{self, Gauges, Ledger, Outcome, RestartId, Totals};
 
 use super::Supervisor;
 
@@ -62,10 +62,10 @@ impl Record {
     /// the one they start, if they start one (so that the event which
     /// triggered it is logged with its id), else the current one.
     pub(super) fn about(&self, actions: &[Action], generation: u64) -> Option<RestartId> {
-        let starts = actions
+        if actions
             .iter()
-            .any(|a| matches!(a, Action::StartRestart { .. }));
-        if starts {
+            .any(|a| matches!(a, Action::StartRestart { .. }))
+        {
             return Some(RestartId {
                 generation,
                 ordinal: self.started + 1,
@@ -101,25 +101,6 @@ impl Record {
             _ => {}
         }
         telemetry::span_of(self.current)
-    }
-
-    /// Whether the restart whose lines are logged ends with `action`: a
-    /// new generation that became the service logs its own lines from then
-    /// on; a rollback is the end of the restart.
-    fn ends_with(action: &Action, generation: u64) -> bool {
-        match action {
-            Action::BecomeService => generation > 1,
-            Action::Resume => true,
-            _ => false,
-        }
-    }
-
-    /// The restart a drain of `ending` was begun by.
-    pub(super) fn drain_begun_by(&self, ending: Ending) -> Option<RestartId> {
-        match ending {
-            Ending::Stopped => None,
-            Ending::HandedOver | Ending::GaveBack => self.current,
-        }
     }
 }
 
@@ -164,7 +145,11 @@ impl Supervisor {
         let generation = self.generation.number;
         for action in actions {
             let span = self.record.before(&action, generation);
-            let ends = Record::ends_with(&action, generation);
+            // Whether the restart whose lines are logged ends with `action`:
+            // a new generation that became the service logs its own lines
+            // from then on; a rollback is the end of the restart.
+            let ends = matches!(action, Action::Resume)
+                || (matches!(action, Action::BecomeService) && generation > 1);
             self.carry_out(action).instrument(span).await;
             if ends {
                 self.record.current = None;
@@ -173,11 +158,6 @@ impl Supervisor {
         if settled.is_some() {
             self.record.current = None;
         }
-    }
-
-    /// The span of the restart whose lines are logged now.
-    pub(super) fn restart_span(&self) -> Span {
-        telemetry::span_of(self.record.current)
     }
 
     /// Records the totals and gauges (through the `metrics` facade, with
@@ -190,15 +170,6 @@ impl Supervisor {
         };
         self.generation
             .publish_metrics(self.record.ledger.exposed(), gauges);
-    }
-
-    /// A restart reached READY: its durations (this generation's
-    /// histograms) and the state it handed over.
-    pub(super) fn record_ready(&mut self, durations: &RestartDurations, bytes: Option<u64>) {
-        telemetry::observe_restart(durations);
-        if bytes.is_some() {
-            self.record.state_bytes = bytes;
-        }
     }
 }
 

@@ -7,18 +7,19 @@
 //! carried out in `actions.rs` and watched in `successor.rs`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Supervisor;
-use crate::channel::StateOffer;
+use crate::channel::{HandoverHeader, StateOffer};
 use crate::error::RestartError;
 use crate::generation::encode_state_for_handover;
 use crate::machine::{Event, Failure, Phase, Successor, Trigger};
 use crate::parent::{self, NewGeneration, Plan};
-use crate::telemetry::RestartId;
+use crate::telemetry::{self, RestartId};
 use crate::timing;
 
 /// A restart's result.
@@ -37,20 +38,16 @@ impl Supervisor {
     /// `outcome_rx`. A restart that cannot even begin (the listeners cannot
     /// be duplicated) fails at once.
     pub(super) fn start_restart(&mut self, fresh_state: bool) {
-        let started = Instant::now();
         let abort = CancellationToken::new();
         self.restart = Some(RunningRestart {
             fresh_state,
-            started,
+            started: Instant::now(),
             abort: abort.clone(),
         });
         let plan = match self.plan(fresh_state) {
             Ok(plan) => plan,
             Err(error) => {
-                self.pending.push_back(Event::RestartFailed(Failure {
-                    kind: error.kind(),
-                    reason: error.to_string(),
-                }));
+                self.pending.push_back(failed(&error));
                 return;
             }
         };
@@ -60,7 +57,7 @@ impl Supervisor {
             _ => "unknown",
         };
         tracing::info!(
-            generation = plan.generation,
+            generation = plan.header.generation,
             trigger,
             spawner = %self.spawner.describe(),
             fresh_state,
@@ -81,6 +78,14 @@ impl Supervisor {
         tokio::spawn(restart.instrument(tracing::Span::current()));
     }
 
+    /// How long the running restart has taken (zero without one).
+    pub(super) fn restart_elapsed(&self) -> Duration {
+        self.restart
+            .as_ref()
+            .map(|r| r.started.elapsed())
+            .unwrap_or_default()
+    }
+
     /// What the restart hands over, but the state (offered: sent when the
     /// new generation asks).
     fn plan(&mut self, fresh_state: bool) -> Result<Plan, RestartError> {
@@ -90,36 +95,39 @@ impl Supervisor {
         };
         let fds = fds.map_err(RestartError::DuplicateListeners)?;
         Ok(Plan {
-            generation: self.generation.number + 1,
-            fds,
-            lineage: self
-                .lineage
-                .for_successor(self.generation.number + 1, systemd_sockets),
-            draining: self.older.list(),
-            state: match (self.generation.keeps_state(), fresh_state) {
-                (false, _) => StateOffer::None,
-                (true, false) => StateOffer::OnRequest,
-                (true, true) => StateOffer::Fresh {
-                    reason: "the restart was asked with --fresh-state".to_owned(),
+            header: HandoverHeader {
+                generation: self.generation.number + 1,
+                fd_names: fds.iter().map(|(name, _)| name.clone()).collect(),
+                state: match (self.generation.keeps_state(), fresh_state) {
+                    (false, _) => StateOffer::None,
+                    (true, false) => StateOffer::OnRequest,
+                    (true, true) => StateOffer::Fresh {
+                        reason: "the restart was asked with --fresh-state".to_owned(),
+                    },
                 },
+                lineage: self
+                    .lineage
+                    .for_successor(self.generation.number + 1, systemd_sockets),
+                restart_began_unix_us: 0,
+                predecessor_pid: std::process::id(),
+                // Older generations still draining, for the new one to know of.
+                draining: self.older.list(),
+                restart_id: Some(self.record.current.unwrap_or(RestartId {
+                    generation: self.generation.number,
+                    ordinal: 0,
+                })),
+                totals: self.record.ledger.exposed(),
             },
+            fds,
             ready_timeout: self.config.ready_timeout,
-            restart_id: self.record.current.unwrap_or(RestartId {
-                generation: self.generation.number,
-                ordinal: 0,
-            }),
-            totals: self.record.ledger.exposed(),
         })
     }
 
     /// The restart's outcome, as the machine's event; a ready successor is
     /// kept (watched once the machine says so).
     pub(super) async fn on_restart_outcome(&mut self, outcome: RestartOutcome) -> Event {
-        let (elapsed, fresh_state) = self
-            .restart
-            .as_ref()
-            .map(|r| (r.started.elapsed(), r.fresh_state))
-            .unwrap_or_default();
+        let elapsed = self.restart_elapsed();
+        let fresh_state = self.restart.as_ref().is_some_and(|r| r.fresh_state);
         let outcome = match outcome {
             // READY, then dead before this generation took it in: the
             // restart failed (never answer `restarted` with a dead pid).
@@ -134,14 +142,11 @@ impl Supervisor {
         };
         match outcome {
             Ok(next) => {
-                match &next.state_report {
-                    Some(report) if report.not_carried.is_some() => {
-                        tracing::warn!(generation = next.generation, "{report}");
-                    }
-                    Some(report) => tracing::info!(generation = next.generation, "{report}"),
-                    None => {}
+                // This generation's histograms, and the state it handed over.
+                telemetry::observe_restart(&next.timings);
+                if let Some(report) = &next.state_report {
+                    self.record.state_bytes = Some(report.bytes);
                 }
-                self.record_ready(&next.timings, next.state_report.as_ref().map(|r| r.bytes));
                 let ms = timing::ms;
                 tracing::info!(
                     fresh_state,
@@ -167,11 +172,16 @@ impl Supervisor {
                     duration_ms = timing::ms(elapsed),
                     "restart failed; this generation keeps serving"
                 );
-                Event::RestartFailed(Failure {
-                    kind: error.kind(),
-                    reason: error.to_string(),
-                })
+                failed(&error)
             }
         }
     }
+}
+
+/// A restart's error, as the machine's event.
+fn failed(error: &RestartError) -> Event {
+    Event::RestartFailed(Failure {
+        kind: error.kind(),
+        reason: error.to_string(),
+    })
 }

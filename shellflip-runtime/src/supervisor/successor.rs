@@ -3,9 +3,6 @@
 //! the machine's `Successor*` events. Its exit is reported after whatever
 //! it wrote before exiting (a `Stopping` report must not be read as a crash).
 
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +23,8 @@ const REPORTS_AFTER_EXIT: Duration = Duration::from_millis(200);
 
 /// The task watching a successor.
 pub(super) struct Watcher {
-    kill: CancellationToken,
+    /// Cancelled to kill the successor (its exit is reported as usual).
+    pub(super) kill: CancellationToken,
     release: CancellationToken,
     task: JoinHandle<NextProcess>,
 }
@@ -52,46 +50,12 @@ impl Watcher {
         }
     }
 
-    /// Kills the successor (its exit is reported as usual).
-    pub(super) fn kill(&self) {
-        self.kill.cancel();
-    }
-
     /// Ends the watch and gives the process back (to keep until this
     /// process exits); `None` if the task failed.
     pub(super) async fn release(self) -> Option<NextProcess> {
         self.release.cancel();
         self.task.await.ok()
     }
-}
-
-type Report = Pin<Box<dyn Future<Output = io::Result<Option<ChildMessage>>> + Send>>;
-
-fn next_report(channel: &Arc<UnixStream>) -> Report {
-    let channel = Arc::clone(channel);
-    Box::pin(async move { channel::read_child_message(&channel).await })
-}
-
-/// Passes a report the successor wrote on to the machine (the ones it
-/// has events for) and starts reading the next; false once the channel is
-/// closed or broken.
-fn pass_on(
-    read: io::Result<Option<ChildMessage>>,
-    events: &mpsc::UnboundedSender<Event>,
-    report: &mut Report,
-    channel: &Arc<UnixStream>,
-) -> bool {
-    let event = match read {
-        Ok(Some(ChildMessage::Unhealthy { reason })) => Some(Event::SuccessorUnhealthy(reason)),
-        Ok(Some(ChildMessage::Stopping { claim })) => Some(Event::SuccessorStopping(claim)),
-        Ok(Some(_)) => None,
-        Ok(None) | Err(_) => return false,
-    };
-    if let Some(event) = event {
-        let _ = events.send(event);
-    }
-    *report = next_report(channel);
-    true
 }
 
 async fn watch(
@@ -101,9 +65,20 @@ async fn watch(
     kill: CancellationToken,
     release: CancellationToken,
 ) -> NextProcess {
-    // One read at a time, kept across the loop's turns: a report is never
-    // cut by another branch winning.
-    let mut report = next_report(&channel);
+    // Its reports, passed on to the machine (the ones it has events for)
+    // until the channel is closed or broken. One future, kept across the
+    // loop's turns: a report is never cut by another branch winning.
+    let reports = async {
+        while let Ok(Some(report)) = channel::read_child_message(&channel).await {
+            let event = match report {
+                ChildMessage::Unhealthy { reason } => Event::SuccessorUnhealthy(reason),
+                ChildMessage::Stopping { claim } => Event::SuccessorStopping(claim),
+                _ => continue,
+            };
+            let _ = events.send(event);
+        }
+    };
+    tokio::pin!(reports);
     let mut open = true;
     let mut killed = false;
     loop {
@@ -112,11 +87,8 @@ async fn watch(
             () = release.cancelled() => return process,
             status = process.wait() => {
                 // What it wrote before it exited comes first.
-                while open {
-                    open = match tokio::time::timeout(REPORTS_AFTER_EXIT, &mut report).await {
-                        Ok(read) => pass_on(read, &events, &mut report, &channel),
-                        Err(_) => false,
-                    };
+                if open {
+                    let _ = tokio::time::timeout(REPORTS_AFTER_EXIT, &mut reports).await;
                 }
                 let _ = events.send(Event::SuccessorExited(describe_status(status)));
                 release.cancelled().await;
@@ -128,7 +100,7 @@ async fn watch(
                     tracing::debug!(error = %e, "kill of the new generation failed (already exited?)");
                 }
             }
-            read = &mut report, if open => open = pass_on(read, &events, &mut report, &channel),
+            () = &mut reports, if open => open = false,
         }
     }
 }
