@@ -113,11 +113,7 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
         variant_index: u32,
         variant: &'static str,
     ) -> Result<()> {
-        let id = self
-            .schema
-            .variant(ShapeKind::UnitVariant, name, variant_index, variant)?;
-        self.shape_ref(id)?;
-        Ok(())
+        self.variant_ref(ShapeKind::UnitVariant, name, variant_index, variant)
     }
 
     #[inline]
@@ -136,12 +132,9 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
         variant: &'static str,
         value: &T,
     ) -> Result<()> {
-        let id = self
-            .schema
-            .variant(ShapeKind::NewtypeVariant, name, variant_index, variant)?;
         self.enter()?;
         self.put(&[0x92])?;
-        self.shape_ref(id)?;
+        self.variant_ref(ShapeKind::NewtypeVariant, name, variant_index, variant)?;
         value.serialize(&mut *self)?;
         self.leave();
         Ok(())
@@ -170,13 +163,11 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
         variant: &'static str,
         len: usize,
     ) -> Result<Self::SerializeTupleVariant> {
-        let id = self
-            .schema
-            .variant(ShapeKind::TupleVariant, name, variant_index, variant)?;
         // The shape reference is the array's first element, not the
         // variant's.
         let mut seq = self.begin_seq(Some(len + 1), false, "tuple variant")?;
-        seq.enc.shape_ref(id)?;
+        seq.enc
+            .variant_ref(ShapeKind::TupleVariant, name, variant_index, variant)?;
         seq.expected = Some(len);
         Ok(seq)
     }
