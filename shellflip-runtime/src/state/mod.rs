@@ -310,12 +310,9 @@ fn encode_body<S: HandoverState>(
     state.encode_state(&mut encoder)?;
     let (schema, memory) = (encoder.schema, encoder.memory);
     let payload_len = out.len() - payload_start;
-    wire::write_schema(out, &schema.shapes, S::FIELD_ALIASES).map_err(|e| {
-        encode_error(
-            S::TYPE_NAME,
-            format!("a schema table entry of {} bytes is too long", e.0),
-        )
-    })?;
+    let too_long = |e: wire::TooLong| format!("a schema table entry of {} bytes is too long", e.0);
+    wire::write_schema(out, &schema.shapes, S::FIELD_ALIASES)
+        .map_err(|e| encode_error(S::TYPE_NAME, too_long(e)))?;
     let schema_len = out.len() - payload_start - payload_len;
     let len = header_len + payload_len + schema_len;
     if len as u64 > max {
@@ -571,13 +568,9 @@ impl StateDecoder<'_> {
         name: &str,
         aliases: &[&str],
     ) -> Result<T, StateError> {
-        match std::iter::once(name)
-            .chain(aliases.iter().copied())
-            .find(|n| self.fds.contains(n))
-        {
-            Some(found) => self.fds.take_field(found),
-            None => Err(StateError::MissingFd(name.to_owned())),
-        }
+        let mut names = std::iter::once(name).chain(aliases.iter().copied());
+        let found = names.find(|n| self.fds.contains(n));
+        self.fds.take_field(found.unwrap_or(name))
     }
 
     /// The descriptors handed over.
