@@ -97,15 +97,9 @@ impl Schema {
         let (slot_name, slot_tag, id) = self.cache[slot];
         if slot_name == shape.name.as_ptr() as usize && slot_tag == tag && id != u32::MAX {
             let last = &self.shapes[id as usize];
-            if last.kind == shape.kind
-                && same(last.variant, shape.variant)
-                && last.fields.len() == shape.fields.len()
-                && last
-                    .fields
-                    .iter()
-                    .zip(&shape.fields)
-                    .all(|(a, b)| same(a, b))
-            {
+            let (a, b) = (&last.fields, &shape.fields);
+            let same_fields = a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same(a, b));
+            if last.kind == shape.kind && same(last.variant, shape.variant) && same_fields {
                 return Ok(id);
             }
         }
