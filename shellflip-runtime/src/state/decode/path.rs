@@ -92,6 +92,10 @@ pub(super) fn no_value(byte: u8) -> ReadError {
     ))
 }
 
+fn unknown_ext(ty: u8) -> ReadError {
+    malformed(format!("unknown extension type {ty}"))
+}
+
 pub(super) fn shape_entry<'s, 'de>(
     shapes: &'s [Shape<'de>],
     id: u32,
@@ -140,40 +144,26 @@ pub(super) fn read_head<'de>(
         Marker::I16 => Head::I16(i16::from_be_bytes(r.array()?)),
         Marker::I32 => Head::I32(i32::from_be_bytes(r.array()?)),
         Marker::I64 => Head::I64(i64::from_be_bytes(r.array()?)),
-        Marker::FixExt4 | Marker::FixExt16 => read_ext(r, shapes, marker)?,
+        // The extension values: a 128-bit integer, a char, or a reference
+        // to a unit variant's shape.
+        Marker::FixExt16 => match (r.byte()?, r.array()?) {
+            (wire::EXT_U128, bytes) => Head::U128(u128::from_be_bytes(bytes)),
+            (wire::EXT_I128, bytes) => Head::I128(i128::from_be_bytes(bytes)),
+            (ty, _) => return Err(unknown_ext(ty)),
+        },
+        Marker::FixExt4 => match (r.byte()?, r.u32()?) {
+            (wire::EXT_CHAR, code) => Head::Char(
+                char::from_u32(code)
+                    .ok_or_else(|| malformed(format!("{code:#x} is not a char")))?,
+            ),
+            (wire::EXT_SHAPE, id) if shape_entry(shapes, id)?.kind.is_container() => {
+                return Err(malformed("a struct or variant reference outside its array"))
+            }
+            (wire::EXT_SHAPE, id) => Head::Variant { shape: id, len: 0 },
+            (ty, _) => return Err(unknown_ext(ty)),
+        },
         _ => return Err(no_value(byte)),
     })
-}
-
-/// An extension value (`marker`: FixExt4 or FixExt16): a char, a reference
-/// to a unit variant's shape, or a 128-bit integer.
-fn read_ext<'de>(
-    r: &mut Reader<'de>,
-    shapes: &[Shape<'de>],
-    marker: Marker,
-) -> std::result::Result<Head<'de>, ReadError> {
-    let ty = r.byte()?;
-    if marker == Marker::FixExt16 {
-        let bytes: [u8; 16] = r.array()?;
-        return match ty {
-            wire::EXT_U128 => Ok(Head::U128(u128::from_be_bytes(bytes))),
-            wire::EXT_I128 => Ok(Head::I128(i128::from_be_bytes(bytes))),
-            other => Err(malformed(format!("unknown extension type {other}"))),
-        };
-    }
-    let id = r.u32()?;
-    if ty == wire::EXT_CHAR {
-        return char::from_u32(id)
-            .map(Head::Char)
-            .ok_or_else(|| malformed(format!("{id:#x} is not a char")));
-    }
-    if ty != wire::EXT_SHAPE {
-        return Err(malformed(format!("unknown extension type {ty}")));
-    }
-    if shape_entry(shapes, id)?.kind.is_container() {
-        return Err(malformed("a struct or variant reference outside its array"));
-    }
-    Ok(Head::Variant { shape: id, len: 0 })
 }
 
 /// An array of `n` elements: a struct, a container variant or `Some` when
