@@ -362,10 +362,7 @@ pub fn encode_envelope_into<S: HandoverState>(
             schema_len,
         })
     })();
-    if result.is_err() {
-        out.truncate(start);
-    }
-    result
+    result.inspect_err(|_| out.truncate(start))
 }
 
 /// Encodes `state` into an envelope; its descriptors go into `fds`.
@@ -544,11 +541,9 @@ impl StateDecoder<'_> {
     /// Decodes the state's data as `T`. Called once per state.
     pub fn take_data<T: DeserializeOwned>(&mut self) -> Result<T, StateError> {
         let Some(schema) = self.schema.take() else {
-            return Err(StateError::Incompatible {
-                type_name: self.type_name.to_owned(),
-                path: self.type_name.to_owned(),
-                reason: "the data was read twice; call `take_data` once".to_owned(),
-            });
+            // An error of the root value: `Incompatible` at the type's name.
+            let twice = serde::de::Error::custom("the data was read twice; call `take_data` once");
+            return Err(StateError::from_decode(self.type_name, twice));
         };
         let mut decoder = decode::Decoder::new(self.header.payload, schema, self.type_name);
         let result = decoder.decode::<T>();
