@@ -12,16 +12,8 @@ pub(crate) struct StructEncoder<'e, 'a> {
 }
 
 impl StructEncoder<'_, '_> {
-    #[inline]
-    pub(super) fn field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<()> {
-        self.shape.fields.push(key);
-        value.serialize(&mut *self.enc)
-    }
-
+    /// Checks the count, and writes the shape reference now that the field
+    /// names are known.
     pub(super) fn finish(self) -> Result<()> {
         let written = self.shape.fields.len();
         if written != self.len {
@@ -51,7 +43,8 @@ macro_rules! fields {
                 key: &'static str,
                 value: &T,
             ) -> Result<()> {
-                self.field(key, value)
+                self.shape.fields.push(key);
+                value.serialize(&mut *self.enc)
             }
 
             fn end(self) -> Result<()> {
@@ -71,7 +64,7 @@ pub(crate) struct SeqEncoder<'e, 'a> {
     pub(super) expected: Option<usize>,
     pub(super) count: usize,
     pub(super) header_at: usize,
-    /// Elements per entry (1, or 2 for a map's key and value).
+    /// What is written, for errors.
     pub(super) what: &'static str,
 }
 

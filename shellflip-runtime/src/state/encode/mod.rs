@@ -82,20 +82,16 @@ impl Default for Schema {
 }
 
 impl Schema {
-    #[inline]
-    pub(super) fn slot(name: &'static str, tag: u32) -> usize {
-        let addr = name.as_ptr() as usize;
-        ((addr >> 3) ^ (tag as usize).wrapping_mul(31)) % CACHE_SLOTS
-    }
-
     /// The id of `shape`, a value of variant `tag` (or [`STRUCT_TAG`]):
     /// the last one used for the same type and variant when it has the same
     /// kind, variant and fields (a pointer compare each), otherwise the
     /// table's, added if new.
     pub(super) fn id(&mut self, tag: u32, shape: &Shape<'static>) -> Result<u32> {
-        let slot = Self::slot(shape.name, tag);
+        // The cache slot of the type (by its name's address) and variant.
+        let addr = shape.name.as_ptr() as usize;
+        let slot = ((addr >> 3) ^ (tag as usize).wrapping_mul(31)) % CACHE_SLOTS;
         let (slot_name, slot_tag, id) = self.cache[slot];
-        if slot_name == shape.name.as_ptr() as usize && slot_tag == tag && id != u32::MAX {
+        if slot_name == addr && slot_tag == tag && id != u32::MAX {
             let last = &self.shapes[id as usize];
             let (a, b) = (&last.fields, &shape.fields);
             let same_fields = a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same(a, b));
@@ -115,7 +111,7 @@ impl Schema {
                 id
             }
         };
-        self.cache[slot] = (shape.name.as_ptr() as usize, tag, id);
+        self.cache[slot] = (addr, tag, id);
         Ok(id)
     }
 }
