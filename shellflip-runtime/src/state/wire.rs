@@ -196,11 +196,6 @@ impl<'de> Reader<'de> {
     }
 
     #[inline]
-    pub(crate) fn peek_at(&self, offset: usize) -> Option<u8> {
-        self.buf.get(self.pos + offset).copied()
-    }
-
-    #[inline]
     pub(crate) fn byte(&mut self) -> Result<u8, ReadError> {
         let b = *self.buf.get(self.pos).ok_or(ReadError::Truncated)?;
         self.pos += 1;

@@ -176,20 +176,20 @@ pub(super) fn read_array<'de>(
     if n == 0 {
         return Ok(Head::Seq(0));
     }
-    match (r.peek_at(0).map(Marker::from_u8), r.peek_at(1)) {
-        (Some(Marker::FixExt4), Some(wire::EXT_SHAPE)) => {
-            let start = r.pos;
-            r.take(2)?;
-            let shape = r.u32()?;
+    // The first element's marker and type, read ahead.
+    let mut peek = *r;
+    match (peek.byte().map(Marker::from_u8), peek.byte()) {
+        (Ok(Marker::FixExt4), Ok(wire::EXT_SHAPE)) => {
+            let shape = peek.u32()?;
             let entry = shape_entry(shapes, shape)?;
+            if entry.kind == ShapeKind::UnitVariant {
+                // A sequence whose first element is a unit variant.
+                return Ok(Head::Seq(n));
+            }
+            *r = peek;
             // The values after the shape reference.
             let len = n - 1;
             match entry.kind {
-                // A sequence whose first element is a unit variant.
-                ShapeKind::UnitVariant => {
-                    r.pos = start;
-                    Ok(Head::Seq(n))
-                }
                 ShapeKind::Struct | ShapeKind::StructVariant if entry.fields.len() != len => {
                     Err(malformed(format!(
                         "{entry} has {} fields in the schema but {len} values",
@@ -203,7 +203,7 @@ pub(super) fn read_array<'de>(
                 _ => Ok(Head::Variant { shape, len }),
             }
         }
-        (Some(Marker::FixExt1), Some(wire::EXT_SOME)) => {
+        (Ok(Marker::FixExt1), Ok(wire::EXT_SOME)) => {
             if n != 2 {
                 return Err(malformed(format!("a Some marker in an array of {n}")));
             }
