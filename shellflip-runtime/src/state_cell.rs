@@ -35,19 +35,17 @@ use crate::sync::{lock, read, wait, write};
 /// lock, which excludes writers). If the restart fails, or the new
 /// generation fails its probation, the old generation owns its state again.
 #[derive(Debug)]
-pub struct StateCell<S> {
-    inner: Arc<RwLock<S>>,
-    /// Set while a snapshot is being encoded: writers wait on it rather
-    /// than queue on the lock, where they would hold up new readers.
-    snapshot: Arc<SnapshotGate>,
-    handed_over: Arc<watch::Sender<bool>>,
-}
+pub struct StateCell<S>(Arc<Shared<S>>);
 
-/// Whether a snapshot is being encoded, and the writers waiting for it.
-#[derive(Debug, Default)]
-struct SnapshotGate {
-    state: Mutex<GateState>,
+/// What the clones of a [`StateCell`] share.
+#[derive(Debug)]
+struct Shared<S> {
+    value: RwLock<S>,
+    /// Whether a snapshot is being encoded: writers wait on `ended` for it
+    /// rather than queue on the lock, where they would hold up new readers.
+    gate: Mutex<GateState>,
     ended: Condvar,
+    handed_over: Arc<watch::Sender<bool>>,
 }
 
 #[derive(Debug, Default)]
@@ -59,33 +57,30 @@ struct GateState {
 
 impl<S> Clone for StateCell<S> {
     fn clone(&self) -> Self {
-        StateCell {
-            inner: Arc::clone(&self.inner),
-            snapshot: Arc::clone(&self.snapshot),
-            handed_over: Arc::clone(&self.handed_over),
-        }
+        StateCell(Arc::clone(&self.0))
     }
 }
 
 impl<S> StateCell<S> {
     pub(crate) fn new(value: S, handed_over: Arc<watch::Sender<bool>>) -> Self {
-        StateCell {
-            inner: Arc::new(RwLock::new(value)),
-            snapshot: Arc::default(),
+        StateCell(Arc::new(Shared {
+            value: RwLock::new(value),
+            gate: Mutex::default(),
+            ended: Condvar::new(),
             handed_over,
-        }
+        }))
     }
 
     /// True from the moment a restart took the state's snapshot (see the
     /// type's docs) until that restart fails or is rolled back.
     pub fn is_handed_over(&self) -> bool {
-        *self.handed_over.borrow()
+        *self.0.handed_over.borrow()
     }
 
     /// Resolves once a restart has taken the state's snapshot (at once if
     /// it already has).
     pub async fn handed_over(&self) {
-        let mut handed_over = self.handed_over.subscribe();
+        let mut handed_over = self.0.handed_over.subscribe();
         let _ = handed_over.wait_for(|handed_over| *handed_over).await;
     }
 
@@ -109,24 +104,24 @@ impl<S> StateCell<S> {
     /// encodes the state's snapshot it waits for the encoding to end
     /// (readers meanwhile go on). To only read, use [`read`](Self::read).
     pub fn lock(&self) -> RwLockWriteGuard<'_, S> {
-        let mut gate = lock(&self.snapshot.state);
+        let mut gate = lock(&self.0.gate);
         if gate.encoding {
             gate.waiting += 1;
             while gate.encoding {
-                gate = wait(&self.snapshot.ended, gate);
+                gate = wait(&self.0.ended, gate);
             }
             gate.waiting -= 1;
         }
         // Taken with the gate held, so that a snapshot beginning now waits
         // for this writer rather than the other way round.
-        write(&self.inner)
+        write(&self.0.value)
     }
 
     /// Read-locks the state. Readers never wait for one another nor for a
     /// restart encoding the state, only for a writer holding
     /// [`lock`](Self::lock). Keep the guard for short, non-async sections.
     pub fn read(&self) -> RwLockReadGuard<'_, S> {
-        read(&self.inner)
+        read(&self.0.value)
     }
 
     /// Runs `f` with the state write-locked and returns its result (see
@@ -149,22 +144,22 @@ impl<S> StateCell<S> {
     /// then refuses); readers go on.
     pub(crate) fn snapshot<R>(&self, encode: impl FnOnce(&S) -> R) -> R {
         let state = {
-            let mut gate = lock(&self.snapshot.state);
+            let mut gate = lock(&self.0.gate);
             gate.encoding = true;
             // With the gate held: no writer is about to queue on the lock.
-            let state = read(&self.inner);
-            self.handed_over.send_replace(true);
+            let state = read(&self.0.value);
+            self.0.handed_over.send_replace(true);
             state
         };
         // Ends the encoding whatever happens, a panic included.
-        struct Ended<'a>(&'a SnapshotGate);
-        impl Drop for Ended<'_> {
+        struct Ended<'a, S>(&'a Shared<S>);
+        impl<S> Drop for Ended<'_, S> {
             fn drop(&mut self) {
-                lock(&self.0.state).encoding = false;
+                lock(&self.0.gate).encoding = false;
                 self.0.ended.notify_all();
             }
         }
-        let _ended = Ended(&self.snapshot);
+        let _ended = Ended(&self.0);
         encode(&state)
     }
 }
@@ -211,12 +206,12 @@ mod tests {
         began.recv().unwrap();
         assert!(cell.is_handed_over());
         // The read lock is held: no writer gets in.
-        assert!(cell.inner.try_write().is_err());
+        assert!(cell.0.value.try_write().is_err());
 
         // A writer arrives during the encoding, and waits.
         let writer_cell = cell.clone();
         let writer = std::thread::spawn(move || writer_cell.update_if_owned(|s| s.value += 1));
-        while lock(&cell.snapshot.state).waiting == 0 {
+        while lock(&cell.0.gate).waiting == 0 {
             std::thread::yield_now();
         }
 
@@ -249,7 +244,7 @@ mod tests {
         assert_eq!(cell.snapshot(|v| *v), 2);
         assert_eq!(cell.update_if_owned(|v| *v += 1), None);
         // The snapshot's end opened the gate: writers no longer wait.
-        assert!(!lock(&cell.snapshot.state).encoding);
+        assert!(!lock(&cell.0.gate).encoding);
         *cell.lock() += 1;
         assert_eq!(cell.get(), 3);
     }

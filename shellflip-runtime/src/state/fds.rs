@@ -85,21 +85,22 @@ pub trait HandoverFd: Sized {
     fn from_handover_fd(fd: OwnedFd) -> std::io::Result<Self>;
 }
 
-macro_rules! std_handover_fd {
-    ($($ty:ty),* $(,)?) => {$(
+/// Fd types, rebuilt from a descriptor `fd` by `adopt`.
+macro_rules! handover_fd {
+    (|$fd:ident| $adopt:expr; $($ty:ty),* $(,)?) => {$(
         impl HandoverFd for $ty {
             fn handover_fd(&self) -> BorrowedFd<'_> {
                 self.as_fd()
             }
-            fn from_handover_fd(fd: OwnedFd) -> std::io::Result<Self> {
-                Ok(<$ty>::from(fd))
+            fn from_handover_fd($fd: OwnedFd) -> std::io::Result<Self> {
+                $adopt
             }
         }
     )*};
 }
 
-std_handover_fd!(
-    OwnedFd,
+handover_fd!(|fd| Ok(fd); OwnedFd);
+handover_fd!(|fd| Ok(fd.into());
     std::fs::File,
     std::net::TcpListener,
     std::net::TcpStream,
@@ -109,38 +110,23 @@ std_handover_fd!(
     std::os::unix::net::UnixDatagram,
 );
 
-macro_rules! tokio_handover_fd {
-    ($($ty:ty => $std:ty),* $(,)?) => {$(
-        impl HandoverFd for $ty {
-            fn handover_fd(&self) -> BorrowedFd<'_> {
-                self.as_fd()
-            }
-            /// Must be called inside a Tokio runtime.
-            fn from_handover_fd(fd: OwnedFd) -> std::io::Result<Self> {
-                let std = <$std>::from(fd);
-                std.set_nonblocking(true)?;
-                <$ty>::from_std(std)
-            }
-        }
-    )*};
-}
-
-tokio_handover_fd!(
-    tokio::net::TcpListener => std::net::TcpListener,
-    tokio::net::TcpStream => std::net::TcpStream,
-    tokio::net::UdpSocket => std::net::UdpSocket,
-    tokio::net::UnixListener => std::os::unix::net::UnixListener,
-    tokio::net::UnixStream => std::os::unix::net::UnixStream,
-    tokio::net::UnixDatagram => std::os::unix::net::UnixDatagram,
+// Tokio's types must be rebuilt inside a Tokio runtime, its sockets
+// non-blocking.
+handover_fd!(|fd| Ok(Self::from_std(fd.into())); tokio::fs::File);
+handover_fd!(|fd| Self::from_std(nonblocking(fd)?.into());
+    tokio::net::TcpListener,
+    tokio::net::TcpStream,
+    tokio::net::UdpSocket,
+    tokio::net::UnixListener,
+    tokio::net::UnixStream,
+    tokio::net::UnixDatagram,
 );
 
-impl HandoverFd for tokio::fs::File {
-    fn handover_fd(&self) -> BorrowedFd<'_> {
-        self.as_fd()
-    }
-    fn from_handover_fd(fd: OwnedFd) -> std::io::Result<Self> {
-        Ok(tokio::fs::File::from_std(std::fs::File::from(fd)))
-    }
+/// `fd` set non-blocking, as Tokio's sockets require.
+fn nonblocking(fd: OwnedFd) -> std::io::Result<OwnedFd> {
+    let socket = socket2::Socket::from(fd);
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// An `Arc` of an fd type hands over the shared descriptor, so a listener

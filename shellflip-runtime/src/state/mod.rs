@@ -281,22 +281,22 @@ fn encode_error(type_name: &'static str, reason: impl Into<String>) -> StateErro
     StateError::Encode { type_name, reason }
 }
 
-fn too_large(type_name: &'static str, len: usize, max: u64) -> StateError {
-    encode_error(type_name, format!(
-        "the encoded state is {len} bytes, more than the {max} bytes a generation accepts (MAX_STATE_BYTES); keep less state, or hand the rest over another way (a file, a database)"
-    ))
-}
-
-/// Appends the payload and then the schema table of `state` to `out`, the
-/// payload growing `out` to `limit` bytes at most; returns their lengths.
+/// Appends the payload and then the schema table of `state` to `out`, for
+/// an envelope of at most `max` bytes with its header: the payload stops
+/// growing `out` as soon as it passes, and a larger envelope is refused
+/// (as out of `memory` when that sets `max`). Returns their lengths.
 fn encode_body<S: HandoverState>(
     state: &S,
     fds: &mut StateFds,
     out: &mut Vec<u8>,
-    limit: usize,
+    max: u64,
     memory: Option<crate::memory::Available>,
 ) -> Result<(usize, usize), StateError> {
+    let header_len = HEADER_FIXED + S::TYPE_NAME.len();
     let payload_start = out.len();
+    // All of memory where `max` does not fit a `usize`.
+    let room = usize::try_from(max).unwrap_or(usize::MAX);
+    let limit = payload_start.saturating_add(room.saturating_sub(header_len));
     let mut encoder = StateEncoder {
         out: &mut *out,
         payload_start,
@@ -308,13 +308,22 @@ fn encode_body<S: HandoverState>(
         data_written: false,
     };
     state.encode_state(&mut encoder)?;
-    let schema = encoder.schema;
+    let (schema, memory) = (encoder.schema, encoder.memory);
     let payload_len = out.len() - payload_start;
-    wire::write_schema(out, &schema.shapes, S::FIELD_ALIASES).map_err(|e| StateError::Encode {
-        type_name: S::TYPE_NAME,
-        reason: format!("a schema table entry of {} bytes is too long", e.0),
-    })?;
-    Ok((payload_len, out.len() - payload_start - payload_len))
+    let too_long = |e: wire::TooLong| format!("a schema table entry of {} bytes is too long", e.0);
+    wire::write_schema(out, &schema.shapes, S::FIELD_ALIASES)
+        .map_err(|e| encode_error(S::TYPE_NAME, too_long(e)))?;
+    let schema_len = out.len() - payload_start - payload_len;
+    let len = header_len + payload_len + schema_len;
+    if len as u64 > max {
+        return Err(match &memory {
+            Some(memory) => out_of_memory(S::TYPE_NAME, len, memory),
+            None => encode_error(S::TYPE_NAME, format!(
+                "the encoded state is {len} bytes, more than the {max} bytes a generation accepts (MAX_STATE_BYTES); keep less state, or hand the rest over another way (a file, a database)"
+            )),
+        });
+    }
+    Ok((payload_len, schema_len))
 }
 
 fn write_header<S: HandoverState>(out: &mut Vec<u8>, payload_len: usize) -> Result<(), StateError> {
@@ -339,30 +348,21 @@ pub fn encode_envelope_into<S: HandoverState>(
     out: &mut Vec<u8>,
 ) -> Result<EnvelopeInfo, StateError> {
     let start = out.len();
-    // All of memory where MAX_STATE_BYTES does not fit a `usize`.
-    let limit = start.saturating_add(usize::try_from(MAX_STATE_BYTES).unwrap_or(usize::MAX));
     let result = (|| {
         write_header::<S>(out, 0)?;
         let header_len = out.len() - start;
-        let (payload_len, schema_len) = encode_body(state, fds, out, limit, None)?;
+        let (payload_len, schema_len) = encode_body(state, fds, out, MAX_STATE_BYTES, None)?;
         let len_at = start + HEADER_FIXED - 2 - 8;
         out[len_at..len_at + 8].copy_from_slice(&(payload_len as u64).to_be_bytes());
-        let len = header_len + payload_len + schema_len;
-        if len as u64 > MAX_STATE_BYTES {
-            return Err(too_large(S::TYPE_NAME, len, MAX_STATE_BYTES));
-        }
         Ok(EnvelopeInfo {
             type_name: S::TYPE_NAME,
             version: S::VERSION,
-            len,
+            len: header_len + payload_len + schema_len,
             payload_len,
             schema_len,
         })
     })();
-    if result.is_err() {
-        out.truncate(start);
-    }
-    result
+    result.inspect_err(|_| out.truncate(start))
 }
 
 /// Encodes `state` into an envelope; its descriptors go into `fds`.
@@ -412,22 +412,11 @@ fn encode_envelope_parts_within<S: HandoverState>(
 ) -> Result<EncodedState, StateError> {
     let memory = memory.filter(|memory| memory.bytes / 2 < cap);
     let max = memory.as_ref().map_or(cap, |memory| memory.bytes / 2);
-    let header_len = HEADER_FIXED + S::TYPE_NAME.len();
-    let limit = usize::try_from(max)
-        .unwrap_or(usize::MAX)
-        .saturating_sub(header_len);
     let mut payload = Vec::new();
-    let (payload_len, _) = encode_body(state, fds, &mut payload, limit, memory.clone())?;
-    let mut header = Vec::with_capacity(header_len);
+    let (payload_len, _) = encode_body(state, fds, &mut payload, max, memory)?;
+    let mut header = Vec::with_capacity(HEADER_FIXED + S::TYPE_NAME.len());
     write_header::<S>(&mut header, payload_len)?;
-    let encoded = EncodedState { header, payload };
-    if encoded.len() as u64 > max {
-        return Err(match &memory {
-            Some(memory) => out_of_memory(S::TYPE_NAME, encoded.len(), memory),
-            None => too_large(S::TYPE_NAME, encoded.len(), max),
-        });
-    }
-    Ok(encoded)
+    Ok(EncodedState { header, payload })
 }
 
 // ---------------------------------------------------------------------------
@@ -552,11 +541,9 @@ impl StateDecoder<'_> {
     /// Decodes the state's data as `T`. Called once per state.
     pub fn take_data<T: DeserializeOwned>(&mut self) -> Result<T, StateError> {
         let Some(schema) = self.schema.take() else {
-            return Err(StateError::Incompatible {
-                type_name: self.type_name.to_owned(),
-                path: self.type_name.to_owned(),
-                reason: "the data was read twice; call `take_data` once".to_owned(),
-            });
+            // An error of the root value: `Incompatible` at the type's name.
+            let twice = serde::de::Error::custom("the data was read twice; call `take_data` once");
+            return Err(StateError::from_decode(self.type_name, twice));
         };
         let mut decoder = decode::Decoder::new(self.header.payload, schema, self.type_name);
         let result = decoder.decode::<T>();
@@ -576,13 +563,9 @@ impl StateDecoder<'_> {
         name: &str,
         aliases: &[&str],
     ) -> Result<T, StateError> {
-        match std::iter::once(name)
-            .chain(aliases.iter().copied())
-            .find(|n| self.fds.contains(n))
-        {
-            Some(found) => self.fds.take_field(found),
-            None => Err(StateError::MissingFd(name.to_owned())),
-        }
+        let mut names = std::iter::once(name).chain(aliases.iter().copied());
+        let found = names.find(|n| self.fds.contains(n));
+        self.fds.take_field(found.unwrap_or(name))
     }
 
     /// The descriptors handed over.

@@ -1526,3 +1526,35 @@ fn a_large_blob_round_trips_through_huge_page_buffers() {
     assert_eq!(back.0.small, [1, 2, 3]);
     assert_eq!(back.0.tail, (0..100_000).collect::<Vec<u64>>());
 }
+
+/// The data is read once: a second `take_data` is refused at the root.
+struct ReadTwice;
+
+impl HandoverState for ReadTwice {
+    const TYPE_NAME: &'static str = "State";
+
+    fn encode_state(&self, state: &mut StateEncoder<'_>) -> Result<(), StateError> {
+        state.put_data(&1u8)
+    }
+
+    fn decode_state(state: &mut StateDecoder<'_>) -> Result<Self, StateError> {
+        let _: u8 = state.take_data()?;
+        state.take_data::<u8>().map(|_| ReadTwice)
+    }
+}
+
+#[test]
+fn the_data_is_taken_once() {
+    let bytes = encode_envelope(&ReadTwice, &mut StateFds::default()).unwrap();
+    match decode_envelope::<ReadTwice>(&bytes, &mut StateFds::default()) {
+        Err(StateError::Incompatible {
+            type_name,
+            path,
+            reason,
+        }) => {
+            assert_eq!((type_name.as_str(), path.as_str()), ("State", "State"));
+            assert_eq!(reason, "the data was read twice; call `take_data` once");
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}

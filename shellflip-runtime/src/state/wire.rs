@@ -139,21 +139,21 @@ pub(crate) fn write_schema(
         out.extend_from_slice(&[Marker::U8.to_u8(), shape.kind as u8]);
         write_str(out, shape.name)?;
         write_str(out, shape.variant)?;
-        write_len(out, mp::write_array_len, shape.fields.len())?;
-        for field in &shape.fields {
-            write_str(out, field)?;
-        }
+        write_names(out, &shape.fields)?;
     }
     write_len(out, mp::write_array_len, renames.len())?;
     for (field, aliases) in renames {
         out.push(Marker::FixArray(2).to_u8());
         write_str(out, field)?;
-        write_len(out, mp::write_array_len, aliases.len())?;
-        for alias in *aliases {
-            write_str(out, alias)?;
-        }
+        write_names(out, aliases)?;
     }
     Ok(())
+}
+
+/// Writes an array of names (read by [`read_names`]).
+fn write_names(out: &mut Vec<u8>, names: &[&str]) -> Result<(), TooLong> {
+    write_len(out, mp::write_array_len, names.len())?;
+    names.iter().try_for_each(|name| write_str(out, name))
 }
 
 /// A parsed schema table.
@@ -193,11 +193,6 @@ impl<'de> Reader<'de> {
 
     pub(crate) fn remaining(&self) -> usize {
         self.buf.len() - self.pos
-    }
-
-    #[inline]
-    pub(crate) fn peek_at(&self, offset: usize) -> Option<u8> {
-        self.buf.get(self.pos + offset).copied()
     }
 
     #[inline]

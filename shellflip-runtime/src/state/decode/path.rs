@@ -92,6 +92,10 @@ pub(super) fn no_value(byte: u8) -> ReadError {
     ))
 }
 
+fn unknown_ext(ty: u8) -> ReadError {
+    malformed(format!("unknown extension type {ty}"))
+}
+
 pub(super) fn shape_entry<'s, 'de>(
     shapes: &'s [Shape<'de>],
     id: u32,
@@ -140,40 +144,26 @@ pub(super) fn read_head<'de>(
         Marker::I16 => Head::I16(i16::from_be_bytes(r.array()?)),
         Marker::I32 => Head::I32(i32::from_be_bytes(r.array()?)),
         Marker::I64 => Head::I64(i64::from_be_bytes(r.array()?)),
-        Marker::FixExt4 | Marker::FixExt16 => read_ext(r, shapes, marker)?,
+        // The extension values: a 128-bit integer, a char, or a reference
+        // to a unit variant's shape.
+        Marker::FixExt16 => match (r.byte()?, r.array()?) {
+            (wire::EXT_U128, bytes) => Head::U128(u128::from_be_bytes(bytes)),
+            (wire::EXT_I128, bytes) => Head::I128(i128::from_be_bytes(bytes)),
+            (ty, _) => return Err(unknown_ext(ty)),
+        },
+        Marker::FixExt4 => match (r.byte()?, r.u32()?) {
+            (wire::EXT_CHAR, code) => Head::Char(
+                char::from_u32(code)
+                    .ok_or_else(|| malformed(format!("{code:#x} is not a char")))?,
+            ),
+            (wire::EXT_SHAPE, id) if shape_entry(shapes, id)?.kind.is_container() => {
+                return Err(malformed("a struct or variant reference outside its array"))
+            }
+            (wire::EXT_SHAPE, id) => Head::Variant { shape: id, len: 0 },
+            (ty, _) => return Err(unknown_ext(ty)),
+        },
         _ => return Err(no_value(byte)),
     })
-}
-
-/// An extension value (`marker`: FixExt4 or FixExt16): a char, a reference
-/// to a unit variant's shape, or a 128-bit integer.
-fn read_ext<'de>(
-    r: &mut Reader<'de>,
-    shapes: &[Shape<'de>],
-    marker: Marker,
-) -> std::result::Result<Head<'de>, ReadError> {
-    let ty = r.byte()?;
-    if marker == Marker::FixExt16 {
-        let bytes: [u8; 16] = r.array()?;
-        return match ty {
-            wire::EXT_U128 => Ok(Head::U128(u128::from_be_bytes(bytes))),
-            wire::EXT_I128 => Ok(Head::I128(i128::from_be_bytes(bytes))),
-            other => Err(malformed(format!("unknown extension type {other}"))),
-        };
-    }
-    let id = r.u32()?;
-    if ty == wire::EXT_CHAR {
-        return char::from_u32(id)
-            .map(Head::Char)
-            .ok_or_else(|| malformed(format!("{id:#x} is not a char")));
-    }
-    if ty != wire::EXT_SHAPE {
-        return Err(malformed(format!("unknown extension type {ty}")));
-    }
-    if shape_entry(shapes, id)?.kind.is_container() {
-        return Err(malformed("a struct or variant reference outside its array"));
-    }
-    Ok(Head::Variant { shape: id, len: 0 })
 }
 
 /// An array of `n` elements: a struct, a container variant or `Some` when
@@ -186,20 +176,20 @@ pub(super) fn read_array<'de>(
     if n == 0 {
         return Ok(Head::Seq(0));
     }
-    match (r.peek_at(0).map(Marker::from_u8), r.peek_at(1)) {
-        (Some(Marker::FixExt4), Some(wire::EXT_SHAPE)) => {
-            let start = r.pos;
-            r.take(2)?;
-            let shape = r.u32()?;
+    // The first element's marker and type, read ahead.
+    let mut peek = *r;
+    match (peek.byte().map(Marker::from_u8), peek.byte()) {
+        (Ok(Marker::FixExt4), Ok(wire::EXT_SHAPE)) => {
+            let shape = peek.u32()?;
             let entry = shape_entry(shapes, shape)?;
+            if entry.kind == ShapeKind::UnitVariant {
+                // A sequence whose first element is a unit variant.
+                return Ok(Head::Seq(n));
+            }
+            *r = peek;
             // The values after the shape reference.
             let len = n - 1;
             match entry.kind {
-                // A sequence whose first element is a unit variant.
-                ShapeKind::UnitVariant => {
-                    r.pos = start;
-                    Ok(Head::Seq(n))
-                }
                 ShapeKind::Struct | ShapeKind::StructVariant if entry.fields.len() != len => {
                     Err(malformed(format!(
                         "{entry} has {} fields in the schema but {len} values",
@@ -213,7 +203,7 @@ pub(super) fn read_array<'de>(
                 _ => Ok(Head::Variant { shape, len }),
             }
         }
-        (Some(Marker::FixExt1), Some(wire::EXT_SOME)) => {
+        (Ok(Marker::FixExt1), Ok(wire::EXT_SOME)) => {
             if n != 2 {
                 return Err(malformed(format!("a Some marker in an array of {n}")));
             }

@@ -4,68 +4,27 @@ use super::*;
 
 pub(crate) struct StructEncoder<'e, 'a> {
     pub(super) enc: &'e mut Encoder<'a>,
-    pub(super) kind: ShapeKind,
-    pub(super) name: &'static str,
+    /// The shape, its field names as they are written.
+    pub(super) shape: Shape<'static>,
     pub(super) tag: u32,
-    pub(super) variant: &'static str,
-    /// The predicted shape, while `building` is `None`.
-    pub(super) predicted: u32,
-    /// The field names so far, once the prediction failed.
-    pub(super) building: Option<Vec<&'static str>>,
-    pub(super) index: usize,
     pub(super) len: usize,
     pub(super) id_at: usize,
 }
 
 impl StructEncoder<'_, '_> {
-    #[inline]
-    pub(super) fn field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<()> {
-        match &mut self.building {
-            Some(fields) => fields.push(key),
-            None => {
-                let fields = &self.enc.schema.shapes[self.predicted as usize].fields;
-                if !fields.get(self.index).is_some_and(|f| same(f, key)) {
-                    let mut built = self.enc.schema.spare.pop().unwrap_or_default();
-                    built.clear();
-                    built.extend_from_slice(&fields[..self.index]);
-                    built.push(key);
-                    self.building = Some(built);
-                }
-            }
-        }
-        self.index += 1;
-        value.serialize(&mut *self.enc)
-    }
-
-    pub(super) fn finish(mut self) -> Result<()> {
-        if self.index != self.len {
+    /// Checks the count, and writes the shape reference now that the field
+    /// names are known.
+    pub(super) fn finish(self) -> Result<()> {
+        let written = self.shape.fields.len();
+        if written != self.len {
             return Err(EncodeError(format!(
-                "`{}` announced {} fields but wrote {}",
-                self.name, self.len, self.index
+                "`{}` announced {} fields but wrote {written}",
+                self.shape.name, self.len
             )));
         }
-        if self.building.is_none()
-            && self.enc.schema.shapes[self.predicted as usize].fields.len() != self.index
-        {
-            let fields = &self.enc.schema.shapes[self.predicted as usize].fields;
-            self.building = Some(fields[..self.index].to_vec());
-        }
-        if let Some(mut fields) = self.building.take() {
-            let id = self.enc.schema.intern(Shape {
-                kind: self.kind,
-                name: self.name,
-                variant: self.variant,
-                fields: fields.clone(),
-            })?;
-            self.enc.out[self.id_at..self.id_at + 4].copy_from_slice(&id.to_be_bytes());
-            self.enc.schema.remember(self.name, self.tag, id);
-            fields.clear();
-            self.enc.schema.spare.push(fields);
-        }
+        let id = self.enc.schema.id(self.tag, &self.shape)?;
+        self.enc.out[self.id_at..self.id_at + 4].copy_from_slice(&id.to_be_bytes());
+        self.enc.schema.spare.push(self.shape.fields);
         self.enc.leave();
         Ok(())
     }
@@ -84,7 +43,8 @@ macro_rules! fields {
                 key: &'static str,
                 value: &T,
             ) -> Result<()> {
-                self.field(key, value)
+                self.shape.fields.push(key);
+                value.serialize(&mut *self.enc)
             }
 
             fn end(self) -> Result<()> {
@@ -104,7 +64,7 @@ pub(crate) struct SeqEncoder<'e, 'a> {
     pub(super) expected: Option<usize>,
     pub(super) count: usize,
     pub(super) header_at: usize,
-    /// Elements per entry (1, or 2 for a map's key and value).
+    /// What is written, for errors.
     pub(super) what: &'static str,
 }
 

@@ -6,10 +6,11 @@
 //!   `0xcc xx` even for 3), floats `0xca`/`0xcb`: the receiver sees what
 //!   the sender declared, not the smallest form of a value.
 //! - A struct is `[SHAPE(id), v1, v2, ...]`: positional, like an array, with
-//!   its field names once in the schema table. The shape of a struct type is
-//!   predicted from the last value of the same type (a pointer compare per
-//!   field); when a field list differs (`skip_serializing_if`) the
-//!   fixed-width reference is patched when the struct ends.
+//!   its field names once in the schema table. Its fixed-width reference is
+//!   written when the struct ends, when its field names are known: the
+//!   shape of the last value of the same type (a pointer compare per
+//!   field), or another when the field list differs
+//!   (`skip_serializing_if`).
 //! - Enum variants are shapes too, so that they are matched by name.
 //! - `Some(v)` is `[SOME, v]`, `None` is nil; a newtype struct is its
 //!   content; a byte blob is one `bin` (one copy); a `char` is an
@@ -81,56 +82,36 @@ impl Default for Schema {
 }
 
 impl Schema {
-    #[inline]
-    pub(super) fn slot(name: &'static str, tag: u32) -> usize {
-        let addr = name.as_ptr() as usize;
-        ((addr >> 3) ^ (tag as usize).wrapping_mul(31)) % CACHE_SLOTS
-    }
-
-    #[inline]
-    pub(super) fn predict(&self, name: &'static str, tag: u32) -> Option<u32> {
-        let (slot_name, slot_tag, id) = self.cache[Self::slot(name, tag)];
-        (slot_name == name.as_ptr() as usize && slot_tag == tag && id != u32::MAX).then_some(id)
-    }
-
-    pub(super) fn remember(&mut self, name: &'static str, tag: u32, id: u32) {
-        self.cache[Self::slot(name, tag)] = (name.as_ptr() as usize, tag, id);
-    }
-
-    pub(super) fn intern(&mut self, shape: Shape<'static>) -> Result<u32> {
-        if let Some(&id) = self.ids.get(&shape) {
-            return Ok(id);
-        }
-        let id = u32::try_from(self.shapes.len())
-            .ok()
-            .filter(|&id| id != u32::MAX)
-            .ok_or_else(|| EncodeError("more than 4 billion struct shapes".to_owned()))?;
-        self.shapes.push(shape.clone());
-        self.ids.insert(shape, id);
-        Ok(id)
-    }
-
-    /// The id of a variant without fields (unit, newtype, tuple).
-    pub(super) fn variant(
-        &mut self,
-        kind: ShapeKind,
-        name: &'static str,
-        index: u32,
-        variant: &'static str,
-    ) -> Result<u32> {
-        if let Some(id) = self.predict(name, index) {
-            let shape = &self.shapes[id as usize];
-            if shape.kind == kind && same(shape.variant, variant) {
+    /// The id of `shape`, a value of variant `tag` (or [`STRUCT_TAG`]):
+    /// the last one used for the same type and variant when it has the same
+    /// kind, variant and fields (a pointer compare each), otherwise the
+    /// table's, added if new.
+    pub(super) fn id(&mut self, tag: u32, shape: &Shape<'static>) -> Result<u32> {
+        // The cache slot of the type (by its name's address) and variant.
+        let addr = shape.name.as_ptr() as usize;
+        let slot = ((addr >> 3) ^ (tag as usize).wrapping_mul(31)) % CACHE_SLOTS;
+        let (slot_name, slot_tag, id) = self.cache[slot];
+        if slot_name == addr && slot_tag == tag && id != u32::MAX {
+            let last = &self.shapes[id as usize];
+            let (a, b) = (&last.fields, &shape.fields);
+            let same_fields = a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same(a, b));
+            if last.kind == shape.kind && same(last.variant, shape.variant) && same_fields {
                 return Ok(id);
             }
         }
-        let id = self.intern(Shape {
-            kind,
-            name,
-            variant,
-            fields: Vec::new(),
-        })?;
-        self.remember(name, index, id);
+        let id = match self.ids.get(shape) {
+            Some(&id) => id,
+            None => {
+                let id = u32::try_from(self.shapes.len())
+                    .ok()
+                    .filter(|&id| id != u32::MAX)
+                    .ok_or_else(|| EncodeError("more than 4 billion struct shapes".to_owned()))?;
+                self.shapes.push(shape.clone());
+                self.ids.insert(shape.clone(), id);
+                id
+            }
+        };
+        self.cache[slot] = (addr, tag, id);
         Ok(id)
     }
 }
@@ -235,8 +216,9 @@ impl<'a> Encoder<'a> {
         Ok(self.out.len() - 4)
     }
 
-    /// Starts a struct or struct variant: the array header and a shape
-    /// reference predicted from the last value of the same type.
+    /// Starts a struct or struct variant: the array header and a
+    /// placeholder for the shape reference, patched when the fields are
+    /// known.
     pub(super) fn begin_struct<'e>(
         &'e mut self,
         kind: ShapeKind,
@@ -248,25 +230,44 @@ impl<'a> Encoder<'a> {
         self.enter()?;
         self.reserve(5)?;
         wire::write_len(self.out, mp::write_array_len, len + 1)?;
-        let predicted = self.schema.predict(name, tag).filter(|&id| {
-            let shape = &self.schema.shapes[id as usize];
-            shape.kind == kind && same(shape.variant, variant)
-        });
-        let id_at = self.shape_ref(predicted.unwrap_or(0))?;
-        let spare = &mut self.schema.spare;
-        let building = predicted.is_none().then(|| spare.pop().unwrap_or_default());
-        Ok(StructEncoder {
-            enc: self,
+        let id_at = self.shape_ref(0)?;
+        let mut fields = self.schema.spare.pop().unwrap_or_default();
+        fields.clear();
+        let shape = Shape {
             kind,
             name,
-            tag,
             variant,
-            predicted: predicted.unwrap_or(0),
-            building,
-            index: 0,
+            fields,
+        };
+        Ok(StructEncoder {
+            enc: self,
+            shape,
+            tag,
             len,
             id_at,
         })
+    }
+
+    /// Writes the reference to an enum variant without fields (unit,
+    /// newtype, tuple).
+    pub(super) fn variant_ref(
+        &mut self,
+        kind: ShapeKind,
+        name: &'static str,
+        tag: u32,
+        variant: &'static str,
+    ) -> Result<()> {
+        let fields = Vec::new();
+        let id = self.schema.id(
+            tag,
+            &Shape {
+                kind,
+                name,
+                variant,
+                fields,
+            },
+        )?;
+        self.shape_ref(id).map(drop)
     }
 
     /// Starts a sequence, tuple or map: the header, or a 32-bit one to

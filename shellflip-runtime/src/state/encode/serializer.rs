@@ -2,15 +2,16 @@
 
 use super::*;
 
-/// Fixed-width scalars: the marker of the declared type, then the value
-/// big endian, in one write.
+/// Fixed-width scalars: the marker of the declared type (and the
+/// extension type of a 128-bit integer), then the value big endian, in one
+/// write.
 macro_rules! fixed {
-    ($($method:ident($t:ty) => $marker:ident),*) => {$(
+    ($($method:ident($t:ty) => $marker:ident $(+ $ext:expr)?),*) => {$(
         #[inline]
         fn $method(self, v: $t) -> Result<()> {
-            let value = v.to_be_bytes();
-            self.reserve(value.len() + 1)?;
-            self.out.push(Marker::$marker.to_u8());
+            let (head, value) = ([Marker::$marker.to_u8() $(, $ext)?], v.to_be_bytes());
+            self.reserve(head.len() + value.len())?;
+            self.out.extend_from_slice(&head);
             self.out.extend_from_slice(&value);
             Ok(())
         }
@@ -48,18 +49,10 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
         serialize_u32(u32) => U32,
         serialize_u64(u64) => U64,
         serialize_f32(f32) => F32,
-        serialize_f64(f64) => F64
+        serialize_f64(f64) => F64,
+        serialize_i128(i128) => FixExt16 + wire::EXT_I128,
+        serialize_u128(u128) => FixExt16 + wire::EXT_U128
     );
-
-    fn serialize_i128(self, v: i128) -> Result<()> {
-        self.put(&[Marker::FixExt16.to_u8(), wire::EXT_I128])?;
-        self.put(&v.to_be_bytes())
-    }
-
-    fn serialize_u128(self, v: u128) -> Result<()> {
-        self.put(&[Marker::FixExt16.to_u8(), wire::EXT_U128])?;
-        self.put(&v.to_be_bytes())
-    }
 
     fn serialize_char(self, v: char) -> Result<()> {
         let [a, b, c, d] = u32::from(v).to_be_bytes();
@@ -113,11 +106,7 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
         variant_index: u32,
         variant: &'static str,
     ) -> Result<()> {
-        let id = self
-            .schema
-            .variant(ShapeKind::UnitVariant, name, variant_index, variant)?;
-        self.shape_ref(id)?;
-        Ok(())
+        self.variant_ref(ShapeKind::UnitVariant, name, variant_index, variant)
     }
 
     #[inline]
@@ -136,12 +125,9 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
         variant: &'static str,
         value: &T,
     ) -> Result<()> {
-        let id = self
-            .schema
-            .variant(ShapeKind::NewtypeVariant, name, variant_index, variant)?;
         self.enter()?;
         self.put(&[0x92])?;
-        self.shape_ref(id)?;
+        self.variant_ref(ShapeKind::NewtypeVariant, name, variant_index, variant)?;
         value.serialize(&mut *self)?;
         self.leave();
         Ok(())
@@ -170,13 +156,11 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
         variant: &'static str,
         len: usize,
     ) -> Result<Self::SerializeTupleVariant> {
-        let id = self
-            .schema
-            .variant(ShapeKind::TupleVariant, name, variant_index, variant)?;
         // The shape reference is the array's first element, not the
         // variant's.
         let mut seq = self.begin_seq(Some(len + 1), false, "tuple variant")?;
-        seq.enc.shape_ref(id)?;
+        seq.enc
+            .variant_ref(ShapeKind::TupleVariant, name, variant_index, variant)?;
         seq.expected = Some(len);
         Ok(seq)
     }
