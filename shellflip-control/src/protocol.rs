@@ -360,7 +360,7 @@ pub struct GenerationStatus {
 }
 
 /// The most recent restart attempt of a service.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct LastRestart {
     /// Whether it succeeded.
     pub ok: bool,

@@ -124,10 +124,8 @@ impl Lineage {
         lineage.last_restart = Some(LastRestart {
             ok: true,
             at_unix_ms: unix_ms(),
-            duration_ms: 0.0,
-            pid: None,
             generation: Some(generation),
-            error: None,
+            ..LastRestart::default()
         });
         lineage
     }
@@ -136,12 +134,10 @@ impl Lineage {
     pub(crate) fn record_failure(&mut self, took: Duration, error: &impl std::fmt::Display) {
         self.failed_restarts += 1;
         self.last_restart = Some(LastRestart {
-            ok: false,
             at_unix_ms: unix_ms(),
             duration_ms: timing::ms(took),
-            pid: None,
-            generation: None,
             error: Some(error.to_string()),
+            ..LastRestart::default()
         });
     }
 
