@@ -12,6 +12,8 @@
 //! (its successor has already written its own pid); the generation that
 //! finally stops removes it, if it still names that generation.
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -106,7 +108,12 @@ fn create_temporary(
     for _ in 0..16 {
         let mut temp_name = std::ffi::OsString::from(".");
         temp_name.push(name);
-        temp_name.push(format!(".{:016x}.tmp", unpredictable()));
+        // 64 bits nobody can guess: std seeds each `RandomState` from the
+        // system's randomness, with distinct keys.
+        temp_name.push(format!(
+            ".{:016x}.tmp",
+            RandomState::new().build_hasher().finish()
+        ));
         let temp = path.with_file_name(temp_name);
         match std::fs::OpenOptions::new()
             .write(true)
@@ -121,15 +128,6 @@ fn create_temporary(
         }
     }
     Err(last_error.unwrap_or_else(|| std::io::Error::other("no free temporary name")))
-}
-
-/// 64 bits nobody can guess: std seeds its hash keys from the system's
-/// randomness (and gives each `RandomState` distinct keys).
-fn unpredictable() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    hasher.finish()
 }
 
 #[cfg(test)]
