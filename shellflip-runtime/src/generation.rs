@@ -217,7 +217,7 @@ impl Generation {
             return;
         };
         match pid_file.write(std::process::id()) {
-            Ok(()) => tracing::debug!(path = %pid_file.path().display(), "pid file written"),
+            Ok(()) => tracing::debug!(path = %pid_file.path.display(), "pid file written"),
             Err(e) => tracing::warn!(error = %e, "could not write the pid file"),
         }
     }

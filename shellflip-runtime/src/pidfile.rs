@@ -30,16 +30,12 @@ pub(crate) struct PidFileError {
 /// The pid file at a configured path.
 #[derive(Debug, Clone)]
 pub(crate) struct PidFile {
-    path: PathBuf,
+    pub path: PathBuf,
 }
 
 impl PidFile {
     pub(crate) fn new(path: impl Into<PathBuf>) -> Self {
         PidFile { path: path.into() }
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
     }
 
     fn error(&self, source: std::io::Error) -> PidFileError {
@@ -140,7 +136,7 @@ mod tests {
         let pid_file = PidFile::new(dir.path().join("app.pid"));
         assert_eq!(pid_file.read(), None);
         pid_file.write(41).unwrap();
-        assert_eq!(std::fs::read_to_string(pid_file.path()).unwrap(), "41\n");
+        assert_eq!(std::fs::read_to_string(&pid_file.path).unwrap(), "41\n");
         pid_file.write(42).unwrap();
         assert_eq!(pid_file.read(), Some(42));
         let entries: Vec<_> = std::fs::read_dir(dir.path())
@@ -157,9 +153,9 @@ mod tests {
         assert!(!pid_file.remove_if_names(7).unwrap());
         pid_file.write(8).unwrap();
         assert!(!pid_file.remove_if_names(7).unwrap());
-        assert!(pid_file.path().exists());
+        assert!(pid_file.path.exists());
         assert!(pid_file.remove_if_names(8).unwrap());
-        assert!(!pid_file.path().exists());
+        assert!(!pid_file.path.exists());
     }
 
     #[test]
