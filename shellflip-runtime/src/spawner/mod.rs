@@ -255,10 +255,8 @@ async fn read_events(
                 }
             }
             Event::SpawnFailed { errno, message } => {
-                let error = match errno {
-                    Some(errno) => io::Error::from_raw_os_error(errno),
-                    None => io::Error::other(message),
-                };
+                let error =
+                    errno.map_or_else(|| io::Error::other(message), io::Error::from_raw_os_error);
                 if let Some(pending) = routes.pending.take() {
                     let _ = pending.send(Err(error));
                 }
