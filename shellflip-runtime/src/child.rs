@@ -189,9 +189,12 @@ pub(crate) struct PredecessorLink {
     sending: tokio::sync::Mutex<()>,
     /// What became of the state, for the READY report.
     state_report: Option<StateReport>,
-    took_over: CancellationToken,
-    /// The previous generation's process (`None`: its pid is unknown).
-    predecessor: Option<ExitWatch>,
+    /// Cancelled once this generation is the service: the previous one
+    /// committed the handover, or died.
+    pub took_over: CancellationToken,
+    /// The previous generation's process, watched for its exit (`None`:
+    /// its pid is unknown).
+    pub predecessor: Option<ExitWatch>,
     ready: Mutex<ReadyReport>,
     /// What the previous generation does, until the supervisor takes it.
     events: Mutex<Option<mpsc::UnboundedReceiver<FromPredecessor>>>,
@@ -249,17 +252,6 @@ impl PredecessorLink {
     /// The connections it hands over, for the service (once).
     pub(crate) fn take_connections(&self) -> Option<mpsc::UnboundedReceiver<Arrived>> {
         lock(&self.connections).take()
-    }
-
-    /// Cancelled once this generation is the service: the previous one
-    /// committed the handover, or died.
-    pub(crate) fn took_over(&self) -> &CancellationToken {
-        &self.took_over
-    }
-
-    /// The previous generation's process, watched for its exit.
-    pub(crate) fn predecessor(&self) -> Option<&ExitWatch> {
-        self.predecessor.as_ref()
     }
 
     /// Starts the READY report on the caller's thread: runs `before` (the
@@ -450,12 +442,12 @@ async fn closed_before_commit(
     restart: Option<RestartId>,
 ) -> FromPredecessor {
     let in_span = |log: &dyn Fn()| telemetry::span_of(restart).in_scope(log);
-    match link.predecessor() {
+    match &link.predecessor {
         None => FromPredecessor::Gone,
         Some(watch) if watch.exits_within(EXIT_AFTER_CLOSE).await => {
             in_span(&|| {
                 tracing::warn!(
-                    pid = watch.pid(),
+                    pid = watch.pid,
                     "the previous generation died before it handed over; this one takes over"
                 )
             });
@@ -464,7 +456,7 @@ async fn closed_before_commit(
         Some(watch) => {
             in_span(&|| {
                 tracing::error!(
-                    pid = watch.pid(),
+                    pid = watch.pid,
                     "the previous generation closed the channel without handing over and is still running: it gave this restart up (see its log for why); exiting"
                 )
             });

@@ -228,14 +228,14 @@ pub(crate) fn adopt_inherited(raw: RawFd) -> io::Result<OwnedFd> {
             format!("descriptor {raw} is a standard stream, not a handover channel"),
         ));
     }
-    fd_flags(raw).map_err(io::Error::from)?;
+    fd_flags(raw)?;
     // SAFETY: `raw` is open (checked above) and was left to this process by
     // its parent (the previous generation, or systemd after checking
     // LISTEN_PID) for the sole purpose of being adopted here, before the
     // runtime starts; the variable naming it is read once and removed, so no
     // other owner exists.
     let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-    fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(io::Error::from)?;
+    fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
     Ok(owned)
 }
 
@@ -252,7 +252,7 @@ pub(crate) fn prepare_inline_child(
         // keeps the OwnedFd alive until spawn returns). fcntl is
         // async-signal-safe, allocates nothing and takes no lock.
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::empty())).map_err(io::Error::from)?;
+        fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::empty()))?;
         // sigprocmask is async-signal-safe; the set was built before fork.
         nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&mask), None)
             .map_err(io::Error::from)
@@ -293,7 +293,7 @@ pub(crate) fn fork_helper(
     // thread can appear meanwhile, as only this one could create it), so
     // the child's copy of memory holds no lock taken by another thread and
     // may run any code, allocation included.
-    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+    match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Parent { child } => Ok(child),
         nix::unistd::ForkResult::Child => {
             close_all_except(keep.as_raw_fd());
@@ -330,7 +330,7 @@ pub(crate) fn fork_first_generation() -> io::Result<Forked> {
     // lock taken by another thread and may run any code. Each side owns its
     // copies of the descriptors; the caller closes, in the copy, those that
     // belong to the keeper.
-    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+    match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Parent { child } => Ok(Forked::Keeper(child)),
         nix::unistd::ForkResult::Child => Ok(Forked::Service),
     }

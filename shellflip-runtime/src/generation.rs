@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::channel::{HandoverHeader, StateReport};
 use crate::child::PredecessorLink;
 use crate::config::Config;
-use crate::connections::{Arrived, SuccessorLink};
+use crate::connections::SuccessorLink;
 use crate::control::server::{self as control, ControlSocketFile};
 use crate::error::{Error, RestartError};
 pub(crate) use crate::machine::Ending;
@@ -87,13 +87,15 @@ pub(crate) struct Generation {
     /// Control connections, which the drain waits for.
     pub control_connections: TaskTracker,
     /// The successor once it took over: connections are handed to it.
-    successor: Mutex<Option<Arc<SuccessorLink>>>,
+    pub successor: Mutex<Option<Arc<SuccessorLink>>>,
     registry: Mutex<Registry>,
     /// True once `ready()` was called (the supervisor watches it).
     pub ready: watch::Sender<bool>,
     /// Whether new connections are taken now.
     pub admission: watch::Sender<Admission>,
-    state_encoder: OnceLock<StateEncoder>,
+    /// How the state is encoded, once the service installed one
+    /// (`Context::state`; once: the state is installed once).
+    pub state_encoder: OnceLock<StateEncoder>,
     /// The control socket file as the previous generation recorded it.
     inherited_control_file: Option<ControlSocketFile>,
     /// The control socket, once opened, until the supervisor serves it
@@ -171,33 +173,6 @@ impl Generation {
         Ok(())
     }
 
-    /// Installs the state encoder (once: the state is installed once).
-    pub(crate) fn set_state_encoder(&self, encoder: StateEncoder) {
-        if self.state_encoder.set(encoder).is_err() {
-            tracing::debug!("the state encoder was already installed");
-        }
-    }
-
-    /// The successor took over: connections may be handed to it.
-    pub(crate) fn set_successor(&self, link: Arc<SuccessorLink>) {
-        *lock(&self.successor) = Some(link);
-    }
-
-    /// The successor taking connections, if any.
-    pub(crate) fn successor(&self) -> Option<Arc<SuccessorLink>> {
-        lock(&self.successor).clone()
-    }
-
-    /// The connections the predecessor hands over (once).
-    pub(crate) fn take_connections(&self) -> Option<mpsc::UnboundedReceiver<Arrived>> {
-        self.predecessor.as_ref()?.take_connections()
-    }
-
-    /// True when the service installed a state (`Context::state`).
-    pub(crate) fn keeps_state(&self) -> bool {
-        self.state_encoder.get().is_some()
-    }
-
     /// `ready()`: marks this generation ready. In a new generation the
     /// previous one is told at once, on the caller's thread, after the pid
     /// file names this process.
@@ -242,7 +217,7 @@ impl Generation {
             return;
         };
         match pid_file.write(std::process::id()) {
-            Ok(()) => tracing::debug!(path = %pid_file.path().display(), "pid file written"),
+            Ok(()) => tracing::debug!(path = %pid_file.path.display(), "pid file written"),
             Err(e) => tracing::warn!(error = %e, "could not write the pid file"),
         }
     }

@@ -249,7 +249,8 @@ pub(crate) fn join_process_group(group: u32) {
 /// it has exited (a pidfd where the kernel has them, else polling).
 #[derive(Debug)]
 pub(crate) struct ExitWatch {
-    pid: u32,
+    /// The watched pid.
+    pub pid: u32,
     pidfd: Option<tokio::io::unix::AsyncFd<OwnedFd>>,
 }
 
@@ -268,11 +269,6 @@ impl ExitWatch {
             }
         };
         ExitWatch { pid, pidfd }
-    }
-
-    /// The watched pid.
-    pub(crate) fn pid(&self) -> u32 {
-        self.pid
     }
 
     /// Resolves once the process has exited (reaped or not).
@@ -371,7 +367,7 @@ pub(crate) async fn wait_killed_group(members: &[ExitWatch]) {
         let left: Vec<u32> = members
             .iter()
             .filter(|m| !m.has_exited())
-            .map(ExitWatch::pid)
+            .map(|member| member.pid)
             .collect();
         tracing::warn!(
             ?left,
@@ -416,7 +412,7 @@ mod tests {
         drop(child.stdin.take());
         assert!(watch.exits_within(Duration::from_secs(30)).await);
         child.wait().await.unwrap();
-        assert!(process_gone(watch.pid()));
+        assert!(process_gone(watch.pid));
     }
 
     #[tokio::test]

@@ -479,7 +479,7 @@ fn clean_up(finished: Option<&Finished>, pid_file: Option<&PidFile>) {
         // Only if it still names this process: never another's pid file.
         match pid_file.remove_if_names(std::process::id()) {
             Ok(removed) => {
-                tracing::debug!(removed, path = %pid_file.path().display(), "pid file")
+                tracing::debug!(removed, path = %pid_file.path.display(), "pid file")
             }
             Err(e) => tracing::warn!(error = %e, "could not remove the pid file"),
         }

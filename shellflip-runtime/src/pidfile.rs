@@ -12,6 +12,8 @@
 //! (its successor has already written its own pid); the generation that
 //! finally stops removes it, if it still names that generation.
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -28,16 +30,12 @@ pub(crate) struct PidFileError {
 /// The pid file at a configured path.
 #[derive(Debug, Clone)]
 pub(crate) struct PidFile {
-    path: PathBuf,
+    pub path: PathBuf,
 }
 
 impl PidFile {
     pub(crate) fn new(path: impl Into<PathBuf>) -> Self {
         PidFile { path: path.into() }
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
     }
 
     fn error(&self, source: std::io::Error) -> PidFileError {
@@ -106,7 +104,12 @@ fn create_temporary(
     for _ in 0..16 {
         let mut temp_name = std::ffi::OsString::from(".");
         temp_name.push(name);
-        temp_name.push(format!(".{:016x}.tmp", unpredictable()));
+        // 64 bits nobody can guess: std seeds each `RandomState` from the
+        // system's randomness, with distinct keys.
+        temp_name.push(format!(
+            ".{:016x}.tmp",
+            RandomState::new().build_hasher().finish()
+        ));
         let temp = path.with_file_name(temp_name);
         match std::fs::OpenOptions::new()
             .write(true)
@@ -123,15 +126,6 @@ fn create_temporary(
     Err(last_error.unwrap_or_else(|| std::io::Error::other("no free temporary name")))
 }
 
-/// 64 bits nobody can guess: std seeds its hash keys from the system's
-/// randomness (and gives each `RandomState` distinct keys).
-fn unpredictable() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    hasher.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,7 +136,7 @@ mod tests {
         let pid_file = PidFile::new(dir.path().join("app.pid"));
         assert_eq!(pid_file.read(), None);
         pid_file.write(41).unwrap();
-        assert_eq!(std::fs::read_to_string(pid_file.path()).unwrap(), "41\n");
+        assert_eq!(std::fs::read_to_string(&pid_file.path).unwrap(), "41\n");
         pid_file.write(42).unwrap();
         assert_eq!(pid_file.read(), Some(42));
         let entries: Vec<_> = std::fs::read_dir(dir.path())
@@ -159,9 +153,9 @@ mod tests {
         assert!(!pid_file.remove_if_names(7).unwrap());
         pid_file.write(8).unwrap();
         assert!(!pid_file.remove_if_names(7).unwrap());
-        assert!(pid_file.path().exists());
+        assert!(pid_file.path.exists());
         assert!(pid_file.remove_if_names(8).unwrap());
-        assert!(!pid_file.path().exists());
+        assert!(!pid_file.path.exists());
     }
 
     #[test]

@@ -215,7 +215,8 @@ impl Writer {
         }
     }
 
-    /// Sends `queued` (emptied), as many messages as the bounds need.
+    /// Sends `queued` (emptied), as many messages as the bounds need; the
+    /// connections of a message that could not be written come back.
     pub(super) async fn send(&mut self, queued: &mut Vec<Outgoing>) {
         while !queued.is_empty() {
             // As many as fit in MAX_BATCH_BYTES, and at least one.
@@ -226,26 +227,20 @@ impl Writer {
                 bytes <= MAX_BATCH_BYTES
             });
             let count = fit.count().max(1);
-            let batch: Vec<Outgoing> = queued.drain(..count).collect();
-            self.send_batch(batch).await;
-        }
-    }
-
-    /// Sends one batch.
-    pub(super) async fn send_batch(&mut self, batch: Vec<Outgoing>) {
-        let (sent, headers): (Vec<_>, Vec<_>) = batch
-            .into_iter()
-            .map(|Outgoing { header, waiting }| ((header.id, waiting), header))
-            .unzip();
-        let result = match &self.broken {
-            Some((kind, why)) => Err(io::Error::new(*kind, why.clone())),
-            None => self.write(headers, &sent).await,
-        };
-        match result {
-            Ok(()) => self.waiting.extend(sent),
-            Err(e) => {
-                for (_, waiting) in sent {
-                    waiting.back(HandOverError::Io(io::Error::new(e.kind(), e.to_string())));
+            let (sent, headers): (Vec<_>, Vec<_>) = queued
+                .drain(..count)
+                .map(|Outgoing { header, waiting }| ((header.id, waiting), header))
+                .unzip();
+            let result = match &self.broken {
+                Some((kind, why)) => Err(io::Error::new(*kind, why.clone())),
+                None => self.write(headers, &sent).await,
+            };
+            match result {
+                Ok(()) => self.waiting.extend(sent),
+                Err(e) => {
+                    for (_, waiting) in sent {
+                        waiting.back(HandOverError::Io(io::Error::new(e.kind(), e.to_string())));
+                    }
                 }
             }
         }

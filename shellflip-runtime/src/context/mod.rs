@@ -73,9 +73,12 @@ impl<S: HandoverState> Context<S> {
     fn install_state(&self, value: S) -> StateCell<S> {
         let cell = StateCell::new(value, Arc::clone(&self.generation.state_handed_over));
         let for_encoder = cell.clone();
-        self.generation.set_state_encoder(Box::new(move |fds| {
+        let encoder = Box::new(move |fds: &mut _| {
             for_encoder.snapshot(|state| encode_envelope_parts(state, fds))
-        }));
+        });
+        if self.generation.state_encoder.set(encoder).is_err() {
+            tracing::debug!("the state encoder was already installed");
+        }
         *lock(&self.state) = Some(cell.clone());
         cell
     }
@@ -328,7 +331,7 @@ impl<S: HandoverState> Context<S> {
                 "ready() was not called yet (return an error from main instead)",
             ));
         }
-        if link.took_over().is_cancelled() {
+        if link.took_over.is_cancelled() {
             return Err(Error::NotOnProbation(
                 "the previous generation has handed over already",
             ));
@@ -363,7 +366,8 @@ impl<S: HandoverState> Context<S> {
         unread: &[u8],
     ) -> Result<(), HandOverFailed> {
         let stream = stream.into();
-        match self.generation.successor() {
+        let successor = lock(&self.generation.successor).clone();
+        match successor {
             Some(link) => link.hand_over(stream, state, unread).await,
             None => Err(HandOverFailed {
                 stream: Some(stream),
@@ -379,7 +383,8 @@ impl<S: HandoverState> Context<S> {
     /// gone. Take it once (a second call gets an empty stream); in a first
     /// generation it is empty.
     pub fn connections<C: HandoverState>(&self) -> Connections<C> {
-        let arrived = self.generation.take_connections();
+        let predecessor = self.generation.predecessor.as_ref();
+        let arrived = predecessor.and_then(|link| link.take_connections());
         // In a first generation, or taken already: a closed channel.
         Connections::new(arrived.unwrap_or_else(|| tokio::sync::mpsc::unbounded_channel().1))
     }

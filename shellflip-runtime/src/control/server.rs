@@ -114,7 +114,8 @@ const SERVER_OPTIONS: ServerOptions = ServerOptions {
 
 /// The control socket being served by this generation.
 pub(crate) struct Serving {
-    file: ControlSocketFile,
+    /// The socket file, as this lineage created it.
+    pub file: ControlSocketFile,
     stop_accepting: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -142,11 +143,6 @@ impl Serving {
             stop_accepting,
             task: Some(task),
         })
-    }
-
-    /// The socket file, as this lineage created it.
-    pub(crate) fn file(&self) -> &ControlSocketFile {
-        &self.file
     }
 
     /// Stops accepting, and waits until this process's copy of the

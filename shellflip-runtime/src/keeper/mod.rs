@@ -209,8 +209,7 @@ impl Keeper {
         loop {
             // Serving: until the main pid exits.
             while !self.main_exit.has_exited() {
-                let events = self.wait(None);
-                self.handle(&events, false);
+                self.handle(&self.wait(None), false);
             }
             // The main pid is gone: does another generation take the
             // service back? Never after a stop.
@@ -220,8 +219,7 @@ impl Keeper {
                 if left.is_zero() {
                     break;
                 }
-                let events = self.wait(Some(left));
-                self.handle(&events, false);
+                self.handle(&self.wait(Some(left)), false);
             }
             if self.main_exit.has_exited() {
                 break;
@@ -494,8 +492,7 @@ impl Keeper {
                 self.signal_children(Signal::SIGKILL as i32);
                 break;
             }
-            let events = self.wait(Some(left.min(Duration::from_millis(500))));
-            self.handle(&events, true);
+            self.handle(&self.wait(Some(left.min(Duration::from_millis(500)))), true);
             self.reap();
         }
         // Whatever the last kill left: reap until no child is left, bounded.

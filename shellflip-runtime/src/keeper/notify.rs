@@ -33,11 +33,8 @@ impl Setup {
         let upstream = std::env::var_os(ENV_NOTIFY_SOCKET)
             .and_then(|value| systemd::parse_notify_socket(&value).ok());
         let mask: SigSet = FORWARDED.into_iter().chain([Signal::SIGCHLD]).collect();
-        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-            .map_err(std::io::Error::from)?;
-        let old_mask = mask
-            .thread_swap_mask(SigmaskHow::SIG_BLOCK)
-            .map_err(std::io::Error::from)?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
+        let old_mask = mask.thread_swap_mask(SigmaskHow::SIG_BLOCK)?;
         let name = format!(
             "shellflip-keeper/{}/{:016x}",
             std::process::id(),
@@ -47,7 +44,7 @@ impl Setup {
             .and_then(|address| UnixDatagram::bind_addr(&address))
             .and_then(|socket| {
                 socket.set_nonblocking(true)?;
-                setsockopt(&socket, sockopt::PassCred, &true).map_err(std::io::Error::from)?;
+                setsockopt(&socket, sockopt::PassCred, &true)?;
                 Ok(socket)
             });
         let socket = bound.inspect_err(|_| {

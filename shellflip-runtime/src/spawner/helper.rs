@@ -32,8 +32,7 @@ pub(crate) fn start(launch: &Launch) -> io::Result<SpawnerProcess> {
         SockType::SeqPacket,
         None,
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-    )
-    .map_err(io::Error::from)?;
+    )?;
     let launch = launch.clone();
     // Named before the fork, so that the child has the spawner's name from
     // its first instant: named by itself, it shows under the service's name

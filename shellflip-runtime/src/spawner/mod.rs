@@ -255,10 +255,8 @@ async fn read_events(
                 }
             }
             Event::SpawnFailed { errno, message } => {
-                let error = match errno {
-                    Some(errno) => io::Error::from_raw_os_error(errno),
-                    None => io::Error::other(message),
-                };
+                let error =
+                    errno.map_or_else(|| io::Error::other(message), io::Error::from_raw_os_error);
                 if let Some(pending) = routes.pending.take() {
                     let _ = pending.send(Err(error));
                 }
@@ -548,8 +546,12 @@ mod tests {
         let members = launch::watch_group_members(process.pid());
         assert_eq!(members.len(), 2, "the two sleeps: {members:?}");
         process.start_kill().unwrap();
-        let noted: Vec<u32> = process.killed_group.iter().map(ExitWatch::pid).collect();
-        let mut expected: Vec<u32> = members.iter().map(ExitWatch::pid).collect();
+        let noted: Vec<u32> = process
+            .killed_group
+            .iter()
+            .map(|member| member.pid)
+            .collect();
+        let mut expected: Vec<u32> = members.iter().map(|member| member.pid).collect();
         expected.sort_unstable();
         let mut noted_sorted = noted.clone();
         noted_sorted.sort_unstable();
@@ -557,7 +559,7 @@ mod tests {
         let status = process.wait().await.unwrap();
         assert_eq!(status.signal(), Some(libc::SIGKILL));
         for member in &members {
-            assert!(member.has_exited(), "member {} still running", member.pid());
+            assert!(member.has_exited(), "member {} still running", member.pid);
         }
     }
 

@@ -247,7 +247,7 @@ impl Supervisor {
             return;
         };
         next.link.start();
-        self.generation.set_successor(Arc::clone(&next.link));
+        *lock(&self.generation.successor) = Some(Arc::clone(&next.link));
         self.generation.begin_shutdown(
             Ending::HandedOver,
             self.config.drain_timeout,
@@ -294,7 +294,7 @@ impl Supervisor {
     /// meanwhile — from a new socket bound at the same path, which later
     /// generations then inherit.
     fn resume_accepting_control(&mut self) {
-        let Some(file) = self.control.as_ref().map(|c| c.file().clone()) else {
+        let Some(file) = self.control.as_ref().map(|c| c.file.clone()) else {
             return;
         };
         if file.is_missing() {
@@ -346,7 +346,7 @@ impl Supervisor {
                 .control
                 .as_ref()
                 .filter(|_| last)
-                .map(|c| c.file().clone()),
+                .map(|c| c.file.clone()),
             _successor: self.successor.take(),
         }
     }
@@ -369,7 +369,7 @@ impl Supervisor {
             .generation
             .predecessor
             .as_ref()
-            .and_then(|link| link.predecessor());
+            .and_then(|link| link.predecessor.as_ref());
         let all = async {
             if let Some(watch) = predecessor {
                 watch.exited().await;

@@ -184,42 +184,38 @@ impl Supervisor {
             }
             let deadline = self.machine.next_deadline().map(|at| self.epoch + at);
             let draining = matches!(self.machine.phase(), machine::Phase::Draining { .. });
+            // `None`: nothing for the machine (readiness is looked at again
+            // at the loop's top).
             let event = tokio::select! {
                 biased;
-                Ok(()) = self.ready_rx.changed(), if self.is_starting() => continue,
+                Ok(()) = self.ready_rx.changed(), if self.is_starting() => None,
                 Some(outcome) = self.outcome_rx.recv() => {
                     let span = telemetry::span_of(self.record.current);
-                    self.on_restart_outcome(outcome).instrument(span).await
+                    Some(self.on_restart_outcome(outcome).instrument(span).await)
                 }
-                Some(event) = self.successor_rx.recv() => event,
-                Some(news) = self.predecessor_events.recv() => match self.on_predecessor_news(news).await {
-                    Some(event) => event,
-                    None => continue,
-                },
+                Some(event) = self.successor_rx.recv() => Some(event),
+                Some(news) = self.predecessor_events.recv() => self.on_predecessor_news(news).await,
                 outcome = &mut self.main_outcome, if !main_returned => {
                     main_returned = true;
-                    self.on_main_returned(outcome.unwrap_or(None)).await
+                    Some(self.on_main_returned(outcome.unwrap_or(None)).await)
                 }
-                Some(command) = self.control_rx.recv() => match self.on_control(command) {
-                    Some(event) => event,
-                    None => continue,
-                },
+                Some(command) = self.control_rx.recv() => self.on_control(command),
                 () = tokio::time::sleep_until(deadline.unwrap_or(self.epoch)), if deadline.is_some() => {
-                    Event::Deadline
+                    Some(Event::Deadline)
                 }
                 Some(_) = self.older.next_exit() => {
                     self.older.forget_exited();
-                    continue;
+                    None
                 }
                 _ = progress.tick(), if draining => {
                     self.relay(self.own_drain()).await;
-                    continue;
+                    None
                 }
                 () = drained.cancelled(), if !drained_seen => {
                     drained_seen = true;
-                    Event::Drained
+                    Some(Event::Drained)
                 }
-                request = self.signals.next() => match request {
+                request = self.signals.next() => Some(match request {
                     SignalRequest::Restart => {
                         profile::mark(Hop::TriggerRead);
                         Event::RestartAsked(RestartAsk {
@@ -232,9 +228,11 @@ impl Supervisor {
                         tracing::info!(signal = signal.as_str(), "stop requested by signal");
                         Event::StopAsked { control: false }
                     }
-                },
+                }),
             };
-            self.dispatch(event).await;
+            if let Some(event) = event {
+                self.dispatch(event).await;
+            }
         }
         self.finish().await
     }

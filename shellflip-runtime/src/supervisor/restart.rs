@@ -98,7 +98,7 @@ impl Supervisor {
             header: HandoverHeader {
                 generation: self.generation.number + 1,
                 fd_names: fds.iter().map(|(name, _)| name.clone()).collect(),
-                state: match (self.generation.keeps_state(), fresh_state) {
+                state: match (self.generation.state_encoder.get().is_some(), fresh_state) {
                     (false, _) => StateOffer::None,
                     (true, false) => StateOffer::OnRequest,
                     (true, true) => StateOffer::Fresh {
