@@ -496,9 +496,11 @@ impl Keeper {
             self.reap();
         }
         // Whatever the last kill left: reap until no child is left, bounded.
+        // What the wait saw is taken in (a SIGCHLD left unread in the
+        // signalfd would end every later wait at once: a busy loop).
         let deadline = Instant::now() + Duration::from_secs(5);
         while !self.children().is_empty() && Instant::now() < deadline {
-            let _ = self.wait(Some(Duration::from_millis(50)));
+            self.handle(&self.wait(Some(Duration::from_millis(50))), true);
             self.reap();
         }
     }
