@@ -9,6 +9,13 @@
 //! closed; each UDP datagram is answered with `pid=<pid> generation=<g> <datagram>`.
 //! Both sockets are the same kernel sockets in every generation: datagrams
 //! queued during a restart are answered by whichever generation reads them.
+//!
+//! With `--journal PATH`, the first generation opens `PATH` for appending and
+//! keeps the descriptor with `ctx.fd`; every generation appends its line
+//! `pid=<pid> generation=<g>` through that same open file, even after the
+//! file was moved or renamed (a descriptor is handed over, not a path).
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -26,6 +33,10 @@ struct Args {
     /// Control socket path.
     #[arg(long, default_value = "/tmp/shellflip-uu-control.sock")]
     control: PathBuf,
+    /// A file to append one line per generation to, through a descriptor
+    /// kept across restarts.
+    #[arg(long)]
+    journal: Option<PathBuf>,
 }
 
 #[restartable]
@@ -34,8 +45,17 @@ async fn main(ctx: Context) -> Result<(), Box<dyn std::error::Error>> {
     let unix = ctx.unix_listener("unix", &args.unix)?;
     let udp = ctx.udp_socket("udp", args.udp.as_str())?;
     ctx.control_socket(&args.control)?;
-    ctx.ready()?;
     let tag = format!("pid={} generation={}", std::process::id(), ctx.generation());
+    if let Some(path) = &args.journal {
+        // Opened by the first generation; the later ones get the same open
+        // file (and write nothing under a path it no longer has).
+        let journal = ctx.fd("journal", || {
+            let file = OpenOptions::new().create(true).append(true).open(path)?;
+            Ok(file.into())
+        })?;
+        writeln!(File::from(journal), "{tag}")?;
+    }
+    ctx.ready()?;
     println!(
         "ready {tag} udp={} unix={}",
         udp.local_addr()?,

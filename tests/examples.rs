@@ -122,6 +122,7 @@ fn http_requests_in_flight_complete_across_a_restart() {
 fn unix_and_udp_sockets_are_handed_over_together() {
     let dir = tempfile::tempdir().unwrap();
     let unix_path = dir.path().join("service.sock");
+    let journal = dir.path().join("journal");
     let args: Vec<OsString> = vec![
         "--unix".into(),
         unix_path.clone().into(),
@@ -129,8 +130,16 @@ fn unix_and_udp_sockets_are_handed_over_together() {
         "127.0.0.1:0".into(),
         "--control".into(),
         dir.path().join("control.sock").into(),
+        "--journal".into(),
+        journal.clone().into(),
     ];
     let mut service = Echo::start_in(dir, &example_binary("unix_udp"), &args, &[]);
+    // The journal is moved away at once: only its handed-over descriptor
+    // can reach it from now on (a generation that opened the path again
+    // would write a new file there).
+    let moved = journal.with_extension("moved");
+    std::fs::rename(&journal, &moved).unwrap();
+    let mut pids = Vec::new();
     let udp_addr = service.current.udp.expect("udp address in the ready line");
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
@@ -149,6 +158,7 @@ fn unix_and_udp_sockets_are_handed_over_together() {
     };
     for generation in 1..=3u64 {
         let pid = service.current.pid;
+        pids.push(format!("pid={pid} generation={generation}"));
         assert_eq!(service.current.udp, Some(udp_addr), "the same UDP socket");
         let answer = ask_udp("hello");
         assert_eq!(answer, format!("pid={pid} generation={generation} hello"));
@@ -159,4 +169,12 @@ fn unix_and_udp_sockets_are_handed_over_together() {
             assert!(wait_exit(pid, EVENT_TIMEOUT));
         }
     }
+    // Every generation wrote through the descriptor the first one opened.
+    let lines = std::fs::read_to_string(&moved).unwrap();
+    assert_eq!(
+        lines.lines().collect::<Vec<_>>(),
+        pids,
+        "the journal: {lines}"
+    );
+    assert!(!journal.exists(), "no generation opened the path again");
 }

@@ -82,6 +82,23 @@ impl Registry {
         Some(self.inherited.swap_remove(index).1)
     }
 
+    /// Takes the inherited descriptor named `name` for the service (`None`:
+    /// nothing by that name was inherited). Refuses the runtime's own names
+    /// ([`RESERVED_PREFIX`]) and a name already registered in this
+    /// generation.
+    pub(crate) fn claim_for_service(&mut self, name: &str) -> Result<Option<OwnedFd>, Error> {
+        if name.starts_with(RESERVED_PREFIX) {
+            let reserved =
+                "names starting with \"shellflip.\" are the runtime's own; choose another name";
+            let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, reserved);
+            return Err(Error::fd(name, source));
+        }
+        if self.is_registered(name) {
+            return Err(Error::DuplicateName(name.to_owned()));
+        }
+        Ok(self.claim(name))
+    }
+
     /// Takes every inherited descriptor whose name starts with `prefix`,
     /// with the prefix stripped.
     pub(crate) fn claim_prefixed(&mut self, prefix: &str) -> Vec<(String, OwnedFd)> {
@@ -163,6 +180,28 @@ mod tests {
 
     fn fd() -> OwnedFd {
         OwnedFd::from(UnixStream::pair().unwrap().0)
+    }
+
+    #[test]
+    fn the_service_claims_its_own_names_once_and_never_the_runtimes() {
+        let mut r = Registry::new(vec![("db".into(), fd()), (CONTROL_FD_NAME.into(), fd())]);
+        let reserved = r.claim_for_service(CONTROL_FD_NAME).unwrap_err();
+        let message = reserved.to_string();
+        assert!(matches!(reserved, Error::Fd { .. }), "{reserved:?}");
+        assert!(
+            message.contains("the runtime's own; choose another name"),
+            "{message}"
+        );
+        // The runtime's descriptor is still there for the runtime.
+        assert!(r.claim(CONTROL_FD_NAME).is_some());
+        let db = r.claim_for_service("db").unwrap().unwrap();
+        r.register("db", db.as_fd()).unwrap();
+        assert!(matches!(
+            r.claim_for_service("db"),
+            Err(Error::DuplicateName(name)) if name == "db"
+        ));
+        // Nothing inherited under a free name: the caller creates it.
+        assert!(r.claim_for_service("cache").unwrap().is_none());
     }
 
     #[test]

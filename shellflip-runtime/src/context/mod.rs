@@ -206,16 +206,17 @@ impl<S: HandoverState> Context<S> {
 
     /// Any other descriptor to keep across restarts, named `name`: the
     /// inherited one, or the one `create` opens in the first generation.
+    ///
+    /// Names are the service's own, one per descriptor in a generation, and
+    /// shared with the listeners; names starting with `shellflip.` are the
+    /// runtime's and refused ([`Error::Fd`]), as they are for listeners.
     pub fn fd(
         &self,
         name: &str,
         create: impl FnOnce() -> std::io::Result<OwnedFd>,
     ) -> Result<OwnedFd, Error> {
         let mut registry = self.generation.registry();
-        if registry.is_registered(name) {
-            return Err(Error::DuplicateName(name.to_owned()));
-        }
-        let fd = registry.claim(name).map_or_else(create, Ok);
+        let fd = registry.claim_for_service(name)?.map_or_else(create, Ok);
         let fd = fd.map_err(|e| Error::fd(name, e))?;
         registry.register(name, fd.as_fd())?;
         Ok(fd)
@@ -229,17 +230,9 @@ impl<S: HandoverState> Context<S> {
         matches: impl Fn(&Socket) -> bool,
         bind: impl FnOnce() -> Result<Socket, Error>,
     ) -> Result<Socket, Error> {
-        if name.starts_with(RESERVED_PREFIX) {
-            let reserved = "names starting with \"shellflip.\" are reserved";
-            let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, reserved);
-            return Err(Error::fd(name, source));
-        }
         let mut registry = self.generation.registry();
-        if registry.is_registered(name) {
-            return Err(Error::DuplicateName(name.to_owned()));
-        }
         let from_systemd = registry.is_socket_activated(name);
-        let socket = match registry.claim(name) {
+        let socket = match registry.claim_for_service(name)? {
             Some(fd) => {
                 let socket = Socket::from(fd);
                 let found = describe(&socket);
