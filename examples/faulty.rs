@@ -14,7 +14,7 @@
 //! |---|---|
 //! | `panic-init` | panics before it is ready |
 //! | `abort-init` | aborts (SIGABRT) before it is ready |
-//! | `exit-after-ready` | reports ready, then exits with status 7 50 ms later |
+//! | `exit-after-ready` | reports ready, starts a `sleep 300` of its own (its pid in the file `<control>.left-behind`), then exits with status 7 50 ms later |
 //! | `unhealthy-after-ready` | reports ready, then reports itself unhealthy (`ctx.unhealthy`) |
 //! | `hang` | never becomes ready (prints `hanging pid=<pid>` once its control socket is open) |
 //! | `slow-init=<ms>` | takes that long before it is ready (for killing the previous generation meanwhile) |
@@ -127,6 +127,13 @@ async fn main(ctx: Context<Served>) -> Result<(), Box<dyn std::error::Error>> {
         ctx.unhealthy("injected: the warm-up check failed").await?;
     }
     if fault == "exit-after-ready" {
+        // A process of its own that would outlive it (say a helper it
+        // started): the rollback ends it too.
+        let helper = std::process::Command::new("sleep").arg("300").spawn()?;
+        std::fs::write(
+            args.control.with_extension("left-behind"),
+            helper.id().to_string(),
+        )?;
         // Long enough for READY to reach the previous generation.
         tokio::time::sleep(Duration::from_millis(50)).await;
         std::process::exit(7);

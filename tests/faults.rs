@@ -89,6 +89,16 @@ fn ready_then_exit_is_rolled_back_during_the_probation() {
         "{error}"
     );
     assert!(zombies_of(old.pid).is_empty());
+    // What it left behind in its process group (a `sleep 300`) was killed
+    // before the rollback (it only waits to be reaped by its new parent).
+    let left_behind: u32 = std::fs::read_to_string(service.control.with_extension("left-behind"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    if !wait_exit(left_behind, EVENT_TIMEOUT) {
+        kill_pid(left_behind, Signal::SIGKILL);
+        panic!("the failed generation's own process {left_behind} outlived the rollback");
+    }
     let before = load.count_from(old.pid);
     wait_until("the old generation to keep serving", EVENT_TIMEOUT, || {
         load.count_from(old.pid) > before + 8

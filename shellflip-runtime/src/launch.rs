@@ -198,6 +198,12 @@ pub(crate) fn kill_group(pid: u32) -> std::io::Result<()> {
     }
 }
 
+/// Sends SIGKILL to the process group `pgid`, never to a process by pid
+/// (whose pid may have been reused once it was reaped).
+pub(crate) fn kill_group_only(pgid: u32) -> std::io::Result<()> {
+    Ok(nix::sys::signal::killpg(to_pid(pgid)?, Signal::SIGKILL)?)
+}
+
 /// `pid` as nix takes it.
 fn to_pid(pid: u32) -> std::io::Result<nix::unistd::Pid> {
     let raw = i32::try_from(pid).map_err(|_| std::io::Error::other("not a pid"))?;

@@ -432,6 +432,22 @@ enum NextParent {
 }
 
 impl NextProcess {
+    /// Once it has exited by itself: kills what is left of its process
+    /// group (its spawner, what it started) and waits for that, as for a
+    /// killed generation. The group is signalled only if members were found
+    /// in it: while one lives, the group's id (its pid) is not reused.
+    pub(crate) async fn end_what_it_left(&mut self) {
+        let pid = self.pid();
+        let members = launch::watch_group_members(pid);
+        if members.is_empty() {
+            return;
+        }
+        if let Err(e) = launch::kill_group_only(pid) {
+            tracing::debug!(error = %e, pid, "could not kill what the exited new generation left");
+        }
+        launch::wait_killed_group(&members).await;
+    }
+
     /// True once it has exited (reaped or not), without waiting.
     pub(crate) fn has_exited(&mut self) -> bool {
         match &mut self.parent {

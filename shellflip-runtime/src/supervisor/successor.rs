@@ -90,6 +90,11 @@ async fn watch(
                 if open {
                     let _ = tokio::time::timeout(REPORTS_AFTER_EXIT, &mut reports).await;
                 }
+                // Nothing of it outlives the rollback: what it left of its
+                // group goes too, as when it is killed.
+                if !killed {
+                    process.end_what_it_left().await;
+                }
                 let _ = events.send(Event::SuccessorExited(describe_status(status)));
                 release.cancelled().await;
                 return process;
