@@ -188,13 +188,11 @@ const BUSY_PAUSE: Duration = Duration::from_millis(20);
 /// whatever it started before it took over), or to `pid` alone if it left
 /// that group.
 pub(crate) fn kill_group(pid: u32) -> std::io::Result<()> {
-    let pid = to_pid(pid)?;
-    match nix::sys::signal::killpg(pid, Signal::SIGKILL) {
-        Ok(()) => Ok(()),
-        Err(nix::errno::Errno::ESRCH) => {
-            nix::sys::signal::kill(pid, Signal::SIGKILL).map_err(std::io::Error::from)
+    match kill_group_only(pid) {
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+            Ok(nix::sys::signal::kill(to_pid(pid)?, Signal::SIGKILL)?)
         }
-        Err(e) => Err(e.into()),
+        killed => killed,
     }
 }
 
