@@ -451,6 +451,108 @@ fn a_large_blob_crosses_restarts_with_its_checksum() {
     }
 }
 
+/// `GLIBC_TUNABLES` and the runtime's marker in the environment of `pid`.
+///
+/// glibc (2.36) parses `GLIBC_TUNABLES` in place at start-up, writing a NUL
+/// over each `:`, so `/proc/PID/environ` shows the entries after the first
+/// as entries of their own; they are joined back here.
+fn heap_variables(pid: u32) -> (Option<String>, Option<String>) {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("read the environment");
+    let entries: Vec<String> = environ
+        .split(|b| *b == 0)
+        .map(|entry| String::from_utf8_lossy(entry).into_owned())
+        .collect();
+    let value = |name: &str| {
+        let at = entries
+            .iter()
+            .position(|e| e.starts_with(&format!("{name}=")))?;
+        let mut value = entries[at][name.len() + 1..].to_owned();
+        if name == "GLIBC_TUNABLES" {
+            for more in entries[at + 1..]
+                .iter()
+                .take_while(|e| e.starts_with("glibc."))
+            {
+                value = format!("{value}:{more}");
+            }
+        }
+        Some(value)
+    };
+    (value("GLIBC_TUNABLES"), value("SHELLFLIP_HUGE_HEAP_ADDED"))
+}
+
+/// Huge pages behind `pid`'s anonymous memory (`AnonHugePages`), in KiB.
+fn anon_huge_kib(pid: u32) -> u64 {
+    let rollup =
+        std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps_rollup");
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("AnonHugePages:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .expect("AnonHugePages in smaps_rollup")
+}
+
+#[test]
+fn a_large_state_puts_the_next_generations_heap_on_huge_pages_and_a_small_one_does_not() {
+    // 72 MiB of state: more than the 64 MiB of anonymous memory from which
+    // the next generation gets `glibc.malloc.hugetlb=1`.
+    let mut service = start_faulty(
+        &["--ballast-mb", "72"],
+        &[("GLIBC_TUNABLES", "glibc.malloc.arena_max=4")],
+    );
+    let first = faulty_greeting(&service);
+    for _ in 0..2 {
+        let (pid, _) = restart_ok(&service);
+        service.next_ready();
+        assert_eq!(faulty_greeting(&service)["ballast"], first["ballast"]);
+        // The service's own tunables kept, the runtime's added once.
+        assert_eq!(
+            heap_variables(pid),
+            (
+                Some("glibc.malloc.arena_max=4:glibc.malloc.hugetlb=1".to_owned()),
+                Some("1".to_owned())
+            )
+        );
+        // And glibc took it: the decoded blob sits on huge pages, wherever
+        // the kernel gives them on request.
+        let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+            .unwrap_or_default();
+        if thp.contains("[madvise]") || thp.contains("[always]") {
+            assert!(
+                anon_huge_kib(pid) >= 2048,
+                "no huge pages behind {pid}'s heap"
+            );
+        }
+    }
+    drop(service);
+
+    // A small service's next generation gets nothing added, and a
+    // service that chose for itself keeps its choice.
+    let service = start_faulty(&["--ballast-mb", "1"], &[]);
+    let (pid, _) = restart_ok(&service);
+    assert_eq!(heap_variables(pid), (None, None));
+    drop(service);
+    let service = start_faulty(
+        &["--ballast-mb", "72"],
+        &[("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")],
+    );
+    let (pid, _) = restart_ok(&service);
+    assert_eq!(
+        heap_variables(pid),
+        (Some("glibc.malloc.hugetlb=0".to_owned()), None)
+    );
+    drop(service);
+    // The same from a generation that spawns its successor itself.
+    let service = start_faulty(&["--ballast-mb", "72"], &[("SHELLFLIP_SPAWNER", "inline")]);
+    let (pid, _) = restart_ok(&service);
+    assert_eq!(
+        heap_variables(pid),
+        (
+            Some("glibc.malloc.hugetlb=1".to_owned()),
+            Some("1".to_owned())
+        )
+    );
+}
+
 /// A memory cgroup of its own below this test's (cgroup v1's memory
 /// hierarchy, or v2 where the memory controller can be delegated to a
 /// child), removed when dropped.

@@ -14,6 +14,7 @@ use tokio::process::{Child, Command};
 
 use crate::channel::ENV_HANDOVER_FD;
 use crate::fd;
+use crate::memory;
 use crate::shutdown;
 
 /// Variables of systemd socket activation; they describe this process's
@@ -61,16 +62,23 @@ impl Launch {
     /// signal blocked (sent to the whole group or cgroup
     /// before the new generation has its handler, it waits instead of
     /// killing it; the runtime unblocks it once handled) and default
-    /// dispositions for `defaults` (the spawner's own handlers).
+    /// dispositions for `defaults` (the spawner's own handlers). Its heap
+    /// variables are [`memory::successor_heap_env_here`]'s for `large_heap`.
     pub(crate) async fn spawn_posix(
         &self,
         channel: &OwnedFd,
         defaults: &[Signal],
+        large_heap: bool,
     ) -> std::io::Result<u32> {
-        retry_busy(|| self.try_spawn_posix(channel, defaults)).await
+        retry_busy(|| self.try_spawn_posix(channel, defaults, large_heap)).await
     }
 
-    fn try_spawn_posix(&self, channel: &OwnedFd, defaults: &[Signal]) -> std::io::Result<u32> {
+    fn try_spawn_posix(
+        &self,
+        channel: &OwnedFd,
+        defaults: &[Signal],
+        large_heap: bool,
+    ) -> std::io::Result<u32> {
         use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
         use nix::sys::signal::SigSet;
         use std::os::unix::ffi::OsStrExt;
@@ -87,14 +95,23 @@ impl Launch {
             .chain(&self.args)
             .map(|arg| c_string(arg.as_bytes()))
             .collect::<std::io::Result<Vec<_>>>()?;
+        let heap = memory::successor_heap_env_here(large_heap);
         let mut envp = Vec::new();
         for (key, value) in std::env::vars_os() {
-            if key == ENV_HANDOVER_FD || SOCKET_ACTIVATION_VARS.iter().any(|v| key == *v) {
+            if key == ENV_HANDOVER_FD
+                || SOCKET_ACTIVATION_VARS.iter().any(|v| key == *v)
+                || heap.iter().any(|(name, _)| key == *name)
+            {
                 continue;
             }
             envp.push(c_string(
                 &[key.as_bytes(), b"=", value.as_bytes()].concat(),
             )?);
+        }
+        for (name, value) in heap {
+            if let Some(value) = value {
+                envp.push(c_string(format!("{name}={value}").as_bytes())?);
+            }
         }
         envp.push(c_string(
             format!("{ENV_HANDOVER_FD}={}", channel.as_raw_fd()).as_bytes(),
@@ -119,7 +136,11 @@ impl Launch {
     /// [`spawn_posix`](Self::spawn_posix), but `channel` is made
     /// inheritable in the child only, between `fork` and `exec`, where the
     /// signal mask is set too.
-    pub(crate) async fn spawn_inline(&self, channel: &OwnedFd) -> std::io::Result<Child> {
+    pub(crate) async fn spawn_inline(
+        &self,
+        channel: &OwnedFd,
+        large_heap: bool,
+    ) -> std::io::Result<Child> {
         let mut command = Command::new(&self.exe);
         command
             .arg0(&self.arg0)
@@ -129,6 +150,12 @@ impl Launch {
             .kill_on_drop(false);
         for var in SOCKET_ACTIVATION_VARS {
             command.env_remove(var);
+        }
+        for (name, value) in memory::successor_heap_env_here(large_heap) {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
         }
         fd::prepare_inline_child(
             &mut command,

@@ -4,7 +4,8 @@
 //! ancestor up to the mount's root, the page cache it could reclaim counted
 //! as free). A state whose envelope would not fit is refused before it is
 //! sent, rather than the kernel's OOM killer ending a generation halfway
-//! through the handover.
+//! through the handover. And the heap advice a new generation starts with:
+//! huge pages behind glibc's heap when the state is large.
 
 use std::path::{Path, PathBuf};
 
@@ -141,10 +142,140 @@ fn cgroup_headroom(
     })
 }
 
+/// The glibc tunable that has `malloc` ask for transparent huge pages
+/// (`madvise(MADV_HUGEPAGE)`) behind its heap and its large blocks.
+const HUGE_HEAP: &str = "glibc.malloc.hugetlb=1";
+
+/// Set (to `1`) in a new generation's environment when the runtime added
+/// [`HUGE_HEAP`] to its `GLIBC_TUNABLES`, so that the spawn after it knows
+/// the entry is the runtime's to take back, not the service's.
+pub(crate) const ENV_HUGE_HEAP_ADDED: &str = "SHELLFLIP_HUGE_HEAP_ADDED";
+
+/// Anonymous memory (the state, mostly) from which the next generation's
+/// heap goes on huge pages: below it, rounding the heap up to 2 MiB pages
+/// would cost more memory than the faults it saves are worth.
+pub(crate) const LARGE_HEAP_BYTES: u64 = 64 << 20;
+
+/// Whether this process's anonymous resident memory (`RssAnon` of
+/// `/proc/self/status`) is at least [`LARGE_HEAP_BYTES`]; `false` if the
+/// system does not say.
+pub(crate) fn heap_is_large() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("RssAnon:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok());
+    kib.is_some_and(|kib| kib.saturating_mul(1024) >= LARGE_HEAP_BYTES)
+}
+
+/// The two variables a new generation gets for its heap, as
+/// `(name, value)` (`None`: unset): `GLIBC_TUNABLES` and
+/// [`ENV_HUGE_HEAP_ADDED`].
+///
+/// A large state is decoded into fresh memory, one page fault per 4 KiB,
+/// and encoded again at the next restart by walking it; with the heap on
+/// 2 MiB pages, a 100 MiB state's handover took about a third less time
+/// (docs/bench.md). So when this generation's heap is large (`large_heap`),
+/// the next one gets [`HUGE_HEAP`] added to the tunables it inherits. The
+/// service's own choice wins: tunables that already set
+/// `glibc.malloc.hugetlb` (to `0` to keep huge pages off) are passed on
+/// untouched. An entry the runtime added before (`added_before`) is taken
+/// back first, so a heap that shrank loses it again. Other C libraries and
+/// allocators ignore the variable.
+pub(crate) fn successor_heap_env(
+    inherited: Option<&str>,
+    added_before: bool,
+    large_heap: bool,
+) -> [(&'static str, Option<String>); 2] {
+    let mut own: Vec<&str> = inherited
+        .unwrap_or("")
+        .split(':')
+        .filter(|entry| !entry.is_empty())
+        .collect();
+    if added_before {
+        if let Some(at) = own.iter().rposition(|entry| *entry == HUGE_HEAP) {
+            own.remove(at);
+        }
+    }
+    let services_choice = own
+        .iter()
+        .any(|entry| entry.starts_with("glibc.malloc.hugetlb="));
+    let add = large_heap && !services_choice;
+    if add {
+        own.push(HUGE_HEAP);
+    }
+    [
+        ("GLIBC_TUNABLES", (!own.is_empty()).then(|| own.join(":"))),
+        (ENV_HUGE_HEAP_ADDED, add.then(|| "1".to_owned())),
+    ]
+}
+
+/// [`successor_heap_env`] for this process's environment.
+pub(crate) fn successor_heap_env_here(large_heap: bool) -> [(&'static str, Option<String>); 2] {
+    let inherited = std::env::var("GLIBC_TUNABLES").ok();
+    let added_before = std::env::var_os(ENV_HUGE_HEAP_ADDED).is_some();
+    successor_heap_env(inherited.as_deref(), added_before, large_heap)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    fn heap_env(
+        inherited: Option<&str>,
+        added_before: bool,
+        large: bool,
+    ) -> (Option<String>, bool) {
+        let [(_, tunables), (_, added)] = successor_heap_env(inherited, added_before, large);
+        (tunables, added.is_some())
+    }
+
+    #[test]
+    fn a_large_heap_gets_huge_pages_beside_the_services_own_tunables() {
+        let huge = Some(HUGE_HEAP.to_owned());
+        assert_eq!(heap_env(None, false, true), (huge.clone(), true));
+        assert_eq!(heap_env(None, false, false), (None, false));
+        assert_eq!(
+            heap_env(Some("glibc.malloc.arena_max=2"), false, true),
+            (Some(format!("glibc.malloc.arena_max=2:{HUGE_HEAP}")), true)
+        );
+        // Added once, whatever the number of restarts.
+        assert_eq!(heap_env(huge.as_deref(), true, true), (huge, true));
+    }
+
+    #[test]
+    fn the_services_choice_is_kept_and_the_runtimes_own_entry_taken_back() {
+        for own in [
+            "glibc.malloc.hugetlb=0",
+            "glibc.malloc.hugetlb=1",
+            "glibc.malloc.hugetlb=2",
+        ] {
+            assert_eq!(
+                heap_env(Some(own), false, true),
+                (Some(own.to_owned()), false)
+            );
+            assert_eq!(
+                heap_env(Some(own), false, false),
+                (Some(own.to_owned()), false)
+            );
+        }
+        // The heap shrank: the runtime's entry goes, the service's stay.
+        assert_eq!(heap_env(Some(HUGE_HEAP), true, false), (None, false));
+        assert_eq!(
+            heap_env(
+                Some(&format!("glibc.malloc.arena_max=2:{HUGE_HEAP}")),
+                true,
+                false
+            ),
+            (Some("glibc.malloc.arena_max=2".to_owned()), false)
+        );
+        // Without the marker, the entry is the service's own.
+        assert_eq!(
+            heap_env(Some(HUGE_HEAP), false, false),
+            (Some(HUGE_HEAP.to_owned()), false)
+        );
+    }
 
     #[test]
     fn mem_available_is_read_in_bytes() {

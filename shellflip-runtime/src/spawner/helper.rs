@@ -106,17 +106,18 @@ async fn serve(socket: OwnedFd, launch: Launch) {
                     Ok(message) => message,
                 };
                 match decode::<Request>(&buf[..len]) {
-                    Ok(Request::Spawn) if fds.len() == 1 => {
+                    Ok(Request::Spawn { large_heap }) if fds.len() == 1 => {
                         crate::profile::mark(crate::profile::Hop::SpawnRead);
                         let channel = fds.remove(0);
                         tokio::spawn(spawn_and_watch(
                             Arc::clone(&launch),
                             Arc::clone(&spawning),
                             channel,
+                            large_heap,
                             events_tx.clone(),
                         ));
                     }
-                    Ok(Request::Spawn) => {
+                    Ok(Request::Spawn { .. }) => {
                         let _ = events_tx.send(Event::SpawnFailed {
                             errno: None,
                             message: format!(
@@ -145,6 +146,7 @@ async fn spawn_and_watch(
     launch: Arc<Launch>,
     spawning: Arc<tokio::sync::Mutex<()>>,
     channel: OwnedFd,
+    large_heap: bool,
     events: mpsc::UnboundedSender<Event>,
 ) {
     // The spawner has a single thread and starts one process at a time (the
@@ -153,7 +155,7 @@ async fn spawn_and_watch(
     let spawned = {
         let _one_at_a_time = spawning.lock().await;
         let spawned = match fcntl(&channel, FcntlArg::F_SETFD(FdFlag::empty())) {
-            Ok(_) => launch.spawn_posix(&channel, &SURVIVED).await,
+            Ok(_) => launch.spawn_posix(&channel, &SURVIVED, large_heap).await,
             Err(e) => Err(io::Error::from(e)),
         };
         drop(channel);

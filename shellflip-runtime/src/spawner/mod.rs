@@ -73,8 +73,10 @@ const SURVIVED: [Signal; 5] = [
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 enum Request {
     /// Start the next generation. Carries exactly one descriptor: the new
-    /// generation's end of the handover channel.
-    Spawn,
+    /// generation's end of the handover channel. `large_heap`: the service's
+    /// heap is large, so the new generation's goes on huge pages (see
+    /// [`memory::successor_heap_env`](crate::memory::successor_heap_env)).
+    Spawn { large_heap: bool },
 }
 
 /// From the spawner to the service.
@@ -191,6 +193,7 @@ impl SpawnerClient {
     pub(crate) async fn spawn(
         self: &Arc<Self>,
         channel: OwnedFd,
+        large_heap: bool,
         spawn_error: impl Fn(io::Error) -> RestartError,
     ) -> Result<SpawnedGeneration, RestartError> {
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -204,7 +207,7 @@ impl SpawnerClient {
         if already_gone {
             return Err(self.gone().await);
         }
-        let request = encode(&Request::Spawn).map_err(&spawn_error)?;
+        let request = encode(&Request::Spawn { large_heap }).map_err(&spawn_error)?;
         if send(&self.socket, &request, &[channel.as_fd()])
             .await
             .is_err()
@@ -393,11 +396,18 @@ impl Spawner {
             exe: self.launch.exe.clone(),
             source,
         };
+        let large_heap = crate::memory::heap_is_large();
+        if large_heap {
+            tracing::debug!(
+                "this generation's heap is large: the next one's goes on transparent huge pages \
+                 (glibc.malloc.hugetlb=1 added to GLIBC_TUNABLES unless the service set it)"
+            );
+        }
         let parent = match &self.process {
             Err(_) => {
                 let child = self
                     .launch
-                    .spawn_inline(&channel)
+                    .spawn_inline(&channel, large_heap)
                     .await
                     .map_err(spawn_error)?;
                 let pid = child.id().ok_or_else(|| {
@@ -405,7 +415,9 @@ impl Spawner {
                 })?;
                 NextParent::Inline { pid, child }
             }
-            Ok(client) => NextParent::Spawned(client.spawn(channel, spawn_error).await?),
+            Ok(client) => {
+                NextParent::Spawned(client.spawn(channel, large_heap, spawn_error).await?)
+            }
         };
         Ok(NextProcess {
             parent,
@@ -510,8 +522,11 @@ mod tests {
 
     #[test]
     fn messages_round_trip() {
-        let bytes = encode(&Request::Spawn).unwrap();
-        assert_eq!(decode::<Request>(&bytes).unwrap(), Request::Spawn);
+        let bytes = encode(&Request::Spawn { large_heap: true }).unwrap();
+        assert_eq!(
+            decode::<Request>(&bytes).unwrap(),
+            Request::Spawn { large_heap: true }
+        );
         for event in [
             Event::Spawned { pid: 7 },
             Event::SpawnFailed {
