@@ -92,14 +92,16 @@ impl HopRestart {
     }
 }
 
-/// The driver's marks: the trigger process spawned and exited.
+/// The driver's marks: the trigger process spawned and exited, and the old
+/// generation reaped.
 pub const CLI_SPAWNED: &str = "trigger process spawned";
 pub const CLI_EXITED: &str = "trigger process exited";
+pub const OLD_REAPED: &str = "old generation reaped";
 
 /// The rows of the hop table, in the order of a restart, with the side
 /// that writes each. The runtime's hops are `shellflip-runtime/src/profile.rs`'s;
 /// a hop of a profile missing here gets a row too ([`hop_rows`]).
-pub const HOPS: [(&str, &str); 18] = [
+pub const HOPS: [(&str, &str); 22] = [
     (CLI_SPAWNED, "driver"),
     ("trigger_read", "old"),
     ("spawn_asked", "old"),
@@ -118,10 +120,14 @@ pub const HOPS: [(&str, &str); 18] = [
     ("paused", "old"),
     ("answer_written", "old"),
     (CLI_EXITED, "driver"),
+    ("drained", "old"),
+    ("supervisor_done", "old"),
+    ("exiting", "old"),
+    (OLD_REAPED, "driver"),
 ];
 
 /// The rows of a hop table over these restarts: [`HOPS`], and before the
-/// last one every other hop the restarts have, in the order first seen,
+/// trigger process's exit every other hop the restarts have, in the order first seen,
 /// with the side it came from.
 pub fn hop_rows<'a>(restarts: impl IntoIterator<Item = &'a HopRestart>) -> Vec<(String, String)> {
     let mut rows: Vec<(String, String)> = HOPS
@@ -137,9 +143,11 @@ pub fn hop_rows<'a>(restarts: impl IntoIterator<Item = &'a HopRestart>) -> Vec<(
             }
         }
     }
-    let last = rows.pop();
-    rows.extend(extra);
-    rows.extend(last);
+    let at = rows
+        .iter()
+        .position(|(h, _)| h == CLI_EXITED)
+        .unwrap_or(rows.len());
+    rows.splice(at..at, extra);
     rows
 }
 
@@ -178,12 +186,14 @@ pub struct RestartWindow {
     pub new_pid: u32,
     /// The trigger process exited, ms after its spawn.
     pub exited_ms: Option<f64>,
+    /// The old generation reaped, ms after the trigger's spawn.
+    pub old_reaped_ms: Option<f64>,
 }
 
 /// The hops of one restart: for each hop, the first line of the old or the
 /// new generation's pid in the window (other pids, such as spawners, are
 /// left out), in ms since the trigger process was spawned; with the
-/// driver's two marks.
+/// driver's three marks.
 pub fn hops_of(lines: &[ProfileLine], w: &RestartWindow) -> HopRestart {
     let mut marks = vec![HopMark {
         hop: CLI_SPAWNED.to_string(),
@@ -210,12 +220,14 @@ pub fn hops_of(lines: &[ProfileLine], w: &RestartWindow) -> HopRestart {
             ms: (line.unix_us - w.from_unix_us) as f64 / 1000.0,
         });
     }
-    if let Some(ms) = w.exited_ms {
-        marks.push(HopMark {
-            hop: CLI_EXITED.to_string(),
-            side: "driver".to_string(),
-            ms,
-        });
+    for (hop, ms) in [(CLI_EXITED, w.exited_ms), (OLD_REAPED, w.old_reaped_ms)] {
+        if let Some(ms) = ms {
+            marks.push(HopMark {
+                hop: hop.to_string(),
+                side: "driver".to_string(),
+                ms,
+            });
+        }
     }
     marks.sort_by(|a, b| a.ms.total_cmp(&b.ms));
     HopRestart { marks }
@@ -632,6 +644,7 @@ garbage
                 old_pid: 10,
                 new_pid: 20,
                 exited_ms: Some(2.5),
+                old_reaped_ms: Some(3.5),
             },
         );
         let names: Vec<(&str, &str, f64)> = hops
@@ -650,6 +663,7 @@ garbage
                 ("ready_written", "new", 1.8),
                 ("ready_read", "old", 1.9),
                 (CLI_EXITED, "driver", 2.5),
+                (OLD_REAPED, "driver", 3.5),
             ]
         );
     }
@@ -730,11 +744,12 @@ garbage
         };
         let rows = hop_rows([&restart]);
         assert_eq!(rows.len(), HOPS.len() + 1);
-        assert_eq!(rows[rows.len() - 2], ("drain_begun".into(), "old".into()));
-        assert_eq!(rows[rows.len() - 1].0, CLI_EXITED);
+        let exit = rows.iter().position(|(h, _)| h == CLI_EXITED).unwrap();
+        assert_eq!(rows[exit - 1], ("drain_begun".into(), "old".into()));
+        assert_eq!(rows[rows.len() - 1].0, OLD_REAPED);
         let stats = hop_stats(&rows, &[restart]);
-        assert_eq!(stats[rows.len() - 2].since_trigger_ms, Some(2.0));
-        assert_eq!(stats[rows.len() - 1].since_previous_ms, Some(1.0));
+        assert_eq!(stats[exit - 1].since_trigger_ms, Some(2.0));
+        assert_eq!(stats[exit].since_previous_ms, Some(1.0));
     }
 
     #[test]

@@ -266,6 +266,7 @@ impl Bench {
                                 old_pid: d.record.old_pid,
                                 new_pid,
                                 exited_ms: d.record.told_ms,
+                                old_reaped_ms: d.record.old_gone_ms,
                             },
                         ));
                     }

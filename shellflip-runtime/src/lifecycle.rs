@@ -125,6 +125,7 @@ where
     let code = runtime.block_on(serve::<S, F, Fut>(start, main));
     drop(lifecycle);
     runtime.shutdown_background();
+    profile::mark(Hop::Exiting);
     tracing::debug!("process exit");
     code
 }
@@ -299,6 +300,7 @@ where
     let failed = matches!(main_outcome, Some(Err(_)));
     let _ = main_outcome_tx.send(main_outcome);
     drain(&generation).await;
+    profile::mark(Hop::Drained);
     // The supervisor ends once the machine says to exit: the last
     // generation of a stopped service waits for the older ones first.
     let bound = config.drain_timeout.saturating_mul(2) + LAST_WORDS * 10;
@@ -313,6 +315,7 @@ where
             None
         }
     };
+    profile::mark(Hop::SupervisorDone);
     let control_connections = &generation.control_connections;
     control_connections.close();
     let _ = tokio::time::timeout(LAST_WORDS, control_connections.wait()).await;

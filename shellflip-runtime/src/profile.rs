@@ -53,6 +53,13 @@ pub(crate) enum Hop {
     Paused,
     /// Old generation: the initiator's answer written.
     AnswerWritten,
+    /// Old generation: `main` returned and its connections ended.
+    Drained,
+    /// Old generation: its supervisor finished (the older generations and
+    /// the spawner it waits for are gone).
+    SupervisorDone,
+    /// Old generation: `run` returns (runtime shut down; the process exits).
+    Exiting,
 }
 
 impl Hop {
@@ -76,6 +83,9 @@ impl Hop {
             Hop::ReadyRead => "ready_read",
             Hop::Paused => "paused",
             Hop::AnswerWritten => "answer_written",
+            Hop::Drained => "drained",
+            Hop::SupervisorDone => "supervisor_done",
+            Hop::Exiting => "exiting",
         }
     }
 }
