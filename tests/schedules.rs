@@ -62,7 +62,7 @@ use nix::sys::signal::Signal;
 use shellflip::client::ControlClient;
 use shellflip::control::{Phase, Status};
 use shellflip_testkit::census::{describe, ServiceProcess};
-use shellflip_testkit::ended::{tcp_refused, unix_refused};
+use shellflip_testkit::ended::{tcp_refused_by, unix_refused};
 use shellflip_testkit::process::reap_exited_children_named;
 
 /// Replays the schedule with this seed, alone.
@@ -615,7 +615,7 @@ impl<'a> Run<'a> {
             None => {
                 self.note("settled: nothing of the service is left".to_owned());
                 let mut problems = Vec::new();
-                problems.extend(tcp_refused(self.service.addr).err());
+                problems.extend(tcp_refused_by(self.service.addr, &self.service.census).err());
                 problems.extend(unix_refused(&self.service.control).err());
                 if problems.is_empty() {
                     Ok(())

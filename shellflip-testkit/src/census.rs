@@ -114,7 +114,7 @@ fn stat(pid: u32) -> Option<ServiceProcess> {
     })
 }
 
-fn all_pids() -> Vec<u32> {
+pub(crate) fn all_pids() -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
