@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use shellflip_control::protocol::{GenerationStatus, Phase};
-use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use crate::channel::Draining;
 use crate::launch::ExitWatch;
@@ -26,19 +26,17 @@ struct Entry {
 pub(crate) struct DrainingGenerations {
     /// Oldest first.
     entries: Vec<Entry>,
-    /// The generation numbers of entries whose process exited.
-    exited_tx: mpsc::UnboundedSender<u64>,
-    exited_rx: mpsc::UnboundedReceiver<u64>,
+    /// The tasks waiting for the entries' exits, each ending with its
+    /// entry's generation number.
+    exits: JoinSet<u64>,
 }
 
 impl DrainingGenerations {
     /// Starts from what the handover said. Inside the runtime.
     pub(crate) fn new(known: Vec<Draining>) -> Self {
-        let (exited_tx, exited_rx) = mpsc::unbounded_channel();
         let mut draining = DrainingGenerations {
             entries: Vec::new(),
-            exited_tx,
-            exited_rx,
+            exits: JoinSet::new(),
         };
         for info in known {
             draining.update(info);
@@ -47,11 +45,11 @@ impl DrainingGenerations {
     }
 
     /// Resolves when the process of an entry exits, with its generation
-    /// number; then call [`forget_exited`](Self::forget_exited). Never
-    /// `None`: `self` holds a sender. Cancel-safe (a select branch of the
+    /// number; then call [`forget_exited`](Self::forget_exited). `None` at
+    /// once when no exit is awaited. Cancel-safe (a select branch of the
     /// supervisor's loop).
     pub(crate) async fn next_exit(&mut self) -> Option<u64> {
-        self.exited_rx.recv().await
+        self.exits.join_next().await?.ok()
     }
 
     /// Resolves once every generation listed has exited.
@@ -73,11 +71,10 @@ impl DrainingGenerations {
             None => {
                 let watch = Arc::new(ExitWatch::new(info.pid));
                 if !watch.has_exited() {
-                    let (generation, exited_tx) = (info.generation, self.exited_tx.clone());
-                    let waiting = Arc::clone(&watch);
-                    tokio::spawn(async move {
+                    let (generation, waiting) = (info.generation, Arc::clone(&watch));
+                    self.exits.spawn(async move {
                         waiting.exited().await;
-                        let _ = exited_tx.send(generation);
+                        generation
                     });
                     self.entries.push(Entry { info, watch });
                     self.entries.sort_by_key(|e| e.info.generation);

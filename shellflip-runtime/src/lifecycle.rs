@@ -20,10 +20,9 @@
 use std::future::Future;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::runtime::Handle;
@@ -424,7 +423,21 @@ where
     Fut: Future,
     Fut::Output: MainResult,
 {
-    let mut main_future = CatchUnwind(Box::pin(main));
+    // Polled through `catch_unwind`: a panic becomes an error message.
+    let mut main = Box::pin(main);
+    let mut main_future = std::future::poll_fn(move |cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| main.as_mut().poll(cx))) {
+            Ok(poll) => poll.map(Ok),
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic with a non-text payload".to_owned());
+                Poll::Ready(Err(format!("the service panicked: {message}")))
+            }
+        }
+    });
     let outcome = tokio::select! {
         outcome = &mut main_future => Some(outcome),
         _ = generation.shutdown.cancelled() => {
@@ -485,29 +498,6 @@ fn clean_up(finished: Option<&Finished>, pid_file: Option<&PidFile>) {
                 tracing::debug!(removed, path = %pid_file.path.display(), "pid file")
             }
             Err(e) => tracing::warn!(error = %e, "could not remove the pid file"),
-        }
-    }
-}
-
-/// Polls a future, turning a panic into an error message.
-struct CatchUnwind<F: Future>(Pin<Box<F>>);
-
-impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, String>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let inner = self.0.as_mut();
-        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
-            Err(payload) => {
-                let message = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic with a non-text payload".to_owned());
-                Poll::Ready(Err(format!("the service panicked: {message}")))
-            }
         }
     }
 }

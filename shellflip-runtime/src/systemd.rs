@@ -121,26 +121,29 @@ impl Notifier {
         self.target.is_some()
     }
 
-    /// Sends `notification` (one datagram), without blocking. Failures are
-    /// logged, never returned: systemd being unreachable must not affect
-    /// the service.
-    pub(crate) fn send(&self, notification: &Notification) {
-        self.send_with_fds(notification, &[]);
+    /// Sends `states` and, with `status`, a `STATUS=` line (see
+    /// [`message`]) as one datagram, without blocking. Failures are logged,
+    /// never returned: systemd being unreachable must not affect the
+    /// service.
+    pub(crate) fn send(&self, states: &[NotifyState<'_>], status: Option<&str>) {
+        self.send_with_fds(states, status, &[]);
     }
 
-    /// Sends `notification` with `fds` attached (`SCM_RIGHTS`), without
-    /// blocking. True when it was sent; failures are logged.
+    /// [`send`](Self::send) with `fds` attached (`SCM_RIGHTS`). True when
+    /// it was sent; failures are logged.
     pub(crate) fn send_with_fds(
         &self,
-        notification: &Notification,
+        states: &[NotifyState<'_>],
+        status: Option<&str>,
         fds: &[BorrowedFd<'_>],
     ) -> bool {
         let Some(target) = &self.target else {
             return false;
         };
-        let sent = send_datagram(target, notification.0.as_bytes(), fds);
+        let text = message(states, status);
+        let sent = send_datagram(target, text.as_bytes(), fds);
         // The log lines show the message on one line.
-        let message = notification.0.replace('\n', " ");
+        let message = text.replace('\n', " ");
         match &sent {
             Ok(()) => tracing::debug!(%message, fds = fds.len(), "notified systemd"),
             Err(error) => tracing::warn!(%error, %message, "could not notify systemd"),
@@ -169,68 +172,20 @@ pub(crate) fn send_datagram(
     Ok(())
 }
 
-/// One notification: `KEY=value` assignments, one per line (each spelled
-/// by the `sd-notify` crate's [`NotifyState`]), sent as one datagram.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct Notification(String);
-
-impl Notification {
-    /// `states`, one per line.
-    fn of(states: &[NotifyState<'_>]) -> Self {
-        Notification(states.iter().map(|state| format!("{state}\n")).collect())
-    }
-
-    /// `states` and a `STATUS=` line.
-    fn with_status(states: &[NotifyState<'_>], status: &str) -> Self {
-        // One assignment per line: a newline in a value would start a new
-        // (bogus) assignment.
-        let status = status.replace(['\n', '\r'], " ");
-        Notification::of(&[states, &[NotifyState::Status(&status)]].concat())
-    }
-
-    /// `READY=1`: this generation serves (start-up, or a failed restart).
-    pub(crate) fn ready(status: &str) -> Self {
-        Notification::with_status(&[NotifyState::Ready], status)
-    }
-
-    /// `RELOADING=1` with the `CLOCK_MONOTONIC` time the restart began.
-    pub(crate) fn reloading(monotonic_usec: u64, status: &str) -> Self {
-        let began = NotifyState::MonotonicUsec(i128::from(monotonic_usec));
-        Notification::with_status(&[NotifyState::Reloading, began], status)
-    }
-
-    /// `MAINPID=<pid>` and `READY=1`: the new generation `pid` took over.
-    pub(crate) fn handed_over(pid: u32, status: &str) -> Self {
-        Notification::with_status(&[NotifyState::MainPid(pid), NotifyState::Ready], status)
-    }
-
-    /// `STOPPING=1`, with time for the drain.
-    pub(crate) fn stopping(extend: Duration, status: &str) -> Self {
-        let extend = NotifyState::ExtendTimeoutUsec(usec(extend));
-        Notification::with_status(&[NotifyState::Stopping, extend], status)
-    }
-
-    /// `EXTEND_TIMEOUT_USEC`: more time for the running drain.
-    pub(crate) fn extend_timeout(extend: Duration) -> Self {
-        Notification::of(&[NotifyState::ExtendTimeoutUsec(usec(extend))])
-    }
-
-    /// `FDSTORE=1` + `FDNAME=`: keep the descriptor sent with this message
-    /// under `fd_name` (a name [`is_valid_fd_name`]).
-    pub(crate) fn fd_store(fd_name: &str) -> Self {
-        Notification::of(&[NotifyState::FdStore, NotifyState::FdName(fd_name)])
-    }
-
-    /// `FDSTOREREMOVE=1` + `FDNAME=`: drop the descriptors kept under
-    /// `fd_name`.
-    pub(crate) fn fd_store_remove(fd_name: &str) -> Self {
-        Notification::of(&[NotifyState::FdStoreRemove, NotifyState::FdName(fd_name)])
-    }
+/// One notification: `states` (each spelled by the `sd-notify` crate's
+/// [`NotifyState`]) and, with `status`, a `STATUS=` line for `systemctl
+/// status`; one `KEY=value` assignment per line.
+fn message(states: &[NotifyState<'_>], status: Option<&str>) -> String {
+    // A newline in the status would start a new (bogus) assignment.
+    let status = status.map(|status| status.replace(['\n', '\r'], " "));
+    let status = status.as_deref().map(NotifyState::Status);
+    let lines = states.iter().chain(&status);
+    lines.map(|state| format!("{state}\n")).collect()
 }
 
 /// A duration in microseconds, as `EXTEND_TIMEOUT_USEC` takes it (at most
 /// `u32::MAX` µs, 71 minutes, in the `sd-notify` crate).
-fn usec(duration: Duration) -> u32 {
+pub(crate) fn usec(duration: Duration) -> u32 {
     u32::try_from(duration.as_micros()).unwrap_or(u32::MAX)
 }
 
@@ -257,7 +212,8 @@ pub(crate) async fn keep_extending_stop_timeout(notifier: Notifier, deadline: In
         if remaining.is_zero() {
             return;
         }
-        notifier.send(&Notification::extend_timeout(drain_extension(remaining)));
+        let extend = usec(drain_extension(remaining));
+        notifier.send(&[NotifyState::ExtendTimeoutUsec(extend)], None);
     }
 }
 
@@ -439,7 +395,10 @@ pub(crate) fn sync_fd_store(
             .any(|(name, _, ino)| *name == old.name && *ino == old.ino);
         if !same {
             let fd_name = format!("{FD_STORE_PREFIX}{}", old.name);
-            notifier.send(&Notification::fd_store_remove(&fd_name));
+            notifier.send(
+                &[NotifyState::FdStoreRemove, NotifyState::FdName(&fd_name)],
+                None,
+            );
         }
         same
     });
@@ -448,7 +407,8 @@ pub(crate) fn sync_fd_store(
             continue;
         }
         let fd_name = format!("{FD_STORE_PREFIX}{name}");
-        if notifier.send_with_fds(&Notification::fd_store(&fd_name), &[fd]) {
+        let states = [NotifyState::FdStore, NotifyState::FdName(&fd_name)];
+        if notifier.send_with_fds(&states, None, &[fd]) {
             stored.push(StoredFd { name, ino });
         }
     }
@@ -490,23 +450,40 @@ mod tests {
     #[test]
     fn messages_are_newline_separated_assignments() {
         assert_eq!(
-            Notification::ready("serving").0,
+            message(&[NotifyState::Ready], Some("serving")),
             "READY=1\nSTATUS=serving\n"
         );
         assert_eq!(
-            Notification::reloading(123_456, "restarting").0,
+            message(
+                &[NotifyState::Reloading, NotifyState::MonotonicUsec(123_456)],
+                Some("restarting")
+            ),
             "RELOADING=1\nMONOTONIC_USEC=123456\nSTATUS=restarting\n"
         );
         assert_eq!(
-            keys(&Notification::handed_over(42, "s").0),
+            keys(&message(
+                &[NotifyState::MainPid(42), NotifyState::Ready],
+                Some("s")
+            )),
             vec![("MAINPID", "42"), ("READY", "1"), ("STATUS", "s")]
         );
         assert_eq!(
-            Notification::stopping(Duration::from_secs(3), "bye").0,
+            message(
+                &[
+                    NotifyState::Stopping,
+                    NotifyState::ExtendTimeoutUsec(usec(Duration::from_secs(3)))
+                ],
+                Some("bye")
+            ),
             "STOPPING=1\nEXTEND_TIMEOUT_USEC=3000000\nSTATUS=bye\n"
         );
         assert_eq!(
-            Notification::extend_timeout(Duration::from_millis(1)).0,
+            message(
+                &[NotifyState::ExtendTimeoutUsec(usec(Duration::from_millis(
+                    1
+                )))],
+                None
+            ),
             "EXTEND_TIMEOUT_USEC=1000\n"
         );
     }
@@ -514,11 +491,23 @@ mod tests {
     #[test]
     fn fd_store_messages() {
         assert_eq!(
-            Notification::fd_store("shellflip.stored.echo").0,
+            message(
+                &[
+                    NotifyState::FdStore,
+                    NotifyState::FdName("shellflip.stored.echo")
+                ],
+                None
+            ),
             "FDSTORE=1\nFDNAME=shellflip.stored.echo\n"
         );
         assert_eq!(
-            Notification::fd_store_remove("shellflip.stored.echo").0,
+            message(
+                &[
+                    NotifyState::FdStoreRemove,
+                    NotifyState::FdName("shellflip.stored.echo")
+                ],
+                None
+            ),
             "FDSTOREREMOVE=1\nFDNAME=shellflip.stored.echo\n"
         );
         assert!(is_valid_fd_name("shellflip.stored.echo two"));
@@ -607,7 +596,7 @@ mod tests {
 
     #[test]
     fn newlines_in_values_cannot_inject_assignments() {
-        let message = Notification::ready("line one\nMAINPID=1\r\n").0;
+        let message = message(&[NotifyState::Ready], Some("line one\nMAINPID=1\r\n"));
         assert_eq!(message, "READY=1\nSTATUS=line one MAINPID=1  \n");
     }
 
@@ -631,7 +620,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let receiver = UnixDatagram::bind(&path).unwrap();
-        notifier_to(UnixAddr::new(&path).unwrap()).send(&Notification::ready("x"));
+        notifier_to(UnixAddr::new(&path).unwrap()).send(&[NotifyState::Ready], Some("x"));
         let mut buf = [0u8; 256];
         let n = receiver.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1\nSTATUS=x\n");
@@ -640,8 +629,10 @@ mod tests {
         let name = format!("shellflip-test-{}", std::process::id());
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
         let receiver = UnixDatagram::bind_addr(&addr).unwrap();
-        notifier_to(UnixAddr::new_abstract(name.as_bytes()).unwrap())
-            .send(&Notification::extend_timeout(Duration::from_secs(1)));
+        notifier_to(UnixAddr::new_abstract(name.as_bytes()).unwrap()).send(
+            &[NotifyState::ExtendTimeoutUsec(usec(Duration::from_secs(1)))],
+            None,
+        );
         let n = receiver.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"EXTEND_TIMEOUT_USEC=1000000\n");
     }
@@ -651,9 +642,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let notifier = notifier_to(UnixAddr::new(&dir.path().join("nobody")).unwrap());
         assert!(notifier.is_enabled());
-        notifier.send(&Notification::ready("x"));
+        notifier.send(&[NotifyState::Ready], Some("x"));
         assert!(!Notifier::default().is_enabled());
-        Notifier::default().send(&Notification::ready("x"));
+        Notifier::default().send(&[NotifyState::Ready], Some("x"));
     }
 
     /// A receiver that does not read makes notifications fail (and be

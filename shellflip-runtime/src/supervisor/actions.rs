@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sd_notify::NotifyState;
 use shellflip_control::protocol::{Response, RestartSuccess};
 
 use crate::channel::{ChildMessage, ParentMessage};
@@ -16,7 +17,7 @@ use crate::machine::{Action, Ending, Failure, Notice, ReplyTo, Successor};
 use crate::profile::{self, Hop};
 use crate::registry::CONTROL_FD_NAME;
 use crate::sync::lock;
-use crate::systemd::{self, Notification};
+use crate::systemd;
 use crate::timing;
 
 use super::successor::Watcher;
@@ -103,17 +104,20 @@ impl Supervisor {
     }
 
     fn notify(&self, notice: Notice) {
-        let notification = match notice {
-            Notice::Ready(status) => Notification::ready(&status),
-            Notice::Reloading(status) => {
-                Notification::reloading(systemd::monotonic_usec(), &status)
-            }
+        let reloading = || {
+            let began = NotifyState::MonotonicUsec(i128::from(systemd::monotonic_usec()));
+            [NotifyState::Reloading, began]
+        };
+        let (states, status) = match notice {
+            Notice::Ready(status) => (vec![NotifyState::Ready], status),
+            Notice::Reloading(status) => (reloading().to_vec(), status),
             Notice::ReloadRefused(status) => {
-                self.systemd
-                    .send(&Notification::reloading(systemd::monotonic_usec(), &status));
-                Notification::ready(&status)
+                self.systemd.send(&reloading(), Some(&status));
+                (vec![NotifyState::Ready], status)
             }
-            Notice::MainPid(pid, status) => Notification::handed_over(pid, &status),
+            Notice::MainPid(pid, status) => {
+                (vec![NotifyState::MainPid(pid), NotifyState::Ready], status)
+            }
             Notice::Stopping => {
                 let drain = self.config.drain_timeout;
                 if self.systemd.is_enabled() {
@@ -122,16 +126,19 @@ impl Supervisor {
                         tokio::time::Instant::now() + drain,
                     ));
                 }
-                Notification::stopping(
-                    systemd::drain_extension(drain),
-                    &format!(
-                        "stopping: draining for up to {}",
-                        shellflip_settings::format_duration(drain)
-                    ),
-                )
+                let extend = systemd::usec(systemd::drain_extension(drain));
+                let status = format!(
+                    "stopping: draining for up to {}",
+                    shellflip_settings::format_duration(drain)
+                );
+                let stopping = vec![
+                    NotifyState::Stopping,
+                    NotifyState::ExtendTimeoutUsec(extend),
+                ];
+                (stopping, status)
             }
         };
-        self.systemd.send(&notification);
+        self.systemd.send(&states, Some(&status));
     }
 
     fn answer(&mut self, reply: ReplyTo, outcome: Result<Successor, Failure>) {
