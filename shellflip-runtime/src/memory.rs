@@ -172,10 +172,9 @@ pub(crate) fn heap_is_large() -> bool {
 /// `(name, value)` (`None`: unset): `GLIBC_TUNABLES` and
 /// [`ENV_HUGE_HEAP_ADDED`].
 ///
-/// A large state is decoded into fresh memory, one page fault per 4 KiB,
-/// and encoded again at the next restart by walking it; with the heap on
-/// 2 MiB pages, a 100 MiB state's handover took about a third less time
-/// (docs/bench.md). So when this generation's heap is large (`large_heap`),
+/// A large state is encoded at each restart by walking it, while writers
+/// wait; with the heap on 2 MiB pages (fewer TLB misses), a 100 MiB
+/// state's encoding took half the time (docs/bench.md). So when this generation's heap is large (`large_heap`),
 /// the next one gets [`HUGE_HEAP`] added to the tunables it inherits. The
 /// service's own choice wins: tunables that already set
 /// `glibc.malloc.hugetlb` (to `0` to keep huge pages off) are passed on
