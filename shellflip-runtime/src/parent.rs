@@ -114,15 +114,19 @@ pub(crate) async fn restart(
     });
     profile::mark(Hop::SpawnAsked);
     // The spawn, while `prepare` writes the header (its outcome kept if it
-    // finished first).
+    // finished first). The header is written first: into the socket's
+    // buffer before the spawn is even asked, so that the new process never
+    // waits for it, however the two cores run the spawner, the new process
+    // and this thread. A header too large for the buffer leaves `prepare`
+    // pending, and the spawn goes ahead meanwhile.
     let spawn = spawner.spawn(theirs);
     tokio::pin!(spawn);
     let mut prepared = None;
     let mut process = loop {
         tokio::select! {
             biased;
-            spawned = &mut spawn => break spawned?,
             done = prepare.as_mut(), if prepared.is_none() => prepared = Some(done),
+            spawned = &mut spawn => break spawned?,
         }
     };
     let pid = process.pid();
