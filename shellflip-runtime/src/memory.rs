@@ -168,26 +168,30 @@ pub(crate) fn heap_is_large() -> bool {
     kib.is_some_and(|kib| kib.saturating_mul(1024) >= LARGE_HEAP_BYTES)
 }
 
-/// The two variables a new generation gets for its heap, as
-/// `(name, value)` (`None`: unset): `GLIBC_TUNABLES` and
-/// [`ENV_HUGE_HEAP_ADDED`].
+/// The variables a new generation gets for its heap, as `(name, value)`
+/// (`None`: unset): `GLIBC_TUNABLES` and [`ENV_HUGE_HEAP_ADDED`]; none
+/// (every variable passed on as it is) when the inherited tunables are not
+/// UTF-8, which glibc would not parse either.
 ///
 /// A large state is encoded at each restart by walking it, while writers
 /// wait; with the heap on 2 MiB pages (fewer TLB misses), a 100 MiB
-/// state's encoding took half the time (docs/bench.md). So when this generation's heap is large (`large_heap`),
-/// the next one gets [`HUGE_HEAP`] added to the tunables it inherits. The
-/// service's own choice wins: tunables that already set
-/// `glibc.malloc.hugetlb` (to `0` to keep huge pages off) are passed on
-/// untouched. An entry the runtime added before (`added_before`) is taken
-/// back first, so a heap that shrank loses it again. Other C libraries and
-/// allocators ignore the variable.
+/// state's encoding took half the time (docs/bench.md). So when this
+/// generation's heap is large (`large_heap`), the next one gets
+/// [`HUGE_HEAP`] added to the tunables it inherits. The service's own
+/// choice wins: tunables that already set `glibc.malloc.hugetlb` (to `0`
+/// to keep huge pages off) are passed on untouched. An entry the runtime
+/// added before (`added_before`) is taken back first, so a heap that
+/// shrank loses it again. Other C libraries and allocators ignore the
+/// variable.
 pub(crate) fn successor_heap_env(
-    inherited: Option<&str>,
+    inherited: Option<&std::ffi::OsStr>,
     added_before: bool,
     large_heap: bool,
-) -> [(&'static str, Option<String>); 2] {
+) -> Vec<(&'static str, Option<String>)> {
+    let Some(inherited) = inherited.map_or(Some(""), std::ffi::OsStr::to_str) else {
+        return Vec::new();
+    };
     let mut own: Vec<&str> = inherited
-        .unwrap_or("")
         .split(':')
         .filter(|entry| !entry.is_empty())
         .collect();
@@ -203,15 +207,15 @@ pub(crate) fn successor_heap_env(
     if add {
         own.push(HUGE_HEAP);
     }
-    [
+    vec![
         ("GLIBC_TUNABLES", (!own.is_empty()).then(|| own.join(":"))),
         (ENV_HUGE_HEAP_ADDED, add.then(|| "1".to_owned())),
     ]
 }
 
 /// [`successor_heap_env`] for this process's environment.
-pub(crate) fn successor_heap_env_here(large_heap: bool) -> [(&'static str, Option<String>); 2] {
-    let inherited = std::env::var("GLIBC_TUNABLES").ok();
+pub(crate) fn successor_heap_env_here(large_heap: bool) -> Vec<(&'static str, Option<String>)> {
+    let inherited = std::env::var_os("GLIBC_TUNABLES");
     let added_before = std::env::var_os(ENV_HUGE_HEAP_ADDED).is_some();
     successor_heap_env(inherited.as_deref(), added_before, large_heap)
 }
@@ -220,14 +224,32 @@ pub(crate) fn successor_heap_env_here(large_heap: bool) -> [(&'static str, Optio
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::ffi::OsStr;
 
     fn heap_env(
         inherited: Option<&str>,
         added_before: bool,
         large: bool,
     ) -> (Option<String>, bool) {
-        let [(_, tunables), (_, added)] = successor_heap_env(inherited, added_before, large);
-        (tunables, added.is_some())
+        let env = successor_heap_env(inherited.map(OsStr::new), added_before, large);
+        assert_eq!(env.len(), 2, "{env:?}");
+        let value = |name: &str| {
+            env.iter()
+                .find(|(n, _)| *n == name)
+                .and_then(|(_, v)| v.clone())
+        };
+        (
+            value("GLIBC_TUNABLES"),
+            value(ENV_HUGE_HEAP_ADDED).is_some(),
+        )
+    }
+
+    #[test]
+    fn tunables_that_are_not_text_are_passed_on_untouched() {
+        use std::os::unix::ffi::OsStrExt;
+        let odd = OsStr::from_bytes(b"glibc.malloc.arena_max=\xff");
+        assert!(successor_heap_env(Some(odd), false, true).is_empty());
+        assert!(successor_heap_env(Some(odd), true, false).is_empty());
     }
 
     #[test]
